@@ -1,0 +1,66 @@
+// llm_client_wire.cc — JSON helpers shared by the Ollama and OpenAI protocol code.
+#include "llm_client_wire.h"
+
+#include <rapidjson/error/en.h>
+
+namespace nv::llm::wire {
+
+LlmError bad_response(std::string message) {
+  LlmError e;
+  e.code = ErrorCode::LLM_BAD_RESPONSE;
+  e.message = std::move(message);
+  return e;
+}
+
+LlmError bad_request(std::string message) {
+  LlmError e;
+  e.code = ErrorCode::BAD_REQUEST;
+  e.message = std::move(message);
+  return e;
+}
+
+bool write_raw_json(JsonWriter& w, std::string_view text) {
+  rapidjson::Document d;
+  d.Parse(text.data(), text.size());
+  if (d.HasParseError()) return false;
+  return d.Accept(w);
+}
+
+void write_string(JsonWriter& w, std::string_view s) {
+  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+const rapidjson::Value* get_member(const rapidjson::Value& obj, const char* key) {
+  if (!obj.IsObject()) return nullptr;
+  auto it = obj.FindMember(key);
+  if (it == obj.MemberEnd()) return nullptr;
+  return &it->value;
+}
+
+std::string get_string(const rapidjson::Value& obj, const char* key, std::string fallback) {
+  const rapidjson::Value* v = get_member(obj, key);
+  if (!v || !v->IsString()) return fallback;
+  return std::string(v->GetString(), v->GetStringLength());
+}
+
+uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback) {
+  const rapidjson::Value* v = get_member(obj, key);
+  if (!v) return fallback;
+  if (v->IsUint64()) return v->GetUint64();
+  if (v->IsDouble() && v->GetDouble() >= 0) return static_cast<uint64_t>(v->GetDouble());
+  return fallback;
+}
+
+std::string to_json_text(const rapidjson::Value& v) {
+  rapidjson::StringBuffer sb;
+  JsonWriter w(sb);
+  v.Accept(w);
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string excerpt(std::string_view s, size_t max) {
+  if (s.size() <= max) return std::string(s);
+  return std::string(s.substr(0, max)) + "...";
+}
+
+}  // namespace nv::llm::wire
