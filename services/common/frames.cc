@@ -77,7 +77,7 @@ bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames) {
 }
 
 bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limits, Message* out,
-           ParseError* failure) {
+           ParseError* failure, bool parse_body) {
   *failure = ParseError{};
   // 1. Envelope: routing frames up to the empty delimiter.
   size_t i = 0;
@@ -170,7 +170,11 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
   out->header.pid = h.getPid();
   out->header.instance = h.getInstance();
   // 4. Body (validated when read).
-  if (rest == 2) {
+  out->raw_body = zmq::message_t();
+  if (rest == 2 && !parse_body) {
+    out->raw_body = std::move(frames[i + 2]);
+    out->body = BodyReader();
+  } else if (rest == 2) {
     auto body = BodyReader::open(frames[i + 2], limits);
     if (!body) {
       failure->routing = std::move(out->routing);

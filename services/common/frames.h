@@ -102,7 +102,8 @@ class BodyReader {
 struct Message {
   std::vector<std::string> routing;  // identity frames before the delimiter
   Header header;
-  BodyReader body;
+  BodyReader body;                   // when parsed with parse_body = true
+  zmq::message_t raw_body;           // when parsed with parse_body = false (size-checked only)
 };
 
 // Why a message could not be parsed, with what is needed to answer it.
@@ -118,8 +119,10 @@ bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames);
 
 // Validates and parses frames. `routed` is true on ROUTER sockets (identity frames expected).
 // On failure, *failure says why and carries the routing frames for a typed Error reply.
+// With parse_body = false the body frame is only size-checked and moved to out->raw_body
+// (the broker forwards bodies it does not read; the receiving worker validates them).
 bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limits, Message* out,
-           ParseError* failure);
+           ParseError* failure, bool parse_body = true);
 
 zmq::message_t encode_header(const Header& header);
 zmq::message_t encode_body(capnp::MessageBuilder& builder);
