@@ -1,0 +1,50 @@
+// Landlock file confinement for the calling process (nv_landlock). Used in the VMM jail right
+// before exec'ing QEMU/Firecracker: after restrict_self() the process and everything it execs
+// can reach only the listed paths, whatever its uid or capabilities, even where BPF LSM is not
+// available. Raw syscalls (no liblandlock dependency); the ABI version decides which access
+// rights the kernel can enforce, and rights it does not know are left out, never faked.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nv::landlock {
+
+// What the process may still reach. Everything not listed here is refused for every handled
+// right (read, write, create, remove, execute, ...). Paths are resolved when the rules are added;
+// a directory covers everything beneath it.
+struct Ruleset {
+  std::vector<std::string> read_only;   // read files, list directories (kernel, rootfs image)
+  std::vector<std::string> read_write;  // + write, truncate, create/remove files, dirs, sockets,
+                                        //   fifos (the VM's own sockets and scratch dir)
+  std::vector<std::string> execute;     // + execute (and read): the VMM binary and its libraries
+  // true: a listed path that does not exist is skipped (and logged); false: it is an error.
+  bool skip_missing = false;
+};
+
+struct Outcome {
+  bool ok = false;
+  int abi = 0;                    // Landlock ABI version of the kernel, 0 when unavailable
+  uint64_t handled_fs = 0;        // LANDLOCK_ACCESS_FS_* rights the ruleset restricts
+  std::string call;               // failing call, e.g. "landlock_add_rule(/srv/vm-1)"
+  int errnum = 0;                 // its errno
+  std::vector<std::string> log;   // what was done, one line per step
+  // "ok (abi 7, ...)" or "call: strerror (errno N)".
+  std::string text() const;
+};
+
+// Landlock ABI version (>= 1), or -errno: -ENOSYS (kernel without Landlock), -EOPNOTSUPP
+// (built in but disabled at boot, e.g. not in lsm=).
+int abi_version();
+
+// True when abi_version() >= 1; *why gets the reason when not.
+bool available(std::string* why = nullptr);
+
+// Applies `rules` to the calling thread and its future children (call it before spawning other
+// threads, or from the single-threaded child right before exec). Sets PR_SET_NO_NEW_PRIVS, which
+// Landlock requires of unprivileged callers. Irreversible: on success the process stays confined.
+// On failure before landlock_restrict_self nothing is applied.
+Outcome restrict_self(const Ruleset& rules);
+
+}  // namespace nv::landlock

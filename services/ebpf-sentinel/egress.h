@@ -1,0 +1,76 @@
+// Egress control (bpf/sentinel_egress.bpf.c): cgroup/connect4|6 and cgroup/sendmsg4|6 attached to
+// VM cgroup2 dirs, each dir with its own editable policy (egress_policy.h).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bpf_loader.h"
+#include "egress_policy.h"
+#include "events.h"
+#include "status.h"
+
+struct sentinel_egress;  // bpftool skeleton
+struct ring_buffer;
+struct bpf_link;
+
+namespace nv::sentinel {
+
+class Egress {
+ public:
+  Egress() = default;
+  ~Egress();
+  Egress(const Egress&) = delete;
+  Egress& operator=(const Egress&) = delete;
+
+  // open → load → fill the default policy (id 0). Nothing is attached until attach().
+  std::vector<ProgramStatus> load();
+  bool loaded() const { return skel_ != nullptr; }
+  const std::vector<ProgramStatus>& statuses() const { return statuses_; }
+
+  // Gives `cgroup2_dir` (and every cgroup below it) `policy`, then attaches the four programs to
+  // it. All or nothing: on failure nothing stays attached. vm_id is reported with denials.
+  Status attach(const std::string& cgroup2_dir, const EgressPolicy& policy,
+                const std::string& vm_id = {});
+  // Detaches and forgets the dir's policy.
+  Status detach(const std::string& cgroup2_dir);
+  // Adds or replaces (same CIDR) one rule of an attached dir's policy; takes effect at once.
+  Status set_rule(const std::string& cgroup2_dir, const EgressRule& rule);
+  // Removes the rule with this CIDR from an attached dir's policy.
+  Status remove_rule(const std::string& cgroup2_dir, const std::string& cidr);
+  // The dir's current rules (canonical CIDRs).
+  std::vector<EgressRule> rules(const std::string& cgroup2_dir) const;
+
+  Status add_ring(ring_buffer** rb, Callbacks* callbacks);
+
+ private:
+  struct Attachment {
+    std::string vm_id;
+    CgroupDir cg;
+    uint32_t policy = 0;
+    std::vector<bpf_link*> links;
+    std::map<std::string, uint32_t> rule_ids;  // canonical CIDR → rule id
+  };
+  struct StoredRule {
+    Cidr cidr;
+    EgressRule rule;
+  };
+
+  static int on_record(void* ctx, void* data, size_t size);
+  Status write_rule(uint32_t policy, const EgressRule& rule, std::map<std::string, uint32_t>* ids);
+  Status erase_rule(uint32_t policy, const Cidr& cidr);
+  void release(Attachment& a);
+
+  sentinel_egress* skel_ = nullptr;
+  std::vector<ProgramStatus> statuses_;
+  std::map<std::string, Attachment> attached_;  // by cgroup2 dir path
+  std::map<std::string, uint32_t> default_rule_ids_;
+  std::map<uint32_t, StoredRule> rule_table_;   // rule id → rule, for denial reports
+  uint32_t next_rule_id_ = 1;
+  uint32_t next_policy_ = 1;  // 0 is the default policy
+  Callbacks* callbacks_ = nullptr;
+};
+
+}  // namespace nv::sentinel
