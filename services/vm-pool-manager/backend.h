@@ -1,0 +1,100 @@
+// backend.h — the interface every VMM backend (QEMU, Firecracker, test fakes) implements.
+//
+// A Backend boots a VM from a VmSpec (cold, or restored from a snapshot file) and returns a
+// RunningVm: the VMM process (pid + pidfd), the guest channel (socket path and kind), and the
+// per-VM resources it owns (cgroup, jail dir). Destroying a RunningVm stops the VMM and removes
+// every resource it owns; the destructor does the same as a last resort.
+//
+// The pool (pool.h) only talks to this interface, so its logic is tested with a fake backend.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/error.h"  // nv::Error, nv::Result, nv::Status
+
+namespace nv::vm {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+// How the host reaches the guest agent.
+enum class ChannelKind {
+  unixStream,   // a Unix stream socket wired straight to the guest (QEMU virtio-serial chardev)
+  hybridVsock,  // Firecracker's vsock UDS: "CONNECT <port>\n" → "OK <n>\n", then the stream
+};
+const char* channel_kind_name(ChannelKind kind);
+
+// What to boot.
+struct VmSpec {
+  std::string vm_id;          // unique, never reused; names the jail dir and the cgroups
+  uint32_t vcpus = 1;
+  uint32_t memory_mib = 256;
+  std::string kernel;         // host path of the guest kernel (ELF vmlinux with a PVH note)
+  std::string rootfs;         // host path of the root filesystem image (attached read-only)
+  std::string restore_from;   // host path of a snapshot made by RunningVm::snapshot; "" = cold
+};
+
+// What a booted VM looks like from outside.
+struct VmInfo {
+  std::string vm_id;
+  pid_t vmm_pid = -1;          // in the pool manager's PID namespace
+  ChannelKind channel_kind = ChannelKind::unixStream;
+  std::string channel_path;    // host path of the guest channel socket
+  uint32_t vsock_port = 0;     // hybridVsock: the guest port to CONNECT to
+  std::string backend;         // "qemu" | "firecracker" | "fake"
+  std::string accel;           // "kvm" | "tcg"
+  bool restored = false;
+  std::string jail_dir;        // "" when the backend runs without a jail
+  std::string cgroup2_path;    // the VM's cgroup2 directory (egress hooks), "" if none
+};
+
+// Resource usage read from the VM's cgroup.
+struct VmUsage {
+  uint64_t memory_bytes = 0;
+  uint64_t memory_limit_bytes = 0;
+  uint64_t cpu_usage_us = 0;
+  uint64_t cpu_throttled_periods = 0;
+  uint32_t pids = 0;
+  uint64_t oom_kills = 0;      // v2 memory.events oom_kill / v1 memory.oom_control oom_kill
+};
+
+class RunningVm {
+ public:
+  virtual ~RunningVm() = default;
+  virtual const VmInfo& info() const = 0;
+  // A descriptor that becomes readable when the VMM process exits (a pidfd for real VMMs).
+  virtual int exit_fd() const = 0;
+  // Non-blocking: true while the VMM process has not exited.
+  virtual bool alive() = 0;
+  // How the VMM ended ("exited with status 0", "killed by signal 9"), "" while alive.
+  virtual std::string exit_reason() = 0;
+  // Asks the VMM whether it still answers its control channel before the deadline.
+  virtual Status check_responsive(Deadline deadline) = 0;
+  // Pauses the guest and writes its full state to `path`; the VM stays paused afterwards.
+  virtual Status snapshot(const std::string& path, Deadline deadline) = 0;
+  // Stops the VMM (gracefully until `deadline`, then SIGKILL), waits for it, and removes every
+  // resource it owns (cgroup dirs, jail dir, sockets). Idempotent.
+  virtual Status destroy(Deadline deadline) = 0;
+  // Usage from the VM's cgroup (zeros when the backend runs without one).
+  virtual Result<VmUsage> usage() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // "kvm" | "tcg" (after probing), and why.
+  virtual std::string accel() const = 0;
+  virtual std::string accel_reason() const = 0;
+  virtual bool supports_snapshot() const = 0;
+  // Starts the VMM and returns once its control channel answers; the guest may still be booting
+  // (the pool then waits for the agent's Hello on the guest channel).
+  virtual Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) = 0;
+};
+
+}  // namespace nv::vm

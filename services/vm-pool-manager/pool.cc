@@ -1,0 +1,545 @@
+#include "pool.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "common/log.h"
+
+namespace nv::vm {
+
+const char* tier_name(SizeTier t) {
+  switch (t) {
+    case SizeTier::SMALL: return "small";
+    case SizeTier::MEDIUM: return "medium";
+    case SizeTier::LARGE: return "large";
+    case SizeTier::UNSET: return "unset";
+  }
+  return "unknown";
+}
+
+bool parse_tier(const std::string& name, SizeTier* out) {
+  for (SizeTier t : {SizeTier::SMALL, SizeTier::MEDIUM, SizeTier::LARGE}) {
+    if (name == tier_name(t)) {
+      *out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<TierConfig> default_tiers(uint32_t warm, uint32_t max) {
+  return {{SizeTier::SMALL, 1, 256, warm, max},
+          {SizeTier::MEDIUM, 2, 512, warm, max},
+          {SizeTier::LARGE, 4, 1024, warm, max}};
+}
+
+Pool::Pool(PoolOptions options, Backend& backend, GuestLink& guest, PoolEvents& events)
+    : opt_(std::move(options)), backend_(backend), guest_(guest), events_(events) {}
+
+Pool::~Pool() { stop(); }
+
+double Pool::ms_since(Clock::time_point t) const {
+  return std::chrono::duration<double, std::milli>(opt_.clock() - t).count();
+}
+
+Pool::TierState* Pool::find_tier(SizeTier t) {
+  auto it = tiers_.find(t);
+  return it == tiers_.end() ? nullptr : &it->second;
+}
+
+Status Pool::validate() const {
+  std::vector<std::string> problems;
+  std::map<SizeTier, int> seen;
+  for (const auto& t : opt_.tiers) {
+    std::string n = tier_name(t.tier);
+    if (t.tier == SizeTier::UNSET) problems.push_back("a tier has no size (unset)");
+    if (seen[t.tier]++) problems.push_back("tier " + n + " configured twice");
+    if (t.vcpus == 0 || t.memory_mib < 64) problems.push_back("tier " + n + ": vcpus >= 1 and memory >= 64 MiB");
+    if (t.warm > t.max) {
+      problems.push_back("tier " + n + ": warm (" + std::to_string(t.warm) + ") > max (" +
+                         std::to_string(t.max) + ")");
+    }
+  }
+  if (opt_.tiers.empty()) problems.push_back("no tiers configured");
+  if (opt_.refill_threads == 0) problems.push_back("refill_threads must be >= 1");
+  if (opt_.snapshot && !backend_.supports_snapshot()) {
+    problems.push_back("snapshot mode: backend " + backend_.name() + " cannot snapshot");
+  }
+  if (opt_.snapshot && opt_.snapshot_dir.empty()) problems.push_back("snapshot mode needs snapshot_dir");
+  if (problems.empty()) return {};
+  std::string msg = "pool configuration: ";
+  for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
+  return make_error(ErrorCode::BAD_REQUEST, msg);
+}
+
+Status Pool::start() {
+  if (Status s = validate(); !s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);
+    if (started_) return {};
+    for (const auto& t : opt_.tiers) tiers_[t.tier].cfg = t;
+  }
+  if (opt_.snapshot) {
+    if (Status s = make_dirs(opt_.snapshot_dir, 0700); !s.ok()) return s;
+    for (auto& [tier, t] : tiers_) {
+      if (t.cfg.max == 0) continue;
+      if (Status s = make_snapshot(t); !s.ok()) return s;
+    }
+  }
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_.valid()) return sys_error("epoll_create1", errno);
+  wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_.valid()) return sys_error("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0;  // key 0 = wake
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+    return sys_error("epoll_ctl(ADD eventfd)", errno);
+  }
+  {
+    std::lock_guard lock(mu_);
+    started_ = true;
+    stopping_ = false;
+  }
+  threads_.emplace_back([this] { monitor_loop(); });
+  for (unsigned i = 0; i < opt_.refill_threads; ++i) threads_.emplace_back([this] { refill_loop(); });
+  log::info("vm pool started", {{"backend", backend_.name()},
+                                {"accel", backend_.accel()},
+                                {"accel_reason", backend_.accel_reason()},
+                                {"snapshot", opt_.snapshot}});
+  return {};
+}
+
+Status Pool::make_snapshot(TierState& t) {
+  VmSpec spec;
+  spec.vm_id = "tpl-" + std::string(tier_name(t.cfg.tier)) + "-" + random_hex(4);
+  spec.vcpus = t.cfg.vcpus;
+  spec.memory_mib = t.cfg.memory_mib;
+  spec.kernel = opt_.kernel;
+  spec.rootfs = opt_.rootfs;
+  auto start = opt_.clock();
+  auto deadline = Clock::now() + opt_.boot_timeout;
+  auto vm = backend_.boot(spec, deadline);
+  if (!vm.ok()) {
+    Error e = vm.error();
+    e.message = "snapshot template for " + std::string(tier_name(t.cfg.tier)) + ": " + e.message;
+    return e;
+  }
+  std::shared_ptr<RunningVm> v = std::move(vm.value());
+  if (Status s = guest_.wait_ready(v->info(), deadline); !s.ok()) {
+    (void)v->destroy(Clock::now() + opt_.destroy_grace);
+    Error e = s.error();
+    e.message = "snapshot template for " + std::string(tier_name(t.cfg.tier)) +
+                ": no Hello: " + e.message;
+    return e;
+  }
+  SnapshotStats st;
+  st.tier = t.cfg.tier;
+  st.cold_boot_ms = ms_since(start);
+  // Let the agent see the host hang up before the state is frozen, so every restored clone
+  // starts out waiting for a new host connection.
+  std::this_thread::sleep_for(opt_.snapshot_settle);
+  st.path = opt_.snapshot_dir + "/" + tier_name(t.cfg.tier) + ".vmstate";
+  auto snap_start = opt_.clock();
+  Status s = v->snapshot(st.path, Clock::now() + opt_.boot_timeout);
+  st.snapshot_ms = ms_since(snap_start);
+  (void)v->destroy(Clock::now() + opt_.destroy_grace);
+  if (!s.ok()) {
+    Error e = s.error();
+    e.message = "snapshot of tier " + std::string(tier_name(t.cfg.tier)) + ": " + e.message;
+    return e;
+  }
+  struct stat sb {};
+  if (::stat(st.path.c_str(), &sb) == 0) st.bytes = static_cast<uint64_t>(sb.st_size);
+  t.snapshot_path = st.path;
+  log::info("vm snapshot made", {{"tier", tier_name(t.cfg.tier)},
+                                 {"path", st.path},
+                                 {"cold_boot_ms", st.cold_boot_ms},
+                                 {"snapshot_ms", st.snapshot_ms},
+                                 {"bytes", st.bytes}});
+  std::lock_guard lock(mu_);
+  snapshots_.push_back(st);
+  return {};
+}
+
+void Pool::stop() {
+  std::vector<std::shared_ptr<RunningVm>> doomed;
+  {
+    std::lock_guard lock(mu_);
+    if (!started_ && threads_.empty()) return;
+    stopping_ = true;
+  }
+  warm_cv_.notify_all();
+  refill_cv_.notify_all();
+  if (wake_.valid()) {
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+  }
+  for (auto& th : threads_) th.join();
+  threads_.clear();
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, e] : vms_) doomed.push_back(e.vm);
+    vms_.clear();
+    keys_.clear();
+    for (auto& [tier, t] : tiers_) {
+      t.warm.clear();
+      t.active = 0;
+    }
+    started_ = false;
+  }
+  for (auto& vm : doomed) (void)vm->destroy(Clock::now() + opt_.destroy_grace);
+  for (const auto& s : snapshots_) ::unlink(s.path.c_str());
+}
+
+void Pool::refill_loop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    SizeTier pick = SizeTier::UNSET;
+    auto now = Clock::now();
+    Clock::time_point next_retry = now + std::chrono::milliseconds(200);
+    for (auto& [tier, t] : tiers_) {
+      uint32_t warm = static_cast<uint32_t>(t.warm.size());
+      uint32_t total = warm + t.active + t.booting;
+      // Keep `warm` idle VMs, plus one per waiting lease, never above `max`.
+      bool wanted = warm + t.booting < t.cfg.warm + t.waiting && total < t.cfg.max;
+      if (!wanted) continue;
+      if (t.retry_after > now) {
+        next_retry = std::min(next_retry, t.retry_after);
+        continue;
+      }
+      pick = tier;
+      break;
+    }
+    if (pick == SizeTier::UNSET) {
+      refill_cv_.wait_until(lock, next_retry);
+      continue;
+    }
+    tiers_[pick].booting++;
+    publish_status();
+    lock.unlock();
+    boot_one(pick);
+    lock.lock();
+  }
+}
+
+void Pool::boot_one(SizeTier tier) {
+  TierConfig cfg;
+  std::string snapshot;
+  {
+    std::lock_guard lock(mu_);
+    cfg = tiers_[tier].cfg;
+    snapshot = tiers_[tier].snapshot_path;
+  }
+  VmSpec spec;
+  spec.vm_id = "vm-" + random_hex(8);
+  spec.vcpus = cfg.vcpus;
+  spec.memory_mib = cfg.memory_mib;
+  spec.kernel = opt_.kernel;
+  spec.rootfs = opt_.rootfs;
+  spec.restore_from = snapshot;
+  auto start = opt_.clock();
+  auto deadline = Clock::now() + opt_.boot_timeout;
+
+  std::string failure;
+  pid_t pid = 0;
+  std::shared_ptr<RunningVm> vm;
+  auto booted = backend_.boot(spec, deadline);
+  if (!booted.ok()) {
+    failure = "boot failed: " + booted.error().message;
+  } else {
+    vm = std::move(booted.value());
+    pid = vm->info().vmm_pid;
+    if (Status s = guest_.wait_ready(vm->info(), deadline); !s.ok()) {
+      failure = "no Hello from the guest agent: " + s.error().message;
+    } else if (vm->info().restored) {
+      // Clones of one snapshot share its RNG state and identity: fresh entropy and id first.
+      Status r = guest_.reseed(vm->info(), random_bytes(opt_.reseed_bytes), spec.vm_id, deadline);
+      if (!r.ok()) failure = "reseed after restore failed: " + r.error().message;
+    }
+  }
+  double boot_ms = ms_since(start);
+
+  std::unique_lock lock(mu_);
+  TierState& t = tiers_[tier];
+  t.booting--;
+  if (!failure.empty() || stopping_) {
+    if (!failure.empty()) {
+      t.failures++;
+      auto delay = std::min<std::chrono::milliseconds>(
+          opt_.max_backoff, std::chrono::milliseconds(250) * (1 << std::min(t.failures, 7u)));
+      t.retry_after = Clock::now() + delay;
+    }
+    lock.unlock();
+    if (vm) (void)vm->destroy(Clock::now() + opt_.destroy_grace);
+    if (!failure.empty()) {
+      log::warn("vm boot failed", {{"vm_id", spec.vm_id}, {"tier", tier_name(tier)},
+                                   {"reason", failure}});
+      events_.on_failed(spec.vm_id, tier, failure, pid);
+    }
+    std::lock_guard again(mu_);
+    publish_status();
+    return;
+  }
+  t.failures = 0;
+  Entry e;
+  e.vm = vm;
+  e.tier = tier;
+  e.boot_ms = boot_ms;
+  e.key = next_key_++;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = e.key;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm->exit_fd(), &ev) != 0) {
+    log::syscall_error("epoll_ctl(ADD pidfd)", errno, {{"vm_id", spec.vm_id}});
+  }
+  keys_[e.key] = spec.vm_id;
+  vms_[spec.vm_id] = std::move(e);
+  t.warm.push_back(spec.vm_id);
+  publish_status();
+  lock.unlock();
+  warm_cv_.notify_all();
+  events_.on_booted(vm->info(), tier, boot_ms);
+}
+
+void Pool::monitor_loop() {
+  auto next_health = Clock::now() + opt_.health_interval;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    int timeout = static_cast<int>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(next_health - Clock::now())
+               .count()));
+    epoll_event evs[16];
+    int n = ::epoll_wait(epoll_.get(), evs, 16, timeout);
+    if (n < 0 && errno != EINTR) {
+      log::syscall_error("epoll_wait", errno);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t key = evs[i].data.u64;
+      if (key == 0) continue;  // stop
+      std::string id;
+      std::shared_ptr<RunningVm> vm;
+      {
+        std::lock_guard lock(mu_);
+        auto it = keys_.find(key);
+        if (it == keys_.end()) continue;
+        id = it->second;
+        auto v = vms_.find(id);
+        if (v != vms_.end()) vm = v->second.vm;
+      }
+      if (!vm) continue;
+      if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, vm->exit_fd(), nullptr) != 0 && errno != ENOENT &&
+          errno != EBADF) {
+        log::syscall_error("epoll_ctl(DEL pidfd)", errno, {{"vm_id", id}});
+      }
+      std::string why = vm->exit_reason();
+      fail_vm(id, "vmm exited: " + (why.empty() ? std::string("unknown status") : why));
+    }
+    if (Clock::now() >= next_health) {
+      next_health = Clock::now() + opt_.health_interval;
+      std::vector<std::pair<std::string, std::shared_ptr<RunningVm>>> all;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& [id, e] : vms_) all.emplace_back(id, e.vm);
+      }
+      for (auto& [id, vm] : all) {
+        if (!vm->alive()) continue;  // the pidfd event handles it
+        Status s = vm->check_responsive(Clock::now() + opt_.health_timeout);
+        if (!s.ok()) fail_vm(id, "vmm unresponsive: " + s.error().message);
+      }
+    }
+  }
+}
+
+void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
+  Entry e;
+  {
+    std::lock_guard lock(mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end()) return;  // released meanwhile
+    e = std::move(it->second);
+    vms_.erase(it);
+    keys_.erase(e.key);
+    TierState& t = tiers_[e.tier];
+    if (e.leased) {
+      t.active--;
+    } else {
+      t.warm.erase(std::remove(t.warm.begin(), t.warm.end(), vm_id), t.warm.end());
+    }
+    publish_status();
+  }
+  refill_cv_.notify_all();
+  pid_t pid = e.vm->info().vmm_pid;
+  log::warn("vm failed", {{"vm_id", vm_id}, {"tier", tier_name(e.tier)}, {"reason", reason},
+                          {"vmm_pid", static_cast<int64_t>(pid)}});
+  (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.vm->exit_fd(), nullptr);
+  Status d = e.vm->destroy(Clock::now() + opt_.destroy_grace);
+  if (!d.ok()) log::warn("vm cleanup failed", {{"vm_id", vm_id}, {"error", d.error().message}});
+  events_.on_failed(vm_id, e.tier, reason, pid);
+}
+
+Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_ms) {
+  if (tier == SizeTier::UNSET) tier = SizeTier::SMALL;
+  if (deadline_ms.count() <= 0) deadline_ms = opt_.default_lease_deadline;
+  auto start = opt_.clock();
+  auto deadline = Clock::now() + deadline_ms;
+  std::unique_lock lock(mu_);
+  TierState* t = find_tier(tier);
+  if (!t) {
+    std::string known;
+    for (auto& [k, v] : tiers_) known += (known.empty() ? "" : ", ") + std::string(tier_name(k));
+    return make_error(ErrorCode::UNKNOWN_TIER, "tier '" + std::string(tier_name(tier)) +
+                                                   "' is not configured (configured: " + known +
+                                                   ")");
+  }
+  if (!started_ || stopping_) return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is not running");
+  t->waiting++;
+  refill_cv_.notify_all();
+  publish_status();
+  std::shared_ptr<RunningVm> vm;
+  std::string id;
+  for (;;) {
+    warm_cv_.wait_until(lock, deadline, [&] { return stopping_ || !t->warm.empty(); });
+    if (stopping_ || t->warm.empty()) break;
+    // First warm VM whose VMM still runs; a dead one stays for the monitor to report.
+    auto it = std::find_if(t->warm.begin(), t->warm.end(),
+                           [&](const std::string& w) { return vms_.at(w).vm->alive(); });
+    if (it == t->warm.end()) {
+      if (Clock::now() >= deadline) break;
+      warm_cv_.wait_for(lock, std::chrono::milliseconds(10));
+      continue;
+    }
+    id = *it;
+    t->warm.erase(it);
+    Entry& e = vms_.at(id);
+    e.leased = true;
+    e.leased_at = opt_.clock();
+    t->active++;
+    vm = e.vm;
+    break;
+  }
+  t->waiting--;
+  if (!vm) {
+    if (stopping_) return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping");
+    Error err = make_error(
+        ErrorCode::POOL_EXHAUSTED,
+        "no warm " + std::string(tier_name(tier)) + " VM within " +
+            std::to_string(deadline_ms.count()) + " ms (warm 0, leased " +
+            std::to_string(t->active) + ", booting " + std::to_string(t->booting) + ", max " +
+            std::to_string(t->cfg.max) + "); retry later or raise --max",
+        true);
+    publish_status();
+    return err;
+  }
+  LeaseInfo li;
+  li.vm = vm->info();
+  li.tier = t->cfg;
+  li.boot_ms = vms_.at(id).boot_ms;
+  li.wait_ms = ms_since(start);
+  publish_status();
+  lock.unlock();
+  refill_cv_.notify_all();
+  events_.on_acquired(id, tier, li.wait_ms);
+  return li;
+}
+
+void Pool::remember_released(const std::string& id) {
+  released_.push_back(id);
+  if (released_.size() > 4096) released_.pop_front();
+}
+
+Status Pool::release(const std::string& vm_id, const std::string& reason) {
+  Entry e;
+  {
+    std::lock_guard lock(mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end() || !it->second.leased) {
+      bool before = std::find(released_.begin(), released_.end(), vm_id) != released_.end();
+      return make_error(ErrorCode::UNKNOWN_LEASE,
+                        before ? "vm " + vm_id + " was already released"
+                               : "vm '" + vm_id + "' is not leased (unknown id)");
+    }
+    e = std::move(it->second);
+    vms_.erase(it);
+    keys_.erase(e.key);
+    tiers_[e.tier].active--;
+    remember_released(vm_id);
+    publish_status();
+  }
+  refill_cv_.notify_all();
+  double leased_ms = ms_since(e.leased_at);
+  (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.vm->exit_fd(), nullptr);
+  Status d = e.vm->destroy(Clock::now() + opt_.destroy_grace);
+  if (!d.ok()) log::warn("vm cleanup failed", {{"vm_id", vm_id}, {"error", d.error().message}});
+  events_.on_released(vm_id, e.tier, reason, leased_ms);
+  return {};
+}
+
+PoolStatusInfo Pool::status_locked() const {
+  PoolStatusInfo s;
+  s.backend = backend_.name();
+  s.accel = backend_.accel();
+  for (const auto& [tier, t] : tiers_) {
+    TierStatusInfo ts;
+    ts.tier = tier;
+    ts.warm = static_cast<uint32_t>(t.warm.size());
+    ts.active = t.active;
+    ts.booting = t.booting;
+    ts.warm_target = t.cfg.warm;
+    ts.max = t.cfg.max;
+    ts.waiting = t.waiting;
+    s.tiers.push_back(ts);
+  }
+  return s;
+}
+
+void Pool::publish_status() { events_.on_status(status_locked()); }
+
+PoolStatusInfo Pool::status() {
+  std::lock_guard lock(mu_);
+  return status_locked();
+}
+
+bool Pool::wait_warm(Deadline deadline) {
+  std::unique_lock lock(mu_);
+  return warm_cv_.wait_until(lock, deadline, [&] {
+    for (auto& [tier, t] : tiers_) {
+      if (t.warm.size() < t.cfg.warm) return false;
+    }
+    return true;
+  });
+}
+
+Result<VmUsage> Pool::usage(const std::string& vm_id) {
+  std::shared_ptr<RunningVm> vm;
+  {
+    std::lock_guard lock(mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end()) return make_error(ErrorCode::UNKNOWN_LEASE, "no live vm " + vm_id);
+    vm = it->second.vm;
+  }
+  return vm->usage();
+}
+
+std::vector<SnapshotStats> Pool::snapshot_stats() {
+  std::lock_guard lock(mu_);
+  return snapshots_;
+}
+
+std::vector<VmInfo> Pool::live_vms() {
+  std::lock_guard lock(mu_);
+  std::vector<VmInfo> out;
+  for (auto& [id, e] : vms_) out.push_back(e.vm->info());
+  return out;
+}
+
+}  // namespace nv::vm

@@ -1,0 +1,204 @@
+// pool.h — pre-warmed VMs per size tier, leased one per execution and never reused.
+//
+//   tiers: small 1 vCPU/256 MiB, medium 2/512, large 4/1024, each with `warm` (idle VMs kept
+//   ready) and `max` (warm + leased + booting never exceeds it).
+//   lease(tier, deadline)  → a warm VM, waiting up to the deadline; poolExhausted after it.
+//   release(vm_id, reason) → the VM is destroyed (VMM stopped, cgroup and jail removed); the
+//                            refill threads boot a fresh one.
+//   A VMM that exits or stops answering its control channel is noticed by the monitor thread
+//   (pidfds in an epoll set; a health check every `health_interval`), removed, reported through
+//   PoolEvents::on_failed, and replaced.
+//   Snapshot mode: one template VM per tier is cold-booted and snapshotted at start; the pool is
+//   then filled by restoring it, and every restored VM gets fresh entropy and a fresh id (its
+//   clones would otherwise share the snapshot's RNG state) before it can be leased.
+//
+// The backend, the guest link (Hello / reseed) and the clock are injected, so the pool logic is
+// unit-tested with fakes (tests/unit/vm_pool_test.cc).
+#pragma once
+
+#include <nv/schema/common.capnp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend.h"
+#include "sysutil.h"
+
+namespace nv::vm {
+
+using SizeTier = schema::SizeTier;
+const char* tier_name(SizeTier t);
+// "small" | "medium" | "large" → tier; false when unknown.
+bool parse_tier(const std::string& name, SizeTier* out);
+
+struct TierConfig {
+  SizeTier tier = SizeTier::SMALL;
+  uint32_t vcpus = 1;
+  uint32_t memory_mib = 256;
+  uint32_t warm = 1;  // idle VMs kept ready
+  uint32_t max = 4;   // warm + leased + booting never exceeds it
+};
+// small 1/256, medium 2/512, large 4/1024 with the given warm/max each.
+std::vector<TierConfig> default_tiers(uint32_t warm, uint32_t max);
+
+// Waits for the guest agent and reseeds it (implemented over nv_guest_channel; faked in tests).
+class GuestLink {
+ public:
+  virtual ~GuestLink() = default;
+  // Connects to the guest channel and waits for the agent's Hello.
+  virtual Status wait_ready(const VmInfo& vm, Deadline deadline) = 0;
+  // Mixes `entropy` into the guest RNG and gives the guest its new id.
+  virtual Status reseed(const VmInfo& vm, const std::string& entropy, const std::string& vm_id,
+                        Deadline deadline) = 0;
+};
+
+struct TierStatusInfo {
+  SizeTier tier = SizeTier::SMALL;
+  uint32_t warm = 0, active = 0, booting = 0, warm_target = 0, max = 0, waiting = 0;
+};
+struct PoolStatusInfo {
+  std::string backend;
+  std::string accel;
+  std::vector<TierStatusInfo> tiers;
+};
+
+// Event callbacks (the service publishes them on the bus), from pool threads or the caller's
+// thread; implementations must be thread-safe and quick. on_status runs under the pool's lock
+// (so statuses arrive in order) and must not call back into the pool; the others run unlocked.
+class PoolEvents {
+ public:
+  virtual ~PoolEvents() = default;
+  virtual void on_booted(const VmInfo& /*vm*/, SizeTier, double /*boot_ms*/) {}
+  virtual void on_acquired(const std::string& /*vm_id*/, SizeTier, double /*wait_ms*/) {}
+  virtual void on_released(const std::string& /*vm_id*/, SizeTier, const std::string& /*reason*/,
+                           double /*leased_ms*/) {}
+  virtual void on_failed(const std::string& /*vm_id*/, SizeTier, const std::string& /*reason*/,
+                         pid_t /*vmm_pid*/) {}
+  virtual void on_status(const PoolStatusInfo&) {}
+};
+
+struct PoolOptions {
+  std::vector<TierConfig> tiers = default_tiers(1, 4);
+  std::string kernel;                      // guest kernel (host path)
+  std::string rootfs;                      // guest root image (host path)
+  bool snapshot = false;                   // fill from per-tier snapshots (see above)
+  std::string snapshot_dir;                // where template snapshots are written
+  std::chrono::milliseconds default_lease_deadline{5000};  // LeaseRequest.deadlineMs == 0
+  std::chrono::milliseconds boot_timeout{60000};  // VMM start → Hello (and reseed)
+  std::chrono::milliseconds destroy_grace{500};   // "quit" → SIGKILL
+  std::chrono::milliseconds health_interval{500};  // hang checks; deaths are seen at once
+  std::chrono::milliseconds health_timeout{1000};  // a control channel slower than this = hung
+  std::chrono::milliseconds snapshot_settle{200};  // after the template's Hello, before stop
+  std::chrono::milliseconds max_backoff{30000};    // retry delay cap after boot failures
+  unsigned refill_threads = 2;
+  size_t reseed_bytes = 64;
+  std::function<Clock::time_point()> clock = [] { return Clock::now(); };
+};
+
+struct LeaseInfo {
+  VmInfo vm;
+  TierConfig tier;
+  double boot_ms = 0;  // VMM start (or restore start) → Hello (and reseed)
+  double wait_ms = 0;  // how long lease() waited
+};
+
+// Template figures from snapshot mode (for logs and the benchmark).
+struct SnapshotStats {
+  SizeTier tier = SizeTier::SMALL;
+  std::string path;
+  double cold_boot_ms = 0;  // template: VMM start → Hello
+  double snapshot_ms = 0;   // stop + migrate to file
+  uint64_t bytes = 0;
+};
+
+class Pool {
+ public:
+  Pool(PoolOptions options, Backend& backend, GuestLink& guest, PoolEvents& events);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Validates the options (every problem in one error), makes the snapshots in snapshot mode,
+  // and starts the monitor and refill threads.
+  Status start();
+  // Stops the threads and destroys every VM (warm and leased). Idempotent.
+  void stop();
+
+  // A warm VM of `tier` (unset = small); waits up to `deadline` (0 = the default).
+  Result<LeaseInfo> lease(SizeTier tier, std::chrono::milliseconds deadline);
+  // Destroys a leased VM. unknownLease for ids never leased or already released.
+  Status release(const std::string& vm_id, const std::string& reason);
+
+  PoolStatusInfo status();
+  // Blocks until every tier has `warm` VMs ready, or the deadline; true when reached.
+  bool wait_warm(Deadline deadline);
+  // Usage of a live VM's cgroup.
+  Result<VmUsage> usage(const std::string& vm_id);
+  std::vector<SnapshotStats> snapshot_stats();
+  // Ids of the live VMs (warm and leased) and their VMM pids (tests, bench).
+  std::vector<VmInfo> live_vms();
+
+ private:
+  struct Entry {
+    std::shared_ptr<RunningVm> vm;
+    SizeTier tier;
+    double boot_ms = 0;
+    bool leased = false;
+    Clock::time_point leased_at{};
+    uint64_t key = 0;  // epoll key
+  };
+  struct TierState {
+    TierConfig cfg;
+    std::deque<std::string> warm;
+    uint32_t active = 0;
+    uint32_t booting = 0;
+    uint32_t waiting = 0;
+    uint32_t failures = 0;               // consecutive boot failures
+    Clock::time_point retry_after{};     // backoff
+    std::string snapshot_path;           // "" = cold boot
+  };
+
+  Status validate() const;
+  Status make_snapshot(TierState& t);
+  void refill_loop();
+  void monitor_loop();
+  void boot_one(SizeTier tier);
+  // Removes a VM that died or hung; reports it; the refill replaces it.
+  void fail_vm(const std::string& vm_id, const std::string& reason);
+  TierState* find_tier(SizeTier t);
+  PoolStatusInfo status_locked() const;
+  void publish_status();
+  double ms_since(Clock::time_point t) const;
+  void remember_released(const std::string& id);
+
+  PoolOptions opt_;
+  Backend& backend_;
+  GuestLink& guest_;
+  PoolEvents& events_;
+
+  std::mutex mu_;
+  std::condition_variable warm_cv_;    // lease waiters, wait_warm
+  std::condition_variable refill_cv_;  // refill threads
+  std::map<SizeTier, TierState> tiers_;
+  std::map<std::string, Entry> vms_;
+  std::map<uint64_t, std::string> keys_;  // epoll key → vm id
+  uint64_t next_key_ = 1;
+  std::deque<std::string> released_;      // recent releases, for "already released" messages
+  std::vector<SnapshotStats> snapshots_;
+  bool started_ = false;
+  bool stopping_ = false;
+
+  UniqueFd epoll_;
+  UniqueFd wake_;  // eventfd: wakes the monitor on stop
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace nv::vm

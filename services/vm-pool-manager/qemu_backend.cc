@@ -1,0 +1,362 @@
+#include "qemu_backend.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <mutex>
+#include <thread>
+
+#include "jail.h"
+#include "common/log.h"
+#include "qmp.h"
+
+namespace nv::vm {
+namespace {
+
+constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD (linux/wait.h)
+
+// Paths as QEMU sees them.
+struct VmPaths {
+  std::string kernel;
+  std::string rootfs;
+  std::string run_dir;  // sockets
+};
+
+bool valid_vm_id(const std::string& id) {
+  if (id.empty() || id.size() > 48) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+std::string tail_of(const std::string& path, size_t n = 1500) {
+  auto r = read_file(path, 1 << 20);
+  if (!r.ok()) return "";
+  const std::string& s = r.value();
+  return s.size() > n ? s.substr(s.size() - n) : s;
+}
+
+std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& accel,
+                                    const VmSpec& spec, const VmPaths& p, bool incoming) {
+  std::vector<std::string> a = {cfg.qemu_binary};
+  auto add = [&a](std::initializer_list<std::string> xs) { a.insert(a.end(), xs); };
+  add({"-name", "nv-" + spec.vm_id});
+  // ACPI off: QEMU then lists the virtio-mmio devices on the kernel command line, which is how
+  // the minimal guest kernel finds them (facts.md).
+  add({"-M", "microvm,acpi=off"});
+  add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
+  if (accel == "kvm") {
+    add({"-accel", "kvm", "-cpu", "host"});
+  } else {
+    add({"-accel", "tcg,tb-size=" + std::to_string(cfg.tcg_tb_size_mib), "-cpu", "max"});
+  }
+  add({"-smp", std::to_string(spec.vcpus), "-m", std::to_string(spec.memory_mib)});
+  add({"-kernel", p.kernel, "-append", cfg.kernel_cmdline});
+  // Serial console → QEMU's stdout, which the backend points at <jail>/console.log.
+  add({"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"});
+  add({"-drive", "id=root,file=" + p.rootfs + ",format=raw,if=none,readonly=on",
+       "-device", "virtio-blk-device,drive=root"});
+  // Without a hardware RNG python3 in the guest stalls waiting for entropy (facts.md).
+  add({"-device", "virtio-rng-device"});
+  add({"-device", "virtio-serial-device,max_ports=2",
+       "-chardev", "socket,id=agent,path=" + p.run_dir + "/agent.sock,server=on,wait=off",
+       "-device", "virtserialport,chardev=agent,name=nv.agent"});
+  add({"-chardev", "socket,id=qmp,path=" + p.run_dir + "/qmp.sock,server=on,wait=off",
+       "-mon", "chardev=qmp,mode=control"});
+  if (cfg.sandbox) {
+    add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
+  }
+  if (incoming) add({"-incoming", "defer"});
+  return a;
+}
+
+class QemuVm : public RunningVm {
+ public:
+  QemuVm(VmInfo info, Jail jail, VmCgroup cg, JailedProcess proc, std::string console)
+      : info_(std::move(info)),
+        jail_(std::move(jail)),
+        cg_(std::move(cg)),
+        proc_(std::move(proc)),
+        console_(std::move(console)) {}
+  ~QemuVm() override { (void)destroy(Clock::now() + std::chrono::seconds(1)); }
+
+  const VmInfo& info() const override { return info_; }
+  int exit_fd() const override { return proc_.pidfd.get(); }
+  bool alive() override {
+    std::lock_guard lock(mu_);
+    return !reaped_ && !wait_readable(proc_.pidfd.get(), Clock::now());
+  }
+  std::string exit_reason() override {
+    std::lock_guard lock(mu_);
+    reap_locked(false);
+    return reaped_ ? describe_wait_status(status_) : "";
+  }
+
+  Status check_responsive(Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    auto st = qmp_.run_state(deadline);
+    if (!st.ok()) return st.error();
+    if (st.value() != "running") {
+      return make_error(ErrorCode::VM_FAILED, "guest not running: " + st.value());
+    }
+    return {};
+  }
+
+  Status snapshot(const std::string& path, Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return sys_error("open(" + path + ")", errno);
+    if (auto r = qmp_.execute("stop", "", deadline); !r.ok()) return r.error();
+    if (Status s = qmp_.send_fd("snapshot", fd.get(), deadline); !s.ok()) return s;
+    if (auto r = qmp_.execute("migrate", R"({"uri": "fd:snapshot"})", deadline); !r.ok()) {
+      return r.error();
+    }
+    return qmp_.wait_migration(deadline);
+  }
+
+  Status destroy(Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    if (destroyed_) return {};
+    if (!reaped_ && qmp_.connected() && !wait_readable(proc_.pidfd.get(), Clock::now())) {
+      // Graceful first: QEMU exits at once on "quit" (nothing to flush: the disk is read-only).
+      auto quit_deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(300));
+      (void)qmp_.execute("quit", "", quit_deadline);
+    }
+    qmp_.close();
+    if (!reaped_ && !wait_readable(proc_.pidfd.get(), deadline)) {
+      if (pidfd_send_signal(proc_.pidfd.get(), SIGKILL) != 0 && errno != ESRCH) {
+        log::syscall_error("pidfd_send_signal(SIGKILL)", errno, {{"vm_id", info_.vm_id}});
+      }
+    }
+    reap_locked(true);
+    Status first;
+    if (Status s = cg_.destroy(); !s.ok()) first = s;
+    if (Status s = jail_.remove(); !s.ok() && first.ok()) first = s;
+    destroyed_ = first.ok();
+    return first;
+  }
+
+  Result<VmUsage> usage() override { return cg_.usage(); }
+
+  QmpClient& qmp() { return qmp_; }
+  const std::string& console() const { return console_; }
+
+ private:
+  void reap_locked(bool block) {
+    if (reaped_) return;
+    siginfo_t si{};
+    int flags = WEXITED | (block ? 0 : WNOHANG);
+    for (;;) {
+      int r = ::waitid(kPidfdIdType, static_cast<id_t>(proc_.pidfd.get()), &si, flags);
+      if (r == 0) break;
+      if (errno == EINTR) continue;
+      if (errno == ECHILD) reaped_ = true;  // someone else reaped it; it is gone either way
+      return;
+    }
+    if (si.si_pid == 0) return;  // WNOHANG and still running
+    reaped_ = true;
+    status_ = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status;
+  }
+
+  std::mutex mu_;
+  VmInfo info_;
+  Jail jail_;
+  VmCgroup cg_;
+  JailedProcess proc_;
+  std::string console_;
+  QmpClient qmp_;
+  bool reaped_ = false;
+  bool destroyed_ = false;
+  int status_ = 0;
+
+};
+
+}  // namespace
+
+QemuBackend::QemuBackend(QemuConfig config) : cfg_(std::move(config)) {
+  if (cfg_.accel == "kvm" || cfg_.accel == "tcg") {
+    accel_ = cfg_.accel;
+    accel_reason_ = "configured (--accel " + cfg_.accel + ")";
+  }
+}
+
+void QemuBackend::set_accel(std::string accel, std::string reason) {
+  accel_ = std::move(accel);
+  accel_reason_ = std::move(reason);
+}
+
+std::vector<std::string> QemuBackend::command_line(const VmSpec& spec, bool incoming) const {
+  VmPaths p{"/vm/vmlinux", "/vm/rootfs.ext4", "/run"};
+  if (!cfg_.use_jail) p = {spec.kernel, spec.rootfs, cfg_.runtime_dir + "/vms/" + spec.vm_id + "/run"};
+  return build_argv(cfg_, accel_, spec, p, incoming);
+}
+
+Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadline deadline) {
+  if (!valid_vm_id(spec.vm_id)) {
+    return make_error(ErrorCode::BAD_REQUEST, "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
+  }
+  for (const auto& f : {spec.kernel, spec.rootfs}) {
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0) return sys_error("stat(" + f + ")", errno);
+    // The VMM runs as an unprivileged uid and opens these through its jail's binds.
+    if (cfg_.use_jail && !(st.st_mode & S_IROTH)) {
+      return make_error(ErrorCode::INTERNAL, f + " is not world-readable; the jailed VMM (uid " +
+                                                 std::to_string(cfg_.uid_base) +
+                                                 "+) cannot open it: chmod a+r it");
+    }
+  }
+  const bool restore = !spec.restore_from.empty();
+  UniqueFd snap_fd;
+  if (restore) {
+    snap_fd.reset(::open(spec.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!snap_fd.valid()) return sys_error("open(" + spec.restore_from + ")", errno);
+  }
+  const uint64_t n = seq_++;
+  const uid_t uid = cfg_.uid_base + static_cast<uid_t>(n % cfg_.uid_count);
+  const std::string dir = cfg_.runtime_dir + "/vms/" + spec.vm_id;
+
+  // 1. cgroup: created and limited before the process exists (the child joins it first).
+  VmCgroup cg;
+  if (cfg_.use_cgroup) {
+    CgroupLimits lim;
+    lim.memory_bytes = (uint64_t{spec.memory_mib} + cfg_.vmm_overhead_mib) << 20;
+    lim.cpu_quota_percent = spec.vcpus * 100;
+    lim.pids_max = cfg_.pids_max;
+    auto c = VmCgroup::create(cfg_.cgroups, spec.vm_id, lim);
+    if (!c.ok()) return c.error();
+    cg = std::move(c.value());
+  }
+  // 2. jail dir with what QEMU needs, each with its reason.
+  JailSpec js;
+  js.dir = dir;
+  js.uid = uid;
+  js.gid = uid;
+  js.isolate = cfg_.use_jail;
+  js.writable_group = cfg_.channel_gid;
+  js.writable_dirs = {"/run"};
+  js.hostname = "nv-vmm";
+  if (cfg_.use_jail) {
+    js.binds = {
+        {"/usr", "/usr", true, false, false, "the QEMU binary, its libraries, /usr/share/qemu"},
+        {"/etc/ld.so.cache", "/etc/ld.so.cache", true, false, true, "dynamic loader's index"},
+        {spec.kernel, "/vm/vmlinux", true, false, false, "guest kernel (-kernel)"},
+        {spec.rootfs, "/vm/rootfs.ext4", true, false, false, "guest root disk, read-only"},
+        {"/dev/null", "/dev/null", true, true, false, "stdio of the VMM"},
+        {"/dev/urandom", "/dev/urandom", true, true, true, "glibc/QEMU fallbacks"},
+    };
+    if (accel_ == "kvm") {
+      js.binds.push_back({"/dev/kvm", "/dev/kvm", false, true, false, "hardware virtualization"});
+      if (group* g = ::getgrnam("kvm")) js.groups.push_back(g->gr_gid);
+    }
+  }
+  auto jail = Jail::prepare(std::move(js));
+  if (!jail.ok()) return jail.error();
+  const std::string console = dir + "/console.log";
+  UniqueFd log_fd(::open(console.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log_fd.valid()) return sys_error("open(" + console + ")", errno);
+
+  auto procs = cg.open_procs();
+  if (!procs.ok()) return procs.error();
+  std::vector<int> proc_fds;
+  for (auto& f : procs.value()) proc_fds.push_back(f.get());
+
+  VmInfo info;
+  info.vm_id = spec.vm_id;
+  info.channel_kind = ChannelKind::unixStream;
+  info.channel_path = dir + "/run/agent.sock";
+  info.backend = "qemu";
+  info.accel = accel_;
+  info.restored = restore;
+  info.jail_dir = dir;
+  info.cgroup2_path = cg.cgroup2_path();
+
+  // 3. spawn in the jail.
+  auto proc = jail.value().spawn(command_line(spec, restore), proc_fds, {}, log_fd.get());
+  if (!proc.ok()) return proc.error();
+  info.vmm_pid = proc.value().pid;
+  auto vm = std::make_unique<QemuVm>(std::move(info), std::move(jail.value()), std::move(cg),
+                                     std::move(proc.value()), console);
+  auto fail = [&vm, &console](const Error& e) -> Error {
+    Error out = e;
+    std::string tail = tail_of(console);
+    (void)vm->destroy(Clock::now() + std::chrono::milliseconds(500));
+    if (!tail.empty()) out.message += "; VMM output: " + tail;
+    return out;
+  };
+  // 4. control channel.
+  auto qmp = QmpClient::connect(dir + "/run/qmp.sock", deadline, vm->exit_fd());
+  if (!qmp.ok()) return fail(qmp.error());
+  vm->qmp() = std::move(qmp.value());
+  // 5. restore: feed the snapshot, then run (a snapshot of a stopped guest arrives paused).
+  if (restore) {
+    if (Status s = vm->qmp().send_fd("snapshot", snap_fd.get(), deadline); !s.ok()) {
+      return fail(s.error());
+    }
+    snap_fd.reset();
+    if (auto r = vm->qmp().execute("migrate-incoming", R"({"uri": "fd:snapshot"})", deadline);
+        !r.ok()) {
+      return fail(r.error());
+    }
+    for (;;) {
+      auto st = vm->qmp().run_state(deadline);
+      if (!st.ok()) return fail(st.error());
+      if (st.value() == "running") break;
+      if (st.value() == "paused" || st.value() == "postmigrate" || st.value() == "prelaunch") {
+        if (auto r = vm->qmp().execute("cont", "", deadline); !r.ok()) return fail(r.error());
+        continue;
+      }
+      if (st.value() != "inmigrate") {
+        return fail(make_error(ErrorCode::VM_FAILED, "restore ended in state " + st.value()));
+      }
+      if (Clock::now() >= deadline) {
+        return fail(make_error(ErrorCode::TIMED_OUT, "restore still inmigrate at deadline"));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  return std::unique_ptr<RunningVm>(std::move(vm));
+}
+
+Status QemuBackend::probe_accel(const VmSpec& probe, const ReadyCheck& ready,
+                                std::chrono::milliseconds probe_timeout) {
+  if (cfg_.accel == "kvm" || cfg_.accel == "tcg") {
+    log::info("vm accel configured", {{"accel", accel_}, {"reason", accel_reason_}});
+    return {};
+  }
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    set_accel("tcg", "/dev/kvm unusable: open failed: " + errno_text(errno));
+    log::info("vm accel decided", {{"accel", accel_}, {"reason", accel_reason_}});
+    return {};
+  }
+  ::close(fd);
+  accel_ = "kvm";
+  auto start = Clock::now();
+  auto deadline = start + probe_timeout;
+  auto vm = boot(probe, deadline);
+  if (!vm.ok()) {
+    set_accel("tcg", "KVM probe VM failed to start: " + vm.error().message);
+  } else {
+    Status s = ready(vm.value()->info(), deadline);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    if (s.ok()) {
+      set_accel("kvm", "KVM probe VM answered Hello in " + std::to_string(ms) + " ms");
+    } else {
+      set_accel("tcg", "KVM probe VM gave no Hello within " +
+                           std::to_string(probe_timeout.count()) +
+                           " ms (e.g. a nested-PVM host that only runs PVM guests): " +
+                           s.error().message);
+    }
+    (void)vm.value()->destroy(Clock::now() + std::chrono::seconds(2));
+  }
+  log::info("vm accel decided", {{"accel", accel_}, {"reason", accel_reason_}});
+  return {};
+}
+
+}  // namespace nv::vm
