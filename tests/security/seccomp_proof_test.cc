@@ -1,0 +1,87 @@
+// Seccomp proof: a process that installed a NeuroVisor profile is killed (SIGSYS) by a syscall
+// outside its allow-list, and keeps working for those inside it.
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <functional>
+
+#include "seccomp_policy.h"
+
+namespace sc = nv::seccomp;
+
+namespace {
+
+// Runs `body` in a forked child after installing `profile`; returns the wait status.
+// Exit codes: 0 body returned normally, 3 install failed.
+int run_confined(const sc::Profile& profile, const std::function<void()>& body) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    sc::InstallOptions opts;
+    opts.log = [](const std::string&) {};  // keep the child to write()/exit only
+    sc::InstallResult r = sc::install(profile, opts);
+    if (!r.ok) _exit(3);
+    body();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+}  // namespace
+
+TEST(SeccompProof, ForbiddenSyscallKillsTheProcessWithSigsys) {
+  int status = run_confined(sc::zmq_service_profile("test-service"), [] {
+    (void)syscall(SYS_getpid);                  // allowed
+    (void)syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);  // not in any service profile
+  });
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child was not killed, status " << status;
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+}
+
+TEST(SeccompProof, AllowedSyscallsKeepWorking) {
+  int status = run_confined(sc::zmq_service_profile("test-service"), [] {
+    int p[2];
+    if (pipe2(p, 0) != 0) _exit(4);
+    if (write(p[1], "x", 1) != 1) _exit(5);
+    char c;
+    if (read(p[0], &c, 1) != 1) _exit(6);
+  });
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SeccompProof, ServiceProfileCannotForkButPoolManagerCan) {
+  auto try_fork = [] {
+    pid_t p = fork();  // glibc: clone without CLONE_THREAD
+    if (p == 0) _exit(0);
+    if (p > 0) waitpid(p, nullptr, 0);
+  };
+  int svc = run_confined(sc::zmq_service_profile("test-service"), try_fork);
+  ASSERT_TRUE(WIFSIGNALED(svc)) << "a generic service could fork";
+  EXPECT_EQ(WTERMSIG(svc), SIGSYS);
+  int pool = run_confined(sc::pool_manager_profile(), try_fork);
+  ASSERT_TRUE(WIFEXITED(pool)) << "pool manager killed by " << WTERMSIG(pool);
+  EXPECT_EQ(WEXITSTATUS(pool), 0);
+}
+
+TEST(SeccompProof, BpfIsOnlyForTheSentinel) {
+  auto try_bpf = [] { (void)syscall(SYS_bpf, -1, nullptr, 0); };  // EINVAL if allowed
+  int sentinel = run_confined(sc::sentinel_profile(), try_bpf);
+  ASSERT_TRUE(WIFEXITED(sentinel)) << "sentinel killed by " << WTERMSIG(sentinel);
+  int svc = run_confined(sc::zmq_service_profile("test-service"), try_bpf);
+  ASSERT_TRUE(WIFSIGNALED(svc));
+  EXPECT_EQ(WTERMSIG(svc), SIGSYS);
+}
+
+TEST(SeccompProof, EveryRuleHasAReason) {
+  for (const sc::Profile& p :
+       {sc::zmq_service_profile(), sc::pool_manager_profile(), sc::sentinel_profile()}) {
+    for (const sc::Rule& r : p.rules) EXPECT_FALSE(r.reason.empty()) << p.name << ": " << r.syscall;
+  }
+}
