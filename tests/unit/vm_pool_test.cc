@@ -1,0 +1,396 @@
+// Pool logic against a fake backend and guest link: warm/max bounds, refill, lease deadlines,
+// typed errors, death and hang detection, boot-failure back-off, snapshot mode with reseeding.
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "pool.h"
+
+namespace nv::vm {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct FakeState {
+  std::mutex mu;
+  std::set<std::string> booted, destroyed;
+  std::vector<std::string> snapshots;  // paths
+  std::vector<std::string> restored_from;
+  int fail_next_boots = 0;
+  std::atomic<int64_t>* clock_offset_ms = nullptr;  // advanced by each boot when set
+};
+
+class FakeVm : public RunningVm {
+ public:
+  FakeVm(VmInfo info, FakeState& st) : info_(std::move(info)), st_(st) {
+    fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
+  ~FakeVm() override { ::close(fd_); }
+  const VmInfo& info() const override { return info_; }
+  int exit_fd() const override { return fd_; }
+  bool alive() override { return !dead_; }
+  std::string exit_reason() override { return dead_ ? "killed by signal 9 (SIGKILL)" : ""; }
+  Status check_responsive(Deadline) override {
+    if (hung_) return make_error(ErrorCode::TIMED_OUT, "QMP: no answer before deadline");
+    return {};
+  }
+  Status snapshot(const std::string& path, Deadline) override {
+    std::lock_guard lock(st_.mu);
+    st_.snapshots.push_back(path);
+    return {};
+  }
+  Status destroy(Deadline) override {
+    std::lock_guard lock(st_.mu);
+    st_.destroyed.insert(info_.vm_id);
+    dead_ = true;
+    return {};
+  }
+  Result<VmUsage> usage() override { return VmUsage{}; }
+
+  void kill() {
+    dead_ = true;
+    uint64_t one = 1;
+    (void)!::write(fd_, &one, sizeof one);
+  }
+  void hang() { hung_ = true; }
+
+ private:
+  VmInfo info_;
+  FakeState& st_;
+  int fd_ = -1;
+  std::atomic<bool> dead_{false};
+  std::atomic<bool> hung_{false};
+};
+
+class FakeBackend : public Backend {
+ public:
+  explicit FakeBackend(FakeState& st) : st_(st) {}
+  std::string name() const override { return "fake"; }
+  std::string accel() const override { return "none"; }
+  std::string accel_reason() const override { return "fake backend"; }
+  bool supports_snapshot() const override { return true; }
+  Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline) override {
+    std::lock_guard lock(st_.mu);
+    if (st_.clock_offset_ms) *st_.clock_offset_ms += 1234;
+    if (st_.fail_next_boots > 0) {
+      st_.fail_next_boots--;
+      return make_error(ErrorCode::VM_FAILED, "fake boot failure");
+    }
+    VmInfo info;
+    info.vm_id = spec.vm_id;
+    info.vmm_pid = 4242;
+    info.backend = "fake";
+    info.channel_path = "/nonexistent/" + spec.vm_id;
+    info.restored = !spec.restore_from.empty();
+    if (info.restored) st_.restored_from.push_back(spec.restore_from);
+    st_.booted.insert(spec.vm_id);
+    auto vm = std::make_unique<FakeVm>(info, st_);
+    vms_[spec.vm_id] = vm.get();
+    return std::unique_ptr<RunningVm>(std::move(vm));
+  }
+  FakeVm* vm(const std::string& id) {
+    std::lock_guard lock(st_.mu);
+    return vms_.at(id);
+  }
+
+ private:
+  FakeState& st_;
+  std::map<std::string, FakeVm*> vms_;
+};
+
+class FakeGuest : public GuestLink {
+ public:
+  Status wait_ready(const VmInfo&, Deadline) override { return {}; }
+  Status reseed(const VmInfo& vm, const std::string& entropy, const std::string& id,
+                Deadline) override {
+    std::lock_guard lock(mu);
+    reseeds.push_back({vm.vm_id, entropy, id});
+    return {};
+  }
+  struct Reseed {
+    std::string vm, entropy, id;
+  };
+  std::mutex mu;
+  std::vector<Reseed> reseeds;
+};
+
+class RecordingEvents : public PoolEvents {
+ public:
+  void on_booted(const VmInfo& vm, SizeTier, double ms) override {
+    std::lock_guard lock(mu);
+    booted.push_back(vm.vm_id);
+    boot_ms.push_back(ms);
+  }
+  void on_acquired(const std::string& id, SizeTier, double) override {
+    std::lock_guard lock(mu);
+    acquired.push_back(id);
+  }
+  void on_released(const std::string& id, SizeTier, const std::string& reason, double) override {
+    std::lock_guard lock(mu);
+    released.push_back(id + ":" + reason);
+  }
+  void on_failed(const std::string& id, SizeTier, const std::string& reason, pid_t) override {
+    std::lock_guard lock(mu);
+    failed.push_back({id, reason});
+    cv.notify_all();
+  }
+  void on_status(const PoolStatusInfo&) override { statuses++; }
+
+  bool wait_failed(size_t n, std::chrono::milliseconds within) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, within, [&] { return failed.size() >= n; });
+  }
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> booted, acquired, released;
+  std::vector<double> boot_ms;
+  std::vector<std::pair<std::string, std::string>> failed;
+  std::atomic<int> statuses{0};
+};
+
+PoolOptions small_only(uint32_t warm, uint32_t max) {
+  PoolOptions o;
+  o.tiers = {{SizeTier::SMALL, 1, 256, warm, max}};
+  o.kernel = "/fake/vmlinux";
+  o.rootfs = "/fake/rootfs";
+  o.health_interval = 100ms;
+  o.health_timeout = 100ms;
+  o.snapshot_settle = 0ms;
+  o.max_backoff = 200ms;
+  return o;
+}
+
+struct Fixture : ::testing::Test {
+  FakeState st;
+  FakeBackend backend{st};
+  FakeGuest guest;
+  RecordingEvents events;
+};
+
+TierStatusInfo small_status(Pool& p) { return p.status().tiers.at(0); }
+
+TEST_F(Fixture, FillsToWarmAndNoFurther) {
+  Pool pool(small_only(2, 4), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  std::this_thread::sleep_for(100ms);
+  auto s = small_status(pool);
+  EXPECT_EQ(s.warm, 2u);
+  EXPECT_EQ(s.active, 0u);
+  EXPECT_EQ(s.booting, 0u);
+  EXPECT_EQ(st.booted.size(), 2u);
+  EXPECT_GT(events.statuses.load(), 0);
+}
+
+TEST_F(Fixture, LeaseHandsOutWarmVmAndRefills) {
+  Pool pool(small_only(1, 3), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto l = pool.lease(SizeTier::UNSET, 1s);  // unset = small
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  EXPECT_EQ(l->tier.tier, SizeTier::SMALL);
+  EXPECT_EQ(l->tier.memory_mib, 256u);
+  EXPECT_EQ(l->vm.vm_id.rfind("vm-", 0), 0u);
+  EXPECT_LT(l->wait_ms, 100.0);
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto s = small_status(pool);
+  EXPECT_EQ(s.warm, 1u);
+  EXPECT_EQ(s.active, 1u);
+  EXPECT_EQ(events.acquired.size(), 1u);
+}
+
+TEST_F(Fixture, ReleaseDestroysAndNeverReuses) {
+  Pool pool(small_only(1, 2), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto a = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(pool.release(a->vm.vm_id, "done").ok());
+  EXPECT_TRUE(st.destroyed.count(a->vm.vm_id));
+  auto b = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE(a->vm.vm_id, b->vm.vm_id);
+  ASSERT_EQ(events.released.size(), 1u);
+  EXPECT_EQ(events.released[0], a->vm.vm_id + ":done");
+}
+
+TEST_F(Fixture, DoubleAndUnknownReleaseAreTypedErrors) {
+  Pool pool(small_only(1, 2), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto a = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(pool.release(a->vm.vm_id, "done").ok());
+  Status again = pool.release(a->vm.vm_id, "done");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::UNKNOWN_LEASE);
+  EXPECT_NE(again.error().message.find("already released"), std::string::npos);
+  Status unknown = pool.release("vm-nope", "x");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::UNKNOWN_LEASE);
+  // A warm (never leased) VM cannot be released either.
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  std::string warm_id;
+  for (auto& v : pool.live_vms()) warm_id = v.vm_id;
+  Status warm = pool.release(warm_id, "x");
+  ASSERT_FALSE(warm.ok());
+  EXPECT_EQ(warm.error().code, ErrorCode::UNKNOWN_LEASE);
+}
+
+TEST_F(Fixture, UnknownTierIsTyped) {
+  Pool pool(small_only(1, 1), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto l = pool.lease(SizeTier::LARGE, 100ms);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.error().code, ErrorCode::UNKNOWN_TIER);
+  EXPECT_NE(l.error().message.find("large"), std::string::npos);
+}
+
+TEST_F(Fixture, FullPoolFailsAfterDeadline) {
+  Pool pool(small_only(1, 1), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto a = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(a.ok());
+  auto t0 = Clock::now();
+  auto b = pool.lease(SizeTier::SMALL, 150ms);
+  auto waited = Clock::now() - t0;
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.error().code, ErrorCode::POOL_EXHAUSTED);
+  EXPECT_TRUE(b.error().retryable);
+  EXPECT_GE(waited, 150ms);
+  EXPECT_LT(waited, 1s);
+  EXPECT_EQ(small_status(pool).waiting, 0u);
+}
+
+TEST_F(Fixture, WaitingLeaseGetsTheNextVm) {
+  Pool pool(small_only(1, 1), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto a = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(a.ok());
+  Result<LeaseInfo> b = make_error(ErrorCode::INTERNAL, "not run");
+  std::thread waiter([&] { b = pool.lease(SizeTier::SMALL, 3s); });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(small_status(pool).waiting, 1u);
+  ASSERT_TRUE(pool.release(a->vm.vm_id, "done").ok());
+  waiter.join();
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_NE(b->vm.vm_id, a->vm.vm_id);
+  EXPECT_GE(b->wait_ms, 90.0);
+}
+
+TEST_F(Fixture, DeadVmmIsNoticedReportedAndReplaced) {
+  Pool pool(small_only(2, 3), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto leased = pool.lease(SizeTier::SMALL, 1s);
+  ASSERT_TRUE(leased.ok());
+  auto t0 = Clock::now();
+  backend.vm(leased->vm.vm_id)->kill();
+  ASSERT_TRUE(events.wait_failed(1, 2s));
+  EXPECT_LT(Clock::now() - t0, 2s);
+  EXPECT_EQ(events.failed[0].first, leased->vm.vm_id);
+  EXPECT_NE(events.failed[0].second.find("vmm exited: killed by signal 9"), std::string::npos);
+  EXPECT_TRUE(st.destroyed.count(leased->vm.vm_id));  // cleanup ran
+  // The dead lease is gone: releasing it is an unknown lease, and the pool refills.
+  EXPECT_EQ(pool.release(leased->vm.vm_id, "x").error().code, ErrorCode::UNKNOWN_LEASE);
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  EXPECT_EQ(small_status(pool).active, 0u);
+}
+
+TEST_F(Fixture, HungVmmIsNoticed) {
+  Pool pool(small_only(1, 2), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  std::string id = pool.live_vms().at(0).vm_id;
+  backend.vm(id)->hang();
+  ASSERT_TRUE(events.wait_failed(1, 2s));
+  EXPECT_EQ(events.failed[0].first, id);
+  EXPECT_NE(events.failed[0].second.find("unresponsive"), std::string::npos);
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+}
+
+TEST_F(Fixture, BootFailuresAreReportedThenRecover) {
+  st.fail_next_boots = 2;
+  Pool pool(small_only(1, 1), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 3s));
+  ASSERT_GE(events.failed.size(), 2u);
+  EXPECT_NE(events.failed[0].second.find("boot failed: fake boot failure"), std::string::npos);
+}
+
+TEST_F(Fixture, SnapshotModeRestoresAndReseedsEveryVm) {
+  PoolOptions o = small_only(2, 3);
+  o.snapshot = true;
+  o.snapshot_dir = ::testing::TempDir() + "/vm-pool-snap-" + std::to_string(::getpid());
+  Pool pool(o, backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  ASSERT_EQ(st.snapshots.size(), 1u);  // one template per tier
+  EXPECT_EQ(st.snapshots[0], o.snapshot_dir + "/small.vmstate");
+  auto a = pool.lease(SizeTier::SMALL, 1s);
+  auto b = pool.lease(SizeTier::SMALL, 1s);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(a->vm.restored);
+  EXPECT_TRUE(b->vm.restored);
+  std::lock_guard lock(guest.mu);
+  ASSERT_GE(guest.reseeds.size(), 2u);
+  std::set<std::string> entropies, ids;
+  for (auto& r : guest.reseeds) {
+    EXPECT_EQ(r.entropy.size(), 64u);
+    EXPECT_EQ(r.id, r.vm);  // the guest learns the id the pool hands out
+    entropies.insert(r.entropy);
+    ids.insert(r.id);
+  }
+  EXPECT_EQ(entropies.size(), guest.reseeds.size());
+  EXPECT_EQ(ids.size(), guest.reseeds.size());
+  EXPECT_EQ(pool.snapshot_stats().size(), 1u);
+  pool.stop();
+  ::rmdir(o.snapshot_dir.c_str());
+}
+
+TEST_F(Fixture, InjectedClockMeasuresBoot) {
+  std::atomic<int64_t> offset{0};
+  st.clock_offset_ms = &offset;
+  PoolOptions o = small_only(1, 1);
+  auto base = Clock::now();
+  o.clock = [&] { return base + std::chrono::milliseconds(offset.load()); };
+  Pool pool(o, backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  std::lock_guard lock(events.mu);
+  ASSERT_EQ(events.boot_ms.size(), 1u);
+  EXPECT_DOUBLE_EQ(events.boot_ms[0], 1234.0);
+}
+
+TEST_F(Fixture, ConfigProblemsAreReportedTogether) {
+  PoolOptions o = small_only(3, 1);
+  o.tiers.push_back({SizeTier::SMALL, 1, 256, 0, 1});
+  Pool pool(o, backend, guest, events);
+  Status s = pool.start();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::BAD_REQUEST);
+  EXPECT_NE(s.error().message.find("warm (3) > max (1)"), std::string::npos);
+  EXPECT_NE(s.error().message.find("configured twice"), std::string::npos);
+}
+
+TEST_F(Fixture, StopDestroysEverythingAndRefusesLeases) {
+  Pool pool(small_only(2, 3), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto a = pool.lease(SizeTier::SMALL, 1s);
+  ASSERT_TRUE(a.ok());
+  pool.stop();
+  std::lock_guard lock(st.mu);
+  for (auto& id : st.booted) EXPECT_TRUE(st.destroyed.count(id)) << id;
+  auto l = pool.lease(SizeTier::SMALL, 10ms);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.error().code, ErrorCode::SHUTTING_DOWN);
+}
+
+}  // namespace
+}  // namespace nv::vm
