@@ -24,6 +24,7 @@ PACKAGES=(
   mmdebstrap e2fsprogs                      # guest root filesystem, built without mounts
   linux-source-6.1 bc flex bison libssl-dev cpio xz-utils   # the minimal guest kernel
   iproute2 procps curl                      # network namespaces in tests, ps, curl
+  systemd                                   # systemd-analyze checks the units in deploy/
 )
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
