@@ -29,7 +29,7 @@ std::vector<ProgramStatus> Sentinel::load(const LoadOptions& options) {
   // Tracker first: the LSM programs share its tracked_tgids map.
   if (options.tracker) {
     tracker_ = std::make_unique<Tracker>();
-    append(tracker_->load());
+    append(tracker_->load(options.count_self));
   }
   if (options.egress) {
     egress_ = std::make_unique<Egress>();

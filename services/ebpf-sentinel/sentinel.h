@@ -40,6 +40,10 @@ struct LoadOptions {
   bool tracker = true;  // sentinel_tracker: syscall counts, exec/exit (tp_btf)
   bool egress = true;   // sentinel_egress: cgroup/connect4|6, cgroup/sendmsg4|6
   bool lsm = true;      // sentinel_lsm: lsm/file_open, lsm/socket_connect (needs the tracker)
+  // The loading process's own syscalls are never counted, even if it is in a tracked tree
+  // (the sentinel polling its maps is not VM activity). Benchmarks that measure the counter
+  // on themselves set this to true.
+  bool count_self = false;
 };
 
 class Sentinel {

@@ -51,9 +51,9 @@ Tracker::~Tracker() {
   if (skel_) sentinel_tracker::destroy(skel_);
 }
 
-std::vector<ProgramStatus> Tracker::load() {
+std::vector<ProgramStatus> Tracker::load(bool count_self) {
   capture_libbpf_messages();
-  const uint32_t self = static_cast<uint32_t>(getpid());
+  const uint32_t self = count_self ? 0u : static_cast<uint32_t>(getpid());
   statuses_ = load_skeleton<sentinel_tracker>(
       "sentinel_tracker", &skel_, [self](sentinel_tracker* s) {
         s->rodata->sentinel_tgid = self;  // rodata is frozen at load: set it now

@@ -25,9 +25,9 @@ class Tracker {
   Tracker(const Tracker&) = delete;
   Tracker& operator=(const Tracker&) = delete;
 
-  // open → set rodata (our own tgid is never counted) → load → attach. Returns one status per
-  // program; the tracker is usable for whatever loaded and attached.
-  std::vector<ProgramStatus> load();
+  // open → set rodata (our own tgid is not counted unless count_self) → load → attach. Returns
+  // one status per program; the tracker is usable for whatever loaded and attached.
+  std::vector<ProgramStatus> load(bool count_self = false);
   bool loaded() const { return skel_ != nullptr; }
 
   // Tracks a VM by its VMM pid (with every descendant, existing ones found in /proc and future
