@@ -1,0 +1,154 @@
+// config_test.cc — nv::Config: precedence flag > NV_* environment > default, boolean negation,
+// every problem reported in one message, and --help text.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+
+namespace nv {
+namespace {
+
+// Sets an environment variable for one test and restores it afterwards.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, const std::string& value) : name_(std::move(name)) {
+    if (const char* old = std::getenv(name_.c_str())) old_ = old, had_ = true;
+    ::setenv(name_.c_str(), value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (had_) ::setenv(name_.c_str(), old_.c_str(), 1);
+    else ::unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+Config make_config() {
+  Config c("nv-test", "a test program");
+  c.add_int("cfg-port", 5555, "port to listen on");
+  c.add_string("cfg-name", "alpha", "a name");
+  c.add_number("cfg-ratio", 0.5, "a ratio");
+  c.add_bool("cfg-verbose", true, "talk a lot");
+  return c;
+}
+
+Status parse(Config& c, std::vector<const char*> args) {
+  args.insert(args.begin(), "nv-test");
+  return c.parse(static_cast<int>(args.size()), args.data());
+}
+
+TEST(Config, DefaultsWhenNothingIsGiven) {
+  auto c = make_config();
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.integer("cfg-port"), 5555);
+  EXPECT_EQ(c.str("cfg-name"), "alpha");
+  EXPECT_DOUBLE_EQ(c.number("cfg-ratio"), 0.5);
+  EXPECT_TRUE(c.boolean("cfg-verbose"));
+  EXPECT_EQ(c.source("cfg-port"), "default");
+}
+
+TEST(Config, EnvironmentOverridesDefault) {
+  EXPECT_EQ(Config::env_name("cfg-port"), "NV_CFG_PORT");
+  ScopedEnv env("NV_CFG_PORT", "6000");
+  auto c = make_config();
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.integer("cfg-port"), 6000);
+  EXPECT_EQ(c.source("cfg-port"), "env NV_CFG_PORT");
+}
+
+TEST(Config, FlagOverridesEnvironment) {
+  ScopedEnv env("NV_CFG_PORT", "6000");
+  ScopedEnv env2("NV_CFG_NAME", "from-env");
+  auto c = make_config();
+  ASSERT_TRUE(parse(c, {"--cfg-port", "7000", "--cfg-name=from-flag"}));
+  EXPECT_EQ(c.integer("cfg-port"), 7000);
+  EXPECT_EQ(c.source("cfg-port"), "flag");
+  EXPECT_EQ(c.str("cfg-name"), "from-flag");
+}
+
+TEST(Config, AliasEnvironmentIsReadWhenNvVariableIsUnset) {
+  ScopedEnv env("CFG_TEST_ALIAS_HOST", "model-host");
+  auto c = make_config();
+  c.alias_env("cfg-name", "CFG_TEST_ALIAS_HOST");
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.str("cfg-name"), "model-host");
+}
+
+TEST(Config, BooleanFlagAndNegation) {
+  auto c = make_config();
+  ASSERT_TRUE(parse(c, {"--no-cfg-verbose"}));
+  EXPECT_FALSE(c.boolean("cfg-verbose"));
+  EXPECT_EQ(c.source("cfg-verbose"), "flag");
+  ScopedEnv env("NV_CFG_VERBOSE", "false");
+  auto d = make_config();
+  ASSERT_TRUE(parse(d, {"--cfg-verbose"}));
+  EXPECT_TRUE(d.boolean("cfg-verbose"));
+}
+
+TEST(Config, BadIntegerIsReportedWithItsSource) {
+  auto c = make_config();
+  auto st = parse(c, {"--cfg-port", "12ab"});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, ErrorCode::BAD_REQUEST);
+  EXPECT_NE(st.error().message.find("--cfg-port"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("12ab"), std::string::npos) << st.error().message;
+  EXPECT_NE(st.error().message.find("integer"), std::string::npos) << st.error().message;
+}
+
+TEST(Config, BadEnvironmentValueNamesTheVariable) {
+  ScopedEnv env("NV_CFG_RATIO", "lots");
+  auto c = make_config();
+  auto st = parse(c, {});
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("NV_CFG_RATIO"), std::string::npos) << st.error().message;
+}
+
+TEST(Config, EveryProblemIsReportedInOneMessage) {
+  auto c = make_config();
+  auto st = parse(c, {"--cfg-port", "x", "--bogus", "--cfg-ratio=y", "--cfg-name"});
+  ASSERT_FALSE(st);
+  const auto& m = st.error().message;
+  EXPECT_NE(m.find("--cfg-port"), std::string::npos) << m;
+  EXPECT_NE(m.find("unknown option --bogus"), std::string::npos) << m;
+  EXPECT_NE(m.find("--cfg-ratio"), std::string::npos) << m;
+  EXPECT_NE(m.find("--cfg-name needs a value"), std::string::npos) << m;
+}
+
+TEST(Config, PositionalArgumentsAndDoubleDash) {
+  auto c = make_config();
+  ASSERT_TRUE(parse(c, {"task.txt", "--cfg-port", "1", "--", "--not-a-flag"}));
+  EXPECT_EQ(c.positional(), (std::vector<std::string>{"task.txt", "--not-a-flag"}));
+}
+
+TEST(Config, HelpListsEveryOptionWithEnvAndDefault) {
+  auto c = make_config();
+  ASSERT_TRUE(parse(c, {"--help"}));
+  EXPECT_TRUE(c.help_requested());
+  auto h = c.help();
+  for (const char* want : {"usage: nv-test", "a test program", "--cfg-port VALUE",
+                           "port to listen on", "NV_CFG_PORT", "default: 5555",
+                           "default: alpha", "default: 0.5", "--cfg-verbose", "--help"}) {
+    EXPECT_NE(h.find(want), std::string::npos) << "missing '" << want << "' in:\n" << h;
+  }
+  EXPECT_EQ(h.find("--cfg-verbose VALUE"), std::string::npos) << "booleans take no value";
+  auto d = make_config();
+  ASSERT_TRUE(parse(d, {"-h"}));
+  EXPECT_TRUE(d.help_requested());
+}
+
+TEST(Config, SetValidatesLikeParse) {
+  auto c = make_config();
+  EXPECT_FALSE(c.set("cfg-port", "nope"));
+  EXPECT_FALSE(c.set("cfg-missing", "1"));
+  ASSERT_TRUE(c.set("cfg-port", "42"));
+  EXPECT_EQ(c.integer("cfg-port"), 42);
+  EXPECT_EQ(c.source("cfg-port"), "set");
+}
+
+}  // namespace
+}  // namespace nv
