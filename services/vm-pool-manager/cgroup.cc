@@ -202,6 +202,18 @@ Status CgroupLayout::prepare() const {
   return write_file(v2_parent + "/cgroup.subtree_control", enable);
 }
 
+void CgroupLayout::remove_parents() const {
+  for (const auto& [ctrl, dir] : v1_parents) ::rmdir(dir.c_str());
+  if (!v2_parent.empty()) ::rmdir(v2_parent.c_str());
+}
+
+std::vector<std::string> CgroupLayout::vm_dirs(const std::string& name) const {
+  std::vector<std::string> out;
+  for (const auto& [ctrl, dir] : v1_parents) out.push_back(dir + "/" + name);
+  if (!v2_parent.empty()) out.push_back(v2_parent + "/" + name);
+  return out;
+}
+
 VmCgroup::~VmCgroup() {
   if (!dirs_.empty()) {
     Status s = destroy();

@@ -45,6 +45,10 @@ struct CgroupLayout {
                              const std::string& group = "neurovisor");
   // Creates the parent dirs (and enables v2 controllers in them). Call once at start.
   Status prepare() const;
+  // Removes the (empty) parent dirs again: service shutdown and tests.
+  void remove_parents() const;
+  // Every dir a VM named `name` would get (for tests and leak checks).
+  std::vector<std::string> vm_dirs(const std::string& name) const;
   const char* mode_name() const;
 };
 
