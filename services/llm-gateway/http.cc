@@ -79,20 +79,31 @@ size_t on_write(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  return t->request->should_cancel() ? 1 : 0;  // non-zero: CURLE_ABORTED_BY_CALLBACK
+}
+
 HttpFailure classify(CURLcode rc, const Transfer& t, CURL* easy) {
   switch (rc) {
     case CURLE_OK:
       return HttpFailure::none;
+    case CURLE_ABORTED_BY_CALLBACK:
+      return HttpFailure::cancelled;
     case CURLE_COULDNT_CONNECT:
       return HttpFailure::connect;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
       return HttpFailure::resolve;
     case CURLE_OPERATION_TIMEDOUT: {
-      // Timed out before the connection was up: the server is not reachable.
-      double connect_s = 0;
-      curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME, &connect_s);
-      return connect_s <= 0 ? HttpFailure::connect : HttpFailure::timeout;
+      // Timed out before the request went out: the server is not reachable. (CONNECT_TIME
+      // alone cannot tell: it is 0 on a reused connection too.)
+      long request_bytes = 0;
+      double pretransfer_s = 0;
+      curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_bytes);
+      curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME, &pretransfer_s);
+      bool sent = request_bytes > 0 || pretransfer_s > 0;
+      return sent ? HttpFailure::timeout : HttpFailure::connect;
     }
     case CURLE_WRITE_ERROR:
       if (t.too_large) return HttpFailure::too_large;
@@ -145,6 +156,11 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (request.should_cancel) {
+    curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &t);
+  }
   if (request.method == "POST") {
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.data());

@@ -25,6 +25,9 @@ struct HttpRequest {
   // When set, a 2xx body is handed over piece by piece instead of collected; returning false
   // aborts the transfer (HttpFailure::aborted). Non-2xx bodies are always collected.
   std::function<bool(std::string_view)> on_body;
+  // Polled while the transfer runs (at least about once a second); true aborts it
+  // (HttpFailure::cancelled).
+  std::function<bool()> should_cancel;
 };
 
 enum class HttpFailure {
@@ -35,6 +38,7 @@ enum class HttpFailure {
   dropped,    // the connection broke mid-exchange (reset, empty reply)
   too_large,  // the body passed max_response_bytes
   aborted,    // on_body returned false
+  cancelled,  // should_cancel returned true
   other,      // any other libcurl error (bad URL, TLS, ...)
 };
 

@@ -9,14 +9,15 @@
 //   5. return the reply with attempts and wall time, or an LlmError saying what to do.
 #include "llm_client.h"
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
 #include <random>
-#include <thread>
 
 #include "http.h"
 #include "llm_client_wire.h"
@@ -117,8 +118,11 @@ struct LlmClient::Impl {
   std::optional<TokenBucket> bucket;
   std::string auth_header;  // "Authorization: Bearer …" or ""; never logged
   std::optional<std::string> key_problem;
-  std::mutex mu;
+  std::mutex mu;  // one call at a time on the shared curl handle
   std::mt19937_64 rng{std::random_device{}()};
+  std::atomic<bool> stopping{false};
+  std::mutex stop_mu;  // guards nothing but the wait below
+  std::condition_variable stop_cv;
 
   void log(LogLevel level, const std::string& msg, const std::string& trace) const {
     if (cfg.log) cfg.log(level, msg, trace);
@@ -176,9 +180,17 @@ struct LlmClient::Impl {
   void sleep_for(std::chrono::milliseconds d) {
     if (deps.sleep) {
       deps.sleep(d);
-    } else {
-      std::this_thread::sleep_for(d);
+      return;
     }
+    std::unique_lock<std::mutex> lock(stop_mu);
+    stop_cv.wait_for(lock, d, [this] { return stopping.load(); });
+  }
+
+  LlmError shutting_down() const {
+    return make(ErrorCode::SHUTTING_DOWN,
+                "the LLM gateway is shutting down; the call to " + server_name() +
+                    " was abandoned: send it again to another gateway",
+                true);
   }
 
   // Transport failures → typed errors. Returns nullopt when an HTTP answer arrived.
@@ -230,6 +242,8 @@ struct LlmClient::Impl {
                               false, {}};
       case HttpFailure::aborted:  // the stream parser's own error is reported by the caller
         return AttemptFailure{make(ErrorCode::LLM_BAD_RESPONSE, "stream aborted"), false, {}};
+      case HttpFailure::cancelled:
+        return AttemptFailure{shutting_down(), false, {}};
       case HttpFailure::other:
         break;
     }
@@ -347,6 +361,7 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
   };
 
   // 1. Refuse early what cannot work.
+  if (s.stopping) return fail(s.shutting_down(), 0);
   if (s.key_problem) return fail(make(ErrorCode::UNAUTHORIZED, *s.key_problem), 0);
   const std::string model = request.model.empty() ? s.cfg.default_model : request.model;
   if (model.empty()) {
@@ -392,6 +407,7 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
     hr.connect_timeout_ms = s.cfg.connect_timeout_ms;
     hr.timeout_ms = s.cfg.timeout_ms;
     hr.max_response_bytes = s.cfg.max_response_bytes;
+    hr.should_cancel = [&s] { return s.stopping.load(); };
     std::unique_ptr<wire::StreamParser> parser;
     std::optional<LlmError> stream_error;
     if (request.stream) {
@@ -458,13 +474,44 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
               " failed, retrying in " + std::to_string(delay_ms) + " ms: " + e.message,
           trace);
     s.sleep_for(std::chrono::milliseconds(delay_ms));
+    if (s.stopping) return fail(s.shutting_down(), attempt);
   }
+}
+
+void LlmClient::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->stop_mu);
+    impl_->stopping = true;
+  }
+  impl_->stop_cv.notify_all();
+}
+
+std::string base_url_from_ollama_host(std::string_view ollama_host) {
+  std::string v = trim(std::string(ollama_host));
+  while (!v.empty() && v.back() == '/') v.pop_back();
+  if (v.empty()) return "http://localhost:11434";
+  if (v.find("://") == std::string::npos) v = "http://" + v;
+  size_t host = v.find("://") + 3;
+  size_t path = v.find('/', host);
+  std::string authority = v.substr(host, path == std::string::npos ? std::string::npos
+                                                                    : path - host);
+  size_t bracket = authority.rfind(']');  // [::1]:11434
+  bool has_port = authority.find(':', bracket == std::string::npos ? 0 : bracket) !=
+                  std::string::npos;
+  if (!has_port && v.starts_with("http://")) {
+    v.insert(path == std::string::npos ? v.size() : path, ":11434");
+  }
+  return v;
 }
 
 ModelsResult LlmClient::list_models(const std::string& trace_id) {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   ModelsResult out;
+  if (s.stopping) {
+    out.error = s.shutting_down();
+    return out;
+  }
   if (s.key_problem) {
     out.error = make(ErrorCode::UNAUTHORIZED, *s.key_problem);
     return out;
@@ -481,6 +528,7 @@ ModelsResult LlmClient::list_models(const std::string& trace_id) {
   hr.connect_timeout_ms = s.cfg.connect_timeout_ms;
   hr.timeout_ms = s.cfg.timeout_ms;
   hr.max_response_bytes = s.cfg.max_response_bytes;
+  hr.should_cancel = [&s] { return s.stopping.load(); };
   HttpResponse r = s.http.perform(hr);
   if (auto f = s.transport_failure(r, hr.url, s.cfg.default_model)) {
     out.error = f->error;

@@ -169,12 +169,20 @@ class LlmClient {
   // The models the server has (Ollama GET /api/tags, OpenAI GET /v1/models); one attempt.
   ModelsResult list_models(const std::string& trace_id = {});
 
+  // Makes the call in flight (if any) end soon with shuttingDown, cuts a backoff wait short,
+  // and refuses later calls the same way. Safe from any thread (e.g. a SIGTERM handler thread).
+  void shutdown();
+
   const LlmConfig& config() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// OLLAMA_HOST as Ollama reads it ("", "host", "host:port", "http(s)://host[:port]") → a base
+// URL: "" gives http://localhost:11434; no scheme means http; http without a port gets 11434.
+std::string base_url_from_ollama_host(std::string_view ollama_host);
 
 // ---- Cap'n Proto conversions --------------------------------------------------------------
 

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <atomic>
 #include <vector>
 
 #include "http.h"
@@ -41,12 +42,13 @@ std::string source_dir() {
 // A fake_llm.py child process serving one script; killed at destruction.
 class FakeLlm {
  public:
-  explicit FakeLlm(const std::string& script_json) {
+  // `script` is the JSON text itself, or with from_file the path of a script file.
+  explicit FakeLlm(const std::string& script, bool from_file = false) {
     int out[2];
     if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    std::string script = source_dir() + "/tests/fixtures/fake_llm.py";
-    std::vector<std::string> args = {"/usr/bin/python3", script, "--script-json", script_json,
-                                     "--quiet"};
+    std::string fixture = source_dir() + "/tests/fixtures/fake_llm.py";
+    std::vector<std::string> args = {"/usr/bin/python3", fixture,
+                                     from_file ? "--script" : "--script-json", script, "--quiet"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -621,6 +623,154 @@ TEST(LlmClientFailure, BadRequestsAreRefusedLocally) {
   ChatResult bad_trace = client.chat(req);
   ASSERT_FALSE(bad_trace.ok());
   EXPECT_EQ(bad_trace.error->code, ErrorCode::BAD_REQUEST);
+}
+
+// ---- shutdown, threads, configuration helpers -----------------------------------------------
+
+TEST(LlmClient, ShutdownAbandonsTheCallInFlight) {
+  FakeLlm fake(R"({"turns": [{"stall": 20, "say": "never"}]})");
+  Harness h;
+  LlmClient client(h.config(fake, Api::ollama));
+  ChatResult r;
+  auto t0 = std::chrono::steady_clock::now();
+  std::thread caller([&] { r = client.chat(simple_request()); });
+  std::this_thread::sleep_for(300ms);
+  client.shutdown();
+  caller.join();
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                  .count();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error->code, ErrorCode::SHUTTING_DOWN);
+  EXPECT_TRUE(r.error->retryable);
+  EXPECT_LT(ms, 3000);  // libcurl polls the cancel check at least about once a second
+  ChatResult later = client.chat(simple_request());
+  ASSERT_FALSE(later.ok());
+  EXPECT_EQ(later.error->code, ErrorCode::SHUTTING_DOWN);
+  EXPECT_EQ(later.error->attempts, 0u);
+}
+
+TEST(LlmClient, OneClientSharedByThreadsSerialisesCalls) {
+  FakeLlm fake(R"({"turns": [{"say": "a b c d", "chunk_delay": 0.005}]})");
+  Harness h;
+  LlmClient client(h.config(fake, Api::openai));
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5; ++i) {
+        std::string got;
+        ChatResult r = client.chat(simple_request((t + i) % 2 == 0),
+                                   [&](std::string_view d) { got += d; });
+        if (r.ok() && r.reply->message.content == "a b c d") ++ok;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 20);
+  EXPECT_EQ(fake.requests().Size(), 20u);
+}
+
+TEST(LlmClient, OllamaHostBecomesABaseUrl) {
+  EXPECT_EQ(base_url_from_ollama_host(""), "http://localhost:11434");
+  EXPECT_EQ(base_url_from_ollama_host("127.0.0.1"), "http://127.0.0.1:11434");
+  EXPECT_EQ(base_url_from_ollama_host("gpu-box:8080"), "http://gpu-box:8080");
+  EXPECT_EQ(base_url_from_ollama_host("http://gpu-box/"), "http://gpu-box:11434");
+  EXPECT_EQ(base_url_from_ollama_host("https://llm.example"), "https://llm.example");
+  EXPECT_EQ(base_url_from_ollama_host("[::1]"), "http://[::1]:11434");
+  EXPECT_EQ(base_url_from_ollama_host("http://[::1]:9000"), "http://[::1]:9000");
+  Api api;
+  EXPECT_TRUE(parse_api("openai", &api));
+  EXPECT_EQ(api, Api::openai);
+  EXPECT_FALSE(parse_api("vllm", &api));
+}
+
+// ---- the fixture's example scripts ------------------------------------------------------------
+
+std::string example(const char* name) { return source_dir() + "/tests/fixtures/" + name; }
+
+TEST(FakeLlmExamples, NonceFlowSendsCodeWithTheNonceAndEchoesTheRealOutput) {
+  FakeLlm fake(example("fake_llm_nonce.json"), true);
+  Harness h;
+  LlmClient client(h.config(fake, Api::openai), h.deps());
+  ChatRequest req = simple_request();
+  req.messages[1].content = "Print the SHA-256 of the nonce 5eed1234abcd in hex";
+  ChatResult first = client.chat(req);
+  ASSERT_TRUE(first.ok()) << first.error->message;
+  ASSERT_EQ(first.reply->message.tool_calls.size(), 1u);
+  auto args = parse(first.reply->message.tool_calls[0].arguments_json);
+  EXPECT_NE(std::string(args["code"].GetString()).find("b'5eed1234abcd'"), std::string::npos);
+  req.messages.push_back(first.reply->message);
+  const std::string call_id = first.reply->message.tool_calls[0].id;
+  req.messages.push_back({Role::tool, "c0ffee\n", {}, call_id, ""});
+  ChatResult second = client.chat(req);
+  ASSERT_TRUE(second.ok()) << second.error->message;
+  EXPECT_EQ(second.reply->message.content, "The SHA-256 of the nonce is c0ffee.");
+}
+
+TEST(FakeLlmExamples, ToolCallsWrittenInTextOnly) {
+  FakeLlm fake(example("fake_llm_text_tool_calls.json"), true);
+  Harness h;
+  LlmClient client(h.config(fake, Api::ollama), h.deps());
+  ChatRequest req = simple_request(true);
+  ChatResult first = client.chat(req, [](std::string_view) {});
+  ASSERT_TRUE(first.ok()) << first.error->message;
+  EXPECT_TRUE(first.reply->message.tool_calls.empty());
+  EXPECT_EQ(first.reply->done_reason, "stop");
+  EXPECT_EQ(first.reply->message.content,
+            "Here is the call:\n```json\n{\"name\": \"execute_code\", \"arguments\": "
+            "{\"language\": \"python\", \"code\": \"print(2+2)\"}}\n```");
+  req.messages.push_back(first.reply->message);
+  req.messages.push_back({Role::user, "Tool output: 4", {}, "", ""});
+  req.messages.push_back({Role::tool, "4\n", {}, "", "execute_code"});
+  ChatResult second = client.chat(req, [](std::string_view) {});
+  ASSERT_TRUE(second.ok()) << second.error->message;
+  EXPECT_EQ(second.reply->message.content,
+            "<tool_call><name>execute_code</name><arguments><language>bash</language>"
+            "<code>echo 4</code></arguments></tool_call>");
+}
+
+TEST(FakeLlmExamples, MisbehaviourScriptIsSurvivedWithRetries) {
+  FakeLlm fake(example("fake_llm_misbehave.json"), true);
+  Harness h;
+  LlmConfig cfg = h.config(fake, Api::ollama);
+  cfg.timeout_ms = 400;  // shorter than the 1 s stall
+  cfg.max_attempts = 3;
+  LlmClient client(cfg, h.deps());
+  ChatRequest req = simple_request();
+  ChatResult r = client.chat(req);  // 500, 500, then the stall: timed out
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error->code, ErrorCode::LLM_TIMED_OUT);
+  EXPECT_EQ(r.error->attempts, 3u);
+  r = client.chat(req);  // the stall was once: now the call
+  ASSERT_TRUE(r.ok()) << r.error->message;
+  req.messages.push_back(r.reply->message);
+  req.messages.push_back({Role::tool, "1\n", {}, "", "execute_code"});
+  r = client.chat(req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error->code, ErrorCode::LLM_BAD_RESPONSE);
+  r = client.chat(req);
+  ASSERT_TRUE(r.ok()) << r.error->message;
+  req.messages.push_back(r.reply->message);
+  req.messages.push_back({Role::tool, "2\n", {}, "", "execute_code"});
+  h.sleeps_ms.clear();
+  r = client.chat(req);
+  ASSERT_TRUE(r.ok()) << r.error->message;
+  EXPECT_EQ(r.reply->message.content, "finished after 2");
+  EXPECT_EQ(h.sleeps_ms, std::vector<long>{1000});
+}
+
+TEST(FakeLlmExamples, MaxIterationsScriptNeverStops) {
+  FakeLlm fake(example("fake_llm_max_iterations.json"), true);
+  Harness h;
+  LlmClient client(h.config(fake, Api::openai), h.deps());
+  ChatRequest req = simple_request();
+  for (int i = 0; i < 4; ++i) {
+    ChatResult r = client.chat(req);
+    ASSERT_TRUE(r.ok()) << r.error->message;
+    ASSERT_EQ(r.reply->message.tool_calls.size(), 1u) << "iteration " << i;
+    req.messages.push_back(r.reply->message);
+    req.messages.push_back({Role::tool, "again\n", {}, r.reply->message.tool_calls[0].id, ""});
+  }
 }
 
 // ---- Cap'n Proto conversions ----------------------------------------------------------------
