@@ -75,6 +75,18 @@ std::string Outcome::text() const {
   return call + ": " + (msg ? msg : "?") + " (errno " + std::to_string(errnum) + ")";
 }
 
+Ruleset vmm_ruleset(const VmmPaths& p) {
+  Ruleset r;
+  r.execute.push_back(p.vmm_binary);
+  r.execute.insert(r.execute.end(), p.loaders.begin(), p.loaders.end());
+  r.read_only = p.support;
+  r.read_only.insert(r.read_only.end(), p.images.begin(), p.images.end());
+  if (!p.vm_dir.empty()) r.read_write.push_back(p.vm_dir);
+  r.read_write.insert(r.read_write.end(), p.devices.begin(), p.devices.end());
+  r.skip_missing = true;  // hosts differ in library dirs and devices
+  return r;
+}
+
 int abi_version() {
   long v = syscall(SYS_landlock_create_ruleset, nullptr, 0, kCreateRulesetVersion);
   if (v < 0) return -errno;

@@ -34,6 +34,27 @@ struct Outcome {
   std::string text() const;
 };
 
+// What a VMM process (QEMU, Firecracker) needs to reach; vmm_ruleset() turns it into a Ruleset:
+// the binary and the dynamic loader executable, shared libraries and firmware read-only, the
+// kernel/rootfs images read-only, the VM's own dir (QMP/serial sockets, scratch, snapshots) and
+// device nodes read-write. Nothing else on the host.
+struct VmmPaths {
+  std::string vmm_binary;                   // e.g. /usr/bin/qemu-system-x86_64
+  std::vector<std::string> images;          // kernel, initrd, rootfs image (read-only)
+  std::string vm_dir;                       // per-VM dir (read-write)
+  std::vector<std::string> devices = {"/dev/kvm"};  // read-write device nodes
+  // Library and firmware locations, read-only. The default fits Debian's QEMU.
+  std::vector<std::string> support = {"/lib", "/lib64", "/usr/lib", "/usr/lib64",
+                                      "/usr/share/qemu", "/usr/share/seabios",
+                                      "/etc/ld.so.cache", "/dev/urandom", "/proc/self",
+                                      "/sys/devices/system/cpu"};
+  // Executed by the kernel on exec (PT_INTERP of a dynamic binary).
+  std::vector<std::string> loaders = {"/lib64/ld-linux-x86-64.so.2"};
+};
+// The result has skip_missing set (hosts differ in library dirs and devices): a missing binary or
+// image is then not an error here but makes the exec / VMM start fail on its own.
+Ruleset vmm_ruleset(const VmmPaths& paths);
+
 // Landlock ABI version (>= 1), or -errno: -ENOSYS (kernel without Landlock), -EOPNOTSUPP
 // (built in but disabled at boot, e.g. not in lsm=).
 int abi_version();

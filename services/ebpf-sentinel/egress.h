@@ -1,5 +1,11 @@
 // Egress control (bpf/sentinel_egress.bpf.c): cgroup/connect4|6 and cgroup/sendmsg4|6 attached to
 // VM cgroup2 dirs, each dir with its own editable policy (egress_policy.h).
+//
+// Which sockets are covered: the kernel runs cgroup sock_addr programs for a socket according to
+// the cgroup the socket was *created* in. So the VMM (jail child) must be moved into its cgroup
+// before it creates sockets, i.e. before exec; a socket created outside and passed in is not
+// checked. The policy is chosen by the calling task's cgroup (or its nearest ancestor with a
+// policy; else the default policy).
 #pragma once
 
 #include <cstdint>

@@ -30,7 +30,17 @@ std::vector<ProgramStatus> Lsm::load(int tracked_tgids_fd) {
         if (err) return Status::Fail("bpf_map__reuse_fd(tracked_tgids)", -err);
         return Status::Ok();
       });
-  if (!skel_) return statuses_;
+  if (!skel_) {
+    // libbpf's EPERM hint is about RLIMIT_MEMLOCK; on kernels that account BPF memory to memcg
+    // (5.11+) that is not it. Say what we know instead of leaving the hint alone.
+    for (ProgramStatus& st : statuses_) {
+      if (st.errnum == EPERM)
+        st.detail = "kernel refused the BPF LSM (trampoline) program with EPERM; the other "
+                    "objects load on their own; file confinement falls back to Landlock. " +
+                    st.detail;
+    }
+    return statuses_;
+  }
   struct {
     bpf_program* prog;
     bpf_link** link;

@@ -106,3 +106,93 @@ TEST(LandlockProof, MissingPathIsAnErrorUnlessSkipped) {
   EXPECT_EQ(r[0], ENOENT);
   EXPECT_EQ(r[1], 1) << "the error names the path";
 }
+
+// The real VMM under vmm_ruleset(): QEMU starts (paused, TCG) and keeps running, but cannot
+// open a host file handed to it as its kernel.
+namespace {
+
+struct QemuRun {
+  bool alive_after_wait = false;
+  int status = 0;
+  std::string stderr_text;
+};
+
+QemuRun run_qemu_jailed(const ll::VmmPaths& paths, const std::vector<std::string>& args,
+                        int wait_ms) {
+  QemuRun out;
+  int errp[2];
+  if (pipe2(errp, O_CLOEXEC) != 0) return out;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(errp[1], STDERR_FILENO);
+    ll::Outcome o = ll::restrict_self(ll::vmm_ruleset(paths));
+    if (!o.ok) {
+      fprintf(stderr, "landlock: %s\n", o.text().c_str());
+      _exit(100);
+    }
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(paths.vmm_binary.c_str()));
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(paths.vmm_binary.c_str(), argv.data());
+    fprintf(stderr, "execv: %s\n", strerror(errno));
+    _exit(101);
+  }
+  close(errp[1]);
+  fcntl(errp[0], F_SETFL, O_NONBLOCK);
+  for (int waited = 0; waited < wait_ms; waited += 50) {
+    if (waitpid(pid, &out.status, WNOHANG) == pid) break;
+    usleep(50 * 1000);
+  }
+  if (waitpid(pid, &out.status, WNOHANG) == 0) {
+    out.alive_after_wait = true;
+    kill(pid, SIGKILL);
+    waitpid(pid, &out.status, 0);
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(errp[0], buf, sizeof(buf))) > 0) out.stderr_text.append(buf, n);
+  close(errp[0]);
+  return out;
+}
+
+}  // namespace
+
+TEST(LandlockProof, JailedQemuRunsButCannotReadHostFile) {
+  std::string why;
+  if (!ll::available(&why)) GTEST_SKIP() << "Landlock unavailable: " << why;
+  const std::string qemu = "/usr/bin/qemu-system-x86_64";
+  if (access(qemu.c_str(), X_OK) != 0) GTEST_SKIP() << qemu << " not installed";
+
+  char dir_tmpl[] = "/tmp/nv-landlock-vm-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_tmpl), nullptr);
+  char host_tmpl[] = "/tmp/nv-landlock-hostkernel-XXXXXX";
+  int hfd = mkstemp(host_tmpl);
+  ASSERT_GE(hfd, 0);
+  ASSERT_EQ(write(hfd, "not for the VMM", 15), 15);
+  close(hfd);
+  ll::VmmPaths paths;
+  paths.vmm_binary = qemu;
+  paths.vm_dir = dir_tmpl;
+  const std::vector<std::string> base = {"-M", "microvm", "-accel", "tcg", "-nodefaults",
+                                         "-no-user-config", "-display", "none", "-S", "-m", "64",
+                                         "-qmp", std::string("unix:") + dir_tmpl + "/qmp.sock,server=on,wait=off"};
+
+  // Positive control: confined QEMU starts and stays up (paused) with what the ruleset grants.
+  QemuRun ok = run_qemu_jailed(paths, base, 1500);
+  EXPECT_TRUE(ok.alive_after_wait) << "jailed QEMU exited: status " << ok.status << ": "
+                                   << ok.stderr_text;
+
+  // The same VMM asked to load a host file outside its jail.
+  std::vector<std::string> bad = base;
+  bad.push_back("-kernel");
+  bad.push_back(host_tmpl);
+  QemuRun refused = run_qemu_jailed(paths, bad, 5000);
+  EXPECT_FALSE(refused.alive_after_wait);
+  EXPECT_NE(refused.stderr_text.find("Permission denied"), std::string::npos)
+      << "QEMU stderr: " << refused.stderr_text;
+
+  unlink(host_tmpl);
+  unlink((std::string(dir_tmpl) + "/qmp.sock").c_str());
+  rmdir(dir_tmpl);
+}

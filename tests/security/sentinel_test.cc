@@ -331,6 +331,69 @@ TEST_F(SentinelTest, EgressDenyListRefusesDeniedLoopbackAndAllowsOther) {
   EXPECT_TRUE(st.ok()) << st.text();
 }
 
+TEST_F(SentinelTest, EgressPolicyCoversNestedCgroupsAndIpv6) {
+  if (auto why = missing("nv_connect6"); !why.empty()) GTEST_SKIP() << why;
+  ScopedCgroup cg("egress-nested");
+  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  // A cgroup the VM creates below its own dir has no policy entry: the programs walk up to the
+  // nearest ancestor that has one.
+  const std::string inner = cg.path() + "/inner";
+  ASSERT_EQ(mkdir(inner.c_str(), 0755), 0) << strerror(errno);
+  Listener denied("127.0.0.2");
+  ASSERT_NE(denied.port(), 0) << denied.why();
+  // IPv6 loopback listener, if this host has IPv6.
+  int l6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 a6{};
+  a6.sin6_family = AF_INET6;
+  a6.sin6_addr = in6addr_loopback;
+  socklen_t len = sizeof(a6);
+  uint16_t port6 = 0;
+  if (l6 >= 0 && bind(l6, reinterpret_cast<sockaddr*>(&a6), len) == 0 && listen(l6, 4) == 0 &&
+      getsockname(l6, reinterpret_cast<sockaddr*>(&a6), &len) == 0)
+    port6 = ntohs(a6.sin6_port);
+
+  s::EgressPolicy policy;
+  policy.rules.push_back({"127.0.0.2", s::EgressAction::kDeny, "test: v4 stand-in"});
+  policy.rules.push_back({"::1/128", s::EgressAction::kDeny, "test: v6 stand-in"});
+  s::Status st = sentinel_->attach_egress(cg.path(), policy, "vm-nested");
+  ASSERT_TRUE(st.ok()) << st.text();
+
+  const uint16_t dport = denied.port();
+  Child child([&]() -> Child::Results {
+    int joined = join_cgroup(inner);
+    int v6 = -1;
+    if (port6 != 0) {
+      int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in6 d{};
+      d.sin6_family = AF_INET6;
+      d.sin6_addr = in6addr_loopback;
+      d.sin6_port = htons(port6);
+      v6 = connect(fd, reinterpret_cast<sockaddr*>(&d), sizeof(d)) == 0 ? 0 : errno;
+      close(fd);
+    }
+    return {joined, connect_v4("127.0.0.2", dport), v6, 0, 0, 0, 0, 0};
+  });
+  child.go();
+  Child::Results r{};
+  ASSERT_TRUE(child.finish(&r));
+  ASSERT_EQ(r[0], 0) << strerror(r[0]);
+  EXPECT_EQ(r[1], EPERM) << "nested cgroup, denied v4: " << strerror(r[1]);
+  if (port6 != 0) {
+    EXPECT_EQ(r[2], EPERM) << "denied ::1: " << strerror(r[2]);
+    const pid_t pid = child.pid();
+    ASSERT_TRUE(poll_until([&] {
+      for (const auto& d : seen_->denials)
+        if (d.tgid == pid && d.hook == "connect6" && d.address == "::1" && d.port == port6)
+          return true;
+      return false;
+    }, 1000)) << "no connect6 denial event";
+  }
+  if (l6 >= 0) close(l6);
+  EXPECT_TRUE(sentinel_->detach_egress(cg.path()).ok());
+  rmdir(inner.c_str());
+  if (port6 == 0) GTEST_SKIP() << "no IPv6 loopback here: the v6 half was not exercised";
+}
+
 TEST_F(SentinelTest, DefaultPolicyCarriesMetadataAndPrivateRanges) {
   // Checked as data: tests never send traffic to these ranges.
   std::vector<std::string> cidrs;
