@@ -1,0 +1,8 @@
+# Bus integration tests: the orchestrator's broker in-process with real workers, clients and
+# event publishers over ipc:// (broker_test) and CURVE over tcp://127.0.0.1 (curve_test).
+nv_add_gtest(NAME broker_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/broker_test.cc
+  LIBS nv_broker
+  LABELS integration
+  TIMEOUT 120)
+target_include_directories(broker_test PRIVATE ${PROJECT_SOURCE_DIR}/services)
