@@ -1,0 +1,279 @@
+#include "exporter.h"
+
+#include <prometheus/exposer.h>
+#include <prometheus/gateway.h>
+#include <prometheus/registry.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "common/log.h"
+#include "event_metrics.h"
+
+namespace nv::metrics {
+namespace {
+
+bool all_digits(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool valid_port(const std::string& s) {
+  return all_digits(s) && s.size() <= 5 && std::stoi(s) >= 1 && std::stoi(s) <= 65535;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+// Pushes the registry to a Pushgateway every `interval` until stopped, and once more at stop.
+class Pusher {
+ public:
+  Pusher(const PushTarget& target, const std::string& job, const std::string& instance,
+         const std::shared_ptr<prometheus::Registry>& registry, std::chrono::seconds interval)
+      : gateway_(target.host, target.port, job, {{"instance", instance}}),
+        url_(target.host + ":" + target.port),
+        interval_(interval) {
+    gateway_.RegisterCollectable(registry);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Pusher() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    push();  // the last values, so one-shot runs leave their totals behind
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      if (cv_.wait_for(lock, interval_, [this] { return stopping_; })) break;
+      lock.unlock();
+      push();
+      lock.lock();
+    }
+  }
+  void push() {
+    int status = gateway_.Push();
+    if (status < 200 || status >= 300) {
+      // Logged on the first failure and then every 20th, so a gateway that is down is visible
+      // without flooding the log.
+      if (failures_++ % 20 == 0) {
+        log::warn("Pushgateway push failed", {{"url", url_}, {"status", status},
+                                              {"failures", failures_}});
+      }
+    } else if (failures_ > 0) {
+      log::info("Pushgateway push works again", {{"url", url_}});
+      failures_ = 0;
+    }
+  }
+
+  prometheus::Gateway gateway_;
+  std::string url_;
+  std::chrono::seconds interval_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  uint64_t failures_ = 0;
+  std::thread thread_;
+};
+
+// Replays the orchestrator's kept events into `metrics`; returns the ids it applied.
+std::unordered_set<std::string> replay_history(ServiceContext& ctx, EventMetrics& metrics,
+                                               uint32_t limit) {
+  std::unordered_set<std::string> ids;
+  Client client(ctx.zmq, ctx.client_options());
+  capnp::MallocMessageBuilder mb;
+  auto req = bus::init_body<schema::HistoryRequest>(mb);
+  req.setLimit(limit);
+  auto reply = client.call("nv.events", &mb, std::chrono::milliseconds(2000));
+  if (!reply) {
+    log::warn("no event history: starting from live events",
+              {{"error", reply.error().to_string()}});
+    return ids;
+  }
+  auto history = reply->body.root<schema::HistoryReply>();
+  if (!history) {
+    log::warn("unusable event history", {{"error", history.error().to_string()}});
+    return ids;
+  }
+  size_t rejected = 0;
+  for (auto ev : history->getEvents()) {
+    ids.insert(ev.getId());
+    if (!metrics.apply(ev.getTopic().cStr(), ev)) ++rejected;
+  }
+  log::info("event history replayed", {{"events", ids.size()}, {"rejected", rejected},
+                                       {"dropped_by_orchestrator", history->getDropped()}});
+  return ids;
+}
+
+}  // namespace
+
+Result<PushTarget> parse_pushgateway_url(const std::string& url) {
+  auto bad = [&](const std::string& why) {
+    return make_error(ErrorCode::BAD_REQUEST, "--pushgateway-url '" + url + "': " + why +
+                                                  " (expected http://host:port)");
+  };
+  auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return bad("no scheme");
+  std::string scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return bad("scheme must be http or https");
+  std::string rest = url.substr(scheme_end + 3);
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.find('/') != std::string::npos) return bad("a path is not supported");
+  if (rest.empty()) return bad("no host");
+  std::string host = rest, port = "9091";
+  if (auto colon = rest.rfind(':'); colon != std::string::npos && rest.back() != ']') {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (host.empty()) return bad("no host");
+  if (!valid_port(port)) return bad("port must be 1-65535");
+  return PushTarget{scheme + "://" + host, port};
+}
+
+Status check_listen_address(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || !valid_port(listen.substr(colon + 1))) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "--listen '" + listen + "' must be HOST:PORT, e.g. 127.0.0.1:9090");
+  }
+  return {};
+}
+
+void add_exporter_options(Config& c) {
+  c.add_string("listen", "127.0.0.1:9090", "address:port serving /metrics");
+  c.add_string("pushgateway-url", "", "Pushgateway to push to, e.g. http://127.0.0.1:9091 "
+                                      "(\"\" = no push)");
+  c.add_int("push-interval-s", 15, "seconds between Pushgateway pushes");
+  c.add_string("push-job", "neurovisor", "job label of pushed metrics");
+  c.add_string("push-instance", "", "instance label of pushed metrics (default: host name)");
+  c.add_bool("replay-history", true, "apply the orchestrator's kept events at start");
+  c.add_int("history-limit", 10000, "most events replayed at start");
+  c.add_int("max-vm-series", 4096, "VMs with per-VM series at once");
+  c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
+}
+
+int run_exporter(ServiceContext& ctx) {
+  auto& c = ctx.config;
+  // Options first, every problem reported at once.
+  std::string problems;
+  if (auto st = check_listen_address(c.str("listen")); !st) problems += st.error().message + "; ";
+  std::optional<PushTarget> push;
+  if (!c.str("pushgateway-url").empty()) {
+    auto t = parse_pushgateway_url(c.str("pushgateway-url"));
+    if (t) push = t.value();
+    else problems += t.error().message + "; ";
+  }
+  if (c.integer("push-interval-s") < 1) problems += "--push-interval-s must be at least 1; ";
+  if (c.integer("history-limit") < 0) problems += "--history-limit must not be negative; ";
+  if (c.integer("max-vm-series") < 1) problems += "--max-vm-series must be at least 1; ";
+  if (!c.str("run-as").empty() && c.str("run-as").find_first_not_of("0123456789") !=
+                                      std::string::npos) {
+    problems += "--run-as must be a numeric uid; ";
+  }
+  if (!problems.empty()) {
+    problems.resize(problems.size() - 2);
+    log::error("bad options", {{"error", problems}});
+    return 2;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  Limits limits;
+  limits.max_vms = static_cast<size_t>(c.integer("max-vm-series"));
+  EventMetrics metrics(registry, limits);
+
+  // 1. Subscribe before anything else, so nothing published from here on is missed.
+  EventSubscriber sub(ctx.zmq, ctx.endpoints.events_out, {}, ctx.curve_keys,
+                      ctx.curve_server_key);
+
+  // 2. Bind HTTP, then shed privileges: nothing after this needs one.
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(c.str("listen"), 2);
+  } catch (const std::exception& e) {
+    log::error("cannot serve /metrics", {{"listen", c.str("listen")}, {"error", e.what()}});
+    return 1;
+  }
+  exposer->RegisterCollectable(registry);
+  PrivilegeSpec spec;
+  if (!c.str("run-as").empty()) {
+    auto uid = static_cast<uid_t>(std::stoul(c.str("run-as")));
+    spec.uid = uid;
+    spec.gid = uid;
+  }
+  if (auto st = drop_privileges(spec); !st) {
+    log::error("cannot drop privileges", {{"error", st.error().message}});
+    return 1;
+  }
+
+  // 3. Presence with the broker (capacity 0: `nv status` lists us, no request is routed here).
+  Worker worker(ctx.zmq, ctx.worker_options("metrics-exporter", 0),
+                [](std::shared_ptr<Request> r) {
+                  r->fail(make_error(ErrorCode::BAD_REQUEST,
+                                     "metrics-exporter takes no requests; scrape /metrics"));
+                });
+  std::thread worker_thread([&] { worker.run(ctx.stop); });
+  std::string url = "http://" + c.str("listen") + "/metrics";
+  ctx.announce_started({url, ctx.endpoints.events_out, ctx.endpoints.workers});
+
+  std::unique_ptr<Pusher> pusher;
+  if (push) {
+    std::string instance = c.str("push-instance").empty() ? hostname() : c.str("push-instance");
+    pusher = std::make_unique<Pusher>(*push, c.str("push-job"), instance, registry,
+                                      std::chrono::seconds(c.integer("push-interval-s")));
+  }
+
+  // 4. History, then 5. live events (skipping those the history already had).
+  std::unordered_set<std::string> replayed;
+  if (c.boolean("replay-history")) {
+    replayed = replay_history(ctx, metrics, static_cast<uint32_t>(c.integer("history-limit")));
+  }
+  log::info("serving metrics", {{"url", url}});
+  uint64_t malformed_seen = 0;
+  uint64_t rejected = 0;
+  while (!ctx.stop.load()) {
+    auto in = sub.receive(std::chrono::milliseconds(200));
+    if (sub.malformed() != malformed_seen) {
+      metrics.count_malformed(sub.malformed() - malformed_seen);
+      malformed_seen = sub.malformed();
+    }
+    if (!in) continue;
+    if (!replayed.empty()) {
+      auto it = replayed.find(in->event.getId().cStr());
+      if (it != replayed.end()) {
+        replayed.erase(it);
+        continue;
+      }
+    }
+    if (auto st = metrics.apply(in->topic, in->event); !st) {
+      // The counter has every rejection; the log shows the first few and then every 1000th.
+      if (rejected++ < 10 || rejected % 1000 == 0) {
+        log::warn("invalid event", {{"topic", in->topic},
+                                    {"service", in->event.getService().cStr()},
+                                    {"error", st.error().message},
+                                    {"total", rejected}});
+      }
+    }
+  }
+
+  // Drain: the worker leaves the broker, the last values are pushed, HTTP closes.
+  worker_thread.join();
+  pusher.reset();
+  exposer.reset();
+  return 0;
+}
+
+}  // namespace nv::metrics
