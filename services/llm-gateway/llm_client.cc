@@ -86,6 +86,13 @@ bool header_safe(std::string_view v) {
   return true;
 }
 
+// Servers name a missing model in their error text whatever status they pick.
+bool mentions_missing_model(std::string_view text) {
+  return text.find("model") != std::string_view::npos &&
+         (text.find("not found") != std::string_view::npos ||
+          text.find("does not exist") != std::string_view::npos);
+}
+
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -271,7 +278,7 @@ struct LlmClient::Impl {
                    false, r.status),
               false, {}};
     }
-    if (r.status == 404) {
+    if (r.status == 404 || mentions_missing_model(said)) {
       std::string hint = cfg.api == Api::ollama
                              ? "run `ollama pull " + model + "`"
                              : "check --model against the server's /v1/models and that "

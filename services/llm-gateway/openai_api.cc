@@ -81,6 +81,17 @@ class OpenAiStream final : public StreamParser {
   explicit OpenAiStream(DeltaFn on_delta) : on_delta_(std::move(on_delta)) {}
 
   std::optional<LlmError> feed(std::string_view bytes) override {
+    // A body that starts with "{" is plain JSON, not SSE: the server did not stream.
+    if (!started_) {
+      size_t first = bytes.find_first_not_of(" \t\r\n");
+      if (first == std::string_view::npos) return std::nullopt;
+      started_ = true;
+      whole_ = bytes[first] == '{';
+    }
+    if (whole_) {
+      body_.append(bytes);
+      return std::nullopt;
+    }
     std::optional<LlmError> err;
     lines_.feed(bytes, [&](std::string_view line) {
       err = line_in(line);
@@ -90,6 +101,11 @@ class OpenAiStream final : public StreamParser {
   }
 
   std::optional<LlmError> finish(ChatReply& reply) override {
+    if (whole_) {  // the server ignored "stream": one JSON body
+      if (auto err = make_openai_api()->parse_chat_reply(body_, reply)) return err;
+      if (!reply.message.content.empty() && on_delta_) on_delta_(reply.message.content);
+      return std::nullopt;
+    }
     if (!lines_.rest().empty()) {
       std::string tail = lines_.rest();
       if (auto err = line_in(tail)) return err;
@@ -180,6 +196,9 @@ class OpenAiStream final : public StreamParser {
   }
 
   DeltaFn on_delta_;
+  bool started_ = false;  // saw the first non-blank byte
+  bool whole_ = false;    // the body is one JSON document, kept in body_
+  std::string body_;
   LineSplitter lines_;
   std::string data_;
   bool has_data_ = false;
@@ -359,7 +378,12 @@ class OpenAiApi final : public WireApi {
     d.Parse(body.data(), body.size());
     if (d.HasParseError() || !d.IsObject()) return excerpt(body);
     const Value* err = get_member(d, "error");
-    if (!err) return excerpt(body);
+    if (!err) {  // vLLM: {"object":"error","message":...}; FastAPI: {"detail":...}
+      for (const char* k : {"message", "detail"}) {
+        if (std::string m = get_string(d, k); !m.empty()) return m;
+      }
+      return excerpt(body);
+    }
     if (err->IsString()) return err->GetString();
     return get_string(*err, "message", to_json_text(*err));
   }

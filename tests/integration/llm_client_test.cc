@@ -353,6 +353,17 @@ TEST(LlmClientOpenAi, ToolMessagesCarryCallIdsAndArgumentStrings) {
   EXPECT_STREQ(msgs[3]["tool_call_id"].GetString(), "call_0_0");
 }
 
+TEST(LlmClientOpenAi, ServerThatIgnoresStreamStillAnswers) {
+  FakeLlm fake(R"({"turns": [{"say": "whole answer", "ignore_stream": true}]})");
+  Harness h;
+  LlmClient client(h.config(fake, Api::openai), h.deps());
+  std::string seen;
+  ChatResult r = client.chat(simple_request(true), [&](std::string_view d) { seen += d; });
+  ASSERT_TRUE(r.ok()) << r.error->message;
+  EXPECT_EQ(r.reply->message.content, "whole answer");
+  EXPECT_EQ(seen, "whole answer");  // delivered as one delta
+}
+
 TEST(LlmClient, ListsModels) {
   FakeLlm fake(R"({"models": ["qwen2.5:0.5b", "m"], "turns": []})");
   Harness h;
@@ -509,6 +520,14 @@ TEST(LlmClientFailure, ModelNotFoundSaysWhatToPull) {
   ASSERT_FALSE(o.ok());
   EXPECT_EQ(o.error->code, ErrorCode::MODEL_NOT_FOUND);
   EXPECT_NE(o.error->message.find("does not exist"), std::string::npos) << o.error->message;
+
+  // A missing model reported with another status is still modelNotFound, and not retried.
+  FakeLlm odd(R"({"turns": [{"error": {"status": 500, "message": "model 'x' not found"}}]})");
+  LlmClient c2(h.config(odd, Api::ollama), h.deps());
+  ChatResult m = c2.chat(simple_request());
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error->code, ErrorCode::MODEL_NOT_FOUND);
+  EXPECT_EQ(m.error->attempts, 1u);
 
   // Ollama's in-band form: an error object inside a 200 stream.
   FakeLlm inband(R"({"turns": [{"error": {"status": 200}}]})");
