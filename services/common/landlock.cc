@@ -107,11 +107,34 @@ bool available(std::string* why) {
   return false;
 }
 
-Outcome restrict_self(const Ruleset& rules) {
-  Outcome o;
+PreparedRuleset::~PreparedRuleset() {
+  if (fd_ >= 0) close(fd_);
+}
+
+PreparedRuleset::PreparedRuleset(PreparedRuleset&& other) noexcept
+    : fd_(other.fd_), outcome_(std::move(other.outcome_)) {
+  other.fd_ = -1;
+}
+
+PreparedRuleset& PreparedRuleset::operator=(PreparedRuleset&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = other.fd_;
+    outcome_ = std::move(other.outcome_);
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+PreparedRuleset prepare(const Ruleset& rules) {
+  PreparedRuleset prepared;
+  Outcome& o = prepared.outcome_;
   // Step 1: which rights can this kernel enforce?
   int abi = abi_version();
-  if (abi < 1) return fail(o, "landlock_create_ruleset(VERSION)", -abi);
+  if (abi < 1) {
+    o = fail(o, "landlock_create_ruleset(VERSION)", -abi);
+    return prepared;
+  }
   o.abi = abi;
   o.handled_fs = handled_for_abi(abi);
   o.log.push_back("landlock abi " + std::to_string(abi));
@@ -119,7 +142,10 @@ Outcome restrict_self(const Ruleset& rules) {
   // Step 2: a ruleset handling all of them: anything not granted below is refused.
   RulesetAttr attr{o.handled_fs};
   int ruleset = static_cast<int>(syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0));
-  if (ruleset < 0) return fail(o, "landlock_create_ruleset", errno);
+  if (ruleset < 0) {
+    o = fail(o, "landlock_create_ruleset", errno);
+    return prepared;
+  }
 
   // Step 3: one path_beneath rule per listed path.
   const uint64_t read = kReadFile | kReadDir;
@@ -130,7 +156,7 @@ Outcome restrict_self(const Ruleset& rules) {
     uint64_t rights;
     const char* name;
   } groups[] = {{&rules.read_only, read, "ro"},
-                {&rules.read_write, read | write, "rw"},
+                {&rules.read_write, read | write | kIoctlDev, "rw"},
                 {&rules.execute, read | kExecute, "exec"}};
   for (const Group& g : groups) {
     for (const std::string& path : *g.paths) {
@@ -142,14 +168,16 @@ Outcome restrict_self(const Ruleset& rules) {
           continue;
         }
         close(ruleset);
-        return fail(o, "open(" + path + ", O_PATH)", err);
+        o = fail(o, "open(" + path + ", O_PATH)", err);
+        return prepared;
       }
       struct stat st {};
       if (fstat(fd, &st) != 0) {
         int err = errno;
         close(fd);
         close(ruleset);
-        return fail(o, "fstat(" + path + ")", err);
+        o = fail(o, "fstat(" + path + ")", err);
+        return prepared;
       }
       uint64_t allowed = g.rights & o.handled_fs;
       if (!S_ISDIR(st.st_mode)) allowed &= kFileRights;
@@ -159,24 +187,33 @@ Outcome restrict_self(const Ruleset& rules) {
       close(fd);
       if (r != 0) {
         close(ruleset);
-        return fail(o, "landlock_add_rule(" + path + ")", err);
+        o = fail(o, "landlock_add_rule(" + path + ")", err);
+        return prepared;
       }
       o.log.push_back(std::string("allow ") + g.name + " " + path);
     }
   }
+  prepared.fd_ = ruleset;
+  o.ok = true;
+  return prepared;
+}
 
-  // Step 4: no_new_privs (required unless CAP_SYS_ADMIN; we want it anyway), then enforce.
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-    int err = errno;
-    close(ruleset);
-    return fail(o, "prctl(PR_SET_NO_NEW_PRIVS)", err);
-  }
-  if (syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) {
-    int err = errno;
-    close(ruleset);
-    return fail(o, "landlock_restrict_self", err);
-  }
-  close(ruleset);
+int enforce(int ruleset_fd) noexcept {
+  // no_new_privs is required unless the caller has CAP_SYS_ADMIN; we want it anyway.
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return errno;
+  if (syscall(SYS_landlock_restrict_self, ruleset_fd, 0) != 0) return errno;
+  return 0;
+}
+
+Outcome restrict_self(const Ruleset& rules) {
+  PreparedRuleset prepared = prepare(rules);
+  Outcome o = prepared.outcome();
+  if (!prepared.ok()) return o;
+  o.ok = false;
+  // Step 4: enforce. Check which call failed for the report.
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail(o, "prctl(PR_SET_NO_NEW_PRIVS)", errno);
+  if (syscall(SYS_landlock_restrict_self, prepared.fd(), 0) != 0)
+    return fail(o, "landlock_restrict_self", errno);
   o.ok = true;
   o.log.push_back("restricted");
   return o;

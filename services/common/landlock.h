@@ -62,6 +62,37 @@ int abi_version();
 // True when abi_version() >= 1; *why gets the reason when not.
 bool available(std::string* why = nullptr);
 
+// A ruleset built ahead of time, for callers that must not allocate when they enforce it (a
+// clone3() child of a multi-threaded parent, right before exec). Landlock rules bind to the
+// files' inodes when added, so build it with host paths in the parent; it still holds after
+// the child pivots into its jail (bind mounts share the inodes).
+class PreparedRuleset {
+ public:
+  PreparedRuleset() = default;
+  ~PreparedRuleset();
+  PreparedRuleset(PreparedRuleset&& other) noexcept;
+  PreparedRuleset& operator=(PreparedRuleset&& other) noexcept;
+  PreparedRuleset(const PreparedRuleset&) = delete;
+  PreparedRuleset& operator=(const PreparedRuleset&) = delete;
+
+  bool ok() const { return outcome_.ok && fd_ >= 0; }
+  int fd() const { return fd_; }  // O_CLOEXEC; pass to enforce()
+  const Outcome& outcome() const { return outcome_; }
+
+ private:
+  friend PreparedRuleset prepare(const Ruleset& rules);
+  int fd_ = -1;
+  Outcome outcome_;
+};
+
+// Steps 1-3 of restrict_self: ABI check, ruleset, one rule per path. Nothing is enforced yet.
+PreparedRuleset prepare(const Ruleset& rules);
+
+// Step 4 for a prepared ruleset, in the process to confine: PR_SET_NO_NEW_PRIVS, then
+// landlock_restrict_self. No allocation, no locks (safe after clone/fork). Returns 0 or errno
+// (of prctl or landlock_restrict_self).
+int enforce(int ruleset_fd) noexcept;
+
 // Applies `rules` to the calling thread and its future children (call it before spawning other
 // threads, or from the single-threaded child right before exec). Sets PR_SET_NO_NEW_PRIVS, which
 // Landlock requires of unprivileged callers. Irreversible: on success the process stays confined.

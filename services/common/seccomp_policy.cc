@@ -138,6 +138,7 @@ const std::vector<Rule>& pool_manager_rules() {
   static const std::vector<Rule> rules = {
       // Spawning and reaping VMM processes (QEMU/Firecracker) through the jail
       allow("clone", "fork the jail child of each VMM (any flags: new namespaces)"),
+      allow("clone3", "jail child with CLONE_INTO_CGROUP, CLONE_PIDFD and new namespaces"),
       allow("fork", "posix_spawn/fork fallbacks"),
       allow("vfork", "posix_spawn on glibc"),
       allow("execve", "exec the VMM binary in the jail child"),
@@ -237,11 +238,13 @@ Profile zmq_service_profile(const std::string& name) {
 
 Profile pool_manager_profile() {
   Profile p = make("vm-pool-manager", {&base_rules(), &zmq_service_rules(), &pool_manager_rules()});
-  // Its clone is unrestricted (pool_manager_rules): drop the threads-only clone and the clone3
-  // refusal from the base set so the later, wider rule is the one that counts.
+  // Its clone and clone3 are unrestricted (pool_manager_rules): drop the threads-only clone and
+  // the clone3 refusal of the base set so the wider rules are the ones that count (install()
+  // keeps the first rule per syscall).
   std::vector<Rule> kept;
   for (const Rule& r : p.rules) {
-    bool narrowed = (r.syscall == "clone" && r.action == Action::kAllowIf);
+    bool narrowed = (r.syscall == "clone" && r.action == Action::kAllowIf) ||
+                    (r.syscall == "clone3" && r.action == Action::kErrno);
     if (!narrowed) kept.push_back(r);
   }
   p.rules = kept;
