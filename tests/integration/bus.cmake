@@ -6,3 +6,13 @@ nv_add_gtest(NAME broker_test
   LABELS integration
   TIMEOUT 120)
 target_include_directories(broker_test PRIVATE ${PROJECT_SOURCE_DIR}/services)
+
+nv_add_gtest(NAME curve_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/curve_test.cc
+  LIBS nv_broker
+  LABELS integration
+  TIMEOUT 120)
+target_include_directories(curve_test PRIVATE ${PROJECT_SOURCE_DIR}/services)
+# The keys are made by the real tool, found beside the other binaries.
+add_dependencies(curve_test nv-keygen)
+target_compile_definitions(curve_test PRIVATE NV_TEST_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
