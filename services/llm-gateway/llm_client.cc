@@ -146,7 +146,7 @@ struct LlmClient::Impl {
       std::ifstream in(cfg.api_key_file);
       if (!in) {
         key_problem = "cannot read the API key file " + cfg.api_key_file + " (" +
-                      std::strerror(errno) + "): fix api_key_file (--llm-api-key-file)";
+                      std::strerror(errno) + "): fix api_key_file (--api-key-file)";
         return;
       }
       std::getline(in, key);
@@ -269,8 +269,8 @@ struct LlmClient::Impl {
     std::string status = "HTTP " + std::to_string(r.status);
     if (r.status == 401 || r.status == 403) {
       std::string hint = auth_header.empty()
-                             ? "no API key is configured: set api_key_env (--llm-api-key-env) "
-                               "or api_key_file (--llm-api-key-file)"
+                             ? "no API key is configured: set api_key_env (--api-key-env) "
+                               "or api_key_file (--api-key-file)"
                              : "check " + key_source();
       return {make(ErrorCode::UNAUTHORIZED,
                    server_name() + " refused the credentials (" + status + ": " + said +
