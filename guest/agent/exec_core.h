@@ -1,0 +1,69 @@
+// exec_core.h — run one program the way the guest agent does, independent of the protocol.
+//
+// The child gets its own session and process group (setsid), pipes for stdin/stdout/stderr, a
+// reviewed set of rlimits, an explicit environment, a working directory and optionally an
+// unprivileged uid/gid. The caller gets coalesced output chunks (at most kMaxChunkBytes each,
+// at most `output_cap` bytes in all; everything is counted) and one ExecOutcome. On timeout the
+// whole process group is SIGKILLed. When the main process ends, what is left of its group is
+// killed too, and the pipes are drained for a short grace period.
+//
+// Nothing here needs a VM: unit tests run it against /bin/sh on the build host.
+#pragma once
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nv::guest::agent {
+
+// One resource limit applied to every program, with the reason it exists.
+struct RlimitRule {
+  int resource;
+  rlim_t value;
+  const char* name;
+  const char* reason;
+};
+
+// The agent's default limits (exec_core.cc lists the reasons).
+const std::vector<RlimitRule>& default_rlimits();
+
+struct ExecSpec {
+  std::vector<std::string> argv;  // argv[0]: absolute path of the program
+  std::vector<std::string> env;   // "NAME=value", the child's whole environment
+  std::string stdin_data;         // written to the child's stdin, which is then closed
+  std::string cwd = "/tmp";
+  std::chrono::milliseconds timeout{10000};
+  uint64_t output_cap = 1u << 20;  // stdout+stderr bytes delivered at most
+  int uid = -1;                    // run as this uid/gid when >= 0 (needs privilege)
+  int gid = -1;
+  std::vector<RlimitRule> rlimits = default_rlimits();
+  // Grace to drain the pipes after the main process ended and its group was killed.
+  std::chrono::milliseconds drain_grace{200};
+  // Output is coalesced into chunks and flushed at least this often while the program runs.
+  std::chrono::milliseconds flush_interval{20};
+};
+
+enum class OutStream { out = 1, err = 2 };
+
+struct ExecOutcome {
+  int exit_code = -1;  // -1 when killed by a signal or never started
+  int signal = 0;      // the signal that ended it, 0 if none
+  double duration_ms = 0;
+  bool timed_out = false;
+  bool truncated = false;   // output went past output_cap
+  uint64_t stdout_bytes = 0;  // written by the program in all
+  uint64_t stderr_bytes = 0;
+  std::string error;  // the program could not be started: the failing call and errno text
+};
+
+using ChunkSink = std::function<void(OutStream, std::string_view)>;
+
+// Runs the program to completion (or timeout) and returns what happened. Never throws.
+ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink);
+
+}  // namespace nv::guest::agent

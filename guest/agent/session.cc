@@ -1,0 +1,401 @@
+// session.cc — see session.h.
+#include "guest/agent/session.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <nv/schema/common.capnp.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace nv::guest::agent {
+
+namespace {
+
+using schema::GuestMessage;
+using schema::HostMessage;
+using ErrorCode = schema::Error::Code;
+
+std::string errno_text(const std::string& call, int err) {
+  return call + " failed: " + std::strerror(err) + " (errno " + std::to_string(err) + ")";
+}
+
+bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
+
+// Absolute, no empty/"."/".." components: what the agent accepts as a file path.
+bool path_is_clean(const std::string& p) {
+  if (p.empty() || p[0] != '/' || p.size() > 4096 || has_nul(p)) return false;
+  size_t i = 1;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    std::string_view part(p.data() + i, j - i);
+    if (part.empty() || part == "." || part == "..") return false;
+    i = j + 1;
+  }
+  return true;
+}
+
+// Hostnames: what sethostname and DNS labels both accept.
+bool vm_id_is_valid(const std::string& id) {
+  if (id.empty() || id.size() > 63) return false;
+  for (char c : id) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<LanguageRule> default_languages() {
+  using L = schema::Language;
+  return {
+      {static_cast<uint16_t>(L::PYTHON), "/usr/bin/python3", {"-c"}},
+      {static_cast<uint16_t>(L::BASH), "/bin/bash", {"-c"}},
+      {static_cast<uint16_t>(L::SH), "/bin/sh", {"-c"}},
+      {static_cast<uint16_t>(L::JAVASCRIPT), "/usr/bin/node", {"-e"}},
+  };
+}
+
+Session::Session(const AgentConfig& config, SystemOps& ops, WriteFn write)
+    : config_(config), ops_(ops), write_(std::move(write)), decoder_(config.max_host_frame) {}
+
+void Session::on_connect() {
+  decoder_.reset();
+  hello_sent_ = false;
+  write_ok_ = true;
+  send_hello();
+}
+
+void Session::send(capnp::MessageBuilder& message) {
+  if (!write_ok_) return;
+  std::string frame = encode_frame(message);
+  write_ok_ = write_(frame);
+}
+
+void Session::send_hello() {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  auto hello = msg.initHello();
+  hello.setAgentVersion(kAgentVersion);
+  std::vector<uint16_t> present;
+  for (const auto& l : config_.languages) {
+    if (::access(l.program.c_str(), X_OK) == 0) present.push_back(l.language);
+  }
+  auto langs = hello.initLanguages(static_cast<unsigned>(present.size()));
+  for (unsigned i = 0; i < present.size(); ++i) {
+    langs.set(i, static_cast<schema::Language>(present[i]));
+  }
+  hello.setBootId(ops_.boot_id());
+  hello.setUptimeMs(ops_.uptime_ms());
+  hello_sent_ = true;
+  send(mb);
+}
+
+void Session::send_error(uint16_t code, const std::string& message) {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  auto err = msg.initError();
+  err.setCode(static_cast<ErrorCode>(code));
+  err.setMessage(message);
+  err.setRetryable(false);
+  err.setService("nv-guest-agent");
+  send(mb);
+}
+
+bool Session::on_bytes(const char* data, size_t n) {
+  decoder_.feed(data, n);
+  for (;;) {
+    kj::Array<capnp::word> words;
+    auto st = decoder_.next(words);
+    if (st == FrameDecoder::Status::need_more) return true;
+    if (!hello_sent_) send_hello();  // whatever the host sends first, it sees Hello first
+    if (st != FrameDecoder::Status::frame) {
+      // The stream cannot be resynchronised after a bad length: say why and drop it.
+      send_error(static_cast<uint16_t>(st == FrameDecoder::Status::oversized
+                                           ? ErrorCode::OVERSIZED_FRAME
+                                           : ErrorCode::MALFORMED_MESSAGE),
+                 std::string(to_string(st)) + " (announced " +
+                     std::to_string(decoder_.announced()) + " bytes, cap " +
+                     std::to_string(decoder_.max_frame_bytes()) + "); dropping the connection");
+      return false;
+    }
+    dispatch(kj::mv(words));
+    if (shutdown_) return true;
+  }
+}
+
+void Session::dispatch(kj::Array<capnp::word> words) {
+  std::string perr;
+  auto parsed = ParsedMessage::parse(kj::mv(words), perr);
+  if (!parsed) {
+    send_error(static_cast<uint16_t>(ErrorCode::MALFORMED_MESSAGE), perr);
+    return;
+  }
+  // Dispatch boundary: nothing thrown while reading a hostile message gets past here.
+  try {
+    auto msg = parsed->root<HostMessage>();
+    if (msg.getVersion() != schema::SCHEMA_VERSION) {
+      send_error(static_cast<uint16_t>(ErrorCode::UNSUPPORTED_VERSION),
+                 "schema version " + std::to_string(msg.getVersion()) + " is not supported; " +
+                     "this agent speaks " + std::to_string(schema::SCHEMA_VERSION));
+      return;
+    }
+    switch (msg.which()) {
+      case HostMessage::EXEC:
+        handle_exec(msg.getExec());
+        return;
+      case HostMessage::PUT_FILE:
+        handle_put(msg.getPutFile());
+        return;
+      case HostMessage::GET_FILE:
+        handle_get(msg.getGetFile());
+        return;
+      case HostMessage::PING: {
+        capnp::MallocMessageBuilder mb;
+        auto out = mb.initRoot<GuestMessage>();
+        out.setVersion(schema::SCHEMA_VERSION);
+        out.setPong(msg.getPing());
+        send(mb);
+        return;
+      }
+      case HostMessage::SHUTDOWN:
+        shutdown_ = true;
+        return;
+      case HostMessage::RESEED:
+        handle_reseed(msg.getReseed());
+        return;
+    }
+    send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
+               "unknown request kind " + std::to_string(static_cast<int>(msg.which())) +
+                   " (a newer host?)");
+  } catch (...) {
+    send_error(static_cast<uint16_t>(ErrorCode::MALFORMED_MESSAGE),
+               "malformed request: " + describe_current_exception());
+  }
+}
+
+void Session::handle_exec(schema::GuestExec::Reader req) {
+  const uint32_t id = req.getId();
+  auto send_result = [&](const ExecOutcome& o) {
+    capnp::MallocMessageBuilder mb;
+    auto msg = mb.initRoot<GuestMessage>();
+    msg.setVersion(schema::SCHEMA_VERSION);
+    auto r = msg.initResult();
+    r.setExecId(id);
+    r.setExitCode(o.exit_code);
+    r.setSignal(o.signal);
+    r.setDurationMs(o.duration_ms);
+    r.setTimedOut(o.timed_out);
+    r.setTruncated(o.truncated);
+    r.setStdoutBytes(o.stdout_bytes);
+    r.setStderrBytes(o.stderr_bytes);
+    r.setError(o.error);
+    send(mb);
+  };
+  auto refuse = [&](const std::string& why) {
+    ExecOutcome o;
+    o.error = why;
+    send_result(o);
+  };
+
+  const LanguageRule* rule = nullptr;
+  for (const auto& l : config_.languages) {
+    if (l.language == static_cast<uint16_t>(req.getLanguage())) rule = &l;
+  }
+  if (!rule) {
+    return refuse("language " + std::to_string(static_cast<int>(req.getLanguage())) +
+                  " is not supported by this agent (see Hello.languages)");
+  }
+  std::string code = req.getCode();
+  if (has_nul(code)) return refuse("code contains a NUL byte; it cannot be passed as an argument");
+
+  ExecSpec spec;
+  spec.argv.push_back(rule->program);
+  for (const auto& f : rule->flags) spec.argv.push_back(f);
+  spec.argv.push_back(std::move(code));
+  spec.env = config_.base_env;
+  for (auto e : req.getEnv()) {
+    std::string name = e.getName(), value = e.getValue();
+    if (name.empty() || name.find('=') != std::string::npos || has_nul(name) || has_nul(value)) {
+      return refuse("invalid environment variable name '" + name.substr(0, 64) +
+                    "' (empty, or contains '=' or NUL)");
+    }
+    spec.env.push_back(name + "=" + value);
+  }
+  std::string trace = req.getTraceId();
+  if (has_nul(trace)) return refuse("traceId contains a NUL byte");
+  spec.env.push_back("NEUROVISOR_TRACE_ID=" + trace);
+  auto stdin_data = req.getStdin();
+  spec.stdin_data.assign(reinterpret_cast<const char*>(stdin_data.begin()), stdin_data.size());
+  std::string cwd = req.getCwd();
+  spec.cwd = cwd.empty() ? config_.default_cwd : cwd;
+  if (has_nul(spec.cwd)) return refuse("cwd contains a NUL byte");
+  uint32_t t = req.getTimeoutMs() == 0 ? config_.default_timeout_ms : req.getTimeoutMs();
+  spec.timeout = std::chrono::milliseconds(std::min(t, config_.max_timeout_ms));
+  uint32_t cap = req.getOutputCapBytes() == 0 ? config_.default_output_cap
+                                              : req.getOutputCapBytes();
+  spec.output_cap = std::min(cap, config_.max_output_cap);
+  spec.uid = config_.run_uid;
+  spec.gid = config_.run_gid;
+  spec.rlimits = config_.rlimits;
+
+  ExecOutcome outcome = run_exec(spec, [&](OutStream s, std::string_view data) {
+    capnp::MallocMessageBuilder mb;
+    auto msg = mb.initRoot<GuestMessage>();
+    msg.setVersion(schema::SCHEMA_VERSION);
+    auto c = msg.initChunk();
+    c.setExecId(id);
+    c.setStream(s == OutStream::out ? schema::Stream::STDOUT : schema::Stream::STDERR);
+    c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+    send(mb);
+  });
+  send_result(outcome);
+}
+
+bool Session::path_allowed_for_write(const std::string& path) const {
+  if (!path_is_clean(path)) return false;
+  for (const auto& root : config_.writable_roots) {
+    if (path.size() > root.size() + 1 && path.compare(0, root.size(), root) == 0 &&
+        path[root.size()] == '/') {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Session::handle_put(schema::FilePut::Reader put) {
+  std::string path = put.getPath();
+  auto data = put.getData();
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  auto fd_out = msg.initFileData();
+  fd_out.setPath(path.substr(0, 4096));
+  std::string error;
+  if (!path_allowed_for_write(path)) {
+    error = "path '" + path.substr(0, 256) + "' refused: it must be absolute, without '.'/'..' "
+            "parts, below one of the writable roots (/tmp)";
+  } else {
+    // Parents are created as needed, owned by the program's user so it can use them.
+    for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {
+      std::string dir = path.substr(0, i);
+      if (::mkdir(dir.c_str(), 0755) == 0 && config_.run_uid >= 0) {
+        if (::chown(dir.c_str(), config_.run_uid, config_.run_gid) < 0) {
+          error = errno_text("chown(" + dir + ")", errno);
+        }
+      }
+    }
+    mode_t mode = put.getMode() == 0 ? 0644 : (put.getMode() & 07777);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) {
+      error = errno_text("open(" + path + ")", errno);
+    } else {
+      const auto* p = reinterpret_cast<const char*>(data.begin());
+      size_t left = data.size();
+      while (left > 0 && error.empty()) {
+        ssize_t w = ::write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          error = errno_text("write(" + path + ")", errno);
+          break;
+        }
+        p += w;
+        left -= static_cast<size_t>(w);
+      }
+      if (error.empty() && ::fchmod(fd, mode) < 0) error = errno_text("fchmod", errno);
+      if (error.empty() && config_.run_uid >= 0 &&
+          ::fchown(fd, config_.run_uid, config_.run_gid) < 0) {
+        error = errno_text("fchown", errno);
+      }
+      ::close(fd);
+    }
+  }
+  fd_out.setFound(error.empty());
+  fd_out.setError(error);
+  send(mb);
+}
+
+void Session::handle_get(const std::string& path) {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  auto fd_out = msg.initFileData();
+  fd_out.setPath(path.substr(0, 4096));
+  std::string error, content;
+  if (!path_is_clean(path)) {
+    error = "path '" + path.substr(0, 256) + "' refused: it must be absolute, without '.'/'..'";
+  } else {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    struct stat st{};
+    if (fd < 0) {
+      error = errno_text("open(" + path + ")", errno);
+    } else if (::fstat(fd, &st) < 0) {
+      error = errno_text("fstat(" + path + ")", errno);
+    } else if (!S_ISREG(st.st_mode)) {
+      error = "'" + path + "' is not a regular file";
+    } else if (static_cast<uint64_t>(st.st_size) > config_.max_get_file_bytes) {
+      error = "'" + path + "' has " + std::to_string(st.st_size) + " bytes; at most " +
+              std::to_string(config_.max_get_file_bytes) + " can be fetched";
+    } else {
+      content.resize(static_cast<size_t>(st.st_size));
+      size_t got = 0;
+      while (got < content.size()) {
+        ssize_t r = ::read(fd, content.data() + got, content.size() - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+          error = errno_text("read(" + path + ")", errno);
+          break;
+        }
+        if (r == 0) break;  // the file shrank meanwhile
+        got += static_cast<size_t>(r);
+      }
+      content.resize(got);
+    }
+    if (fd >= 0) ::close(fd);
+  }
+  fd_out.setFound(error.empty());
+  fd_out.setError(error);
+  if (error.empty()) {
+    fd_out.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(content.data()),
+                                content.size()));
+  }
+  send(mb);
+}
+
+void Session::handle_reseed(schema::Reseed::Reader reseed) {
+  auto entropy = reseed.getEntropy();
+  std::string vm_id = reseed.getVmId();
+  std::string error;
+  if (entropy.size() < 16 || entropy.size() > 4096) {
+    error = "reseed needs 16..4096 bytes of entropy, got " + std::to_string(entropy.size());
+  } else if (!vm_id_is_valid(vm_id)) {
+    error = "vmId '" + vm_id.substr(0, 80) + "' is not a valid hostname (1-63 of [A-Za-z0-9._-])";
+  }
+  if (error.empty()) {
+    error = ops_.add_entropy(std::string_view(reinterpret_cast<const char*>(entropy.begin()),
+                                              entropy.size()));
+  }
+  if (error.empty() && reseed.getUnixTimeNs() > 0) error = ops_.set_clock(reseed.getUnixTimeNs());
+  if (error.empty()) error = ops_.set_identity(vm_id);
+  if (!error.empty()) {
+    send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST), "reseed: " + error);
+    return;
+  }
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  auto id = msg.initReseeded();
+  id.setVmId(vm_id);
+  id.setBootId(ops_.boot_id());
+  send(mb);
+}
+
+}  // namespace nv::guest::agent

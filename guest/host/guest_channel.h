@@ -1,0 +1,188 @@
+// guest_channel.h — the host side of the guest protocol (schemas/guest.capnp).
+//
+// One GuestChannel is one stream to one guest agent: a QEMU virtio-serial chardev socket
+// (ChannelKind::unix_stream) or a Firecracker hybrid-vsock socket (ChannelKind::hybrid_vsock:
+// "CONNECT <port>\n" → "OK <n>\n"). Used by nv-vm-pool-manager (connect = wait for Hello,
+// reseed) and nv-sandbox-executor (exec, files).
+//
+// Trust: the guest runs untrusted code and may be hostile. Every frame length is bounded before
+// buffering (max_frame_bytes), everything the guest sends is rate-limited (bytes/s and
+// messages/s token buckets), output is capped on the host too, and every call takes a deadline
+// it never blocks past (poll() on the fd; no sleeps). Errors are values; nothing throws out of
+// this API. After any error except guest_error / bad_argument the channel is closed: the caller
+// should destroy the VM rather than reuse a stream in an unknown state.
+//
+// Not thread-safe: one caller at a time per channel.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nv/schema/common.capnp.h>
+#include <nv/schema/exec.capnp.h>
+
+#include "services/common/token_bucket.h"
+
+namespace nv::guest {
+
+using Deadline = std::chrono::steady_clock::time_point;
+
+enum class ChannelKind {
+  unix_stream,   // QEMU: virtio-serial port behind `-chardev socket,path=...,server=on`
+  hybrid_vsock,  // Firecracker: vsock uds_path; the host writes "CONNECT <port>\n" first
+};
+
+enum class ChannelErrc {
+  ok = 0,
+  timeout,         // the deadline passed; the guest may be slow (TCG) or hung
+  closed,          // the stream ended (VM gone, or a previous error closed the channel)
+  connect_failed,  // socket/connect failed, or the hybrid-vsock handshake was refused
+  protocol,        // the guest broke the protocol: bad length, malformed message, wrong reply
+  rate_limited,    // the guest sent more bytes or messages per second than allowed
+  output_cap,      // the guest sent more output than the host-side cap allows
+  guest_error,     // the agent answered with an error (bad request, file not found, ...)
+  bad_argument,    // the caller passed something the protocol cannot carry
+  io,              // a syscall on the socket failed (see message)
+};
+
+const char* to_string(ChannelErrc c);
+
+struct ChannelError {
+  ChannelErrc code = ChannelErrc::ok;
+  std::string message;  // what happened and what to do, for logs and users
+
+  bool ok() const { return code == ChannelErrc::ok; }
+  explicit operator bool() const { return !ok(); }  // true when there is an error
+};
+
+// A value or an error.
+template <typename T>
+class Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
+  Result(ChannelError error) : error_(std::move(error)) {}  // NOLINT
+  bool ok() const { return value_.has_value(); }
+  const ChannelError& error() const { return error_; }
+  T& value() { return *value_; }
+  const T& value() const { return *value_; }
+  T* operator->() { return &*value_; }
+  T& operator*() { return *value_; }
+
+ private:
+  std::optional<T> value_;
+  ChannelError error_;
+};
+
+struct ChannelLimits {
+  uint32_t max_frame_bytes = 1u << 20;        // one guest frame, header excluded
+  double bytes_per_s = 32.0 * (1 << 20);      // sustained guest → host bytes
+  double burst_bytes = 64.0 * (1 << 20);
+  double messages_per_s = 2000;               // sustained guest → host frames
+  double burst_messages = 4000;
+  uint64_t max_output_bytes = 64u << 20;      // host-side cap on one exec's stdout+stderr
+  std::chrono::milliseconds connect_retry{20};  // first retry interval while the socket is absent
+};
+
+struct HelloInfo {
+  std::string agent_version;
+  std::vector<schema::Language> languages;
+  std::string boot_id;
+  uint64_t uptime_ms = 0;
+  std::chrono::nanoseconds connect_to_hello{0};  // measured by the host
+};
+
+struct ExecSpec {
+  uint32_t id = 1;  // echoed in chunks and the result
+  schema::Language language = schema::Language::UNSET;
+  std::string code;
+  std::string stdin_data;
+  std::vector<std::pair<std::string, std::string>> env;
+  uint32_t timeout_ms = 0;          // 0 = the agent's default (10 s)
+  uint32_t output_cap_bytes = 0;    // 0 = the agent's default (1 MiB)
+  std::string trace_id;             // NEUROVISOR_TRACE_ID
+  std::string cwd;                  // "" = /tmp
+};
+
+struct ExecOutcome {
+  int32_t exit_code = -1;
+  int32_t signal = 0;
+  double duration_ms = 0;          // measured by the agent
+  bool timed_out = false;
+  bool truncated = false;          // by the agent's cap or the host's
+  uint64_t stdout_bytes = 0;       // written by the program in all (the agent counts)
+  uint64_t stderr_bytes = 0;
+  uint64_t received_bytes = 0;     // chunk bytes that reached the host
+  std::string error;               // the agent could not start the program
+};
+
+// stream is schema::Stream::STDOUT or STDERR; data is at most 64 KiB.
+using ChunkCallback = std::function<void(schema::Stream stream, std::string_view data)>;
+
+struct Identity {
+  std::string vm_id;
+  std::string boot_id;
+};
+
+class GuestChannel {
+ public:
+  // Connects and waits for the agent's Hello (and the answer to a ping sent at once, so the
+  // stream is in step). A socket that does not exist yet is retried until the deadline.
+  static Result<std::unique_ptr<GuestChannel>> connect(const std::string& socket_path,
+                                                       ChannelKind kind, uint32_t vsock_port,
+                                                       Deadline deadline,
+                                                       const ChannelLimits& limits = {});
+  // Takes over a connected stream (tests: a socketpair end) and waits for Hello.
+  static Result<std::unique_ptr<GuestChannel>> adopt(int fd, Deadline deadline,
+                                                     const ChannelLimits& limits = {});
+
+  ~GuestChannel();
+  GuestChannel(const GuestChannel&) = delete;
+  GuestChannel& operator=(const GuestChannel&) = delete;
+
+  const HelloInfo& hello() const { return hello_; }
+  bool is_open() const { return fd_ >= 0; }
+  void close();
+
+  // Runs code; chunks arrive through on_chunk as they come, then the outcome.
+  Result<ExecOutcome> exec(const ExecSpec& spec, const ChunkCallback& on_chunk,
+                           Deadline deadline);
+  // Writes a file in the guest (below /tmp); mode 0 = 0644.
+  ChannelError put_file(const std::string& path, std::string_view data, uint32_t mode,
+                        Deadline deadline);
+  // Reads a file from the guest (at most ~960 KiB: one frame).
+  Result<std::string> get_file(const std::string& path, Deadline deadline);
+  // Round trip time of one ping.
+  Result<std::chrono::nanoseconds> ping(Deadline deadline);
+  // Mixes entropy into the guest RNG, sets its clock (unix_time_ns > 0) and identity.
+  Result<Identity> reseed(std::string_view entropy, const std::string& vm_id,
+                          int64_t unix_time_ns, Deadline deadline);
+  // Asks the agent to power off and waits for the stream to close (the VMM exiting).
+  ChannelError shutdown(Deadline deadline);
+
+  // Counters for metrics and tests.
+  uint64_t bytes_received() const { return bytes_received_; }
+  uint64_t frames_received() const { return frames_received_; }
+
+ private:
+  friend class ChannelIo;
+  struct Impl;
+  GuestChannel(int fd, const ChannelLimits& limits);
+  ChannelError wait_hello(Deadline deadline);
+
+  int fd_ = -1;
+  ChannelLimits limits_;
+  HelloInfo hello_;
+  std::unique_ptr<Impl> impl_;
+  uint64_t bytes_received_ = 0;
+  uint64_t frames_received_ = 0;
+  uint64_t next_nonce_ = 1;
+};
+
+}  // namespace nv::guest
