@@ -1,0 +1,7 @@
+# nv_test_support: helpers shared by the test suites — child processes (process.h) and a plain
+# HTTP GET (http.h). Link it and include "support/process.h".
+add_library(nv_test_support STATIC ${CMAKE_CURRENT_LIST_DIR}/process.cc
+                                   ${CMAKE_CURRENT_LIST_DIR}/http.cc)
+target_include_directories(nv_test_support PUBLIC ${CMAKE_CURRENT_LIST_DIR}/..)
+target_link_libraries(nv_test_support PUBLIC Threads::Threads)
+nv_warnings(nv_test_support)
