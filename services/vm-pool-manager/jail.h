@@ -48,6 +48,9 @@ struct JailSpec {
   bool new_net_ns = true;                // no network device anyway; lo only
   bool new_pid_ns = true;
   uint64_t max_open_files = 4096;
+  // A Landlock ruleset prepared in the parent (nv::landlock::prepare; fd owned by the caller),
+  // enforced by the child right before it drops its identity. -1 = no Landlock.
+  int landlock_fd = -1;
 };
 
 // The ordered names of the child's isolation steps (for logs, docs and tests).
@@ -75,6 +78,8 @@ class Jail {
                               const std::vector<int>& cgroup_procs,
                               const std::vector<std::pair<int, int>>& pass_fds, int log_fd);
 
+  // The Landlock ruleset fd (kept open by the caller until spawn returns).
+  void set_landlock_fd(int fd) { spec_.landlock_fd = fd; }
   // Host path of a path inside the jail.
   std::string host_path(const std::string& inner) const { return spec_.dir + inner; }
   const std::string& dir() const { return spec_.dir; }

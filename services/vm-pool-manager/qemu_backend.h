@@ -28,14 +28,15 @@ struct QemuConfig {
   std::string accel = "auto";                   // auto (probe) | kvm | tcg
   // Guest kernel command line; QEMU appends the virtio_mmio.device= entries (acpi=off).
   std::string kernel_cmdline =
-      "console=ttyS0 root=/dev/vda ro rootfstype=ext4 rootwait panic=-1 reboot=t quiet "
-      "tsc_early_khz=2000 random.trust_cpu=on";
+      "console=ttyS0 root=/dev/vda ro rootfstype=ext4 init=/sbin/nv-guest-agent panic=-1 "
+      "reboot=t quiet tsc_early_khz=2000 random.trust_cpu=on";
   uint32_t tcg_tb_size_mib = 64;    // TCG translation cache; QEMU's default (1 GiB) bloats RSS
   uint32_t vmm_overhead_mib = 256;  // cgroup memory limit = guest RAM + this (QEMU itself)
   uint32_t pids_max = 64;           // QEMU's threads (vCPUs, I/O workers)
   bool use_jail = true;
   bool use_cgroup = true;
   bool sandbox = true;              // QEMU -sandbox on,obsolete=deny,elevateprivileges=deny,...
+  bool landlock = true;             // confine the VMM to its jail's files (when the kernel can)
   uid_t uid_base = 980000;          // VMM n runs as uid_base + n % uid_count, gid likewise
   uint32_t uid_count = 10000;
   gid_t channel_gid = 0;            // group owning the socket dir (pool manager, executor)
@@ -69,6 +70,7 @@ class QemuBackend : public Backend {
   std::string accel_ = "tcg";
   std::string accel_reason_ = "not probed yet";
   std::atomic<uint64_t> seq_{0};
+  std::atomic<bool> landlock_warned_{false};
 };
 
 }  // namespace nv::vm
