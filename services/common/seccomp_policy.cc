@@ -115,6 +115,11 @@ const std::vector<Rule>& zmq_service_rules() {
       allow("ppoll", "zmq_poll via glibc"),
       allow("eventfd2", "ZeroMQ mailbox signaler"),
       allow("pipe2", "self-pipe for signal → shutdown"),
+      allow("sched_getparam", "ZeroMQ reads the scheduling of each new I/O thread"),
+      allow("sched_getscheduler", "ZeroMQ reads the scheduling of each new I/O thread"),
+      allow("sched_setscheduler", "ZeroMQ applies its (default) scheduling to new I/O threads"),
+      allow_if_masked("prctl", 0, 0xffffffffull, 15 /* PR_SET_NAME */,
+                      "ZeroMQ/pthread_setname_np name their threads; other prctl options refused"),
       allow("dup", "stdio redirection of child loggers"),
       // Files: configuration, /proc, runtime dir
       allow("openat", "config files, $NV_RUNTIME_DIR, /proc/self"),

@@ -85,3 +85,49 @@ TEST(SeccompProof, EveryRuleHasAReason) {
     for (const sc::Rule& r : p.rules) EXPECT_FALSE(r.reason.empty()) << p.name << ": " << r.syscall;
   }
 }
+
+// The generic profile must not kill a real ZeroMQ service doing its normal work: context made
+// before the filter (as services do), sockets, ipc:// and tcp:// loopback round trips, shutdown.
+#include <zmq.hpp>
+
+TEST(SeccompProof, ZeroMqServiceRunsUnderTheGenericProfile) {
+  const std::string ipc = "ipc:///tmp/nv-seccomp-zmq-" + std::to_string(getpid());
+  pid_t pid = fork();
+  if (pid == 0) {
+    zmq::context_t ctx(1);
+    sc::InstallOptions opts;
+    opts.log = [](const std::string&) {};
+    if (!sc::install(sc::zmq_service_profile("test-zmq"), opts).ok) _exit(3);
+    try {
+      for (const std::string& ep : {ipc, std::string("tcp://127.0.0.1:*")}) {
+        zmq::socket_t router(ctx, zmq::socket_type::router);
+        zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+        router.set(zmq::sockopt::linger, 0);
+        dealer.set(zmq::sockopt::linger, 0);
+        router.bind(ep);
+        dealer.connect(router.get(zmq::sockopt::last_endpoint));
+        for (int i = 0; i < 10; ++i) {
+          dealer.send(zmq::str_buffer("ping"), zmq::send_flags::none);
+          zmq::message_t id, body;
+          if (!router.recv(id) || !router.recv(body)) _exit(4);
+          router.send(id, zmq::send_flags::sndmore);
+          router.send(zmq::str_buffer("pong"), zmq::send_flags::none);
+          zmq::message_t reply;
+          zmq::pollitem_t items[] = {{dealer.handle(), 0, ZMQ_POLLIN, 0}};
+          if (zmq::poll(items, 1, std::chrono::milliseconds(2000)) != 1) _exit(5);
+          if (!dealer.recv(reply) || reply.to_string() != "pong") _exit(6);
+        }
+      }
+    } catch (const zmq::error_t&) {
+      _exit(7);
+    }
+    ctx.close();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  unlink(ipc.substr(6).c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status)
+                                 << " (SIGSYS = a syscall missing from the profile)";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}

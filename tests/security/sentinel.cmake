@@ -7,7 +7,7 @@ nv_add_gtest(NAME security_sentinel_test
   LABELS security TIMEOUT 120)
 nv_add_gtest(NAME security_seccomp_proof_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/seccomp_proof_test.cc
-  LIBS nv_seccomp
+  LIBS nv_seccomp cppzmq
   LABELS security TIMEOUT 60)
 nv_add_gtest(NAME security_caps_proof_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/caps_proof_test.cc
