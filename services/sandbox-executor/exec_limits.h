@@ -1,0 +1,53 @@
+// exec_limits.h — what an ExecRequest may ask for, and the check every request goes through
+// before a VM is leased for it.
+//
+// Every bound has a default and a flag (main.cc adds them). validate() reports every problem of
+// a request in one badRequest message ("code is 2000000 bytes, the limit is 1048576; env[3] name
+// 'A=B' is not a valid variable name") so a caller fixes them in one round trip.
+#pragma once
+
+#include <nv/schema/exec.capnp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "common/config.h"
+#include "common/error.h"
+
+namespace nv::exec {
+
+struct ExecLimits {
+  uint32_t max_code_bytes = 1u << 20;        // ExecRequest.code
+  uint32_t max_stdin_bytes = 4u << 20;       // ExecRequest.stdin
+  uint32_t max_env = 64;                     // ExecRequest.env entries
+  uint32_t max_env_bytes = 64u << 10;        // name + value of all entries
+  uint32_t max_put_files = 16;               // ExecRequest.putFiles entries
+  uint32_t max_put_bytes = 4u << 20;         // data of all putFiles together
+  uint32_t max_get_files = 16;               // ExecRequest.getFiles entries
+  uint32_t max_path_bytes = 1024;            // each put/get path
+  uint32_t default_timeout_ms = 10000;       // timeoutMs == 0
+  uint32_t max_timeout_ms = 300000;          // timeoutMs above this is refused
+  uint32_t default_output_cap = 1u << 20;    // outputCapBytes == 0
+  uint32_t max_output_cap = 4u << 20;        // outputCapBytes above this is refused
+};
+
+// Adds the --max-* / --default-* options with the defaults above.
+void add_limit_options(Config& config);
+ExecLimits limits_from(const Config& config);
+
+// The request after defaults were applied (what the executor actually runs).
+struct Effective {
+  schema::Language language = schema::Language::UNSET;
+  schema::SizeTier tier = schema::SizeTier::SMALL;
+  std::chrono::milliseconds timeout{0};
+  uint32_t output_cap = 0;
+};
+
+// Checks a request against the limits. badRequest with every problem listed on failure.
+Result<Effective> validate(schema::ExecRequest::Reader request, const ExecLimits& limits);
+
+// "python" | "bash" | "sh" | "javascript"; "language<N>" for values out of range.
+std::string language_name(schema::Language language);
+
+}  // namespace nv::exec

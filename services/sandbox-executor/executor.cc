@@ -1,0 +1,412 @@
+#include "executor.h"
+
+#include <nv/schema/exec.capnp.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "pool_client.h"
+
+namespace nv::exec {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// Owns one lease: destroys the VM exactly once, from whichever thread asks first (the watchdog
+// on cancellation, the handler after a host kill, or the destructor on every other path).
+class LeaseGuard {
+ public:
+  LeaseGuard(zmq::context_t& ctx, ClientOptions pool, std::string trace_id, std::string vm_id)
+      : ctx_(ctx), pool_(std::move(pool)), trace_id_(std::move(trace_id)),
+        vm_id_(std::move(vm_id)) {}
+  ~LeaseGuard() { release("request finished"); }
+  LeaseGuard(const LeaseGuard&) = delete;
+  LeaseGuard& operator=(const LeaseGuard&) = delete;
+
+  // Thread-safe. nv::Client is per thread, so each call makes its own PoolClient.
+  void release(const std::string& reason) {
+    if (released_.exchange(true)) return;
+    for (int attempt = 1; attempt <= 2; ++attempt) {
+      PoolClient pool(ctx_, pool_);
+      auto st = pool.release(trace_id_, vm_id_, reason, milliseconds(4000));
+      if (st) {
+        log::debug("vm released", {{"vm_id", vm_id_}, {"reason", reason}});
+        return;
+      }
+      log::warn("vm.release failed", {{"vm_id", vm_id_}, {"attempt", attempt},
+                                       {"error", st.error().to_string()}});
+    }
+    log::error("could not release the VM: the pool manager still holds it as leased",
+               {{"vm_id", vm_id_}});
+  }
+  const std::string& vm_id() const { return vm_id_; }
+
+ private:
+  zmq::context_t& ctx_;
+  ClientOptions pool_;
+  std::string trace_id_;
+  std::string vm_id_;
+  std::atomic<bool> released_{false};
+};
+
+// Destroys the VM as soon as the caller cancels or its deadline passes; the guest stream then
+// closes and the channel call the handler is blocked in returns.
+class Watchdog {
+ public:
+  Watchdog(std::shared_ptr<Request> req, LeaseGuard& lease, Clock::time_point request_end,
+           milliseconds interval)
+      : req_(std::move(req)), lease_(lease), end_(request_end), interval_(interval),
+        thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  // "" while it has not fired; "cancelled" or "deadline" after.
+  std::string fired() {
+    std::lock_guard lock(mu_);
+    return fired_;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    while (!done_) {
+      cv_.wait_for(lock, interval_);
+      if (done_) return;
+      std::string why;
+      if (req_->cancelled()) why = "cancelled";
+      else if (Clock::now() >= end_) why = "deadline";
+      if (why.empty()) continue;
+      fired_ = why;
+      lock.unlock();
+      lease_.release(why == "cancelled" ? "caller cancelled the request"
+                                        : "the caller's deadline passed");
+      return;
+    }
+  }
+
+  std::shared_ptr<Request> req_;
+  LeaseGuard& lease_;
+  Clock::time_point end_;
+  milliseconds interval_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::string fired_;
+  std::thread thread_;  // last: starts after the members it reads
+};
+
+struct InFlight {
+  explicit InFlight(std::atomic<uint32_t>& n) : n_(n) { ++n_; }
+  ~InFlight() { --n_; }
+  std::atomic<uint32_t>& n_;
+};
+
+// What one run accumulates for its ExecResult.
+struct RunState {
+  std::string out, err;
+  uint64_t kept = 0;
+  uint64_t out_seen = 0, err_seen = 0;  // chunk bytes received per stream (kept or not)
+  bool truncated = false;
+  uint32_t seq = 0;
+  guest::ExecOutcome outcome;
+  bool host_killed = false;
+  bool timed_out = false;
+  std::string note;
+  struct File {
+    std::string path, data, error;
+    bool found = false;
+  };
+  std::vector<File> files;
+};
+
+void send_chunk(Request& req, const std::string& trace_id, schema::Stream stream,
+                std::string_view data, uint32_t seq) {
+  capnp::MallocMessageBuilder mb;
+  auto c = bus::init_body<schema::ExecChunk>(mb);
+  c.setTraceId(trace_id);
+  c.setStream(stream);
+  c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+  c.setSeq(seq);
+  req.partial(mb);
+}
+
+kj::ArrayPtr<const kj::byte> bytes(const std::string& s) {
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+guest::ChannelKind channel_kind(const std::string& name) {
+  return name == "hybridVsock" ? guest::ChannelKind::hybrid_vsock
+                               : guest::ChannelKind::unix_stream;
+}
+
+}  // namespace
+
+Executor::Executor(zmq::context_t& ctx, ExecutorOptions options, EventPublisher& events)
+    : ctx_(ctx), opt_(std::move(options)), events_(events) {}
+
+void Executor::handle(const std::shared_ptr<Request>& req) {
+  const auto start = Clock::now();
+  const auto& hdr = req->header();
+  auto body = req->read<schema::ExecRequest>();
+  if (!body) {
+    req->fail(body.error());
+    return;
+  }
+  auto r = body.value();
+  std::string trace_id = hdr.trace_id.empty() ? std::string(r.getTraceId().cStr()) : hdr.trace_id;
+  log::TraceScope trace(trace_id);
+  auto eff = validate(r, opt_.limits);
+  if (!eff) {
+    log::info("exec request refused", {{"error", eff.error().message}});
+    req->fail(eff.error());
+    return;
+  }
+  InFlight in_flight(in_flight_);
+  const auto language = eff->language;
+  const std::string lang = language_name(language);
+
+  auto publish_finished = [&](const std::string& vm_id, const RunState* run,
+                              const std::string& status) {
+    double wall = ms_since(start);
+    events_.publish(
+        "exec.finished",
+        [&](schema::Event::Builder e) {
+          auto f = e.initExecFinished();
+          f.setLanguage(language);
+          f.setVmId(vm_id);
+          f.setDurationMs(wall);
+          f.setExitCode(run ? run->outcome.exit_code : -1);
+          f.setTimedOut(run && run->timed_out);
+          f.setTruncated(run && run->truncated);
+          f.setOutputBytes(run ? run->outcome.stdout_bytes + run->outcome.stderr_bytes : 0);
+          f.setStatus(status);
+        },
+        trace_id);
+    log::info("exec finished", {{"language", lang}, {"vm_id", vm_id}, {"status", status},
+                                {"wall_ms", wall},
+                                {"exit_code", run ? run->outcome.exit_code : -1}});
+  };
+  auto fail = [&](const std::string& vm_id, const RunState* run, const Error& e,
+                  const std::string& status = "error") {
+    publish_finished(vm_id, run, status);
+    req->fail(e);
+  };
+
+  // ---- 1. Lease a warm VM within the caller's remaining time.
+  auto remaining = req->remaining();
+  const auto request_end =
+      remaining == milliseconds::max() ? Clock::time_point::max() : start + remaining;
+  auto lease_wait = std::min(opt_.max_lease_wait, remaining - milliseconds(200));
+  if (lease_wait <= milliseconds(0)) {
+    req->fail(make_error(ErrorCode::TIMED_OUT, "the request's deadline passed before a VM could "
+                                               "be leased; give it a longer deadline"));
+    return;
+  }
+  if (req->cancelled()) {
+    req->fail(make_error(ErrorCode::CANCELLED, "the caller cancelled the request"));
+    return;
+  }
+  VmLease lease;
+  {
+    PoolClient pool(ctx_, opt_.pool);
+    auto l = pool.lease(trace_id, eff->tier, lease_wait);
+    if (!l) {
+      log::warn("vm.lease failed", {{"error", l.error().to_string()}});
+      fail("", nullptr, l.error());
+      return;
+    }
+    lease = std::move(l.value());
+  }
+  LeaseGuard vm(ctx_, opt_.pool, trace_id, lease.vm_id);  // from here on: destroyed on every path
+
+  // ---- 2. Tell the caller it started (the broker no longer retries it elsewhere after this).
+  events_.publish(
+      "exec.started",
+      [&](schema::Event::Builder e) {
+        auto s = e.initExecStarted();
+        s.setLanguage(language);
+        s.setVmId(lease.vm_id);
+      },
+      trace_id);
+  RunState run;
+  send_chunk(*req, trace_id, schema::Stream::STATUS, "started vm=" + lease.vm_id, run.seq++);
+  Watchdog watchdog(req, vm, request_end, opt_.watchdog_interval);
+  auto stopped_early = [&]() -> std::optional<Error> {
+    auto why = watchdog.fired();
+    if (why == "cancelled") return make_error(ErrorCode::CANCELLED, "the caller cancelled");
+    if (why == "deadline") {
+      return make_error(ErrorCode::TIMED_OUT, "the request's deadline passed while it ran on VM " +
+                                                  lease.vm_id + "; the VM was destroyed");
+    }
+    return std::nullopt;
+  };
+  auto bounded = [&](milliseconds d) { return std::min(Clock::now() + d, request_end); };
+
+  // ---- 3. Connect to the guest agent.
+  guest::ChannelLimits limits = opt_.channel;
+  limits.max_output_bytes = uint64_t{eff->output_cap} + guest::kMaxChunkBytes;
+  auto ch = guest::GuestChannel::connect(lease.channel_path, channel_kind(lease.channel_kind),
+                                         lease.vsock_port, bounded(opt_.connect_timeout), limits);
+  if (!ch.ok()) {
+    if (auto e = stopped_early()) return fail(lease.vm_id, nullptr, *e, "killed");
+    return fail(lease.vm_id, nullptr,
+                make_error(ErrorCode::VM_FAILED, "cannot reach the guest agent of VM " +
+                                                     lease.vm_id + " at " + lease.channel_path +
+                                                     ": " + ch.error().message));
+  }
+  auto& channel = *ch.value();
+
+  // ---- 4. Files in.
+  auto puts = r.getPutFiles();
+  for (unsigned i = 0; i < puts.size(); ++i) {
+    auto p = puts[i];
+    auto data = p.getData();
+    auto err = channel.put_file(p.getPath(), {reinterpret_cast<const char*>(data.begin()),
+                                              data.size()},
+                                p.getMode(), bounded(opt_.file_timeout));
+    if (!err) continue;
+    if (auto e = stopped_early()) return fail(lease.vm_id, nullptr, *e, "killed");
+    auto code = err.code == guest::ChannelErrc::guest_error ? ErrorCode::BAD_REQUEST
+                                                            : ErrorCode::VM_FAILED;
+    return fail(lease.vm_id, nullptr,
+                make_error(code, "putFiles[" + std::to_string(i) + "] " + p.getPath().cStr() +
+                                     ": " + err.message));
+  }
+
+  // ---- 5. Run, streaming output as it comes.
+  guest::ExecSpec spec;
+  spec.language = language;
+  spec.code = r.getCode();
+  auto in = r.getStdin();
+  spec.stdin_data.assign(reinterpret_cast<const char*>(in.begin()), in.size());
+  for (auto e : r.getEnv()) spec.env.emplace_back(e.getName(), e.getValue());
+  spec.timeout_ms = static_cast<uint32_t>(eff->timeout.count());
+  spec.output_cap_bytes = eff->output_cap;
+  spec.trace_id = trace_id;
+  const uint64_t cap = eff->output_cap;
+  auto on_chunk = [&](schema::Stream stream, std::string_view data) {
+    (stream == schema::Stream::STDERR ? run.err_seen : run.out_seen) += data.size();
+    uint64_t room = cap > run.kept ? cap - run.kept : 0;
+    auto take = static_cast<size_t>(std::min<uint64_t>(room, data.size()));
+    if (take < data.size()) run.truncated = true;
+    if (take == 0 || req->cancelled()) return;
+    auto part = data.substr(0, take);
+    (stream == schema::Stream::STDERR ? run.err : run.out).append(part);
+    run.kept += take;
+    send_chunk(*req, trace_id, stream, part, run.seq++);
+  };
+  const auto hard_deadline = bounded(eff->timeout + opt_.host_grace);
+  auto outcome = channel.exec(spec, on_chunk, hard_deadline);
+  if (outcome.ok()) {
+    run.outcome = outcome.value();
+    run.timed_out = run.outcome.timed_out;
+    run.truncated = run.truncated || run.outcome.truncated;
+    if (!run.outcome.error.empty()) run.note = "the program could not start: " + run.outcome.error;
+  } else {
+    if (auto e = stopped_early()) return fail(lease.vm_id, &run, *e, "killed");
+    const auto& ce = outcome.error();
+    switch (ce.code) {
+      case guest::ChannelErrc::timeout:
+        run.host_killed = true;
+        run.timed_out = true;
+        run.note = "no result " + std::to_string(opt_.host_grace.count()) +
+                   " ms after the " + std::to_string(eff->timeout.count()) +
+                   " ms timeout: the executor destroyed the VM";
+        break;
+      case guest::ChannelErrc::rate_limited:
+      case guest::ChannelErrc::output_cap:
+      case guest::ChannelErrc::protocol:
+        run.host_killed = true;
+        run.truncated = run.truncated || ce.code == guest::ChannelErrc::output_cap;
+        run.note = std::string("guest misbehaved (") + guest::to_string(ce.code) + ": " +
+                   ce.message + "): the executor destroyed the VM";
+        break;
+      default:
+        return fail(lease.vm_id, &run,
+                    make_error(ErrorCode::VM_FAILED, "VM " + lease.vm_id +
+                                                         " stopped while running the program (" +
+                                                         ce.message + ")"));
+    }
+    run.outcome.exit_code = -1;
+    run.outcome.stdout_bytes = run.out_seen;  // the agent never reported its counts
+    run.outcome.stderr_bytes = run.err_seen;
+    log::warn("guest run ended by the host", {{"vm_id", lease.vm_id}, {"note", run.note}});
+    vm.release(run.note);
+  }
+
+  // ---- 6. Files out (within the result's frame budget).
+  size_t budget = opt_.max_result_bytes > run.kept + 4096 ? opt_.max_result_bytes - run.kept - 4096
+                                                          : 0;
+  for (auto path : r.getGetFiles()) {
+    RunState::File f;
+    f.path = path;
+    if (run.host_killed) {
+      f.error = "the VM was destroyed before files could be read";
+    } else {
+      auto got = channel.get_file(f.path, bounded(opt_.file_timeout));
+      if (!got.ok()) {
+        f.error = got.error().message;
+      } else if (got.value().size() > budget) {
+        f.error = "file is " + std::to_string(got.value().size()) +
+                  " bytes, more than the result has room for";
+      } else {
+        budget -= got.value().size();
+        f.data = std::move(got.value());
+        f.found = true;
+      }
+    }
+    run.files.push_back(std::move(f));
+  }
+  if (auto e = stopped_early()) return fail(lease.vm_id, &run, *e, "killed");
+
+  // ---- 7. The result.
+  capnp::MallocMessageBuilder mb;
+  auto res = bus::init_body<schema::ExecResult>(mb);
+  res.setTraceId(trace_id);
+  res.setExitCode(run.outcome.exit_code);
+  res.setSignal(run.outcome.signal);
+  res.setDurationMs(run.outcome.duration_ms);
+  res.setWallMs(ms_since(start));
+  res.setTimedOut(run.timed_out);
+  res.setTruncated(run.truncated);
+  res.setStdout(bytes(run.out));
+  res.setStderr(bytes(run.err));
+  res.setStdoutBytes(run.outcome.stdout_bytes);
+  res.setStderrBytes(run.outcome.stderr_bytes);
+  auto files = res.initFiles(static_cast<unsigned>(run.files.size()));
+  for (unsigned i = 0; i < run.files.size(); ++i) {
+    files[i].setPath(run.files[i].path);
+    files[i].setData(bytes(run.files[i].data));
+    files[i].setFound(run.files[i].found);
+    files[i].setError(run.files[i].error);
+  }
+  res.setVmId(lease.vm_id);
+  res.setHostKilled(run.host_killed);
+  res.setNote(run.note);
+  std::string status = run.timed_out                 ? "timeout"
+                       : run.host_killed             ? "killed"
+                       : !run.outcome.error.empty() ? "error"
+                                                     : "ok";
+  req->reply(mb);
+  publish_finished(lease.vm_id, &run, status);
+  // `vm` (LeaseGuard) destroys the VM here, after the caller has its answer.
+}
+
+}  // namespace nv::exec

@@ -1,0 +1,199 @@
+// nv-sandbox-executor: the "exec" worker. Runs each ExecRequest once in a fresh microVM leased
+// from this host's nv-vm-pool-manager, streams its output back through the broker, and has the
+// VM destroyed afterwards. Runs unprivileged: it needs only group access to the guest channel
+// sockets the pool manager hands it; every capability is dropped after start-up and a seccomp
+// allow-list is installed.
+//
+// Start-up, in order:
+//   1. options → ExecutorOptions (limits, guest rate limits, timeouts);
+//   2. drop privileges (optional --run-as-uid/--run-as-gid, no capabilities, no_new_privs);
+//   3. seccomp allow-list (zmq_service_profile), unless --no-seccomp;
+//   4. ask the pool for its first status, register "exec" with that capacity;
+//   5. serve; a poller keeps the advertised capacity = min(concurrency, in flight + warm +
+//      booting VMs) so the broker sends work where VMs are ready.
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "common/log.h"
+#include "common/seccomp_policy.h"
+#include "common/service.h"
+#include "executor.h"
+#include "pool_client.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+
+void add_options(nv::Config& c) {
+  nv::exec::add_limit_options(c);
+  nv::guest::ChannelLimits g;
+  c.add_int("concurrency", 4, "requests run at once at most (capacity is also bounded by the "
+                              "pool's warm and booting VMs)");
+  c.add_int("host-grace-ms", 2000, "the VM is destroyed when no result came this long after the "
+                                   "program's timeout");
+  c.add_int("connect-timeout-ms", 15000, "connecting to a leased VM's agent and its Hello");
+  c.add_int("file-timeout-ms", 10000, "each file written into or read from the guest");
+  c.add_int("max-lease-wait-ms", 30000, "longest wait for a warm VM (also bounded by the "
+                                        "request's deadline)");
+  c.add_int("status-interval-ms", 500, "how often the pool's status refreshes the capacity");
+  c.add_number("guest-rate-bytes", g.bytes_per_s, "bytes/s a guest may send (token bucket rate)");
+  c.add_number("guest-burst-bytes", g.burst_bytes, "bytes a guest may send in one burst");
+  c.add_number("guest-rate-msgs", g.messages_per_s, "frames/s a guest may send");
+  c.add_number("guest-burst-msgs", g.burst_messages, "frames a guest may send in one burst");
+  c.add_int("guest-max-frame-bytes", g.max_frame_bytes, "largest guest frame accepted");
+  c.add_int("run-as-uid", -1, "switch to this uid after start-up (when started as root)");
+  c.add_int("run-as-gid", -1, "switch to this gid: the group owning the guest channel sockets");
+  c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
+}
+
+nv::exec::ExecutorOptions options_from(const nv::ServiceContext& ctx) {
+  const auto& c = ctx.config;
+  nv::exec::ExecutorOptions o;
+  o.limits = nv::exec::limits_from(c);
+  o.concurrency = static_cast<uint32_t>(std::max<int64_t>(1, c.integer("concurrency")));
+  o.host_grace = milliseconds(c.integer("host-grace-ms"));
+  o.connect_timeout = milliseconds(c.integer("connect-timeout-ms"));
+  o.file_timeout = milliseconds(c.integer("file-timeout-ms"));
+  o.max_lease_wait = milliseconds(c.integer("max-lease-wait-ms"));
+  o.channel.bytes_per_s = c.number("guest-rate-bytes");
+  o.channel.burst_bytes = c.number("guest-burst-bytes");
+  o.channel.messages_per_s = c.number("guest-rate-msgs");
+  o.channel.burst_messages = c.number("guest-burst-msgs");
+  o.channel.max_frame_bytes = static_cast<uint32_t>(c.integer("guest-max-frame-bytes"));
+  o.pool.endpoint = ctx.endpoints.vm_pool;
+  o.pool.limits = ctx.limits;
+  o.max_result_bytes = ctx.limits.max_frame_bytes > (1u << 20) ? ctx.limits.max_frame_bytes -
+                                                                     (512u << 10)
+                                                               : ctx.limits.max_frame_bytes;
+  return o;
+}
+
+// Every problem with the options in one message (empty when fine).
+std::string check(const nv::exec::ExecutorOptions& o) {
+  std::string bad;
+  auto need = [&](bool ok, const char* what) {
+    if (!ok) bad += std::string(bad.empty() ? "" : "; ") + what;
+  };
+  need(o.channel.bytes_per_s > 0 && o.channel.burst_bytes >= o.channel.max_frame_bytes,
+       "--guest-rate-bytes must be > 0 and --guest-burst-bytes >= --guest-max-frame-bytes");
+  need(o.channel.messages_per_s > 0 && o.channel.burst_messages >= 1,
+       "--guest-rate-msgs must be > 0 and --guest-burst-msgs >= 1");
+  need(o.limits.default_timeout_ms > 0 &&
+           o.limits.default_timeout_ms <= o.limits.max_timeout_ms,
+       "--default-timeout-ms must be in 1..--max-timeout-ms");
+  need(o.limits.default_output_cap <= o.limits.max_output_cap,
+       "--default-output-cap must be <= --max-output-cap");
+  need(o.max_result_bytes > o.limits.max_output_cap,
+       "--max-output-cap must be below --max-frame-bytes");
+  need(o.host_grace.count() >= 0, "--host-grace-ms must be >= 0");
+  return bad;
+}
+
+// capacity = min(concurrency, in flight + warm + booting); 0 while the pool is unreachable.
+uint32_t capacity_for(const nv::exec::PoolCounts& c, uint32_t in_flight, uint32_t concurrency) {
+  return std::min<uint32_t>(concurrency, in_flight + c.warm + c.booting);
+}
+
+int run(nv::ServiceContext& ctx) {
+  auto opt = options_from(ctx);
+  if (auto bad = check(opt); !bad.empty()) {
+    nv::log::error("bad options", {{"error", bad}});
+    return 2;
+  }
+  // 2. Privileges: nothing below needs any capability.
+  nv::PrivilegeSpec spec;
+  if (ctx.config.integer("run-as-uid") >= 0) {
+    spec.uid = static_cast<uid_t>(ctx.config.integer("run-as-uid"));
+  }
+  if (ctx.config.integer("run-as-gid") >= 0) {
+    spec.gid = static_cast<gid_t>(ctx.config.integer("run-as-gid"));
+  }
+  if (auto st = nv::drop_privileges(spec); !st) {
+    nv::log::error("cannot drop privileges", {{"error", st.error().message}});
+    return 1;
+  }
+  // 3. Seccomp: the executor only talks over sockets (bus, pool manager, guest channels).
+  if (ctx.config.boolean("seccomp")) {
+    auto profile = nv::seccomp::zmq_service_profile("sandbox-executor");
+    nv::seccomp::InstallOptions io;
+    io.log = [](const std::string& line) { nv::log::debug(line); };
+    auto r = nv::seccomp::install(profile, io);
+    if (!r.ok) {
+      nv::log::error("cannot install the seccomp filter", {{"error", r.text()}});
+      return 1;
+    }
+  } else {
+    nv::log::warn("seccomp disabled by --no-seccomp");
+  }
+
+  nv::exec::Executor executor(ctx.zmq, opt, ctx.events);
+  uint32_t initial = 0;
+  {
+    nv::exec::PoolClient pool(ctx.zmq, opt.pool);
+    auto st = pool.status(milliseconds(2000));
+    if (st) {
+      initial = capacity_for(st.value(), 0, opt.concurrency);
+      nv::log::info("vm pool found", {{"endpoint", opt.pool.endpoint},
+                                      {"backend", st->backend}, {"accel", st->accel},
+                                      {"warm", st->warm}, {"max", st->max}});
+    } else {
+      nv::log::warn("vm pool not answering yet; registering with capacity 0",
+                    {{"endpoint", opt.pool.endpoint}, {"error", st.error().message}});
+    }
+  }
+  nv::Worker worker(ctx.zmq, ctx.worker_options("exec", initial),
+                    [&executor](std::shared_ptr<nv::Request> r) { executor.handle(r); });
+
+  // 5. Capacity follows the pool.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread poller([&] {
+    std::optional<nv::exec::PoolClient> pool;
+    pool.emplace(ctx.zmq, opt.pool);
+    bool was_ok = true;
+    std::unique_lock lock(mu);
+    while (!done) {
+      lock.unlock();
+      auto st = pool->status(milliseconds(1000));
+      uint32_t cap = 0;
+      if (st) {
+        cap = capacity_for(st.value(), executor.in_flight(), opt.concurrency);
+        if (!was_ok) nv::log::info("vm pool answering again");
+      } else {
+        if (was_ok) nv::log::warn("vm pool not answering: capacity 0",
+                                  {{"error", st.error().message}});
+        pool.emplace(ctx.zmq, opt.pool);  // drop what the dead peer had queued
+      }
+      was_ok = st.ok();
+      if (cap != worker.capacity()) {
+        nv::log::debug("capacity", {{"capacity", cap}, {"in_flight", executor.in_flight()}});
+      }
+      worker.set_capacity(cap);
+      lock.lock();
+      cv.wait_for(lock, milliseconds(ctx.config.integer("status-interval-ms")),
+                  [&] { return done; });
+    }
+  });
+  ctx.announce_started({ctx.endpoints.workers, ctx.endpoints.vm_pool});
+  worker.run(ctx.stop);
+  {
+    std::lock_guard lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  poller.join();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return nv::service_main(
+      argc, argv,
+      nv::ServiceSpec{"sandbox-executor", "runs code in throw-away microVMs for the \"exec\" service",
+                      add_options, run, true});
+}
