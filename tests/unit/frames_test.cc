@@ -1,7 +1,7 @@
 // frames_test.cc — bus framing: what parse() accepts, what it rejects and with which Error code.
 //
 // Frames are built by hand here (not through a socket) so each malformation is exact; one test
-// goes through a real inproc DEALER -> ROUTER pair to check send()/recv_frames() agree with parse().
+// goes through a real inproc DEALER -> ROUTER pair: send() and recv_frames() agree with parse().
 #include <gtest/gtest.h>
 #include <nv/schema/events.capnp.h>
 
