@@ -4,7 +4,8 @@
 # One byte stream (virtio-serial port or vsock). Each frame: a 4-byte little-endian length N,
 # then N bytes of one Cap'n Proto message (flat array, unpacked). Both sides reject N == 0 or
 # N > their cap (host: 1 MiB per guest frame; guest: 64 MiB per host frame) and close the stream.
-# The guest speaks first with `hello`; the host then sends requests, one exec at a time.
+# The guest speaks first with `hello` on every new connection (and again before the pong to a
+# `ping` of nonce 0); the host then sends requests, one exec at a time.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");
@@ -35,7 +36,9 @@ struct HostMessage {
     exec @1 :GuestExec;
     putFile @2 :Exec.FilePut;
     getFile @3 :Text;           # path
-    ping @4 :UInt64;            # nonce, echoed in pong
+    ping @4 :UInt64;            # nonce, echoed in pong; 0 = greeting of a newly connected host:
+                                # the agent answers Hello, then the pong (a virtio-serial agent
+                                # cannot always see a quick disconnect + reconnect)
     shutdown @5 :Void;          # sync and power off
     reseed @6 :Reseed;
   }

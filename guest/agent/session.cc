@@ -111,6 +111,8 @@ void Session::send_error(uint16_t code, const std::string& message) {
 }
 
 bool Session::on_bytes(const char* data, size_t n) {
+  // A host that sends something is there: try writing again even after a failed write.
+  write_ok_ = true;
   decoder_.feed(data, n);
   for (;;) {
     kj::Array<capnp::word> words;
@@ -159,6 +161,9 @@ void Session::dispatch(kj::Array<capnp::word> words) {
         handle_get(msg.getGetFile());
         return;
       case HostMessage::PING: {
+        // Nonce 0: a host that just connected wants the greeting, whether or not this agent
+        // noticed the connection (a quick disconnect + reconnect looks like no change).
+        if (msg.getPing() == 0) send_hello();
         capnp::MallocMessageBuilder mb;
         auto out = mb.initRoot<GuestMessage>();
         out.setVersion(schema::SCHEMA_VERSION);

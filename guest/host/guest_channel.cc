@@ -393,16 +393,20 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::adopt(int fd, Deadline deadl
 
 ChannelError GuestChannel::wait_hello(Deadline deadline) {
   NV_IO;
-  // A ping at once: an agent that saw the connection sends Hello by itself, one that did not
-  // (it connected before the agent opened its port) answers Hello first, then the pong.
-  const uint64_t nonce = next_nonce_++;
+  // Ping with nonce 0, the greeting request: the agent answers Hello, then the pong, even if it
+  // did not notice this connection (it also sends Hello by itself when it does, so one or two
+  // Hellos arrive).
+  constexpr uint64_t kGreeting = 0;
   {
     capnp::MallocMessageBuilder mb;
     auto m = mb.initRoot<HostMessage>();
     m.setVersion(schema::SCHEMA_VERSION);
-    m.setPing(nonce);
+    m.setPing(kGreeting);
     if (auto e = io.send(mb, deadline)) return e;
   }
+  // Frames left over from a previous host's requests may precede the Hello; a few are skipped.
+  constexpr int kMaxStale = 64;
+  int stale = 0;
   bool have_hello = false;
   for (;;) {
     std::unique_ptr<ParsedMessage> pm;
@@ -416,8 +420,7 @@ ChannelError GuestChannel::wait_hello(Deadline deadline) {
     }
     NV_GUARD_BEGIN
     auto msg = pm->root<GuestMessage>();
-    if (!have_hello) {
-      if (msg.which() != GuestMessage::HELLO) return io.unexpected(msg.which(), "hello");
+    if (msg.which() == GuestMessage::HELLO) {
       auto h = msg.getHello();
       hello_.agent_version = h.getAgentVersion();
       hello_.languages.clear();
@@ -427,9 +430,12 @@ ChannelError GuestChannel::wait_hello(Deadline deadline) {
       have_hello = true;
       continue;
     }
-    if (msg.which() == GuestMessage::HELLO) continue;  // a second greeting (connect + ping race)
-    if (msg.which() != GuestMessage::PONG) return io.unexpected(msg.which(), "pong");
-    if (msg.getPong() == nonce) return {};
+    if (have_hello && msg.which() == GuestMessage::PONG && msg.getPong() == kGreeting) return {};
+    // Anything else (an error or a result for a previous host's request) is stale.
+    if (++stale > kMaxStale) {
+      return io.fail(err(ChannelErrc::protocol,
+                         "guest sent " + std::to_string(stale) + " messages but no Hello/pong"));
+    }
     NV_GUARD_END
   }
 }

@@ -1,0 +1,411 @@
+// guest_agent_test.cc — the agent's exec core and Session on the build host, no VM.
+//
+// The exec core runs /bin/sh here exactly as it runs python/node in the guest: own process
+// group, rlimits, timeout that kills the group, output cap with counting. The Session is served
+// on one end of a socketpair and driven by the real host GuestChannel on the other, so both
+// ends of the protocol are exercised together.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "guest/agent/exec_core.h"
+#include "guest/agent/session.h"
+#include "guest/host/guest_channel.h"
+
+namespace nv::guest {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using agent::OutStream;
+
+struct Collected {
+  std::string out, err;
+  size_t chunks = 0;
+  size_t biggest = 0;
+};
+
+agent::ExecOutcome run_sh(const std::string& script, Collected& c,
+                          std::chrono::milliseconds timeout = 5s, uint64_t cap = 1 << 20,
+                          const std::string& stdin_data = "") {
+  agent::ExecSpec spec;
+  spec.argv = {"/bin/sh", "-c", script};
+  spec.env = {"PATH=/usr/bin:/bin", "NEUROVISOR_TRACE_ID=trace-1"};
+  spec.cwd = "/";
+  spec.timeout = timeout;
+  spec.output_cap = cap;
+  spec.stdin_data = stdin_data;
+  return agent::run_exec(spec, [&](OutStream s, std::string_view d) {
+    (s == OutStream::out ? c.out : c.err).append(d);
+    ++c.chunks;
+    c.biggest = std::max(c.biggest, d.size());
+  });
+}
+
+TEST(ExecCore, StdoutStderrExitCodeAndEnvironment) {
+  Collected c;
+  auto o = run_sh("echo out-$((6*7)); echo err >&2; echo $NEUROVISOR_TRACE_ID; exit 3", c);
+  EXPECT_EQ(o.error, "");
+  EXPECT_EQ(o.exit_code, 3);
+  EXPECT_EQ(o.signal, 0);
+  EXPECT_FALSE(o.timed_out);
+  EXPECT_FALSE(o.truncated);
+  EXPECT_EQ(c.out, "out-42\ntrace-1\n");
+  EXPECT_EQ(c.err, "err\n");
+  EXPECT_EQ(o.stdout_bytes, 15u);
+  EXPECT_EQ(o.stderr_bytes, 4u);
+}
+
+TEST(ExecCore, StdinIsDeliveredAndClosed) {
+  Collected c;
+  std::string big(200 * 1024, 'z');  // larger than a pipe buffer
+  auto o = run_sh("wc -c", c, 5s, 1 << 20, big);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_EQ(std::stoul(c.out), 204800u) << c.out;
+}
+
+TEST(ExecCore, TimeoutKillsTheWholeProcessGroup) {
+  char dir[] = "/tmp/nv-exec-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(dir));
+  std::string pidfile = std::string(dir) + "/bg.pid";
+  Collected c;
+  auto t0 = Clock::now();
+  // A background child in the same group, then the main process spins.
+  auto o = run_sh("sleep 30 & echo $! > " + pidfile + "; while :; do :; done", c, 400ms);
+  auto took = Clock::now() - t0;
+  EXPECT_TRUE(o.timed_out);
+  EXPECT_EQ(o.exit_code, -1);
+  EXPECT_EQ(o.signal, SIGKILL);
+  EXPECT_GE(o.duration_ms, 390);
+  EXPECT_LT(took, 2s);
+  std::ifstream f(pidfile);
+  pid_t bg = 0;
+  f >> bg;
+  ASSERT_GT(bg, 0);
+  // The background sleep was killed with its group (it may linger as a zombie of init briefly).
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::ifstream st("/proc/" + std::to_string(bg) + "/stat");
+    std::string line;
+    gone = !std::getline(st, line) || line.find(") Z ") != std::string::npos;
+    if (!gone) std::this_thread::sleep_for(10ms);  // polling another process's state
+  }
+  EXPECT_TRUE(gone) << "background process " << bg << " survived the timeout";
+  std::system(("rm -rf " + std::string(dir)).c_str());
+}
+
+TEST(ExecCore, OutputCapCountsEverythingSendsAtMostTheCap) {
+  Collected c;
+  auto o = run_sh("head -c 1000000 /dev/zero | tr '\\0' a; echo tail >&2", c, 5s, 1000);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_TRUE(o.truncated);
+  EXPECT_EQ(o.stdout_bytes, 1000000u);
+  EXPECT_EQ(o.stderr_bytes, 5u);
+  EXPECT_EQ(c.out.size() + c.err.size(), 1000u);
+}
+
+TEST(ExecCore, ChunksAreAtMost64KiBAndCoalesced) {
+  Collected c;
+  auto o = run_sh("head -c 1000000 /dev/zero", c, 5s, 2 << 20);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_EQ(c.out.size(), 1000000u);
+  EXPECT_LE(c.biggest, 64u * 1024);
+  EXPECT_GE(c.chunks, 1000000u / (64 * 1024));
+  Collected many;
+  auto o2 = run_sh("i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done", many);
+  EXPECT_EQ(o2.exit_code, 0);
+  EXPECT_LT(many.chunks, 200u) << "2000 tiny writes should be coalesced into few chunks";
+}
+
+TEST(ExecCore, StartFailuresNameTheCallAndErrno) {
+  Collected c;
+  agent::ExecSpec spec;
+  spec.argv = {"/nonexistent/interpreter", "-c", "x"};
+  auto o = agent::run_exec(spec, [](OutStream, std::string_view) {});
+  EXPECT_EQ(o.exit_code, -1);
+  EXPECT_NE(o.error.find("execve()"), std::string::npos) << o.error;
+  EXPECT_NE(o.error.find("errno 2"), std::string::npos) << o.error;
+  spec.argv = {"/bin/sh", "-c", "true"};
+  spec.cwd = "/nonexistent-dir";
+  o = agent::run_exec(spec, [](OutStream, std::string_view) {});
+  EXPECT_NE(o.error.find("chdir"), std::string::npos) << o.error;
+  spec.argv = {"relative"};
+  o = agent::run_exec(spec, [](OutStream, std::string_view) {});
+  EXPECT_NE(o.error.find("absolute"), std::string::npos) << o.error;
+}
+
+TEST(ExecCore, RlimitsApply) {
+  Collected c;
+  auto o = run_sh("cat /proc/self/limits", c);
+  EXPECT_EQ(o.exit_code, 0);
+  auto has = [&](const std::string& re) {
+    std::istringstream in(c.out);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind(re, 0) == 0) return line;
+    }
+    return std::string();
+  };
+  EXPECT_NE(has("Max core file size").find(" 0 "), std::string::npos) << c.out;
+  EXPECT_NE(has("Max open files").find(" 1024 "), std::string::npos) << c.out;
+  EXPECT_NE(has("Max processes").find(" 256 "), std::string::npos) << c.out;
+  EXPECT_NE(has("Max file size").find(" 268435456 "), std::string::npos) << c.out;
+}
+
+// ---- Session + GuestChannel over a socketpair --------------------------------------------------
+
+class FakeOps : public agent::SystemOps {
+ public:
+  std::string add_entropy(std::string_view b) override {
+    entropy.assign(b);
+    return "";
+  }
+  std::string set_clock(int64_t ns) override {
+    clock_ns = ns;
+    return "";
+  }
+  std::string set_identity(const std::string& id) override {
+    vm_id = id;
+    return "";
+  }
+  std::string boot_id() override { return "fake-boot"; }
+  uint64_t uptime_ms() override { return 1234; }
+  std::string entropy, vm_id;
+  int64_t clock_ns = 0;
+};
+
+// Serves one Session on `fd` in a thread, like the agent's loop does for a vsock connection.
+class AgentOnSocketpair : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/nv-agent-XXXXXX";
+    ASSERT_TRUE(::mkdtemp(tmpl));
+    dir_ = tmpl;
+    cfg_.languages = agent::default_languages();
+    cfg_.writable_roots = {dir_};
+    cfg_.default_cwd = dir_;
+    int sv[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    host_fd_ = sv[0];
+    agent_fd_ = sv[1];
+    thread_ = std::thread([this] { serve(); });
+  }
+  void TearDown() override {
+    channel_.reset();
+    if (host_fd_ >= 0) ::close(host_fd_);
+    ::shutdown(agent_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(agent_fd_);
+    std::system(("rm -rf " + dir_).c_str());
+  }
+  void serve() {
+    agent::Session s(cfg_, ops_, [this](std::string_view b) {
+      while (!b.empty()) {
+        ssize_t w = ::send(agent_fd_, b.data(), b.size(), MSG_NOSIGNAL);
+        if (w <= 0) return false;
+        b.remove_prefix(static_cast<size_t>(w));
+      }
+      return true;
+    });
+    s.on_connect();
+    char buf[65536];
+    for (;;) {
+      ssize_t r = ::recv(agent_fd_, buf, sizeof buf, 0);
+      if (r <= 0) return;
+      if (!s.on_bytes(buf, static_cast<size_t>(r))) {
+        dropped_ = true;
+        return;
+      }
+      if (s.shutdown_requested()) {
+        shutdown_seen_ = true;
+        ::shutdown(agent_fd_, SHUT_RDWR);  // what power-off looks like from the host
+        return;
+      }
+    }
+  }
+  GuestChannel& connect() {
+    auto r = GuestChannel::adopt(host_fd_, Clock::now() + 5s);
+    host_fd_ = -1;
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    channel_ = std::move(r.value());
+    return *channel_;
+  }
+  void raw_send(const std::string& bytes) {
+    ASSERT_EQ(::send(host_fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+  }
+
+  std::string dir_;
+  agent::AgentConfig cfg_;
+  FakeOps ops_;
+  int host_fd_ = -1, agent_fd_ = -1;
+  std::thread thread_;
+  std::unique_ptr<GuestChannel> channel_;
+  std::atomic<bool> dropped_{false}, shutdown_seen_{false};
+};
+
+TEST_F(AgentOnSocketpair, HelloListsInstalledLanguages) {
+  auto& ch = connect();
+  EXPECT_EQ(ch.hello().agent_version, agent::kAgentVersion);
+  EXPECT_EQ(ch.hello().boot_id, "fake-boot");
+  EXPECT_EQ(ch.hello().uptime_ms, 1234u);
+  bool has_sh = false;
+  for (auto l : ch.hello().languages) has_sh |= l == schema::Language::SH;
+  EXPECT_TRUE(has_sh);
+}
+
+TEST_F(AgentOnSocketpair, ExecStreamsChunksAndResult) {
+  auto& ch = connect();
+  ExecSpec spec;
+  spec.id = 5;
+  spec.language = schema::Language::SH;
+  spec.code = "echo $((6*7)) $GREETING $NEUROVISOR_TRACE_ID; pwd; cat; echo oops >&2; exit 4";
+  spec.stdin_data = "from-stdin\n";
+  spec.env = {{"GREETING", "hi"}};
+  spec.trace_id = "0190-trace";
+  std::string out, err;
+  auto r = ch.exec(
+      spec,
+      [&](schema::Stream s, std::string_view d) {
+        (s == schema::Stream::STDOUT ? out : err).append(d);
+      },
+      Clock::now() + 10s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->exit_code, 4);
+  EXPECT_EQ(out, "42 hi 0190-trace\n" + dir_ + "\nfrom-stdin\n");
+  EXPECT_EQ(err, "oops\n");
+  EXPECT_EQ(r->stdout_bytes, out.size());
+  EXPECT_EQ(r->received_bytes, out.size() + err.size());
+  EXPECT_GT(r->duration_ms, 0);
+}
+
+TEST_F(AgentOnSocketpair, ExecTimeoutAndOutputCapThroughTheProtocol) {
+  auto& ch = connect();
+  ExecSpec spec;
+  spec.language = schema::Language::SH;
+  spec.code = "while :; do :; done";
+  spec.timeout_ms = 300;
+  auto r = ch.exec(spec, nullptr, Clock::now() + 10s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->timed_out);
+  EXPECT_EQ(r->signal, SIGKILL);
+  spec.id = 2;
+  spec.code = "head -c 50000 /dev/zero";
+  spec.timeout_ms = 5000;
+  spec.output_cap_bytes = 1000;
+  size_t got = 0;
+  r = ch.exec(spec, [&](schema::Stream, std::string_view d) { got += d.size(); },
+              Clock::now() + 10s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->truncated);
+  EXPECT_EQ(got, 1000u);
+  EXPECT_EQ(r->stdout_bytes, 50000u);
+}
+
+TEST_F(AgentOnSocketpair, BadExecRequestsGetAResultWithAnError) {
+  auto& ch = connect();
+  ExecSpec spec;
+  spec.language = static_cast<schema::Language>(77);
+  spec.code = "x";
+  auto r = ch.exec(spec, nullptr, Clock::now() + 5s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_NE(r->error.find("not supported"), std::string::npos) << r->error;
+  spec.language = schema::Language::SH;
+  spec.env = {{"BAD=NAME", "v"}};
+  r = ch.exec(spec, nullptr, Clock::now() + 5s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->error.find("environment"), std::string::npos) << r->error;
+  // The channel is still usable.
+  EXPECT_TRUE(ch.ping(Clock::now() + 2s).ok());
+}
+
+TEST_F(AgentOnSocketpair, PutAndGetFilesWithinBounds) {
+  auto& ch = connect();
+  std::string path = dir_ + "/sub/data.bin";
+  std::string data(100000, '\x01');
+  data[5] = '\0';
+  ASSERT_FALSE(ch.put_file(path, data, 0600, Clock::now() + 5s));
+  struct stat st{};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  auto g = ch.get_file(path, Clock::now() + 5s);
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(g.value(), data);
+  // Outside the writable roots, with '..', missing, and too big: typed guest errors.
+  auto e = ch.put_file("/etc/nv-should-not-exist", "x", 0, Clock::now() + 5s);
+  EXPECT_EQ(e.code, ChannelErrc::guest_error);
+  e = ch.put_file(dir_ + "/../escape", "x", 0, Clock::now() + 5s);
+  EXPECT_EQ(e.code, ChannelErrc::guest_error);
+  auto m = ch.get_file(dir_ + "/missing", Clock::now() + 5s);
+  EXPECT_EQ(m.error().code, ChannelErrc::guest_error);
+  EXPECT_NE(m.error().message.find("errno 2"), std::string::npos) << m.error().message;
+  std::string big = dir_ + "/big";
+  ASSERT_FALSE(ch.put_file(big, std::string(2 << 20, 'b'), 0, Clock::now() + 5s));
+  auto b = ch.get_file(big, Clock::now() + 5s);
+  EXPECT_EQ(b.error().code, ChannelErrc::guest_error);
+  EXPECT_NE(b.error().message.find("at most"), std::string::npos) << b.error().message;
+  EXPECT_TRUE(ch.is_open());
+}
+
+TEST_F(AgentOnSocketpair, ReseedCallsTheSystemAndValidatesTheId) {
+  auto& ch = connect();
+  std::string entropy(32, '\x5a');
+  auto r = ch.reseed(entropy, "vm-0042", 1700000000123456789LL, Clock::now() + 5s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->vm_id, "vm-0042");
+  EXPECT_EQ(r->boot_id, "fake-boot");
+  EXPECT_EQ(ops_.entropy, entropy);
+  EXPECT_EQ(ops_.vm_id, "vm-0042");
+  EXPECT_EQ(ops_.clock_ns, 1700000000123456789LL);
+  auto bad = ch.reseed(entropy, "bad id/with slash", 0, Clock::now() + 5s);
+  EXPECT_EQ(bad.error().code, ChannelErrc::guest_error);
+  auto few = ch.reseed("short", "vm-1", 0, Clock::now() + 5s);
+  EXPECT_EQ(few.error().code, ChannelErrc::guest_error);
+}
+
+TEST_F(AgentOnSocketpair, MalformedFrameGetsAnErrorAndTheAgentGoesOn) {
+  // Valid length, garbage body: the agent answers an error (which the host's connect skips as
+  // stale) and keeps serving the same stream.
+  raw_send(std::string("\x10\x00\x00\x00", 4) + std::string(16, '\xee'));
+  auto& ch = connect();
+  ASSERT_TRUE(channel_);
+  EXPECT_TRUE(ch.ping(Clock::now() + 2s).ok());
+  EXPECT_FALSE(dropped_);
+}
+
+TEST_F(AgentOnSocketpair, OversizedFrameIsAnsweredAndDropped) {
+  raw_send(std::string("\xff\xff\xff\x7f", 4));
+  char buf[4096];
+  std::string got;
+  // Hello, then an error frame; then the agent drops the stream.
+  for (int i = 0; i < 50 && !dropped_; ++i) {
+    ssize_t r = ::recv(host_fd_, buf, sizeof buf, MSG_DONTWAIT);
+    if (r > 0) got.append(buf, static_cast<size_t>(r));
+    std::this_thread::sleep_for(20ms);  // waiting on another thread's state, bounded
+  }
+  ssize_t r;
+  while ((r = ::recv(host_fd_, buf, sizeof buf, MSG_DONTWAIT)) > 0) got.append(buf, r);
+  EXPECT_TRUE(dropped_);
+  EXPECT_NE(got.find("frame longer than the cap"), std::string::npos);
+}
+
+TEST_F(AgentOnSocketpair, ShutdownEndsTheStream) {
+  auto& ch = connect();
+  auto e = ch.shutdown(Clock::now() + 5s);
+  EXPECT_FALSE(e) << e.message;
+  EXPECT_TRUE(shutdown_seen_);
+}
+
+}  // namespace
+}  // namespace nv::guest
