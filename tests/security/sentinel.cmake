@@ -3,7 +3,7 @@
 # reason (errno), never faked. They need root (CAP_BPF, CAP_SYS_ADMIN for cgroups).
 nv_add_gtest(NAME security_sentinel_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/sentinel_test.cc
-  LIBS nv_sentinel_core
+  LIBS nv_sentinel_core nv_seccomp
   LABELS security TIMEOUT 120)
 nv_add_gtest(NAME security_seccomp_proof_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/seccomp_proof_test.cc

@@ -567,3 +567,39 @@ TEST_F(SentinelTest, LsmSocketConnectLoadsOrReportsWhyNot) {
   auto p = sentinel_->program("nv_socket_connect");
   EXPECT_TRUE(p->attached) << p->detail;
 }
+
+// The sentinel keeps working under its own seccomp profile once loaded (load first, then the
+// filter, as the service does): tracking, egress attach/detach, counts, polling.
+#include "seccomp_policy.h"
+
+TEST_F(SentinelTest, SentinelWorksUnderItsSeccompProfile) {
+  if (auto why = missing("nv_connect4"); !why.empty()) GTEST_SKIP() << why;
+  if (auto why = missing("nv_sys_enter"); !why.empty()) GTEST_SKIP() << why;
+  ScopedCgroup cg("seccomp");
+  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  const std::string dir = cg.path();
+  const pid_t tracked = getpid();  // before the filter: getppid is not on the profile
+  pid_t pid = fork();
+  if (pid == 0) {
+    s::Sentinel sentinel;
+    s::LoadOptions opts;
+    opts.lsm = false;
+    sentinel.load(opts);
+    nv::seccomp::InstallOptions io;
+    io.log = [](const std::string&) {};
+    if (!nv::seccomp::install(nv::seccomp::sentinel_profile(), io).ok) _exit(3);
+    if (!sentinel.track_vm("vm-sc", tracked, dir).ok()) _exit(4);
+    if (!sentinel.attach_egress(dir, {}, "vm-sc").ok()) _exit(5);
+    if (!sentinel.egress_set_rule(dir, {"127.0.0.3", s::EgressAction::kDeny, "test"}).ok()) _exit(6);
+    if (sentinel.poll(10) < 0) _exit(7);
+    if (!sentinel.syscall_count("vm-sc").has_value()) _exit(8);
+    if (!sentinel.detach_egress(dir).ok()) _exit(9);
+    if (!sentinel.untrack_vm("vm-sc").ok()) _exit(10);
+    _exit(0);  // the destructor's cleanup is covered by every other test
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status)
+                                 << " (SIGSYS = a syscall missing from sentinel_profile)";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
