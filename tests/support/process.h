@@ -39,14 +39,16 @@ struct ExitStatus {
   std::string describe() const;
 };
 
+// Every member has a default, so designated initializers may name only what they need:
+//   Process::start({.binary = bin("nv-audit"), .args = {"--follow"}, .env = {{"K", "v"}}});
 struct ProcessOptions {
-  std::string binary;                        // path to the executable
-  std::vector<std::string> args;             // argv[1...]
-  std::map<std::string, std::string> env;    // set in (or replacing in) this process's env
-  std::vector<std::string> unset_env;        // removed from the inherited environment
-  std::optional<std::string> stdin_text;     // written to the child's stdin, then closed;
-                                             // without it stdin is /dev/null
-  std::string working_dir;                   // "" = inherit
+  std::string binary{};                        // path to the executable
+  std::vector<std::string> args{};             // argv[1...]
+  std::map<std::string, std::string> env{};    // set in (or replacing in) this process's env
+  std::vector<std::string> unset_env{};        // removed from the inherited environment
+  std::optional<std::string> stdin_text{};     // written to the child's stdin, then closed;
+                                               // without it stdin is /dev/null
+  std::string working_dir{};                   // "" = inherit
 };
 
 class Process {
