@@ -1,7 +1,9 @@
 // nv-orchestrator: the broker between clients and workers, the event hub, and (issue 5) the
 // agent loop. Runs unprivileged: it drops every capability after binding its sockets.
 #include <sstream>
+#include <thread>
 
+#include "agent.h"
 #include "broker.h"
 #include "common/log.h"
 #include "common/service.h"
@@ -32,6 +34,39 @@ void add_options(nv::Config& c) {
   c.add_int("history", 20000, "events kept for `nv-audit --since-start`");
   c.add_int("status-interval-ms", 5000, "interval of broker.status events");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
+  // The agent loop (service "task").
+  c.add_bool("agent", true, "run the agent loop (bus service \"task\") in this process");
+  c.add_int("max-tasks", 64, "tasks the agent loop runs at once; more wait in the broker queue");
+  c.add_int("max-iterations", 10, "LLM calls per task when the task sets none");
+  c.add_int("task-timeout-s", 600, "deadline of a task that sets none");
+  c.add_int("exec-timeout-ms", 30000, "time limit of one code execution (ExecRequest.timeoutMs)");
+  c.add_int("llm-call-timeout-s", 330, "how long the agent waits for one LLM answer");
+  c.add_string("model", "", "model for tasks that name none (\"\" = the gateway's --model)");
+}
+
+nv::Result<nv::agent::AgentOptions> agent_options(const nv::ServiceContext& ctx) {
+  const auto& c = ctx.config;
+  std::string problems;
+  auto in = [&](const char* name, int64_t lo, int64_t hi) {
+    int64_t v = c.integer(name);
+    if (v < lo || v > hi) {
+      problems += std::string(problems.empty() ? "" : "; ") + "--" + name + " must be in [" +
+                  std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    }
+    return std::clamp(v, lo, hi);
+  };
+  nv::agent::AgentOptions o;
+  o.max_tasks = static_cast<uint32_t>(in("max-tasks", 1, 10000));
+  o.default_max_iterations = static_cast<uint32_t>(in("max-iterations", 1, 100));
+  o.default_task_timeout = std::chrono::seconds(in("task-timeout-s", 1, 86400));
+  o.exec_timeout = std::chrono::milliseconds(in("exec-timeout-ms", 100, 3600000));
+  o.llm_call_timeout = std::chrono::seconds(in("llm-call-timeout-s", 1, 86400));
+  o.default_model = c.str("model");
+  o.heartbeat = std::chrono::milliseconds(c.integer("heartbeat-ms"));
+  o.limits = ctx.limits;
+  o.instance = ctx.instance;
+  if (!problems.empty()) return nv::make_error(nv::ErrorCode::BAD_REQUEST, problems);
+  return o;
 }
 
 int run(nv::ServiceContext& ctx) {
@@ -68,6 +103,15 @@ int run(nv::ServiceContext& ctx) {
     }
     o.curve_allow = allow.value();
   }
+  std::optional<nv::agent::AgentOptions> agent_opts;
+  if (c.boolean("agent")) {
+    auto a = agent_options(ctx);
+    if (!a) {
+      nv::log::error("bad options", {{"error", a.error().message}});
+      return 2;
+    }
+    agent_opts = a.value();
+  }
   nv::Broker broker(ctx.zmq, o);
   if (auto st = broker.bind(); !st) {
     nv::log::error("cannot start the broker", {{"error", st.error().message}});
@@ -94,7 +138,20 @@ int run(nv::ServiceContext& ctx) {
     s.setPrivileges(privileges);
   });
   nv::log::info("orchestrator ready", {{"instance", ctx.instance}, {"privileges", privileges}});
-  broker.run(ctx.stop);
+  if (!agent_opts) {
+    broker.run(ctx.stop);
+    return 0;
+  }
+  // The agent loop is a worker like any other, on the inproc endpoints of this context. On
+  // SIGTERM it drains first; the broker keeps running until then so its answers get out.
+  std::atomic<bool> broker_stop{false};
+  nv::agent::Agent agent(ctx.zmq, *agent_opts);
+  std::thread agent_thread([&] {
+    agent.run(ctx.stop);
+    broker_stop = true;
+  });
+  broker.run(broker_stop);
+  agent_thread.join();
   return 0;
 }
 
