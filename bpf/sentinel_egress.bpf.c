@@ -17,6 +17,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NV_VERDICT_REJECT 0
 #define NV_VERDICT_PASS 1
 
+/* Denials whose event was lost because the ring buffer was full (the denial itself stands). */
+__u64 dropped_events = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, NV_EGRESS_MAX_POLICIES);
@@ -68,8 +71,10 @@ static __always_inline int report(struct bpf_sock_addr *ctx, __u32 hook, __u64 c
 				  const __u8 *addr, __u32 addr_len)
 {
 	struct nv_egress_event *e = bpf_ringbuf_reserve(&egress_events, sizeof(*e), 0);
-	if (!e)
-		return NV_VERDICT_REJECT; /* still refuse; the loader sees the ring's drop count */
+	if (!e) {
+		__sync_fetch_and_add(&dropped_events, 1);
+		return NV_VERDICT_REJECT; /* still refuse: losing the report must not open the door */
+	}
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	e->kind = NV_EV_EGRESS_DENY;
 	e->hook = hook;

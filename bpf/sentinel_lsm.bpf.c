@@ -39,11 +39,16 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } lsm_events SEC(".maps");
 
+/* Events lost because the ring buffer was full. */
+__u64 dropped_events = 0;
+
 static __always_inline void report(__u32 hook, __u32 slot, __u32 family, __u64 dev, __u64 ino)
 {
 	struct nv_lsm_event *e = bpf_ringbuf_reserve(&lsm_events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		__sync_fetch_and_add(&dropped_events, 1);
 		return;
+	}
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	e->kind = NV_EV_LSM_DENY;
 	e->hook = hook;

@@ -19,6 +19,9 @@ const volatile __u32 sentinel_tgid = 0;
  * by cgroup, so untracked processes pay a single lookup per syscall. */
 __u32 tracked_cgroup_count = 0;
 
+/* Events lost because the ring buffer was full; read by the loader through the mmap'ed .bss. */
+__u64 dropped_events = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, NV_MAX_TRACKED_TGIDS);
@@ -97,8 +100,10 @@ int BPF_PROG(nv_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 	if (slot == 0)
 		return 0;
 	struct nv_proc_event *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
-	if (!e)
-		return 0; /* ring full: the loader counts drops via the ring's lost bytes */
+	if (!e) {
+		__sync_fetch_and_add(&dropped_events, 1); /* ring full: counted, reported by the loader */
+		return 0;
+	}
 	e->kind = NV_EV_EXEC;
 	e->slot = slot;
 	e->ts_ns = bpf_ktime_get_ns();
@@ -129,8 +134,10 @@ int BPF_PROG(nv_process_exit, struct task_struct *p, bool group_dead)
 		return 0;
 	bpf_map_delete_elem(&tracked_tgids, &tgid);
 	struct nv_proc_event *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
-	if (!e)
+	if (!e) {
+		__sync_fetch_and_add(&dropped_events, 1);
 		return 0;
+	}
 	e->kind = NV_EV_EXIT;
 	e->slot = slot;
 	e->ts_ns = bpf_ktime_get_ns();

@@ -239,6 +239,10 @@ Status Egress::add_ring(ring_buffer** rb, Callbacks* callbacks) {
   return Status::Ok();
 }
 
+uint64_t Egress::dropped_events() const {
+  return skel_ ? __atomic_load_n(&skel_->bss->dropped_events, __ATOMIC_RELAXED) : 0;
+}
+
 int Egress::on_record(void* ctx, void* data, size_t size) {
   auto* self = static_cast<Egress*>(ctx);
   if (size < sizeof(nv_egress_event)) return 0;

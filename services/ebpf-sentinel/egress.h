@@ -50,6 +50,8 @@ class Egress {
   std::vector<EgressRule> rules(const std::string& cgroup2_dir) const;
 
   Status add_ring(ring_buffer** rb, Callbacks* callbacks);
+  // Denial events lost because the ring buffer was full (the denials themselves stood).
+  uint64_t dropped_events() const;
 
  private:
   struct Attachment {

@@ -87,6 +87,10 @@ Status Lsm::add_ring(ring_buffer** rb, Callbacks* callbacks, const Tracker* trac
   return Status::Ok();
 }
 
+uint64_t Lsm::dropped_events() const {
+  return skel_ ? __atomic_load_n(&skel_->bss->dropped_events, __ATOMIC_RELAXED) : 0;
+}
+
 int Lsm::on_record(void* ctx, void* data, size_t size) {
   auto* self = static_cast<Lsm*>(ctx);
   if (size < sizeof(nv_lsm_event)) return 0;

@@ -32,6 +32,7 @@ class Lsm {
   Status deny_file(const std::string& path);
 
   Status add_ring(ring_buffer** rb, Callbacks* callbacks, const Tracker* tracker);
+  uint64_t dropped_events() const;
 
  private:
   static int on_record(void* ctx, void* data, size_t size);

@@ -146,6 +146,14 @@ int Sentinel::poll(int timeout_ms, Status* error) {
   return n;
 }
 
+uint64_t Sentinel::events_dropped() const {
+  uint64_t n = 0;
+  if (tracker_) n += tracker_->dropped_events();
+  if (egress_) n += egress_->dropped_events();
+  if (lsm_) n += lsm_->dropped_events();
+  return n;
+}
+
 int Sentinel::event_fd() const { return rb_ ? ring_buffer__epoll_fd(rb_) : -1; }
 
 }  // namespace nv::sentinel

@@ -90,6 +90,9 @@ class Sentinel {
   // -1 when no ring buffer exists.
   int event_fd() const;
   uint64_t events_delivered() const { return events_delivered_; }
+  // Events the BPF programs could not queue because a ring buffer was full (each program counts
+  // its own; the enforcement decision is never affected).
+  uint64_t events_dropped() const;
 
  private:
   Callbacks callbacks_;

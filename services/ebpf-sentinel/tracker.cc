@@ -244,6 +244,10 @@ Status Tracker::add_ring(ring_buffer** rb, Callbacks* callbacks) {
   return Status::Ok();
 }
 
+uint64_t Tracker::dropped_events() const {
+  return skel_ ? __atomic_load_n(&skel_->bss->dropped_events, __ATOMIC_RELAXED) : 0;
+}
+
 int Tracker::tracked_tgids_fd() const {
   return skel_ ? bpf_map__fd(skel_->maps.tracked_tgids) : -1;
 }

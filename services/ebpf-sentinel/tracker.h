@@ -50,6 +50,9 @@ class Tracker {
   // fd of the tracked_tgids map, shared with the LSM programs; -1 when not loaded.
   int tracked_tgids_fd() const;
 
+  // Exec/exit events lost because the ring buffer was full (counted in BPF).
+  uint64_t dropped_events() const;
+
   // VM of a slot / cgroup id, "" if unknown.
   std::string vm_of_slot(uint32_t slot) const;
 

@@ -117,6 +117,7 @@ void BM_ring_events(benchmark::State& state) {
     return;
   }
   uint64_t lost = 0, sent_ok = 0;
+  const uint64_t dropped0 = g->sentinel->events_dropped();
   for (auto _ : state) {
     auto t0 = std::chrono::steady_clock::now();
     uint64_t want = g->denials + kBatch;
@@ -138,6 +139,7 @@ void BM_ring_events(benchmark::State& state) {
   state.counters["events_per_s"] =
       benchmark::Counter(kBatch, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["lost"] = static_cast<double>(lost);
+  state.counters["ring_full"] = static_cast<double>(g->sentinel->events_dropped() - dropped0);
   // A sendto that went through means the egress program did not refuse it: not an event.
   state.counters["not_refused"] = static_cast<double>(sent_ok);
 }
