@@ -13,8 +13,10 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -321,7 +323,7 @@ struct LlmClient::Impl {
                   "): " +
                   (cfg.api == Api::ollama ? "run `ollama pull " + model + "`"
                                           : "check --model against the server's /v1/models");
-    } else {
+    } else if (e.code == ErrorCode::LLM_BAD_RESPONSE) {
       e.message = "unusable answer from " + server_name() + ": " + e.message;
     }
     return e;
@@ -391,14 +393,12 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
 
   // 2. Rate limit: refused requests never reach the server.
   if (s.bucket && !s.bucket->try_take()) {
-    char wait[32];
-    std::snprintf(wait, sizeof wait, "%.2f", s.bucket->seconds_until());
-    return fail(make(ErrorCode::RATE_LIMITED,
-                     "the gateway's LLM request limit (" + std::to_string(s.cfg.rate_per_s) +
-                         "/s, burst " + std::to_string(static_cast<int>(s.cfg.rate_burst)) +
-                         ") refused the call; a token is free in " + wait + " s",
-                     true),
-                0);
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "the gateway's LLM request limit (%g/s, burst %g) refused the call; a token "
+                  "is free in %.2f s",
+                  s.cfg.rate_per_s, s.cfg.rate_burst, s.bucket->seconds_until());
+    return fail(make(ErrorCode::RATE_LIMITED, text, true), 0);
   }
 
   const std::string url = s.base + std::string(s.api->chat_path());
@@ -419,8 +419,14 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
     std::optional<LlmError> stream_error;
     if (request.stream) {
       parser = s.api->stream_parser(on_delta);
+      // Runs inside libcurl's C callback: nothing may escape it as an exception.
       hr.on_body = [&](std::string_view bytes) {
-        stream_error = parser->feed(bytes);
+        try {
+          stream_error = parser->feed(bytes);
+        } catch (const std::exception& ex) {
+          stream_error = make(ErrorCode::INTERNAL,
+                              std::string("reading the stream failed: ") + ex.what());
+        }
         return !stream_error;
       };
     }

@@ -617,10 +617,25 @@ TEST(LlmClientFailure, RateLimiterRefusesTheExcessWithoutCalling) {
   EXPECT_EQ(refused.error->code, ErrorCode::RATE_LIMITED);
   EXPECT_EQ(refused.error->attempts, 0u);
   EXPECT_TRUE(refused.error->retryable);
+  EXPECT_NE(refused.error->message.find("1/s, burst 2"), std::string::npos)
+      << refused.error->message;
   EXPECT_EQ(fake.requests().Size(), 2u);
   h.now += 1100ms;  // one token refilled
   EXPECT_TRUE(client.chat(simple_request()).ok());
   EXPECT_EQ(fake.requests().Size(), 3u);
+}
+
+TEST(LlmClientFailure, ThrowingDeltaCallbackEndsTheCallCleanly) {
+  FakeLlm fake(R"({"turns": [{"say": "one two three"}]})");
+  Harness h;
+  LlmClient client(h.config(fake, Api::ollama), h.deps());
+  ChatResult r = client.chat(simple_request(true), [](std::string_view) {
+    throw std::runtime_error("consumer went away");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error->code, ErrorCode::INTERNAL);
+  EXPECT_NE(r.error->message.find("consumer went away"), std::string::npos);
+  EXPECT_TRUE(client.chat(simple_request()).ok());  // the client is still usable
 }
 
 TEST(LlmClientFailure, BadRequestsAreRefusedLocally) {
