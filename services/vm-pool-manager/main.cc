@@ -1,0 +1,512 @@
+// nv-vm-pool-manager: warm microVMs per size tier, leased to the sandbox-executor over this
+// host's own ROUTER (ipc://$NV_RUNTIME_DIR/vm-pool.sock), never reused.
+//
+// Bus services (bus framing of frames.h, bodies of vm.capnp):
+//   vm.lease   LeaseRequest  → Lease        (waits up to deadlineMs for a warm VM)
+//   vm.release ReleaseRequest→ ReleaseReply (destroys the VM; the pool boots a fresh one)
+//   vm.status  PoolStatusRequest (or no body) → PoolStatus
+// Bad input gets a typed Error (unknownTier, poolExhausted, unknownLease, badRequest, ...) and
+// the service keeps serving. Events: vm.booted, vm.acquired, vm.released, vm.failed, vm.stats,
+// pool.status.
+//
+// Start-up, in order: detect cgroups (v2, or the v1 hybrid) → create the backend → probe the
+// accelerator with a real boot (qemu) → start the pool (snapshots first in --snapshot mode) →
+// bind the ROUTER → seccomp on the request-handling thread. The pool's own threads (refill,
+// monitor) spawn VMMs and stay outside that filter on purpose: seccomp filters are inherited
+// across exec, and QEMU needs syscalls a pool-manager filter must not allow; VMMs get QEMU's own
+// -sandbox filter and Landlock instead.
+#include <grp.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <deque>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <nv/schema/events.capnp.h>
+#include <nv/schema/vm.capnp.h>
+
+#include "cgroup.h"
+#include "common/log.h"
+#include "common/seccomp_policy.h"
+#include "common/service.h"
+#include "firecracker_backend.h"
+#include "guest_link.h"
+#include "pool.h"
+#include "qemu_backend.h"
+
+namespace {
+
+using nv::vm::SizeTier;
+namespace schema = nv::schema;
+
+void add_options(nv::Config& c) {
+  c.add_string("backend", "qemu", "VMM backend: qemu | firecracker");
+  c.add_string("accel", "auto", "qemu accelerator: auto (boot probe) | kvm | tcg");
+  c.add_string("kernel", "/var/lib/neurovisor/guest/vmlinux", "guest kernel (guest/build.sh)");
+  c.add_string("rootfs", "/var/lib/neurovisor/guest/rootfs.ext4", "guest root image (read-only)");
+  c.add_string("size", "small,medium,large", "size tiers served, comma-separated");
+  c.add_int("warm", 1, "idle VMs kept ready per tier");
+  c.add_int("max", 4, "VMs per tier at most (warm + leased + booting)");
+  c.add_bool("snapshot", false, "fill the pool by restoring a per-tier snapshot (reseeded)");
+  c.add_string("snapshot-dir", "", "where snapshots go (default RUNTIME/snapshots)");
+  c.add_int("lease-deadline-ms", 5000, "how long a lease waits when the request sets no deadline");
+  c.add_int("boot-timeout-ms", 60000, "VMM start → agent Hello, per VM");
+  c.add_int("refill-threads", 2, "VMs booted in parallel");
+  c.add_int("stats-interval-ms", 5000, "interval of vm.stats events (cgroup usage per VM)");
+  c.add_string("qemu-binary", "/usr/bin/qemu-system-x86_64", "QEMU system emulator");
+  c.add_string("firecracker-binary", "/usr/bin/firecracker", "Firecracker binary");
+  c.add_string("channel-group", "", "group that may connect to guest channels (the executor's)");
+  c.add_bool("jail", true, "run each VMM in its jail (namespaces, pivot_root, uid, Landlock)");
+  c.add_bool("seccomp", true, "seccomp allow-list on the request-handling thread");
+  c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
+}
+
+schema::ChannelKind channel_kind(nv::vm::ChannelKind k) {
+  return k == nv::vm::ChannelKind::hybridVsock ? schema::ChannelKind::HYBRID_VSOCK
+                                               : schema::ChannelKind::UNIX_STREAM;
+}
+
+// Pool callbacks → bus events.
+class BusEvents : public nv::vm::PoolEvents {
+ public:
+  explicit BusEvents(nv::EventPublisher& ev) : ev_(ev) {}
+  void on_booted(const nv::vm::VmInfo& vm, SizeTier tier, double boot_ms) override {
+    ev_.publish("vm.booted", [&](schema::Event::Builder e) {
+      auto b = e.initVmBooted();
+      b.setVmId(vm.vm_id);
+      b.setTier(tier);
+      b.setBackend(vm.backend);
+      b.setAccel(vm.accel);
+      b.setBootMs(boot_ms);
+      b.setRestored(vm.restored);
+      b.setVmmPid(static_cast<uint32_t>(vm.vmm_pid));
+      b.setCgroupPath(vm.cgroup2_path);
+    });
+  }
+  void on_acquired(const std::string& id, SizeTier tier, double wait_ms) override {
+    ev_.publish("vm.acquired", [&](schema::Event::Builder e) {
+      auto b = e.initVmAcquired();
+      b.setVmId(id);
+      b.setTier(tier);
+      b.setWaitMs(wait_ms);
+    });
+  }
+  void on_released(const std::string& id, SizeTier tier, const std::string& reason,
+                   double leased_ms) override {
+    ev_.publish("vm.released", [&](schema::Event::Builder e) {
+      auto b = e.initVmReleased();
+      b.setVmId(id);
+      b.setTier(tier);
+      b.setReason(reason);
+      b.setLeasedMs(leased_ms);
+    });
+  }
+  void on_failed(const std::string& id, SizeTier tier, const std::string& reason,
+                 pid_t pid) override {
+    ev_.publish(
+        "vm.failed",
+        [&](schema::Event::Builder e) {
+          auto b = e.initVmFailed();
+          b.setVmId(id);
+          b.setTier(tier);
+          b.setReason(reason);
+          b.setVmmPid(static_cast<uint32_t>(pid));
+        },
+        {}, schema::Severity::WARNING);
+  }
+  void on_status(const nv::vm::PoolStatusInfo& s) override {
+    // Only changes are published (the pool calls this on every state transition).
+    std::string key;
+    for (const auto& t : s.tiers) {
+      key += std::to_string(t.warm) + "/" + std::to_string(t.active) + "/" +
+             std::to_string(t.booting) + "/" + std::to_string(t.waiting) + ";";
+    }
+    if (key == last_) return;
+    last_ = key;
+    ev_.publish("pool.status", [&](schema::Event::Builder e) {
+      auto list = e.initPoolStatus().initTiers(static_cast<unsigned>(s.tiers.size()));
+      for (unsigned i = 0; i < s.tiers.size(); ++i) fill_tier(list[i], s.tiers[i]);
+    });
+  }
+  static void fill_tier(schema::TierStatus::Builder b, const nv::vm::TierStatusInfo& t) {
+    b.setTier(t.tier);
+    b.setWarm(t.warm);
+    b.setActive(t.active);
+    b.setBooting(t.booting);
+    b.setWarmTarget(t.warm_target);
+    b.setMax(t.max);
+    b.setWaiting(t.waiting);
+  }
+
+ private:
+  nv::EventPublisher& ev_;
+  std::string last_;  // guarded by the pool's lock (on_status runs under it)
+};
+
+// Answers produced by handler threads, sent by the loop thread (ZeroMQ sockets are not
+// thread-safe); an eventfd wakes the loop.
+struct Answer {
+  std::vector<std::string> routing;
+  nv::bus::Header header;
+  std::optional<nv::Error> error;
+  std::shared_ptr<capnp::MallocMessageBuilder> body;
+};
+
+class Outbox {
+ public:
+  Outbox() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~Outbox() { ::close(fd_); }
+  int fd() const { return fd_; }
+  void push(Answer a) {
+    {
+      std::lock_guard lock(mu_);
+      q_.push_back(std::move(a));
+    }
+    uint64_t one = 1;
+    (void)!::write(fd_, &one, sizeof one);
+  }
+  std::deque<Answer> take() {
+    uint64_t v;
+    (void)!::read(fd_, &v, sizeof v);
+    std::lock_guard lock(mu_);
+    return std::exchange(q_, {});
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  std::deque<Answer> q_;
+};
+
+std::unique_ptr<nv::vm::Backend> make_backend(nv::ServiceContext& ctx,
+                                              const nv::vm::CgroupLayout& layout, gid_t group,
+                                              std::string* problem) {
+  auto& c = ctx.config;
+  if (c.str("backend") == "qemu") {
+    nv::vm::QemuConfig q;
+    q.qemu_binary = c.str("qemu-binary");
+    q.runtime_dir = ctx.runtime_dir;
+    q.accel = c.str("accel");
+    q.use_jail = c.boolean("jail");
+    q.channel_gid = group;
+    q.cgroups = layout;
+    return std::make_unique<nv::vm::QemuBackend>(q);
+  }
+  if (c.str("backend") == "firecracker") {
+    nv::vm::FirecrackerConfig f;
+    f.command = {c.str("firecracker-binary")};
+    f.runtime_dir = ctx.runtime_dir;
+    f.use_jail = c.boolean("jail");
+    f.channel_gid = group;
+    f.cgroups = layout;
+    return std::make_unique<nv::vm::FirecrackerBackend>(f);
+  }
+  *problem = "--backend must be qemu or firecracker, not '" + c.str("backend") + "'";
+  return nullptr;
+}
+
+int run(nv::ServiceContext& ctx) {
+  auto& c = ctx.config;
+  // --- options → pool options, every problem reported at once --------------------------------
+  std::vector<std::string> problems;
+  nv::vm::PoolOptions po;
+  po.kernel = c.str("kernel");
+  po.rootfs = c.str("rootfs");
+  po.snapshot = c.boolean("snapshot");
+  po.snapshot_dir = c.str("snapshot-dir").empty() ? ctx.runtime_dir + "/snapshots"
+                                                  : c.str("snapshot-dir");
+  po.default_lease_deadline = std::chrono::milliseconds(c.integer("lease-deadline-ms"));
+  po.boot_timeout = std::chrono::milliseconds(c.integer("boot-timeout-ms"));
+  po.refill_threads = static_cast<unsigned>(std::max<int64_t>(1, c.integer("refill-threads")));
+  int64_t warm = c.integer("warm"), max = c.integer("max");
+  if (warm < 0 || max < 1 || warm > max) {
+    problems.push_back("need 0 <= --warm <= --max and --max >= 1");
+  }
+  po.tiers.clear();
+  std::stringstream sizes(c.str("size"));
+  for (std::string name; std::getline(sizes, name, ',');) {
+    SizeTier t;
+    if (!nv::vm::parse_tier(name, &t)) {
+      problems.push_back("--size: unknown tier '" + name + "' (small, medium, large)");
+      continue;
+    }
+    for (const auto& d : nv::vm::default_tiers(static_cast<uint32_t>(warm),
+                                               static_cast<uint32_t>(max))) {
+      if (d.tier == t) po.tiers.push_back(d);
+    }
+  }
+  gid_t group = 0;
+  if (!c.str("channel-group").empty()) {
+    if (struct group* g = ::getgrnam(c.str("channel-group").c_str())) {
+      group = g->gr_gid;
+    } else {
+      problems.push_back("--channel-group: no group '" + c.str("channel-group") + "'");
+    }
+  }
+  for (const auto& f : {po.kernel, po.rootfs}) {
+    if (::access(f.c_str(), R_OK) != 0) {
+      problems.push_back(f + " is missing: build it with guest/build.sh OUT_DIR AGENT");
+    }
+  }
+  auto layout = nv::vm::CgroupLayout::detect();
+  nv::log::info("cgroups detected", {{"mode", layout.mode_name()}, {"reason", layout.reason}});
+  if (layout.mode == nv::vm::CgroupLayout::Mode::none) problems.push_back(layout.reason);
+  std::string backend_problem;
+  std::unique_ptr<nv::vm::Backend> backend;
+  if (problems.empty()) {
+    if (auto s = layout.prepare(); !s) problems.push_back(s.error().message);
+    backend = make_backend(ctx, layout, group, &backend_problem);
+    if (!backend) problems.push_back(backend_problem);
+  }
+  if (!problems.empty()) {
+    std::string all;
+    for (auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+    nv::log::error("cannot start", {{"error", all}});
+    return 2;
+  }
+  nv::vm::ChannelGuestLink guest;
+  if (auto* q = dynamic_cast<nv::vm::QemuBackend*>(backend.get())) {
+    nv::vm::VmSpec probe;
+    probe.vm_id = "probe-" + nv::vm::random_hex(4);
+    probe.kernel = po.kernel;
+    probe.rootfs = po.rootfs;
+    (void)q->probe_accel(probe, [&](const nv::vm::VmInfo& vm, nv::vm::Deadline d) {
+      return guest.wait_ready(vm, d);
+    });
+  }
+  BusEvents events(ctx.events);
+  nv::vm::Pool pool(po, *backend, guest, events);
+  if (auto s = pool.start(); !s) {
+    nv::log::error("pool did not start", {{"error", s.error().message}});
+    pool.stop();
+    return 1;
+  }
+
+  // --- the ROUTER --------------------------------------------------------------------------
+  zmq::socket_t router(ctx.zmq, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(ctx.limits.max_frame_bytes));
+  try {
+    router.bind(ctx.endpoints.vm_pool);
+  } catch (const zmq::error_t& e) {
+    nv::log::error("bind failed", {{"endpoint", ctx.endpoints.vm_pool}, {"error", e.what()}});
+    pool.stop();
+    return 1;
+  }
+  // The executor connects as its own user: the socket belongs to the channel group.
+  std::string sock_path = nv::bus::ipc_path(ctx.endpoints.vm_pool);
+  if (!sock_path.empty()) {
+    if (group != 0 && ::chown(sock_path.c_str(), 0, group) != 0) {
+      nv::log::syscall_error("chown(" + sock_path + ")", errno);
+    }
+    ::chmod(sock_path.c_str(), 0660);
+  }
+  ctx.announce_started({ctx.endpoints.vm_pool});
+
+  if (c.boolean("seccomp")) {
+    nv::seccomp::InstallOptions io;
+    io.all_threads = false;  // this thread and the handler threads it starts; see the top
+    auto r = nv::seccomp::install(nv::seccomp::pool_manager_profile(), io);
+    if (!r.ok) {
+      nv::log::error("seccomp install failed", {{"error", r.text()}});
+      pool.stop();
+      return 1;
+    }
+  }
+
+  Outbox outbox;
+  std::atomic<int> inflight{0};
+  const int max_inflight = static_cast<int>(c.integer("max-inflight"));
+  const std::string me = "vm-pool-manager";
+  auto reply_header = [&](const nv::bus::Message& m) {
+    nv::bus::Header h;
+    h.kind = nv::bus::Kind::REPLY;
+    h.service = m.header.service;
+    h.request_id = m.header.request_id;
+    h.trace_id = m.header.trace_id;
+    return h;
+  };
+  auto send_answer = [&](Answer& a) {
+    if (a.error) {
+      nv::bus::send_error(router, a.routing, a.header.request_id, me, *a.error,
+                          a.header.trace_id);
+    } else {
+      nv::bus::send(router, a.routing, a.header, nv::bus::encode_body(*a.body));
+    }
+  };
+  // Runs `work` (lease / release may block) on its own thread; its answer goes via the outbox.
+  auto offload = [&](nv::bus::Message& m, std::function<Answer(Answer)> work) {
+    Answer a{m.routing, reply_header(m), std::nullopt, nullptr};
+    if (inflight.load() >= max_inflight) {
+      a.error = nv::make_error(nv::ErrorCode::OVERLOADED,
+                               "vm-pool-manager has " + std::to_string(max_inflight) +
+                                   " requests in flight; try again",
+                               true);
+      send_answer(a);
+      return;
+    }
+    inflight++;
+    std::thread([&, a = std::move(a), work = std::move(work)]() mutable {
+      outbox.push(work(std::move(a)));
+      inflight--;
+    }).detach();
+  };
+
+  auto handle = [&](nv::bus::Message& m) {
+    const std::string& svc = m.header.service;
+    if (m.header.kind != nv::bus::Kind::REQUEST) return;  // cancels etc.: nothing to do
+    if (svc == "vm.status") {
+      Answer a{m.routing, reply_header(m), std::nullopt,
+               std::make_shared<capnp::MallocMessageBuilder>()};
+      auto st = pool.status();
+      auto b = nv::bus::init_body<schema::PoolStatus>(*a.body);
+      b.setBackend(st.backend);
+      b.setAccel(st.accel);
+      auto list = b.initTiers(static_cast<unsigned>(st.tiers.size()));
+      for (unsigned i = 0; i < st.tiers.size(); ++i) BusEvents::fill_tier(list[i], st.tiers[i]);
+      send_answer(a);
+    } else if (svc == "vm.lease") {
+      auto req = m.body.root<schema::LeaseRequest>();
+      if (!req) {
+        Answer a{m.routing, reply_header(m), req.error(), nullptr};
+        send_answer(a);
+        return;
+      }
+      SizeTier tier = req.value().getTier();
+      uint32_t dl = req.value().getDeadlineMs();
+      if (dl == 0) dl = m.header.deadline_ms;
+      std::string trace = req.value().getTraceId();
+      offload(m, [&pool, tier, dl, trace](Answer a) {
+        nv::log::TraceScope scope(trace);
+        auto l = pool.lease(tier, std::chrono::milliseconds(dl));
+        if (!l) {
+          a.error = l.error();
+          return a;
+        }
+        a.body = std::make_shared<capnp::MallocMessageBuilder>();
+        auto b = nv::bus::init_body<schema::Lease>(*a.body);
+        const auto& li = l.value();
+        b.setVmId(li.vm.vm_id);
+        b.setTier(li.tier.tier);
+        auto r = b.initResources();
+        r.setTier(li.tier.tier);
+        r.setVcpus(li.tier.vcpus);
+        r.setMemoryMib(li.tier.memory_mib);
+        b.setChannelKind(channel_kind(li.vm.channel_kind));
+        b.setChannelPath(li.vm.channel_path);
+        b.setVsockPort(li.vm.vsock_port);
+        b.setBackend(li.vm.backend);
+        b.setAccel(li.vm.accel);
+        b.setRestored(li.vm.restored);
+        b.setBootMs(li.boot_ms);
+        b.setWaitMs(li.wait_ms);
+        return a;
+      });
+    } else if (svc == "vm.release") {
+      auto req = m.body.root<schema::ReleaseRequest>();
+      if (!req) {
+        Answer a{m.routing, reply_header(m), req.error(), nullptr};
+        send_answer(a);
+        return;
+      }
+      std::string id = req.value().getVmId(), reason = req.value().getReason();
+      std::string trace = req.value().getTraceId();
+      if (reason.empty()) reason = "released";
+      offload(m, [&pool, id, reason, trace](Answer a) {
+        nv::log::TraceScope scope(trace);
+        if (auto s = pool.release(id, reason); !s) {
+          a.error = s.error();
+          return a;
+        }
+        a.body = std::make_shared<capnp::MallocMessageBuilder>();
+        nv::bus::init_body<schema::ReleaseReply>(*a.body).setVmId(id);
+        return a;
+      });
+    } else {
+      Answer a{m.routing, reply_header(m),
+               nv::make_error(nv::ErrorCode::UNKNOWN_SERVICE,
+                              "vm-pool-manager serves vm.lease, vm.release, vm.status; not '" +
+                                  svc + "'"),
+               nullptr};
+      send_answer(a);
+    }
+  };
+
+  // --- the loop ----------------------------------------------------------------------------
+  auto stats_every =
+      std::chrono::milliseconds(std::max<int64_t>(500, c.integer("stats-interval-ms")));
+  auto next_stats = std::chrono::steady_clock::now() + stats_every;
+  std::vector<zmq::message_t> frames;
+  while (!ctx.stop.load()) {
+    zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
+                               {nullptr, outbox.fd(), ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(200));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) nv::log::error("zmq poll failed", {{"error", e.what()}});
+      continue;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      for (auto& a : outbox.take()) send_answer(a);
+    }
+    while (nv::bus::recv_frames(router, frames)) {
+      nv::bus::Message m;
+      nv::bus::ParseError failure;
+      // Every send/receive here is [routing][empty][Header][body] (frames.h).
+      if (!nv::bus::parse(frames, true, ctx.limits, &m, &failure)) {
+        if (!failure.routing.empty()) {
+          nv::bus::send_error(router, failure.routing, failure.request_id, me, failure.error);
+        }
+        continue;
+      }
+      try {
+        handle(m);
+      } catch (const std::exception& e) {  // the dispatch boundary: nothing escapes as a crash
+        Answer a{m.routing, reply_header(m), nv::make_error(nv::ErrorCode::INTERNAL, e.what()),
+                 nullptr};
+        send_answer(a);
+      }
+    }
+    if (std::chrono::steady_clock::now() >= next_stats) {
+      next_stats = std::chrono::steady_clock::now() + stats_every;
+      for (const auto& vm : pool.live_vms()) {
+        auto u = pool.usage(vm.vm_id);
+        if (!u) continue;
+        ctx.events.publish("vm.stats", [&](schema::Event::Builder e) {
+          auto s = e.initVmStats();
+          s.setVmId(vm.vm_id);
+          s.setMemoryBytes(u.value().memory_bytes);
+          s.setCpuThrottledPeriods(u.value().cpu_throttled_periods);
+          s.setCpuUsageUs(u.value().cpu_usage_us);
+          s.setPids(u.value().pids);
+        });
+      }
+    }
+  }
+  // Drain: waiting leases end with shuttingDown, releases finish, answers go out.
+  nv::log::info("draining", {{"inflight", static_cast<int64_t>(inflight.load())}});
+  std::thread stopper([&] { pool.stop(); });
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (inflight.load() > 0 && std::chrono::steady_clock::now() < until) {
+    for (auto& a : outbox.take()) send_answer(a);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (auto& a : outbox.take()) send_answer(a);
+  stopper.join();
+  layout.remove_parents();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  nv::ServiceSpec spec;
+  spec.name = "vm-pool-manager";
+  spec.summary = "warm microVMs per size tier, leased once and destroyed on release";
+  spec.add_options = add_options;
+  spec.run = run;
+  return nv::service_main(argc, argv, spec);
+}
