@@ -236,6 +236,7 @@ class Agent {
       if (host_here && !c.connected) {
         c.connected = true;
         c.dropped = false;
+        log_line("info", "host connected on virtio-serial");
         c.session->on_connect();  // Hello, every time a host attaches
       }
       ssize_t r = ::read(c.fd, buf, sizeof buf);
@@ -247,6 +248,7 @@ class Agent {
       }
       if (r == 0) {
         // No host client: wait (edge-triggered) for the next connect.
+        if (c.connected) log_line("info", "host disconnected from virtio-serial");
         c.connected = false;
         c.dropped = false;
         return;
