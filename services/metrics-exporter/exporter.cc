@@ -199,24 +199,39 @@ int run_exporter(ServiceContext& ctx) {
   EventSubscriber sub(ctx.zmq, ctx.endpoints.events_out, {}, ctx.curve_keys,
                       ctx.curve_server_key);
 
-  // 2. Bind HTTP, then shed privileges: nothing after this needs one.
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    exposer = std::make_unique<prometheus::Exposer>(c.str("listen"), 2);
-  } catch (const std::exception& e) {
-    log::error("cannot serve /metrics", {{"listen", c.str("listen")}, {"error", e.what()}});
-    return 1;
-  }
-  exposer->RegisterCollectable(registry);
+  // 2. Bind HTTP and shed privileges. Capabilities belong to threads, and a new thread copies
+  // its creator's: the HTTP threads the Exposer starts keep whatever this thread holds at that
+  // moment. A port of 1024 or more needs no privilege to bind, so everything is dropped first and
+  // the HTTP threads start with nothing; only a privileged port is bound before the drop.
   PrivilegeSpec spec;
   if (!c.str("run-as").empty()) {
     auto uid = static_cast<uid_t>(std::stoul(c.str("run-as")));
     spec.uid = uid;
     spec.gid = uid;
   }
-  if (auto st = drop_privileges(spec); !st) {
-    log::error("cannot drop privileges", {{"error", st.error().message}});
+  const std::string& listen = c.str("listen");
+  bool privileged_port = std::stoi(listen.substr(listen.rfind(':') + 1)) < 1024;
+  auto drop = [&] {
+    if (auto st = drop_privileges(spec); !st) {
+      log::error("cannot drop privileges", {{"error", st.error().message}});
+      return false;
+    }
+    return true;
+  };
+  if (!privileged_port && !drop()) return 1;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(listen, 2);
+  } catch (const std::exception& e) {
+    log::error("cannot serve /metrics", {{"listen", listen}, {"error", e.what()}});
     return 1;
+  }
+  exposer->RegisterCollectable(registry);
+  if (privileged_port) {
+    log::warn("--listen uses a privileged port: the HTTP threads keep the capabilities they "
+              "started with; prefer a port of 1024 or more",
+              {{"listen", listen}});
+    if (!drop()) return 1;
   }
 
   // 3. Presence with the broker (capacity 0: `nv status` lists us, no request is routed here).
@@ -226,7 +241,7 @@ int run_exporter(ServiceContext& ctx) {
                                      "metrics-exporter takes no requests; scrape /metrics"));
                 });
   std::thread worker_thread([&] { worker.run(ctx.stop); });
-  std::string url = "http://" + c.str("listen") + "/metrics";
+  std::string url = "http://" + listen + "/metrics";
   ctx.announce_started({url, ctx.endpoints.events_out, ctx.endpoints.workers});
 
   std::unique_ptr<Pusher> pusher;

@@ -4,7 +4,8 @@
 //
 // Start-up, in order (each step logs and fails the service if it cannot be done):
 //   1. subscribe to the whole event stream (live events queue from here on);
-//   2. bind the HTTP listener (--listen), then drop every capability (nothing below needs one);
+//   2. drop every capability, then bind the HTTP listener (--listen) — in the other order only
+//      for a port below 1024 (see run_exporter: capabilities are per thread);
 //   3. register presence with the broker (capacity 0) and publish service.started;
 //   4. replay the orchestrator's history ("nv.events"), so gauges such as services_up are right
 //      even when the exporter starts after the services; live events already in it are skipped;

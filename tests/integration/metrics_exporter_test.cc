@@ -6,6 +6,8 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -36,6 +38,30 @@ std::optional<double> series_value(const std::string& scrape, const std::string&
     }
   }
   return std::nullopt;
+}
+
+// Each thread of `pid`: its id, name and effective capability mask (/proc/PID/task/TID/status).
+struct ThreadCaps {
+  std::string tid, comm;
+  unsigned long long cap_eff = ~0ull;
+};
+std::vector<ThreadCaps> thread_caps(pid_t pid) {
+  std::vector<ThreadCaps> out;
+  std::error_code ec;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    ThreadCaps t;
+    t.tid = entry.path().filename().string();
+    std::ifstream comm(entry.path() / "comm");
+    std::getline(comm, t.comm);
+    std::ifstream status(entry.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("CapEff:", 0) == 0) t.cap_eff = std::stoull(line.substr(7), nullptr, 16);
+    }
+    out.push_back(t);
+  }
+  return out;
 }
 
 // One orchestrator and one exporter on their own runtime dir and loopback port.
@@ -120,6 +146,18 @@ class MetricsStack : public ::testing::Test {
 TEST_F(MetricsStack, EventsBecomeMetricsThatPassPromtoolAndAuditShowsTheServices) {
   start_orchestrator();
   start_exporter();
+
+  // Capabilities are per thread: the main thread and the HTTP (civetweb) threads that face the
+  // network must hold none, even when the exporter was started as root.
+  bool saw_http_thread = false;
+  for (const auto& t : thread_caps(exporter_->pid())) {
+    bool http = t.comm.rfind("civetweb", 0) == 0;
+    saw_http_thread |= http;
+    if (http || t.tid == std::to_string(exporter_->pid())) {
+      EXPECT_EQ(t.cap_eff, 0u) << "thread " << t.tid << " (" << t.comm << ") has capabilities";
+    }
+  }
+  EXPECT_TRUE(saw_http_thread);
 
   zmq::context_t ctx(1);
   nv::EventPublisher pub(ctx, nv::bus::ipc_endpoint(rt_.file("events-in.sock")), "test",
