@@ -122,7 +122,7 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
                                       frame_size_text(limits.max_frame_bytes));
       // Still try to read the header so the reply carries the request id.
       if (k != i + 1) {
-        auto h = BodyReader::open(frames[i + 1], limits);
+        auto h = BodyReader::open(frames[i + 1].data(), frames[i + 1].size(), limits);
         if (h) {
           auto hr = h->root_unchecked<schema::Header>();
           if (hr) {
@@ -134,8 +134,8 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
       return false;
     }
   }
-  // 3. Header.
-  auto hb = BodyReader::open(frames[i + 1], limits);
+  // 3. Header, read in place: it is consumed here, so no owned copy is needed.
+  auto hb = BodyReader::open(frames[i + 1].data(), frames[i + 1].size(), limits);
   if (!hb) {
     failure->error = hb.error();
     return false;
@@ -189,7 +189,10 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
 }
 
 zmq::message_t encode_header(const Header& header) {
-  capnp::MallocMessageBuilder mb(64);
+  // The first segment lives on the stack (capnp requires it zeroed): no heap allocation for a
+  // header on the hot path; a header with long strings spills into malloc'd segments.
+  capnp::word first[48] = {};
+  capnp::MallocMessageBuilder mb(kj::arrayPtr(first, 48));
   auto b = mb.initRoot<schema::Header>();
   b.setVersion(kSchemaVersion);
   b.setKind(header.kind);
