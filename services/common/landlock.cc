@@ -49,8 +49,8 @@ struct __attribute__((packed)) PathBeneathAttr {
 
 // Every fs right the kernel of this ABI knows.
 uint64_t handled_for_abi(int abi) {
-  uint64_t r = kExecute | kWriteFile | kReadFile | kReadDir | kRemoveDir | kRemoveFile |
-               kMakeChar | kMakeDir | kMakeReg | kMakeSock | kMakeFifo | kMakeBlock | kMakeSym;
+  uint64_t r = kExecute | kWriteFile | kReadFile | kReadDir | kRemoveDir | kRemoveFile | kMakeChar |
+               kMakeDir | kMakeReg | kMakeSock | kMakeFifo | kMakeBlock | kMakeSym;
   if (abi >= 2) r |= kRefer;
   if (abi >= 3) r |= kTruncate;
   if (abi >= 5) r |= kIoctlDev;
@@ -68,8 +68,9 @@ Outcome fail(Outcome o, std::string call, int errnum) {
 }  // namespace
 
 std::string Outcome::text() const {
-  if (ok) return "ok (landlock abi " + std::to_string(abi) + ", " + std::to_string(log.size()) +
-                 " steps)";
+  if (ok)
+    return "ok (landlock abi " + std::to_string(abi) + ", " + std::to_string(log.size()) +
+           " steps)";
   char buf[128];
   const char* msg = strerror_r(errnum, buf, sizeof(buf));
   return call + ": " + (msg ? msg : "?") + " (errno " + std::to_string(errnum) + ")";
@@ -211,7 +212,8 @@ Outcome restrict_self(const Ruleset& rules) {
   if (!prepared.ok()) return o;
   o.ok = false;
   // Step 4: enforce. Check which call failed for the report.
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail(o, "prctl(PR_SET_NO_NEW_PRIVS)", errno);
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return fail(o, "prctl(PR_SET_NO_NEW_PRIVS)", errno);
   if (syscall(SYS_landlock_restrict_self, prepared.fd(), 0) != 0)
     return fail(o, "landlock_restrict_self", errno);
   o.ok = true;

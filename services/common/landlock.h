@@ -25,11 +25,11 @@ struct Ruleset {
 
 struct Outcome {
   bool ok = false;
-  int abi = 0;                    // Landlock ABI version of the kernel, 0 when unavailable
-  uint64_t handled_fs = 0;        // LANDLOCK_ACCESS_FS_* rights the ruleset restricts
-  std::string call;               // failing call, e.g. "landlock_add_rule(/srv/vm-1)"
-  int errnum = 0;                 // its errno
-  std::vector<std::string> log;   // what was done, one line per step
+  int abi = 0;                   // Landlock ABI version of the kernel, 0 when unavailable
+  uint64_t handled_fs = 0;       // LANDLOCK_ACCESS_FS_* rights the ruleset restricts
+  std::string call;              // failing call, e.g. "landlock_add_rule(/srv/vm-1)"
+  int errnum = 0;                // its errno
+  std::vector<std::string> log;  // what was done, one line per step
   // "ok (abi 7, ...)" or "call: strerror (errno N)".
   std::string text() const;
 };
@@ -39,14 +39,20 @@ struct Outcome {
 // kernel/rootfs images read-only, the VM's own dir (QMP/serial sockets, scratch, snapshots) and
 // device nodes read-write. Nothing else on the host.
 struct VmmPaths {
-  std::string vmm_binary;                   // e.g. /usr/bin/qemu-system-x86_64
-  std::vector<std::string> images;          // kernel, initrd, rootfs image (read-only)
-  std::string vm_dir;                       // per-VM dir (read-write)
+  std::string vmm_binary;                           // e.g. /usr/bin/qemu-system-x86_64
+  std::vector<std::string> images;                  // kernel, initrd, rootfs image (read-only)
+  std::string vm_dir;                               // per-VM dir (read-write)
   std::vector<std::string> devices = {"/dev/kvm"};  // read-write device nodes
   // Library and firmware locations, read-only. The default fits Debian's QEMU.
-  std::vector<std::string> support = {"/lib", "/lib64", "/usr/lib", "/usr/lib64",
-                                      "/usr/share/qemu", "/usr/share/seabios",
-                                      "/etc/ld.so.cache", "/dev/urandom", "/proc/self",
+  std::vector<std::string> support = {"/lib",
+                                      "/lib64",
+                                      "/usr/lib",
+                                      "/usr/lib64",
+                                      "/usr/share/qemu",
+                                      "/usr/share/seabios",
+                                      "/etc/ld.so.cache",
+                                      "/dev/urandom",
+                                      "/proc/self",
                                       "/sys/devices/system/cpu"};
   // Executed by the kernel on exec (PT_INTERP of a dynamic binary).
   std::vector<std::string> loaders = {"/lib64/ld-linux-x86-64.so.2"};

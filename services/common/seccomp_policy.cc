@@ -277,9 +277,8 @@ std::string InstallResult::text() const {
 }
 
 InstallResult install(const Profile& profile, const InstallOptions& options) {
-  auto log = options.log ? options.log : [](const std::string& line) {
-    fprintf(stderr, "%s\n", line.c_str());
-  };
+  auto log = options.log ? options.log
+                         : [](const std::string& line) { fprintf(stderr, "%s\n", line.c_str()); };
   InstallResult res;
   auto fail = [&](const std::string& call, int rc) {
     res.ok = false;
@@ -294,7 +293,8 @@ InstallResult install(const Profile& profile, const InstallOptions& options) {
           char b[16];
           snprintf(b, sizeof(b), "%x", options.default_action);
           return std::string(b);
-        }() + "): this filter does not enforce");
+        }() +
+        "): this filter does not enforce");
 
   scmp_filter_ctx ctx = seccomp_init(options.default_action);
   if (!ctx) return fail("seccomp_init", EINVAL);

@@ -19,9 +19,9 @@
 namespace nv::seccomp {
 
 enum class Action : uint8_t {
-  kAllow,       // the syscall runs
-  kAllowIf,     // runs only if (arg[arg_index] & mask) == value, else the default action
-  kErrno,       // fails with errnum (for probes libraries make and handle, e.g. clone3)
+  kAllow,    // the syscall runs
+  kAllowIf,  // runs only if (arg[arg_index] & mask) == value, else the default action
+  kErrno,    // fails with errnum (for probes libraries make and handle, e.g. clone3)
 };
 
 struct Rule {
@@ -68,10 +68,10 @@ struct InstallOptions {
 
 struct InstallResult {
   bool ok = false;
-  std::string call;                   // failing libseccomp call
-  int errnum = 0;                     // its errno
+  std::string call;  // failing libseccomp call
+  int errnum = 0;    // its errno
   size_t rules_added = 0;
-  std::vector<std::string> unknown;   // syscall names this architecture does not have (skipped)
+  std::vector<std::string> unknown;  // syscall names this architecture does not have (skipped)
   std::string text() const;
 };
 

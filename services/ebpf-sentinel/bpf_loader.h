@@ -40,8 +40,7 @@ std::vector<ProgramStatus> load_skeleton(const std::string& object_name, Skel** 
   Skel* skel = Skel::open();
   if (!skel) {
     int err = errno;
-    ProgramStatus st{"*", object_name, "", false, false, err,
-                     "open: " + take_libbpf_messages()};
+    ProgramStatus st{"*", object_name, "", false, false, err, "open: " + take_libbpf_messages()};
     result.push_back(st);
     return result;
   }

@@ -16,11 +16,16 @@ namespace {
 
 const char* hook_name(uint32_t hook) {
   switch (hook) {
-    case NV_HOOK_CONNECT4: return "connect4";
-    case NV_HOOK_CONNECT6: return "connect6";
-    case NV_HOOK_SENDMSG4: return "sendmsg4";
-    case NV_HOOK_SENDMSG6: return "sendmsg6";
-    default: return "unknown";
+    case NV_HOOK_CONNECT4:
+      return "connect4";
+    case NV_HOOK_CONNECT6:
+      return "connect6";
+    case NV_HOOK_SENDMSG4:
+      return "sendmsg4";
+    case NV_HOOK_SENDMSG6:
+      return "sendmsg6";
+    default:
+      return "unknown";
   }
 }
 
@@ -93,9 +98,8 @@ Status Egress::write_rule(uint32_t policy, const EgressRule& rule,
                                BPF_ANY);
   }
   if (err)
-    return Status::Fail("bpf_map_update_elem(rules_v" + std::to_string(c.family) + ", " + canon +
-                            ")",
-                        -err);
+    return Status::Fail(
+        "bpf_map_update_elem(rules_v" + std::to_string(c.family) + ", " + canon + ")", -err);
   (*ids)[canon] = id;
   EgressRule stored = rule;
   stored.cidr = canon;
@@ -169,8 +173,8 @@ Status Egress::attach(const std::string& cgroup2_dir, const EgressPolicy& policy
     a.links.push_back(link);
   }
   if (a.links.empty())
-    return undo(Status::Fail("attach_egress(" + cgroup2_dir + ")", ENODEV,
-                             "no egress program loaded"));
+    return undo(
+        Status::Fail("attach_egress(" + cgroup2_dir + ")", ENODEV, "no egress program loaded"));
   attached_.emplace(cgroup2_dir, std::move(a));
   return Status::Ok();
 }

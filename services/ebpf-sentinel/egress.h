@@ -75,7 +75,7 @@ class Egress {
   std::vector<ProgramStatus> statuses_;
   std::map<std::string, Attachment> attached_;  // by cgroup2 dir path
   std::map<std::string, uint32_t> default_rule_ids_;
-  std::map<uint32_t, StoredRule> rule_table_;   // rule id → rule, for denial reports
+  std::map<uint32_t, StoredRule> rule_table_;  // rule id → rule, for denial reports
   uint32_t next_rule_id_ = 1;
   uint32_t next_policy_ = 1;  // 0 is the default policy
   Callbacks* callbacks_ = nullptr;

@@ -71,6 +71,8 @@ std::string address_text(int family, const uint8_t* addr) {
   return buf;
 }
 
-std::string Cidr::text() const { return address_text(family, addr.data()) + "/" + std::to_string(prefix); }
+std::string Cidr::text() const {
+  return address_text(family, addr.data()) + "/" + std::to_string(prefix);
+}
 
 }  // namespace nv::sentinel

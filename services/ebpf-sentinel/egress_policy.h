@@ -16,7 +16,7 @@ namespace nv::sentinel {
 enum class EgressAction : uint8_t { kAllow = 1, kDeny = 2 };
 
 struct EgressRule {
-  std::string cidr;    // "169.254.0.0/16", "fd00:ec2::254/128", "127.0.0.2" (= /32)
+  std::string cidr;  // "169.254.0.0/16", "fd00:ec2::254/128", "127.0.0.2" (= /32)
   EgressAction action = EgressAction::kDeny;
   std::string reason;  // why; reported with every denial this rule causes
 };
@@ -27,7 +27,7 @@ struct EgressRule {
 const std::vector<EgressRule>& default_egress_rules();
 
 struct EgressPolicy {
-  bool include_defaults = true;  // start from default_egress_rules()
+  bool include_defaults = true;   // start from default_egress_rules()
   std::vector<EgressRule> rules;  // added after the defaults; same CIDR replaces the default
 
   // The effective rule list (defaults first, then `rules`).
@@ -36,10 +36,10 @@ struct EgressPolicy {
 
 // A parsed CIDR.
 struct Cidr {
-  int family = 0;                     // 4 or 6
-  std::array<uint8_t, 16> addr{};     // network byte order; v4 uses the first 4 bytes
-  int prefix = 0;                     // 0..32 or 0..128
-  std::string text() const;           // canonical "a.b.c.d/n" / "x::y/n"
+  int family = 0;                  // 4 or 6
+  std::array<uint8_t, 16> addr{};  // network byte order; v4 uses the first 4 bytes
+  int prefix = 0;                  // 0..32 or 0..128
+  std::string text() const;        // canonical "a.b.c.d/n" / "x::y/n"
 };
 // Parses "addr" or "addr/prefix"; host bits beyond the prefix are cleared.
 Status parse_cidr(const std::string& text, Cidr* out);

@@ -19,9 +19,9 @@ struct ExecAlert {
   pid_t pid = 0;           // thread that exec'd
   pid_t tgid = 0;
   pid_t ppid = 0;
-  pid_t old_pid = 0;       // thread id before exec (differs when a non-leader thread exec'd)
-  std::string comm;        // new comm (after exec)
-  std::string filename;    // path given to execve (truncated to 127 bytes)
+  pid_t old_pid = 0;     // thread id before exec (differs when a non-leader thread exec'd)
+  std::string comm;      // new comm (after exec)
+  std::string filename;  // path given to execve (truncated to 127 bytes)
 };
 
 // A tracked process (whole thread group) exited.
@@ -32,7 +32,7 @@ struct ProcessExit {
   pid_t pid = 0;
   pid_t tgid = 0;
   pid_t ppid = 0;
-  int exit_code = 0;       // wait status form: (code << 8) | signal
+  int exit_code = 0;  // wait status form: (code << 8) | signal
   std::string comm;
 };
 
@@ -45,13 +45,13 @@ struct EgressDenial {
   pid_t pid = 0;
   pid_t tgid = 0;
   std::string comm;
-  std::string hook;        // "connect4", "connect6", "sendmsg4", "sendmsg6"
-  int family = 0;          // 4 or 6 (v4-mapped v6 destinations: 6, matched by the v4 rules)
-  int protocol = 0;        // IPPROTO_TCP, IPPROTO_UDP, ...
-  std::string address;     // destination, text form
+  std::string hook;     // "connect4", "connect6", "sendmsg4", "sendmsg6"
+  int family = 0;       // 4 or 6 (v4-mapped v6 destinations: 6, matched by the v4 rules)
+  int protocol = 0;     // IPPROTO_TCP, IPPROTO_UDP, ...
+  std::string address;  // destination, text form
   uint16_t port = 0;
-  std::string rule;        // the matching rule's CIDR
-  std::string reason;      // the matching rule's reason
+  std::string rule;    // the matching rule's CIDR
+  std::string reason;  // the matching rule's reason
 };
 
 // BPF LSM refusal (only on hosts that accept BPF LSM programs).
@@ -61,9 +61,9 @@ struct LsmDenial {
   pid_t pid = 0;
   pid_t tgid = 0;
   std::string comm;
-  std::string hook;        // "file_open" or "socket_connect"
-  int family = 0;          // socket_connect: AF_INET / AF_INET6
-  uint64_t dev = 0;        // file_open: kernel dev_t (major << 20 | minor) and inode
+  std::string hook;  // "file_open" or "socket_connect"
+  int family = 0;    // socket_connect: AF_INET / AF_INET6
+  uint64_t dev = 0;  // file_open: kernel dev_t (major << 20 | minor) and inode
   uint64_t ino = 0;
 };
 

@@ -21,8 +21,8 @@ Lsm::~Lsm() {
 
 std::vector<ProgramStatus> Lsm::load(int tracked_tgids_fd) {
   capture_libbpf_messages();
-  statuses_ = load_skeleton<sentinel_lsm>(
-      "sentinel_lsm", &skel_, [tracked_tgids_fd](sentinel_lsm* s) {
+  statuses_ =
+      load_skeleton<sentinel_lsm>("sentinel_lsm", &skel_, [tracked_tgids_fd](sentinel_lsm* s) {
         if (tracked_tgids_fd < 0)
           return Status::Fail("bpf_map__reuse_fd(tracked_tgids)", EBADF,
                               "the tracker did not load, so no process is known to confine");
@@ -35,9 +35,10 @@ std::vector<ProgramStatus> Lsm::load(int tracked_tgids_fd) {
     // (5.11+) that is not it. Say what we know instead of leaving the hint alone.
     for (ProgramStatus& st : statuses_) {
       if (st.errnum == EPERM)
-        st.detail = "kernel refused the BPF LSM (trampoline) program with EPERM; the other "
-                    "objects load on their own; file confinement falls back to Landlock. " +
-                    st.detail;
+        st.detail =
+            "kernel refused the BPF LSM (trampoline) program with EPERM; the other "
+            "objects load on their own; file confinement falls back to Landlock. " +
+            st.detail;
     }
     return statuses_;
   }

@@ -16,8 +16,8 @@ Sentinel::~Sentinel() {
   // The ring buffer holds the maps' fds and our callbacks: it goes first.
   if (rb_) ring_buffer__free(rb_);
   rb_ = nullptr;
-  lsm_.reset();      // shares the tracker's map: before the tracker
-  egress_.reset();   // links leave the cgroups
+  lsm_.reset();     // shares the tracker's map: before the tracker
+  egress_.reset();  // links leave the cgroups
   tracker_.reset();
 }
 
@@ -49,9 +49,11 @@ std::vector<ProgramStatus> Sentinel::load(const LoadOptions& options) {
       p.detail = "ring buffer: " + st.error().text();
     }
   };
-  if (tracker_ && tracker_->loaded()) ring("sentinel_tracker", tracker_->add_ring(&rb_, &callbacks_));
+  if (tracker_ && tracker_->loaded())
+    ring("sentinel_tracker", tracker_->add_ring(&rb_, &callbacks_));
   if (egress_ && egress_->loaded()) ring("sentinel_egress", egress_->add_ring(&rb_, &callbacks_));
-  if (lsm_ && lsm_->loaded()) ring("sentinel_lsm", lsm_->add_ring(&rb_, &callbacks_, tracker_.get()));
+  if (lsm_ && lsm_->loaded())
+    ring("sentinel_lsm", lsm_->add_ring(&rb_, &callbacks_, tracker_.get()));
   return programs_;
 }
 
@@ -109,7 +111,8 @@ Status Sentinel::detach_egress(const std::string& cgroup2_dir) {
 
 Status Sentinel::egress_set_rule(const std::string& cgroup2_dir, const EgressRule& rule) {
   if (!egress_ || !egress_->loaded())
-    return Status::Fail("egress_set_rule(" + cgroup2_dir + ")", ENODEV, "sentinel_egress not loaded");
+    return Status::Fail("egress_set_rule(" + cgroup2_dir + ")", ENODEV,
+                        "sentinel_egress not loaded");
   return egress_->set_rule(cgroup2_dir, rule);
 }
 

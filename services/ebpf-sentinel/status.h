@@ -36,13 +36,13 @@ class [[nodiscard]] Status {
 
 // How one BPF program fared at load and attach.
 struct ProgramStatus {
-  std::string name;     // program (function) name in the .bpf.c file, e.g. "nv_sys_enter"
-  std::string object;   // skeleton it belongs to, e.g. "sentinel_tracker"
-  std::string section;  // ELF section = program type/hook, e.g. "tp_btf/sys_enter"
-  bool loaded = false;  // accepted by the verifier / kernel
+  std::string name;       // program (function) name in the .bpf.c file, e.g. "nv_sys_enter"
+  std::string object;     // skeleton it belongs to, e.g. "sentinel_tracker"
+  std::string section;    // ELF section = program type/hook, e.g. "tp_btf/sys_enter"
+  bool loaded = false;    // accepted by the verifier / kernel
   bool attached = false;  // attached at least once (cgroup programs attach per cgroup dir)
-  int errnum = 0;       // errno of the failed step (load or attach), 0 when all went well
-  std::string detail;   // which step failed and libbpf's last message, empty on success
+  int errnum = 0;         // errno of the failed step (load or attach), 0 when all went well
+  std::string detail;     // which step failed and libbpf's last message, empty on success
 };
 
 // strerror(errnum) without the thread-safety problems of strerror().

@@ -54,8 +54,8 @@ Tracker::~Tracker() {
 std::vector<ProgramStatus> Tracker::load(bool count_self) {
   capture_libbpf_messages();
   const uint32_t self = count_self ? 0u : static_cast<uint32_t>(getpid());
-  statuses_ = load_skeleton<sentinel_tracker>(
-      "sentinel_tracker", &skel_, [self](sentinel_tracker* s) {
+  statuses_ =
+      load_skeleton<sentinel_tracker>("sentinel_tracker", &skel_, [self](sentinel_tracker* s) {
         s->rodata->sentinel_tgid = self;  // rodata is frozen at load: set it now
         return Status::Ok();
       });
@@ -86,10 +86,10 @@ std::vector<ProgramStatus> Tracker::load(bool count_self) {
 
 Status Tracker::add_tgid(pid_t tgid, uint32_t slot) {
   uint32_t key = static_cast<uint32_t>(tgid);
-  int err = bpf_map__update_elem(skel_->maps.tracked_tgids, &key, sizeof(key), &slot,
-                                 sizeof(slot), BPF_ANY);
-  if (err) return Status::Fail("bpf_map_update_elem(tracked_tgids, " + std::to_string(tgid) + ")",
-                               -err);
+  int err = bpf_map__update_elem(skel_->maps.tracked_tgids, &key, sizeof(key), &slot, sizeof(slot),
+                                 BPF_ANY);
+  if (err)
+    return Status::Fail("bpf_map_update_elem(tracked_tgids, " + std::to_string(tgid) + ")", -err);
   return Status::Ok();
 }
 
@@ -133,8 +133,7 @@ Status Tracker::fill(const std::string& vm_id, pid_t vmm_pid, const std::string&
     ::close(cg.fd);
     err = bpf_map__update_elem(skel_->maps.tracked_cgroups, &cg.id, sizeof(cg.id), &vm.slot,
                                sizeof(vm.slot), BPF_NOEXIST);
-    if (err)
-      return Status::Fail("bpf_map_update_elem(tracked_cgroups, " + cgroup2_dir + ")", -err);
+    if (err) return Status::Fail("bpf_map_update_elem(tracked_cgroups, " + cgroup2_dir + ")", -err);
     vm.cgroup_id = cg.id;
     skel_->bss->tracked_cgroup_count += 1;
   }

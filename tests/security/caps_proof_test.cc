@@ -1,13 +1,12 @@
 // Capabilities proof: a child that dropped CAP_NET_RAW and CAP_SYS_ADMIN (effective, permitted,
 // inheritable and bounding sets) cannot raise them again and cannot open a raw socket.
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <array>
 #include <cerrno>

@@ -1,11 +1,10 @@
 // Landlock proof: a child restricted to one directory (as the VMM jail is) cannot open a host
 // file outside it, can use files inside it, and cannot execute what is not on its exec list.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <array>
 #include <cerrno>
@@ -53,11 +52,11 @@ TEST(LandlockProof, JailedProcessCannotOpenHostFileOutsideItsDir) {
     rules.read_write = {jail};
     ll::Outcome o = ll::restrict_self(rules);
     r[0] = o.ok ? 0 : (o.errnum ? o.errnum : -1);
-    r[1] = open_errno(host_file, O_RDONLY);             // outside: refused
-    r[2] = open_errno(inside, O_RDWR);                  // inside: allowed
+    r[1] = open_errno(host_file, O_RDONLY);                     // outside: refused
+    r[2] = open_errno(inside, O_RDWR);                          // inside: allowed
     r[3] = open_errno(jail + "/new.sock", O_CREAT | O_WRONLY);  // create inside: allowed
-    r[4] = open_errno("/etc/hostname", O_RDONLY);       // any host file: refused
-    execl("/bin/true", "true", static_cast<char*>(nullptr));  // not on the exec list
+    r[4] = open_errno("/etc/hostname", O_RDONLY);               // any host file: refused
+    execl("/bin/true", "true", static_cast<char*>(nullptr));    // not on the exec list
     r[5] = errno;
     (void)!write(p[1], r.data(), sizeof(r));
     _exit(0);
@@ -174,14 +173,25 @@ TEST(LandlockProof, JailedQemuRunsButCannotReadHostFile) {
   ll::VmmPaths paths;
   paths.vmm_binary = qemu;
   paths.vm_dir = dir_tmpl;
-  const std::vector<std::string> base = {"-M", "microvm", "-accel", "tcg", "-nodefaults",
-                                         "-no-user-config", "-display", "none", "-S", "-m", "64",
-                                         "-qmp", std::string("unix:") + dir_tmpl + "/qmp.sock,server=on,wait=off"};
+  const std::vector<std::string> base = {
+      "-M",
+      "microvm",
+      "-accel",
+      "tcg",
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-S",
+      "-m",
+      "64",
+      "-qmp",
+      std::string("unix:") + dir_tmpl + "/qmp.sock,server=on,wait=off"};
 
   // Positive control: confined QEMU starts and stays up (paused) with what the ruleset grants.
   QemuRun ok = run_qemu_jailed(paths, base, 1500);
-  EXPECT_TRUE(ok.alive_after_wait) << "jailed QEMU exited: status " << ok.status << ": "
-                                   << ok.stderr_text;
+  EXPECT_TRUE(ok.alive_after_wait)
+      << "jailed QEMU exited: status " << ok.status << ": " << ok.stderr_text;
 
   // The same VMM asked to load a host file outside its jail.
   std::vector<std::string> bad = base;

@@ -1,11 +1,10 @@
 // Seccomp proof: a process that installed a NeuroVisor profile is killed (SIGSYS) by a syscall
 // outside its allow-list, and keeps working for those inside it.
+#include <gtest/gtest.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <csignal>
 #include <functional>
@@ -37,7 +36,7 @@ int run_confined(const sc::Profile& profile, const std::function<void()>& body) 
 
 TEST(SeccompProof, ForbiddenSyscallKillsTheProcessWithSigsys) {
   int status = run_confined(sc::zmq_service_profile("test-service"), [] {
-    (void)syscall(SYS_getpid);                  // allowed
+    (void)syscall(SYS_getpid);                           // allowed
     (void)syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);  // not in any service profile
   });
   ASSERT_TRUE(WIFSIGNALED(status)) << "child was not killed, status " << status;

@@ -2,8 +2,12 @@
 // cgroup2 dir, syscall counting per VM, exec alerts, exits, and the BPF LSM programs (loaded, or
 // skipped with the kernel's errno). Traffic goes to loopback only: 127.0.0.2 stands in for a
 // forbidden destination, 127.0.0.1 for an allowed one.
+#include "sentinel.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,9 +15,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <linux/magic.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
@@ -23,8 +24,6 @@
 #include <functional>
 #include <string>
 #include <vector>
-
-#include "sentinel.h"
 
 namespace s = nv::sentinel;
 
@@ -208,8 +207,7 @@ class SentinelTest : public ::testing::Test {
     sentinel_ = new s::Sentinel(cb);
     for (const s::ProgramStatus& p : sentinel_->load()) {
       printf("[program] %-20s %-17s %-22s loaded=%d attached=%d errno=%d %s\n", p.name.c_str(),
-             p.object.c_str(), p.section.c_str(), p.loaded, p.attached, p.errnum,
-             p.detail.c_str());
+             p.object.c_str(), p.section.c_str(), p.loaded, p.attached, p.errnum, p.detail.c_str());
     }
   }
   static void TearDownTestSuite() {
@@ -252,9 +250,9 @@ Seen* SentinelTest::seen_ = nullptr;
 TEST_F(SentinelTest, EveryProgramIsReportedLoadedOrWithItsErrno) {
   const auto& programs = sentinel_->programs();
   ASSERT_FALSE(programs.empty());
-  for (const char* name : {"nv_sys_enter", "nv_process_fork", "nv_process_exec",
-                           "nv_process_exit", "nv_connect4", "nv_connect6", "nv_sendmsg4",
-                           "nv_sendmsg6", "nv_file_open", "nv_socket_connect"}) {
+  for (const char* name :
+       {"nv_sys_enter", "nv_process_fork", "nv_process_exec", "nv_process_exit", "nv_connect4",
+        "nv_connect6", "nv_sendmsg4", "nv_sendmsg6", "nv_file_open", "nv_socket_connect"}) {
     auto p = sentinel_->program(name);
     ASSERT_TRUE(p.has_value()) << name;
     EXPECT_TRUE(p->loaded || p->errnum != 0) << name << ": neither loaded nor an errno";
@@ -282,8 +280,14 @@ TEST_F(SentinelTest, EgressDenyListRefusesDeniedLoopbackAndAllowsOther) {
   const std::string dir = cg.path();
   Child child([&]() -> Child::Results {
     int joined = join_cgroup(dir);
-    return {joined, connect_v4("127.0.0.2", dport), connect_v4("127.0.0.1", aport),
-            sendto_v4("127.0.0.2", dport), connect_v4_mapped("127.0.0.2", dport), 0, 0, 0};
+    return {joined,
+            connect_v4("127.0.0.2", dport),
+            connect_v4("127.0.0.1", aport),
+            sendto_v4("127.0.0.2", dport),
+            connect_v4_mapped("127.0.0.2", dport),
+            0,
+            0,
+            0};
   });
   ASSERT_GT(child.pid(), 0);
   child.go();
@@ -381,12 +385,15 @@ TEST_F(SentinelTest, EgressPolicyCoversNestedCgroupsAndIpv6) {
   if (port6 != 0) {
     EXPECT_EQ(r[2], EPERM) << "denied ::1: " << strerror(r[2]);
     const pid_t pid = child.pid();
-    ASSERT_TRUE(poll_until([&] {
-      for (const auto& d : seen_->denials)
-        if (d.tgid == pid && d.hook == "connect6" && d.address == "::1" && d.port == port6)
-          return true;
-      return false;
-    }, 1000)) << "no connect6 denial event";
+    ASSERT_TRUE(poll_until(
+        [&] {
+          for (const auto& d : seen_->denials)
+            if (d.tgid == pid && d.hook == "connect6" && d.address == "::1" && d.port == port6)
+              return true;
+          return false;
+        },
+        1000))
+        << "no connect6 denial event";
   }
   if (l6 >= 0) close(l6);
   EXPECT_TRUE(sentinel_->detach_egress(cg.path()).ok());
@@ -590,7 +597,8 @@ TEST_F(SentinelTest, SentinelWorksUnderItsSeccompProfile) {
     if (!nv::seccomp::install(nv::seccomp::sentinel_profile(), io).ok) _exit(3);
     if (!sentinel.track_vm("vm-sc", tracked, dir).ok()) _exit(4);
     if (!sentinel.attach_egress(dir, {}, "vm-sc").ok()) _exit(5);
-    if (!sentinel.egress_set_rule(dir, {"127.0.0.3", s::EgressAction::kDeny, "test"}).ok()) _exit(6);
+    if (!sentinel.egress_set_rule(dir, {"127.0.0.3", s::EgressAction::kDeny, "test"}).ok())
+      _exit(6);
     if (sentinel.poll(10) < 0) _exit(7);
     if (!sentinel.syscall_count("vm-sc").has_value()) _exit(8);
     if (!sentinel.detach_egress(dir).ok()) _exit(9);

@@ -10,6 +10,7 @@
 //
 // After the runs it prints the ratios to the baseline. Needs root (BPF, cgroup2). Loopback only.
 #include <arpa/inet.h>
+#include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <netinet/in.h>
@@ -18,8 +19,6 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <cstdio>
@@ -131,8 +130,8 @@ void BM_ring_events(benchmark::State& state) {
       lost += want - g->denials;
       g->denials = want;
     }
-    state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                               .count());
+    state.SetIterationTime(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   join(g->home_cgroup);
   close(fd);
@@ -148,9 +147,8 @@ void BM_ring_events(benchmark::State& state) {
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   RatioReporter()
-      : ConsoleReporter(isatty(STDOUT_FILENO)
-                            ? static_cast<OutputOptions>(OO_Tabular | OO_Color)
-                            : OO_Tabular) {}
+      : ConsoleReporter(isatty(STDOUT_FILENO) ? static_cast<OutputOptions>(OO_Tabular | OO_Color)
+                                              : OO_Tabular) {}
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs)
       if (!r.error_occurred && r.iterations > 0)
@@ -168,7 +166,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     int nb = (b1.second > 0) + (b2.second > 0);
     if (nb == 0) return;
     double base_real = (b1.first + b2.first) / nb, base_cpu = (b1.second + b2.second) / nb;
-    for (const char* n : {"sentinel/getppid/counter_untracked", "sentinel/getppid/counter_tracked"}) {
+    for (const char* n :
+         {"sentinel/getppid/counter_untracked", "sentinel/getppid/counter_tracked"}) {
       auto v = get(n);
       if (v.second > 0)
         printf("ratio %-36s cpu %.2fx (%.0f vs %.0f ns)  wall %.2fx (%.0f vs %.0f ns)\n", n,
