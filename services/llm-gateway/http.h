@@ -15,12 +15,12 @@
 namespace nv::llm {
 
 struct HttpRequest {
-  std::string method = "POST";       // "GET" or "POST"
+  std::string method = "POST";  // "GET" or "POST"
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
   std::string body;
   long connect_timeout_ms = 5'000;
-  long timeout_ms = 60'000;          // the whole exchange
+  long timeout_ms = 60'000;  // the whole exchange
   size_t max_response_bytes = 8u << 20;
   // When set, a 2xx body is handed over piece by piece instead of collected; returning false
   // aborts the transfer (HttpFailure::aborted). Non-2xx bodies are always collected.
@@ -46,8 +46,8 @@ struct HttpResponse {
   HttpFailure failure = HttpFailure::none;
   std::string failure_text;  // libcurl's description when failure != none
   long status = 0;
-  std::string body;          // collected body (empty for a streamed 2xx)
-  size_t body_bytes = 0;     // bytes received, streamed or not
+  std::string body;                     // collected body (empty for a streamed 2xx)
+  size_t body_bytes = 0;                // bytes received, streamed or not
   std::optional<double> retry_after_s;  // Retry-After in seconds (delta form only)
   bool any_body_delivered = false;      // on_body was called at least once
 };

@@ -11,8 +11,8 @@
 
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -214,24 +214,28 @@ struct LlmClient::Impl {
                                ? "start it with `ollama serve` (or point OLLAMA_HOST / --llm-url "
                                  "at where it listens)"
                                : "start the server or point --llm-url at where it listens";
-        return AttemptFailure{make(ErrorCode::LLM_UNREACHABLE,
-                                   "cannot reach " + server_name() + " (" + r.failure_text +
-                                       "): " + hint,
-                                   true),
-                              true, {}};
+        return AttemptFailure{
+            make(ErrorCode::LLM_UNREACHABLE,
+                 "cannot reach " + server_name() + " (" + r.failure_text + "): " + hint, true),
+            true,
+            {}};
       }
       case HttpFailure::resolve:
         return AttemptFailure{make(ErrorCode::LLM_UNREACHABLE,
                                    "cannot resolve the host of " + shown_base + " (" +
                                        r.failure_text + "): check --llm-url / OLLAMA_HOST",
                                    true),
-                              true, {}};
+                              true,
+                              {}};
       case HttpFailure::dropped:
         return AttemptFailure{make(ErrorCode::LLM_UNREACHABLE,
-                                   "the connection to " + where + " broke before the answer was "
-                                   "complete (" + r.failure_text + ")",
+                                   "the connection to " + where +
+                                       " broke before the answer was "
+                                       "complete (" +
+                                       r.failure_text + ")",
                                    true),
-                              true, {}};
+                              true,
+                              {}};
       case HttpFailure::timeout:
         return AttemptFailure{
             make(ErrorCode::LLM_TIMED_OUT,
@@ -240,7 +244,8 @@ struct LlmClient::Impl {
                      "' may still be loading, or is too slow here): raise the timeout "
                      "(--llm-timeout) or use a smaller model",
                  true),
-            false, {}};
+            false,
+            {}};
       case HttpFailure::too_large:
         return AttemptFailure{make(ErrorCode::LLM_BAD_RESPONSE,
                                    "the answer from " + where + " passed the " +
@@ -248,7 +253,8 @@ struct LlmClient::Impl {
                                        "-byte cap (max_response_bytes); lower max tokens or "
                                        "raise the cap",
                                    false, r.status),
-                              false, {}};
+                              false,
+                              {}};
       case HttpFailure::aborted:  // the stream parser's own error is reported by the caller
         return AttemptFailure{make(ErrorCode::LLM_BAD_RESPONSE, "stream aborted"), false, {}};
       case HttpFailure::cancelled:
@@ -256,11 +262,12 @@ struct LlmClient::Impl {
       case HttpFailure::other:
         break;
     }
-    return AttemptFailure{make(ErrorCode::LLM_UNREACHABLE,
-                               "the request to " + where + " failed (" + r.failure_text +
-                                   "): check --llm-url",
-                               false),
-                          false, {}};
+    return AttemptFailure{
+        make(ErrorCode::LLM_UNREACHABLE,
+             "the request to " + where + " failed (" + r.failure_text + "): check --llm-url",
+             false),
+        false,
+        {}};
   }
 
   // A non-2xx status → a typed error.
@@ -274,11 +281,12 @@ struct LlmClient::Impl {
                              ? "no API key is configured: set api_key_env (--api-key-env) "
                                "or api_key_file (--api-key-file)"
                              : "check " + key_source();
-      return {make(ErrorCode::UNAUTHORIZED,
-                   server_name() + " refused the credentials (" + status + ": " + said +
-                       "): " + hint,
-                   false, r.status),
-              false, {}};
+      return {
+          make(ErrorCode::UNAUTHORIZED,
+               server_name() + " refused the credentials (" + status + ": " + said + "): " + hint,
+               false, r.status),
+          false,
+          {}};
     }
     if (r.status == 404 || mentions_missing_model(said)) {
       std::string hint = cfg.api == Api::ollama
@@ -286,10 +294,11 @@ struct LlmClient::Impl {
                              : "check --model against the server's /v1/models and that "
                                "--llm-url is the server root (without /v1)";
       return {make(ErrorCode::MODEL_NOT_FOUND,
-                   "model '" + model + "' not found at " + server_name() + " (" + status +
-                       ": " + said + "): " + hint,
+                   "model '" + model + "' not found at " + server_name() + " (" + status + ": " +
+                       said + "): " + hint,
                    false, r.status),
-              false, {}};
+              false,
+              {}};
     }
     if (r.status == 429) {
       return {make(ErrorCode::RATE_LIMITED,
@@ -305,22 +314,23 @@ struct LlmClient::Impl {
     }
     if (r.status >= 400) {
       return {make(ErrorCode::BAD_REQUEST,
-                   server_name() + " rejected the request (" + status + ": " + said + ")",
-                   false, r.status),
-              false, {}};
+                   server_name() + " rejected the request (" + status + ": " + said + ")", false,
+                   r.status),
+              false,
+              {}};
     }
     return {make(ErrorCode::LLM_BAD_RESPONSE,
                  "unexpected " + status + " from " + where + ": " + wire::excerpt(r.body), false,
                  r.status),
-            false, {}};
+            false,
+            {}};
   }
 
   // A protocol-level error from a parser (2xx body): add where it came from and what to do.
   LlmError decorate(LlmError e, const std::string& model, long status) const {
     e.http_status = status;
     if (e.code == ErrorCode::MODEL_NOT_FOUND) {
-      e.message = "model '" + model + "' not found at " + server_name() + " (" + e.message +
-                  "): " +
+      e.message = "model '" + model + "' not found at " + server_name() + " (" + e.message + "): " +
                   (cfg.api == Api::ollama ? "run `ollama pull " + model + "`"
                                           : "check --model against the server's /v1/models");
     } else if (e.code == ErrorCode::LLM_BAD_RESPONSE) {
@@ -374,16 +384,18 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
   if (s.key_problem) return fail(make(ErrorCode::UNAUTHORIZED, *s.key_problem), 0);
   const std::string model = request.model.empty() ? s.cfg.default_model : request.model;
   if (model.empty()) {
-    return fail(make(ErrorCode::BAD_REQUEST, "no model given: set --model (or the request's "
-                                             "model field)"),
+    return fail(make(ErrorCode::BAD_REQUEST,
+                     "no model given: set --model (or the request's "
+                     "model field)"),
                 0);
   }
   if (request.messages.empty()) {
     return fail(make(ErrorCode::BAD_REQUEST, "the chat request has no messages"), 0);
   }
   if (!header_safe(trace)) {
-    return fail(make(ErrorCode::BAD_REQUEST, "the trace id has characters not allowed in an "
-                                             "HTTP header"),
+    return fail(make(ErrorCode::BAD_REQUEST,
+                     "the trace id has characters not allowed in an "
+                     "HTTP header"),
                 0);
   }
   std::string body;
@@ -402,7 +414,7 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
   }
 
   const std::string url = s.base + std::string(s.api->chat_path());
-  const char* accept = !request.stream             ? "application/json"
+  const char* accept = !request.stream            ? "application/json"
                        : s.cfg.api == Api::ollama ? "application/x-ndjson"
                                                   : "text/event-stream";
   for (uint32_t attempt = 1;; ++attempt) {
@@ -424,8 +436,8 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
         try {
           stream_error = parser->feed(bytes);
         } catch (const std::exception& ex) {
-          stream_error = make(ErrorCode::INTERNAL,
-                              std::string("reading the stream failed: ") + ex.what());
+          stream_error =
+              make(ErrorCode::INTERNAL, std::string("reading the stream failed: ") + ex.what());
         }
         return !stream_error;
       };
@@ -453,8 +465,8 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
       reply.attempts = attempt;
       reply.wall_ms = ms_since(t0);
       s.log(LogLevel::debug,
-            "llm call ok: model " + reply.model + ", " + std::to_string(attempt) +
-                " attempt(s), " + std::to_string(reply.completion_tokens) + " tokens",
+            "llm call ok: model " + reply.model + ", " + std::to_string(attempt) + " attempt(s), " +
+                std::to_string(reply.completion_tokens) + " tokens",
             trace);
       return ChatResult{std::move(reply), std::nullopt};
     }
@@ -506,11 +518,11 @@ std::string base_url_from_ollama_host(std::string_view ollama_host) {
   if (v.find("://") == std::string::npos) v = "http://" + v;
   size_t host = v.find("://") + 3;
   size_t path = v.find('/', host);
-  std::string authority = v.substr(host, path == std::string::npos ? std::string::npos
-                                                                    : path - host);
+  std::string authority =
+      v.substr(host, path == std::string::npos ? std::string::npos : path - host);
   size_t bracket = authority.rfind(']');  // [::1]:11434
-  bool has_port = authority.find(':', bracket == std::string::npos ? 0 : bracket) !=
-                  std::string::npos;
+  bool has_port =
+      authority.find(':', bracket == std::string::npos ? 0 : bracket) != std::string::npos;
   if (!has_port && v.starts_with("http://")) {
     v.insert(path == std::string::npos ? v.size() : path, ":11434");
   }
@@ -530,8 +542,9 @@ ModelsResult LlmClient::list_models(const std::string& trace_id) {
     return out;
   }
   if (!header_safe(trace_id)) {
-    out.error = make(ErrorCode::BAD_REQUEST, "the trace id has characters not allowed in an "
-                                             "HTTP header");
+    out.error = make(ErrorCode::BAD_REQUEST,
+                     "the trace id has characters not allowed in an "
+                     "HTTP header");
     return out;
   }
   HttpRequest hr;

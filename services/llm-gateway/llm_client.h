@@ -75,10 +75,10 @@ struct ChatRequest {
 };
 
 struct ChatReply {
-  std::string model;           // the model that answered (as the server names it)
-  Message message;             // role assistant: text and/or tool calls
-  std::string done_reason;     // "stop", "tool_calls" (whenever tool calls came back), "length"
-  uint32_t prompt_tokens = 0;  // Ollama prompt_eval_count / OpenAI usage.prompt_tokens
+  std::string model;               // the model that answered (as the server names it)
+  Message message;                 // role assistant: text and/or tool calls
+  std::string done_reason;         // "stop", "tool_calls" (whenever tool calls came back), "length"
+  uint32_t prompt_tokens = 0;      // Ollama prompt_eval_count / OpenAI usage.prompt_tokens
   uint32_t completion_tokens = 0;  // Ollama eval_count / OpenAI usage.completion_tokens
   uint64_t load_duration_ns = 0;   // Ollama load_duration (0 for OpenAI servers)
   uint64_t total_duration_ns = 0;  // Ollama total_duration; llama.cpp timings when present
@@ -92,7 +92,7 @@ using ErrorCode = nv::schema::Error::Code;
 
 struct LlmError {
   ErrorCode code = ErrorCode::INTERNAL;
-  std::string message;    // what happened and what to do; never contains the API key
+  std::string message;     // what happened and what to do; never contains the API key
   bool retryable = false;  // the same request may succeed later unchanged
   long http_status = 0;    // last HTTP status seen (0 = none)
   uint32_t attempts = 0;   // HTTP attempts made (0 when refused before calling)
@@ -116,20 +116,20 @@ struct LlmConfig {
   // gets "http://" prepended).
   std::string base_url = "http://localhost:11434";
   Api api = Api::ollama;
-  std::string default_model;            // used when ChatRequest::model is ""
-  long connect_timeout_ms = 5'000;      // TCP (+TLS) connect, per attempt
-  long timeout_ms = 300'000;            // whole HTTP exchange, per attempt (models are slow)
-  uint32_t max_attempts = 3;            // 1 = no retries; retried: connect errors, 429, 5xx
-  long backoff_initial_ms = 250;        // first retry waits ~this (jittered 50..100%)
-  long backoff_max_ms = 5'000;          // exponential growth stops here
-  long retry_after_max_ms = 30'000;     // a longer Retry-After is not waited for
-  double rate_per_s = 0;                // request token bucket refill; 0 = no limit
-  double rate_burst = 10;               // bucket capacity (requests in one burst)
+  std::string default_model;             // used when ChatRequest::model is ""
+  long connect_timeout_ms = 5'000;       // TCP (+TLS) connect, per attempt
+  long timeout_ms = 300'000;             // whole HTTP exchange, per attempt (models are slow)
+  uint32_t max_attempts = 3;             // 1 = no retries; retried: connect errors, 429, 5xx
+  long backoff_initial_ms = 250;         // first retry waits ~this (jittered 50..100%)
+  long backoff_max_ms = 5'000;           // exponential growth stops here
+  long retry_after_max_ms = 30'000;      // a longer Retry-After is not waited for
+  double rate_per_s = 0;                 // request token bucket refill; 0 = no limit
+  double rate_burst = 10;                // bucket capacity (requests in one burst)
   size_t max_response_bytes = 8u << 20;  // a longer body fails with llmBadResponse
-  std::string api_key_env;    // name of an env var holding the bearer key ("" = none)
-  std::string api_key_file;   // or a file holding it (first line; wins over api_key_env)
-  bool openai_stream_usage = true;  // send stream_options.include_usage when streaming
-  LogFn log;                        // optional
+  std::string api_key_env;               // name of an env var holding the bearer key ("" = none)
+  std::string api_key_file;              // or a file holding it (first line; wins over api_key_env)
+  bool openai_stream_usage = true;       // send stream_options.include_usage when streaming
+  LogFn log;                             // optional
 };
 
 // ---- Client -------------------------------------------------------------------------------

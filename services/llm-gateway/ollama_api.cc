@@ -129,9 +129,8 @@ class OllamaStream final : public StreamParser {
     rapidjson::Document d;
     d.Parse(line.data(), line.size());
     if (d.HasParseError()) {
-      return bad_response("Ollama stream line " + std::to_string(lines_seen_) +
-                          " is not JSON (" + rapidjson::GetParseError_En(d.GetParseError()) +
-                          "): " + excerpt(line));
+      return bad_response("Ollama stream line " + std::to_string(lines_seen_) + " is not JSON (" +
+                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(line));
     }
     std::string delta;
     if (auto err = apply_chunk(d, acc_, &delta)) return err;
@@ -164,8 +163,8 @@ void write_message(JsonWriter& w, const Message& m, std::optional<LlmError>* err
       write_string(w, tc.name);
       w.Key("arguments");  // an object in Ollama, not a string
       if (!write_raw_json(w, tc.arguments_json.empty() ? "{}" : tc.arguments_json)) {
-        *err = bad_request("tool call '" + tc.name + "' has arguments that are not JSON: " +
-                           excerpt(tc.arguments_json));
+        *err = bad_request("tool call '" + tc.name +
+                           "' has arguments that are not JSON: " + excerpt(tc.arguments_json));
         w.Null();
       }
       w.EndObject();
@@ -186,8 +185,7 @@ class OllamaApi final : public WireApi {
   std::string_view models_path() const override { return "/api/tags"; }
 
   std::optional<LlmError> build_chat_body(const ChatRequest& req, const std::string& model,
-                                          bool /*stream_usage*/,
-                                          std::string* out) const override {
+                                          bool /*stream_usage*/, std::string* out) const override {
     std::optional<LlmError> err;
     rapidjson::StringBuffer sb;
     JsonWriter w(sb);
@@ -214,8 +212,8 @@ class OllamaApi final : public WireApi {
         w.Key("description");
         write_string(w, t.description);
         w.Key("parameters");
-        if (!write_raw_json(w, t.parameters_json.empty() ? R"({"type":"object"})"
-                                                         : t.parameters_json)) {
+        if (!write_raw_json(
+                w, t.parameters_json.empty() ? R"({"type":"object"})" : t.parameters_json)) {
           err = bad_request("tool '" + t.name + "' has a parameters schema that is not JSON");
           w.Null();
         }
@@ -243,14 +241,12 @@ class OllamaApi final : public WireApi {
     return std::nullopt;
   }
 
-  std::optional<LlmError> parse_chat_reply(std::string_view body,
-                                           ChatReply& reply) const override {
+  std::optional<LlmError> parse_chat_reply(std::string_view body, ChatReply& reply) const override {
     rapidjson::Document d;
     d.Parse(body.data(), body.size());
     if (d.HasParseError()) {
       return bad_response(std::string("Ollama answer is not JSON (") +
-                          rapidjson::GetParseError_En(d.GetParseError()) + "): " +
-                          excerpt(body));
+                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(body));
     }
     ChatReply acc;
     std::string delta;

@@ -155,8 +155,8 @@ class OpenAiStream final : public StreamParser {
     rapidjson::Document d;
     d.Parse(data.data(), data.size());
     if (d.HasParseError() || !d.IsObject()) {
-      return bad_response("SSE event " + std::to_string(events_) + " is not a JSON object: " +
-                          excerpt(data));
+      return bad_response("SSE event " + std::to_string(events_) +
+                          " is not a JSON object: " + excerpt(data));
     }
     if (const Value* err = get_member(d, "error")) return inband_error(*err);
     read_usage(d, acc_);
@@ -291,8 +291,8 @@ class OpenAiApi final : public WireApi {
         w.Key("description");
         write_string(w, t.description);
         w.Key("parameters");
-        if (!write_raw_json(w, t.parameters_json.empty() ? R"({"type":"object"})"
-                                                         : t.parameters_json)) {
+        if (!write_raw_json(
+                w, t.parameters_json.empty() ? R"({"type":"object"})" : t.parameters_json)) {
           err = bad_request("tool '" + t.name + "' has a parameters schema that is not JSON");
           w.Null();
         }
@@ -315,14 +315,12 @@ class OpenAiApi final : public WireApi {
     return std::nullopt;
   }
 
-  std::optional<LlmError> parse_chat_reply(std::string_view body,
-                                           ChatReply& reply) const override {
+  std::optional<LlmError> parse_chat_reply(std::string_view body, ChatReply& reply) const override {
     rapidjson::Document d;
     d.Parse(body.data(), body.size());
     if (d.HasParseError()) {
       return bad_response(std::string("the answer is not JSON (") +
-                          rapidjson::GetParseError_En(d.GetParseError()) + "): " +
-                          excerpt(body));
+                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(body));
     }
     if (!d.IsObject()) return bad_response("the answer is not a JSON object");
     if (const Value* err = get_member(d, "error")) return inband_error(*err);

@@ -4,7 +4,10 @@
 // with the script it needs, talks to it through the real client, and checks both what came back
 // and what the server recorded. Backoff sleeps and the rate limiter's clock are injected, so no
 // test waits for a retry delay; only the timeout tests wait (for less than a second).
+#include "llm_client.h"
+
 #include <arpa/inet.h>
+#include <capnp/message.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -16,16 +19,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <capnp/message.h>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <string>
 #include <thread>
-#include <atomic>
 #include <vector>
 
 #include "http.h"
-#include "llm_client.h"
 
 extern char** environ;
 
@@ -202,8 +203,8 @@ TEST(LlmClientOllama, StreamingDeliversDeltasAndToolCall) {
   Harness h;
   LlmClient client(h.config(fake, Api::ollama), h.deps());
   std::vector<std::string> deltas;
-  ChatResult r = client.chat(simple_request(true),
-                             [&](std::string_view d) { deltas.emplace_back(d); });
+  ChatResult r =
+      client.chat(simple_request(true), [&](std::string_view d) { deltas.emplace_back(d); });
   ASSERT_TRUE(r.ok()) << r.error->message;
   EXPECT_GE(deltas.size(), 3u);  // "Let ", "me ", "run ", "that."
   std::string joined;
@@ -254,8 +255,7 @@ TEST(LlmClientOllama, ToolResultGoesBackAndConnectionIsReused) {
 TEST(LlmClientOpenAi, NonStreamingToolCallWithBearerKeyNeverLogged) {
   const std::string key = "sk-test-5ecret-val";
   setenv("NV_TEST_LLM_KEY", key.c_str(), 1);
-  FakeLlm fake(std::string(R"({"api_key": ")") + key + R"(", "turns": [)" + kToolTurn +
-               "]}");
+  FakeLlm fake(std::string(R"({"api_key": ")") + key + R"(", "turns": [)" + kToolTurn + "]}");
   Harness h;
   LlmConfig cfg = h.config(fake, Api::openai);
   cfg.api_key_env = "NV_TEST_LLM_KEY";
@@ -454,8 +454,8 @@ TEST(LlmClientFailure, StallTimesOutWithinTheTimeout) {
   LlmClient client(cfg, h.deps());
   auto t0 = std::chrono::steady_clock::now();
   ChatResult r = client.chat(simple_request());
-  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                  .count();
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->code, ErrorCode::LLM_TIMED_OUT);
   EXPECT_EQ(r.error->attempts, 1u);  // a timeout is not retried: the budget is spent
@@ -489,8 +489,8 @@ TEST(LlmClientFailure, MalformedJsonIsBadResponse) {
                  Case{Api::ollama, false, "shape"}, Case{Api::openai, false, "truncated"},
                  Case{Api::openai, true, "garbage"}, Case{Api::openai, false, "shape"}}) {
     SCOPED_TRACE(std::string(api_name(c.api)) + (c.stream ? " stream " : " ") + c.kind);
-    FakeLlm fake(std::string(R"({"turns": [{"say": "some words here", "malformed": ")") +
-                 c.kind + R"("}]})");
+    FakeLlm fake(std::string(R"({"turns": [{"say": "some words here", "malformed": ")") + c.kind +
+                 R"("}]})");
     Harness h;
     LlmClient client(h.config(fake, c.api), h.deps());
     ChatResult r = client.chat(simple_request(c.stream));
@@ -671,8 +671,8 @@ TEST(LlmClient, ShutdownAbandonsTheCallInFlight) {
   std::this_thread::sleep_for(300ms);
   client.shutdown();
   caller.join();
-  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                  .count();
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->code, ErrorCode::SHUTTING_DOWN);
   EXPECT_TRUE(r.error->retryable);
@@ -693,8 +693,8 @@ TEST(LlmClient, OneClientSharedByThreadsSerialisesCalls) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 5; ++i) {
         std::string got;
-        ChatResult r = client.chat(simple_request((t + i) % 2 == 0),
-                                   [&](std::string_view d) { got += d; });
+        ChatResult r =
+            client.chat(simple_request((t + i) % 2 == 0), [&](std::string_view d) { got += d; });
         if (r.ok() && r.reply->message.content == "a b c d") ++ok;
       }
     });
