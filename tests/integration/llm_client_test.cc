@@ -704,6 +704,26 @@ TEST(LlmClient, OneClientSharedByThreadsSerialisesCalls) {
   EXPECT_EQ(fake.requests().Size(), 20u);
 }
 
+TEST(LlmClient, TwentyClientsAtOnceAllServed) {
+  FakeLlm fake(R"({"turns": [{"say": "{{last_user}} done", "chunk_delay": 0.01}]})");
+  Harness h;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 20; ++t) {
+    threads.emplace_back([&, t] {
+      LlmClient client(h.config(fake, t % 2 ? Api::openai : Api::ollama));
+      ChatRequest req = simple_request(true);
+      req.messages[1].content = "task " + std::to_string(t);
+      std::string seen;
+      ChatResult r = client.chat(req, [&](std::string_view d) { seen += d; });
+      if (r.ok() && seen == req.messages[1].content + " done") ++ok;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 20);
+  EXPECT_EQ(fake.requests().Size(), 20u);
+}
+
 TEST(LlmClient, OllamaHostBecomesABaseUrl) {
   EXPECT_EQ(base_url_from_ollama_host(""), "http://localhost:11434");
   EXPECT_EQ(base_url_from_ollama_host("127.0.0.1"), "http://127.0.0.1:11434");
