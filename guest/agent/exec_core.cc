@@ -82,7 +82,8 @@ std::string errno_text(const char* call, int err) {
 
 // Async-signal-safe child set-up: only syscalls between fork and execve.
 [[noreturn]] void child_main(const ExecSpec& spec, char* const* argv, char* const* envp,
-                             int in_fd, int out_fd, int err_fd, int report_fd) {
+                             const char* oom_adj, int in_fd, int out_fd, int err_fd,
+                             int report_fd) {
   auto fail = [report_fd](ChildStep step) {
     ChildFailure f{static_cast<int>(step), errno};
     ssize_t w = ::write(report_fd, &f, sizeof f);
@@ -102,6 +103,15 @@ std::string errno_text(const char* call, int err) {
   sigset_t none;
   sigemptyset(&none);
   if (::sigprocmask(SIG_SETMASK, &none, nullptr) < 0) fail(ChildStep::sigmask);
+  if (oom_adj != nullptr) {
+    // Best effort: a failure (no /proc, not permitted) leaves the inherited value.
+    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ssize_t w = ::write(fd, oom_adj, ::strlen(oom_adj));
+      (void)w;
+      ::close(fd);
+    }
+  }
   for (const RlimitRule& r : spec.rlimits) {
     struct rlimit lim{r.value, r.value};
     if (::setrlimit(r.resource, &lim) < 0) fail(ChildStep::setrlimit);
@@ -208,6 +218,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   std::vector<char*> envp;
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  const std::string oom_adj = spec.oom_score_adj ? std::to_string(*spec.oom_score_adj) : "";
 
   int p_in[2], p_out[2], p_err[2], p_rep[2];
   if (::pipe2(p_in, O_CLOEXEC) < 0) return out.error = errno_text("pipe2(stdin)", errno), out;
@@ -223,8 +234,8 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   const pid_t pid = ::fork();
   if (pid < 0) return out.error = errno_text("fork()", errno), out;
   if (pid == 0) {
-    child_main(spec, argv.data(), envp.data(), in_r.get(), out_w.get(), err_w.get(),
-               rep_w.get());
+    child_main(spec, argv.data(), envp.data(), oom_adj.empty() ? nullptr : oom_adj.c_str(),
+               in_r.get(), out_w.get(), err_w.get(), rep_w.get());
   }
   in_r.reset();
   out_w.reset();

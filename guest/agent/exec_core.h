@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,10 @@ struct ExecSpec {
   int uid = -1;                    // run as this uid/gid when >= 0 (needs privilege)
   int gid = -1;
   std::vector<RlimitRule> rlimits = default_rlimits();
+  // Written to /proc/self/oom_score_adj in the child when set (-1000..1000). The agent makes
+  // programs the OOM killer's first choice and itself exempt, so a program that exhausts the
+  // VM's memory dies and the agent reports it.
+  std::optional<int> oom_score_adj;
   // Grace to drain the pipes after the main process ended and its group was killed.
   std::chrono::milliseconds drain_grace{200};
   // Output is coalesced into chunks and flushed at least this often while the program runs.

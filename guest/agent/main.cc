@@ -369,6 +369,11 @@ int main(int argc, char** argv) {
   cfg.languages = default_languages();
   cfg.run_uid = opt.run_uid;
   cfg.run_gid = opt.run_gid;
+  if (opt.init) {
+    // Out of memory, the kernel kills a program (1000: first choice), never the agent (-1000).
+    cfg.program_oom_score_adj = 1000;
+    protect_from_oom();
+  }
   Agent agent(opt, cfg);
   // PID 1 must not return: if the loop fails, end the VM rather than panic the kernel.
   try {

@@ -251,6 +251,7 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
   spec.uid = config_.run_uid;
   spec.gid = config_.run_gid;
   spec.rlimits = config_.rlimits;
+  spec.oom_score_adj = config_.program_oom_score_adj;
 
   ExecOutcome outcome = run_exec(spec, [&](OutStream s, std::string_view data) {
     capnp::MallocMessageBuilder mb;

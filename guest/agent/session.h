@@ -63,6 +63,8 @@ struct AgentConfig {
       "PYTHONUNBUFFERED=1",         // output streams as it is produced
   };
   std::vector<RlimitRule> rlimits = default_rlimits();
+  // oom_score_adj for programs (unset: inherit the agent's).
+  std::optional<int> program_oom_score_adj;
 };
 
 // python, bash, sh, javascript at their Debian paths (common.capnp: Language).

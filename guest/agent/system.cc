@@ -134,6 +134,14 @@ void init_system() {
   bring_up_loopback();
 }
 
+void protect_from_oom() {
+  int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || ::write(fd, "-1000", 5) != 5) {
+    log_line("warn", errno_text("write(/proc/self/oom_score_adj, -1000)", errno));
+  }
+  if (fd >= 0) ::close(fd);
+}
+
 std::string LinuxSystemOps::add_entropy(std::string_view bytes) {
   // struct rand_pool_info ends in a flexible array of __u32; build it in a word buffer.
   std::vector<uint32_t> buf(2 + (bytes.size() + 3) / 4, 0);

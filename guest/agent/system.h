@@ -12,6 +12,9 @@ namespace nv::guest::agent {
 // agent (PID 1 must keep serving, and exiting would panic the kernel).
 void init_system();
 
+// oom_score_adj = -1000 for the agent: the OOM killer picks a program instead.
+void protect_from_oom();
+
 // Real SystemOps: RNDADDENTROPY on /dev/urandom, clock_settime, sethostname + /run/nv/vm-id.
 class LinuxSystemOps final : public SystemOps {
  public:

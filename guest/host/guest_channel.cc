@@ -75,7 +75,9 @@ ChannelError write_all(int fd, std::string_view data, Deadline deadline) {
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EPIPE) return err(ChannelErrc::closed, "the guest channel closed");
-    if (w < 0 && errno != EAGAIN) return err(ChannelErrc::io, errno_text("send(guest channel)", errno));
+    if (w < 0 && errno != EAGAIN) {
+      return err(ChannelErrc::io, errno_text("send(guest channel)", errno));
+    }
     int r = wait_fd(fd, POLLOUT, deadline);
     if (r < 0) return err(ChannelErrc::io, errno_text("poll(guest channel)", errno));
     if (r == 0) {

@@ -9,11 +9,13 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -161,6 +163,16 @@ TEST(ExecCore, RlimitsApply) {
   EXPECT_NE(has("Max open files").find(" 1024 "), std::string::npos) << c.out;
   EXPECT_NE(has("Max processes").find(" 256 "), std::string::npos) << c.out;
   EXPECT_NE(has("Max file size").find(" 268435456 "), std::string::npos) << c.out;
+}
+
+TEST(ExecCore, OomScoreAdjIsSetForTheProgram) {
+  agent::ExecSpec spec;
+  spec.argv = {"/bin/sh", "-c", "cat /proc/self/oom_score_adj"};
+  spec.oom_score_adj = 1000;  // raising is always permitted
+  std::string out;
+  auto o = agent::run_exec(spec, [&](OutStream, std::string_view d) { out.append(d); });
+  EXPECT_EQ(o.exit_code, 0) << o.error;
+  EXPECT_EQ(out, "1000\n");
 }
 
 // ---- Session + GuestChannel over a socketpair --------------------------------------------------
@@ -405,6 +417,83 @@ TEST_F(AgentOnSocketpair, ShutdownEndsTheStream) {
   auto e = ch.shutdown(Clock::now() + 5s);
   EXPECT_FALSE(e) << e.message;
   EXPECT_TRUE(shutdown_seen_);
+}
+
+// ---- connect(): a Firecracker-style hybrid vsock socket that appears late ---------------------
+
+// Listens on `path` (created after `delay`), answers the CONNECT line with `reply`, then serves a
+// Session when the reply was OK.
+void fake_hybrid_vsock(const std::string& path, std::chrono::milliseconds delay,
+                       const std::string& reply, std::string* seen_request) {
+  std::this_thread::sleep_for(delay);  // the socket appearing late is the scenario under test
+  int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  int c = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(l);
+  ASSERT_GE(c, 0);
+  std::string line;
+  char ch;
+  while (::recv(c, &ch, 1, 0) == 1 && ch != '\n') line += ch;
+  *seen_request = line;
+  (void)::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+  if (reply.rfind("OK ", 0) == 0) {
+    agent::AgentConfig cfg;
+    cfg.languages = agent::default_languages();
+    FakeOps ops;
+    agent::Session s(cfg, ops, [c](std::string_view b) {
+      return ::send(c, b.data(), b.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(b.size());
+    });
+    s.on_connect();
+    char buf[65536];
+    ssize_t r;
+    while ((r = ::recv(c, buf, sizeof buf, 0)) > 0) {
+      if (!s.on_bytes(buf, static_cast<size_t>(r))) break;
+    }
+  }
+  ::close(c);
+}
+
+TEST(HybridVsock, ConnectWaitsForTheSocketThenHandshakes) {
+  char tmpl[] = "/tmp/nv-hv-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(tmpl));
+  const std::string path = std::string(tmpl) + "/vsock.sock";
+  std::string seen;
+  std::thread fc(fake_hybrid_vsock, path, 200ms, "OK 1073741824\n", &seen);
+  auto t0 = Clock::now();
+  auto ch = GuestChannel::connect(path, ChannelKind::hybrid_vsock, 6000, Clock::now() + 5s);
+  ASSERT_TRUE(ch.ok()) << ch.error().message;
+  EXPECT_GE(Clock::now() - t0, 190ms);
+  EXPECT_EQ(seen, "CONNECT 6000");
+  EXPECT_EQ(ch.value()->hello().agent_version, agent::kAgentVersion);
+  ExecSpec spec;
+  spec.language = schema::Language::SH;
+  spec.code = "echo vsock-ok";
+  std::string out;
+  auto r = ch.value()->exec(spec, [&](schema::Stream, std::string_view d) { out.append(d); },
+                            Clock::now() + 5s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(out, "vsock-ok\n");
+  ch.value()->close();
+  fc.join();
+  std::system(("rm -rf " + std::string(tmpl)).c_str());
+}
+
+TEST(HybridVsock, RefusedConnectIsConnectFailed) {
+  char tmpl[] = "/tmp/nv-hv-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(tmpl));
+  const std::string path = std::string(tmpl) + "/vsock.sock";
+  std::string seen;
+  std::thread fc(fake_hybrid_vsock, path, 0ms, "NOPE port closed\n", &seen);
+  auto ch = GuestChannel::connect(path, ChannelKind::hybrid_vsock, 6000, Clock::now() + 5s);
+  fc.join();
+  ASSERT_FALSE(ch.ok());
+  EXPECT_EQ(ch.error().code, ChannelErrc::connect_failed) << ch.error().message;
+  EXPECT_NE(ch.error().message.find("NOPE"), std::string::npos) << ch.error().message;
+  std::system(("rm -rf " + std::string(tmpl)).c_str());
 }
 
 }  // namespace

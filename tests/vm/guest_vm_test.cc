@@ -273,6 +273,19 @@ TEST_F(GuestVm, OutputCapTruncatesButCounts) {
   EXPECT_EQ(r.outcome.stdout_bytes, 200000u);
 }
 
+TEST_F(GuestVm, MemoryHogIsOomKilledAndTheAgentSurvives) {
+  // 256 MiB VM: the program (oom_score_adj 1000) is killed, the agent (-1000) keeps serving.
+  auto r = run(schema::Language::PYTHON,
+               "a = []\nwhile True: a.append(b'x' * (64 << 20))", 60000);
+  ASSERT_FALSE(r.error) << r.error.message;
+  EXPECT_FALSE(r.outcome.timed_out);
+  EXPECT_EQ(r.outcome.signal, SIGKILL) << r.err;
+  auto p = channel_->ping(Clock::now() + 10s);
+  EXPECT_TRUE(p.ok()) << p.error().message;
+  auto again = run(schema::Language::SH, "echo alive");
+  EXPECT_EQ(again.out, "alive\n");
+}
+
 TEST_F(GuestVm, PutRunGetFile) {
   ASSERT_FALSE(
       channel_->put_file("/tmp/work/in.txt", "hello from the host", 0, Clock::now() + 10s));
