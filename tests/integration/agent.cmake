@@ -1,0 +1,16 @@
+# agent_test: the agent loop end to end on the host — nv-orchestrator and nv-llm-gateway as
+# child processes, tests/fixtures/fake_llm.py as the model, an in-test double of the executor.
+if(TARGET nv_test_support)
+  nv_add_gtest(NAME agent_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/agent_test.cc
+    LIBS nv_agent nv_common nv_test_support
+    LABELS integration
+    TIMEOUT 600)
+  target_include_directories(agent_test PRIVATE ${PROJECT_SOURCE_DIR}/services/orchestrator
+                                                ${RAPIDJSON_INCLUDE_DIRS})
+  target_compile_definitions(agent_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  # The binaries it runs.
+  add_dependencies(agent_test nv-orchestrator nv-llm-gateway nv-submit)
+else()
+  message(STATUS "agent_test: nv_test_support (tests/support) is missing; not built")
+endif()
