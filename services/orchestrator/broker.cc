@@ -196,6 +196,15 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
   auto deadline = msg.header.deadline_ms ? std::chrono::milliseconds(msg.header.deadline_ms)
                                          : opt_.default_deadline;
   p.deadline = Clock::now() + deadline;
+  // Answered requests leave their entry in the deadline heap until it expires; rebuild the heap
+  // from the live requests before those leftovers outnumber them (bounded memory, and pushes
+  // stay cheap at 100k requests/s with long deadlines).
+  if (deadlines_.size() > 2 * pending_.size() + 1024) {
+    std::vector<std::pair<Clock::time_point, uint64_t>> live;
+    live.reserve(pending_.size() + 1);
+    for (const auto& [pid, pend] : pending_) live.emplace_back(pend.deadline, pid);
+    deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(live));
+  }
   deadlines_.emplace(p.deadline, p.id);
   auto& svc = services_[p.service];
   svc.queue.push_back(p.id);
