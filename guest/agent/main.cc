@@ -103,11 +103,15 @@ std::string find_virtio_port(const std::string& name) {
   return found;
 }
 
+// Early bytes kept for a host whose connection has not shown yet: one host frame and a read.
+constexpr size_t kMaxPending = kDefaultHostFrameCap + 64 * 1024;
+
 struct Conn {
   int fd = -1;
   bool virtio = false;
   bool connected = false;  // virtio: a host client is attached to the port
   bool dropped = false;    // input is ignored until the host reconnects (virtio) / closed (vsock)
+  std::string pending;     // virtio: bytes read before the connection showed (see service_virtio)
   std::unique_ptr<Session> session;
 };
 
@@ -226,6 +230,9 @@ class Agent {
     service_virtio();  // a host may be connected already
   }
 
+  // Data and connection state travel on different virtqueues, so the bytes of a host that just
+  // connected can be readable before the port reports the connection. Such bytes are kept
+  // (`pending`) and fed to the session once the connection shows, after its Hello.
   void service_virtio() {
     Conn& c = virtio_;
     char buf[64 * 1024];
@@ -233,21 +240,39 @@ class Agent {
       pollfd p{c.fd, POLLIN, 0};
       ::poll(&p, 1, 0);
       const bool host_here = !(p.revents & POLLHUP);
+      if (!host_here && c.connected) {
+        log_line("info", "host disconnected from virtio-serial");
+        c.connected = false;
+        c.dropped = false;
+      }
       if (host_here && !c.connected) {
         c.connected = true;
         c.dropped = false;
         log_line("info", "host connected on virtio-serial");
         c.session->on_connect();  // Hello, every time a host attaches
+        if (!c.pending.empty()) {
+          std::string early;
+          early.swap(c.pending);
+          if (!c.session->on_bytes(early.data(), early.size())) c.dropped = true;
+        }
       }
       ssize_t r = ::read(c.fd, buf, sizeof buf);
       if (r > 0) {
+        if (!c.connected) {
+          if (c.pending.size() + static_cast<size_t>(r) > kMaxPending) {
+            log_line("warn", "dropping early bytes beyond " + std::to_string(kMaxPending));
+            c.pending.clear();
+          }
+          c.pending.append(buf, static_cast<size_t>(r));
+          continue;
+        }
         if (!c.dropped && !c.session->on_bytes(buf, static_cast<size_t>(r))) c.dropped = true;
         if (c.session->shutdown_requested()) shutdown_ = true;
         if (shutdown_) return;
         continue;
       }
       if (r == 0) {
-        // No host client: wait (edge-triggered) for the next connect.
+        // No host client and nothing buffered: wait (edge-triggered) for the next connect.
         if (c.connected) log_line("info", "host disconnected from virtio-serial");
         c.connected = false;
         c.dropped = false;
