@@ -5,12 +5,14 @@
 #include <prometheus/registry.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
 
 #include "common/log.h"
+#include "common/seccomp_policy.h"
 #include "event_metrics.h"
 
 namespace nv::metrics {
@@ -119,6 +121,17 @@ std::unordered_set<std::string> replay_history(ServiceContext& ctx, EventMetrics
   return ids;
 }
 
+// The bus services' allow-list plus what this process needs on top of it.
+seccomp::Profile exporter_seccomp_profile() {
+  auto p = seccomp::zmq_service_profile("metrics-exporter");
+  p.rules.push_back(seccomp::allow("accept", "civetweb (prometheus-cpp Exposer) accepts HTTP "
+                                             "connections with accept(2), not accept4"));
+  // Not in the shared sets yet (reported): service_main's signal thread waits with it.
+  p.rules.push_back(seccomp::allow("rt_sigtimedwait", "service_main's signal thread "
+                                                      "(sigtimedwait for SIGTERM/SIGINT/SIGHUP)"));
+  return p;
+}
+
 }  // namespace
 
 Result<PushTarget> parse_pushgateway_url(const std::string& url) {
@@ -164,6 +177,7 @@ void add_exporter_options(Config& c) {
   c.add_int("history-limit", 10000, "most events replayed at start");
   c.add_int("max-vm-series", 4096, "VMs with per-VM series at once");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
+  c.add_bool("seccomp", true, "install the seccomp allow-list once started");
 }
 
 int run_exporter(ServiceContext& ctx) {
@@ -240,10 +254,14 @@ int run_exporter(ServiceContext& ctx) {
                   r->fail(make_error(ErrorCode::BAD_REQUEST,
                                      "metrics-exporter takes no requests; scrape /metrics"));
                 });
-  std::thread worker_thread([&] { worker.run(ctx.stop); });
+  // Its own stop flag, so a failure below can end it as well as SIGTERM can.
+  std::atomic<bool> worker_stop{false};
+  std::thread worker_thread([&] { worker.run(worker_stop); });
+  int rc = 0;
   std::string url = "http://" + listen + "/metrics";
   ctx.announce_started({url, ctx.endpoints.events_out, ctx.endpoints.workers});
 
+  // Before seccomp: the Gateway initialises libcurl and OpenSSL, which read system info.
   std::unique_ptr<Pusher> pusher;
   if (push) {
     std::string instance = c.str("push-instance").empty() ? hostname() : c.str("push-instance");
@@ -251,15 +269,28 @@ int run_exporter(ServiceContext& ctx) {
                                       std::chrono::seconds(c.integer("push-interval-s")));
   }
 
+  // The seccomp allow-list goes on every thread running now (ZeroMQ, HTTP, worker, pusher) and
+  // is inherited by any started later (curl's resolver). It comes after announce_started, whose
+  // privilege summary needs capget and prctl(PR_GET_NO_NEW_PRIVS).
+  if (c.boolean("seccomp")) {
+    seccomp::InstallOptions so;
+    so.log = [](const std::string& line) { log::info(line); };
+    auto r = seccomp::install(exporter_seccomp_profile(), so);
+    if (!r.ok) {
+      log::error("cannot install the seccomp allow-list", {{"error", r.text()}});
+      rc = 1;
+    }
+  }
+
   // 4. History, then 5. live events (skipping those the history already had).
   std::unordered_set<std::string> replayed;
-  if (c.boolean("replay-history")) {
+  if (c.boolean("replay-history") && rc == 0) {
     replayed = replay_history(ctx, metrics, static_cast<uint32_t>(c.integer("history-limit")));
   }
   log::info("serving metrics", {{"url", url}});
   uint64_t malformed_seen = 0;
   uint64_t rejected = 0;
-  while (!ctx.stop.load()) {
+  while (rc == 0 && !ctx.stop.load()) {
     auto in = sub.receive(std::chrono::milliseconds(200));
     if (sub.malformed() != malformed_seen) {
       metrics.count_malformed(sub.malformed() - malformed_seen);
@@ -285,10 +316,11 @@ int run_exporter(ServiceContext& ctx) {
   }
 
   // Drain: the worker leaves the broker, the last values are pushed, HTTP closes.
+  worker_stop = true;
   worker_thread.join();
   pusher.reset();
   exposer.reset();
-  return 0;
+  return rc;
 }
 
 }  // namespace nv::metrics

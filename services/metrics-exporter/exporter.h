@@ -6,7 +6,8 @@
 //   1. subscribe to the whole event stream (live events queue from here on);
 //   2. drop every capability, then bind the HTTP listener (--listen) — in the other order only
 //      for a port below 1024 (see run_exporter: capabilities are per thread);
-//   3. register presence with the broker (capacity 0) and publish service.started;
+//   3. install the seccomp allow-list (every thread), register presence with the broker
+//      (capacity 0) and publish service.started;
 //   4. replay the orchestrator's history ("nv.events"), so gauges such as services_up are right
 //      even when the exporter starts after the services; live events already in it are skipped;
 //   5. apply live events until SIGTERM, pushing to the Pushgateway every --push-interval-s.

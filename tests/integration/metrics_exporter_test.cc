@@ -158,6 +158,17 @@ TEST_F(MetricsStack, EventsBecomeMetricsThatPassPromtoolAndAuditShowsTheServices
     }
   }
   EXPECT_TRUE(saw_http_thread);
+  // And the seccomp allow-list is on (mode 2 = filter) once it has started.
+  auto seccomp_mode = [&] {
+    std::ifstream status("/proc/" + std::to_string(exporter_->pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("Seccomp:", 0) == 0) return std::stoi(line.substr(8));
+    }
+    return -1;
+  };
+  EXPECT_TRUE(nv::test::wait_until([&] { return seccomp_mode() == 2; }, 5s))
+      << "Seccomp: " << seccomp_mode();
 
   zmq::context_t ctx(1);
   nv::EventPublisher pub(ctx, nv::bus::ipc_endpoint(rt_.file("events-in.sock")), "test",
