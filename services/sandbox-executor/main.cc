@@ -6,7 +6,8 @@
 //
 // Start-up, in order:
 //   1. options → ExecutorOptions (limits, guest rate limits, timeouts);
-//   2. drop privileges (optional --run-as-uid/--run-as-gid, no capabilities, no_new_privs);
+//   2. drop privileges (optional --run-as-uid/--run-as-gid, no capabilities, no_new_privs),
+//      then announce service.started (it reads the privileges back with capget/prctl);
 //   3. seccomp allow-list (zmq_service_profile), unless --no-seccomp;
 //   4. ask the pool for its first status, register "exec" with that capacity;
 //   5. serve; a poller keeps the advertised capacity = min(concurrency, in flight + warm +
@@ -115,9 +116,19 @@ int run(nv::ServiceContext& ctx) {
     nv::log::error("cannot drop privileges", {{"error", st.error().message}});
     return 1;
   }
+  // service.started reports the privileges now held; it reads them with capget/prctl, which the
+  // allow-list below refuses, so it goes first.
+  ctx.announce_started({ctx.endpoints.workers, ctx.endpoints.vm_pool});
   // 3. Seccomp: the executor only talks over sockets (bus, pool manager, guest channels).
   if (ctx.config.boolean("seccomp")) {
     auto profile = nv::seccomp::zmq_service_profile("sandbox-executor");
+    // Beyond a generic bus service (each with its reason; base_rules lacks it as of writing):
+    profile.rules.push_back(nv::seccomp::allow(
+        "rt_sigtimedwait", "service_main's signal thread waits for SIGTERM/SIGINT with it"));
+    for (const char* call : {"inotify_init1", "inotify_add_watch", "inotify_rm_watch"}) {
+      profile.rules.push_back(nv::seccomp::allow(
+          call, "nv_guest_channel: wakes when a VM's channel socket appears in its directory"));
+    }
     nv::seccomp::InstallOptions io;
     io.log = [](const std::string& line) { nv::log::debug(line); };
     auto r = nv::seccomp::install(profile, io);
@@ -125,6 +136,7 @@ int run(nv::ServiceContext& ctx) {
       nv::log::error("cannot install the seccomp filter", {{"error", r.text()}});
       return 1;
     }
+    nv::log::info("seccomp allow-list installed", {{"rules", r.rules_added}});
   } else {
     nv::log::warn("seccomp disabled by --no-seccomp");
   }
@@ -178,7 +190,6 @@ int run(nv::ServiceContext& ctx) {
                   [&] { return done; });
     }
   });
-  ctx.announce_started({ctx.endpoints.workers, ctx.endpoints.vm_pool});
   worker.run(ctx.stop);
   {
     std::lock_guard lock(mu);
