@@ -215,6 +215,8 @@ const std::vector<Rule>& pool_manager_rules() {
 const std::vector<Rule>& sentinel_rules() {
   static const std::vector<Rule> rules = {
       allow("bpf", "load programs, update tracking/policy maps, ring buffers"),
+      allow_if_masked("kill", 1, 0xffffffffull, 0,
+                      "signal 0 only: check that a VMM pid exists before tracking it"),
       allow("perf_event_open", "libbpf probes and tracing attachments"),
       allow("getdents64", "scan /proc for the descendants of a newly tracked VMM"),
       allow("statfs", "check that an egress target is a cgroup2 dir"),

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -99,6 +100,8 @@ Status Tracker::track(const std::string& vm_id, pid_t vmm_pid, const std::string
   if (vmm_pid <= 0 && cgroup2_dir.empty())
     return Status::Fail("track_vm(" + vm_id + ")", EINVAL, "need a VMM pid or a cgroup2 dir");
   if (vms_.count(vm_id)) return Status::Fail("track_vm(" + vm_id + ")", EEXIST, "already tracked");
+  if (vmm_pid > 0 && kill(vmm_pid, 0) != 0 && errno == ESRCH)
+    return Status::Fail("kill(" + std::to_string(vmm_pid) + ", 0)", ESRCH, "no such VMM process");
 
   Vm vm;
   for (uint32_t s = 1; s < slot_used_.size(); ++s) {

@@ -416,6 +416,34 @@ TEST_F(SentinelTest, DefaultPolicyCarriesMetadataAndPrivateRanges) {
   }
 }
 
+TEST(EgressPolicy, CidrParsingCanonicalisesAndRejects) {
+  s::Cidr c;
+  ASSERT_TRUE(s::parse_cidr("10.1.2.3/8", &c).ok());
+  EXPECT_EQ(c.text(), "10.0.0.0/8");  // host bits cleared
+  ASSERT_TRUE(s::parse_cidr("fd00:ec2::254", &c).ok());
+  EXPECT_EQ(c.text(), "fd00:ec2::254/128");
+  ASSERT_TRUE(s::parse_cidr("127.0.0.2", &c).ok());
+  EXPECT_EQ(c.text(), "127.0.0.2/32");
+  for (const char* bad : {"10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/x", "example.com"}) {
+    s::Status st = s::parse_cidr(bad, &c);
+    EXPECT_FALSE(st.ok()) << bad;
+    if (!st.ok()) {
+      EXPECT_EQ(st.error().errnum, EINVAL) << bad;
+    }
+  }
+}
+
+TEST_F(SentinelTest, TrackingAnExitedProcessFailsWithEsrch) {
+  if (auto why = missing("nv_process_fork"); !why.empty()) GTEST_SKIP() << why;
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  waitpid(pid, nullptr, 0);
+  s::Status st = sentinel_->track_vm("vm-gone", pid, "");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().errnum, ESRCH) << st.text();
+  EXPECT_FALSE(sentinel_->syscall_count("vm-gone").has_value());
+}
+
 TEST_F(SentinelTest, SyscallCountRisesForTrackedVmOnly) {
   if (auto why = missing("nv_sys_enter"); !why.empty()) GTEST_SKIP() << why;
   constexpr int kCalls = 20000;
