@@ -106,6 +106,18 @@ std::string find_virtio_port(const std::string& name) {
 // Early bytes kept for a host whose connection has not shown yet: one host frame and a read.
 constexpr size_t kMaxPending = kDefaultHostFrameCap + 64 * 1024;
 
+// True when the virtio_console driver has a device (virtio-serial) bound: a port may follow.
+bool virtio_console_bound() {
+  DIR* d = ::opendir("/sys/bus/virtio/drivers/virtio_console");
+  if (!d) return false;
+  bool any = false;
+  while (dirent* e = ::readdir(d)) {
+    if (std::strncmp(e->d_name, "virtio", 6) == 0) any = true;
+  }
+  ::closedir(d);
+  return any;
+}
+
 struct Conn {
   int fd = -1;
   bool virtio = false;
@@ -126,8 +138,8 @@ class Agent {
       return 1;
     }
     setup_signals();
+    open_vsock_listener();  // first: Firecracker has no virtio-serial to wait for
     open_virtio_port();
-    open_vsock_listener();
     if (virtio_fd_ < 0 && vsock_listen_ < 0) {
       log_line("error", "no channel: neither virtio-serial port '" + opt_.port_name +
                             "' nor AF_VSOCK; nothing to serve");
@@ -202,10 +214,13 @@ class Agent {
   }
 
   void open_virtio_port() {
-    // Port names arrive from the device after the driver probed; give them a moment at boot.
+    // Ports and their names arrive from the device after the driver probed (control messages,
+    // handled asynchronously): when a virtio-serial device is bound, give them a moment at boot.
     std::string dev;
+    const bool have_device = virtio_console_bound();
     const auto until = Clock::now() + std::chrono::seconds(5);
-    while ((dev = find_virtio_port(opt_.port_name)).empty() && Clock::now() < until) {
+    while ((dev = find_virtio_port(opt_.port_name)).empty() && have_device &&
+           Clock::now() < until) {
       ::usleep(10000);
     }
     if (dev.empty()) {
