@@ -216,7 +216,8 @@ TEST_F(MetricsStack, EventsBecomeMetricsThatPassPromtoolAndAuditShowsTheServices
             42);
   EXPECT_EQ(series_value(text, R"(neurovisor_security_alerts_total{kind="egress_denied"})"), 1);
   EXPECT_EQ(series_value(text, R"(neurovisor_events_invalid_total{reason="bad_enum"})"), 1);
-  EXPECT_EQ(series_value(text, R"(neurovisor_code_execution_duration_seconds_count{language="python"})"),
+  EXPECT_EQ(series_value(
+                text, R"(neurovisor_code_execution_duration_seconds_count{language="python"})"),
             2);
   // Both services are up: the orchestrator's start came from the replayed history.
   EXPECT_EQ(series_value(text, R"(neurovisor_services_up{service="orchestrator"})"), 1) << text;

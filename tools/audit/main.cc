@@ -146,7 +146,9 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   std::string usage;
-  if (!config.positional().empty()) usage += "unexpected argument '" + config.positional()[0] + "'; ";
+  if (!config.positional().empty()) {
+    usage += "unexpected argument '" + config.positional()[0] + "'; ";
+  }
   if (!config.boolean("json")) usage += "JSON is the only output format; ";
   if (config.integer("wait-ms") < 0) usage += "--wait-ms must not be negative; ";
   if (config.integer("connect-timeout-ms") < 1) usage += "--connect-timeout-ms must be positive; ";
