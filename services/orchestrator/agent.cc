@@ -444,7 +444,8 @@ struct Agent::Task {
   std::shared_ptr<Request> req;
   Client client;
   std::string trace;
-  std::string model;
+  std::string model;           // as asked ("" = the gateway's default)
+  std::string answered_model;  // as the model server named it in its first reply
   std::string prompt;
   uint32_t max_iterations = 0;
   s::SizeTier tier = s::SizeTier::UNSET;
@@ -699,6 +700,7 @@ struct Agent::Task {
                                  "the gateway's reply is unusable: " + reply.error().message));
       }
       auto r = reply.value();
+      if (answered_model.empty()) answered_model = r.getModel().cStr();
       prompt_tokens += r.getPromptTokens();
       completion_tokens += r.getCompletionTokens();
       load_ms += static_cast<double>(r.getLoadDurationNs()) / 1e6;
@@ -781,7 +783,7 @@ struct Agent::Task {
     r.setStatus(status);
     r.setAnswer(answer);
     if (error) error->to_capnp(r.initError());
-    r.setModel(model);
+    r.setModel(model.empty() ? answered_model : model);
     r.setIterations(std::min(iteration, max_iterations));
     r.setToolCalls(tool_calls);
     r.setPromptTokens(prompt_tokens);

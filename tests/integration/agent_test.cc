@@ -14,9 +14,11 @@
 #include <unistd.h>
 #include <nv/schema/bus.capnp.h>
 #include <nv/schema/exec.capnp.h>
+#include <nv/schema/llm.capnp.h>
 #include <nv/schema/task.capnp.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <functional>
@@ -30,6 +32,7 @@
 
 #include "agent.h"
 #include "common/client.h"
+#include "common/events.h"
 #include "common/frames.h"
 #include "common/trace_id.h"
 #include "common/worker.h"
@@ -273,6 +276,7 @@ class Stack {
 
   const TempDir& rt() const { return rt_; }
   std::string clients() const { return nv::bus::ipc_endpoint(rt_.file("clients.sock")); }
+  std::string events() const { return nv::bus::ipc_endpoint(rt_.file("events.sock")); }
   std::string workers() const { return nv::bus::ipc_endpoint(rt_.file("workers.sock")); }
   FakeSandboxExec& exec() { return *exec_; }
   Process& orchestrator() { return *orch_; }
@@ -505,6 +509,8 @@ TEST_F(AgentTest, OllamaNonceFlowThroughNvSubmit) {
 // the documented shape and the tool result answers the model's call id.
 TEST_F(AgentTest, OpenAiNonceFlowThroughTheBus) {
   Stack stack({.script_json = kNonceScript, .api = "openai"});
+  nv::EventSubscriber events(test_zmq(), stack.events(), {"task.", "llm.call"});
+  std::this_thread::sleep_for(300ms);  // let the subscription reach the hub
   std::string nonce = nonce_hex();
   auto o = submit(stack.clients(), "Multiply the nonce " + nonce + " by seven.");
   ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe() << stack.logs();
@@ -539,6 +545,89 @@ TEST_F(AgentTest, OpenAiNonceFlowThroughTheBus) {
   EXPECT_FALSE(call_id.empty());
   EXPECT_EQ(call_id, answered_id);
   EXPECT_EQ(header(*reqs[1], "X-Trace-Id"), o.trace);
+
+  // The events of this task: started, two iterations, two model calls, finished.
+  std::vector<std::string> topics;
+  int llm_ok = 0;
+  std::string finished_status;
+  auto end = std::chrono::steady_clock::now() + 5s;
+  while (finished_status.empty() || llm_ok < 2) {
+    if (std::chrono::steady_clock::now() > end) break;
+    auto e = events.receive(200ms);
+    if (!e || str(e->event.getTraceId()) != o.trace) continue;
+    topics.push_back(e->topic);
+    if (e->event.isLlmCall()) {
+      auto c = e->event.getLlmCall();
+      EXPECT_EQ(str(c.getApi()), "openai");
+      EXPECT_EQ(str(c.getModel()), "fake-model");
+      EXPECT_GT(c.getDurationMs(), 0);
+      llm_ok += str(c.getOutcome()) == "ok" ? 1 : 0;
+    }
+    if (e->event.isTaskFinished()) {
+      finished_status = str(e->event.getTaskFinished().getStatus());
+      EXPECT_EQ(e->event.getTaskFinished().getIterations(), 2u);
+      EXPECT_EQ(e->event.getTaskFinished().getToolCalls(), 1u);
+    }
+  }
+  EXPECT_EQ(llm_ok, 2);
+  EXPECT_EQ(finished_status, "completed");
+  EXPECT_EQ(std::count(topics.begin(), topics.end(), "task.started"), 1);
+  EXPECT_EQ(std::count(topics.begin(), topics.end(), "task.iteration"), 2);
+}
+
+// The gateway on its own: invalid requests get typed errors, streaming requests get ChatDelta
+// partials that add up to the reply, and it keeps serving after each.
+TEST_F(AgentTest, GatewayValidatesRequestsAndStreamsDeltas) {
+  Stack stack({.script_json = R"js({"turns": [{"say": "one two three four"}]})js",
+               .start_exec = false});
+  nv::Client c(test_zmq(), {stack.clients(), {}, {}, {}});
+  auto ask = [&](const std::function<void(s::ChatRequest::Builder)>& fill,
+                 std::vector<std::string>* deltas = nullptr) {
+    capnp::MallocMessageBuilder mb;
+    auto r = nv::bus::init_body<s::ChatRequest>(mb);
+    auto m = r.initMessages(1);
+    m[0].setRole(s::Role::USER);
+    m[0].setContent("hello");
+    fill(r);
+    return c.call("llm", &mb, 20s, [&](nv::Client::Incoming& in) {
+      auto d = in.body.root<s::ChatDelta>();
+      ASSERT_TRUE(d) << d.error().message;
+      if (deltas) deltas->push_back(str(d->getContent()));
+    });
+  };
+  auto r = ask([](s::ChatRequest::Builder b) { b.setVersion(99); });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, nv::ErrorCode::UNSUPPORTED_VERSION);
+  r = ask([](s::ChatRequest::Builder b) {
+    b.getMessages()[0].setRole(static_cast<s::Role>(9));
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
+  EXPECT_NE(r.error().message.find("messages[0].role"), std::string::npos) << r.error().message;
+  r = ask([](s::ChatRequest::Builder b) { b.initMessages(0); });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
+  r = ask([](s::ChatRequest::Builder b) {
+    b.getMessages()[0].setContent(std::string(2u << 20, 'x'));
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
+  EXPECT_NE(r.error().message.find("cap"), std::string::npos) << r.error().message;
+
+  std::vector<std::string> deltas;
+  r = ask([](s::ChatRequest::Builder b) { b.setStream(true); }, &deltas);
+  ASSERT_TRUE(r) << r.error().to_string();
+  auto reply = r->body.root<s::ChatReply>();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(str(reply->getMessage().getContent()), "one two three four");
+  EXPECT_GE(deltas.size(), 2u);
+  std::string joined;
+  for (auto& d : deltas) joined += d;
+  EXPECT_EQ(joined, "one two three four");
+  deltas.clear();
+  r = ask([](s::ChatRequest::Builder) {}, &deltas);
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_TRUE(deltas.empty());
 }
 
 // Misbehaviour, one stack, the same conversation submitted three times (the fixture counts
