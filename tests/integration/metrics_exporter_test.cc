@@ -5,6 +5,8 @@
 #include <rapidjson/document.h>
 #include <signal.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/client.h"
@@ -327,6 +330,57 @@ TEST_F(MetricsStack, AuditFollowPrintsLiveEventsOnceAndStopsOnSigterm) {
   EXPECT_EQ(out.find("\"before\"", first + 1), std::string::npos) << out;
   // Lines are ordered as published.
   EXPECT_LT(first, out.find("\"after\""));
+  stop_all_and_check_clean();
+}
+
+TEST_F(MetricsStack, AuditSinceStartWhilePublishingShowsEveryEventOnceInOrder) {
+  start_orchestrator();
+  zmq::context_t ctx(1);
+  nv::EventPublisher pub(ctx, nv::bus::ipc_endpoint(rt_.file("events-in.sock")), "test",
+                         "h/test/1");
+  constexpr uint32_t kEvents = 600;
+  std::atomic<uint32_t> published{0};
+  std::thread publisher([&] {
+    for (uint32_t i = 1; i <= kEvents; ++i) {
+      pub.publish("task.iteration", [i](nv::schema::Event::Builder e) {
+        e.initTaskIteration().setIteration(i);
+      });
+      published = i;
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  // nv-audit joins while events are flowing: some reach it from the history, some live, and the
+  // ones published while it subscribes could be in both or (if it were wrong) in neither.
+  ASSERT_TRUE(nv::test::wait_until([&] { return published.load() >= kEvents / 4; }, 10s));
+  Process audit_proc = Process::start({.binary = nv::test::bin("nv-audit"),
+                                       .args = {"--since-start", "--follow", "--topic",
+                                                "task.iteration"},
+                                       .env = env()});
+  publisher.join();
+  auto count_lines = [&] {
+    auto out = audit_proc.stdout_text();
+    return static_cast<uint32_t>(std::count(out.begin(), out.end(), '\n'));
+  };
+  EXPECT_TRUE(nv::test::wait_until([&] { return count_lines() >= kEvents; }, 15s))
+      << count_lines() << " lines\n" << audit_proc.stderr_text();
+  std::this_thread::sleep_for(300ms);  // a duplicate would arrive about now
+  auto st = audit_proc.terminate(10s);
+  EXPECT_TRUE(st.clean()) << st.describe() << audit_proc.stderr_text();
+
+  std::vector<uint32_t> seen;
+  std::istringstream lines(audit_proc.stdout_text());
+  std::string line;
+  while (std::getline(lines, line)) {
+    rapidjson::Document doc;
+    ASSERT_FALSE(doc.Parse(line.c_str()).HasParseError()) << line;
+    ASSERT_TRUE(doc.HasMember("taskIteration")) << line;
+    const auto& ti = doc["taskIteration"];
+    seen.push_back(ti.HasMember("iteration") ? ti["iteration"].GetUint() : 0);
+  }
+  ASSERT_EQ(seen.size(), kEvents);
+  for (uint32_t i = 0; i < kEvents; ++i) {
+    ASSERT_EQ(seen[i], i + 1) << "event " << i + 1 << " missing, repeated or out of order";
+  }
   stop_all_and_check_clean();
 }
 

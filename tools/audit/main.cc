@@ -6,9 +6,10 @@
 //   nv-audit --since-start --follow   everything the orchestrator kept since it started, then live
 //   nv-audit --topic vm. --topic security.alert     (or --topic vm.,security.alert)
 //
-// With --since-start the subscription is opened first, then the history ("nv.events") fetched and
-// printed in order, then live events; a live event already printed from the history (same id) is
-// skipped, so nothing is shown twice and nothing published in between is lost.
+// With --since-start the subscription is opened first (and given --settle-ms to reach the
+// orchestrator), then the history ("nv.events") fetched and printed in order, then live events;
+// a live event already printed from the history (same id) is skipped, so nothing is shown twice
+// and nothing published in between is lost.
 //
 // Exit codes: 0 done (also when stdout's reader goes away), 1 unexpected failure, 2 bad usage,
 // 3 orchestrator unreachable.
@@ -110,6 +111,8 @@ void add_options(nv::Config& c) {
                                    "started, then live ones");
   c.add_bool("json", true, "print one JSON object per line (the only format)");
   c.add_int("connect-timeout-ms", 2000, "how long to wait for the orchestrator to answer");
+  c.add_int("settle-ms", 100, "with --since-start: time given to the subscription to reach the "
+                              "orchestrator before the history is taken");
 }
 
 std::string unreachable_message(const std::string& endpoint, const std::string& detail) {
@@ -152,6 +155,7 @@ int main(int argc, char** argv) {
   if (!config.boolean("json")) usage += "JSON is the only output format; ";
   if (config.integer("wait-ms") < 0) usage += "--wait-ms must not be negative; ";
   if (config.integer("connect-timeout-ms") < 1) usage += "--connect-timeout-ms must be positive; ";
+  if (config.integer("settle-ms") < 0) usage += "--settle-ms must not be negative; ";
   std::optional<nv::curve::KeyPair> keys;
   std::string server_key;
   if (!config.str("curve-key").empty()) {
@@ -198,6 +202,14 @@ int main(int argc, char** argv) {
     nv::EventSubscriber sub(ctx, ep.events_out, topics, keys, server_key);
     nv::ClientOptions copts{ep.clients, keys, server_key, limits};
     nv::Client client(ctx, copts);
+
+    // A SUB socket's subscription reaches the orchestrator's XPUB asynchronously, and nothing
+    // tells us when; an event published between the history snapshot and that moment would be
+    // in neither. On one host the connection takes well under a millisecond: give it a margin
+    // (more with --since-start across hosts via --settle-ms) before taking the snapshot.
+    if (config.boolean("since-start")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(config.integer("settle-ms")));
+    }
 
     // 2. The orchestrator must answer: the history with --since-start, else nv.status.
     capnp::MallocMessageBuilder mb;
