@@ -51,6 +51,8 @@ struct VmInfo {
   bool restored = false;
   std::string jail_dir;        // "" when the backend runs without a jail
   std::string cgroup2_path;    // the VM's cgroup2 directory (egress hooks), "" if none
+  double vmm_start_ms = 0;     // spawn → control channel answering
+  double restore_ms = 0;       // restored VMs: state load command → guest running
 };
 
 // Resource usage read from the VM's cgroup.

@@ -57,7 +57,8 @@ struct FirecrackerConfig {
   // The VMM command: firecracker itself, or an interpreter + script for the test fake.
   std::vector<std::string> command = {"/usr/bin/firecracker"};
   std::string runtime_dir = "/run/neurovisor";
-  std::string kernel_cmdline = "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda ro init=/sbin/nv-guest-agent quiet";
+  std::string kernel_cmdline =
+      "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda ro init=/sbin/nv-guest-agent quiet";
   uint32_t vsock_port = 6000;       // the guest agent's AF_VSOCK port
   uint32_t guest_cid = 3;
   uint32_t vmm_overhead_mib = 64;   // Firecracker's own footprint is small

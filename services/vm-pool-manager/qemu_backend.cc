@@ -152,6 +152,8 @@ class QemuVm : public RunningVm {
   Result<VmUsage> usage() override { return cg_.usage(); }
 
   QmpClient& qmp() { return qmp_; }
+  void set_vmm_start_ms(double ms) { info_.vmm_start_ms = ms; }
+  void set_restore_ms(double ms) { info_.restore_ms = ms; }
   const std::string& console() const { return console_; }
 
  private:
@@ -308,6 +310,7 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
   info.cgroup2_path = cg.cgroup2_path();
 
   // 3. spawn in the jail.
+  const auto spawn_start = Clock::now();
   auto proc = jail.value().spawn(command_line(spec, restore), proc_fds, {}, log_fd.get());
   if (!proc.ok()) return proc.error();
   info.vmm_pid = proc.value().pid;
@@ -324,6 +327,9 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
   auto qmp = QmpClient::connect(dir + "/run/qmp.sock", deadline, vm->exit_fd());
   if (!qmp.ok()) return fail(qmp.error());
   vm->qmp() = std::move(qmp.value());
+  vm->set_vmm_start_ms(
+      std::chrono::duration<double, std::milli>(Clock::now() - spawn_start).count());
+  const auto restore_start = Clock::now();
   // 5. restore: feed the snapshot, then run (a snapshot of a stopped guest arrives paused).
   if (restore) {
     if (Status s = vm->qmp().send_fd("snapshot", snap_fd.get(), deadline); !s.ok()) {
@@ -350,6 +356,8 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
+    vm->set_restore_ms(
+        std::chrono::duration<double, std::milli>(Clock::now() - restore_start).count());
   }
   return std::unique_ptr<RunningVm>(std::move(vm));
 }

@@ -26,10 +26,11 @@ struct QemuConfig {
   std::string qemu_binary = "/usr/bin/qemu-system-x86_64";
   std::string runtime_dir = "/run/neurovisor";  // jails live in <runtime_dir>/vms/<vm-id>
   std::string accel = "auto";                   // auto (probe) | kvm | tcg
-  // Guest kernel command line; QEMU appends the virtio_mmio.device= entries (acpi=off).
+  // Guest kernel command line (guest/build.sh's manifest.json); QEMU appends the
+  // virtio_mmio.device= entries (acpi=off).
   std::string kernel_cmdline =
-      "console=ttyS0 root=/dev/vda ro rootfstype=ext4 init=/sbin/nv-guest-agent panic=-1 "
-      "reboot=t quiet tsc_early_khz=2000 random.trust_cpu=on";
+      "console=ttyS0 root=/dev/vda ro rootfstype=ext4 init=/sbin/nv-guest-agent reboot=t "
+      "panic=-1 quiet";
   uint32_t tcg_tb_size_mib = 64;    // TCG translation cache; QEMU's default (1 GiB) bloats RSS
   uint32_t vmm_overhead_mib = 256;  // cgroup memory limit = guest RAM + this (QEMU itself)
   uint32_t pids_max = 64;           // QEMU's threads (vCPUs, I/O workers)
