@@ -163,7 +163,12 @@ class View {
         flush_lines(false, true);
         flush_lines(true, true);
         auto r = p.getExecResult();
-        double ms = r.getDurationMs() > 0 ? r.getDurationMs() : r.getWallMs();
+        // The guest's own run time, unless its clock disagrees with the host's wall time (a
+        // starved TCG guest's clock jumps); then the host's.
+        double ms = r.getDurationMs() > 0 && (r.getWallMs() <= 0 ||
+                                              r.getDurationMs() <= r.getWallMs())
+                        ? r.getDurationMs()
+                        : r.getWallMs();
         if (r.getTimedOut()) {
           std::cout << "⏱ timed out after " << seconds(ms) << "\n";
         } else if (r.getSignal() != 0) {

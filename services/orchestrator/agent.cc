@@ -373,11 +373,16 @@ std::string describe_exec_result(s::ExecResult::Reader r, size_t max_chars) {
   if (quiet_success) {
     if (out.empty()) out = "(the program printed nothing and exited with code 0)";
   } else {
-    std::string s = out.empty() ? std::string() : "stdout:\n" + out + (out.ends_with('\n') ? "" : "\n");
+    std::string s =
+        out.empty() ? std::string() : "stdout:\n" + out + (out.ends_with('\n') ? "" : "\n");
     if (!err.empty()) s += "stderr:\n" + err + (err.ends_with('\n') ? "" : "\n");
     if (r.getTimedOut()) {
       s += "the program was stopped: it ran past its time limit";
-      if (r.getDurationMs() > 0) s += " (" + std::to_string(static_cast<long>(r.getDurationMs())) + " ms)";
+      double ms = r.getDurationMs() > 0 && (r.getWallMs() <= 0 ||
+                                            r.getDurationMs() <= r.getWallMs())
+                      ? r.getDurationMs()
+                      : r.getWallMs();
+      if (ms > 0) s += " (after " + std::to_string(static_cast<long>(ms)) + " ms)";
       s += "\n";
     } else if (r.getSignal() != 0) {
       s += "the program was killed by signal " + std::to_string(r.getSignal()) + "\n";

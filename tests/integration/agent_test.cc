@@ -60,7 +60,9 @@ std::string nonce_hex() {
 }
 
 // The value the "model" asks to compute for a nonce: int(nonce, 16) * 7.
-std::string times7(const std::string& hex) { return std::to_string(std::stoull(hex, nullptr, 16) * 7); }
+std::string times7(const std::string& hex) {
+  return std::to_string(std::stoull(hex, nullptr, 16) * 7);
+}
 
 std::string str(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 std::string str(capnp::Data::Reader d) {
@@ -91,13 +93,14 @@ class FakeSandboxExec {
   FakeSandboxExec(const std::string& workers_endpoint, uint32_t capacity,
                   std::chrono::milliseconds delay)
       : delay_(delay) {
+    auto prints = [](std::string out) { return Answer{std::move(out), 0, false, {}}; };
     rules_.push_back({std::regex(R"(print\(int\('([0-9a-f]+)', 16\) \* 7\))"),
-                      [](const std::smatch& m) { return Answer{times7(m[1]) + "\n", 0, false, {}}; }});
-    rules_.push_back({std::regex(R"(^print\(2\+2\)$)"), [](auto&) { return Answer{"4\n", 0, false, {}}; }});
+                      [=](const std::smatch& m) { return prints(times7(m[1]) + "\n"); }});
+    rules_.push_back({std::regex(R"(^print\(2\+2\)$)"), [=](auto&) { return prints("4\n"); }});
     rules_.push_back({std::regex(R"(^echo (\S+)$)"),
-                      [](const std::smatch& m) { return Answer{m[1].str() + "\n", 0, false, {}}; }});
+                      [=](const std::smatch& m) { return prints(m[1].str() + "\n"); }});
     rules_.push_back({std::regex(R"(^print\('again'\)$)"),
-                      [](auto&) { return Answer{"again\n", 0, false, {}}; }});
+                      [=](auto&) { return prints("again\n"); }});
     rules_.push_back({std::regex(R"(time\.sleep\(999\))"), [](auto&) {
                         Answer a;
                         a.exit = -1;
@@ -301,7 +304,8 @@ class Stack {
   }
 
   // The chat requests the fake model received (parsed JSON lines), oldest first.
-  std::vector<std::shared_ptr<rapidjson::Document>> chat_requests(const std::string& containing = {}) {
+  std::vector<std::shared_ptr<rapidjson::Document>> chat_requests(
+      const std::string& containing = {}) {
     std::vector<std::shared_ptr<rapidjson::Document>> out;
     std::ifstream in(rt_.file("requests.jsonl"));
     std::string line;
@@ -731,7 +735,8 @@ TEST(TextToolCalls, ParsesTheCommonForms) {
   // Two calls keep their order; a plain code block or prose with braces is not a call.
   auto two = parse_text_tool_calls(
       "<execute_code language=\"bash\">echo a</execute_code> then "
-      "{\"name\": \"execute_code\", \"arguments\": {\"language\": \"bash\", \"code\": \"echo b\"}}");
+      "{\"name\": \"execute_code\", \"arguments\": {\"language\": \"bash\", "
+      "\"code\": \"echo b\"}}");
   ASSERT_EQ(two.size(), 2u);
   EXPECT_NE(two[0].arguments_json.find("echo a"), std::string::npos);
   EXPECT_NE(two[1].arguments_json.find("echo b"), std::string::npos);

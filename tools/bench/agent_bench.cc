@@ -345,8 +345,8 @@ int run_agent_bench(int argc, char** argv) {
   std::printf("  %-44s %10s %10s\n", "per iteration (µs)", "p50", "p95");
   std::printf("  %-44s %10.1f %10.1f\n", "bus round trip, client→broker→worker (baseline)", rt50,
               rt95);
-  std::printf("  %-44s %10.1f %10.1f\n", "task wall time / LLM calls", percentile(per_iter_wall, .5),
-              percentile(per_iter_wall, .95));
+  std::printf("  %-44s %10.1f %10.1f\n", "task wall time / LLM calls",
+              percentile(per_iter_wall, .5), percentile(per_iter_wall, .95));
   std::printf("  %-44s %10.1f %10.1f\n", "  in the model double's handler",
               percentile(per_iter_model, .5), percentile(per_iter_model, .95));
   std::printf("  %-44s %10.1f %10.1f\n", "  in the exec double's handler",
