@@ -4,6 +4,7 @@
 #include <kj/exception.h>
 #include <nv/schema/task.capnp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <utility>
@@ -335,6 +336,15 @@ void EventMetrics::forget_vm(const std::string& vm_id) {
   vms_.erase(it);
 }
 
+size_t EventMetrics::expire_idle_vms(int64_t now_ns) {
+  std::vector<std::string> idle;
+  for (const auto& [id, s] : vms_) {
+    if (now_ns - s.last_seen_ns > limits_.vm_idle_ns) idle.push_back(id);
+  }
+  for (const auto& id : idle) forget_vm(id);
+  return idle.size();
+}
+
 EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
                                                 schema::Event::Reader event) {
   // Envelope: version, topic agreement, severity in range.
@@ -364,7 +374,7 @@ EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
     case Which::VM_ACQUIRED: problem = on_vm_acquired(event.getVmAcquired()); break;
     case Which::VM_RELEASED: problem = on_vm_released(event.getVmReleased()); break;
     case Which::VM_FAILED: problem = on_vm_failed(event.getVmFailed()); break;
-    case Which::VM_STATS: problem = on_vm_stats(event.getVmStats()); break;
+    case Which::VM_STATS: problem = on_vm_stats(event.getVmStats(), event.getTimeNs()); break;
     case Which::POOL_STATUS: problem = on_pool_status(event.getPoolStatus()); break;
     case Which::EXEC_STARTED: problem = on_exec_started(event.getExecStarted()); break;
     case Which::EXEC_FINISHED: problem = on_exec_finished(event.getExecFinished()); break;
@@ -374,7 +384,9 @@ EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
     case Which::TASK_FINISHED: problem = on_task_finished(event.getTaskFinished()); break;
     case Which::SECURITY_ALERT: problem = on_security_alert(event.getSecurityAlert()); break;
     case Which::SENTINEL_STATUS: problem = on_sentinel_status(event.getSentinelStatus()); break;
-    case Which::SYSCALL_COUNTS: problem = on_syscall_counts(event.getSyscallCounts()); break;
+    case Which::SYSCALL_COUNTS:
+      problem = on_syscall_counts(event.getSyscallCounts(), event.getTimeNs());
+      break;
     case Which::BROKER_STATUS: problem = on_broker_status(event.getBrokerStatus()); break;
     default: return Rejection{Invalid::topic_mismatch, "no payload handler"};
   }
@@ -458,11 +470,12 @@ EventMetrics::Check EventMetrics::on_vm_failed(schema::VmFailed::Reader p) {
   return {};
 }
 
-EventMetrics::Check EventMetrics::on_vm_stats(schema::VmStats::Reader p) {
+EventMetrics::Check EventMetrics::on_vm_stats(schema::VmStats::Reader p, int64_t time_ns) {
   std::string vm_id = p.getVmId();
   if (auto e = check_label("vm_id", vm_id)) return e;
   VmSeries* s = vm(vm_id);
   if (!s) return {};  // over the VM limit: counted in neurovisor_series_dropped_total
+  s->last_seen_ns = std::max(s->last_seen_ns, time_ns);
   if (!s->memory) s->memory = &memory_.Add({{"vm_id", vm_id}});
   s->memory->Set(static_cast<double>(p.getMemoryBytes()));
   uint64_t throttled = p.getCpuThrottledPeriods();
@@ -570,7 +583,8 @@ EventMetrics::Check EventMetrics::on_sentinel_status(schema::SentinelStatus::Rea
   return {};
 }
 
-EventMetrics::Check EventMetrics::on_syscall_counts(schema::SyscallCounts::Reader p) {
+EventMetrics::Check EventMetrics::on_syscall_counts(schema::SyscallCounts::Reader p,
+                                                     int64_t time_ns) {
   auto entries = p.getEntries();
   if (entries.size() > limits_.max_list_entries) return Rejection{Invalid::too_many, "entries"};
   for (auto e : entries) {
@@ -580,6 +594,7 @@ EventMetrics::Check EventMetrics::on_syscall_counts(schema::SyscallCounts::Reade
     std::string vm_id = e.getVmId();
     VmSeries* s = vm(vm_id);
     if (!s) continue;
+    s->last_seen_ns = std::max(s->last_seen_ns, time_ns);
     if (!s->syscalls) s->syscalls = &syscalls_.Add({{"vm_id", vm_id}});
     uint64_t count = e.getCount();
     uint64_t delta = count >= s->last_syscalls ? count - s->last_syscalls : count;

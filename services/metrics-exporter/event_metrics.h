@@ -7,7 +7,8 @@
 //
 // Label cardinality stays bounded:
 //   - per-VM series (memory, syscalls) exist only between a VM's first vm.stats /
-//     sentinel.syscalls entry and its vm.released / vm.failed, and at most Limits::max_vms at once;
+//     sentinel.syscalls entry and its vm.released / vm.failed (or until it has been silent for
+//     Limits::vm_idle_ns, see expire_idle_vms), and at most Limits::max_vms at once;
 //   - every other free-text label (model, kind, service, program, backend, ...) keeps at most
 //     Limits::max_label_values distinct values per label; later new values are counted as "other".
 //
@@ -66,6 +67,7 @@ struct Limits {
   size_t max_vms = 4096;            // VMs with per-VM series at once
   size_t max_instances = 1024;      // service instances tracked for neurovisor_services_up
   size_t max_list_entries = 4096;   // entries in one pool.status / sentinel.* list
+  int64_t vm_idle_ns = 600'000'000'000;  // expire_idle_vms: a VM silent this long is forgotten
 };
 
 // Why an event was rejected: the `reason` label of neurovisor_events_invalid_total.
@@ -98,6 +100,12 @@ class EventMetrics {
   // Counts `n` events rejected before they could be read (bad framing, version, Cap'n Proto).
   void count_malformed(uint64_t n);
 
+  // Forgets VMs whose last vm.stats / sentinel.syscalls entry was published more than
+  // Limits::vm_idle_ns before `now_ns` (unix ns): their release was never seen (the pool
+  // manager died, an event was dropped). Returns how many were forgotten. Compares with the
+  // publisher's clock, so keep vm_idle_ns far above any clock skew between hosts.
+  size_t expire_idle_vms(int64_t now_ns);
+
   // VMs that currently have per-VM series.
   size_t tracked_vms() const { return vms_.size(); }
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
@@ -108,6 +116,7 @@ class EventMetrics {
     prometheus::Counter* syscalls = nullptr;  // neurovisor_ebpf_syscall_total{vm_id}
     uint64_t last_throttled = 0;              // cpuThrottledPeriods at the last vm.stats
     uint64_t last_syscalls = 0;               // count at the last sentinel.syscalls entry
+    int64_t last_seen_ns = 0;                 // timeNs of the last event that updated it
   };
   struct Rejection {
     Invalid reason;
@@ -121,7 +130,7 @@ class EventMetrics {
   Check on_vm_acquired(schema::VmAcquired::Reader p);
   Check on_vm_released(schema::VmReleased::Reader p);
   Check on_vm_failed(schema::VmFailed::Reader p);
-  Check on_vm_stats(schema::VmStats::Reader p);
+  Check on_vm_stats(schema::VmStats::Reader p, int64_t time_ns);
   Check on_pool_status(schema::PoolStatusEvent::Reader p);
   Check on_exec_started(schema::ExecStarted::Reader p);
   Check on_exec_finished(schema::ExecFinished::Reader p);
@@ -130,7 +139,7 @@ class EventMetrics {
   Check on_task_finished(schema::TaskFinished::Reader p);
   Check on_security_alert(schema::SecurityAlert::Reader p);
   Check on_sentinel_status(schema::SentinelStatus::Reader p);
-  Check on_syscall_counts(schema::SyscallCounts::Reader p);
+  Check on_syscall_counts(schema::SyscallCounts::Reader p, int64_t time_ns);
   Check on_broker_status(schema::BrokerStatus::Reader p);
 
   Check check_label(std::string_view what, std::string_view value) const;

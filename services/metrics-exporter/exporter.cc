@@ -176,6 +176,7 @@ void add_exporter_options(Config& c) {
   c.add_bool("replay-history", true, "apply the orchestrator's kept events at start");
   c.add_int("history-limit", 10000, "most events replayed at start");
   c.add_int("max-vm-series", 4096, "VMs with per-VM series at once");
+  c.add_int("vm-idle-s", 600, "per-VM series of a VM silent this long are removed");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
   c.add_bool("seccomp", true, "install the seccomp allow-list once started");
 }
@@ -194,6 +195,9 @@ int run_exporter(ServiceContext& ctx) {
   if (c.integer("push-interval-s") < 1) problems += "--push-interval-s must be at least 1; ";
   if (c.integer("history-limit") < 0) problems += "--history-limit must not be negative; ";
   if (c.integer("max-vm-series") < 1) problems += "--max-vm-series must be at least 1; ";
+  if (c.integer("vm-idle-s") < 1 || c.integer("vm-idle-s") > 86400 * 365) {
+    problems += "--vm-idle-s must be between 1 and a year; ";
+  }
   if (!c.str("run-as").empty() && c.str("run-as").find_first_not_of("0123456789") !=
                                       std::string::npos) {
     problems += "--run-as must be a numeric uid; ";
@@ -207,6 +211,7 @@ int run_exporter(ServiceContext& ctx) {
   auto registry = std::make_shared<prometheus::Registry>();
   Limits limits;
   limits.max_vms = static_cast<size_t>(c.integer("max-vm-series"));
+  limits.vm_idle_ns = c.integer("vm-idle-s") * 1'000'000'000;
   EventMetrics metrics(registry, limits);
 
   // 1. Subscribe before anything else, so nothing published from here on is missed.
@@ -290,7 +295,17 @@ int run_exporter(ServiceContext& ctx) {
   log::info("serving metrics", {{"url", url}});
   uint64_t malformed_seen = 0;
   uint64_t rejected = 0;
+  auto next_expiry = std::chrono::steady_clock::now();
   while (rc == 0 && !ctx.stop.load()) {
+    if (std::chrono::steady_clock::now() >= next_expiry) {
+      next_expiry += std::chrono::seconds(30);
+      auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+      if (size_t n = metrics.expire_idle_vms(now_ns); n > 0) {
+        log::warn("forgot VMs that went silent without a release", {{"vms", n}});
+      }
+    }
     auto in = sub.receive(std::chrono::milliseconds(200));
     if (sub.malformed() != malformed_seen) {
       metrics.count_malformed(sub.malformed() - malformed_seen);

@@ -196,6 +196,25 @@ TEST_F(EventMetricsTest, VmSeriesAreCappedAndTheOverflowCounted) {
   EXPECT_EQ(gauge("neurovisor_cgroup_memory_usage_bytes", {{"vm_id", "vm-b"}}), 2);
 }
 
+TEST_F(EventMetricsTest, SilentVmsAreForgottenAfterTheIdleLimit) {
+  nv::metrics::Limits limits;
+  limits.vm_idle_ns = 1000;
+  make(limits);
+  auto at = [](int64_t time_ns, const char* vm) {
+    return [=](Event::Builder e) {
+      vm_stats(vm, 1, 0)(e);
+      e.setTimeNs(time_ns);
+    };
+  };
+  ASSERT_TRUE(send("vm.stats", at(10'000, "vm-old")));
+  ASSERT_TRUE(send("vm.stats", at(10'900, "vm-new")));
+  EXPECT_EQ(metrics_->expire_idle_vms(11'000), 0u);  // 1000 ns is not more than the limit
+  EXPECT_EQ(metrics_->expire_idle_vms(11'001), 1u);
+  EXPECT_FALSE(sample("neurovisor_cgroup_memory_usage_bytes", {{"vm_id", "vm-old"}}));
+  EXPECT_EQ(gauge("neurovisor_cgroup_memory_usage_bytes", {{"vm_id", "vm-new"}}), 1);
+  EXPECT_EQ(metrics_->tracked_vms(), 1u);
+}
+
 TEST_F(EventMetricsTest, InvalidEventsChangeNothingButTheInvalidCounter) {
   // Language beyond the enum.
   auto st = send("exec.finished",
