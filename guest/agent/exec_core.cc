@@ -286,9 +286,15 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   int status = 0;
   std::vector<char> buf(kMaxChunkBytes);
 
-  auto kill_group = [pid] {
+  // A process stuck in an uninterruptible sleep ignores even SIGKILL: after this long the agent
+  // stops waiting for it (PID 1 reaps it whenever it ends) rather than hang with it.
+  constexpr auto kKillWait = std::chrono::seconds(5);
+  auto killed_at = Clock::time_point::max();
+  bool abandoned = false;
+  auto kill_group = [pid, &killed_at] {
     // The group id is the child's pid (setsid). ESRCH: the group is already gone.
     ::kill(-pid, SIGKILL);
+    killed_at = std::min(killed_at, Clock::now());
   };
 
   while (!exited || out_r.valid() || err_r.valid()) {
@@ -298,10 +304,18 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
       kill_group();
     }
     if (exited && now >= drain_deadline) break;  // something escaped the group holds a pipe
+    if (!exited && killed_at != Clock::time_point::max() && now >= killed_at + kKillWait) {
+      out.error = "the program did not exit within 5 s of SIGKILL (uninterruptible sleep?)";
+      abandoned = true;
+      break;
+    }
 
     auto wake = pump.next_flush();
     if (!exited && !out.timed_out) wake = std::min(wake, deadline);
     if (exited) wake = std::min(wake, drain_deadline);
+    if (!exited && killed_at != Clock::time_point::max()) {
+      wake = std::min(wake, killed_at + kKillWait);
+    }
     int timeout_ms = -1;
     if (wake != Clock::time_point::max()) {
       auto d = std::chrono::duration_cast<std::chrono::milliseconds>(wake - now).count() + 1;
@@ -359,7 +373,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
     }
     pump.flush(false);
   }
-  if (!exited) {
+  if (!exited && !abandoned) {
     // Only on a poll() failure: make sure the child is gone and collected.
     kill_group();
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -367,7 +381,10 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
     out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   }
   pump.flush(true);
-  if (WIFEXITED(status)) {
+  if (abandoned) {
+    out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    out.signal = SIGKILL;
+  } else if (WIFEXITED(status)) {
     out.exit_code = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {
     out.exit_code = -1;
