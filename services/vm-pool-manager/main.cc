@@ -61,6 +61,13 @@ void add_options(nv::Config& c) {
   c.add_string("channel-group", "", "group that may connect to guest channels (the executor's)");
   c.add_bool("jail", true, "run each VMM in its jail (namespaces, pivot_root, uid, Landlock)");
   c.add_bool("seccomp", true, "seccomp allow-list on the request-handling thread");
+  // What the jails need, each for a reason: cap_sys_admin (clone3 into new namespaces, bind
+  // mounts, pivot_root), cap_setuid/cap_setgid (the VMM's uid/gid and groups), cap_chown and
+  // cap_fowner (the jail's socket dir, snapshot files), cap_kill (VMMs run under other uids),
+  // cap_dac_override (cgroup files and VM sockets owned by others).
+  c.add_string("keep-caps",
+               "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,cap_dac_override",
+               "capabilities kept after start-up (all others are dropped)");
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
 }
 
@@ -249,6 +256,18 @@ int run(nv::ServiceContext& ctx) {
   for (const auto& f : {po.kernel, po.rootfs}) {
     if (::access(f.c_str(), R_OK) != 0) {
       problems.push_back(f + " is missing: build it with guest/build.sh OUT_DIR AGENT");
+    }
+  }
+  // Privileges first, before this process starts any thread of its own (capability sets are
+  // per thread): only what VMM jails need is kept.
+  if (::geteuid() == 0) {
+    auto caps = nv::parse_caps(c.str("keep-caps"));
+    if (!caps) {
+      problems.push_back("--keep-caps: " + caps.error().message);
+    } else {
+      nv::PrivilegeSpec ps;
+      ps.keep = caps.value();
+      if (auto s = nv::drop_privileges(ps); !s) problems.push_back(s.error().message);
     }
   }
   auto layout = nv::vm::CgroupLayout::detect();
