@@ -221,6 +221,7 @@ struct StackOptions {
   std::vector<std::string> gateway_args{};  // extra nv-llm-gateway flags
   std::vector<std::string> orchestrator_args{};
   bool start_fake = true;                  // false: the gateway points at a closed port
+  bool url_in_ollama_host = false;         // give the gateway OLLAMA_HOST=127.0.0.1:PORT
   bool start_exec = true;
   uint32_t exec_capacity = 4;
   std::chrono::milliseconds exec_delay{20};
@@ -257,10 +258,17 @@ class Stack {
     if (!nv::test::wait_until([&] { return rt_.has("clients.sock"); }, 20s)) {
       throw std::runtime_error("nv-orchestrator did not start: " + orch_->stderr_text());
     }
-    std::vector<std::string> gargs = {"--llm-url", url, "--llm-api", o_.api, "--model",
-                                      "fake-model", "--llm-timeout", "10"};
+    std::vector<std::string> gargs = {"--llm-api", o_.api, "--model", "fake-model",
+                                      "--llm-timeout", "10"};
     gargs.insert(gargs.end(), o_.gateway_args.begin(), o_.gateway_args.end());
-    gw_.emplace(Process::start(proc(nv::test::bin("nv-llm-gateway"), gargs, env)));
+    auto gopts = proc(nv::test::bin("nv-llm-gateway"), gargs, env);
+    if (o_.url_in_ollama_host) {
+      gopts.unset_env.clear();
+      gopts.env["OLLAMA_HOST"] = url.substr(std::string("http://").size());  // host:port
+    } else {
+      gopts.args.insert(gopts.args.end(), {"--llm-url", url});
+    }
+    gw_.emplace(Process::start(gopts));
     if (o_.start_exec) {
       exec_ = std::make_unique<FakeSandboxExec>(workers(), o_.exec_capacity, o_.exec_delay);
     }
@@ -583,17 +591,19 @@ TEST_F(AgentTest, OpenAiNonceFlowThroughTheBus) {
 // partials that add up to the reply, and it keeps serving after each.
 TEST_F(AgentTest, GatewayValidatesRequestsAndStreamsDeltas) {
   Stack stack({.script_json = R"js({"turns": [{"say": "one two three four"}]})js",
+               .gateway_args = {"--rate", "0.2", "--rate-burst", "2"},
                .start_exec = false});
   nv::Client c(test_zmq(), {stack.clients(), {}, {}, {}});
   auto ask = [&](const std::function<void(s::ChatRequest::Builder)>& fill,
-                 std::vector<std::string>* deltas = nullptr) {
+                 std::vector<std::string>* deltas = nullptr,
+                 std::chrono::milliseconds deadline = 20s) {
     capnp::MallocMessageBuilder mb;
     auto r = nv::bus::init_body<s::ChatRequest>(mb);
     auto m = r.initMessages(1);
     m[0].setRole(s::Role::USER);
     m[0].setContent("hello");
     fill(r);
-    return c.call("llm", &mb, 20s, [&](nv::Client::Incoming& in) {
+    return c.call("llm", &mb, deadline, [&](nv::Client::Incoming& in) {
       auto d = in.body.root<s::ChatDelta>();
       ASSERT_TRUE(d) << d.error().message;
       if (deltas) deltas->push_back(str(d->getContent()));
@@ -632,6 +642,14 @@ TEST_F(AgentTest, GatewayValidatesRequestsAndStreamsDeltas) {
   r = ask([](s::ChatRequest::Builder) {}, &deltas);
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_TRUE(deltas.empty());
+  // The two-request burst is spent (invalid requests take no token): one more with a deadline
+  // shorter than the refill is refused with rateLimited, and a patient one still gets through.
+  r = ask([](s::ChatRequest::Builder) {}, nullptr, 150ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, nv::ErrorCode::RATE_LIMITED) << r.error().to_string();
+  EXPECT_NE(r.error().message.find("--rate"), std::string::npos) << r.error().message;
+  r = ask([](s::ChatRequest::Builder) {});
+  EXPECT_TRUE(r) << r.error().to_string();
 }
 
 // Misbehaviour, one stack, the same conversation submitted three times (the fixture counts
@@ -790,9 +808,11 @@ TEST_F(AgentTest, MaxIterationsEndsTheTaskWithThatStatus) {
 }
 
 // Model not found: a clear error naming the fix, exit code 4 from nv-submit; the services keep
-// serving a task that names a model the server has.
+// serving a task that names a model the server has. (The gateway finds the server through
+// OLLAMA_HOST in Ollama's host:port form here.)
 TEST_F(AgentTest, ModelNotFoundIsClearAndTheServicesKeepServing) {
-  Stack stack({.script_json = R"({"models": ["other-model"], "turns": [{"say": "hello"}]})"});
+  Stack stack({.script_json = R"({"models": ["other-model"], "turns": [{"say": "hello"}]})",
+               .url_in_ollama_host = true});
   auto o = submit(stack.clients(), "Say hello.");
   EXPECT_EQ(o.status, s::TaskStatus::MODEL_UNREACHABLE) << o.describe();
   EXPECT_EQ(o.error_code, "modelNotFound");
