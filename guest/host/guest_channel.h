@@ -28,6 +28,7 @@
 #include <nv/schema/common.capnp.h>
 #include <nv/schema/exec.capnp.h>
 
+#include "guest/protocol/frame.h"  // kMaxChunkBytes, kDefaultGuestFrameCap for callers
 #include "services/common/token_bucket.h"
 
 namespace nv::guest {
