@@ -852,6 +852,25 @@ TEST_F(AgentTest, TwentyConcurrentTasksQueueOnTwoExecutorSlots) {
   EXPECT_EQ(stack.exec().max_concurrent(), 2);  // they really overlapped
 }
 
+// SIGTERM while a task waits for a stalled model: the task ends at once with a clear error that
+// reaches its client, and the orchestrator exits 0 without waiting for the model.
+TEST_F(AgentTest, OrchestratorSigtermEndsRunningTasksCleanly) {
+  Stack stack({.script_json = R"js({"turns": [{"stall": 60, "say": "late"}]})js",
+               .gateway_args = {"--llm-timeout", "120"}});
+  Outcome o;
+  std::thread client([&] { o = submit(stack.clients(), "Take your time."); });
+  // Wait until the model has the request, then stop the orchestrator.
+  ASSERT_TRUE(nv::test::wait_until([&] { return !stack.chat_requests().empty(); }, 20s));
+  auto t0 = std::chrono::steady_clock::now();
+  auto exit = stack.orchestrator().terminate(20s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  client.join();
+  EXPECT_TRUE(exit.clean()) << exit.describe() << stack.logs();
+  EXPECT_LT(took, 10s);
+  EXPECT_EQ(o.status, s::TaskStatus::FAILED) << o.describe();
+  EXPECT_EQ(o.error_code, "shuttingDown") << o.describe();
+}
+
 // nv-submit's exit codes for an absent stack (3), an unreachable model (4) and bad usage (2).
 TEST_F(AgentTest, NvSubmitExitCodes) {
   {
