@@ -168,7 +168,9 @@ Args parse_args(int argc, char** argv) {
     } else if (is("--env")) {
       std::string v = value("--env");
       auto eq = v.find('=');
-      if (eq == std::string::npos || eq == 0) usage_error("--env wants NAME=VALUE, got '" + v + "'");
+      if (eq == std::string::npos || eq == 0) {
+        usage_error("--env wants NAME=VALUE, got '" + v + "'");
+      }
       a.env.emplace_back(v.substr(0, eq), v.substr(eq + 1));
     } else if (is("--timeout")) {
       a.timeout_s = number("--timeout");

@@ -205,6 +205,7 @@ int run(nv::ServiceContext& ctx) {
 int main(int argc, char** argv) {
   return nv::service_main(
       argc, argv,
-      nv::ServiceSpec{"sandbox-executor", "runs code in throw-away microVMs for the \"exec\" service",
-                      add_options, run, true});
+      nv::ServiceSpec{"sandbox-executor",
+                      "runs code in throw-away microVMs for the \"exec\" service", add_options,
+                      run, true});
 }

@@ -21,13 +21,14 @@ namespace nv::test::exec {
 using namespace std::chrono_literals;
 
 struct ExecOptions {
-  uint32_t timeout_ms = 0;
+  // Generous: node takes ~1 s to start under TCG on an idle machine, 15 s on a loaded one.
+  uint32_t timeout_ms = 60000;
   uint32_t output_cap = 0;
   std::string stdin_data;
   std::vector<std::pair<std::string, std::string>> env;
   std::vector<std::pair<std::string, std::string>> put;  // path, data
   std::vector<std::string> get;
-  std::chrono::milliseconds deadline = 90s;
+  std::chrono::milliseconds deadline = 150s;
   std::string trace_id;  // "" = none
   // Called once with the first partial (the executor's "started vm=<id>" status chunk).
   std::function<void(const std::string&)> on_started;

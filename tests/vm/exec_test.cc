@@ -108,12 +108,15 @@ class ExecStack : public ::testing::Test {
     }
   }
 
-  static void start_executor() {
+  // `host_grace_ms` 0 makes the host deadline fire before the agent's own timeout answer can
+  // arrive (the last case uses that to see the host kill the VM).
+  static void start_executor(const std::string& host_grace_ms = "2000") {
     auto env = env_;
     env["NV_TEST_SECRET"] = token_;  // in the executor's environment: must not reach the guest
     exec_ = std::make_unique<Process>(Process::start(
         {.binary = nv::test::bin("nv-sandbox-executor"),
-         .args = {"--guest-rate-bytes", "4194304", "--guest-burst-bytes", "8388608"},
+         .args = {"--guest-rate-bytes", "4194304", "--guest-burst-bytes", "8388608",
+                  "--host-grace-ms", host_grace_ms},
          .env = env}));
   }
 
@@ -137,9 +140,12 @@ class ExecStack : public ::testing::Test {
   }
 
   nv::test::RunResult nv_exec(std::vector<std::string> args, std::optional<std::string> in = {}) {
+    if (std::find(args.begin(), args.end(), "--timeout") == args.end()) {
+      args.insert(args.begin(), {"--timeout", "60"});  // node starts slowly under TCG
+    }
     return nv::test::run({.binary = nv::test::bin("nv-exec"), .args = std::move(args),
                           .env = env_, .stdin_text = std::move(in)},
-                         120s);
+                         150s);
   }
 
   bool vm_released(const std::string& id, std::chrono::milliseconds within = 20s) {
@@ -257,7 +263,7 @@ TEST_F(ExecStack, InfiniteLoopTimesOutAndVmIsDestroyed) {
 TEST_F(ExecStack, EndlessOutputIsTruncatedAtTheCapAndMemoryStaysBounded) {
   long rss_before = rss_kib(exec_->pid());
   ExecOptions o;
-  o.timeout_ms = 4000;
+  o.timeout_ms = 10000;
   o.output_cap = 256 * 1024;
   auto r = run(Language::PYTHON,
                "import sys\nline = 'x' * 65535 + '\\n'\nwhile True: sys.stdout.write(line)\n", o);
@@ -273,7 +279,7 @@ TEST_F(ExecStack, EndlessOutputIsTruncatedAtTheCapAndMemoryStaysBounded) {
 
 TEST_F(ExecStack, ForkBombAndMemoryBombAreContained) {
   ExecOptions o;
-  o.timeout_ms = 5000;
+  o.timeout_ms = 20000;
   auto fork_bomb = run(Language::BASH, "bomb() { bomb | bomb & }; bomb; sleep 10", o);
   ASSERT_TRUE(fork_bomb.ok) << fork_bomb.describe() << logs();
   EXPECT_TRUE(fork_bomb.timed_out || fork_bomb.exit_code != 0) << fork_bomb.describe();
@@ -368,7 +374,6 @@ TEST_F(ExecStack, NvExecErrorsAreClear) {
 TEST_F(ExecStack, KillingTheExecutorMidRunFailsTheRequestCleanly) {
   ExecOptions o;
   o.timeout_ms = 60000;
-  o.deadline = 90s;
   pid_t victim = exec_->pid();
   o.on_started = [&](const std::string& status) {
     EXPECT_EQ(status.rfind("started vm=", 0), 0u) << status;
@@ -381,9 +386,9 @@ TEST_F(ExecStack, KillingTheExecutorMidRunFailsTheRequestCleanly) {
   EXPECT_EQ(r.error.code, nv::ErrorCode::WORKER_LOST) << r.error.to_string();
   EXPECT_LT(took, 30s) << "the broker should notice the dead worker within a few heartbeats";
 
-  // A new executor takes over and serves.
+  // A new executor takes over and serves (with no grace after the timeout: see below).
   exec_->wait(5s);
-  start_executor();
+  start_executor("0");
   ASSERT_TRUE(nv::test::wait_until(
       [&] {
         for (auto& w : nv::test::exec::exec_workers(*client_)) {
@@ -396,6 +401,22 @@ TEST_F(ExecStack, KillingTheExecutorMidRunFailsTheRequestCleanly) {
   auto next = run(Language::SH, "echo back");
   ASSERT_TRUE(next.ok) << next.describe() << logs();
   EXPECT_EQ(next.out, "back\n");
+}
+
+// Runs on the executor restarted above with --host-grace-ms 0: the host's deadline (timeout +
+// 0) passes before the agent's own timeout answer can arrive, so the executor destroys the VM.
+TEST_F(ExecStack, HostDeadlineDestroysTheVmWhenTheGuestDoesNotAnswerInTime) {
+  ExecOptions o;
+  o.timeout_ms = 2000;
+  auto r = run(Language::PYTHON, "while True: pass", o);
+  ASSERT_TRUE(r.ok) << r.describe() << logs();
+  EXPECT_TRUE(r.timed_out) << r.describe();
+  EXPECT_TRUE(r.host_killed) << r.describe();
+  EXPECT_NE(r.note.find("destroyed the VM"), std::string::npos) << r.note;
+  EXPECT_TRUE(vm_released(r.vm_id)) << logs();
+  auto next = run(Language::SH, "echo alive");
+  ASSERT_TRUE(next.ok) << next.describe() << logs();
+  EXPECT_EQ(next.out, "alive\n");
 }
 
 }  // namespace
