@@ -8,7 +8,8 @@ if(TARGET nv_test_support)
     TIMEOUT 600)
   target_include_directories(agent_test PRIVATE ${PROJECT_SOURCE_DIR}/services/orchestrator
                                                 ${RAPIDJSON_INCLUDE_DIRS})
-  target_compile_definitions(agent_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  target_compile_definitions(agent_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                                                NV_TEST_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
   # The binaries it runs.
   add_dependencies(agent_test nv-orchestrator nv-llm-gateway nv-submit)
 else()

@@ -459,6 +459,7 @@ std::string header(const rapidjson::Document& d, const std::string& name) {
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    setenv("NV_BIN_DIR", NV_TEST_BIN_DIR, 0);  // run by hand: this build's binaries
     for (auto b : {"nv-orchestrator", "nv-llm-gateway", "nv-submit"}) {
       if (nv::test::bin(b).empty() || access(nv::test::bin(b).c_str(), X_OK) != 0) {
         const char* dir = getenv("NV_BIN_DIR");
@@ -479,6 +480,8 @@ TEST_F(AgentTest, OllamaNonceFlowThroughNvSubmit) {
   std::string want = times7(nonce);
   auto r = run_submit(stack.rt().path(), {"Multiply the nonce " + nonce + " by seven."});
   ASSERT_EQ(r.status.code, 0) << r.out << r.err << stack.logs();
+  std::printf("--- what nv-submit printed ---\n%s------------------------------\n",
+              r.out.c_str());
   EXPECT_NE(r.out.find("▶ iteration 1: asking the model…"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("⚙ execute_code (python)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("│ print(int('" + nonce + "', 16) * 7)"), std::string::npos) << r.out;

@@ -8,6 +8,8 @@ if(TARGET nv_test_support)
     LABELS vm
     TIMEOUT 1500)
   target_include_directories(agent_e2e_test PRIVATE ${RAPIDJSON_INCLUDE_DIRS})
-  target_compile_definitions(agent_e2e_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  target_compile_definitions(agent_e2e_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                             NV_TEST_BIN_DIR="${CMAKE_BINARY_DIR}/bin"
+                             NV_TEST_BUILD_DIR="${CMAKE_BINARY_DIR}")
   add_dependencies(agent_e2e_test nv nv-orchestrator nv-llm-gateway nv-submit)
 endif()

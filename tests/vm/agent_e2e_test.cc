@@ -112,7 +112,8 @@ nv::test::ProcessOptions proc(std::string binary, std::vector<std::string> args,
 class AgentE2E : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string build = env_or("NV_BUILD_DIR", "");
+    setenv("NV_BIN_DIR", NV_TEST_BIN_DIR, 0);  // run by hand: this build's binaries
+    std::string build = env_or("NV_BUILD_DIR", NV_TEST_BUILD_DIR);
     for (auto b : {"nv", "nv-orchestrator", "nv-llm-gateway", "nv-submit", "nv-sandbox-executor",
                    "nv-vm-pool-manager"}) {
       std::string p = nv::test::bin(b);
