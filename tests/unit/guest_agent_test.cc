@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <random>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,9 @@
 #include <sstream>
 #include <string>
 #include <thread>
+
+#include <capnp/message.h>
+#include <nv/schema/guest.capnp.h>
 
 #include "guest/agent/exec_core.h"
 #include "guest/agent/session.h"
@@ -417,6 +421,72 @@ TEST_F(AgentOnSocketpair, ShutdownEndsTheStream) {
   auto e = ch.shutdown(Clock::now() + 5s);
   EXPECT_FALSE(e) << e.message;
   EXPECT_TRUE(shutdown_seen_);
+}
+
+// Random and bit-flipped frames: the Session answers or drops, never crashes or throws.
+TEST(SessionFuzz, RandomAndMutatedFramesNeverCrash) {
+  char tmpl[] = "/tmp/nv-fuzz-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(tmpl));
+  agent::AgentConfig cfg;
+  cfg.languages = {};  // nothing runs, whatever a mutation turns into
+  cfg.writable_roots = {tmpl};
+  FakeOps ops;
+  size_t written = 0;
+  std::mt19937 rng(12345);
+  // Valid requests of every kind, to mutate.
+  std::vector<std::string> seeds;
+  auto add = [&](auto fill) {
+    capnp::MallocMessageBuilder mb;
+    auto m = mb.initRoot<schema::HostMessage>();
+    m.setVersion(schema::SCHEMA_VERSION);
+    fill(m);
+    seeds.push_back(encode_frame(mb));
+  };
+  add([](auto m) { m.setPing(7); });
+  add([&](auto m) {
+    auto x = m.initExec();
+    x.setLanguage(schema::Language::SH);
+    x.setCode("echo hi");
+    x.initEnv(2)[1].setName("A");
+  });
+  add([&](auto m) {
+    auto p = m.initPutFile();
+    p.setPath(std::string(tmpl) + "/f");
+    p.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>("data"), 4));
+  });
+  add([](auto m) { m.setGetFile("/proc/self/status"); });
+  add([](auto m) {
+    auto r = m.initReseed();
+    std::string e(32, 'e');
+    r.setEntropy(kj::arrayPtr(reinterpret_cast<const kj::byte*>(e.data()), e.size()));
+    r.setVmId("vm-1");
+  });
+  int sessions = 0;
+  for (int round = 0; round < 3000; ++round) {
+    agent::Session s(cfg, ops, [&](std::string_view b) {
+      written += b.size();
+      return true;
+    });
+    ++sessions;
+    std::string f;
+    if (round % 3 == 0) {
+      size_t words = 1 + rng() % 64;
+      f = std::string("\0\0\0\0", 4);
+      uint32_t n = static_cast<uint32_t>(words * 8);
+      std::memcpy(f.data(), &n, 4);
+      for (size_t i = 0; i < words * 8; ++i) f += static_cast<char>(rng());
+    } else {
+      f = seeds[rng() % seeds.size()];
+      int flips = 1 + static_cast<int>(rng() % 4);
+      for (int k = 0; k < flips; ++k) {
+        f[4 + rng() % (f.size() - 4)] ^= static_cast<char>(1 << (rng() % 8));
+      }
+    }
+    (void)s.on_bytes(f.data(), f.size());
+  }
+  EXPECT_EQ(sessions, 3000);
+  EXPECT_GT(written, 0u);
+  std::system(("rm -rf " + std::string(tmpl)).c_str());
 }
 
 // ---- connect(): a Firecracker-style hybrid vsock socket that appears late ---------------------
