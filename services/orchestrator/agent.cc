@@ -493,6 +493,9 @@ struct Agent::Task {
   // (+1 s for the broker's own deadline answer) passes.
   Result<Client::Incoming> bus_call(const std::string& service, capnp::MessageBuilder& body,
                                 milliseconds deadline_ms, const Client::PartialFn& on_partial) {
+    if (deadline_ms.count() <= 0) {  // 0 on the bus would mean "the broker's default"
+      return make_error(ErrorCode::TIMED_OUT, "no time left before the task deadline");
+    }
     uint64_t id = client.send(service, &body, deadline_ms, trace);
     auto end = Clock::now() + deadline_ms + std::chrono::seconds(1);
     while (true) {
@@ -581,7 +584,7 @@ struct Agent::Task {
     tools[0].setParametersJson(execute_code_schema());
   }
 
-  // Maps a failed LLM call to the task's end. Returns the status and the error to report.
+  // Ends the task after a failed LLM call, with the status and error that say what happened.
   void llm_failed(const Error& e) {
     bool first = iteration == 1;
     if (e.code == ErrorCode::CANCELLED) return finish(s::TaskStatus::CANCELLED, e);

@@ -855,6 +855,23 @@ TEST_F(AgentTest, TwentyConcurrentTasksQueueOnTwoExecutorSlots) {
   EXPECT_EQ(stack.exec().max_concurrent(), 2);  // they really overlapped
 }
 
+// The task's own deadline: a model slower than --timeout ends the task as timedOut (nv-submit
+// exit code 7), and the services keep serving.
+TEST_F(AgentTest, TaskDeadlineEndsWithTimedOut) {
+  Stack stack({.script_json = R"js({"turns": [{"stall": {"seconds": 4, "times": 1},
+                                                "say": "done"}]})js"});
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_submit(stack.rt().path(), {"--timeout", "1", "Be slow."});
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status.code, 7) << r.out << r.err;
+  EXPECT_NE(r.out.find("═ timedOut ═"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("task deadline (1000 ms)"), std::string::npos) << r.err;
+  EXPECT_LT(took, 4s);
+  auto o = submit(stack.clients(), "Be slow.");  // the stall was used up: served at once
+  EXPECT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe();
+  EXPECT_EQ(o.answer, "done");
+}
+
 // SIGTERM while a task waits for a stalled model: the task ends at once with a clear error that
 // reaches its client, and the orchestrator exits 0 without waiting for the model.
 TEST_F(AgentTest, OrchestratorSigtermEndsRunningTasksCleanly) {
