@@ -149,8 +149,9 @@ void Worker::dispatch(bus::Message&& msg) {
     case bus::Kind::HEARTBEAT:
       return;
     case bus::Kind::DISCONNECT:
-      // The broker forgot us (it restarted, or expired us): register again.
-      connect();
+      // The broker forgot us (it restarted, or expired us): register again — unless we are
+      // draining, when registering would advertise a worker that is about to leave.
+      if (!draining_) connect();
       return;
     case bus::Kind::CANCEL: {
       std::lock_guard lock(mu_);
@@ -203,17 +204,17 @@ void Worker::run(const std::atomic<bool>& stop) {
   loop_thread_ = std::this_thread::get_id();
   connect();
   std::vector<zmq::message_t> frames;
-  bool draining = false;
+  draining_ = false;
   Clock::time_point drain_deadline{};
   while (true) {
-    if (stop.load() && !draining) {
-      draining = true;
+    if (stop.load() && !draining_) {
+      draining_ = true;
       drain_deadline = Clock::now() + options_.drain_timeout;
       capacity_ = 0;
       send_to_broker(bus::Kind::DISCONNECT, 0);
       log::info("worker draining", {{"service", options_.service}, {"active", active()}});
     }
-    if (draining) {
+    if (draining_) {
       reap_threads(false);
       if (active() == 0 || Clock::now() > drain_deadline) {
         flush_outgoing();
@@ -224,7 +225,7 @@ void Worker::run(const std::atomic<bool>& stop) {
                                {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ -
                                                                       Clock::now());
-    long timeout = std::clamp<long>(wait.count(), 0, draining ? 50 : 200);
+    long timeout = std::clamp<long>(wait.count(), 0, draining_ ? 50 : 200);
     zmq::poll(items, wake_fd_ >= 0 ? 2 : 1, std::chrono::milliseconds(timeout));
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t v;
@@ -243,7 +244,7 @@ void Worker::run(const std::atomic<bool>& stop) {
         }
         continue;
       }
-      if (draining && msg.header.kind == bus::Kind::REQUEST) {
+      if (draining_ && msg.header.kind == bus::Kind::REQUEST) {
         bus::send_error(*socket_, {}, msg.header.request_id, options_.service,
                         make_error(ErrorCode::SHUTTING_DOWN, "worker is draining", true));
         continue;
@@ -259,7 +260,7 @@ void Worker::run(const std::atomic<bool>& stop) {
       std::lock_guard lock(mu_);
       std::erase_if(live_, [](auto& w) { return w.expired(); });
     }
-    if (now > broker_expiry_ && !draining) {
+    if (now > broker_expiry_ && !draining_) {
       log::warn("worker: broker silent, reconnecting",
                 {{"service", options_.service}, {"endpoint", options_.broker_endpoint}});
       connect();

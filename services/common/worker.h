@@ -122,6 +122,7 @@ class Worker {
   std::vector<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>> threads_;
   std::vector<std::weak_ptr<Request>> live_;
   std::thread::id loop_thread_;
+  bool draining_ = false;  // loop thread only
 };
 
 // The name this process uses on the bus: "<hostname>/<service>/<pid>".
