@@ -295,10 +295,11 @@ int run_exporter(ServiceContext& ctx) {
   log::info("serving metrics", {{"url", url}});
   uint64_t malformed_seen = 0;
   uint64_t rejected = 0;
-  auto next_expiry = std::chrono::steady_clock::now();
+  auto next_expiry = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (rc == 0 && !ctx.stop.load()) {
     if (std::chrono::steady_clock::now() >= next_expiry) {
       next_expiry += std::chrono::seconds(30);
+      replayed.clear();  // live copies of replayed events arrive within moments, not 30 s
       auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();

@@ -258,7 +258,10 @@ int main(int argc, char** argv) {
 
     // 3. Live events, until a signal (--follow) or --wait-ms.
     auto end = std::chrono::steady_clock::now() + wait;
+    // Live copies of history events arrive within moments; after that the ids are let go.
+    auto forget_printed = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (rc == kExitOk && !g_stop.load()) {
+      if (!printed.empty() && std::chrono::steady_clock::now() >= forget_printed) printed.clear();
       auto step = std::chrono::milliseconds(200);
       if (!follow) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
