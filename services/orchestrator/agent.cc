@@ -588,7 +588,9 @@ struct Agent::Task {
   void llm_failed(const Error& e) {
     bool first = iteration == 1;
     if (e.code == ErrorCode::CANCELLED) return finish(s::TaskStatus::CANCELLED, e);
-    if (Clock::now() >= deadline) {
+    // The call's bus deadline is the task's time left rounded down to the millisecond, so the
+    // broker may answer timedOut a little before `deadline`: allow for that.
+    if (Clock::now() + milliseconds(50) >= deadline) {
       return finish(s::TaskStatus::TIMED_OUT,
                     make_error(ErrorCode::TIMED_OUT,
                                "the task deadline (" + std::to_string(timeout.count()) +
