@@ -329,7 +329,9 @@ VmUsage VmCgroup::usage() const {
   }
   if (auto d = dir("cpu"); !d.empty()) {
     u.cpu_throttled_periods = keyed(d + "/cpu.stat", "nr_throttled");
-    if (exists(d + "/cpuacct.usage")) u.cpu_usage_us = parse_u64(read_line(d + "/cpuacct.usage")) / 1000;
+    if (exists(d + "/cpuacct.usage")) {  // cpu,cpuacct co-mounted
+      u.cpu_usage_us = parse_u64(read_line(d + "/cpuacct.usage")) / 1000;
+    }
   }
   if (auto d = dir("cpuacct"); !d.empty()) {
     u.cpu_usage_us = parse_u64(read_line(d + "/cpuacct.usage")) / 1000;

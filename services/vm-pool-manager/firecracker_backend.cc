@@ -254,7 +254,8 @@ FirecrackerBackend::FirecrackerBackend(FirecrackerConfig config) : cfg_(std::mov
 Result<std::unique_ptr<RunningVm>> FirecrackerBackend::boot(const VmSpec& spec,
                                                             Deadline deadline) {
   if (!valid_vm_id(spec.vm_id)) {
-    return make_error(ErrorCode::BAD_REQUEST, "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
   }
   if (cfg_.command.empty()) return make_error(ErrorCode::BAD_REQUEST, "no firecracker command");
   const bool restore = !spec.restore_from.empty();
@@ -352,7 +353,9 @@ Result<std::unique_ptr<RunningVm>> FirecrackerBackend::boot(const VmSpec& spec,
                                                           .done())
                            .boolean("resume_vm", true)
                            .done();
-    if (Status s = api.call("PUT", "/snapshot/load", body, deadline); !s.ok()) return fail(s.error());
+    if (Status s = api.call("PUT", "/snapshot/load", body, deadline); !s.ok()) {
+      return fail(s.error());
+    }
     return std::unique_ptr<RunningVm>(std::move(vm));
   }
   const std::pair<std::string, std::string> steps[] = {

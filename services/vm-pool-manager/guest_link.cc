@@ -13,10 +13,11 @@ guest::ChannelKind kind_of(const VmInfo& vm) {
 }
 
 Error channel_error(const std::string& what, const guest::ChannelError& e) {
-  ErrorCode code = e.code == guest::ChannelErrc::timeout ? ErrorCode::TIMED_OUT
-                   : e.code == guest::ChannelErrc::protocol || e.code == guest::ChannelErrc::rate_limited
-                       ? ErrorCode::GUEST_PROTOCOL
-                       : ErrorCode::VM_FAILED;
+  ErrorCode code = ErrorCode::VM_FAILED;
+  if (e.code == guest::ChannelErrc::timeout) code = ErrorCode::TIMED_OUT;
+  if (e.code == guest::ChannelErrc::protocol || e.code == guest::ChannelErrc::rate_limited) {
+    code = ErrorCode::GUEST_PROTOCOL;
+  }
   return make_error(code, what + ": " + guest::to_string(e.code) + ": " + e.message);
 }
 

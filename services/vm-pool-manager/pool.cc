@@ -58,7 +58,9 @@ Status Pool::validate() const {
     std::string n = tier_name(t.tier);
     if (t.tier == SizeTier::UNSET) problems.push_back("a tier has no size (unset)");
     if (seen[t.tier]++) problems.push_back("tier " + n + " configured twice");
-    if (t.vcpus == 0 || t.memory_mib < 64) problems.push_back("tier " + n + ": vcpus >= 1 and memory >= 64 MiB");
+    if (t.vcpus == 0 || t.memory_mib < 64) {
+      problems.push_back("tier " + n + ": vcpus >= 1 and memory >= 64 MiB");
+    }
     if (t.warm > t.max) {
       problems.push_back("tier " + n + ": warm (" + std::to_string(t.warm) + ") > max (" +
                          std::to_string(t.max) + ")");
@@ -69,7 +71,9 @@ Status Pool::validate() const {
   if (opt_.snapshot && !backend_.supports_snapshot()) {
     problems.push_back("snapshot mode: backend " + backend_.name() + " cannot snapshot");
   }
-  if (opt_.snapshot && opt_.snapshot_dir.empty()) problems.push_back("snapshot mode needs snapshot_dir");
+  if (opt_.snapshot && opt_.snapshot_dir.empty()) {
+    problems.push_back("snapshot mode needs snapshot_dir");
+  }
   if (problems.empty()) return {};
   std::string msg = "pool configuration: ";
   for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
@@ -106,7 +110,9 @@ Status Pool::start() {
     stopping_ = false;
   }
   threads_.emplace_back([this] { monitor_loop(); });
-  for (unsigned i = 0; i < opt_.refill_threads; ++i) threads_.emplace_back([this] { refill_loop(); });
+  for (unsigned i = 0; i < opt_.refill_threads; ++i) {
+    threads_.emplace_back([this] { refill_loop(); });
+  }
   log::info("vm pool started", {{"backend", backend_.name()},
                                 {"accel", backend_.accel()},
                                 {"accel_reason", backend_.accel_reason()},
@@ -337,8 +343,8 @@ void Pool::monitor_loop() {
         if (v != vms_.end()) vm = v->second.vm;
       }
       if (!vm) continue;
-      if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, vm->exit_fd(), nullptr) != 0 && errno != ENOENT &&
-          errno != EBADF) {
+      if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, vm->exit_fd(), nullptr) != 0 &&
+          errno != ENOENT && errno != EBADF) {
         log::syscall_error("epoll_ctl(DEL pidfd)", errno, {{"vm_id", id}});
       }
       std::string why = vm->exit_reason();

@@ -202,13 +202,16 @@ void QemuBackend::set_accel(std::string accel, std::string reason) {
 
 std::vector<std::string> QemuBackend::command_line(const VmSpec& spec, bool incoming) const {
   VmPaths p{"/vm/vmlinux", "/vm/rootfs.ext4", "/run"};
-  if (!cfg_.use_jail) p = {spec.kernel, spec.rootfs, cfg_.runtime_dir + "/vms/" + spec.vm_id + "/run"};
+  if (!cfg_.use_jail) {
+    p = {spec.kernel, spec.rootfs, cfg_.runtime_dir + "/vms/" + spec.vm_id + "/run"};
+  }
   return build_argv(cfg_, accel_, spec, p, incoming);
 }
 
 Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadline deadline) {
   if (!valid_vm_id(spec.vm_id)) {
-    return make_error(ErrorCode::BAD_REQUEST, "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
   }
   for (const auto& f : {spec.kernel, spec.rootfs}) {
     struct stat st {};
