@@ -50,14 +50,21 @@ Status drop_privileges(const PrivilegeSpec& spec) {
       if (setresuid(uid, uid, uid) != 0) return sys_failure("setresuid");
     }
   }
-  // 3. Permitted and effective = exactly `keep`; inheritable empty.
+  // 3. Permitted and effective = `keep` ∩ what we hold now (a capability the process never had,
+  // e.g. one the container runtime withheld, cannot be kept); inheritable empty.
+  std::vector<cap_value_t> keep;
+  if (cap_t now = cap_get_proc()) {
+    for (cap_value_t c : spec.keep) {
+      cap_flag_value_t v = CAP_CLEAR;
+      if (cap_get_flag(now, c, CAP_PERMITTED, &v) == 0 && v == CAP_SET) keep.push_back(c);
+    }
+    cap_free(now);
+  }
   cap_t caps = cap_init();
   if (!caps) return sys_failure("cap_init");
-  if (!spec.keep.empty()) {
-    cap_set_flag(caps, CAP_PERMITTED, static_cast<int>(spec.keep.size()), spec.keep.data(),
-                 CAP_SET);
-    cap_set_flag(caps, CAP_EFFECTIVE, static_cast<int>(spec.keep.size()), spec.keep.data(),
-                 CAP_SET);
+  if (!keep.empty()) {
+    cap_set_flag(caps, CAP_PERMITTED, static_cast<int>(keep.size()), keep.data(), CAP_SET);
+    cap_set_flag(caps, CAP_EFFECTIVE, static_cast<int>(keep.size()), keep.data(), CAP_SET);
   }
   // 4. Bounding set: drop everything not kept (needs CAP_SETPCAP, so before cap_set_proc).
   for (cap_value_t c = 0; c <= CAP_LAST_CAP; ++c) {

@@ -48,6 +48,7 @@ const std::vector<Rule>& base_rules() {
       allow("sigaltstack", "sanitizer/abort handlers use an alternate stack"),
       allow("tgkill", "abort() and pthread_kill deliver signals to own threads"),
       allow("restart_syscall", "kernel restarts interrupted sleeps"),
+      allow("rt_sigtimedwait", "service_main's signal thread waits for SIGTERM/SIGINT/SIGHUP"),
       // Memory
       allow("brk", "malloc heap"),
       allow("mmap", "malloc arenas, thread stacks, file maps"),

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <stdexcept>
 #include <thread>
 
 #include "log.h"
@@ -83,6 +84,27 @@ void ServiceContext::announce_started(const std::vector<std::string>& used) {
   log::info("service started", {{"instance", instance}, {"privileges", privileges}});
 }
 
+Result<PrivilegeSpec> unprivileged(const Config& config) {
+  PrivilegeSpec spec;
+  std::string run_as;
+  try {
+    run_as = config.str("run-as");
+  } catch (const std::logic_error&) {
+    return spec;  // the service has no --run-as option
+  }
+  if (run_as.empty()) return spec;
+  try {
+    size_t used = 0;
+    auto id = std::stoul(run_as, &used);
+    if (used != run_as.size()) throw std::invalid_argument(run_as);
+    spec.uid = static_cast<uid_t>(id);
+    spec.gid = static_cast<gid_t>(id);
+  } catch (const std::exception&) {
+    return make_error(ErrorCode::BAD_REQUEST, "--run-as must be a numeric uid, not '" + run_as + "'");
+  }
+  return spec;
+}
+
 namespace {
 
 std::atomic<bool> g_stop{false};
@@ -153,6 +175,18 @@ int service_main(int argc, char** argv, const ServiceSpec& spec) {
       return 2;
     }
     server_key = k->public_key;
+  }
+  // Privileges before any thread exists (see ServiceSpec::privileges).
+  if (spec.privileges) {
+    auto ps = spec.privileges(config);
+    if (!ps) {
+      log::error("bad privilege settings", {{"error", ps.error().message}});
+      return 2;
+    }
+    if (auto st = drop_privileges(ps.value()); !st) {
+      log::error("cannot drop privileges", {{"error", st.error().message}});
+      return 1;
+    }
   }
   bus::Limits limits;
   limits.max_frame_bytes = static_cast<size_t>(config.integer("max-frame-bytes"));

@@ -68,7 +68,15 @@ struct ServiceSpec {
   std::function<void(Config&)> add_options;   // service-specific options
   std::function<int(ServiceContext&)> run;    // returns the exit code
   bool publish_events = true;                 // false for the orchestrator (it is the hub)
+  // Privileges this service keeps, applied by service_main before it starts any thread
+  // (capability sets are per thread: a drop made later in run() would leave the ZeroMQ I/O
+  // threads and the signal thread with everything). Unset = keep what the process has.
+  std::function<Result<PrivilegeSpec>(const Config&)> privileges = {};
 };
+
+// For ServiceSpec::privileges: no capabilities at all, no_new_privs, and the uid/gid of
+// --run-as when the service has that option and it is set.
+Result<PrivilegeSpec> unprivileged(const Config& config);
 
 int service_main(int argc, char** argv, const ServiceSpec& spec);
 
