@@ -45,8 +45,10 @@ namespace schema = nv::schema;
 void add_options(nv::Config& c) {
   c.add_string("backend", "qemu", "VMM backend: qemu | firecracker");
   c.add_string("accel", "auto", "qemu accelerator: auto (boot probe) | kvm | tcg");
-  c.add_string("kernel", "/var/lib/neurovisor/guest/vmlinux", "guest kernel (guest/build.sh)");
-  c.add_string("rootfs", "/var/lib/neurovisor/guest/rootfs.ext4", "guest root image (read-only)");
+  c.add_string("kernel", "", "guest kernel (guest/build.sh); default: BIN/../guest/vmlinux, "
+                             "else /var/lib/neurovisor/guest/vmlinux");
+  c.add_string("rootfs", "", "guest root image, read-only; default: BIN/../guest/rootfs.ext4, "
+                             "else /var/lib/neurovisor/guest/rootfs.ext4");
   c.add_string("size", "small,medium,large", "size tiers served, comma-separated");
   c.add_int("warm", 1, "idle VMs kept ready per tier");
   c.add_int("max", 4, "VMs per tier at most (warm + leased + booting)");
@@ -77,6 +79,22 @@ schema::ChannelKind channel_kind(nv::vm::ChannelKind k) {
 }
 
 // Pool callbacks → bus events.
+// An explicit path wins; else the build tree's guest/ beside bin/ (./nv setup puts it there),
+// else the installed location.
+std::string guest_file(const std::string& given, const std::string& name) {
+  if (!given.empty()) return given;
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    std::string dir(exe);
+    dir = dir.substr(0, dir.rfind('/'));
+    std::string candidate = dir + "/../guest/" + name;
+    if (::access(candidate.c_str(), R_OK) == 0) return candidate;
+  }
+  return "/var/lib/neurovisor/guest/" + name;
+}
+
 class BusEvents : public nv::vm::PoolEvents {
  public:
   explicit BusEvents(nv::EventPublisher& ev) : ev_(ev) {}
@@ -220,8 +238,8 @@ int run(nv::ServiceContext& ctx) {
   // --- options → pool options, every problem reported at once --------------------------------
   std::vector<std::string> problems;
   nv::vm::PoolOptions po;
-  po.kernel = c.str("kernel");
-  po.rootfs = c.str("rootfs");
+  po.kernel = guest_file(c.str("kernel"), "vmlinux");
+  po.rootfs = guest_file(c.str("rootfs"), "rootfs.ext4");
   po.snapshot = c.boolean("snapshot");
   po.snapshot_dir = c.str("snapshot-dir").empty() ? ctx.runtime_dir + "/snapshots"
                                                   : c.str("snapshot-dir");
@@ -454,6 +472,31 @@ int run(nv::ServiceContext& ctx) {
     }
   };
 
+  // --- presence on the bus and security alerts ------------------------------------------------
+  // Registered with capacity 0 so `nv status` lists the pool manager; it takes no broker work.
+  nv::Worker presence(ctx.zmq, ctx.worker_options("vm-pool-manager", 0),
+                      [](std::shared_ptr<nv::Request> r) {
+                        r->fail(nv::make_error(nv::ErrorCode::BAD_REQUEST,
+                                               "vm-pool-manager is reached on its own socket"));
+                      });
+  std::thread presence_thread([&] { presence.run(ctx.stop); });
+  // A security.alert that names one of our VMs (the sentinel saw its VMM exec, say) destroys it.
+  nv::EventSubscriber alerts(ctx.zmq, ctx.endpoints.events_out, {"security.alert"},
+                             ctx.curve_keys, ctx.curve_server_key);
+  auto on_alert = [&](nv::schema::Event::Reader e) {
+    if (!e.isSecurityAlert()) return;
+    auto a = e.getSecurityAlert();
+    std::string id = a.getVmId();
+    if (id.empty() || id.size() > 128) return;
+    std::string why = "security alert: " + std::string(a.getKind().cStr()) + " (" +
+                      std::string(a.getDetail().cStr()).substr(0, 200) + ")";
+    std::thread([&pool, id, why] {
+      if (auto s = pool.destroy(id, why); s.ok()) {
+        nv::log::warn("vm destroyed after a security alert", {{"vm_id", id}, {"why", why}});
+      }
+    }).detach();
+  };
+
   // --- the loop ----------------------------------------------------------------------------
   auto stats_every =
       std::chrono::milliseconds(std::max<int64_t>(500, c.integer("stats-interval-ms")));
@@ -471,6 +514,7 @@ int run(nv::ServiceContext& ctx) {
     if (items[1].revents & ZMQ_POLLIN) {
       for (auto& a : outbox.take()) send_answer(a);
     }
+    while (auto ev = alerts.receive(std::chrono::milliseconds(0))) on_alert(ev->event);
     while (nv::bus::recv_frames(router, frames)) {
       nv::bus::Message m;
       nv::bus::ParseError failure;
@@ -515,6 +559,7 @@ int run(nv::ServiceContext& ctx) {
   }
   for (auto& a : outbox.take()) send_answer(a);
   stopper.join();
+  presence_thread.join();
   layout.remove_parents();
   return 0;
 }

@@ -393,6 +393,17 @@ void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
   events_.on_failed(vm_id, e.tier, reason, pid);
 }
 
+Status Pool::destroy(const std::string& vm_id, const std::string& reason) {
+  {
+    std::lock_guard lock(mu_);
+    if (vms_.find(vm_id) == vms_.end()) {
+      return make_error(ErrorCode::UNKNOWN_LEASE, "vm '" + vm_id + "' is not alive");
+    }
+  }
+  fail_vm(vm_id, reason);
+  return {};
+}
+
 Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_ms) {
   if (tier == SizeTier::UNSET) tier = SizeTier::SMALL;
   if (deadline_ms.count() <= 0) deadline_ms = opt_.default_lease_deadline;

@@ -136,6 +136,9 @@ class Pool {
   Result<LeaseInfo> lease(SizeTier tier, std::chrono::milliseconds deadline);
   // Destroys a leased VM. unknownLease for ids never leased or already released.
   Status release(const std::string& vm_id, const std::string& reason);
+  // Destroys a live VM, warm or leased, at once (a security alert names it); it is reported
+  // with on_failed(reason) and the pool refills. unknownLease when no such VM is alive.
+  Status destroy(const std::string& vm_id, const std::string& reason);
 
   PoolStatusInfo status();
   // Blocks until every tier has `warm` VMs ready, or the deadline; true when reached.
