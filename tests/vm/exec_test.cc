@@ -282,7 +282,11 @@ TEST_F(ExecStack, ForkBombAndMemoryBombAreContained) {
   o.timeout_ms = 20000;
   auto fork_bomb = run(Language::BASH, "bomb() { bomb | bomb & }; bomb; sleep 10", o);
   ASSERT_TRUE(fork_bomb.ok) << fork_bomb.describe() << logs();
-  EXPECT_TRUE(fork_bomb.timed_out || fork_bomb.exit_code != 0) << fork_bomb.describe();
+  // Contained: the agent's process limit makes fork fail (bash says so), or the run is killed
+  // at its timeout; either way a result comes back and the VM is thrown away.
+  EXPECT_TRUE(fork_bomb.timed_out || fork_bomb.exit_code != 0 ||
+              fork_bomb.err.find("Resource temporarily unavailable") != std::string::npos)
+      << fork_bomb.describe();
 
   auto mem_bomb = run(Language::PYTHON,
                       "chunks = []\nwhile True: chunks.append(bytearray(32 * 1024 * 1024))\n", o);
