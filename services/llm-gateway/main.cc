@@ -149,5 +149,5 @@ int main(int argc, char** argv) {
                       "the only process that talks HTTP to the model server (Ollama or "
                       "OpenAI-compatible); serves bus service \"llm\". The --model must exist "
                       "on the server: `ollama pull qwen2.5-coder:7b` before the first task",
-                      add_options, run, true});
+                      add_options, run, true, nv::unprivileged});
 }

@@ -9,5 +9,6 @@ int main(int argc, char** argv) {
       nv::ServiceSpec{"metrics-exporter",
                       "serves the event stream as Prometheus metrics on /metrics and can push "
                       "them to a Pushgateway",
-                      nv::metrics::add_exporter_options, nv::metrics::run_exporter, true});
+                      nv::metrics::add_exporter_options, nv::metrics::run_exporter, true,
+                      nv::unprivileged});
 }

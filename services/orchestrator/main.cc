@@ -161,5 +161,5 @@ int main(int argc, char** argv) {
   return nv::service_main(argc, argv,
                           nv::ServiceSpec{"orchestrator",
                                           "broker, event hub and agent loop of NeuroVisor",
-                                          add_options, run, false});
+                                          add_options, run, false, nv::unprivileged});
 }

@@ -98,6 +98,14 @@ uint32_t capacity_for(const nv::exec::PoolCounts& c, uint32_t in_flight, uint32_
   return std::min<uint32_t>(concurrency, in_flight + c.warm + c.booting);
 }
 
+// No capabilities at all, and --run-as-uid/--run-as-gid, applied before any thread starts.
+nv::Result<nv::PrivilegeSpec> privileges(const nv::Config& c) {
+  nv::PrivilegeSpec spec;
+  if (c.integer("run-as-uid") >= 0) spec.uid = static_cast<uid_t>(c.integer("run-as-uid"));
+  if (c.integer("run-as-gid") >= 0) spec.gid = static_cast<gid_t>(c.integer("run-as-gid"));
+  return spec;
+}
+
 int run(nv::ServiceContext& ctx) {
   auto opt = options_from(ctx);
   if (auto bad = check(opt); !bad.empty()) {
@@ -211,5 +219,5 @@ int main(int argc, char** argv) {
       argc, argv,
       nv::ServiceSpec{"sandbox-executor",
                       "runs code in throw-away microVMs for the \"exec\" service", add_options,
-                      run, true});
+                      run, true, privileges});
 }
