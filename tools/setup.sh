@@ -22,7 +22,7 @@ PACKAGES=(
   python3                                   # the scripted model server used by tests
   qemu-system-x86                           # the microVM monitor (KVM or TCG)
   mmdebstrap e2fsprogs                      # guest root filesystem, built without mounts
-  linux-source-6.1 bc flex bison libssl-dev cpio xz-utils   # the minimal guest kernel
+  linux-source-6.1 make bc flex bison libssl-dev cpio xz-utils file   # the minimal guest kernel
   iproute2 procps curl                      # network namespaces in tests, ps, curl
   systemd                                   # systemd-analyze checks the units in deploy/
 )
