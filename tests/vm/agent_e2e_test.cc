@@ -18,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -131,25 +132,35 @@ class AgentE2E : public ::testing::Test {
     }
   }
 
-  // One protocol end to end: nv up, one task through nv-submit, checks, nv down.
-  void run_protocol(const std::string& api) {
-    TempDir rt("nv-agent-e2e");
-    // The scripted model.
-    std::string record = rt.file("requests.jsonl");
-    auto fake = Process::start(
+  // The scripted model and the stack (nv up), torn down (nv down) when the Stack goes away.
+  struct Stack {
+    std::unique_ptr<TempDir> rt;
+    std::optional<Process> fake;
+    std::map<std::string, std::string> env;
+    std::string record;
+    int up_code = -1;
+    std::string up_out;
+    ~Stack() {
+      if (!env.empty()) nv::test::run(proc(nv::test::bin("nv"), {"down"}, env), 60s);
+    }
+  };
+  void start(Stack& st, const std::string& api, int warm, int max) {
+    st.rt = std::make_unique<TempDir>("nv-agent-e2e");
+    TempDir& rt = *st.rt;
+    st.record = rt.file("requests.jsonl");
+    st.fake.emplace(Process::start(
         proc("/usr/bin/python3",
              {env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/fake_llm.py",
               "--script",
               env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/agent_e2e_nonce.json",
-              "--port-file", rt.file("llm.port"), "--record", record, "--quiet"},
-             {}));
+              "--port-file", rt.file("llm.port"), "--record", st.record, "--quiet"},
+             {})));
     ASSERT_TRUE(nv::test::wait_until([&] { return rt.has("llm.port"); }, 20s))
-        << fake.stderr_text();
+        << st.fake->stderr_text();
     int port = 0;
     std::ifstream(rt.file("llm.port")) >> port;
-
-    // The stack. Options reach each service through its NV_* environment.
-    std::map<std::string, std::string> env = {
+    // Options reach each service through its NV_* environment.
+    st.env = {
         {"NV_RUNTIME_DIR", rt.path()},
         {"NV_LLM_URL", "http://127.0.0.1:" + std::to_string(port)},
         {"NV_LLM_API", api},
@@ -157,18 +168,26 @@ class AgentE2E : public ::testing::Test {
         {"NV_KERNEL", kernel_},
         {"NV_ROOTFS", rootfs_},
         {"NV_SIZE", "small"},
-        {"NV_WARM", "1"},
+        {"NV_WARM", std::to_string(warm)},
+        {"NV_MAX", std::to_string(max)},
     };
     auto up = nv::test::run(
         proc(nv::test::bin("nv"),
              {"up", "--only", "vm-pool-manager,sandbox-executor,llm-gateway", "--wait-s", "600"},
-             env),
+             st.env),
         660s);
-    struct Down {
-      std::map<std::string, std::string> env;
-      ~Down() { nv::test::run(proc(nv::test::bin("nv"), {"down"}, env), 60s); }
-    } down{env};
-    ASSERT_EQ(up.status.code, 0) << up.out << up.err;
+    st.up_code = up.status.code;
+    st.up_out = up.out + up.err;
+  }
+
+  // One protocol end to end: nv up, one task through nv-submit, checks, nv down.
+  void run_protocol(const std::string& api) {
+    Stack st;
+    start(st, api, 1, 4);
+    ASSERT_EQ(st.up_code, 0) << st.up_out;
+    TempDir& rt = *st.rt;
+    auto& env = st.env;
+    std::string record = st.record;
 
     // The task: the nonce is new each run, so no script can know the hash in advance.
     std::string nonce = nonce_hex();
@@ -243,6 +262,36 @@ class AgentE2E : public ::testing::Test {
 };
 
 TEST_F(AgentE2E, NonceHashedInARealVmThroughOllama) { run_protocol("ollama"); }
+
+// Twenty tasks at once against a pool of at most 2 VMs: they queue (broker and pool), none fails,
+// and each gets the hash of its own nonce computed in its own fresh VM.
+TEST_F(AgentE2E, TwentyConcurrentTasksOnAPoolOfTwoVms) {
+  Stack st;
+  start(st, "ollama", 2, 2);
+  ASSERT_EQ(st.up_code, 0) << st.up_out;
+  struct Task {
+    std::string nonce, sha;
+    std::optional<Process> p;
+  };
+  std::vector<Task> tasks(20);
+  for (auto& t : tasks) {
+    t.nonce = nonce_hex();
+    t.sha = sha256_hex(t.nonce);
+    t.p.emplace(Process::start(proc(
+        nv::test::bin("nv-submit"),
+        {"--quiet", "--timeout", "1200", "Compute the SHA-256 of the nonce " + t.nonce + "."},
+        st.env)));
+  }
+  int completed = 0;
+  for (auto& t : tasks) {
+    auto exit = t.p->wait(1260s);
+    ASSERT_TRUE(exit.has_value()) << "nv-submit still running";
+    EXPECT_TRUE(exit->clean()) << exit->describe() << t.p->stderr_text();
+    EXPECT_NE(t.p->stdout_text().find(t.sha), std::string::npos) << t.p->stdout_text();
+    completed += exit->clean() ? 1 : 0;
+  }
+  EXPECT_EQ(completed, 20);
+}
 
 TEST_F(AgentE2E, NonceHashedInARealVmThroughOpenAi) { run_protocol("openai"); }
 
