@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "agent.h"
+#include "common/seccomp_policy.h"
 #include "broker.h"
 #include "common/log.h"
 #include "common/service.h"
@@ -35,6 +36,7 @@ void add_options(nv::Config& c) {
   c.add_int("status-interval-ms", 5000, "interval of broker.status events");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
   // The agent loop (service "task").
+  c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
   c.add_bool("agent", true, "run the agent loop (bus service \"task\") in this process");
   c.add_int("max-tasks", 64, "tasks the agent loop runs at once; more wait in the broker queue");
   c.add_int("max-iterations", 10, "LLM calls per task when the task sets none");
@@ -137,6 +139,21 @@ int run(nv::ServiceContext& ctx) {
     for (unsigned i = 0; i < eps.size(); ++i) list.set(i, eps[i]);
     s.setPrivileges(privileges);
   });
+  // Seccomp after start-up: the generic bus-service allow-list, on every thread, kill on the rest.
+  if (c.boolean("seccomp")) {
+    auto profile = nv::seccomp::zmq_service_profile("orchestrator");
+    for (const char* call : {"mlock", "munlock"}) {
+      profile.rules.push_back(
+          nv::seccomp::allow(call, "libsodium locks CURVE key memory on tcp:// endpoints"));
+    }
+    nv::seccomp::InstallOptions io;
+    io.log = [](const std::string& line) { nv::log::debug(line); };
+    auto r = nv::seccomp::install(profile, io);
+    if (!r.ok) {
+      nv::log::error("cannot install the seccomp filter", {{"error", r.text()}});
+      return 1;
+    }
+  }
   nv::log::info("orchestrator ready", {{"instance", ctx.instance}, {"privileges", privileges}});
   if (!agent_opts) {
     broker.run(ctx.stop);
