@@ -7,3 +7,6 @@ foreach(t frames_test config_test trace_id_test token_bucket_test bus_errors_tes
     LABELS unit
     TIMEOUT 60)
 endforeach()
+
+# The token bucket is also the rate-limit layer's proof: it refuses the excess, admits the refill.
+set_tests_properties(token_bucket_test PROPERTIES LABELS "unit;security")
