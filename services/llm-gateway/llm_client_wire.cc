@@ -63,4 +63,29 @@ std::string excerpt(std::string_view s, size_t max) {
   return std::string(s.substr(0, max)) + "...";
 }
 
+void write_tools(JsonWriter& w, const std::vector<ToolSpec>& tools, std::optional<LlmError>* err) {
+  w.Key("tools");
+  w.StartArray();
+  for (const ToolSpec& t : tools) {
+    w.StartObject();
+    w.Key("type");
+    w.String("function");
+    w.Key("function");
+    w.StartObject();
+    w.Key("name");
+    write_string(w, t.name);
+    w.Key("description");
+    write_string(w, t.description);
+    w.Key("parameters");
+    if (!write_raw_json(w,
+                        t.parameters_json.empty() ? R"({"type":"object"})" : t.parameters_json)) {
+      *err = bad_request("tool '" + t.name + "' has a parameters schema that is not JSON");
+      w.Null();
+    }
+    w.EndObject();
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
 }  // namespace nv::llm::wire

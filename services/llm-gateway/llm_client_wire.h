@@ -59,6 +59,9 @@ LlmError bad_request(std::string message);
 // Parses `text` as JSON and writes it through `w`; false when it is not valid JSON.
 bool write_raw_json(JsonWriter& w, std::string_view text);
 void write_string(JsonWriter& w, std::string_view s);
+// "tools": [{"type":"function","function":{name, description, parameters}}] — the same shape in
+// Ollama's /api/chat and OpenAI's /v1/chat/completions. A schema that is not JSON sets *err.
+void write_tools(JsonWriter& w, const std::vector<ToolSpec>& tools, std::optional<LlmError>* err);
 
 // Member accessors that tolerate absence and wrong types (return the fallback).
 std::string get_string(const rapidjson::Value& obj, const char* key, std::string fallback = {});

@@ -198,30 +198,7 @@ class OllamaApi final : public WireApi {
     w.EndArray();
     w.Key("stream");
     w.Bool(req.stream);
-    if (!req.tools.empty()) {
-      w.Key("tools");
-      w.StartArray();
-      for (const ToolSpec& t : req.tools) {
-        w.StartObject();
-        w.Key("type");
-        w.String("function");
-        w.Key("function");
-        w.StartObject();
-        w.Key("name");
-        write_string(w, t.name);
-        w.Key("description");
-        write_string(w, t.description);
-        w.Key("parameters");
-        if (!write_raw_json(
-                w, t.parameters_json.empty() ? R"({"type":"object"})" : t.parameters_json)) {
-          err = bad_request("tool '" + t.name + "' has a parameters schema that is not JSON");
-          w.Null();
-        }
-        w.EndObject();
-        w.EndObject();
-      }
-      w.EndArray();
-    }
+    if (!req.tools.empty()) write_tools(w, req.tools, &err);
     if (req.temperature >= 0 || req.max_tokens > 0) {
       w.Key("options");
       w.StartObject();
