@@ -16,11 +16,11 @@
 #include <rapidjson/writer.h>
 
 #include "common/log.h"
+#include "jailed_vm.h"
 
 namespace nv::vm {
 namespace {
 
-constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD
 
 size_t collect(char* data, size_t size, size_t n, void* out) {
   auto* s = static_cast<std::string*>(out);
@@ -73,27 +73,15 @@ bool valid_vm_id(const std::string& id) {
   return true;
 }
 
-class FirecrackerVm : public RunningVm {
+class FirecrackerVm : public JailedVm {
  public:
   FirecrackerVm(VmInfo info, Jail jail, VmCgroup cg, JailedProcess proc, std::string api_sock)
-      : info_(std::move(info)),
-        jail_(std::move(jail)),
-        cg_(std::move(cg)),
-        proc_(std::move(proc)),
+      : JailedVm(std::move(info), std::move(jail), std::move(cg), std::move(proc)),
         api_(std::move(api_sock)) {}
-  ~FirecrackerVm() override { (void)destroy(Clock::now() + std::chrono::seconds(1)); }
+  // Firecracker has no graceful "quit" for a running guest; the disk is read-only, so the
+  // SIGKILL of JailedVm::destroy loses nothing.
+  ~FirecrackerVm() override = default;
 
-  const VmInfo& info() const override { return info_; }
-  int exit_fd() const override { return proc_.pidfd.get(); }
-  bool alive() override {
-    std::lock_guard lock(mu_);
-    return !reaped_ && !wait_readable(proc_.pidfd.get(), Clock::now());
-  }
-  std::string exit_reason() override {
-    std::lock_guard lock(mu_);
-    reap_locked(false);
-    return reaped_ ? describe_wait_status(status_) : "";
-  }
   Status check_responsive(Deadline deadline) override {
     auto r = api_.request("GET", "/", "", deadline);
     if (!r.ok()) return r.error();
@@ -120,8 +108,8 @@ class FirecrackerVm : public RunningVm {
                            .str("mem_file_path", "/run/snapshot.mem")
                            .done();
     if (Status s = api_.call("PUT", "/snapshot/create", body, deadline); !s.ok()) return s;
-    for (auto [from, to] : {std::pair{jail_.host_path("/run/snapshot.state"), path},
-                            std::pair{jail_.host_path("/run/snapshot.mem"), path + ".mem"}}) {
+    for (auto [from, to] : {std::pair{jail().host_path("/run/snapshot.state"), path},
+                            std::pair{jail().host_path("/run/snapshot.mem"), path + ".mem"}}) {
       if (::rename(from.c_str(), to.c_str()) != 0) {
         return sys_error("rename(" + from + ", " + to + ")", errno);
       }
@@ -132,50 +120,8 @@ class FirecrackerVm : public RunningVm {
     }
     return {};
   }
-  Status destroy(Deadline deadline) override {
-    std::lock_guard lock(mu_);
-    if (destroyed_) return {};
-    // Firecracker has no graceful "quit" for a running guest; the disk is read-only, so a
-    // SIGKILL loses nothing.
-    if (!reaped_ && pidfd_send_signal(proc_.pidfd.get(), SIGKILL) != 0 && errno != ESRCH) {
-      log::syscall_error("pidfd_send_signal(SIGKILL)", errno, {{"vm_id", info_.vm_id}});
-    }
-    (void)wait_readable(proc_.pidfd.get(), deadline);
-    reap_locked(true);
-    Status first;
-    if (Status s = cg_.destroy(); !s.ok()) first = s;
-    if (Status s = jail_.remove(); !s.ok() && first.ok()) first = s;
-    destroyed_ = first.ok();
-    return first;
-  }
-  Result<VmUsage> usage() override { return cg_.usage(); }
-
  private:
-  void reap_locked(bool block) {
-    if (reaped_) return;
-    siginfo_t si{};
-    for (;;) {
-      int r = ::waitid(kPidfdIdType, static_cast<id_t>(proc_.pidfd.get()), &si,
-                       WEXITED | (block ? 0 : WNOHANG));
-      if (r == 0) break;
-      if (errno == EINTR) continue;
-      if (errno == ECHILD) reaped_ = true;
-      return;
-    }
-    if (si.si_pid == 0) return;
-    reaped_ = true;
-    status_ = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status;
-  }
-
-  std::mutex mu_;
-  VmInfo info_;
-  Jail jail_;
-  VmCgroup cg_;
-  JailedProcess proc_;
   FirecrackerApi api_;
-  bool reaped_ = false;
-  bool destroyed_ = false;
-  int status_ = 0;
 };
 
 }  // namespace

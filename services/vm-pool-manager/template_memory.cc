@@ -1,0 +1,42 @@
+#include "template_memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace nv::vm {
+namespace {
+constexpr int kSeals = F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL;
+}
+
+Result<TemplateMemory> TemplateMemory::create(const std::string& name, uint64_t bytes) {
+  if (bytes == 0) return make_error(ErrorCode::BAD_REQUEST, "template memory size is 0");
+  TemplateMemory m;
+  m.fd_.reset(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!m.fd_.valid()) return sys_error("memfd_create(" + name + ")", errno);
+  if (::ftruncate(m.fd_.get(), static_cast<off_t>(bytes)) != 0) {
+    return sys_error("ftruncate(memfd " + name + ")", errno);
+  }
+  m.bytes_ = bytes;
+  return m;
+}
+
+Status TemplateMemory::seal() {
+  if (!fd_.valid()) return make_error(ErrorCode::INTERNAL, "template memory: no memfd");
+  if (::fcntl(fd_.get(), F_ADD_SEALS, kSeals) != 0) {
+    return sys_error("fcntl(F_ADD_SEALS) on the template memory", errno);
+  }
+  if (!sealed()) {
+    return make_error(ErrorCode::INTERNAL, "template memory: seals did not stick");
+  }
+  return {};
+}
+
+bool TemplateMemory::sealed() const {
+  int s = fd_.valid() ? ::fcntl(fd_.get(), F_GET_SEALS) : -1;
+  return s >= 0 && (s & kSeals) == kSeals;
+}
+
+}  // namespace nv::vm
