@@ -37,6 +37,12 @@ struct VmSpec {
   std::string kernel;         // host path of the guest kernel (ELF vmlinux with a PVH note)
   std::string rootfs;         // host path of the root filesystem image (attached read-only)
   std::string restore_from;   // host path of a snapshot made by RunningVm::snapshot; "" = cold
+  // Guest RAM in a template memfd (template_memory.h; backends with template_memory() only):
+  // memory_shared = true: the guest writes into it (the snapshot template, whose snapshot then
+  // leaves the RAM out); false: mapped copy-on-write (a clone restored from that snapshot).
+  // -1: anonymous RAM of the VMM's own.
+  int memory_fd = -1;
+  bool memory_shared = false;
 };
 
 // What a booted VM looks like from outside.
@@ -94,6 +100,9 @@ class Backend {
   virtual std::string accel() const = 0;
   virtual std::string accel_reason() const = 0;
   virtual bool supports_snapshot() const = 0;
+  // Snapshots keep guest RAM in a shared template memfd (VmSpec::memory_fd) instead of the
+  // snapshot file; the pool then creates, seals and hands that memfd to template and clones.
+  virtual bool template_memory() const { return false; }
   // Starts the VMM and returns once its control channel answers; the guest may still be booting
   // (the pool then waits for the agent's Hello on the guest channel).
   virtual Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) = 0;

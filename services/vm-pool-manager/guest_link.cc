@@ -45,4 +45,35 @@ Status ChannelGuestLink::reseed(const VmInfo& vm, const std::string& entropy,
   return {};
 }
 
+Status ChannelGuestLink::warm_up(const VmInfo& vm, Deadline deadline) {
+  auto ch = guest::GuestChannel::connect(vm.channel_path, kind_of(vm), vm.vsock_port, deadline);
+  if (!ch.ok()) return channel_error("guest channel " + vm.channel_path, ch.error());
+  uint32_t id = 1;
+  for (schema::Language lang : ch.value()->hello().languages) {
+    guest::ExecSpec spec;
+    spec.id = id++;
+    spec.language = lang;
+    switch (lang) {
+      case schema::Language::PYTHON:  // the interpreter and the modules programs import most
+        spec.code = "import json, re, math, random, collections, itertools, datetime, hashlib";
+        break;
+      case schema::Language::JAVASCRIPT:
+        spec.code = "JSON.stringify({warm: Math.sqrt(2)})";
+        break;
+      default:
+        spec.code = "true";
+        break;
+    }
+    auto out = ch.value()->exec(spec, [](schema::Stream, std::string_view) {}, deadline);
+    if (!out.ok()) return channel_error("warm-up exec", out.error());
+    if (out.value().exit_code != 0) {
+      return make_error(ErrorCode::VM_FAILED,
+                        "warm-up program for language " + std::to_string(static_cast<int>(lang)) +
+                            " exited with " + std::to_string(out.value().exit_code) + ": " +
+                            out.value().error);
+    }
+  }
+  return {};
+}
+
 }  // namespace nv::vm

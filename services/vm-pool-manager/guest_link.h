@@ -4,7 +4,8 @@
 // Hello on every new host connection) and hangs up again, so the lessee can connect next (a
 // virtio-serial port takes one host at a time). reseed does the same with a Reseed request:
 // fresh entropy, the VM's new id and the host clock (restored guests wake up with the
-// snapshot's clock), and checks that the agent reports the new id back.
+// snapshot's clock), and checks that the agent reports the new id back. warm_up runs a short
+// program per language the agent offers and checks each exits 0.
 #pragma once
 
 #include "pool.h"
@@ -16,6 +17,7 @@ class ChannelGuestLink : public GuestLink {
   Status wait_ready(const VmInfo& vm, Deadline deadline) override;
   Status reseed(const VmInfo& vm, const std::string& entropy, const std::string& vm_id,
                 Deadline deadline) override;
+  Status warm_up(const VmInfo& vm, Deadline deadline) override;
 };
 
 }  // namespace nv::vm

@@ -52,8 +52,13 @@ void add_options(nv::Config& c) {
   c.add_string("size", "small,medium,large", "size tiers served, comma-separated");
   c.add_int("warm", 1, "idle VMs kept ready per tier");
   c.add_int("max", 4, "VMs per tier at most (warm + leased + booting)");
-  c.add_bool("snapshot", false, "fill the pool by restoring a per-tier snapshot (reseeded)");
+  c.add_bool("snapshot", true,
+             "fill the pool by restoring a per-tier snapshot whose RAM clones share copy-on-write "
+             "(reseeded; --no-snapshot: cold-boot every VM)");
   c.add_string("snapshot-dir", "", "where snapshots go (default RUNTIME/snapshots)");
+  c.add_bool("snapshot-warm-up", true,
+             "run each language once in the snapshot template, so clones start with the "
+             "interpreters in their page cache");
   c.add_int("lease-deadline-ms", 5000, "how long a lease waits when the request sets no deadline");
   c.add_int("boot-timeout-ms", 60000, "VMM start → agent Hello, per VM");
   c.add_int("refill-threads", 2, "VMs booted in parallel");
@@ -241,6 +246,7 @@ int run(nv::ServiceContext& ctx) {
   po.kernel = guest_file(c.str("kernel"), "vmlinux");
   po.rootfs = guest_file(c.str("rootfs"), "rootfs.ext4");
   po.snapshot = c.boolean("snapshot");
+  po.snapshot_warm_up = c.boolean("snapshot-warm-up");
   po.snapshot_dir = c.str("snapshot-dir").empty() ? ctx.runtime_dir + "/snapshots"
                                                   : c.str("snapshot-dir");
   po.default_lease_deadline = std::chrono::milliseconds(c.integer("lease-deadline-ms"));

@@ -127,6 +127,14 @@ Status Pool::make_snapshot(TierState& t) {
   spec.memory_mib = t.cfg.memory_mib;
   spec.kernel = opt_.kernel;
   spec.rootfs = opt_.rootfs;
+  if (backend_.template_memory()) {
+    auto mem = TemplateMemory::create("nv-template-" + std::string(tier_name(t.cfg.tier)),
+                                      uint64_t{t.cfg.memory_mib} << 20);
+    if (!mem.ok()) return mem.error();
+    t.memory = std::move(mem.value());
+    spec.memory_fd = t.memory.fd();
+    spec.memory_shared = true;
+  }
   auto start = opt_.clock();
   auto deadline = Clock::now() + opt_.boot_timeout;
   auto vm = backend_.boot(spec, deadline);
@@ -146,6 +154,17 @@ Status Pool::make_snapshot(TierState& t) {
   SnapshotStats st;
   st.tier = t.cfg.tier;
   st.cold_boot_ms = ms_since(start);
+  if (opt_.snapshot_warm_up) {
+    auto warm_start = opt_.clock();
+    if (Status w = guest_.warm_up(v->info(), deadline); !w.ok()) {
+      (void)v->destroy(Clock::now() + opt_.destroy_grace);
+      Error e = w.error();
+      e.message = "snapshot template for " + std::string(tier_name(t.cfg.tier)) +
+                  ": warm-up: " + e.message;
+      return e;
+    }
+    st.warm_up_ms = ms_since(warm_start);
+  }
   // Let the agent see the host hang up before the state is frozen, so every restored clone
   // starts out waiting for a new host connection.
   std::this_thread::sleep_for(opt_.snapshot_settle);
@@ -153,7 +172,11 @@ Status Pool::make_snapshot(TierState& t) {
   auto snap_start = opt_.clock();
   Status s = v->snapshot(st.path, Clock::now() + opt_.boot_timeout);
   st.snapshot_ms = ms_since(snap_start);
-  (void)v->destroy(Clock::now() + opt_.destroy_grace);
+  Status gone = v->destroy(Clock::now() + opt_.destroy_grace);
+  v.reset();
+  // The template VMM has exited: nothing maps the RAM shared any more, so it can be sealed
+  // against writes before any clone maps it (template_memory.h says why).
+  if (s.ok() && t.memory.valid()) s = gone.ok() ? t.memory.seal() : gone;
   if (!s.ok()) {
     Error e = s.error();
     e.message = "snapshot of tier " + std::string(tier_name(t.cfg.tier)) + ": " + e.message;
@@ -165,6 +188,7 @@ Status Pool::make_snapshot(TierState& t) {
   log::info("vm snapshot made", {{"tier", tier_name(t.cfg.tier)},
                                  {"path", st.path},
                                  {"cold_boot_ms", st.cold_boot_ms},
+                                 {"warm_up_ms", st.warm_up_ms},
                                  {"snapshot_ms", st.snapshot_ms},
                                  {"bytes", st.bytes}});
   std::lock_guard lock(mu_);
@@ -236,10 +260,13 @@ void Pool::refill_loop() {
 void Pool::boot_one(SizeTier tier) {
   TierConfig cfg;
   std::string snapshot;
+  int memory_fd = -1;
   {
     std::lock_guard lock(mu_);
     cfg = tiers_[tier].cfg;
     snapshot = tiers_[tier].snapshot_path;
+    // Owned by the tier until stop(), which joins this thread before dropping it.
+    if (!snapshot.empty()) memory_fd = tiers_[tier].memory.valid() ? tiers_[tier].memory.fd() : -1;
   }
   VmSpec spec;
   spec.vm_id = "vm-" + random_hex(8);
@@ -248,6 +275,7 @@ void Pool::boot_one(SizeTier tier) {
   spec.kernel = opt_.kernel;
   spec.rootfs = opt_.rootfs;
   spec.restore_from = snapshot;
+  spec.memory_fd = memory_fd;
   auto start = opt_.clock();
   auto deadline = Clock::now() + opt_.boot_timeout;
 
@@ -260,12 +288,13 @@ void Pool::boot_one(SizeTier tier) {
   } else {
     vm = std::move(booted.value());
     pid = vm->info().vmm_pid;
-    if (Status s = guest_.wait_ready(vm->info(), deadline); !s.ok()) {
-      failure = "no Hello from the guest agent: " + s.error().message;
-    } else if (vm->info().restored) {
-      // Clones of one snapshot share its RNG state and identity: fresh entropy and id first.
+    if (vm->info().restored) {
+      // Clones of one snapshot share its RNG state and identity: fresh entropy and id first
+      // (on the one connection whose Hello shows the agent is back).
       Status r = guest_.reseed(vm->info(), random_bytes(opt_.reseed_bytes), spec.vm_id, deadline);
       if (!r.ok()) failure = "reseed after restore failed: " + r.error().message;
+    } else if (Status s = guest_.wait_ready(vm->info(), deadline); !s.ok()) {
+      failure = "no Hello from the guest agent: " + s.error().message;
     }
   }
   double boot_ms = ms_since(start);

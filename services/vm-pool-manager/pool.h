@@ -10,7 +10,9 @@
 //   PoolEvents::on_failed, and replaced.
 //   Snapshot mode: one template VM per tier is cold-booted and snapshotted at start; the pool is
 //   then filled by restoring it, and every restored VM gets fresh entropy and a fresh id (its
-//   clones would otherwise share the snapshot's RNG state) before it can be leased.
+//   clones would otherwise share the snapshot's RNG state) before it can be leased. Where the
+//   backend keeps RAM out of snapshots (template_memory()), the template runs on a memfd that is
+//   sealed read-only once the template is gone and mapped copy-on-write by every clone.
 //
 // The backend, the guest link (Hello / reseed) and the clock are injected, so the pool logic is
 // unit-tested with fakes (tests/unit/vm_pool_test.cc).
@@ -31,6 +33,7 @@
 
 #include "backend.h"
 #include "sysutil.h"
+#include "template_memory.h"
 
 namespace nv::vm {
 
@@ -58,6 +61,9 @@ class GuestLink {
   // Mixes `entropy` into the guest RNG and gives the guest its new id.
   virtual Status reseed(const VmInfo& vm, const std::string& entropy, const std::string& vm_id,
                         Deadline deadline) = 0;
+  // Runs each language the agent offers once, so the guest's page cache holds the interpreters
+  // and their libraries (a snapshot template does this: every clone starts warm).
+  virtual Status warm_up(const VmInfo& /*vm*/, Deadline /*deadline*/) { return {}; }
 };
 
 struct TierStatusInfo {
@@ -97,6 +103,7 @@ struct PoolOptions {
   std::chrono::milliseconds health_interval{500};  // hang checks; deaths are seen at once
   std::chrono::milliseconds health_timeout{1000};  // a control channel slower than this = hung
   std::chrono::milliseconds snapshot_settle{200};  // after the template's Hello, before stop
+  bool snapshot_warm_up = true;  // run each language once in the template before its snapshot
   std::chrono::milliseconds max_backoff{30000};    // retry delay cap after boot failures
   unsigned refill_threads = 2;
   size_t reseed_bytes = 64;
@@ -115,6 +122,7 @@ struct SnapshotStats {
   SizeTier tier = SizeTier::SMALL;
   std::string path;
   double cold_boot_ms = 0;  // template: VMM start → Hello
+  double warm_up_ms = 0;    // template: each language run once (GuestLink::warm_up)
   double snapshot_ms = 0;   // stop + migrate to file
   uint64_t bytes = 0;
 };
@@ -167,6 +175,7 @@ class Pool {
     uint32_t failures = 0;               // consecutive boot failures
     Clock::time_point retry_after{};     // backoff
     std::string snapshot_path;           // "" = cold boot
+    TemplateMemory memory;               // the template's RAM (backends with template_memory())
   };
 
   Status validate() const;

@@ -13,13 +13,19 @@
 
 #include "common/landlock.h"
 #include "jail.h"
+#include "jailed_vm.h"
 #include "common/log.h"
 #include "qmp.h"
 
 namespace nv::vm {
 namespace {
 
-constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD (linux/wait.h)
+// The template memfd's number in the VMM (VmSpec::memory_fd), opened by QEMU as
+// /proc/self/fd/3: its jail mounts a procfs of its own PID namespace.
+constexpr int kMemoryFd = 3;
+// Migrations of VMs on template memory leave the shared RAM out (only device state travels).
+constexpr const char* kIgnoreShared =
+    R"({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})";
 
 // Paths as QEMU sees them.
 struct VmPaths {
@@ -50,7 +56,8 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
   add({"-name", "nv-" + spec.vm_id});
   // ACPI off: QEMU then lists the virtio-mmio devices on the kernel command line, which is how
   // the minimal guest kernel finds them (facts.md).
-  add({"-M", "microvm,acpi=off"});
+  const bool tmpl = spec.memory_fd >= 0;
+  add({"-M", std::string("microvm,acpi=off") + (tmpl ? ",memory-backend=ram" : "")});
   add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
   if (accel == "kvm") {
     add({"-accel", "kvm", "-cpu", "host"});
@@ -58,6 +65,11 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
     add({"-accel", "tcg,tb-size=" + std::to_string(cfg.tcg_tb_size_mib), "-cpu", "max"});
   }
   add({"-smp", std::to_string(spec.vcpus), "-m", std::to_string(spec.memory_mib)});
+  if (tmpl) {
+    add({"-object", "memory-backend-file,id=ram,size=" + std::to_string(spec.memory_mib) +
+                        "M,mem-path=/proc/self/fd/" + std::to_string(kMemoryFd) +
+                        ",share=" + (spec.memory_shared ? "on" : "off")});
+  }
   add({"-kernel", p.kernel, "-append", cfg.kernel_cmdline});
   // Serial console → QEMU's stdout, which the backend points at <jail>/console.log.
   add({"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"});
@@ -77,27 +89,14 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
   return a;
 }
 
-class QemuVm : public RunningVm {
+class QemuVm : public JailedVm {
  public:
-  QemuVm(VmInfo info, Jail jail, VmCgroup cg, JailedProcess proc, std::string console)
-      : info_(std::move(info)),
-        jail_(std::move(jail)),
-        cg_(std::move(cg)),
-        proc_(std::move(proc)),
+  QemuVm(VmInfo info, Jail jail, VmCgroup cg, JailedProcess proc, std::string console,
+         bool template_ram)
+      : JailedVm(std::move(info), std::move(jail), std::move(cg), std::move(proc)),
+        template_ram_(template_ram),
         console_(std::move(console)) {}
   ~QemuVm() override { (void)destroy(Clock::now() + std::chrono::seconds(1)); }
-
-  const VmInfo& info() const override { return info_; }
-  int exit_fd() const override { return proc_.pidfd.get(); }
-  bool alive() override {
-    std::lock_guard lock(mu_);
-    return !reaped_ && !wait_readable(proc_.pidfd.get(), Clock::now());
-  }
-  std::string exit_reason() override {
-    std::lock_guard lock(mu_);
-    reap_locked(false);
-    return reaped_ ? describe_wait_status(status_) : "";
-  }
 
   Status check_responsive(Deadline deadline) override {
     std::lock_guard lock(mu_);
@@ -114,6 +113,11 @@ class QemuVm : public RunningVm {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.valid()) return sys_error("open(" + path + ")", errno);
     if (auto r = qmp_.execute("stop", "", deadline); !r.ok()) return r.error();
+    if (template_ram_) {
+      if (auto r = qmp_.execute("migrate-set-capabilities", kIgnoreShared, deadline); !r.ok()) {
+        return r.error();
+      }
+    }
     // QEMU 7.2 throttles migration to 32 MiB/s by default; a local file takes what it can.
     if (auto r = qmp_.execute("migrate-set-parameters", R"({"max-bandwidth": 10737418240})",
                               deadline);
@@ -127,63 +131,28 @@ class QemuVm : public RunningVm {
     return qmp_.wait_migration(deadline);
   }
 
-  Status destroy(Deadline deadline) override {
-    std::lock_guard lock(mu_);
-    if (destroyed_) return {};
-    if (!reaped_ && qmp_.connected() && !wait_readable(proc_.pidfd.get(), Clock::now())) {
-      // Graceful first: QEMU exits at once on "quit" (nothing to flush: the disk is read-only).
-      auto quit_deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(300));
-      (void)qmp_.execute("quit", "", quit_deadline);
-    }
-    qmp_.close();
-    if (!reaped_ && !wait_readable(proc_.pidfd.get(), deadline)) {
-      if (pidfd_send_signal(proc_.pidfd.get(), SIGKILL) != 0 && errno != ESRCH) {
-        log::syscall_error("pidfd_send_signal(SIGKILL)", errno, {{"vm_id", info_.vm_id}});
-      }
-    }
-    reap_locked(true);
-    Status first;
-    if (Status s = cg_.destroy(); !s.ok()) first = s;
-    if (Status s = jail_.remove(); !s.ok() && first.ok()) first = s;
-    destroyed_ = first.ok();
-    return first;
-  }
-
-  Result<VmUsage> usage() override { return cg_.usage(); }
-
   QmpClient& qmp() { return qmp_; }
+  bool template_ram() const { return template_ram_; }
   void set_vmm_start_ms(double ms) { info_.vmm_start_ms = ms; }
   void set_restore_ms(double ms) { info_.restore_ms = ms; }
   const std::string& console() const { return console_; }
 
- private:
-  void reap_locked(bool block) {
-    if (reaped_) return;
-    siginfo_t si{};
-    int flags = WEXITED | (block ? 0 : WNOHANG);
-    for (;;) {
-      int r = ::waitid(kPidfdIdType, static_cast<id_t>(proc_.pidfd.get()), &si, flags);
-      if (r == 0) break;
-      if (errno == EINTR) continue;
-      if (errno == ECHILD) reaped_ = true;  // someone else reaped it; it is gone either way
-      return;
+ protected:
+  bool stop_gracefully(Deadline deadline) override {
+    // QEMU exits at once on "quit" (nothing to flush: the disk is read-only).
+    bool asked = false;
+    if (qmp_.connected()) {
+      auto quit_deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(300));
+      asked = qmp_.execute("quit", "", quit_deadline).ok();
     }
-    if (si.si_pid == 0) return;  // WNOHANG and still running
-    reaped_ = true;
-    status_ = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status;
+    qmp_.close();
+    return asked;
   }
 
-  std::mutex mu_;
-  VmInfo info_;
-  Jail jail_;
-  VmCgroup cg_;
-  JailedProcess proc_;
+ private:
+  const bool template_ram_;  // guest RAM is a template memfd (snapshots leave it out)
   std::string console_;
   QmpClient qmp_;
-  bool reaped_ = false;
-  bool destroyed_ = false;
-  int status_ = 0;
-
 };
 
 }  // namespace
@@ -224,6 +193,20 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
     }
   }
   const bool restore = !spec.restore_from.empty();
+  if (spec.memory_fd >= 0) {
+    struct stat st {};
+    if (::fstat(spec.memory_fd, &st) != 0) return sys_error("fstat(template memory)", errno);
+    if (static_cast<uint64_t>(st.st_size) != (uint64_t{spec.memory_mib} << 20)) {
+      return make_error(ErrorCode::BAD_REQUEST,
+                        "template memory holds " + std::to_string(st.st_size) +
+                            " bytes, the VM " + std::to_string(spec.memory_mib) + " MiB");
+    }
+    if (spec.memory_shared == restore) {
+      return make_error(ErrorCode::BAD_REQUEST,
+                        restore ? "a restored VM maps template memory copy-on-write, not shared"
+                                : "a cold boot on template memory must share it (the template)");
+    }
+  }
   UniqueFd snap_fd;
   if (restore) {
     snap_fd.reset(::open(spec.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
@@ -314,11 +297,13 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
 
   // 3. spawn in the jail.
   const auto spawn_start = Clock::now();
-  auto proc = jail.value().spawn(command_line(spec, restore), proc_fds, {}, log_fd.get());
+  std::vector<std::pair<int, int>> pass_fds;
+  if (spec.memory_fd >= 0) pass_fds.emplace_back(spec.memory_fd, kMemoryFd);
+  auto proc = jail.value().spawn(command_line(spec, restore), proc_fds, pass_fds, log_fd.get());
   if (!proc.ok()) return proc.error();
   info.vmm_pid = proc.value().pid;
   auto vm = std::make_unique<QemuVm>(std::move(info), std::move(jail.value()), std::move(cg),
-                                     std::move(proc.value()), console);
+                                     std::move(proc.value()), console, spec.memory_fd >= 0);
   auto fail = [&vm, &console](const Error& e) -> Error {
     Error out = e;
     std::string tail = tail_of(console);
@@ -339,6 +324,12 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
       return fail(s.error());
     }
     snap_fd.reset();
+    if (vm->template_ram()) {
+      if (auto r = vm->qmp().execute("migrate-set-capabilities", kIgnoreShared, deadline);
+          !r.ok()) {
+        return fail(r.error());
+      }
+    }
     if (auto r = vm->qmp().execute("migrate-incoming", R"({"uri": "fd:snapshot"})", deadline);
         !r.ok()) {
       return fail(r.error());

@@ -4,7 +4,10 @@
 // rootfs, a virtio-serial port "nv.agent" wired to a Unix socket server (the guest channel),
 // virtio-rng, no network device, QEMU's own seccomp (-sandbox) and a QMP socket. Snapshots are
 // QMP migrations into a file descriptor (QEMU may not spawn `cat` under -sandbox spawn=deny);
-// restores start QEMU with `-incoming defer` and feed the file with migrate-incoming.
+// restores start QEMU with `-incoming defer` and feed the file with migrate-incoming. With a
+// template memfd (VmSpec::memory_fd, template_memory.h) the guest RAM is a memory-backend-file
+// on /proc/self/fd/3 and both sides migrate with x-ignore-shared: the snapshot holds only
+// device state, and clones map the template's RAM copy-on-write.
 //
 // Acceleration is decided by a real probe (probe_accel): boot the guest under KVM with a short
 // deadline and keep KVM only if the agent said Hello. /dev/kvm existing proves nothing (on a
@@ -52,6 +55,7 @@ class QemuBackend : public Backend {
   std::string accel() const override { return accel_; }
   std::string accel_reason() const override { return accel_reason_; }
   bool supports_snapshot() const override { return true; }
+  bool template_memory() const override { return true; }
   Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) override;
 
   // Decides the accelerator. With accel=auto: no usable /dev/kvm → tcg; otherwise boots `probe`

@@ -2,6 +2,7 @@
 // jails and cgroups, the guest agent over virtio-serial, and the nv-vm-pool-manager service over
 // its bus socket. Few VMs are booted and shared by the cases; skipped (with the reason) when the
 // guest image ($NV_BUILD_DIR/guest/{vmlinux,rootfs.ext4}), QEMU or root is missing.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -219,6 +221,34 @@ TEST_F(VmPoolTest, RestoredVmsHaveDifferentRandomBytesAndIds) {
             << "\n";
   EXPECT_TRUE(pool_->release(a.vm.vm_id, "done").ok());
   EXPECT_TRUE(pool_->release(b.vm.vm_id, "done").ok());
+}
+
+// Restored clones run on the template's RAM: a sealed memfd they map copy-on-write. The
+// snapshot file holds device state only, and a clone's VMM — even reopened by root through its
+// /proc fd — cannot write the RAM the next clone starts from.
+TEST_F(VmPoolTest, ClonesMapTheSealedTemplateRamCopyOnWrite) {
+  auto snaps = pool_->snapshot_stats();
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_LT(snaps[0].bytes, 4u << 20) << "the snapshot should leave the RAM out";
+  auto l = lease();
+  ASSERT_FALSE(l.vm.vm_id.empty());
+  ASSERT_TRUE(l.vm.restored);
+  const std::string proc = "/proc/" + std::to_string(l.vm.vmm_pid);
+  std::ifstream maps(proc + "/maps");
+  std::string line;
+  bool mapped = false;
+  while (std::getline(maps, line)) mapped |= line.find("memfd:nv-template-small") != std::string::npos;
+  EXPECT_TRUE(mapped) << "the VMM does not map the template memfd";
+  int fd = ::open((proc + "/fd/3").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  errno = 0;
+  EXPECT_EQ(::pwrite(fd, "poison", 6, 4096), -1);
+  EXPECT_EQ(errno, EPERM);
+  ::close(fd);
+  // The clone still works (its own writes are private pages).
+  auto r = run_in(l.vm, schema::Language::PYTHON, "print(len(bytearray(32 << 20)))");
+  EXPECT_EQ(r.out, "33554432\n") << r.err;
+  EXPECT_TRUE(pool_->release(l.vm.vm_id, "done").ok());
 }
 
 TEST_F(VmPoolTest, SigkilledVmmIsNoticedWithinTwoSecondsAndReplaced) {
