@@ -1,9 +1,10 @@
 // nv-bench vm — microVM figures side by side in one run, on this machine's accelerator:
 //   cold boot   VMM start → agent Hello (fresh kernel boot)
-//   restore     VMM start (-incoming defer) → snapshot loaded → Hello → reseeded; and the part
+//   restore     clones of a template whose RAM is a sealed memfd (template_memory.h), as the pool
+//               makes them: VMM start (-incoming defer) → device state loaded → Hello → reseeded; and the part
 //               from the migrate-incoming command on ("restore → ready"), since a pool can keep
 //               VMM processes started ahead of time
-//   warm lease  Pool::lease() with a warm VM waiting (p50/p95)
+//   warm lease  Pool::lease() with a warm VM waiting and no refill boot running (p50/p95)
 //   RSS/PSS     of one idle VMM, cold-booted and restored (/proc/<pid>/smaps_rollup)
 // Needs root, QEMU and the guest image ($NV_BUILD_DIR/guest or --guest-dir).
 #include <sys/stat.h>
@@ -234,6 +235,9 @@ int run_vm_bench(int argc, char** argv) {
     }
     for (int i = 0; i < a.leases && rc == 0; ++i) {
       if (!pool.wait_warm(Clock::now() + 120s)) break;
+      // A warm VM waiting, and the refill that made it finished: the lease is timed alone.
+      while (pool.status().tiers.at(0).booting > 0) std::this_thread::sleep_for(5ms);
+      std::this_thread::sleep_for(20ms);
       auto t0 = Clock::now();
       auto l = pool.lease(nv::vm::SizeTier::SMALL, 10s);
       leases.push_back(ms_since(t0));
