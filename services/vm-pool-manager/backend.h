@@ -90,6 +90,9 @@ class RunningVm {
   virtual Status destroy(Deadline deadline) = 0;
   // Usage from the VM's cgroup (zeros when the backend runs without one).
   virtual Result<VmUsage> usage() = 0;
+  // Second step of a restore begun with Backend::start(): loads the snapshot and runs the
+  // guest. A no-op for VMs that are already running (cold boots, backends that cannot split).
+  virtual Status complete_restore(Deadline /*deadline*/) { return {}; }
 };
 
 class Backend {
@@ -106,6 +109,13 @@ class Backend {
   // Starts the VMM and returns once its control channel answers; the guest may still be booting
   // (the pool then waits for the agent's Hello on the guest channel).
   virtual Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) = 0;
+  // A restore in two steps, so the slow one (starting the VMM process) can happen ahead of
+  // time: start() brings the VMM up and, for a restore (spec.restore_from), leaves it waiting
+  // for its state (QEMU: -incoming defer); RunningVm::complete_restore() then loads it. The
+  // default does everything in start() (boot()), for backends that cannot split.
+  virtual Result<std::unique_ptr<RunningVm>> start(const VmSpec& spec, Deadline deadline) {
+    return boot(spec, deadline);
+  }
 };
 
 }  // namespace nv::vm

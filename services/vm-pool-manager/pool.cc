@@ -219,6 +219,7 @@ void Pool::stop() {
     for (auto& [tier, t] : tiers_) {
       t.warm.clear();
       t.active = 0;
+      if (t.standby) doomed.push_back(std::move(t.standby));
     }
     started_ = false;
   }
@@ -259,36 +260,33 @@ void Pool::refill_loop() {
 
 void Pool::boot_one(SizeTier tier) {
   TierConfig cfg;
-  std::string snapshot;
-  int memory_fd = -1;
+  std::shared_ptr<RunningVm> vm;
   {
     std::lock_guard lock(mu_);
     cfg = tiers_[tier].cfg;
-    snapshot = tiers_[tier].snapshot_path;
-    // Owned by the tier until stop(), which joins this thread before dropping it.
-    if (!snapshot.empty()) memory_fd = tiers_[tier].memory.valid() ? tiers_[tier].memory.fd() : -1;
+    vm = std::move(tiers_[tier].standby);  // a restore whose VMM already runs
   }
-  VmSpec spec;
-  spec.vm_id = "vm-" + random_hex(8);
-  spec.vcpus = cfg.vcpus;
-  spec.memory_mib = cfg.memory_mib;
-  spec.kernel = opt_.kernel;
-  spec.rootfs = opt_.rootfs;
-  spec.restore_from = snapshot;
-  spec.memory_fd = memory_fd;
+  VmSpec spec = restore_spec(tier);
+  if (vm) spec.vm_id = vm->info().vm_id;
   auto start = opt_.clock();
   auto deadline = Clock::now() + opt_.boot_timeout;
 
   std::string failure;
   pid_t pid = 0;
-  std::shared_ptr<RunningVm> vm;
-  auto booted = backend_.boot(spec, deadline);
-  if (!booted.ok()) {
-    failure = "boot failed: " + booted.error().message;
-  } else {
-    vm = std::move(booted.value());
+  if (!vm) {
+    auto booted = spec.restore_from.empty() ? backend_.boot(spec, deadline)
+                                            : backend_.start(spec, deadline);
+    if (booted.ok()) {
+      vm = std::move(booted.value());
+    } else {
+      failure = "boot failed: " + booted.error().message;
+    }
+  }
+  if (vm) {
     pid = vm->info().vmm_pid;
-    if (vm->info().restored) {
+    if (Status s = vm->complete_restore(deadline); !s.ok()) {
+      failure = "restore failed: " + s.error().message;
+    } else if (vm->info().restored) {
       // Clones of one snapshot share its RNG state and identity: fresh entropy and id first
       // (on the one connection whose Hello shows the agent is back).
       Status r = guest_.reseed(vm->info(), random_bytes(opt_.reseed_bytes), spec.vm_id, deadline);
@@ -336,9 +334,53 @@ void Pool::boot_one(SizeTier tier) {
   vms_[spec.vm_id] = std::move(e);
   t.warm.push_back(spec.vm_id);
   publish_status();
+  const bool want_standby =
+      !t.snapshot_path.empty() && opt_.prestart && !t.standby && !t.standby_starting;
+  if (want_standby) t.standby_starting = true;
   lock.unlock();
   warm_cv_.notify_all();
   events_.on_booted(vm->info(), tier, boot_ms);
+  if (want_standby) start_standby(tier);
+}
+
+VmSpec Pool::restore_spec(SizeTier tier) {
+  std::lock_guard lock(mu_);
+  const TierState& t = tiers_[tier];
+  VmSpec spec;
+  spec.vm_id = "vm-" + random_hex(8);
+  spec.vcpus = t.cfg.vcpus;
+  spec.memory_mib = t.cfg.memory_mib;
+  spec.kernel = opt_.kernel;
+  spec.rootfs = opt_.rootfs;
+  spec.restore_from = t.snapshot_path;  // "" = cold boot
+  // Owned by the tier until stop(), which joins the refill threads before dropping it.
+  if (!spec.restore_from.empty() && t.memory.valid()) spec.memory_fd = t.memory.fd();
+  return spec;
+}
+
+void Pool::start_standby(SizeTier tier) {
+  VmSpec spec = restore_spec(tier);
+  auto vm = backend_.start(spec, Clock::now() + opt_.boot_timeout);
+  if (!vm.ok()) {
+    std::lock_guard lock(mu_);
+    tiers_[tier].standby_starting = false;
+    // Not fatal: the next refill starts its VMM itself.
+    log::warn("standby vmm failed to start", {{"tier", tier_name(tier)},
+                                              {"error", vm.error().message}});
+    return;
+  }
+  std::shared_ptr<RunningVm> doomed;
+  {
+    std::lock_guard lock(mu_);
+    TierState& t = tiers_[tier];
+    t.standby_starting = false;
+    if (stopping_ || t.standby) {
+      doomed = std::move(vm.value());
+    } else {
+      t.standby = std::move(vm.value());
+    }
+  }
+  if (doomed) (void)doomed->destroy(Clock::now() + opt_.destroy_grace);
 }
 
 void Pool::monitor_loop() {

@@ -104,6 +104,10 @@ struct PoolOptions {
   std::chrono::milliseconds health_timeout{1000};  // a control channel slower than this = hung
   std::chrono::milliseconds snapshot_settle{200};  // after the template's Hello, before stop
   bool snapshot_warm_up = true;  // run each language once in the template before its snapshot
+  // Snapshot mode: keep one restore per tier begun ahead of time (Backend::start: the VMM process
+  // up and waiting for its state), so a refill only loads the state and reseeds. It is not
+  // counted in `max` (it holds no guest yet: ~20 MiB, no vCPU running).
+  bool prestart = true;
   std::chrono::milliseconds max_backoff{30000};    // retry delay cap after boot failures
   unsigned refill_threads = 2;
   size_t reseed_bytes = 64;
@@ -176,6 +180,8 @@ class Pool {
     Clock::time_point retry_after{};     // backoff
     std::string snapshot_path;           // "" = cold boot
     TemplateMemory memory;               // the template's RAM (backends with template_memory())
+    std::shared_ptr<RunningVm> standby;  // a restore's VMM already started (PoolOptions::prestart)
+    bool standby_starting = false;
   };
 
   Status validate() const;
@@ -183,6 +189,10 @@ class Pool {
   void refill_loop();
   void monitor_loop();
   void boot_one(SizeTier tier);
+  // The spec of the tier's next VM (a fresh id; the snapshot and template RAM in snapshot mode).
+  VmSpec restore_spec(SizeTier tier);
+  // Begins the tier's next restore ahead of time (TierState::standby).
+  void start_standby(SizeTier tier);
   // Removes a VM that died or hung; reports it; the refill replaces it.
   void fail_vm(const std::string& vm_id, const std::string& reason);
   TierState* find_tier(SizeTier t);

@@ -92,10 +92,11 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
 class QemuVm : public JailedVm {
  public:
   QemuVm(VmInfo info, Jail jail, VmCgroup cg, JailedProcess proc, std::string console,
-         bool template_ram)
+         bool template_ram, std::string restore_from)
       : JailedVm(std::move(info), std::move(jail), std::move(cg), std::move(proc)),
         template_ram_(template_ram),
-        console_(std::move(console)) {}
+        console_(std::move(console)),
+        restore_from_(std::move(restore_from)) {}
   ~QemuVm() override { (void)destroy(Clock::now() + std::chrono::seconds(1)); }
 
   Status check_responsive(Deadline deadline) override {
@@ -131,11 +132,26 @@ class QemuVm : public JailedVm {
     return qmp_.wait_migration(deadline);
   }
 
+  // Feeds the snapshot to a VMM started with -incoming defer, then runs the guest (a snapshot
+  // of a stopped guest arrives paused). On failure the error carries the VMM's last output.
+  Status complete_restore(Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    if (restore_from_.empty()) return {};
+    const auto start = Clock::now();
+    Status s = load_snapshot(deadline);
+    if (!s.ok()) {
+      Error e = s.error();
+      std::string tail = tail_of(console_);
+      if (!tail.empty()) e.message += "; VMM output: " + tail;
+      return e;
+    }
+    restore_from_.clear();
+    info_.restore_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    return {};
+  }
+
   QmpClient& qmp() { return qmp_; }
-  bool template_ram() const { return template_ram_; }
   void set_vmm_start_ms(double ms) { info_.vmm_start_ms = ms; }
-  void set_restore_ms(double ms) { info_.restore_ms = ms; }
-  const std::string& console() const { return console_; }
 
  protected:
   bool stop_gracefully(Deadline deadline) override {
@@ -150,8 +166,41 @@ class QemuVm : public JailedVm {
   }
 
  private:
+  Status load_snapshot(Deadline deadline) {
+    UniqueFd snap(::open(restore_from_.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!snap.valid()) return sys_error("open(" + restore_from_ + ")", errno);
+    if (Status s = qmp_.send_fd("snapshot", snap.get(), deadline); !s.ok()) return s;
+    snap.reset();
+    if (template_ram_) {
+      if (auto r = qmp_.execute("migrate-set-capabilities", kIgnoreShared, deadline); !r.ok()) {
+        return r.error();
+      }
+    }
+    if (auto r = qmp_.execute("migrate-incoming", R"({"uri": "fd:snapshot"})", deadline);
+        !r.ok()) {
+      return r.error();
+    }
+    for (;;) {
+      auto st = qmp_.run_state(deadline);
+      if (!st.ok()) return st.error();
+      if (st.value() == "running") return {};
+      if (st.value() == "paused" || st.value() == "postmigrate" || st.value() == "prelaunch") {
+        if (auto r = qmp_.execute("cont", "", deadline); !r.ok()) return r.error();
+        continue;
+      }
+      if (st.value() != "inmigrate") {
+        return make_error(ErrorCode::VM_FAILED, "restore ended in state " + st.value());
+      }
+      if (Clock::now() >= deadline) {
+        return make_error(ErrorCode::TIMED_OUT, "restore still inmigrate at deadline");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
   const bool template_ram_;  // guest RAM is a template memfd (snapshots leave it out)
   std::string console_;
+  std::string restore_from_;  // set until complete_restore() loaded it
   QmpClient qmp_;
 };
 
@@ -178,6 +227,16 @@ std::vector<std::string> QemuBackend::command_line(const VmSpec& spec, bool inco
 }
 
 Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadline deadline) {
+  auto vm = start(spec, deadline);
+  if (!vm.ok()) return vm;
+  if (Status s = vm.value()->complete_restore(deadline); !s.ok()) {
+    (void)vm.value()->destroy(Clock::now() + std::chrono::milliseconds(500));
+    return s.error();
+  }
+  return vm;
+}
+
+Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadline deadline) {
   if (!valid_vm_id(spec.vm_id)) {
     return make_error(ErrorCode::BAD_REQUEST,
                       "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
@@ -207,10 +266,8 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
                                 : "a cold boot on template memory must share it (the template)");
     }
   }
-  UniqueFd snap_fd;
-  if (restore) {
-    snap_fd.reset(::open(spec.restore_from.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!snap_fd.valid()) return sys_error("open(" + spec.restore_from + ")", errno);
+  if (restore && ::access(spec.restore_from.c_str(), R_OK) != 0) {
+    return sys_error("access(" + spec.restore_from + ")", errno);
   }
   const uint64_t n = seq_++;
   const uid_t uid = cfg_.uid_base + static_cast<uid_t>(n % cfg_.uid_count);
@@ -303,7 +360,8 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
   if (!proc.ok()) return proc.error();
   info.vmm_pid = proc.value().pid;
   auto vm = std::make_unique<QemuVm>(std::move(info), std::move(jail.value()), std::move(cg),
-                                     std::move(proc.value()), console, spec.memory_fd >= 0);
+                                     std::move(proc.value()), console, spec.memory_fd >= 0,
+                                     spec.restore_from);
   auto fail = [&vm, &console](const Error& e) -> Error {
     Error out = e;
     std::string tail = tail_of(console);
@@ -317,42 +375,6 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::boot(const VmSpec& spec, Deadlin
   vm->qmp() = std::move(qmp.value());
   vm->set_vmm_start_ms(
       std::chrono::duration<double, std::milli>(Clock::now() - spawn_start).count());
-  const auto restore_start = Clock::now();
-  // 5. restore: feed the snapshot, then run (a snapshot of a stopped guest arrives paused).
-  if (restore) {
-    if (Status s = vm->qmp().send_fd("snapshot", snap_fd.get(), deadline); !s.ok()) {
-      return fail(s.error());
-    }
-    snap_fd.reset();
-    if (vm->template_ram()) {
-      if (auto r = vm->qmp().execute("migrate-set-capabilities", kIgnoreShared, deadline);
-          !r.ok()) {
-        return fail(r.error());
-      }
-    }
-    if (auto r = vm->qmp().execute("migrate-incoming", R"({"uri": "fd:snapshot"})", deadline);
-        !r.ok()) {
-      return fail(r.error());
-    }
-    for (;;) {
-      auto st = vm->qmp().run_state(deadline);
-      if (!st.ok()) return fail(st.error());
-      if (st.value() == "running") break;
-      if (st.value() == "paused" || st.value() == "postmigrate" || st.value() == "prelaunch") {
-        if (auto r = vm->qmp().execute("cont", "", deadline); !r.ok()) return fail(r.error());
-        continue;
-      }
-      if (st.value() != "inmigrate") {
-        return fail(make_error(ErrorCode::VM_FAILED, "restore ended in state " + st.value()));
-      }
-      if (Clock::now() >= deadline) {
-        return fail(make_error(ErrorCode::TIMED_OUT, "restore still inmigrate at deadline"));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    vm->set_restore_ms(
-        std::chrono::duration<double, std::milli>(Clock::now() - restore_start).count());
-  }
   return std::unique_ptr<RunningVm>(std::move(vm));
 }
 

@@ -57,6 +57,7 @@ class QemuBackend : public Backend {
   bool supports_snapshot() const override { return true; }
   bool template_memory() const override { return true; }
   Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) override;
+  Result<std::unique_ptr<RunningVm>> start(const VmSpec& spec, Deadline deadline) override;
 
   // Decides the accelerator. With accel=auto: no usable /dev/kvm → tcg; otherwise boots `probe`
   // under KVM and calls `ready` (wait for the agent's Hello) until `probe_timeout`; KVM is kept
