@@ -1,9 +1,10 @@
 // nv-bench vm — microVM figures side by side in one run, on this machine's accelerator:
 //   cold boot   VMM start → agent Hello (fresh kernel boot)
 //   restore     clones of a template whose RAM is a sealed memfd (template_memory.h), as the pool
-//               makes them: VMM start (-incoming defer) → device state loaded → Hello → reseeded; and the part
-//               from the migrate-incoming command on ("restore → ready"), since a pool can keep
-//               VMM processes started ahead of time
+//               makes them: VMM start (-incoming defer) → device state loaded → Hello → reseeded;
+//               and the part from the migrate-incoming command on ("restore → ready"), which is
+//               what a pool refill costs: the pool begins each restore's VMM ahead of time
+//               (PoolOptions::prestart), measured too ("pool refill")
 //   warm lease  Pool::lease() with a warm VM waiting and no refill boot running (p50/p95)
 //   RSS/PSS     of one idle VMM, cold-booted and restored (/proc/<pid>/smaps_rollup)
 // Needs root, QEMU and the guest image ($NV_BUILD_DIR/guest or --guest-dir).
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <numeric>
@@ -122,7 +124,7 @@ int run_vm_bench(int argc, char** argv) {
     return guest.wait_ready(vm, d);
   });
   int rc = 0;
-  std::vector<double> cold, restore_total, restore_ready, leases;
+  std::vector<double> cold, restore_total, restore_ready, leases, refills;
   double cold_rss = 0, cold_pss = 0, rest_rss = 0, rest_pss = 0, snap_ms = 0;
   long long snap_bytes = -1;
   const std::string snap = dir + "/small.vmstate";
@@ -221,7 +223,16 @@ int run_vm_bench(int argc, char** argv) {
   restored.clear();
   // --- warm leases through the pool (snapshot mode) --------------------------------------------
   if (rc == 0) {
-    nv::vm::PoolEvents events;
+    // The pool's own refills: with a standby VMM begun ahead of time (PoolOptions::prestart)
+    // a refill is load + Hello + reseed; vm.booted carries that duration.
+    struct RefillTimes : nv::vm::PoolEvents {
+      std::mutex mu;
+      std::vector<double> ms;
+      void on_booted(const nv::vm::VmInfo& vm, nv::vm::SizeTier, double boot_ms) override {
+        std::lock_guard lock(mu);
+        if (vm.restored) ms.push_back(boot_ms);
+      }
+    } events;
     nv::vm::PoolOptions po;
     po.tiers = {{nv::vm::SizeTier::SMALL, 1, 256, 2, 3}};
     po.kernel = kernel;
@@ -245,6 +256,8 @@ int run_vm_bench(int argc, char** argv) {
       (void)pool.release(l.value().vm.vm_id, "bench");
     }
     pool.stop();
+    std::lock_guard lock(events.mu);
+    refills = events.ms;
   }
   layout.remove_parents();
   (void)nv::vm::remove_tree(dir);
@@ -258,6 +271,7 @@ int run_vm_bench(int argc, char** argv) {
   row("cold boot → Hello", cold);
   row("restore: VMM start → reseeded", restore_total);
   row("restore: load cmd → reseeded", restore_ready);
+  row("pool refill (standby VMM) → reseeded", refills);
   std::printf("  %-34s %10.3f %10.3f %6zu\n", "warm lease", pct(leases, 50), pct(leases, 95),
               leases.size());
   std::printf("  snapshot (stop + migrate to file)  %10.1f ms, %lld bytes (RAM stays in the "
