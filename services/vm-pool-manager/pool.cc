@@ -135,21 +135,20 @@ Status Pool::make_snapshot(TierState& t) {
     spec.memory_fd = t.memory.fd();
     spec.memory_shared = true;
   }
+  const std::string tier = tier_name(t.cfg.tier);
+  // Every failure names the tier and the step; a template VM that exists is destroyed.
+  auto fail = [&](std::shared_ptr<RunningVm> vm, const std::string& step, Error e) -> Error {
+    if (vm) (void)vm->destroy(Clock::now() + opt_.destroy_grace);
+    e.message = "snapshot template for " + tier + ": " + step + e.message;
+    return e;
+  };
   auto start = opt_.clock();
   auto deadline = Clock::now() + opt_.boot_timeout;
   auto vm = backend_.boot(spec, deadline);
-  if (!vm.ok()) {
-    Error e = vm.error();
-    e.message = "snapshot template for " + std::string(tier_name(t.cfg.tier)) + ": " + e.message;
-    return e;
-  }
+  if (!vm.ok()) return fail(nullptr, "", vm.error());
   std::shared_ptr<RunningVm> v = std::move(vm.value());
   if (Status s = guest_.wait_ready(v->info(), deadline); !s.ok()) {
-    (void)v->destroy(Clock::now() + opt_.destroy_grace);
-    Error e = s.error();
-    e.message = "snapshot template for " + std::string(tier_name(t.cfg.tier)) +
-                ": no Hello: " + e.message;
-    return e;
+    return fail(v, "no Hello: ", s.error());
   }
   SnapshotStats st;
   st.tier = t.cfg.tier;
@@ -157,18 +156,14 @@ Status Pool::make_snapshot(TierState& t) {
   if (opt_.snapshot_warm_up) {
     auto warm_start = opt_.clock();
     if (Status w = guest_.warm_up(v->info(), deadline); !w.ok()) {
-      (void)v->destroy(Clock::now() + opt_.destroy_grace);
-      Error e = w.error();
-      e.message = "snapshot template for " + std::string(tier_name(t.cfg.tier)) +
-                  ": warm-up: " + e.message;
-      return e;
+      return fail(v, "warm-up: ", w.error());
     }
     st.warm_up_ms = ms_since(warm_start);
   }
   // Let the agent see the host hang up before the state is frozen, so every restored clone
   // starts out waiting for a new host connection.
   std::this_thread::sleep_for(opt_.snapshot_settle);
-  st.path = opt_.snapshot_dir + "/" + tier_name(t.cfg.tier) + ".vmstate";
+  st.path = opt_.snapshot_dir + "/" + tier + ".vmstate";
   auto snap_start = opt_.clock();
   Status s = v->snapshot(st.path, Clock::now() + opt_.boot_timeout);
   st.snapshot_ms = ms_since(snap_start);
@@ -177,15 +172,11 @@ Status Pool::make_snapshot(TierState& t) {
   // The template VMM has exited: nothing maps the RAM shared any more, so it can be sealed
   // against writes before any clone maps it (template_memory.h says why).
   if (s.ok() && t.memory.valid()) s = gone.ok() ? t.memory.seal() : gone;
-  if (!s.ok()) {
-    Error e = s.error();
-    e.message = "snapshot of tier " + std::string(tier_name(t.cfg.tier)) + ": " + e.message;
-    return e;
-  }
+  if (!s.ok()) return fail(nullptr, "snapshot: ", s.error());
   struct stat sb {};
   if (::stat(st.path.c_str(), &sb) == 0) st.bytes = static_cast<uint64_t>(sb.st_size);
   t.snapshot_path = st.path;
-  log::info("vm snapshot made", {{"tier", tier_name(t.cfg.tier)},
+  log::info("vm snapshot made", {{"tier", tier},
                                  {"path", st.path},
                                  {"cold_boot_ms", st.cold_boot_ms},
                                  {"warm_up_ms", st.warm_up_ms},
