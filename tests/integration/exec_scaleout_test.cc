@@ -10,9 +10,9 @@
 // Needs root and `ip` (skips otherwise) plus real VMs (label vm): each pool keeps 1 warm VM.
 // The executor that is SIGKILLed mid-run never releases its VM: its pool manager destroys it
 // when the lease's lifetime (which the executor asked for) ends, and the pool is whole again.
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <nv/schema/vm.capnp.h>
-#include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <memory>
 #include <sstream>
 
@@ -305,6 +306,11 @@ TEST_F(ExecScaleOut, BothExecutorsTakeWorkAndSurviveTheOthersDeath) {
       250ms))
       << "VMM " << vmm[0] << " of " << victim_vm << " should be destroyed when its "
       << kVictimLease.count() << " ms lease ends" << logs();
+  std::cout << "[ figures  ] the killed executor's VM was destroyed "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                         killed_at)
+                   .count()
+            << " ms after the kill (lease " << kVictimLease.count() << " ms)\n";
   std::string pool_log = victim.pool->stderr_text();
   auto at = pool_log.find("lease expired: not released within its " +
                           std::to_string(kVictimLease.count()) + " ms lifetime");
@@ -313,7 +319,8 @@ TEST_F(ExecScaleOut, BothExecutorsTakeWorkAndSurviveTheOthersDeath) {
   line_start = line_start == std::string::npos ? 0 : line_start;
   std::string line = pool_log.substr(line_start, pool_log.find('\n', at) - line_start);
   EXPECT_NE(line.find(victim_vm), std::string::npos) << line;
-  EXPECT_EQ(pool_active(survivor), 0);
+  // The survivor released its own VMs (after answering, so allow it a moment).
+  EXPECT_TRUE(nv::test::wait_until([&] { return pool_active(survivor) == 0; }, 5s));
 }
 
 }  // namespace
