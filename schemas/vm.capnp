@@ -18,6 +18,10 @@ struct LeaseRequest {
   traceId @1 :Text;
   tier @2 :Common.SizeTier;     # unset = small
   deadlineMs @3 :UInt32;        # wait at most this long for a warm VM; 0 = pool default
+  leaseMs @4 :UInt32;           # lifetime: unless released by then, the pool destroys the VM this
+                                # long after the lease (a lessee that died never releases it);
+                                # 0 = the pool's --lease-ttl-ms; above --max-lease-ttl-ms is
+                                # refused with badRequest (never silently shortened)
 }
 
 struct Lease {
@@ -33,6 +37,7 @@ struct Lease {
   restored @9 :Bool;            # came from a snapshot (and was reseeded)
   bootMs @10 :Float64;          # boot or restore time until the agent said Hello
   waitMs @11 :Float64;          # how long this lease waited for a warm VM
+  leaseMs @12 :UInt32;          # the lifetime granted (LeaseRequest.leaseMs, or the default)
 }
 
 struct ReleaseRequest {

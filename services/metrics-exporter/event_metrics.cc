@@ -110,6 +110,7 @@ std::string_view invalid_name(Invalid reason) {
 std::string_view failure_class(std::string_view reason) {
   auto has = [&](std::string_view what) { return reason.find(what) != std::string_view::npos; };
   if (has("security")) return "security";
+  if (has("lease expired")) return "lease_expired";  // its lessee died holding it
   if (has("oom") || has("out of memory")) return "oom";
   if (has("boot") && (has("timed out") || has("timeout"))) return "boot_timeout";
   if (has("timed out") || has("timeout")) return "timeout";

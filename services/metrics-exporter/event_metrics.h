@@ -83,7 +83,7 @@ enum class Invalid {
 std::string_view invalid_name(Invalid reason);
 
 // The bounded class of a vm.failed reason text: vmm_exited, boot_timeout, timeout, security,
-// oom, boot_failed, or other.
+// lease_expired, oom, boot_failed, or other.
 std::string_view failure_class(std::string_view reason);
 
 class EventMetrics {

@@ -151,6 +151,17 @@ kj::ArrayPtr<const kj::byte> bytes(const std::string& s) {
   return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
 }
 
+// The lease lifetime to ask for: the longest this handler can keep the VM (every step below is
+// bounded by its own timeout and by the request's end; the watchdog destroys the VM at the
+// latter) plus a margin. The pool reclaims the VM after it if this process dies holding it.
+milliseconds lease_lifetime(const ExecutorOptions& o, milliseconds run_timeout, size_t files,
+                            milliseconds request_remaining) {
+  milliseconds worst = o.connect_timeout + o.file_timeout * static_cast<int64_t>(files) +
+                       run_timeout + o.host_grace;
+  if (request_remaining != milliseconds::max()) worst = std::min(worst, request_remaining);
+  return std::min<milliseconds>(worst + o.lease_margin, milliseconds(UINT32_MAX));
+}
+
 guest::ChannelKind channel_kind(const std::string& name) {
   return name == "hybridVsock" ? guest::ChannelKind::hybrid_vsock
                                : guest::ChannelKind::unix_stream;
@@ -226,7 +237,10 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   VmLease lease;
   {
     PoolClient pool(ctx_, opt_.pool);
-    auto l = pool.lease(trace_id, eff->tier, lease_wait);
+    auto lifetime =
+        lease_lifetime(opt_, eff->timeout, r.getPutFiles().size() + r.getGetFiles().size(),
+                       remaining);
+    auto l = pool.lease(trace_id, eff->tier, lease_wait, lifetime);
     if (!l) {
       log::warn("vm.lease failed", {{"error", l.error().to_string()}});
       fail("", nullptr, l.error());

@@ -14,6 +14,11 @@
 //     the cap plus one chunk is cut off by the channel (output_cap) → VM destroyed;
 //   - token buckets on guest bytes and messages (ChannelLimits) → rate_limited → VM destroyed;
 //   - guest frame lengths bounded before buffering (ChannelLimits.max_frame_bytes).
+//
+// The lease asks the pool for a lifetime covering everything the handler may still do with the
+// VM (connect, files in and out, the run's timeout + host_grace) plus lease_margin, and never
+// more than the request's remaining time plus the margin: if this executor dies holding the VM,
+// the pool manager destroys it when that lifetime ends.
 #pragma once
 
 #include <atomic>
@@ -38,6 +43,7 @@ struct ExecutorOptions {
   std::chrono::milliseconds connect_timeout{15000};      // channel connect → Hello
   std::chrono::milliseconds file_timeout{10000};         // each put/get
   std::chrono::milliseconds max_lease_wait{30000};       // waiting for a warm VM
+  std::chrono::milliseconds lease_margin{5000};          // lease lifetime beyond the worst case
   std::chrono::milliseconds watchdog_interval{20};       // cancellation checks
   guest::ChannelLimits channel;                          // rates, frame cap (output cap: per run)
   ClientOptions pool;                                    // this host's vm-pool-manager

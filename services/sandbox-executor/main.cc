@@ -39,6 +39,9 @@ void add_options(nv::Config& c) {
   c.add_int("file-timeout-ms", 10000, "each file written into or read from the guest");
   c.add_int("max-lease-wait-ms", 30000, "longest wait for a warm VM (also bounded by the "
                                         "request's deadline)");
+  // If this executor dies holding a VM, the pool destroys it when the lease's lifetime ends.
+  c.add_int("lease-margin-ms", 5000, "VM lease lifetime asked beyond connect + files + timeout + "
+                                     "host grace");
   c.add_int("status-interval-ms", 500, "how often the pool's status refreshes the capacity");
   c.add_number("guest-rate-bytes", g.bytes_per_s, "bytes/s a guest may send (token bucket rate)");
   c.add_number("guest-burst-bytes", g.burst_bytes, "bytes a guest may send in one burst");
@@ -59,6 +62,7 @@ nv::exec::ExecutorOptions options_from(const nv::ServiceContext& ctx) {
   o.connect_timeout = milliseconds(c.integer("connect-timeout-ms"));
   o.file_timeout = milliseconds(c.integer("file-timeout-ms"));
   o.max_lease_wait = milliseconds(c.integer("max-lease-wait-ms"));
+  o.lease_margin = milliseconds(c.integer("lease-margin-ms"));
   o.channel.bytes_per_s = c.number("guest-rate-bytes");
   o.channel.burst_bytes = c.number("guest-burst-bytes");
   o.channel.messages_per_s = c.number("guest-rate-msgs");
@@ -90,6 +94,7 @@ std::string check(const nv::exec::ExecutorOptions& o) {
   need(o.max_result_bytes > o.limits.max_output_cap,
        "--max-output-cap must be below --max-frame-bytes");
   need(o.host_grace.count() >= 0, "--host-grace-ms must be >= 0");
+  need(o.lease_margin.count() >= 0, "--lease-margin-ms must be >= 0");
   return bad;
 }
 

@@ -2,6 +2,9 @@
 
 #include <nv/schema/vm.capnp.h>
 
+#include <algorithm>
+#include <cstdint>
+
 namespace nv::exec {
 
 namespace {
@@ -21,12 +24,14 @@ PoolClient::PoolClient(zmq::context_t& ctx, ClientOptions options)
     : client_(ctx, options), endpoint_(options.endpoint) {}
 
 Result<VmLease> PoolClient::lease(const std::string& trace_id, schema::SizeTier tier,
-                                  std::chrono::milliseconds wait) {
+                                  std::chrono::milliseconds wait,
+                                  std::chrono::milliseconds lifetime) {
   capnp::MallocMessageBuilder mb;
   auto req = bus::init_body<schema::LeaseRequest>(mb);
   req.setTraceId(trace_id);
   req.setTier(tier);
   req.setDeadlineMs(static_cast<uint32_t>(std::max<int64_t>(1, wait.count())));
+  req.setLeaseMs(static_cast<uint32_t>(std::clamp<int64_t>(lifetime.count(), 0, UINT32_MAX)));
   auto r = client_.call("vm.lease", &mb, wait + kLeaseSlack, {}, trace_id);
   if (!r) return unreachable(endpoint_, r.error());
   auto body = r->body.root<schema::Lease>();
@@ -49,6 +54,7 @@ Result<VmLease> PoolClient::lease(const std::string& trace_id, schema::SizeTier 
   out.memory_mib = l.getResources().getMemoryMib();
   out.boot_ms = l.getBootMs();
   out.wait_ms = l.getWaitMs();
+  out.lease_ms = l.getLeaseMs();
   if (out.vm_id.empty() || out.channel_path.empty()) {
     return make_error(ErrorCode::VM_FAILED, "vm-pool-manager sent a lease without vmId/channel");
   }

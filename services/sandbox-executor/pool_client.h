@@ -1,6 +1,7 @@
 // pool_client.h — the executor's side of this host's nv-vm-pool-manager (vm.capnp).
 //
-//   vm.lease   LeaseRequest  → Lease          a warm VM, waiting up to the lease deadline
+//   vm.lease   LeaseRequest  → Lease          a warm VM, waiting up to the lease deadline;
+//                                             destroyed by the pool when its lifetime ends
 //   vm.release ReleaseRequest → ReleaseReply  the VM is destroyed (never reused)
 //   vm.status  PoolStatusRequest → PoolStatus warm/active/booting per tier (capacity)
 // Spoken with the bus framing over the pool manager's own ROUTER (nv::Client works against any
@@ -27,6 +28,7 @@ struct VmLease {
   std::string backend, accel;
   uint32_t vcpus = 0, memory_mib = 0;
   double boot_ms = 0, wait_ms = 0;
+  uint32_t lease_ms = 0;      // lifetime granted: the pool destroys the VM after it
 };
 
 struct PoolCounts {
@@ -38,9 +40,11 @@ class PoolClient {
  public:
   PoolClient(zmq::context_t& ctx, ClientOptions options);
 
-  // Waits up to `wait` for a warm VM of `tier`; poolExhausted (retryable) when none came.
+  // Waits up to `wait` for a warm VM of `tier`; poolExhausted (retryable) when none came. The
+  // lease lasts `lifetime` (0 = the pool's default; above the pool's maximum: badRequest).
   Result<VmLease> lease(const std::string& trace_id, schema::SizeTier tier,
-                        std::chrono::milliseconds wait);
+                        std::chrono::milliseconds wait,
+                        std::chrono::milliseconds lifetime = std::chrono::milliseconds(0));
   // Destroys the VM. unknownLease counts as done (someone released it already).
   Status release(const std::string& trace_id, const std::string& vm_id, const std::string& reason,
                  std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));

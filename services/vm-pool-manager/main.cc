@@ -2,7 +2,8 @@
 // host's own ROUTER (ipc://$NV_RUNTIME_DIR/vm-pool.sock), never reused.
 //
 // Bus services (bus framing of frames.h, bodies of vm.capnp):
-//   vm.lease   LeaseRequest  → Lease        (waits up to deadlineMs for a warm VM)
+//   vm.lease   LeaseRequest  → Lease        (waits up to deadlineMs for a warm VM; the lease
+//                                            lasts leaseMs, then the VM is destroyed unreleased)
 //   vm.release ReleaseRequest→ ReleaseReply (destroys the VM; the pool boots a fresh one)
 //   vm.status  PoolStatusRequest (or no body) → PoolStatus
 // Bad input gets a typed Error (unknownTier, poolExhausted, unknownLease, badRequest, ...) and
@@ -60,6 +61,10 @@ void add_options(nv::Config& c) {
              "run each language once in the snapshot template, so clones start with the "
              "interpreters in their page cache");
   c.add_int("lease-deadline-ms", 5000, "how long a lease waits when the request sets no deadline");
+  // A lessee that dies (a SIGKILLed executor) never releases: its VM is destroyed when the
+  // lease's lifetime ends.
+  c.add_int("lease-ttl-ms", 600000, "lease lifetime when the request asks for none (leaseMs 0)");
+  c.add_int("max-lease-ttl-ms", 3600000, "longest lease lifetime granted; more is badRequest");
   c.add_int("boot-timeout-ms", 60000, "VMM start → agent Hello, per VM");
   c.add_int("refill-threads", 2, "VMs booted in parallel");
   c.add_int("stats-interval-ms", 5000, "interval of vm.stats events (cgroup usage per VM)");
@@ -250,6 +255,13 @@ int run(nv::ServiceContext& ctx) {
   po.snapshot_dir = c.str("snapshot-dir").empty() ? ctx.runtime_dir + "/snapshots"
                                                   : c.str("snapshot-dir");
   po.default_lease_deadline = std::chrono::milliseconds(c.integer("lease-deadline-ms"));
+  po.default_lease_ttl = std::chrono::milliseconds(c.integer("lease-ttl-ms"));
+  po.max_lease_ttl = std::chrono::milliseconds(c.integer("max-lease-ttl-ms"));
+  if (c.integer("lease-ttl-ms") < 1 || c.integer("max-lease-ttl-ms") < c.integer("lease-ttl-ms") ||
+      c.integer("max-lease-ttl-ms") > int64_t{UINT32_MAX}) {
+    problems.push_back("need 1 <= --lease-ttl-ms <= --max-lease-ttl-ms <= " +
+                       std::to_string(UINT32_MAX));
+  }
   po.boot_timeout = std::chrono::milliseconds(c.integer("boot-timeout-ms"));
   po.refill_threads = static_cast<unsigned>(std::max<int64_t>(1, c.integer("refill-threads")));
   int64_t warm = c.integer("warm"), max = c.integer("max");
@@ -421,10 +433,11 @@ int run(nv::ServiceContext& ctx) {
       SizeTier tier = req.value().getTier();
       uint32_t dl = req.value().getDeadlineMs();
       if (dl == 0) dl = m.header.deadline_ms;
+      uint32_t ttl = req.value().getLeaseMs();  // 0 = default; above the maximum: badRequest
       std::string trace = req.value().getTraceId();
-      offload(m, [&pool, tier, dl, trace](Answer a) {
+      offload(m, [&pool, tier, dl, ttl, trace](Answer a) {
         nv::log::TraceScope scope(trace);
-        auto l = pool.lease(tier, std::chrono::milliseconds(dl));
+        auto l = pool.lease(tier, std::chrono::milliseconds(dl), std::chrono::milliseconds(ttl));
         if (!l) {
           a.error = l.error();
           return a;
@@ -446,6 +459,7 @@ int run(nv::ServiceContext& ctx) {
         b.setRestored(li.vm.restored);
         b.setBootMs(li.boot_ms);
         b.setWaitMs(li.wait_ms);
+        b.setLeaseMs(static_cast<uint32_t>(li.lifetime.count()));
         return a;
       });
     } else if (svc == "vm.release") {

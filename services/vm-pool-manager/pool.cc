@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 
 #include "common/log.h"
 
@@ -68,6 +69,16 @@ Status Pool::validate() const {
   }
   if (opt_.tiers.empty()) problems.push_back("no tiers configured");
   if (opt_.refill_threads == 0) problems.push_back("refill_threads must be >= 1");
+  if (opt_.default_lease_ttl.count() <= 0) problems.push_back("default lease lifetime must be > 0");
+  if (opt_.max_lease_ttl.count() > int64_t{UINT32_MAX}) {
+    problems.push_back("maximum lease lifetime above " + std::to_string(UINT32_MAX) +
+                       " ms (LeaseRequest.leaseMs is a UInt32)");
+  }
+  if (opt_.max_lease_ttl < opt_.default_lease_ttl) {
+    problems.push_back("maximum lease lifetime (" + std::to_string(opt_.max_lease_ttl.count()) +
+                       " ms) below the default (" +
+                       std::to_string(opt_.default_lease_ttl.count()) + " ms)");
+  }
   if (opt_.snapshot && !backend_.supports_snapshot()) {
     problems.push_back("snapshot mode: backend " + backend_.name() + " cannot snapshot");
   }
@@ -376,14 +387,19 @@ void Pool::start_standby(SizeTier tier) {
 
 void Pool::monitor_loop() {
   auto next_health = Clock::now() + opt_.health_interval;
+  auto next_expiry = Clock::time_point::max();
   for (;;) {
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
     }
+    // Woken by a VMM exit, the next health check or the next lease end, whichever comes first
+    // (a lease taken meanwhile is noticed at most health_interval late). +1: epoll counts whole
+    // ms, and rounding down would spin until the wake time.
+    auto wake_at = std::min(next_health, next_expiry);
     int timeout = static_cast<int>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(next_health - Clock::now())
-               .count()));
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now())
+               .count() + 1));
     epoll_event evs[16];
     int n = ::epoll_wait(epoll_.get(), evs, 16, timeout);
     if (n < 0 && errno != EINTR) {
@@ -412,6 +428,7 @@ void Pool::monitor_loop() {
       std::string why = vm->exit_reason();
       fail_vm(id, "vmm exited: " + (why.empty() ? std::string("unknown status") : why));
     }
+    next_expiry = expire_leases();
     if (Clock::now() >= next_health) {
       next_health = Clock::now() + opt_.health_interval;
       std::vector<std::pair<std::string, std::shared_ptr<RunningVm>>> all;
@@ -428,6 +445,30 @@ void Pool::monitor_loop() {
   }
 }
 
+Clock::time_point Pool::expire_leases() {
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> expired;
+  auto next = Clock::time_point::max();
+  {
+    std::lock_guard lock(mu_);
+    auto now = opt_.clock();
+    auto real_now = Clock::now();
+    for (auto& [id, e] : vms_) {
+      if (!e.leased) continue;
+      if (e.lease_expires <= now) {
+        expired.emplace_back(id, e.lifetime);
+      } else {
+        next = std::min(next, real_now + (e.lease_expires - now));
+      }
+    }
+  }
+  for (auto& [id, lifetime] : expired) {
+    // Released meanwhile? fail_vm then finds nothing and does nothing.
+    fail_vm(id, "lease expired: not released within its " + std::to_string(lifetime.count()) +
+                    " ms lifetime (the lessee died, hung or asked for too little); the VM was destroyed");
+  }
+  return next;
+}
+
 void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
   Entry e;
   {
@@ -440,6 +481,9 @@ void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
     TierState& t = tiers_[e.tier];
     if (e.leased) {
       t.active--;
+      // The lessee may still try to release it: tell it what happened rather than "unknown".
+      remember_released(vm_id, reason.rfind("lease expired", 0) == 0 ? reason
+                                                                       : "failed (" + reason + ")");
     } else {
       t.warm.erase(std::remove(t.warm.begin(), t.warm.end(), vm_id), t.warm.end());
     }
@@ -466,9 +510,18 @@ Status Pool::destroy(const std::string& vm_id, const std::string& reason) {
   return {};
 }
 
-Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_ms) {
+Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_ms,
+                              std::chrono::milliseconds lifetime) {
   if (tier == SizeTier::UNSET) tier = SizeTier::SMALL;
   if (deadline_ms.count() <= 0) deadline_ms = opt_.default_lease_deadline;
+  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
+  if (lifetime > opt_.max_lease_ttl) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "leaseMs " + std::to_string(lifetime.count()) +
+                          " is above this pool's maximum lease lifetime of " +
+                          std::to_string(opt_.max_lease_ttl.count()) +
+                          " ms; ask for less or raise the pool manager's --max-lease-ttl-ms");
+  }
   auto start = opt_.clock();
   auto deadline = Clock::now() + deadline_ms;
   std::unique_lock lock(mu_);
@@ -502,6 +555,8 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
     Entry& e = vms_.at(id);
     e.leased = true;
     e.leased_at = opt_.clock();
+    e.lifetime = lifetime;
+    e.lease_expires = e.leased_at + lifetime;
     t->active++;
     vm = e.vm;
     break;
@@ -524,6 +579,7 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
   li.tier = t->cfg;
   li.boot_ms = vms_.at(id).boot_ms;
   li.wait_ms = ms_since(start);
+  li.lifetime = lifetime;
   publish_status();
   lock.unlock();
   refill_cv_.notify_all();
@@ -531,8 +587,8 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
   return li;
 }
 
-void Pool::remember_released(const std::string& id) {
-  released_.push_back(id);
+void Pool::remember_released(const std::string& id, const std::string& how) {
+  released_.emplace_back(id, how);
   if (released_.size() > 4096) released_.pop_front();
 }
 
@@ -542,16 +598,21 @@ Status Pool::release(const std::string& vm_id, const std::string& reason) {
     std::lock_guard lock(mu_);
     auto it = vms_.find(vm_id);
     if (it == vms_.end() || !it->second.leased) {
-      bool before = std::find(released_.begin(), released_.end(), vm_id) != released_.end();
-      return make_error(ErrorCode::UNKNOWN_LEASE,
-                        before ? "vm " + vm_id + " was already released"
-                               : "vm '" + vm_id + "' is not leased (unknown id)");
+      auto before = std::find_if(released_.begin(), released_.end(),
+                                 [&](const auto& r) { return r.first == vm_id; });
+      std::string msg = "vm '" + vm_id + "' is not leased (unknown id)";
+      if (before != released_.end()) {
+        msg = before->second == "released" ? "vm " + vm_id + " was already released"
+                                           : "vm " + vm_id + " is no longer leased: " +
+                                                 before->second;
+      }
+      return make_error(ErrorCode::UNKNOWN_LEASE, msg);
     }
     e = std::move(it->second);
     vms_.erase(it);
     keys_.erase(e.key);
     tiers_[e.tier].active--;
-    remember_released(vm_id);
+    remember_released(vm_id, "released");
     publish_status();
   }
   refill_cv_.notify_all();

@@ -5,6 +5,13 @@
 //   lease(tier, deadline)  → a warm VM, waiting up to the deadline; poolExhausted after it.
 //   release(vm_id, reason) → the VM is destroyed (VMM stopped, cgroup and jail removed); the
 //                            refill threads boot a fresh one.
+//   Every lease has a lifetime (the lessee asks for one; 0 = default_lease_ttl). A lease that
+//   is not released within it is reclaimed by the monitor thread: the VM is destroyed, reported
+//   through on_failed("lease expired ..."), its tier's active count drops and the pool refills.
+//   That is what frees the VMs of a lessee that died (a SIGKILLed executor never releases);
+//   a later release of the id gets unknownLease saying the lease expired. A lifetime above
+//   max_lease_ttl is refused with badRequest rather than shortened: a lessee that silently got
+//   less time than it asked for would lose its VM mid-run with no hint why.
 //   A VMM that exits or stops answering its control channel is noticed by the monitor thread
 //   (pidfds in an epoll set; a health check every `health_interval`), removed, reported through
 //   PoolEvents::on_failed, and replaced.
@@ -98,6 +105,8 @@ struct PoolOptions {
   bool snapshot = false;                   // fill from per-tier snapshots (see above)
   std::string snapshot_dir;                // where template snapshots are written
   std::chrono::milliseconds default_lease_deadline{5000};  // LeaseRequest.deadlineMs == 0
+  std::chrono::milliseconds default_lease_ttl{600000};     // LeaseRequest.leaseMs == 0
+  std::chrono::milliseconds max_lease_ttl{3600000};        // larger leaseMs: badRequest
   std::chrono::milliseconds boot_timeout{60000};  // VMM start → Hello (and reseed)
   std::chrono::milliseconds destroy_grace{500};   // "quit" → SIGKILL
   std::chrono::milliseconds health_interval{500};  // hang checks; deaths are seen at once
@@ -119,6 +128,7 @@ struct LeaseInfo {
   TierConfig tier;
   double boot_ms = 0;  // VMM start (or restore start) → Hello (and reseed)
   double wait_ms = 0;  // how long lease() waited
+  std::chrono::milliseconds lifetime{0};  // granted: destroyed this long after the lease
 };
 
 // Template figures from snapshot mode (for logs and the benchmark).
@@ -144,9 +154,12 @@ class Pool {
   // Stops the threads and destroys every VM (warm and leased). Idempotent.
   void stop();
 
-  // A warm VM of `tier` (unset = small); waits up to `deadline` (0 = the default).
-  Result<LeaseInfo> lease(SizeTier tier, std::chrono::milliseconds deadline);
-  // Destroys a leased VM. unknownLease for ids never leased or already released.
+  // A warm VM of `tier` (unset = small); waits up to `deadline` (0 = the default). The lease
+  // lasts `lifetime` (0 = default_lease_ttl; above max_lease_ttl = badRequest) unless released.
+  Result<LeaseInfo> lease(SizeTier tier, std::chrono::milliseconds deadline,
+                          std::chrono::milliseconds lifetime = std::chrono::milliseconds(0));
+  // Destroys a leased VM. unknownLease for ids never leased, already released, failed or
+  // expired (the message says which).
   Status release(const std::string& vm_id, const std::string& reason);
   // Destroys a live VM, warm or leased, at once (a security alert names it); it is reported
   // with on_failed(reason) and the pool refills. unknownLease when no such VM is alive.
@@ -168,6 +181,8 @@ class Pool {
     double boot_ms = 0;
     bool leased = false;
     Clock::time_point leased_at{};
+    Clock::time_point lease_expires{};   // leased_at + the granted lifetime (opt_.clock)
+    std::chrono::milliseconds lifetime{0};
     uint64_t key = 0;  // epoll key
   };
   struct TierState {
@@ -195,11 +210,15 @@ class Pool {
   void start_standby(SizeTier tier);
   // Removes a VM that died or hung; reports it; the refill replaces it.
   void fail_vm(const std::string& vm_id, const std::string& reason);
+  // fail_vm for every lease past its lifetime; returns when the next one ends (time_point::max
+  // when none), on the real clock, so the monitor can wake for it.
+  Clock::time_point expire_leases();
   TierState* find_tier(SizeTier t);
   PoolStatusInfo status_locked() const;
   void publish_status();
   double ms_since(Clock::time_point t) const;
-  void remember_released(const std::string& id);
+  // Records how a lease ended ("released", "lease expired ...") for release()'s messages.
+  void remember_released(const std::string& id, const std::string& how);
 
   PoolOptions opt_;
   Backend& backend_;
@@ -213,7 +232,8 @@ class Pool {
   std::map<std::string, Entry> vms_;
   std::map<uint64_t, std::string> keys_;  // epoll key → vm id
   uint64_t next_key_ = 1;
-  std::deque<std::string> released_;      // recent releases, for "already released" messages
+  // Recent ends of leases (id, how), for "already released" / "lease expired" messages.
+  std::deque<std::pair<std::string, std::string>> released_;
   std::vector<SnapshotStats> snapshots_;
   bool started_ = false;
   bool stopping_ = false;

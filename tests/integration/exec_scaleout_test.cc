@@ -8,13 +8,21 @@
 // All addresses live in namespaces this test creates and deletes; nothing else is contacted.
 // The test client reaches the broker over its ipc:// client socket (a path, not the network).
 // Needs root and `ip` (skips otherwise) plus real VMs (label vm): each pool keeps 1 warm VM.
+// The executor that is SIGKILLed mid-run never releases its VM: its pool manager destroys it
+// when the lease's lifetime (which the executor asked for) ends, and the pool is whole again.
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <nv/schema/vm.capnp.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <fstream>
 #include <future>
+#include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "common/curve.h"
 #include "support/process.h"
@@ -31,6 +39,30 @@ using nv::test::exec::ExecOutcome;
 bool exists(const std::string& p) {
   struct stat st {};
   return ::stat(p.c_str(), &st) == 0;
+}
+
+// The lease the executors ask for is connect-timeout (default 15 s) + the run's timeout +
+// host-grace (2 s) + lease-margin, which they are started with.
+constexpr auto kLeaseMargin = 1000ms;
+constexpr auto kVictimTimeout = 10000ms;
+constexpr auto kVictimLease = 15000ms + kVictimTimeout + 2000ms + kLeaseMargin;
+
+// Pids of the processes whose command line mentions `needle` (QEMU runs as -name nv-<vm id>).
+std::vector<pid_t> pids_with_arg(const std::string& needle) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end) continue;
+    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    if (ss.str().find(needle) != std::string::npos) out.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(d);
+  return out;
 }
 
 class ExecScaleOut : public ::testing::Test {
@@ -155,13 +187,29 @@ class ExecScaleOut : public ::testing::Test {
          .args = {"netns", "exec", h.ns, nv::test::bin("nv-sandbox-executor"),
                   "--workers-endpoint", "tcp://" + orch_addr + ":5555", "--events-in-endpoint",
                   "tcp://" + orch_addr + ":5556", "--curve-key", tmp_->file(key + ".key"),
-                  "--curve-server-key", tmp_->file("orch.pub")},
+                  "--curve-server-key", tmp_->file("orch.pub"), "--lease-margin-ms",
+                  std::to_string(kLeaseMargin.count())},
          .env = env}));
   }
 
   std::unique_ptr<nv::Client> make_client() {
     return std::make_unique<nv::Client>(
         *zmq_, nv::ClientOptions{nv::bus::ipc_endpoint(orch_rt_ + "/clients.sock"), {}, {}, {}});
+  }
+
+  // Leased VMs (active) of a host's pool manager, over its own socket; -1 when it did not answer.
+  int pool_active(const Host& h) {
+    nv::Client c(*zmq_, nv::ClientOptions{nv::bus::ipc_endpoint(h.rt + "/vm-pool.sock"), {}, {},
+                                          {}});
+    capnp::MallocMessageBuilder mb;
+    nv::bus::init_body<nv::schema::PoolStatusRequest>(mb);
+    auto r = c.call("vm.status", &mb, 3000ms);
+    if (!r) return -1;
+    auto st = r->body.root<nv::schema::PoolStatus>();
+    if (!st) return -1;
+    int active = 0;
+    for (auto t : st->getTiers()) active += static_cast<int>(t.getActive());
+    return active;
   }
 
   std::string logs() {
@@ -184,23 +232,29 @@ class ExecScaleOut : public ::testing::Test {
 
 TEST_F(ExecScaleOut, BothExecutorsTakeWorkAndSurviveTheOthersDeath) {
   // Two long runs at once: the broker gives one to each executor (capacity 1 each).
-  auto launch = [&](const std::string& trace, std::promise<void>* started) {
-    return std::async(std::launch::async, [this, trace, started] {
+  // Request 1 (the victim's) has a shorter timeout, so its lease ends sooner.
+  auto launch = [&](const std::string& trace, std::promise<std::string>* started,
+                    std::chrono::milliseconds timeout) {
+    return std::async(std::launch::async, [this, trace, started, timeout] {
       auto client = make_client();
       ExecOptions o;
       o.trace_id = trace;
-      o.timeout_ms = 30000;
-      o.on_started = [started](const std::string&) { started->set_value(); };
+      o.timeout_ms = static_cast<uint32_t>(timeout.count());
+      o.on_started = [started](const std::string& s) { started->set_value(s); };
       return nv::test::exec::run_exec(*client, Language::PYTHON,
                                       "import time\ntime.sleep(6)\nprint('done')", o);
     });
   };
-  std::promise<void> s1, s2;
-  auto f1 = launch("0193a000-0000-7000-8000-000000000001", &s1);
+  std::promise<std::string> s1, s2;
+  auto f1 = launch("0193a000-0000-7000-8000-000000000001", &s1, kVictimTimeout);
   std::this_thread::sleep_for(200ms);
-  auto f2 = launch("0193a000-0000-7000-8000-000000000002", &s2);
-  ASSERT_EQ(s1.get_future().wait_for(90s), std::future_status::ready) << logs();
+  auto f2 = launch("0193a000-0000-7000-8000-000000000002", &s2, 30000ms);
+  auto started1 = s1.get_future();
+  ASSERT_EQ(started1.wait_for(90s), std::future_status::ready) << logs();
   ASSERT_EQ(s2.get_future().wait_for(90s), std::future_status::ready) << logs();
+  std::string victim_vm = started1.get();  // "started vm=<id>"
+  ASSERT_EQ(victim_vm.rfind("started vm=", 0), 0u) << victim_vm;
+  victim_vm = victim_vm.substr(std::string("started vm=").size());
 
   uint32_t p1 = 0, p2 = 0;
   ASSERT_TRUE(nv::test::wait_until(
@@ -219,7 +273,11 @@ TEST_F(ExecScaleOut, BothExecutorsTakeWorkAndSurviveTheOthersDeath) {
   // Kill the executor running request 1 mid-run.
   Host& victim = p1 == static_cast<uint32_t>(a_.exec->pid()) ? a_ : b_;
   Host& survivor = &victim == &a_ ? b_ : a_;
+  auto vmm = pids_with_arg("nv-" + victim_vm);
+  ASSERT_EQ(vmm.size(), 1u) << "the VMM of " << victim_vm << " should be running";
   victim.exec->signal(SIGKILL);
+  auto killed_at = std::chrono::steady_clock::now();
+  EXPECT_EQ(pool_active(victim), 1) << "the dead executor's lease is still held" << logs();
   auto r1 = f1.get();
   auto r2 = f2.get();
   ASSERT_FALSE(r1.ok) << "request 1 lost its executor but succeeded: " << r1.describe();
@@ -237,6 +295,32 @@ TEST_F(ExecScaleOut, BothExecutorsTakeWorkAndSurviveTheOthersDeath) {
     EXPECT_EQ(nv::test::exec::executor_of(*client_, o.trace_id),
               static_cast<uint32_t>(survivor.exec->pid()));
   }
+
+  // Nobody releases the victim's VM: its lease ends kVictimLease after it began (before the
+  // kill), then the pool manager's monitor destroys the VM and the tier is empty again.
+  auto gone = [&] { return ::kill(vmm[0], 0) != 0 && errno == ESRCH; };
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] { return gone() && pool_active(victim) == 0; },
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          kVictimLease + 5s - (std::chrono::steady_clock::now() - killed_at)),
+      250ms))
+      << "VMM " << vmm[0] << " of " << victim_vm << " should be destroyed when its "
+      << kVictimLease.count() << " ms lease ends" << logs();
+  std::cout << "[ figures  ] the killed executor's VM was destroyed "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                         killed_at)
+                   .count()
+            << " ms after the kill (lease " << kVictimLease.count() << " ms)\n";
+  std::string pool_log = victim.pool->stderr_text();
+  auto at = pool_log.find("lease expired: not released within its " +
+                          std::to_string(kVictimLease.count()) + " ms lifetime");
+  ASSERT_NE(at, std::string::npos) << logs();
+  auto line_start = pool_log.rfind('\n', at);
+  line_start = line_start == std::string::npos ? 0 : line_start;
+  std::string line = pool_log.substr(line_start, pool_log.find('\n', at) - line_start);
+  EXPECT_NE(line.find(victim_vm), std::string::npos) << line;
+  // The survivor released its own VMs (after answering, so allow it a moment).
+  EXPECT_TRUE(nv::test::wait_until([&] { return pool_active(survivor) == 0; }, 5s));
 }
 
 }  // namespace

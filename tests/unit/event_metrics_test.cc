@@ -471,6 +471,9 @@ TEST(FailureClass, MapsReasonsToBoundedClasses) {
   EXPECT_EQ(failure_class("guest agent timed out"), "timeout");
   EXPECT_EQ(failure_class("security alert"), "security");
   EXPECT_EQ(failure_class("oom killed"), "oom");
+  EXPECT_EQ(failure_class("lease expired: not released within its 30000 ms lifetime (the lessee "
+                          "died or hung); the VM was destroyed"),
+            "lease_expired");
   EXPECT_EQ(failure_class("boot failed: no kernel"), "boot_failed");
   EXPECT_EQ(failure_class("something else"), "other");
   EXPECT_EQ(failure_class(""), "other");

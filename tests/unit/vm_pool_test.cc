@@ -1,5 +1,6 @@
 // Pool logic against a fake backend and guest link: warm/max bounds, refill, lease deadlines,
-// typed errors, death and hang detection, boot-failure back-off, snapshot mode with reseeding.
+// typed errors, death and hang detection, boot-failure back-off, snapshot mode with reseeding,
+// lease lifetimes (expiry on an injected clock, the default, the maximum).
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -365,6 +366,134 @@ TEST_F(Fixture, InjectedClockMeasuresBoot) {
   std::lock_guard lock(events.mu);
   ASSERT_EQ(events.boot_ms.size(), 1u);
   EXPECT_DOUBLE_EQ(events.boot_ms[0], 1234.0);
+}
+
+// Lease lifetimes: the fake clock moves, the monitor (health_interval 100 ms) notices.
+struct FakeClockPool {
+  std::atomic<int64_t> offset_ms{0};
+  Clock::time_point base = Clock::now();
+  PoolOptions options(uint32_t warm, uint32_t max) {
+    PoolOptions o = small_only(warm, max);
+    o.clock = [this] { return base + std::chrono::milliseconds(offset_ms.load()); };
+    o.default_lease_ttl = 2s;
+    o.max_lease_ttl = 60s;
+    return o;
+  }
+};
+
+TEST_F(Fixture, ExpiredLeaseIsDestroyedRefilledAndItsReleaseSaysSo) {
+  FakeClockPool fc;
+  Pool pool(fc.options(1, 1), backend, guest, events);  // max 1: the lease blocks the tier
+  ASSERT_TRUE(pool.start().ok());
+  auto a = pool.lease(SizeTier::SMALL, 2s, 5s);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->lifetime, 5s);
+  std::this_thread::sleep_for(200ms);
+  auto before = small_status(pool);
+  EXPECT_EQ(before.active, 1u);
+  EXPECT_EQ(before.warm + before.booting, 0u);  // counts against --max until it ends
+  fc.offset_ms = 5001;  // the lessee never released it (it died)
+  ASSERT_TRUE(events.wait_failed(1, 2s));
+  {
+    std::lock_guard lock(events.mu);
+    EXPECT_EQ(events.failed[0].first, a->vm.vm_id);
+    EXPECT_NE(events.failed[0].second.find("lease expired"), std::string::npos);
+    EXPECT_NE(events.failed[0].second.find("5000 ms"), std::string::npos);
+    EXPECT_TRUE(events.released.empty());
+  }
+  EXPECT_TRUE(st.destroyed.count(a->vm.vm_id));
+  EXPECT_EQ(small_status(pool).active, 0u);
+  // Refilled: a fresh VM is warm and can be leased; the expired id is never handed out again.
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  EXPECT_EQ(pool.live_vms().size(), 1u);
+  auto b = pool.lease(SizeTier::SMALL, 2s, 5s);
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE(b->vm.vm_id, a->vm.vm_id);
+  // A lessee that comes back late learns why its VM is gone.
+  Status late = pool.release(a->vm.vm_id, "done");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code, ErrorCode::UNKNOWN_LEASE);
+  EXPECT_NE(late.error().message.find("lease expired"), std::string::npos) << late.error().message;
+  EXPECT_TRUE(pool.release(b->vm.vm_id, "done").ok());
+}
+
+TEST_F(Fixture, LeaseWithinItsLifetimeIsUntouchedAndZeroMeansTheDefault) {
+  FakeClockPool fc;
+  Pool pool(fc.options(2, 3), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto longer = pool.lease(SizeTier::SMALL, 2s, 10s);
+  auto deflt = pool.lease(SizeTier::SMALL, 2s, 0ms);
+  ASSERT_TRUE(longer.ok() && deflt.ok());
+  EXPECT_EQ(deflt->lifetime, 2s);  // default_lease_ttl
+  fc.offset_ms = 1999;
+  std::this_thread::sleep_for(400ms);  // four monitor rounds
+  {
+    std::lock_guard lock(events.mu);
+    EXPECT_TRUE(events.failed.empty());
+  }
+  EXPECT_EQ(small_status(pool).active, 2u);
+  fc.offset_ms = 2000;  // the default lease ends; the 10 s one does not
+  ASSERT_TRUE(events.wait_failed(1, 2s));
+  std::this_thread::sleep_for(300ms);
+  {
+    std::lock_guard lock(events.mu);
+    ASSERT_EQ(events.failed.size(), 1u);
+    EXPECT_EQ(events.failed[0].first, deflt->vm.vm_id);
+  }
+  EXPECT_EQ(small_status(pool).active, 1u);
+  EXPECT_FALSE(st.destroyed.count(longer->vm.vm_id));
+  ASSERT_TRUE(pool.release(longer->vm.vm_id, "done").ok());
+  std::lock_guard lock(events.mu);
+  ASSERT_EQ(events.released.size(), 1u);
+  EXPECT_EQ(events.released[0], longer->vm.vm_id + ":done");
+}
+
+TEST_F(Fixture, LeaseLifetimeAboveTheMaximumIsRefusedNotShortened) {
+  FakeClockPool fc;
+  Pool pool(fc.options(1, 2), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto over = pool.lease(SizeTier::SMALL, 1s, 60001ms);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code, ErrorCode::BAD_REQUEST);
+  EXPECT_FALSE(over.error().retryable);
+  EXPECT_NE(over.error().message.find("60001"), std::string::npos) << over.error().message;
+  EXPECT_NE(over.error().message.find("--max-lease-ttl-ms"), std::string::npos);
+  auto s = small_status(pool);  // nothing was taken or queued
+  EXPECT_EQ(s.warm, 1u);
+  EXPECT_EQ(s.active, 0u);
+  EXPECT_EQ(s.waiting, 0u);
+  auto at_max = pool.lease(SizeTier::SMALL, 1s, 60s);
+  ASSERT_TRUE(at_max.ok()) << at_max.error().message;
+  EXPECT_EQ(at_max->lifetime, 60s);
+}
+
+TEST_F(Fixture, LeaseExpiresOnTheRealClockToo) {
+  Pool pool(small_only(1, 2), backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto a = pool.lease(SizeTier::SMALL, 2s, 300ms);
+  ASSERT_TRUE(a.ok());
+  auto t0 = Clock::now();
+  ASSERT_TRUE(events.wait_failed(1, 3s));
+  auto took = Clock::now() - t0;
+  EXPECT_GE(took, 250ms);  // the lease started a moment before t0
+  EXPECT_LT(took, 1500ms);
+  EXPECT_EQ(events.failed[0].first, a->vm.vm_id);
+  EXPECT_EQ(small_status(pool).active, 0u);
+}
+
+TEST_F(Fixture, BadLeaseLifetimeOptionsAreConfigProblems) {
+  PoolOptions o = small_only(1, 1);
+  o.default_lease_ttl = 10s;
+  o.max_lease_ttl = 5s;
+  Pool pool(o, backend, guest, events);
+  Status s = pool.start();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::BAD_REQUEST);
+  EXPECT_NE(s.error().message.find("maximum lease lifetime (5000 ms) below the default"),
+            std::string::npos)
+      << s.error().message;
 }
 
 TEST_F(Fixture, ConfigProblemsAreReportedTogether) {

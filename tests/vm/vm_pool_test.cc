@@ -338,7 +338,8 @@ class VmServiceTest : public ::testing::Test {
                                      "--kernel", guest_dir() + "/vmlinux",
                                      "--rootfs", guest_dir() + "/rootfs.ext4",
                                      "--size", "small", "--warm", "1", "--max", "1",
-                                     "--stats-interval-ms", "1000"};
+                                     "--stats-interval-ms", "1000",
+                                     "--lease-ttl-ms", "120000", "--max-lease-ttl-ms", "300000"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -394,6 +395,12 @@ TEST_F(VmServiceTest, LeasesOverTheSocketAndAnswersBadInputWithTypedErrors) {
   });
   ASSERT_FALSE(unknown_tier.ok());
   EXPECT_EQ(unknown_tier.error().code, ErrorCode::UNKNOWN_TIER) << unknown_tier.error().message;
+  auto too_long = call(c, "vm.lease", [](capnp::MallocMessageBuilder& mb) {
+    bus::init_body<schema::LeaseRequest>(mb).setLeaseMs(300001);
+  });
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.error().code, ErrorCode::BAD_REQUEST) << too_long.error().message;
+  EXPECT_NE(too_long.error().message.find("--max-lease-ttl-ms"), std::string::npos);
 
   auto t0 = Clock::now();
   auto lease = call(c, "vm.lease", [](capnp::MallocMessageBuilder& mb) {
@@ -407,6 +414,7 @@ TEST_F(VmServiceTest, LeasesOverTheSocketAndAnswersBadInputWithTypedErrors) {
   std::string id = l.value().getVmId();
   EXPECT_EQ(l.value().getChannelKind(), schema::ChannelKind::UNIX_STREAM);
   EXPECT_EQ(l.value().getResources().getMemoryMib(), 256u);
+  EXPECT_EQ(l.value().getLeaseMs(), 120000u);  // leaseMs 0: --lease-ttl-ms
   VmInfo vm;
   vm.channel_path = l.value().getChannelPath();
   auto py = run_in(vm, schema::Language::PYTHON, "print(6 * 7)");
