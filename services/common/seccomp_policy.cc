@@ -229,6 +229,26 @@ const std::vector<Rule>& sentinel_rules() {
   return rules;
 }
 
+// nv-llm-gateway on top of base_rules + zmq_service_rules. Those already cover libcurl's socket
+// work, as profiled with `nv-llm-gateway --seccomp-log` (SCMP_ACT_LOG: nothing logged) and
+// `strace -f -c` under agent_test and by hand over HTTP, HTTPS (handshake, CA bundle) and a
+// name from /etc/hosts: socket/connect/getsockopt(SO_ERROR)/setsockopt(TCP_NODELAY,
+// SO_KEEPALIVE)/getsockname/getpeername/sendto/recvfrom/poll/ppoll, its multi-handle wakeup
+// socketpair, the threaded resolver's thread (clone with CLONE_THREAD only; clone3 refused with
+// ENOSYS, glibc falls back), OpenSSL's openat/read/newfstatat of the CA bundle and getrandom.
+// Listed here: what only the gateway needs.
+const std::vector<Rule>& llm_gateway_rules() {
+  static const std::vector<Rule> rules = {
+      // Not seen in the profile (the tests resolve only loopback names from /etc/hosts): taken
+      // from glibc's res_send.c, which a real DNS lookup of the model host goes through.
+      allow("sendmmsg", "glibc's DNS resolver (getaddrinfo in curl's resolver thread) sends the "
+                        "A and AAAA queries in one sendmmsg"),
+      allow("mlock", "libsodium locks CURVE key memory on tcp:// bus endpoints"),
+      allow("munlock", "libsodium unlocks CURVE key memory on tcp:// bus endpoints"),
+  };
+  return rules;
+}
+
 namespace {
 
 Profile make(const std::string& name, std::initializer_list<const std::vector<Rule>*> sets) {
@@ -261,6 +281,10 @@ Profile pool_manager_profile() {
 
 Profile sentinel_profile() {
   return make("ebpf-sentinel", {&base_rules(), &zmq_service_rules(), &sentinel_rules()});
+}
+
+Profile llm_gateway_profile() {
+  return make("llm-gateway", {&base_rules(), &zmq_service_rules(), &llm_gateway_rules()});
 }
 
 std::string InstallResult::text() const {

@@ -49,11 +49,14 @@ const std::vector<Rule>& base_rules();          // any C++ process: memory, thre
 const std::vector<Rule>& zmq_service_rules();   // ZeroMQ sockets, epoll, eventfd, files
 const std::vector<Rule>& pool_manager_rules();  // VMM lifecycle: fork/exec, signals, cgroups, jail
 const std::vector<Rule>& sentinel_rules();      // bpf(), perf_event_open, /proc scan
+const std::vector<Rule>& llm_gateway_rules();   // libcurl HTTP(S) to the model server, resolver
 
-// orchestrator, metrics-exporter, llm-gateway, sandbox-executor.
+// orchestrator, metrics-exporter, sandbox-executor (llm-gateway: llm_gateway_profile).
 Profile zmq_service_profile(const std::string& name = "zmq-service");
 Profile pool_manager_profile();
 Profile sentinel_profile();
+// nv-llm-gateway: the bus profile plus what libcurl (HTTP/HTTPS, name resolution) needs.
+Profile llm_gateway_profile();
 
 struct InstallOptions {
   // What the kernel does with a syscall no rule allows. Default: kill the whole process.

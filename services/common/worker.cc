@@ -74,6 +74,21 @@ size_t Worker::active() const {
 }
 
 void Worker::connect() {
+  if (socket_) {
+    // A reconnect means the broker that handed us the requests still running is gone or has
+    // forgotten us: it has failed them (workerLost) or died, and answers sent on the new socket
+    // are dropped as foreign. Tell their handlers, so those that watch cancelled() (the LLM
+    // gateway's HTTP call, the executor's run) stop working for nobody.
+    size_t n = 0;
+    std::lock_guard lock(mu_);
+    for (auto& w : live_) {
+      if (auto r = w.lock(); r && !r->answered() && !r->cancelled_.exchange(true)) ++n;
+    }
+    if (n > 0) {
+      log::warn("worker: reconnecting; requests in flight are orphaned and cancelled",
+                {{"service", options_.service}, {"cancelled", n}});
+    }
+  }
   socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 0);
   socket_->set(zmq::sockopt::maxmsgsize,

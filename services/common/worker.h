@@ -7,6 +7,8 @@
 //   <-> [empty][Header{heartbeat, capacity}]                             every heartbeat
 //   -> [empty][Header{disconnect}]                                       draining on SIGTERM
 //   <- [empty][Header{cancel, requestId}]                                caller gave up
+// Request::cancelled() turns true on that cancel, and for every request still running when the
+// worker reconnects (the broker sent DISCONNECT or fell silent): no one can take their answers.
 // Capacity is how many requests the worker handles at once; the broker subtracts its in-flight
 // count. A worker with capacity 0 only registers its presence (shown by `nv status`).
 // The broker is presumed dead after `liveness` silent heartbeats; the worker then reconnects.

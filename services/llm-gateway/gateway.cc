@@ -244,16 +244,21 @@ void Gateway::handle(const std::shared_ptr<Request>& req) {
   llm::ChatResult result;
   {
     Lease client(*this);
-    result = client->chat(chat, on_delta);
+    // The worker sets the flag when the broker forwards the caller's cancel (or its deadline
+    // passed, or the broker is gone): the HTTP call is then abandoned within ~100 ms and its
+    // connection closed, instead of holding a slot and the model until the answer is dropped.
+    result = client->chat(chat, on_delta, [&req] { return req->cancelled(); });
   }
   double ms = elapsed_ms();
   if (!result.ok()) {
     const auto& e = *result.error;
-    log::warn("chat failed", {{"model", model},
-                              {"code", code_name(e.code)},
-                              {"error", e.message},
-                              {"attempts", e.attempts},
-                              {"duration_ms", ms}});
+    log::write(e.code == ErrorCode::CANCELLED ? log::Level::info : log::Level::warn,
+               e.code == ErrorCode::CANCELLED ? "chat cancelled by the caller" : "chat failed",
+               {{"model", model},
+                {"code", code_name(e.code)},
+                {"error", e.message},
+                {"attempts", e.attempts},
+                {"duration_ms", ms}});
     publish_call(chat.trace_id, model, ms, nullptr, code_name(e.code));
     Error out = make_error(e.code, e.message, e.retryable);
     out.service = "llm-gateway";

@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <mutex>
@@ -27,6 +28,8 @@ struct Transfer {
   HttpResponse* response = nullptr;
   bool too_large = false;
   bool aborted = false;
+  bool cancelled = false;  // should_cancel said so; the transfer was removed unfinished
+  CURLMcode multi_error = CURLM_OK;  // the multi interface itself failed
 };
 
 bool iequals_prefix(std::string_view line, std::string_view name) {
@@ -79,12 +82,8 @@ size_t on_write(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
-int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* t = static_cast<Transfer*>(user);
-  return t->request->should_cancel() ? 1 : 0;  // non-zero: CURLE_ABORTED_BY_CALLBACK
-}
-
 HttpFailure classify(CURLcode rc, const Transfer& t, CURL* easy) {
+  if (t.cancelled) return HttpFailure::cancelled;
   switch (rc) {
     case CURLE_OK:
       return HttpFailure::none;
@@ -119,19 +118,73 @@ HttpFailure classify(CURLcode rc, const Transfer& t, CURL* easy) {
   }
 }
 
+// Runs `easy` to completion inside `multi`, waking at least every poll_ms to ask should_cancel.
+// A cancelled transfer is removed unfinished: libcurl closes its connection (it cannot be reused
+// mid-answer), which is what tells the model server to stop generating.
+CURLcode run_transfer(CURLM* multi, CURL* easy, Transfer& t) {
+  if (CURLMcode mc = curl_multi_add_handle(multi, easy); mc != CURLM_OK) {
+    t.multi_error = mc;
+    return CURLE_FAILED_INIT;
+  }
+  const HttpRequest& req = *t.request;
+  int poll_ms = static_cast<int>(std::clamp<long>(req.cancel_poll_ms, 10, 1000));
+  CURLcode rc = CURLE_OK;
+  while (true) {
+    int running = 0;
+    CURLMcode mc = curl_multi_perform(multi, &running);
+    bool done = false;
+    int left = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+      if (m->msg == CURLMSG_DONE && m->easy_handle == easy) {
+        rc = m->data.result;
+        done = true;
+      }
+    }
+    if (done) break;
+    if (mc != CURLM_OK) {
+      t.multi_error = mc;
+      rc = CURLE_FAILED_INIT;  // classified as "other"; the text names the multi error
+      break;
+    }
+    if (req.should_cancel && req.should_cancel()) {
+      t.cancelled = true;
+      rc = CURLE_ABORTED_BY_CALLBACK;
+      break;
+    }
+    // Returns early on socket activity or when libcurl's own timers (connect and total
+    // timeouts) need it; otherwise after poll_ms, to look at should_cancel again.
+    mc = curl_multi_poll(multi, nullptr, 0, poll_ms, nullptr);
+    if (mc != CURLM_OK) {
+      t.multi_error = mc;
+      rc = CURLE_FAILED_INIT;
+      break;
+    }
+  }
+  curl_multi_remove_handle(multi, easy);
+  return rc;
+}
+
 }  // namespace
 
 HttpClient::HttpClient() {
   global_init_once();
   easy_ = curl_easy_init();
   if (!easy_) throw std::runtime_error("curl_easy_init failed");
+  multi_ = curl_multi_init();
+  if (!multi_) {
+    curl_easy_cleanup(static_cast<CURL*>(easy_));
+    throw std::runtime_error("curl_multi_init failed");
+  }
 }
 
-HttpClient::~HttpClient() { curl_easy_cleanup(static_cast<CURL*>(easy_)); }
+HttpClient::~HttpClient() {
+  curl_multi_cleanup(static_cast<CURLM*>(multi_));  // closes the cached connections
+  curl_easy_cleanup(static_cast<CURL*>(easy_));
+}
 
 HttpResponse HttpClient::perform(const HttpRequest& request) {
   CURL* easy = static_cast<CURL*>(easy_);
-  // Options are reset per request; the connection cache survives curl_easy_reset.
+  // Options are reset per request; the connection cache lives in multi_ and survives.
   curl_easy_reset(easy);
 
   HttpResponse response;
@@ -156,11 +209,6 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-  if (request.should_cancel) {
-    curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &t);
-  }
   if (request.method == "POST") {
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.data());
@@ -170,10 +218,15 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
     curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
   }
 
-  CURLcode rc = curl_easy_perform(easy);
+  CURLcode rc = run_transfer(static_cast<CURLM*>(multi_), easy, t);
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
   response.failure = classify(rc, t, easy);
-  if (response.failure != HttpFailure::none) {
+  if (response.failure == HttpFailure::cancelled) {
+    response.failure_text = "abandoned on request (the connection was closed)";
+  } else if (t.multi_error != CURLM_OK) {
+    response.failure_text = std::string("libcurl multi interface: ") +
+                            curl_multi_strerror(t.multi_error);
+  } else if (response.failure != HttpFailure::none) {
     response.failure_text = errbuf[0] ? errbuf : curl_easy_strerror(rc);
   }
   // Never leave a pointer to our stack buffer or header list inside the reused handle.

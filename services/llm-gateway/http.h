@@ -1,4 +1,8 @@
 // http.h — one libcurl easy handle, reused across requests so connections are kept alive.
+// It runs inside a private multi handle (which owns the connection cache) so the wait for the
+// server can be cut short: the loop wakes every cancel_poll_ms and asks should_cancel. (Inside
+// curl_easy_perform the progress callback is only called about once a second while the server
+// is silent, too slow to abandon a stalled model call when its caller gives up.)
 //
 // Deliberately small: a request is a method, URL, headers and body; the answer is a status, the
 // body (or a streaming sink), Retry-After, and a classified transport failure. No logging here:
@@ -25,9 +29,10 @@ struct HttpRequest {
   // When set, a 2xx body is handed over piece by piece instead of collected; returning false
   // aborts the transfer (HttpFailure::aborted). Non-2xx bodies are always collected.
   std::function<bool(std::string_view)> on_body;
-  // Polled while the transfer runs (at least about once a second); true aborts it
-  // (HttpFailure::cancelled).
+  // Polled while the transfer runs, every cancel_poll_ms at the latest; true aborts it
+  // (HttpFailure::cancelled) and closes its connection, so the server sees the hang-up.
   std::function<bool()> should_cancel;
+  long cancel_poll_ms = 100;
 };
 
 enum class HttpFailure {
@@ -62,7 +67,8 @@ class HttpClient {
   HttpResponse perform(const HttpRequest& request);
 
  private:
-  void* easy_;  // CURL*, kept opaque so users need no curl headers
+  void* easy_;   // CURL*, kept opaque so users need no curl headers
+  void* multi_;  // CURLM* running easy_; holds the connection cache across requests
 };
 
 }  // namespace nv::llm

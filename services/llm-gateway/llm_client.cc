@@ -186,13 +186,18 @@ struct LlmClient::Impl {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   }
 
-  void sleep_for(std::chrono::milliseconds d) {
+  // Backoff wait, cut short by shutdown() at once and by the caller's cancel within 100 ms.
+  void sleep_for(std::chrono::milliseconds d, const CancelFn& cancelled) {
     if (deps.sleep) {
       deps.sleep(d);
       return;
     }
+    auto end = Clock::now() + d;
     std::unique_lock<std::mutex> lock(stop_mu);
-    stop_cv.wait_for(lock, d, [this] { return stopping.load(); });
+    while (!stopping.load() && !(cancelled && cancelled()) && Clock::now() < end) {
+      auto slice = std::min<Clock::duration>(end - Clock::now(), std::chrono::milliseconds(100));
+      stop_cv.wait_for(lock, slice, [this] { return stopping.load(); });
+    }
   }
 
   LlmError shutting_down() const {
@@ -200,6 +205,12 @@ struct LlmClient::Impl {
                 "the LLM gateway is shutting down; the call to " + server_name() +
                     " was abandoned: send it again to another gateway",
                 true);
+  }
+
+  LlmError cancelled_by_caller() const {
+    return make(ErrorCode::CANCELLED,
+                "the caller cancelled the request (or its deadline passed); the call to " +
+                    server_name() + " was abandoned and its connection closed");
   }
 
   // Transport failures → typed errors. Returns nullopt when an HTTP answer arrived.
@@ -367,7 +378,8 @@ LlmClient::~LlmClient() = default;
 
 const LlmConfig& LlmClient::config() const { return impl_->cfg; }
 
-ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) {
+ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta,
+                           const CancelFn& cancelled) {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> lock(s.mu);
   const auto t0 = Clock::now();
@@ -375,12 +387,17 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
   auto fail = [&](LlmError e, uint32_t attempts) {
     e.attempts = attempts;
     e.wall_ms = ms_since(t0);
-    s.log(LogLevel::warn, "llm call failed: " + e.message, trace);
+    // A cancel is the caller's choice, not a fault of the model server.
+    s.log(e.code == ErrorCode::CANCELLED ? LogLevel::info : LogLevel::warn,
+          "llm call failed: " + e.message, trace);
     return ChatResult{std::nullopt, std::move(e)};
   };
 
+  auto caller_gone = [&cancelled] { return cancelled && cancelled(); };
+
   // 1. Refuse early what cannot work.
   if (s.stopping) return fail(s.shutting_down(), 0);
+  if (caller_gone()) return fail(s.cancelled_by_caller(), 0);
   if (s.key_problem) return fail(make(ErrorCode::UNAUTHORIZED, *s.key_problem), 0);
   const std::string model = request.model.empty() ? s.cfg.default_model : request.model;
   if (model.empty()) {
@@ -426,7 +443,7 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
     hr.connect_timeout_ms = s.cfg.connect_timeout_ms;
     hr.timeout_ms = s.cfg.timeout_ms;
     hr.max_response_bytes = s.cfg.max_response_bytes;
-    hr.should_cancel = [&s] { return s.stopping.load(); };
+    hr.should_cancel = [&] { return s.stopping.load() || caller_gone(); };
     std::unique_ptr<wire::StreamParser> parser;
     std::optional<LlmError> stream_error;
     if (request.stream) {
@@ -447,7 +464,9 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
     // 4. Classify.
     std::optional<AttemptFailure> failure;
     ChatReply reply;
-    if (stream_error) {
+    if (r.failure == HttpFailure::cancelled && !s.stopping) {
+      failure = AttemptFailure{s.cancelled_by_caller(), false, {}};
+    } else if (stream_error) {
       failure = AttemptFailure{s.decorate(*stream_error, model, r.status), false, {}};
     } else if ((failure = s.transport_failure(r, url, model))) {
     } else if (r.status < 200 || r.status >= 300) {
@@ -498,8 +517,9 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta) 
           "llm attempt " + std::to_string(attempt) + "/" + std::to_string(s.cfg.max_attempts) +
               " failed, retrying in " + std::to_string(delay_ms) + " ms: " + e.message,
           trace);
-    s.sleep_for(std::chrono::milliseconds(delay_ms));
+    s.sleep_for(std::chrono::milliseconds(delay_ms), cancelled);
     if (s.stopping) return fail(s.shutting_down(), attempt);
+    if (caller_gone()) return fail(s.cancelled_by_caller(), attempt);
   }
 }
 

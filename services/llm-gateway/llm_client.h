@@ -136,6 +136,10 @@ struct LlmConfig {
 
 // Called with each piece of text as it streams in (only when ChatRequest::stream).
 using DeltaFn = std::function<void(std::string_view text)>;
+// Asked while a call runs (about every 100 ms, and during retry backoff); true ends the call with
+// `cancelled` and closes its HTTP connection, so the model server stops generating for nobody.
+// Must be cheap and thread-safe (the gateway reads the bus request's cancel flag).
+using CancelFn = std::function<bool()>;
 
 struct ChatResult {
   std::optional<ChatReply> reply;  // set on success
@@ -163,8 +167,10 @@ class LlmClient {
   LlmClient(const LlmClient&) = delete;
   LlmClient& operator=(const LlmClient&) = delete;
 
-  // One chat completion, retried as configured. on_delta is called on this thread.
-  ChatResult chat(const ChatRequest& request, const DeltaFn& on_delta = {});
+  // One chat completion, retried as configured. on_delta is called on this thread. When
+  // `cancelled` turns true the call ends within about 100 ms with ErrorCode::CANCELLED.
+  ChatResult chat(const ChatRequest& request, const DeltaFn& on_delta = {},
+                  const CancelFn& cancelled = {});
 
   // The models the server has (Ollama GET /api/tags, OpenAI GET /v1/models); one attempt.
   ModelsResult list_models(const std::string& trace_id = {});

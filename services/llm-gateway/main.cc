@@ -2,14 +2,19 @@
 // the broker as service "llm" and answers ChatRequests (llm.capnp) through nv_llm_client.
 //
 // Start-up, in order: options → LLM client pool (reads the API key once) → worker socket →
-// drop every capability (nothing below needs one) → service.started → serve until SIGTERM →
-// drain (calls still running after --drain-s are ended with shuttingDown).
+// drop every capability (nothing below needs one) → service.started → seccomp allow-list
+// (llm_gateway_profile, every thread, kill on anything else) → serve until SIGTERM → drain
+// (calls still running after --drain-s are ended with shuttingDown). A caller's cancel ends its
+// model call within ~100 ms and closes the HTTP connection (gateway.cc).
+#include <seccomp.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
 #include "common/log.h"
+#include "common/seccomp_policy.h"
 #include "common/service.h"
 #include "gateway.h"
 
@@ -39,6 +44,36 @@ void add_options(nv::Config& c) {
   c.add_number("rate-burst", 10, "requests allowed in one burst by --rate");
   c.add_number("drain-s", 8, "on SIGTERM, seconds calls in flight may finish before they are "
                              "cut off with shuttingDown");
+  c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
+  c.add_bool("seccomp-log", false,
+             "profiling only: syscalls outside the allow-list are logged to the kernel audit log "
+             "(dmesg, type=1326) instead of killing the gateway");
+}
+
+// The allow-list goes on every thread running now (ZeroMQ I/O, signal, event publisher) and is
+// inherited by those started later (request handlers, libcurl's resolver). It comes after
+// announce_started, whose privilege summary needs capget and prctl(PR_GET_NO_NEW_PRIVS).
+bool install_seccomp(const nv::Config& c) {
+  if (!c.boolean("seccomp")) {
+    nv::log::warn("seccomp disabled by --no-seccomp");
+    return true;
+  }
+  nv::seccomp::InstallOptions io;
+  io.log = [](const std::string& line) { nv::log::debug(line); };
+  bool audit_only = c.boolean("seccomp-log");
+  if (audit_only) {
+    io.default_action = SCMP_ACT_LOG;
+    io.log = [](const std::string& line) { nv::log::warn(line); };
+  }
+  auto r = nv::seccomp::install(nv::seccomp::llm_gateway_profile(), io);
+  if (!r.ok) {
+    nv::log::error("cannot install the seccomp filter", {{"error", r.text()}});
+    return false;
+  }
+  nv::log::info(audit_only ? "seccomp allow-list installed in LOG mode (not enforcing)"
+                           : "seccomp allow-list installed",
+                {{"rules", r.rules_added}});
+  return true;
 }
 
 // The configuration as the library takes it; every problem is reported at once.
@@ -112,6 +147,7 @@ int run(nv::ServiceContext& ctx) {
     return 1;
   }
   ctx.announce_started({ctx.endpoints.workers, o.llm.base_url});
+  if (!install_seccomp(ctx.config)) return 1;
   nv::log::info("llm gateway ready", {{"llm_url", o.llm.base_url},
                                       {"api", std::string(nv::llm::api_name(o.llm.api))},
                                       {"model", o.llm.default_model},

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -324,6 +325,24 @@ class Stack {
       if (d->HasParseError() || !d->IsObject() || !(*d)["path"].IsString()) continue;
       std::string path = (*d)["path"].GetString();
       if (path != "/api/chat" && path != "/v1/chat/completions") continue;
+      out.push_back(d);
+    }
+    return out;
+  }
+
+  // The connections the gateway closed while the fake model stalled or paced an answer
+  // (fake_llm.py's hang-up records), oldest first.
+  std::vector<std::shared_ptr<rapidjson::Document>> hangups() {
+    std::vector<std::shared_ptr<rapidjson::Document>> out;
+    std::ifstream in(rt_.file("requests.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) {
+      auto d = std::make_shared<rapidjson::Document>();
+      d->Parse(line.c_str());
+      if (d->HasParseError() || !d->IsObject() || !d->HasMember("path") ||
+          !(*d)["path"].IsString() || std::string((*d)["path"].GetString()) != "/_hangup") {
+        continue;
+      }
       out.push_back(d);
     }
     return out;
@@ -889,6 +908,102 @@ TEST_F(AgentTest, OrchestratorSigtermEndsRunningTasksCleanly) {
   EXPECT_LT(took, 10s);
   EXPECT_EQ(o.status, s::TaskStatus::FAILED) << o.describe();
   EXPECT_EQ(o.error_code, "shuttingDown") << o.describe();
+}
+
+// The caller cancels a chat while the model stalls (before answering, or in the middle of a
+// stream): the gateway abandons the HTTP call at once — the model server sees its connection
+// close within a second, not after the 30 s stall — answers the broker so its only slot
+// (--concurrency 1) is free, and serves the next request right away.
+TEST_F(AgentTest, CallerCancelClosesTheGatewaysModelConnection) {
+  struct Case {
+    const char* name;
+    bool stream;
+    const char* script;
+    const char* answer;
+  };
+  for (Case k : {Case{"stalled before answering", false,
+                      R"js({"turns": [{"stall": {"seconds": 30, "times": 1},
+                                       "say": "served"}]})js",
+                      "served"},
+                 Case{"stalled mid-stream", true,
+                      R"js({"turns": [{"stall": {"seconds": 30, "after_chunks": 1, "times": 1},
+                                       "say": "served at last"}]})js",
+                      "served at last"}}) {
+    SCOPED_TRACE(k.name);
+    Stack stack({.script_json = k.script,
+                 .gateway_args = {"--concurrency", "1", "--llm-timeout", "60"},
+                 .start_exec = false});
+    nv::Client c(test_zmq(), {stack.clients(), {}, {}, {}});
+    auto fill = [&](capnp::MallocMessageBuilder& mb) {
+      auto r = nv::bus::init_body<s::ChatRequest>(mb);
+      r.setStream(k.stream);
+      auto m = r.initMessages(1);
+      m[0].setRole(s::Role::USER);
+      m[0].setContent("hello");
+    };
+    capnp::MallocMessageBuilder first;
+    fill(first);
+    uint64_t id = c.send("llm", &first, 60s);
+    ASSERT_TRUE(nv::test::wait_until([&] { return !stack.chat_requests().empty(); }, 10s))
+        << stack.logs();
+    if (k.stream) {  // the first piece reached the caller; the model stalls after it
+      auto in = c.receive(10s);
+      ASSERT_TRUE(in) << stack.logs();
+      EXPECT_EQ(in->header.kind, nv::bus::Kind::PARTIAL);
+    } else {
+      std::this_thread::sleep_for(300ms);
+    }
+    EXPECT_TRUE(stack.hangups().empty());
+    auto t0 = std::chrono::steady_clock::now();
+    c.cancel(id, "llm");
+    ASSERT_TRUE(nv::test::wait_until([&] { return !stack.hangups().empty(); }, 5s, 10ms))
+        << "the model server never saw the gateway hang up\n" << stack.logs();
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_LT(took, 1s) << std::chrono::duration<double>(took).count() << " s";
+    EXPECT_TRUE(nv::test::wait_until(
+        [&] {
+          return stack.gateway().stderr_text().find("chat cancelled by the caller") !=
+                 std::string::npos;
+        },
+        5s))
+        << stack.logs();
+    // The next request takes the same (only) slot and is answered at once.
+    auto t1 = std::chrono::steady_clock::now();
+    capnp::MallocMessageBuilder second;
+    fill(second);
+    auto r = c.call("llm", &second, 20s);
+    ASSERT_TRUE(r) << r.error().to_string() << stack.logs();
+    auto reply = r->body.root<s::ChatReply>();
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(str(reply->getMessage().getContent()), k.answer);
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, 5s);
+    EXPECT_EQ(stack.hangups().size(), 1u);
+  }
+}
+
+// The broker dies (SIGKILL) while the gateway waits on a stalled model: the gateway notices the
+// silence within its liveness window (3 × 250 ms here), reconnects, and abandons the orphaned
+// call, whose answer has nowhere to go, instead of holding the model for the rest of the stall.
+TEST_F(AgentTest, GatewayAbandonsModelCallsWhenTheBrokerIsGone) {
+  Stack stack({.script_json = R"js({"turns": [{"stall": 30, "say": "late"}]})js",
+               .gateway_args = {"--llm-timeout", "60"},
+               .start_exec = false});
+  nv::Client c(test_zmq(), {stack.clients(), {}, {}, {}});
+  capnp::MallocMessageBuilder mb;
+  auto r = nv::bus::init_body<s::ChatRequest>(mb);
+  auto m = r.initMessages(1);
+  m[0].setRole(s::Role::USER);
+  m[0].setContent("hello");
+  c.send("llm", &mb, 60s);
+  ASSERT_TRUE(nv::test::wait_until([&] { return !stack.chat_requests().empty(); }, 10s))
+      << stack.logs();
+  auto t0 = std::chrono::steady_clock::now();
+  stack.orchestrator().signal(SIGKILL);
+  ASSERT_TRUE(nv::test::wait_until([&] { return !stack.hangups().empty(); }, 10s, 10ms))
+      << "the model server never saw the gateway hang up\n" << stack.logs();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_NE(stack.gateway().stderr_text().find("orphaned"), std::string::npos) << stack.logs();
+  EXPECT_TRUE(stack.gateway().running());
 }
 
 // nv-submit's exit codes for an absent stack (3), an unreachable model (4) and bad usage (2).

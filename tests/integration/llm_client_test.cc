@@ -82,19 +82,23 @@ class FakeLlm {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
   // Every chat/model request the fixture received, oldest first.
-  rapidjson::Document requests() const {
+  rapidjson::Document requests() const { return get_array("/_requests"); }
+  // Every connection a client closed while the fixture stalled or paced an answer.
+  rapidjson::Document hangups() const { return get_array("/_hangups"); }
+
+ private:
+  rapidjson::Document get_array(const std::string& path) const {
     HttpClient http;
     HttpRequest r;
     r.method = "GET";
-    r.url = url() + "/_requests";
+    r.url = url() + path;
     HttpResponse resp = http.perform(r);
     rapidjson::Document d;
     d.Parse(resp.body.c_str());
-    if (d.HasParseError() || !d.IsArray()) throw std::runtime_error("bad /_requests answer");
+    if (d.HasParseError() || !d.IsArray()) throw std::runtime_error("bad " + path + " answer");
     return d;
   }
 
- private:
   pid_t pid_ = -1;
   int port_ = 0;
 };
@@ -676,11 +680,98 @@ TEST(LlmClient, ShutdownAbandonsTheCallInFlight) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->code, ErrorCode::SHUTTING_DOWN);
   EXPECT_TRUE(r.error->retryable);
-  EXPECT_LT(ms, 3000);  // libcurl polls the cancel check at least about once a second
+  EXPECT_LT(ms, 1500);  // the transfer loop asks every 100 ms
   ChatResult later = client.chat(simple_request());
   ASSERT_FALSE(later.ok());
   EXPECT_EQ(later.error->code, ErrorCode::SHUTTING_DOWN);
   EXPECT_EQ(later.error->attempts, 0u);
+}
+
+double wall_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The caller's cancel ends a call stalled at the server within ~100 ms (not at the end of the
+// stall, not at the next retry) and closes its connection: the server sees the hang-up. The
+// same client then serves the next call.
+TEST(LlmClient, CallerCancelClosesTheConnectionPromptly) {
+  FakeLlm fake(R"({"turns": [{"stall": {"seconds": 20, "times": 1}, "say": "late"}]})");
+  Harness h;
+  LlmClient client(h.config(fake, Api::ollama));
+  std::atomic<bool> cancel{false};
+  ChatResult r;
+  std::thread caller(
+      [&] { r = client.chat(simple_request(), {}, [&] { return cancel.load(); }); });
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (fake.requests().Size() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(fake.requests().Size(), 1u);
+  std::this_thread::sleep_for(200ms);  // well into the stall
+  auto t0 = std::chrono::steady_clock::now();
+  double cancelled_at = wall_now();
+  cancel = true;
+  caller.join();
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error->code, ErrorCode::CANCELLED) << r.error->message;
+  EXPECT_FALSE(r.error->retryable);
+  EXPECT_EQ(r.error->attempts, 1u);
+  EXPECT_LT(ms, 1000);
+  // The server saw the connection close, well before its 20 s stall ended.
+  deadline = std::chrono::steady_clock::now() + 3s;
+  while (fake.hangups().Size() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  auto hangups = fake.hangups();
+  ASSERT_EQ(hangups.Size(), 1u) << "the server never saw the client hang up";
+  EXPECT_LT(hangups[0]["time"].GetDouble() - cancelled_at, 1.0);
+  EXPECT_STREQ(hangups[0]["chat_path"].GetString(), "/api/chat");
+  // Still usable: the stall is used up, so the same conversation is answered at once.
+  auto t1 = std::chrono::steady_clock::now();
+  ChatResult again = client.chat(simple_request());
+  ASSERT_TRUE(again.ok()) << again.error->message;
+  EXPECT_EQ(again.reply->message.content, "late");
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 5s);
+  // A cancel that comes first never reaches the server.
+  ChatResult before = client.chat(simple_request(), {}, [] { return true; });
+  ASSERT_FALSE(before.ok());
+  EXPECT_EQ(before.error->code, ErrorCode::CANCELLED);
+  EXPECT_EQ(before.error->attempts, 0u);
+  EXPECT_EQ(fake.requests().Size(), 2u);
+}
+
+// Cancelled mid-stream (here by the delta callback itself, after the first piece): the stream
+// stops while the server paces it, and what already arrived is all the caller got.
+TEST(LlmClient, CancelMidStreamHangsUpOnTheServer) {
+  FakeLlm fake(R"({"turns": [{"say": "one two three four", "chunk_delay": 5}]})");
+  Harness h;
+  LlmClient client(h.config(fake, Api::openai));
+  std::atomic<bool> cancel{false};
+  std::string seen;
+  auto t0 = std::chrono::steady_clock::now();
+  ChatResult r = client.chat(
+      simple_request(true),
+      [&](std::string_view d) {
+        seen += d;
+        if (!seen.empty()) cancel = true;
+      },
+      [&] { return cancel.load(); });
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error->code, ErrorCode::CANCELLED) << r.error->message;
+  EXPECT_EQ(seen, "one ");
+  EXPECT_LT(ms, 2000);  // not the 5 s pause before "two"
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (fake.hangups().Size() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  auto hangups = fake.hangups();
+  ASSERT_EQ(hangups.Size(), 1u) << "the server never saw the client hang up";
+  EXPECT_LT(hangups[0]["waited_s"].GetDouble(), 1.5);
 }
 
 TEST(LlmClient, OneClientSharedByThreadsSerialisesCalls) {

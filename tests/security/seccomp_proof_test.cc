@@ -2,12 +2,16 @@
 // outside its allow-list, and keeps working for those inside it.
 #include <gtest/gtest.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <functional>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "seccomp_policy.h"
 
@@ -69,6 +73,38 @@ TEST(SeccompProof, ServiceProfileCannotForkButPoolManagerCan) {
   EXPECT_EQ(WEXITSTATUS(pool), 0);
 }
 
+// The gateway speaks HTTP, so it may open sockets and start resolver threads, but it may not
+// start a process (a compromised libcurl/OpenSSL could otherwise exec a shell) or trace one.
+TEST(SeccompProof, LlmGatewayProfileCannotForkExecOrPtrace) {
+  auto try_fork = [] {
+    pid_t p = fork();
+    if (p == 0) _exit(0);
+    if (p > 0) waitpid(p, nullptr, 0);
+  };
+  auto try_exec = [] {
+    char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    execve("/bin/true", argv, nullptr);  // returns only if refused without a kill
+    _exit(9);
+  };
+  auto try_ptrace = [] { (void)syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0); };
+  auto try_socket_and_thread = [] {
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);  // libcurl's IPv6 probe
+    if (fd >= 0) close(fd);
+    std::thread t([] {});  // libcurl's threaded resolver
+    t.join();
+  };
+  for (const auto& [name, body] :
+       std::vector<std::pair<const char*, std::function<void()>>>{
+           {"fork", try_fork}, {"execve", try_exec}, {"ptrace", try_ptrace}}) {
+    int st = run_confined(sc::llm_gateway_profile(), body);
+    ASSERT_TRUE(WIFSIGNALED(st)) << name << " was not killed, status " << st;
+    EXPECT_EQ(WTERMSIG(st), SIGSYS) << name;
+  }
+  int ok = run_confined(sc::llm_gateway_profile(), try_socket_and_thread);
+  ASSERT_TRUE(WIFEXITED(ok)) << "killed by signal " << WTERMSIG(ok);
+  EXPECT_EQ(WEXITSTATUS(ok), 0);
+}
+
 TEST(SeccompProof, BpfIsOnlyForTheSentinel) {
   auto try_bpf = [] { (void)syscall(SYS_bpf, -1, nullptr, 0); };  // EINVAL if allowed
   int sentinel = run_confined(sc::sentinel_profile(), try_bpf);
@@ -80,7 +116,8 @@ TEST(SeccompProof, BpfIsOnlyForTheSentinel) {
 
 TEST(SeccompProof, EveryRuleHasAReason) {
   for (const sc::Profile& p :
-       {sc::zmq_service_profile(), sc::pool_manager_profile(), sc::sentinel_profile()}) {
+       {sc::zmq_service_profile(), sc::pool_manager_profile(), sc::sentinel_profile(),
+        sc::llm_gateway_profile()}) {
     for (const sc::Rule& r : p.rules) EXPECT_FALSE(r.reason.empty()) << p.name << ": " << r.syscall;
   }
 }
