@@ -207,6 +207,7 @@ void Pool::stop() {
   }
   warm_cv_.notify_all();
   refill_cv_.notify_all();
+  standby_cv_.notify_all();
   if (wake_.valid()) {
     uint64_t one = 1;
     (void)!::write(wake_.get(), &one, sizeof one);
@@ -263,14 +264,18 @@ void Pool::refill_loop() {
 void Pool::boot_one(SizeTier tier) {
   TierConfig cfg;
   std::shared_ptr<RunningVm> vm;
+  auto start = opt_.clock();
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     cfg = tiers_[tier].cfg;
-    vm = std::move(tiers_[tier].standby);  // a restore whose VMM already runs
+    TierState& t = tiers_[tier];
+    // A standby VMM about to be ready beats starting another one beside it on the same cores.
+    standby_cv_.wait_until(lock, Clock::now() + opt_.boot_timeout,
+                           [&] { return stopping_ || t.standby || !t.standby_starting; });
+    vm = std::move(t.standby);  // a restore whose VMM already runs
   }
   VmSpec spec = restore_spec(tier);
   if (vm) spec.vm_id = vm->info().vm_id;
-  auto start = opt_.clock();
   auto deadline = Clock::now() + opt_.boot_timeout;
 
   std::string failure;
@@ -364,8 +369,11 @@ void Pool::start_standby(SizeTier tier) {
   VmSpec spec = restore_spec(tier);
   auto vm = backend_.start(spec, Clock::now() + opt_.boot_timeout);
   if (!vm.ok()) {
-    std::lock_guard lock(mu_);
-    tiers_[tier].standby_starting = false;
+    {
+      std::lock_guard lock(mu_);
+      tiers_[tier].standby_starting = false;
+    }
+    standby_cv_.notify_all();
     // Not fatal: the next refill starts its VMM itself.
     log::warn("standby vmm failed to start", {{"tier", tier_name(tier)},
                                               {"error", vm.error().message}});
@@ -382,6 +390,7 @@ void Pool::start_standby(SizeTier tier) {
       t.standby = std::move(vm.value());
     }
   }
+  standby_cv_.notify_all();
   if (doomed) (void)doomed->destroy(Clock::now() + opt_.destroy_grace);
 }
 
@@ -637,6 +646,7 @@ PoolStatusInfo Pool::status_locked() const {
     ts.warm_target = t.cfg.warm;
     ts.max = t.cfg.max;
     ts.waiting = t.waiting;
+    ts.standby = t.standby ? 1 : 0;
     s.tiers.push_back(ts);
   }
   return s;

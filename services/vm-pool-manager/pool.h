@@ -76,6 +76,7 @@ class GuestLink {
 struct TierStatusInfo {
   SizeTier tier = SizeTier::SMALL;
   uint32_t warm = 0, active = 0, booting = 0, warm_target = 0, max = 0, waiting = 0;
+  uint32_t standby = 0;  // restores begun ahead of time (PoolOptions::prestart)
 };
 struct PoolStatusInfo {
   std::string backend;
@@ -228,6 +229,7 @@ class Pool {
   std::mutex mu_;
   std::condition_variable warm_cv_;    // lease waiters, wait_warm
   std::condition_variable refill_cv_;  // refill threads
+  std::condition_variable standby_cv_; // a standby VMM became ready or failed
   std::map<SizeTier, TierState> tiers_;
   std::map<std::string, Entry> vms_;
   std::map<uint64_t, std::string> keys_;  // epoll key → vm id

@@ -338,6 +338,7 @@ TEST_F(Fixture, SnapshotModeRestoresAndReseedsEveryVm) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_TRUE(a->vm.restored);
   EXPECT_TRUE(b->vm.restored);
+  pool.stop();  // first: a refill reseeding meanwhile needs guest.mu
   std::lock_guard lock(guest.mu);
   ASSERT_GE(guest.reseeds.size(), 2u);
   std::set<std::string> entropies, ids;
@@ -350,7 +351,6 @@ TEST_F(Fixture, SnapshotModeRestoresAndReseedsEveryVm) {
   EXPECT_EQ(entropies.size(), guest.reseeds.size());
   EXPECT_EQ(ids.size(), guest.reseeds.size());
   EXPECT_EQ(pool.snapshot_stats().size(), 1u);
-  pool.stop();
   ::rmdir(o.snapshot_dir.c_str());
 }
 

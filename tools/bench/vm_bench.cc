@@ -246,8 +246,13 @@ int run_vm_bench(int argc, char** argv) {
     }
     for (int i = 0; i < a.leases && rc == 0; ++i) {
       if (!pool.wait_warm(Clock::now() + 120s)) break;
-      // A warm VM waiting, and the refill that made it finished: the lease is timed alone.
-      while (pool.status().tiers.at(0).booting > 0) std::this_thread::sleep_for(5ms);
+      // A warm VM waiting, the refill that made it and the next standby VMM finished: the lease
+      // is timed alone (and the next refill starts from a ready standby).
+      for (;;) {
+        auto t = pool.status().tiers.at(0);
+        if (t.booting == 0 && t.standby > 0) break;
+        std::this_thread::sleep_for(5ms);
+      }
       std::this_thread::sleep_for(20ms);
       auto t0 = Clock::now();
       auto l = pool.lease(nv::vm::SizeTier::SMALL, 10s);
