@@ -46,10 +46,7 @@ using namespace std::chrono_literals;
 using nv::test::Process;
 using nv::test::TempDir;
 
-std::string source_dir() {
-  const char* d = std::getenv("NV_SOURCE_DIR");
-  return d ? d : NV_TEST_SOURCE_DIR;
-}
+using nv::test::source_dir;
 
 std::string nonce_hex() {
   std::random_device rd;
@@ -200,15 +197,7 @@ class FakeSandboxExec {
 
 // ========================================================================== the stack under test
 
-nv::test::ProcessOptions proc(std::string binary, std::vector<std::string> args,
-                              std::map<std::string, std::string> env = {}) {
-  nv::test::ProcessOptions o;
-  o.binary = std::move(binary);
-  o.args = std::move(args);
-  o.env = std::move(env);
-  o.unset_env = {"OLLAMA_HOST"};
-  return o;
-}
+using nv::test::service_process;
 
 zmq::context_t& test_zmq() {
   static zmq::context_t ctx(1);
@@ -241,7 +230,7 @@ class Stack {
       } else {
         args.insert(args.end(), {"--script-json", o_.script_json});
       }
-      fake_.emplace(Process::start(proc("/usr/bin/python3", args)));
+      fake_.emplace(Process::start(service_process("/usr/bin/python3", args)));
       if (!nv::test::wait_until([&] { return rt_.has("llm.port"); }, 20s)) {
         throw std::runtime_error("fake_llm.py did not start: " + fake_->stderr_text());
       }
@@ -255,14 +244,14 @@ class Stack {
     std::map<std::string, std::string> env = {{"NV_RUNTIME_DIR", rt_.path()},
                                               {"NV_HEARTBEAT_MS", "250"}};
     std::vector<std::string> oargs = o_.orchestrator_args;
-    orch_.emplace(Process::start(proc(nv::test::bin("nv-orchestrator"), oargs, env)));
+    orch_.emplace(Process::start(service_process(nv::test::bin("nv-orchestrator"), oargs, env)));
     if (!nv::test::wait_until([&] { return rt_.has("clients.sock"); }, 20s)) {
       throw std::runtime_error("nv-orchestrator did not start: " + orch_->stderr_text());
     }
     std::vector<std::string> gargs = {"--llm-api", o_.api, "--model", "fake-model",
                                       "--llm-timeout", "10"};
     gargs.insert(gargs.end(), o_.gateway_args.begin(), o_.gateway_args.end());
-    auto gopts = proc(nv::test::bin("nv-llm-gateway"), gargs, env);
+    auto gopts = service_process(nv::test::bin("nv-llm-gateway"), gargs, env);
     if (o_.url_in_ollama_host) {
       gopts.unset_env.clear();
       gopts.env["OLLAMA_HOST"] = url.substr(std::string("http://").size());  // host:port
@@ -441,7 +430,7 @@ Outcome submit(const std::string& endpoint, const std::string& prompt, uint32_t 
 }
 
 nv::test::RunResult run_submit(const std::string& runtime_dir, std::vector<std::string> args) {
-  return nv::test::run(proc(nv::test::bin("nv-submit"), std::move(args),
+  return nv::test::run(service_process(nv::test::bin("nv-submit"), std::move(args),
                             {{"NV_RUNTIME_DIR", runtime_dir}}),
                        120s);
 }

@@ -35,25 +35,14 @@ using namespace std::chrono_literals;
 using nv::test::Process;
 using nv::test::TempDir;
 
-std::string source_dir() {
-  const char* d = std::getenv("NV_SOURCE_DIR");
-  return d ? d : NV_TEST_SOURCE_DIR;
-}
+using nv::test::source_dir;
 
 zmq::context_t& test_zmq() {
   static zmq::context_t ctx(1);
   return ctx;
 }
 
-nv::test::ProcessOptions proc(std::string binary, std::vector<std::string> args,
-                              std::map<std::string, std::string> env = {}) {
-  nv::test::ProcessOptions o;
-  o.binary = std::move(binary);
-  o.args = std::move(args);
-  o.env = std::move(env);
-  o.unset_env = {"OLLAMA_HOST"};
-  return o;
-}
+using nv::test::service_process;
 
 // "Seccomp:" of /proc/PID/status: 0 none, 1 strict, 2 filter; -1 unreadable.
 int seccomp_mode(pid_t pid) {
@@ -69,7 +58,7 @@ int seccomp_mode(pid_t pid) {
 class GatewayStack {
  public:
   explicit GatewayStack(std::vector<std::string> gateway_args) {
-    fake_.emplace(Process::start(proc(
+    fake_.emplace(Process::start(service_process(
         "/usr/bin/python3", {source_dir() + "/tests/fixtures/fake_llm.py", "--port-file",
                              rt_.file("llm.port"), "--quiet", "--script-json",
                              R"js({"turns": [{"say": "under the filter"}]})js"})));
@@ -80,14 +69,14 @@ class GatewayStack {
     std::ifstream(rt_.file("llm.port")) >> port;
     std::map<std::string, std::string> env = {{"NV_RUNTIME_DIR", rt_.path()},
                                               {"NV_HEARTBEAT_MS", "250"}};
-    orch_.emplace(Process::start(proc(nv::test::bin("nv-orchestrator"), {"--no-agent"}, env)));
+    orch_.emplace(Process::start(service_process(nv::test::bin("nv-orchestrator"), {"--no-agent"}, env)));
     if (!nv::test::wait_until([&] { return rt_.has("clients.sock"); }, 20s)) {
       throw std::runtime_error("nv-orchestrator did not start: " + orch_->stderr_text());
     }
     std::vector<std::string> args = {"--llm-url", "http://127.0.0.1:" + std::to_string(port),
                                      "--model", "fake-model", "--llm-timeout", "10"};
     args.insert(args.end(), gateway_args.begin(), gateway_args.end());
-    auto gopts = proc(nv::test::bin("nv-llm-gateway"), args, env);
+    auto gopts = service_process(nv::test::bin("nv-llm-gateway"), args, env);
     gopts.working_dir = rt_.path();  // a core file of the SIGSYS kill lands in the temp dir
     gw_.emplace(Process::start(gopts));
     // Ready = registered with the broker; the filter goes on just before it serves.

@@ -369,4 +369,19 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds tim
   }
 }
 
+std::string source_dir() {
+  const char* d = std::getenv("NV_SOURCE_DIR");
+  return d && *d ? d : NV_TEST_SOURCE_DIR;
+}
+
+ProcessOptions service_process(std::string binary, std::vector<std::string> args,
+                               std::map<std::string, std::string> env) {
+  ProcessOptions o;
+  o.binary = std::move(binary);
+  o.args = std::move(args);
+  o.env = std::move(env);
+  o.unset_env = {"OLLAMA_HOST"};
+  return o;
+}
+
 }  // namespace nv::test

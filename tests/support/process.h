@@ -51,6 +51,14 @@ struct ProcessOptions {
   std::string working_dir{};                   // "" = inherit
 };
 
+// The source tree: $NV_SOURCE_DIR (set by ctest), else the tree this library was built from.
+std::string source_dir();
+
+// A NeuroVisor service or client under test, with what a developer's shell must not leak into
+// it removed (OLLAMA_HOST would point the gateway at a real model server).
+ProcessOptions service_process(std::string binary, std::vector<std::string> args,
+                               std::map<std::string, std::string> env = {});
+
 class Process {
  public:
   // Forks and execs. Throws std::runtime_error when the binary cannot be started (missing,

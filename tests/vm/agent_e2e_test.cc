@@ -100,15 +100,7 @@ std::string nonce_hex() {
   return buf;
 }
 
-nv::test::ProcessOptions proc(std::string binary, std::vector<std::string> args,
-                              std::map<std::string, std::string> env) {
-  nv::test::ProcessOptions o;
-  o.binary = std::move(binary);
-  o.args = std::move(args);
-  o.env = std::move(env);
-  o.unset_env = {"OLLAMA_HOST"};
-  return o;
-}
+using nv::test::service_process;
 
 class AgentE2E : public ::testing::Test {
  protected:
@@ -141,7 +133,7 @@ class AgentE2E : public ::testing::Test {
     int up_code = -1;
     std::string up_out;
     ~Stack() {
-      if (!env.empty()) nv::test::run(proc(nv::test::bin("nv"), {"down"}, env), 60s);
+      if (!env.empty()) nv::test::run(service_process(nv::test::bin("nv"), {"down"}, env), 60s);
     }
   };
   void start(Stack& st, const std::string& api, int warm, int max) {
@@ -149,7 +141,7 @@ class AgentE2E : public ::testing::Test {
     TempDir& rt = *st.rt;
     st.record = rt.file("requests.jsonl");
     st.fake.emplace(Process::start(
-        proc("/usr/bin/python3",
+        service_process("/usr/bin/python3",
              {env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/fake_llm.py",
               "--script",
               env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/agent_e2e_nonce.json",
@@ -172,7 +164,7 @@ class AgentE2E : public ::testing::Test {
         {"NV_MAX", std::to_string(max)},
     };
     auto up = nv::test::run(
-        proc(nv::test::bin("nv"),
+        service_process(nv::test::bin("nv"),
              {"up", "--only", "vm-pool-manager,sandbox-executor,llm-gateway", "--wait-s", "600"},
              st.env),
         660s);
@@ -193,7 +185,7 @@ class AgentE2E : public ::testing::Test {
     std::string nonce = nonce_hex();
     std::string sha = sha256_hex(nonce);
     auto r = nv::test::run(
-        proc(nv::test::bin("nv-submit"),
+        service_process(nv::test::bin("nv-submit"),
              {"--json", "--timeout", "900",
               "Compute the SHA-256 of the nonce " + nonce + " in the sandbox."},
              env),
@@ -253,7 +245,7 @@ class AgentE2E : public ::testing::Test {
     }
 
     // And the stack goes down cleanly.
-    auto dn = nv::test::run(proc(nv::test::bin("nv"), {"down"}, env), 60s);
+    auto dn = nv::test::run(service_process(nv::test::bin("nv"), {"down"}, env), 60s);
     EXPECT_EQ(dn.status.code, 0) << dn.out << dn.err;
     EXPECT_FALSE(rt.has("clients.sock"));
   }
@@ -277,7 +269,7 @@ TEST_F(AgentE2E, TwentyConcurrentTasksOnAPoolOfTwoVms) {
   for (auto& t : tasks) {
     t.nonce = nonce_hex();
     t.sha = sha256_hex(t.nonce);
-    t.p.emplace(Process::start(proc(
+    t.p.emplace(Process::start(service_process(
         nv::test::bin("nv-submit"),
         {"--quiet", "--timeout", "1200", "Compute the SHA-256 of the nonce " + t.nonce + "."},
         st.env)));
