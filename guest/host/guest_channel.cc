@@ -310,17 +310,14 @@ class ChannelIo {
 
 // ---- connect ---------------------------------------------------------------------------------
 
-Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& path,
-                                                            ChannelKind kind, uint32_t port,
-                                                            Deadline deadline,
-                                                            const ChannelLimits& limits) {
+Result<int> GuestChannel::open_stream(const std::string& path, ChannelKind kind, uint32_t port,
+                                      Deadline deadline, const ChannelLimits& limits) {
   sockaddr_un probe{};
   if (path.empty() || path.size() >= sizeof probe.sun_path) {
     return err(ChannelErrc::bad_argument, "socket path '" + path + "' is empty or longer than " +
                                               std::to_string(sizeof probe.sun_path - 1) +
                                               " bytes");
   }
-  const auto start = Clock::now();
   // While the socket does not exist yet, inotify on its directory wakes us when it appears; the
   // retry interval (doubling, capped) covers a socket that exists but is not listening yet.
   std::string dir = path.substr(0, path.rfind('/') == std::string::npos ? 0 : path.rfind('/'));
@@ -373,9 +370,40 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& p
     }
     return last;
   }
-  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd, limits));
+  return fd;
+}
+
+Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& path,
+                                                            ChannelKind kind, uint32_t port,
+                                                            Deadline deadline,
+                                                            const ChannelLimits& limits) {
+  const auto start = Clock::now();
+  auto fd = open_stream(path, kind, port, deadline, limits);
+  if (!fd.ok()) return fd.error();
+  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd.value(), limits));
+  if (auto e = ch->send_greeting(deadline)) return e;
   if (auto e = ch->wait_hello(deadline)) return e;
   ch->hello_.connect_to_hello = Clock::now() - start;
+  return ch;
+}
+
+Result<std::unique_ptr<GuestChannel>> GuestChannel::connect_and_reseed(
+    const std::string& path, ChannelKind kind, uint32_t port, std::string_view entropy,
+    const std::string& vm_id, int64_t unix_time_ns, Deadline deadline, Identity* identity,
+    const ChannelLimits& limits) {
+  const auto start = Clock::now();
+  auto fd = open_stream(path, kind, port, deadline, limits);
+  if (!fd.ok()) return fd.error();
+  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd.value(), limits));
+  // Greeting and Reseed in one go: the agent answers Hello, the pong, then Reseeded, in order,
+  // without waiting for the host in between (a just-restored guest is slow to wake up).
+  if (auto e = ch->send_greeting(deadline)) return e;
+  if (auto e = ch->send_reseed(entropy, vm_id, unix_time_ns, deadline)) return e;
+  if (auto e = ch->wait_hello(deadline)) return e;
+  ch->hello_.connect_to_hello = Clock::now() - start;
+  auto id = ch->await_reseeded(vm_id, deadline);
+  if (!id.ok()) return id.error();
+  if (identity) *identity = id.value();
   return ch;
 }
 
@@ -388,24 +416,28 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::adopt(int fd, Deadline deadl
   }
   const auto start = Clock::now();
   std::unique_ptr<GuestChannel> ch(new GuestChannel(fd, limits));
+  if (auto e = ch->send_greeting(deadline)) return e;
   if (auto e = ch->wait_hello(deadline)) return e;
   ch->hello_.connect_to_hello = Clock::now() - start;
   return ch;
 }
 
+// Ping with nonce 0, the greeting request: the agent answers Hello, then the pong, even if it
+// did not notice this connection (it also sends Hello by itself when it does, so one or two
+// Hellos arrive).
+constexpr uint64_t kGreeting = 0;
+
+ChannelError GuestChannel::send_greeting(Deadline deadline) {
+  NV_IO;
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<HostMessage>();
+  m.setVersion(schema::SCHEMA_VERSION);
+  m.setPing(kGreeting);
+  return io.send(mb, deadline);
+}
+
 ChannelError GuestChannel::wait_hello(Deadline deadline) {
   NV_IO;
-  // Ping with nonce 0, the greeting request: the agent answers Hello, then the pong, even if it
-  // did not notice this connection (it also sends Hello by itself when it does, so one or two
-  // Hellos arrive).
-  constexpr uint64_t kGreeting = 0;
-  {
-    capnp::MallocMessageBuilder mb;
-    auto m = mb.initRoot<HostMessage>();
-    m.setVersion(schema::SCHEMA_VERSION);
-    m.setPing(kGreeting);
-    if (auto e = io.send(mb, deadline)) return e;
-  }
   // Frames left over from a previous host's requests may precede the Hello; a few are skipped.
   constexpr int kMaxStale = 64;
   int stale = 0;
@@ -622,17 +654,25 @@ Result<std::chrono::nanoseconds> GuestChannel::ping(Deadline deadline) {
 
 Result<Identity> GuestChannel::reseed(std::string_view entropy, const std::string& vm_id,
                                       int64_t unix_time_ns, Deadline deadline) {
+  if (auto e = send_reseed(entropy, vm_id, unix_time_ns, deadline)) return e;
+  return await_reseeded(vm_id, deadline);
+}
+
+ChannelError GuestChannel::send_reseed(std::string_view entropy, const std::string& vm_id,
+                                       int64_t unix_time_ns, Deadline deadline) {
   NV_IO;
-  {
-    capnp::MallocMessageBuilder mb;
-    auto m = mb.initRoot<HostMessage>();
-    m.setVersion(schema::SCHEMA_VERSION);
-    auto r = m.initReseed();
-    r.setEntropy(kj::arrayPtr(reinterpret_cast<const kj::byte*>(entropy.data()), entropy.size()));
-    r.setVmId(vm_id);
-    r.setUnixTimeNs(unix_time_ns);
-    if (auto e = io.send(mb, deadline)) return e;
-  }
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<HostMessage>();
+  m.setVersion(schema::SCHEMA_VERSION);
+  auto r = m.initReseed();
+  r.setEntropy(kj::arrayPtr(reinterpret_cast<const kj::byte*>(entropy.data()), entropy.size()));
+  r.setVmId(vm_id);
+  r.setUnixTimeNs(unix_time_ns);
+  return io.send(mb, deadline);
+}
+
+Result<Identity> GuestChannel::await_reseeded(const std::string& vm_id, Deadline deadline) {
+  NV_IO;
   for (;;) {
     std::unique_ptr<ParsedMessage> pm;
     if (auto e = io.next(pm, deadline)) return e;

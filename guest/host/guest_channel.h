@@ -139,6 +139,13 @@ class GuestChannel {
                                                        ChannelKind kind, uint32_t vsock_port,
                                                        Deadline deadline,
                                                        const ChannelLimits& limits = {});
+  // connect() and reseed() pipelined: the Reseed request goes out right behind the greeting, so
+  // a just-restored guest answers Hello, pong and Reseeded in one wake-up. `identity` (may be
+  // null) gets what the agent confirmed.
+  static Result<std::unique_ptr<GuestChannel>> connect_and_reseed(
+      const std::string& socket_path, ChannelKind kind, uint32_t vsock_port,
+      std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
+      Deadline deadline, Identity* identity, const ChannelLimits& limits = {});
   // Takes over a connected stream (tests: a socketpair end) and waits for Hello.
   static Result<std::unique_ptr<GuestChannel>> adopt(int fd, Deadline deadline,
                                                      const ChannelLimits& limits = {});
@@ -175,7 +182,14 @@ class GuestChannel {
   friend class ChannelIo;
   struct Impl;
   GuestChannel(int fd, const ChannelLimits& limits);
+  // The connected socket (after the hybrid-vsock handshake), retried until the deadline.
+  static Result<int> open_stream(const std::string& path, ChannelKind kind, uint32_t port,
+                                 Deadline deadline, const ChannelLimits& limits);
+  ChannelError send_greeting(Deadline deadline);
   ChannelError wait_hello(Deadline deadline);
+  ChannelError send_reseed(std::string_view entropy, const std::string& vm_id,
+                           int64_t unix_time_ns, Deadline deadline);
+  Result<Identity> await_reseeded(const std::string& vm_id, Deadline deadline);
 
   int fd_ = -1;
   ChannelLimits limits_;

@@ -31,16 +31,16 @@ Status ChannelGuestLink::wait_ready(const VmInfo& vm, Deadline deadline) {
 
 Status ChannelGuestLink::reseed(const VmInfo& vm, const std::string& entropy,
                                 const std::string& vm_id, Deadline deadline) {
-  auto ch = guest::GuestChannel::connect(vm.channel_path, kind_of(vm), vm.vsock_port, deadline);
-  if (!ch.ok()) return channel_error("guest channel " + vm.channel_path, ch.error());
   auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                     std::chrono::system_clock::now().time_since_epoch())
                     .count();
-  auto id = ch.value()->reseed(entropy, vm_id, now_ns, deadline);
-  if (!id.ok()) return channel_error("reseed", id.error());
-  if (id.value().vm_id != vm_id) {
+  guest::Identity id;
+  auto ch = guest::GuestChannel::connect_and_reseed(vm.channel_path, kind_of(vm), vm.vsock_port,
+                                                    entropy, vm_id, now_ns, deadline, &id);
+  if (!ch.ok()) return channel_error("reseed over " + vm.channel_path, ch.error());
+  if (id.vm_id != vm_id) {
     return make_error(ErrorCode::GUEST_PROTOCOL,
-                      "reseed: guest reports id '" + id.value().vm_id + "', expected " + vm_id);
+                      "reseed: guest reports id '" + id.vm_id + "', expected " + vm_id);
   }
   return {};
 }
