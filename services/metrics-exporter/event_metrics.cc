@@ -452,8 +452,9 @@ EventMetrics::Check EventMetrics::on_vm_released(schema::VmReleased::Reader p) {
   std::string vm_id = p.getVmId();
   if (auto e = check_label("vm_id", vm_id)) return e;
   if (!duration_ok(p.getLeasedMs())) return Rejection{Invalid::bad_number, "leasedMs"};
-  vm_leased_.Add({{"tier", tier}}, kLeaseBuckets).Observe(p.getLeasedMs() / 1000.0);
+  // The VM's series go first: a scrape that sees this release counted never sees them.
   forget_vm(vm_id);
+  vm_leased_.Add({{"tier", tier}}, kLeaseBuckets).Observe(p.getLeasedMs() / 1000.0);
   return {};
 }
 
@@ -466,8 +467,8 @@ EventMetrics::Check EventMetrics::on_vm_failed(schema::VmFailed::Reader p) {
   std::string vm_id = p.getVmId();
   if (auto e = check_label("vm_id", vm_id)) return e;
   std::string reason = p.getReason();
+  forget_vm(vm_id);  // first, as in on_vm_released
   vm_failures_.Add({{"reason_class", std::string(failure_class(reason))}}).Increment();
-  forget_vm(vm_id);
   return {};
 }
 
