@@ -373,6 +373,19 @@ Result<int> GuestChannel::open_stream(const std::string& path, ChannelKind kind,
   return fd;
 }
 
+Result<std::unique_ptr<GuestChannel>> GuestChannel::greet(
+    int fd, Clock::time_point start, Deadline deadline, const ChannelLimits& limits,
+    const std::function<ChannelError(GuestChannel&)>& pipelined) {
+  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd, limits));
+  if (auto e = ch->send_greeting(deadline)) return e;
+  if (pipelined) {
+    if (auto e = pipelined(*ch)) return e;
+  }
+  if (auto e = ch->wait_hello(deadline)) return e;
+  ch->hello_.connect_to_hello = Clock::now() - start;
+  return ch;
+}
+
 Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& path,
                                                             ChannelKind kind, uint32_t port,
                                                             Deadline deadline,
@@ -380,11 +393,7 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& p
   const auto start = Clock::now();
   auto fd = open_stream(path, kind, port, deadline, limits);
   if (!fd.ok()) return fd.error();
-  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd.value(), limits));
-  if (auto e = ch->send_greeting(deadline)) return e;
-  if (auto e = ch->wait_hello(deadline)) return e;
-  ch->hello_.connect_to_hello = Clock::now() - start;
-  return ch;
+  return greet(fd.value(), start, deadline, limits, nullptr);
 }
 
 Result<std::unique_ptr<GuestChannel>> GuestChannel::connect_and_reseed(
@@ -394,14 +403,13 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::connect_and_reseed(
   const auto start = Clock::now();
   auto fd = open_stream(path, kind, port, deadline, limits);
   if (!fd.ok()) return fd.error();
-  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd.value(), limits));
   // Greeting and Reseed in one go: the agent answers Hello, the pong, then Reseeded, in order,
   // without waiting for the host in between (a just-restored guest is slow to wake up).
-  if (auto e = ch->send_greeting(deadline)) return e;
-  if (auto e = ch->send_reseed(entropy, vm_id, unix_time_ns, deadline)) return e;
-  if (auto e = ch->wait_hello(deadline)) return e;
-  ch->hello_.connect_to_hello = Clock::now() - start;
-  auto id = ch->await_reseeded(vm_id, deadline);
+  auto ch = greet(fd.value(), start, deadline, limits, [&](GuestChannel& c) {
+    return c.send_reseed(entropy, vm_id, unix_time_ns, deadline);
+  });
+  if (!ch.ok()) return ch.error();
+  auto id = ch.value()->await_reseeded(vm_id, deadline);
   if (!id.ok()) return id.error();
   if (identity) *identity = id.value();
   return ch;
@@ -414,12 +422,7 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::adopt(int fd, Deadline deadl
   if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
     return err(ChannelErrc::io, errno_text("fcntl(O_NONBLOCK)", errno));
   }
-  const auto start = Clock::now();
-  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd, limits));
-  if (auto e = ch->send_greeting(deadline)) return e;
-  if (auto e = ch->wait_hello(deadline)) return e;
-  ch->hello_.connect_to_hello = Clock::now() - start;
-  return ch;
+  return greet(fd, Clock::now(), deadline, limits, nullptr);
 }
 
 // Ping with nonce 0, the greeting request: the agent answers Hello, then the pong, even if it

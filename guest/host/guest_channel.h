@@ -185,6 +185,11 @@ class GuestChannel {
   // The connected socket (after the hybrid-vsock handshake), retried until the deadline.
   static Result<int> open_stream(const std::string& path, ChannelKind kind, uint32_t port,
                                  Deadline deadline, const ChannelLimits& limits);
+  // Takes over a connected stream: the greeting, then `pipelined` (more requests sent before any
+  // answer; may be empty), then waits for Hello and the greeting's pong.
+  static Result<std::unique_ptr<GuestChannel>> greet(
+      int fd, std::chrono::steady_clock::time_point start, Deadline deadline,
+      const ChannelLimits& limits, const std::function<ChannelError(GuestChannel&)>& pipelined);
   ChannelError send_greeting(Deadline deadline);
   ChannelError wait_hello(Deadline deadline);
   ChannelError send_reseed(std::string_view entropy, const std::string& vm_id,

@@ -92,6 +92,8 @@ const std::vector<Rule>& base_rules() {
 const std::vector<Rule>& zmq_service_rules() {
   static const std::vector<Rule> rules = {
       // ZeroMQ transports (ipc:// Unix sockets, tcp:// with CURVE)
+      allow("mlock", "libsodium locks CURVE key memory on tcp:// bus endpoints"),
+      allow("munlock", "libsodium unlocks CURVE key memory on tcp:// bus endpoints"),
       allow("socket", "ZeroMQ ipc/tcp sockets, Prometheus HTTP listener"),
       allow("socketpair", "ZeroMQ signaler fallback"),
       allow("bind", "ROUTER/XPUB/HTTP endpoints"),
@@ -243,8 +245,6 @@ const std::vector<Rule>& llm_gateway_rules() {
       // from glibc's res_send.c, which a real DNS lookup of the model host goes through.
       allow("sendmmsg", "glibc's DNS resolver (getaddrinfo in curl's resolver thread) sends the "
                         "A and AAAA queries in one sendmmsg"),
-      allow("mlock", "libsodium locks CURVE key memory on tcp:// bus endpoints"),
-      allow("munlock", "libsodium unlocks CURVE key memory on tcp:// bus endpoints"),
   };
   return rules;
 }

@@ -142,10 +142,6 @@ int run(nv::ServiceContext& ctx) {
   // Seccomp after start-up: the generic bus-service allow-list, on every thread, kill on the rest.
   if (c.boolean("seccomp")) {
     auto profile = nv::seccomp::zmq_service_profile("orchestrator");
-    for (const char* call : {"mlock", "munlock"}) {
-      profile.rules.push_back(
-          nv::seccomp::allow(call, "libsodium locks CURVE key memory on tcp:// endpoints"));
-    }
     nv::seccomp::InstallOptions io;
     io.log = [](const std::string& line) { nv::log::debug(line); };
     auto r = nv::seccomp::install(profile, io);

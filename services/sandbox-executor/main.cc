@@ -138,10 +138,6 @@ int run(nv::ServiceContext& ctx) {
     // Beyond a generic bus service (each with its reason; base_rules lacks it as of writing):
     profile.rules.push_back(nv::seccomp::allow(
         "rt_sigtimedwait", "service_main's signal thread waits for SIGTERM/SIGINT with it"));
-    for (const char* call : {"mlock", "munlock"}) {
-      profile.rules.push_back(nv::seccomp::allow(
-          call, "libsodium (ZeroMQ CURVE over tcp://) locks key material in memory"));
-    }
     for (const char* call : {"inotify_init1", "inotify_add_watch", "inotify_rm_watch"}) {
       profile.rules.push_back(nv::seccomp::allow(
           call, "nv_guest_channel: wakes when a VM's channel socket appears in its directory"));
