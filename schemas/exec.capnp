@@ -30,8 +30,11 @@ struct ExecRequest {
   putFiles @6 :List(FilePut);   # written before the program starts
   getFiles @7 :List(Text);      # read back after it ends
   timeoutMs @8 :UInt32;         # 0 = executor default
-  outputCapBytes @9 :UInt32;    # stdout+stderr bytes kept; 0 = executor default
+  outputCapBytes @9 :UInt32;    # stdout+stderr bytes kept from the start (the head);
+                                # 0 = executor default. The end is kept too: tailBytes
   tier @10 :Common.SizeTier;    # unset = small
+  tailBytes @11 :UInt32;        # per stream: the last bytes kept past outputCapBytes (see
+                                # ExecResult.stdoutTail); 0 = 64 KiB, at most 256 KiB
 }
 
 enum Stream {
@@ -66,4 +69,9 @@ struct ExecResult {
   vmId @13 :Text;
   hostKilled @14 :Bool;         # the executor destroyed the VM (deadline, rate limit, bad frame)
   note @15 :Text;               # why, when hostKilled
+  stdoutTail @16 :Data;         # when stdout went past what `stdout` holds: its last bytes (at
+                                # most tailBytes). The program wrote stdoutBytes in all; the
+                                # stdoutBytes - |stdout| - |stdoutTail| bytes between the two were
+                                # left out. Empty when nothing was left out.
+  stderrTail @17 :Data;         # the same for stderr (its end is kept whatever stdout printed)
 }

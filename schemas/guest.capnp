@@ -22,6 +22,9 @@ struct GuestExec {
   outputCapBytes @6 :UInt32;    # stdout+stderr bytes sent at most; the rest is counted, not sent
   traceId @7 :Text;             # exported as NEUROVISOR_TRACE_ID
   cwd @8 :Text;                 # "" = /tmp
+  tailBytes @9 :UInt32;         # per stream: the last bytes kept beyond outputCapBytes and sent
+                                # in GuestResult.stdoutTail/stderrTail; 0 = 64 KiB, at most
+                                # 256 KiB (kMaxTailBytes: both tails fit one guest frame)
 }
 
 struct Reseed {
@@ -67,6 +70,10 @@ struct GuestResult {
   stdoutBytes @6 :UInt64;       # written by the program in all (sent or not)
   stderrBytes @7 :UInt64;
   error @8 :Text;               # the program could not be started (e.g. interpreter missing)
+  stdoutTail @9 :Data;          # the last bytes (at most GuestExec.tailBytes) of stdout that
+                                # were not sent as chunks because the output cap was reached;
+                                # stdoutBytes - (chunk bytes) - |stdoutTail| were dropped between
+  stderrTail @10 :Data;         # the same for stderr
 }
 
 struct Identity {

@@ -9,7 +9,8 @@
 // Output streams live to this process's stdout/stderr (--json: one JSON object at the end
 // instead). Exit status: the program's own exit code; 128+N when a signal N ended it; 124 when
 // it timed out; 2 usage error; 3 the orchestrator is unreachable; 4 no executor is registered;
-// 125 the sandbox failed (typed error printed); 130 interrupted (the request is cancelled).
+// 125 the sandbox failed (typed error printed); 130 after SIGINT (Ctrl-C), 143 after SIGTERM:
+// the request is cancelled upstream first, so the VM is released at once.
 #include <nv/schema/bus.capnp.h>
 #include <nv/schema/exec.capnp.h>
 #include <rapidjson/stringbuffer.h>
@@ -27,13 +28,16 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/client.h"
 #include "common/curve.h"
 #include "common/frames.h"
+#include "common/interrupt.h"
 #include "common/service.h"
 #include "common/trace_id.h"
+#include "common/utf8.h"
 
 namespace {
 
@@ -42,7 +46,6 @@ constexpr int kExitUnreachable = 3;
 constexpr int kExitNoWorker = 4;
 constexpr int kExitTimeout = 124;
 constexpr int kExitSandboxFailed = 125;
-constexpr int kExitInterrupted = 130;
 
 const char* kUsage =
     "usage: nv-exec [options] LANGUAGE (-c CODE | -e CODE | FILE)\n"
@@ -69,10 +72,8 @@ const char* kUsage =
     "  --curve-server-key FILE  the orchestrator's public key (NAME.pub)\n"
     "exit status: the program's exit code; 128+N after signal N; 124 timed out; 2 usage;\n"
     "  3 orchestrator unreachable; 4 no executor registered; 125 the sandbox failed;\n"
-    "  130 interrupted. A --get that fails turns an exit code of 0 into 1.\n";
-
-std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
+    "  130 interrupted (Ctrl-C), 143 terminated: the run is cancelled and its VM released.\n"
+    "  A --get that fails turns an exit code of 0 into 1.\n";
 
 struct Transfer {
   std::string local, remote;
@@ -219,30 +220,17 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// Valid UTF-8 for JSON: invalid bytes become U+FFFD.
-std::string utf8_clean(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
-    if (ok && n == 2 && c < 0xC2) ok = false;  // overlong
-    if (ok) {
-      out.append(s, i, n);
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
-}
+// Program bytes as JSON text: each ill-formed sequence becomes U+FFFD (common/utf8.h).
+std::string utf8_clean(const std::string& s) { return nv::utf8::sanitize(s); }
 
 std::string data_string(capnp::Data::Reader d) {
   return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+
+// Bytes of a stream in neither the head nor the tail of an ExecResult.
+uint64_t left_out(capnp::Data::Reader head, capnp::Data::Reader tail, uint64_t total) {
+  uint64_t have = head.size() + tail.size();
+  return total > have ? total - have : 0;
 }
 
 void write_all(FILE* f, const void* data, size_t n) {
@@ -280,15 +268,26 @@ int report_error(const Args& a, const nv::Error& e, int code) {
   return code;
 }
 
+// One line saying what was cancelled; the exit status is 128 + the signal (130, 143).
+int interrupted(const std::string* trace_id) {
+  const int sig = nv::interrupt::requested();
+  if (trace_id) {
+    std::fprintf(stderr,
+                 "nv-exec: %s: the execution was cancelled; its VM is released (trace %s)\n",
+                 nv::interrupt::signal_name(sig).c_str(), trace_id->c_str());
+  } else {
+    std::fprintf(stderr, "nv-exec: %s: cancelled before the execution was sent\n",
+                 nv::interrupt::signal_name(sig).c_str());
+  }
+  return nv::interrupt::exit_code();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a = parse_args(argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  nv::interrupt::install();
 
   // ---- The request.
   capnp::MallocMessageBuilder mb;
@@ -341,6 +340,7 @@ int main(int argc, char** argv) {
   {
     // A quick nv.status first: tells "not running" and "no executor" apart from a slow run.
     auto st = client.call("nv.status", nullptr, std::chrono::milliseconds(2000));
+    if (nv::interrupt::requested()) return interrupted(nullptr);
     if (!st && st.error().code == nv::ErrorCode::TIMED_OUT) {
       return report_error(a,
                           nv::make_error(nv::ErrorCode::TIMED_OUT,
@@ -374,10 +374,9 @@ int main(int argc, char** argv) {
 
   std::optional<nv::Client::Incoming> final_answer;
   while (!final_answer) {
-    if (g_interrupted) {
+    if (nv::interrupt::requested()) {
       client.cancel(id, "exec");
-      std::fprintf(stderr, "nv-exec: interrupted; the request was cancelled\n");
-      return kExitInterrupted;
+      return interrupted(&trace_id);
     }
     if (std::chrono::steady_clock::now() > give_up) {
       return report_error(a,
@@ -486,6 +485,13 @@ int main(int argc, char** argv) {
     w.Uint64(r.getStdoutBytes());
     w.Key("stderr_bytes");
     w.Uint64(r.getStderrBytes());
+    // The end of a stream past the cap, and how much between head and tail is missing.
+    str("stdout_tail", data_string(r.getStdoutTail()));
+    str("stderr_tail", data_string(r.getStderrTail()));
+    w.Key("stdout_left_out");
+    w.Uint64(left_out(r.getStdout(), r.getStdoutTail(), r.getStdoutBytes()));
+    w.Key("stderr_left_out");
+    w.Uint64(left_out(r.getStderr(), r.getStderrTail(), r.getStderrBytes()));
     w.Key("files");
     w.StartArray();
     for (unsigned i = 0; i < r.getFiles().size(); ++i) {
@@ -506,6 +512,18 @@ int main(int argc, char** argv) {
     w.EndObject();
     std::printf("%s\n", sb.GetString());
   } else {
+    // The head streamed live; the end of a stream that went past the cap comes now, after a
+    // line saying how much is missing in between.
+    for (auto [head, tail, total, f, name] :
+         {std::tuple{r.getStdout(), r.getStdoutTail(), r.getStdoutBytes(), stdout, "stdout"},
+          std::tuple{r.getStderr(), r.getStderrTail(), r.getStderrBytes(), stderr, "stderr"}}) {
+      uint64_t missing = left_out(head, tail, total);
+      if (missing == 0 && tail.size() == 0) continue;
+      std::fflush(stdout);
+      std::fprintf(stderr, "\nnv-exec: [… %llu bytes of %s left out …]\n",
+                   static_cast<unsigned long long>(missing), name);
+      write_all(f, tail.begin(), tail.size());
+    }
     if (r.getTruncated()) {
       std::fprintf(stderr, "nv-exec: output truncated (the program wrote %llu bytes)\n",
                    static_cast<unsigned long long>(r.getStdoutBytes() + r.getStderrBytes()));

@@ -29,7 +29,9 @@
 #include "common/client.h"
 #include "common/config.h"
 #include "common/frames.h"
+#include "common/interrupt.h"
 #include "common/service.h"
+#include "common/utf8.h"
 
 namespace {
 
@@ -45,7 +47,6 @@ enum Exit : int {
   kFailed = 5,
   kMaxIterations = 6,
   kTimedOut = 7,
-  kInterrupted = 130,
 };
 
 constexpr const char* kExitCodes =
@@ -58,10 +59,17 @@ constexpr const char* kExitCodes =
     "     or point nv-llm-gateway at a running server (--llm-url URL or OLLAMA_HOST)\n"
     "  5  the task failed (the error says why)\n"
     "  6  the model was still calling tools when --max-iterations was reached\n"
-    "  7  the task timed out (--timeout, or the model did not answer in time)\n";
+    "  7  the task timed out (--timeout, or the model did not answer in time)\n"
+    "  130 / 143  interrupted by Ctrl-C (SIGINT) / SIGTERM: the task is cancelled upstream\n"
+    "     (the model call is abandoned, the running program's VM released)\n";
 
-std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
+// One line saying what was cancelled; the exit status is 128 + the signal (130, 143).
+int interrupted(const char* what) {
+  std::cout.flush();
+  std::cerr << "\nnv-submit: " << nv::interrupt::signal_name(nv::interrupt::requested()) << ": "
+            << what << "\n";
+  return nv::interrupt::exit_code();
+}
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 std::string data(capnp::Data::Reader d) {
@@ -98,25 +106,8 @@ std::string seconds(double ms, int precision = 2) {
   return buf;
 }
 
-// Valid UTF-8 for JSON: invalid bytes become U+FFFD.
-std::string utf8(const std::string& in) {
-  std::string out;
-  size_t i = 0;
-  while (i < in.size()) {
-    auto c = static_cast<unsigned char>(in[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = n > 0 && i + n <= in.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) >> 6) == 2;
-    if (ok) {
-      out.append(in, i, n);
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
-}
+// Program bytes as JSON text: each ill-formed sequence becomes U+FFFD (common/utf8.h).
+std::string utf8(const std::string& in) { return nv::utf8::sanitize(in); }
 
 using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 void put(Writer& w, const char* key, const std::string& v) {
@@ -163,6 +154,18 @@ class View {
         flush_lines(false, true);
         flush_lines(true, true);
         auto r = p.getExecResult();
+        // The end of a stream past the sandbox's cap, after a line saying what is missing.
+        for (bool is_err : {false, true}) {
+          auto head = is_err ? r.getStderr() : r.getStdout();
+          auto tail = is_err ? r.getStderrTail() : r.getStdoutTail();
+          uint64_t total = is_err ? r.getStderrBytes() : r.getStdoutBytes();
+          if (tail.size() == 0) continue;
+          uint64_t have = head.size() + tail.size();
+          std::cout << "  [… " << (total > have ? total - have : 0) << " bytes of "
+                    << (is_err ? "stderr" : "stdout") << " left out …]\n";
+          (is_err ? err_ : out_) += data(tail);
+          flush_lines(is_err, true);
+        }
         // The guest's own run time, unless its clock disagrees with the host's wall time (a
         // starved TCG guest's clock jumps); then the host's.
         double ms = r.getDurationMs() > 0 && (r.getWallMs() <= 0 ||
@@ -259,6 +262,12 @@ class View {
         w.Bool(r.getTruncated());
         put(w, "stdout", data(r.getStdout()));
         put(w, "stderr", data(r.getStderr()));
+        put(w, "stdoutTail", data(r.getStdoutTail()));
+        put(w, "stderrTail", data(r.getStderrTail()));
+        w.Key("stdoutBytes");
+        w.Uint64(r.getStdoutBytes());
+        w.Key("stderrBytes");
+        w.Uint64(r.getStderrBytes());
         put(w, "vmId", text(r.getVmId()));
         break;
       }
@@ -378,6 +387,7 @@ int run(int argc, char** argv) {
 
   zmq::context_t ctx(1);
   nv::Client client(ctx, nv::ClientOptions{endpoint, {}, {}, {}});
+  nv::interrupt::install();
 
   // 1. Is anyone there, and does it run the agent loop?
   {
@@ -385,6 +395,7 @@ int run(int argc, char** argv) {
     nv::bus::init_body<s::StatusRequest>(mb);
     auto wait = milliseconds(static_cast<int64_t>(c.number("connect-timeout") * 1000));
     auto st = client.call("nv.status", &mb, wait);
+    if (nv::interrupt::requested()) return interrupted("cancelled before the task was sent");
     if (!st) return unreachable("no answer on " + endpoint + " (" + st.error().message + ")", json);
     auto reply = st->body.root<s::StatusReply>();
     if (!reply) return unreachable("a bad status answer (" + reply.error().message + ")", json);
@@ -410,16 +421,13 @@ int run(int argc, char** argv) {
   auto deadline = timeout_s > 0 ? milliseconds(static_cast<int64_t>(timeout_s * 1000) + 30'000)
                                 : milliseconds(24LL * 3600 * 1000);
   View view(quiet, json);
-  signal(SIGINT, on_sigint);
-  signal(SIGTERM, on_sigint);
   uint64_t id = client.send("task", &mb, deadline, c.str("trace-id"));
   auto end = Clock::now() + deadline + std::chrono::seconds(2);
   std::optional<nv::Client::Incoming> final;
   while (!final) {
-    if (g_interrupted) {
+    if (nv::interrupt::requested()) {
       client.cancel(id, "task");
-      std::cerr << "\nnv-submit: interrupted; the task was cancelled\n";
-      return kInterrupted;
+      return interrupted("the task was cancelled (its model call abandoned, its VM released)");
     }
     if (Clock::now() > end) {
       return unreachable("no answer to the task before its deadline", json);

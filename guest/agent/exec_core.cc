@@ -140,7 +140,10 @@ class OutputPump {
     (s == OutStream::out ? out_.stdout_bytes : out_.stderr_bytes) += n;
     const uint64_t room = spec_.output_cap - std::min<uint64_t>(spec_.output_cap, accepted_);
     size_t keep = static_cast<size_t>(std::min<uint64_t>(room, n));
-    if (keep < n) out_.truncated = true;
+    if (keep < n) {
+      out_.truncated = true;
+      keep_tail(s == OutStream::out ? out_.stdout_tail : out_.stderr_tail, data + keep, n - keep);
+    }
     if (keep == 0) return;
     accepted_ += keep;
     std::string& buf = pending(s);
@@ -163,6 +166,24 @@ class OutputPump {
         sink_(s, buf);
         buf.clear();
       }
+    }
+  }
+
+  // The ring of a stream's last bytes: appended, and cut to tail_bytes once it holds twice
+  // that (amortised O(1) per byte); finish() cuts it exactly.
+  void keep_tail(std::string& tail, const char* data, size_t n) {
+    const size_t cap = static_cast<size_t>(spec_.tail_bytes);
+    if (cap == 0) return;
+    if (n >= cap) {
+      tail.assign(data + n - cap, cap);
+      return;
+    }
+    tail.append(data, n);
+    if (tail.size() >= 2 * cap) tail.erase(0, tail.size() - cap);
+  }
+  void finish() {
+    for (std::string* t : {&out_.stdout_tail, &out_.stderr_tail}) {
+      if (t->size() > spec_.tail_bytes) t->erase(0, t->size() - spec_.tail_bytes);
     }
   }
 
@@ -381,6 +402,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
     out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   }
   pump.flush(true);
+  pump.finish();
   if (abandoned) {
     out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     out.signal = SIGKILL;

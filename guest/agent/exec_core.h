@@ -3,7 +3,8 @@
 // The child gets its own session and process group (setsid), pipes for stdin/stdout/stderr, a
 // reviewed set of rlimits, an explicit environment, a working directory and optionally an
 // unprivileged uid/gid. The caller gets coalesced output chunks (at most kMaxChunkBytes each,
-// at most `output_cap` bytes in all; everything is counted) and one ExecOutcome. On timeout the
+// at most `output_cap` bytes in all; everything is counted) and one ExecOutcome, which carries
+// the end of each stream that went past the cap (a ring of `tail_bytes` per stream). On timeout the
 // whole process group is SIGKILLed. When the main process ends, what is left of its group is
 // killed too, and the pipes are drained for a short grace period.
 //
@@ -39,7 +40,10 @@ struct ExecSpec {
   std::string stdin_data;         // written to the child's stdin, which is then closed
   std::string cwd = "/tmp";
   std::chrono::milliseconds timeout{10000};
-  uint64_t output_cap = 1u << 20;  // stdout+stderr bytes delivered at most
+  uint64_t output_cap = 1u << 20;  // stdout+stderr bytes delivered as chunks at most (the head)
+  // Per stream, the last bytes past the head kept in a ring and returned in ExecOutcome, so the
+  // end of a long output (a result line, a traceback) survives the cap.
+  uint64_t tail_bytes = 64u << 10;
   int uid = -1;                    // run as this uid/gid when >= 0 (needs privilege)
   int gid = -1;
   std::vector<RlimitRule> rlimits = default_rlimits();
@@ -63,6 +67,9 @@ struct ExecOutcome {
   bool truncated = false;   // output went past output_cap
   uint64_t stdout_bytes = 0;  // written by the program in all
   uint64_t stderr_bytes = 0;
+  // The last bytes (at most ExecSpec.tail_bytes) of each stream that were not delivered as
+  // chunks; empty when the stream fit the head.
+  std::string stdout_tail, stderr_tail;
   std::string error;  // the program could not be started: the failing call and errno text
 };
 

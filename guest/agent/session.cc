@@ -62,6 +62,24 @@ std::vector<LanguageRule> default_languages() {
   };
 }
 
+std::vector<std::string> merge_env(const std::vector<std::string>& base,
+                                   const std::vector<std::pair<std::string, std::string>>& set) {
+  std::vector<std::string> out;
+  auto name_of = [](const std::string& entry) { return entry.substr(0, entry.find('=')); };
+  auto put = [&](const std::string& name, std::string entry) {
+    for (auto& e : out) {
+      if (name_of(e) == name) {
+        e = std::move(entry);  // replaced where it stood: each name appears once
+        return;
+      }
+    }
+    out.push_back(std::move(entry));
+  };
+  for (const auto& e : base) put(name_of(e), e);
+  for (const auto& [name, value] : set) put(name, name + "=" + value);
+  return out;
+}
+
 Session::Session(const AgentConfig& config, SystemOps& ops, WriteFn write)
     : config_(config), ops_(ops), write_(std::move(write)), decoder_(config.max_host_frame) {}
 
@@ -203,6 +221,11 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
     r.setStdoutBytes(o.stdout_bytes);
     r.setStderrBytes(o.stderr_bytes);
     r.setError(o.error);
+    auto bytes = [](const std::string& t) {
+      return kj::arrayPtr(reinterpret_cast<const kj::byte*>(t.data()), t.size());
+    };
+    r.setStdoutTail(bytes(o.stdout_tail));
+    r.setStderrTail(bytes(o.stderr_tail));
     send(mb);
   };
   auto refuse = [&](const std::string& why) {
@@ -226,18 +249,19 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
   spec.argv.push_back(rule->program);
   for (const auto& f : rule->flags) spec.argv.push_back(f);
   spec.argv.push_back(std::move(code));
-  spec.env = config_.base_env;
+  std::vector<std::pair<std::string, std::string>> request_env;
   for (auto e : req.getEnv()) {
     std::string name = e.getName(), value = e.getValue();
     if (name.empty() || name.find('=') != std::string::npos || has_nul(name) || has_nul(value)) {
       return refuse("invalid environment variable name '" + name.substr(0, 64) +
                     "' (empty, or contains '=' or NUL)");
     }
-    spec.env.push_back(name + "=" + value);
+    request_env.emplace_back(std::move(name), std::move(value));
   }
   std::string trace = req.getTraceId();
   if (has_nul(trace)) return refuse("traceId contains a NUL byte");
-  spec.env.push_back("NEUROVISOR_TRACE_ID=" + trace);
+  request_env.emplace_back("NEUROVISOR_TRACE_ID", trace);
+  spec.env = merge_env(config_.base_env, request_env);
   auto stdin_data = req.getStdin();
   spec.stdin_data.assign(reinterpret_cast<const char*>(stdin_data.begin()), stdin_data.size());
   std::string cwd = req.getCwd();
@@ -248,6 +272,8 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
   uint32_t cap = req.getOutputCapBytes() == 0 ? config_.default_output_cap
                                               : req.getOutputCapBytes();
   spec.output_cap = std::min(cap, config_.max_output_cap);
+  spec.tail_bytes = req.getTailBytes() == 0 ? kDefaultTailBytes
+                                            : std::min(req.getTailBytes(), kMaxTailBytes);
   spec.uid = config_.run_uid;
   spec.gid = config_.run_gid;
   spec.rlimits = config_.rlimits;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nv/schema/guest.capnp.h>
@@ -54,7 +55,8 @@ struct AgentConfig {
   std::string default_cwd = "/tmp";
   // PutFile may only write below these directories (absolute, no trailing slash).
   std::vector<std::string> writable_roots = {"/tmp"};
-  // The environment every program starts with; the request's env is added, the trace id last.
+  // The environment every program starts with; the request's variables replace these (each
+  // name appears once, see merge_env), NEUROVISOR_TRACE_ID last.
   std::vector<std::string> base_env = {
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "HOME=/tmp",
@@ -66,6 +68,13 @@ struct AgentConfig {
   // oom_score_adj for programs (unset: inherit the agent's).
   std::optional<int> program_oom_score_adj;
 };
+
+// A program's environment: `base` ("NAME=value" entries), then each of `set` in order; a name
+// already present is replaced in place (the caller's value wins over the guest default, a later
+// entry over an earlier one), so every name appears exactly once (getenv() in C, os.environ in
+// Python and process.env in Node may otherwise see different values of a doubled name).
+std::vector<std::string> merge_env(const std::vector<std::string>& base,
+                                   const std::vector<std::pair<std::string, std::string>>& set);
 
 // python, bash, sh, javascript at their Debian paths (common.capnp: Language).
 std::vector<LanguageRule> default_languages();

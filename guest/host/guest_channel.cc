@@ -504,6 +504,7 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
     x.setOutputCapBytes(spec.output_cap_bytes);
     x.setTraceId(spec.trace_id);
     x.setCwd(spec.cwd);
+    x.setTailBytes(spec.tail_bytes);
     if (auto e = io.send(mb, deadline)) return e;
   }
   ExecOutcome out;
@@ -560,6 +561,17 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
         out.stderr_bytes = r.getStderrBytes();
         out.error = r.getError();
         if (out.error.size() > 1000) out.error.resize(1000);
+        const size_t tail_cap = spec.tail_bytes == 0 ? kDefaultTailBytes
+                                                     : std::min(spec.tail_bytes, kMaxTailBytes);
+        for (auto [data, into] : {std::pair{r.getStdoutTail(), &out.stdout_tail},
+                                  std::pair{r.getStderrTail(), &out.stderr_tail}}) {
+          if (data.size() > tail_cap) {
+            return io.fail(err(ChannelErrc::protocol,
+                               "guest sent an output tail of " + std::to_string(data.size()) +
+                                   " bytes; at most " + std::to_string(tail_cap) + " were asked"));
+          }
+          into->assign(reinterpret_cast<const char*>(data.begin()), data.size());
+        }
         return out;
       }
       case GuestMessage::PONG:

@@ -109,6 +109,7 @@ struct ExecSpec {
   uint32_t output_cap_bytes = 0;    // 0 = the agent's default (1 MiB)
   std::string trace_id;             // NEUROVISOR_TRACE_ID
   std::string cwd;                  // "" = /tmp
+  uint32_t tail_bytes = 0;          // per stream, kept past the cap; 0 = 64 KiB, max 256 KiB
 };
 
 struct ExecOutcome {
@@ -120,6 +121,9 @@ struct ExecOutcome {
   uint64_t stdout_bytes = 0;       // written by the program in all (the agent counts)
   uint64_t stderr_bytes = 0;
   uint64_t received_bytes = 0;     // chunk bytes that reached the host
+  // The end of each stream past the head (GuestResult.stdoutTail/stderrTail), at most
+  // tail_bytes each; what the host's own cap dropped of the chunks is not in here.
+  std::string stdout_tail, stderr_tail;
   std::string error;               // the agent could not start the program
 };
 

@@ -24,6 +24,10 @@ inline constexpr uint32_t kDefaultGuestFrameCap = 1u << 20;
 inline constexpr uint32_t kDefaultHostFrameCap = 64u << 20;
 // Chunk data per frame, both directions agree on it (guest.capnp: Chunk.data at most 64 KiB).
 inline constexpr size_t kMaxChunkBytes = 64u << 10;
+// The end of each output stream kept beyond the output cap (GuestExec.tailBytes): the default
+// and the most a host may ask for (two tails and a result fit in one 1 MiB guest frame).
+inline constexpr uint32_t kDefaultTailBytes = 64u << 10;
+inline constexpr uint32_t kMaxTailBytes = 256u << 10;
 
 // Serializes `message` as one frame (header + flat array).
 std::string encode_frame(capnp::MessageBuilder& message);

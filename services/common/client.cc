@@ -2,6 +2,8 @@
 
 #include <nv/schema/common.capnp.h>
 
+#include "interrupt.h"
+
 namespace nv {
 
 using Clock = std::chrono::steady_clock;
@@ -80,7 +82,7 @@ std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeou
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, left);
+    if (bus::poll(&item, 1, left) < 0) return std::nullopt;  // a signal: let the caller look
   }
 }
 
@@ -91,6 +93,14 @@ Result<Client::Incoming> Client::call(const std::string& service, capnp::Message
   // The broker answers a deadline itself; the grace second covers a broker that is gone.
   auto end = Clock::now() + deadline + std::chrono::seconds(1);
   while (true) {
+    if (int sig = interrupt::requested()) {
+      // Ctrl-C / SIGTERM in a client that installed interrupt.h: the request is cancelled
+      // upstream (the worker releases what it holds) before the caller exits.
+      cancel(id, service);
+      return make_error(ErrorCode::CANCELLED, "interrupted by " + interrupt::signal_name(sig) +
+                                                  ": the request to '" + service +
+                                                  "' was cancelled");
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
     if (left.count() <= 0) {
       cancel(id, service);

@@ -44,13 +44,16 @@ class Client {
                 std::chrono::milliseconds deadline, const std::string& trace_id = {});
   // Sends raw frames after the delimiter (tests use this to send malformed messages).
   void send_raw(std::vector<zmq::message_t> frames_after_delimiter);
-  // Waits up to `timeout` for the next answer to any outstanding request.
+  // Waits up to `timeout` for the next answer to any outstanding request; returns early (empty)
+  // when a signal interrupts the wait, so the caller can look at its flags.
   std::optional<Incoming> receive(std::chrono::milliseconds timeout);
   // Tells the broker (and the worker) that request `id` is no longer wanted.
   void cancel(uint64_t id, const std::string& service);
 
   // Sends and waits for the final answer, handing partials to `on_partial`. A reply returns its
   // body; an error answer, a malformed answer or the deadline (+1 s grace) returns an Error.
+  // In a process that installed interrupt.h, SIGINT/SIGTERM cancel the request upstream and
+  // return `cancelled` at once.
   using PartialFn = std::function<void(Incoming&)>;
   Result<Incoming> call(const std::string& service, capnp::MessageBuilder* body,
                         std::chrono::milliseconds deadline, const PartialFn& on_partial = {},

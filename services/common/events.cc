@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "trace_id.h"
+#include "utf8.h"
 
 namespace nv {
 
@@ -97,14 +98,16 @@ std::optional<EventSubscriber::Received> EventSubscriber::receive(
         end - std::chrono::steady_clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, left);
+    if (bus::poll(&item, 1, left) < 0) return std::nullopt;  // a signal: let the caller look
   }
 }
 
 std::string event_to_json(schema::Event::Reader event) {
   capnp::JsonCodec codec;
   codec.handleByAnnotation<schema::Event>();
-  return codec.encode(event).cStr();
+  // Text fields may hold program or guest bytes; JSON consumers (nv-audit, log shippers) get
+  // valid UTF-8. JSON's own syntax is ASCII, so this touches only ill-formed sequences.
+  return utf8::sanitize(codec.encode(event).cStr());
 }
 
 double event_age_seconds(schema::Event::Reader event) {

@@ -72,7 +72,8 @@ class EventSubscriber {
   uint64_t malformed_ = 0;
 };
 
-// One JSON object for an event (Cap'n Proto's JSON codec; enum names, 64-bit ints as strings).
+// One JSON object for an event (Cap'n Proto's JSON codec; enum names, 64-bit ints as strings),
+// valid UTF-8 (ill-formed Text becomes U+FFFD, utf8.h).
 std::string event_to_json(schema::Event::Reader event);
 
 // Time an Event was published, as a steady duration since then (for freshness checks).

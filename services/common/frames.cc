@@ -68,11 +68,30 @@ bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames) {
   frames.clear();
   while (true) {
     zmq::message_t m;
-    auto got = socket.recv(m, zmq::recv_flags::dontwait);
+    zmq::recv_result_t got;
+    try {
+      got = socket.recv(m, zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      // A signal: before the first part nothing was taken; within a message the rest of it is
+      // already queued (ZeroMQ delivers multipart messages whole), so take it.
+      if (frames.empty()) return false;
+      continue;
+    }
     if (!got) return !frames.empty();  // EAGAIN before the first part: nothing waiting
     bool more = m.more();
     frames.push_back(std::move(m));
     if (!more) return true;
+  }
+}
+
+int poll(zmq::pollitem_t* items, size_t count, std::chrono::milliseconds timeout) {
+  try {
+    return zmq::poll(items, count, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+    for (size_t i = 0; i < count; ++i) items[i].revents = 0;
+    return -1;
   }
 }
 
@@ -226,15 +245,27 @@ zmq::message_t encode_error(const Error& error) {
 bool send(zmq::socket_t& socket, const std::vector<std::string>& routing, const Header& header,
           zmq::message_t&& body, int flags) {
   auto sf = static_cast<zmq::send_flags>(flags);
+  // One part; a signal interrupting a blocking send is retried (the part was not queued).
+  auto part = [&](zmq::message_t& m, zmq::send_flags f) {
+    for (;;) {
+      try {
+        return socket.send(m, f).has_value();
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+      }
+    }
+  };
   try {
     for (const auto& r : routing) {
-      if (!socket.send(zmq::buffer(r), sf | zmq::send_flags::sndmore)) return false;
+      zmq::message_t m(r.data(), r.size());
+      if (!part(m, sf | zmq::send_flags::sndmore)) return false;
     }
-    if (!socket.send(zmq::message_t(), sf | zmq::send_flags::sndmore)) return false;
+    zmq::message_t empty;
+    if (!part(empty, sf | zmq::send_flags::sndmore)) return false;
     auto h = encode_header(header);
-    if (body.size() == 0) return socket.send(h, sf).has_value();
-    if (!socket.send(h, sf | zmq::send_flags::sndmore)) return false;
-    return socket.send(body, sf).has_value();
+    if (body.size() == 0) return part(h, sf);
+    if (!part(h, sf | zmq::send_flags::sndmore)) return false;
+    return part(body, sf);
   } catch (const zmq::error_t&) {
     return false;  // EHOSTUNREACH on a ROUTER with ROUTER_MANDATORY, or the socket closing
   }

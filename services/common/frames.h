@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <chrono>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -114,8 +115,14 @@ struct ParseError {
   bool header_read = false;
 };
 
-// Receives one multipart message without blocking (false when none is waiting).
+// Receives one multipart message without blocking (false when none is waiting, or a signal
+// interrupted the first part).
 bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames);
+
+// zmq::poll that does not throw when a signal interrupts it: returns the number of ready items,
+// 0 on timeout, -1 when interrupted by a signal (EINTR; every revents is then 0). The caller's
+// loop checks its stop flags (interrupt.h) and polls again. Other errors still throw.
+int poll(zmq::pollitem_t* items, size_t count, std::chrono::milliseconds timeout);
 
 // Validates and parses frames. `routed` is true on ROUTER sockets (identity frames expected).
 // On failure, *failure says why and carries the routing frames for a typed Error reply.

@@ -241,7 +241,7 @@ void Worker::run(const std::atomic<bool>& stop) {
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ -
                                                                       Clock::now());
     long timeout = std::clamp<long>(wait.count(), 0, draining_ ? 50 : 200);
-    zmq::poll(items, wake_fd_ >= 0 ? 2 : 1, std::chrono::milliseconds(timeout));
+    bus::poll(items, wake_fd_ >= 0 ? 2 : 1, std::chrono::milliseconds(timeout));  // EINTR: 0
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t v;
       ssize_t ignored = ::read(wake_fd_, &v, sizeof v);

@@ -16,6 +16,7 @@
 #include "common/client.h"
 #include "common/log.h"
 #include "common/trace_id.h"
+#include "tool_output.h"
 
 namespace nv::agent {
 
@@ -681,7 +682,7 @@ struct Agent::Task {
     auto result = res->body.root<s::ExecResult>();
     if (!result) return tool_error(result.error());
     progress([&](s::TaskProgress::Builder p) { p.setExecResult(result.value()); });
-    return describe_exec_result(result.value(), o.max_tool_output_chars);
+    return render_tool_output(result.value(), {.max_chars = o.max_tool_output_chars});
   }
 
   // --- the loop -----------------------------------------------------------------------------

@@ -43,6 +43,9 @@ void add_options(nv::Config& c) {
   c.add_int("task-timeout-s", 600, "deadline of a task that sets none");
   c.add_int("exec-timeout-ms", 30000, "time limit of one code execution (ExecRequest.timeoutMs)");
   c.add_int("llm-call-timeout-s", 330, "how long the agent waits for one LLM answer");
+  c.add_int("tool-output-chars", 16384,
+            "program output shown to the model per execution, in characters (code points): "
+            "exit status first, then head and tail of stdout and of stderr");
   c.add_string("model", "", "model for tasks that name none (\"\" = the gateway's --model)");
 }
 
@@ -63,6 +66,7 @@ nv::Result<nv::agent::AgentOptions> agent_options(const nv::ServiceContext& ctx)
   o.default_task_timeout = std::chrono::seconds(in("task-timeout-s", 1, 86400));
   o.exec_timeout = std::chrono::milliseconds(in("exec-timeout-ms", 100, 3600000));
   o.llm_call_timeout = std::chrono::seconds(in("llm-call-timeout-s", 1, 86400));
+  o.max_tool_output_chars = static_cast<size_t>(in("tool-output-chars", 256, 1 << 20));
   o.default_model = c.str("model");
   o.heartbeat = std::chrono::milliseconds(c.integer("heartbeat-ms"));
   o.limits = ctx.limits;

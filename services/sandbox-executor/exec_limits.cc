@@ -163,6 +163,8 @@ Result<Effective> validate(schema::ExecRequest::Reader r, const ExecLimits& l) {
   e.timeout = std::chrono::milliseconds(timeout);
   e.output_cap = r.getOutputCapBytes() == 0 ? l.default_output_cap : r.getOutputCapBytes();
   over("outputCapBytes", e.output_cap, l.max_output_cap);
+  e.tail_bytes = r.getTailBytes() == 0 ? guest::kDefaultTailBytes : r.getTailBytes();
+  over("tailBytes", e.tail_bytes, guest::kMaxTailBytes);
 
   if (!problems.empty()) {
     std::string msg = "invalid ExecRequest: ";

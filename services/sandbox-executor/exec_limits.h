@@ -14,6 +14,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
+#include "guest/protocol/frame.h"
 
 namespace nv::exec {
 
@@ -42,6 +43,7 @@ struct Effective {
   schema::SizeTier tier = schema::SizeTier::SMALL;
   std::chrono::milliseconds timeout{0};
   uint32_t output_cap = 0;
+  uint32_t tail_bytes = 0;  // per stream, kept past the cap (guest::kDefaultTailBytes if unset)
 };
 
 // Checks a request against the limits. badRequest with every problem listed on failure.

@@ -121,6 +121,9 @@ struct InFlight {
 // What one run accumulates for its ExecResult.
 struct RunState {
   std::string out, err;
+  // The end of each stream past `out`/`err`: chunks this executor's cap dropped, then the
+  // guest's own tail (GuestResult), cut to the request's tailBytes.
+  std::string out_tail, err_tail;
   uint64_t kept = 0;
   uint64_t out_seen = 0, err_seen = 0;  // chunk bytes received per stream (kept or not)
   bool truncated = false;
@@ -145,6 +148,16 @@ void send_chunk(Request& req, const std::string& trace_id, schema::Stream stream
   c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
   c.setSeq(seq);
   req.partial(mb);
+}
+
+// Appends to a stream's tail and keeps only its last `cap` bytes.
+void append_tail(std::string& tail, std::string_view data, size_t cap) {
+  if (data.size() >= cap) {
+    tail.assign(data.substr(data.size() - cap));
+    return;
+  }
+  tail.append(data);
+  if (tail.size() > cap) tail.erase(0, tail.size() - cap);
 }
 
 kj::ArrayPtr<const kj::byte> bytes(const std::string& s) {
@@ -313,13 +326,18 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   for (auto e : r.getEnv()) spec.env.emplace_back(e.getName(), e.getValue());
   spec.timeout_ms = static_cast<uint32_t>(eff->timeout.count());
   spec.output_cap_bytes = eff->output_cap;
+  spec.tail_bytes = eff->tail_bytes;
   spec.trace_id = trace_id;
   const uint64_t cap = eff->output_cap;
   auto on_chunk = [&](schema::Stream stream, std::string_view data) {
     (stream == schema::Stream::STDERR ? run.err_seen : run.out_seen) += data.size();
     uint64_t room = cap > run.kept ? cap - run.kept : 0;
     auto take = static_cast<size_t>(std::min<uint64_t>(room, data.size()));
-    if (take < data.size()) run.truncated = true;
+    if (take < data.size()) {
+      run.truncated = true;
+      append_tail(stream == schema::Stream::STDERR ? run.err_tail : run.out_tail,
+                  data.substr(take), eff->tail_bytes);
+    }
     if (take == 0 || req->cancelled()) return;
     auto part = data.substr(0, take);
     (stream == schema::Stream::STDERR ? run.err : run.out).append(part);
@@ -332,6 +350,8 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
     run.outcome = outcome.value();
     run.timed_out = run.outcome.timed_out;
     run.truncated = run.truncated || run.outcome.truncated;
+    append_tail(run.out_tail, run.outcome.stdout_tail, eff->tail_bytes);
+    append_tail(run.err_tail, run.outcome.stderr_tail, eff->tail_bytes);
     if (!run.outcome.error.empty()) run.note = "the program could not start: " + run.outcome.error;
   } else {
     if (auto e = stopped_early()) return fail(lease.vm_id, &run, *e, "killed");
@@ -366,8 +386,8 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   }
 
   // ---- 6. Files out (within the result's frame budget).
-  size_t budget = opt_.max_result_bytes > run.kept + 4096 ? opt_.max_result_bytes - run.kept - 4096
-                                                          : 0;
+  const size_t output = run.kept + run.out_tail.size() + run.err_tail.size() + 4096;
+  size_t budget = opt_.max_result_bytes > output ? opt_.max_result_bytes - output : 0;
   for (auto path : r.getGetFiles()) {
     RunState::File f;
     f.path = path;
@@ -402,6 +422,8 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   res.setTruncated(run.truncated);
   res.setStdout(bytes(run.out));
   res.setStderr(bytes(run.err));
+  res.setStdoutTail(bytes(run.out_tail));
+  res.setStderrTail(bytes(run.err_tail));
   res.setStdoutBytes(run.outcome.stdout_bytes);
   res.setStderrBytes(run.outcome.stderr_bytes);
   auto files = res.initFiles(static_cast<unsigned>(run.files.size()));

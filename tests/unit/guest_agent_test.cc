@@ -121,6 +121,48 @@ TEST(ExecCore, OutputCapCountsEverythingSendsAtMostTheCap) {
   EXPECT_EQ(c.out.size() + c.err.size(), 1000u);
 }
 
+// Past the cap the end of each stream is kept in a ring: the result line and the error survive.
+TEST(ExecCore, TheTailOfEachStreamSurvivesTheCap) {
+  Collected c;
+  agent::ExecSpec spec;
+  spec.argv = {"/bin/sh", "-c",
+               "i=0; while [ $i -lt 3000 ]; do echo progress $i; i=$((i+1)); done; "
+               "echo FINAL_SUM=499500; echo 'ValueError: boom' >&2; exit 1"};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  spec.cwd = "/";
+  spec.output_cap = 1000;
+  spec.tail_bytes = 64;
+  auto o = agent::run_exec(spec, [&](OutStream s, std::string_view d) {
+    (s == OutStream::out ? c.out : c.err).append(d);
+  });
+  EXPECT_EQ(o.exit_code, 1);
+  EXPECT_TRUE(o.truncated);
+  EXPECT_EQ(c.out.size(), 1000u);
+  EXPECT_EQ(c.out.substr(0, 22), "progress 0\nprogress 1\n");
+  // The last 64 bytes of stdout, exactly; stderr was past the cap entirely: all of it.
+  EXPECT_EQ(o.stdout_tail,
+            "2996\nprogress 2997\nprogress 2998\nprogress 2999\nFINAL_SUM=499500\n");
+  EXPECT_EQ(o.stderr_tail, "ValueError: boom\n");
+  EXPECT_EQ(c.err, "");
+  // A second shape: one big write far past the ring's size.
+  Collected big;
+  auto o2 = run_sh("head -c 300000 /dev/zero | tr '\\0' a; printf END", big, 5s, 100);
+  EXPECT_EQ(o2.stdout_bytes, 300003u);
+  EXPECT_EQ(o2.stdout_tail.size(), 64u * 1024);
+  EXPECT_EQ(o2.stdout_tail.substr(o2.stdout_tail.size() - 4), "aEND");
+}
+
+// The caller's environment wins over the guest's defaults; each name appears once.
+TEST(AgentEnv, CallerVariablesReplaceDefaultsInPlace) {
+  std::vector<std::string> base = {"PATH=/bin", "HOME=/tmp", "LANG=C.UTF-8"};
+  EXPECT_EQ(agent::merge_env(base, {{"HOME", "/tmp/home"}, {"TZ", "UTC"}, {"GREETING", "a=b c"}}),
+            (std::vector<std::string>{"PATH=/bin", "HOME=/tmp/home", "LANG=C.UTF-8", "TZ=UTC",
+                                      "GREETING=a=b c"}));
+  // A second input: the same name twice from the caller, and a default overridden to empty.
+  EXPECT_EQ(agent::merge_env(base, {{"X", "1"}, {"LANG", ""}, {"X", "2"}}),
+            (std::vector<std::string>{"PATH=/bin", "HOME=/tmp", "LANG=", "X=2"}));
+}
+
 TEST(ExecCore, ChunksAreAtMost64KiBAndCoalesced) {
   Collected c;
   auto o = run_sh("head -c 1000000 /dev/zero", c, 5s, 2 << 20);
@@ -327,6 +369,14 @@ TEST_F(AgentOnSocketpair, ExecTimeoutAndOutputCapThroughTheProtocol) {
   EXPECT_TRUE(r->truncated);
   EXPECT_EQ(got, 1000u);
   EXPECT_EQ(r->stdout_bytes, 50000u);
+  // The tail ring crosses the protocol: the last tail_bytes of each stream past the cap.
+  spec.id = 3;
+  spec.code = "seq 1 20000; echo done >&2";
+  spec.tail_bytes = 12;
+  r = ch.exec(spec, nullptr, Clock::now() + 10s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->stdout_tail, "19999\n20000\n");
+  EXPECT_EQ(r->stderr_tail, "done\n");
 }
 
 TEST_F(AgentOnSocketpair, BadExecRequestsGetAResultWithAnError) {

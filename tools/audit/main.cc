@@ -31,6 +31,7 @@
 #include "common/client.h"
 #include "common/config.h"
 #include "common/events.h"
+#include "common/interrupt.h"
 #include "common/service.h"
 
 namespace {
@@ -80,10 +81,16 @@ std::vector<std::string> merge_repeated_topics(int argc, char** argv) {
   return args;
 }
 
+std::atomic<int> g_signal{0};  // the signal that stopped it, for the exit status
+
 void signal_thread(sigset_t set) {
   while (!g_stop.load()) {
     timespec ts{0, 200 * 1000 * 1000};
-    if (sigtimedwait(&set, nullptr, &ts) > 0) g_stop = true;
+    int sig = sigtimedwait(&set, nullptr, &ts);
+    if (sig > 0) {
+      g_signal = sig;
+      g_stop = true;
+    }
   }
 }
 
@@ -286,5 +293,12 @@ int main(int argc, char** argv) {
   }
   g_stop = true;
   sig.join();
+  if (int sig_no = g_signal.load(); sig_no != 0 && rc == kExitOk) {
+    // Like every client: one line, and 128 + the signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+    // Nothing upstream to cancel: the subscription closes with the socket.
+    std::cerr << "nv-audit: " << nv::interrupt::signal_name(sig_no)
+              << ": stopped reading the event stream\n";
+    return 128 + sig_no;
+  }
   return rc;
 }

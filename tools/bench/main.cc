@@ -7,8 +7,19 @@
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/interrupt.h"
 
 int run_bus_bench(int argc, char** argv);
 #ifdef NV_HAVE_VM_BENCH
@@ -58,6 +69,38 @@ const Part kParts[] = {
 #endif
 };
 
+// Ctrl-C / SIGTERM: SIGINT and SIGTERM are blocked in every thread and taken by one thread
+// here. It sets the interrupt flag (a bench's nv::Client::call then cancels its request
+// upstream), stops the stack the bench started (its child processes get SIGTERM, so VMs are
+// released and sockets removed), waits for them (10 s, then SIGKILL) and exits 128 + signal
+// with one line saying what was cancelled.
+std::vector<pid_t> children() {
+  std::vector<pid_t> out;
+  std::ifstream list("/proc/self/task/" + std::to_string(::getpid()) + "/children");
+  for (pid_t p; list >> p;) out.push_back(p);
+  return out;
+}
+
+void watch_signals(const char* part, sigset_t set) {
+  int sig = 0;
+  if (sigwait(&set, &sig) != 0) return;
+  nv::interrupt::raise_flag(sig);
+  std::fprintf(stderr, "\nnv-bench %s: %s: benchmark cancelled; stopping the processes it "
+               "started\n", part, nv::interrupt::signal_name(sig).c_str());
+  auto kids = children();
+  for (pid_t p : kids) ::kill(p, SIGTERM);
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (pid_t p : kids) {
+    while (::waitpid(p, nullptr, WNOHANG) == 0 && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(p, SIGKILL);
+    ::waitpid(p, nullptr, WNOHANG);
+  }
+  std::fflush(stdout);
+  ::_exit(128 + sig);
+}
+
 void usage(FILE* out) {
   std::fprintf(out, "usage: nv-bench SUBCOMMAND [options]   (SUBCOMMAND --help: its options)\n\n");
   for (const auto& p : kParts) {
@@ -79,6 +122,12 @@ int main(int argc, char** argv) {
                    "build)\n", p.name, p.name);
       return 1;
     }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread: all inherit the mask
+    std::thread(watch_signals, p.name, set).detach();
     return p.run(argc - 1, argv + 1);
   }
   std::fprintf(stderr, "nv-bench: unknown subcommand '%s'\n\n", argv[1]);

@@ -26,6 +26,7 @@
 
 #include "common/client.h"
 #include "common/config.h"
+#include "common/interrupt.h"
 #include "common/service.h"
 
 namespace fs = std::filesystem;
@@ -184,6 +185,10 @@ std::string fmt_uptime(uint64_t ms) {
 
 int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
   auto in = query_status(ctx, c, std::chrono::milliseconds(2000));
+  if (int sig = nv::interrupt::requested()) {
+    std::cerr << "nv status: " << nv::interrupt::signal_name(sig) << ": status query cancelled\n";
+    return nv::interrupt::exit_code();
+  }
   if (!in) {
     std::cerr << "nv status: no orchestrator answers at " << c.endpoints.clients
               << "; start the stack with `./nv up`\n";
@@ -261,6 +266,13 @@ int cmd_up(zmq::context_t& ctx, const Common& c, const std::string& only, int wa
   // Ready = the orchestrator answers nv.status and lists every started worker service.
   auto end = Clock::now() + std::chrono::seconds(wait_s);
   while (true) {
+    if (int sig = nv::interrupt::requested()) {
+      // Ctrl-C during start-up: what was started is stopped again, not left half up.
+      std::cerr << "nv up: " << nv::interrupt::signal_name(sig)
+                << ": start-up cancelled; stopping what was started\n";
+      stop_all(c, true);
+      return nv::interrupt::exit_code();
+    }
     for (auto& s : started) {
       waitpid(s.pid, nullptr, WNOHANG);
       if (!alive(s.pid)) return fail(std::string(s.entry->name) + " exited during start-up", s.entry);
@@ -364,6 +376,8 @@ int main(int argc, char** argv) {
   c.endpoints.workers = nv::bus::ipc_endpoint(c.runtime_dir + "/workers.sock");
   c.endpoints.events_out = nv::bus::ipc_endpoint(c.runtime_dir + "/events.sock");
   zmq::context_t ctx(1);
+  // `nv down` finishes what it started whatever happens; `up` and `status` stop on Ctrl-C.
+  if (cmd != "down") nv::interrupt::install();
   if (cmd == "up") return cmd_up(ctx, c, config.str("only"), static_cast<int>(config.integer("wait-s")));
   if (cmd == "down") {
     int n = stop_all(c, false);
