@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -553,7 +554,11 @@ int run(int argc, char** argv) {
   std::cout << "iterations " << r.getIterations() << " · tool calls " << r.getToolCalls()
             << " · model load " << seconds(r.getModelLoadMs(), 1) << " · total "
             << seconds(r.getTotalMs(), 1) << " · trace " << text(r.getTraceId()) << "\n";
-  if (r.getFirstTokenMs() > 0) std::cout << "first token " << seconds(r.getFirstTokenMs()) << "\n";
+  if (double ft = r.getFirstTokenMs(); ft > 0) {
+    std::cout << "first token " << (ft < 1000 ? std::to_string(std::lround(ft)) + " ms"
+                                              : seconds(ft))
+              << "\n";
+  }
   return code;
 }
 

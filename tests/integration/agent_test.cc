@@ -1285,6 +1285,31 @@ TEST_P(AgentReplies, NvSubmitExitsNonZeroOnACutReply) {
       << r.err;
 }
 
+// nv-submit prints the text as it streams, the reasoning apart (a "thinking: " label when stdout
+// is not a terminal, dimmed on one), and --no-thinking hides the reasoning.
+TEST_P(AgentReplies, NvSubmitShowsThinkingApart) {
+  auto r = run_submit(stack_->rt().path(), {"case:think nonce " + nonce_hex() + " go"});
+  ASSERT_EQ(r.status.code, 0) << r.out << r.err;
+  std::printf("--- what nv-submit printed ---\n%s------------------------------\n",
+              r.out.c_str());
+  EXPECT_NE(r.out.find("▶ iteration 1: asking the model…\nthinking: Run it: {\"name\""),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("\nI will compute it.\n⚙ execute_code (python)"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("thinking: the tool said 1048576\nThe answer is 1048576.\n═ answer ═\n"
+                       "The answer is 1048576.\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("first token "), std::string::npos) << r.out;
+  auto quiet = run_submit(stack_->rt().path(),
+                          {"--no-thinking", "case:think nonce " + nonce_hex() + " go"});
+  ASSERT_EQ(quiet.status.code, 0) << quiet.out << quiet.err;
+  EXPECT_EQ(quiet.out.find("thinking"), std::string::npos) << quiet.out;
+  EXPECT_EQ(quiet.out.find("Run it"), std::string::npos) << quiet.out;
+  EXPECT_NE(quiet.out.find("I will compute it."), std::string::npos) << quiet.out;
+}
+
 // Reasoning in the API's own field (Ollama `thinking`, OpenAI `reasoning_content`) and in
 // <think> tags: streamed apart, never executed (both hold a tool call), never the answer, and
 // sent back in the history as each API expects.
