@@ -73,5 +73,7 @@ struct Error {
     llmTimedOut @21;        # the model server did not answer in time
     unauthorized @22;       # credentials missing or refused
     shuttingDown @23;       # the service is draining and takes no new work
+    llmReplyCut @24;        # the model's reply was empty or cut at its token limit (finish_reason
+                            # / done_reason "length"), and again when asked once more
   }
 }

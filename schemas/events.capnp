@@ -92,6 +92,7 @@ struct LlmCall {
   completionTokens @4 :UInt32;
   loadMs @5 :Float64;
   outcome @6 :Text;             # ok, or the common.Error code name
+  firstTokenMs @7 :Float64;     # streamed calls: ms until the first streamed byte; 0 = none
 }
 
 struct TaskStarted {

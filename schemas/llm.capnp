@@ -26,6 +26,12 @@ struct Message {
   toolCalls @2 :List(ToolCall); # assistant: calls it asked for
   toolCallId @3 :Text;          # tool: which call this answers
   toolName @4 :Text;            # tool: the tool's name
+  thinking @5 :Text;            # assistant: the model's reasoning, never part of content. From
+                                # Ollama's message.thinking, OpenAI-compatible
+                                # reasoning_content / reasoning, or <think>…</think> in the text.
+                                # Sent back in history as each API expects: Ollama
+                                # message.thinking; OpenAI reasoning_content on assistant
+                                # messages that carry tool calls (DeepSeek thinking-mode rule).
 }
 
 struct ToolSpec {
@@ -46,9 +52,12 @@ struct ChatRequest {
 }
 
 struct ChatDelta {
+  # One streamed piece, sent as soon as the model server sends it. Exactly one of content and
+  # thinking is non-empty. Tool calls are not streamed: they arrive whole in the ChatReply.
   version @0 :UInt16;
   traceId @1 :Text;
-  content @2 :Text;             # text the model produced since the last delta
+  content @2 :Text;             # answer text the model produced since the last delta (UTF-8)
+  thinking @3 :Text;            # reasoning text since the last delta (never part of content)
 }
 
 struct ChatReply {
@@ -63,4 +72,7 @@ struct ChatReply {
   totalDurationNs @8 :UInt64;   # Ollama total_duration
   wallMs @9 :Float64;           # measured by the gateway around the HTTP call(s)
   attempts @10 :UInt32;         # HTTP attempts made (retries + 1)
+  firstTokenMs @11 :Float64;    # streamed calls: ms from the request until the first answer or
+                                # reasoning byte of the attempt that answered; 0 = not streamed
+                                # or nothing streamed
 }

@@ -35,6 +35,12 @@ struct TaskProgress {
     output @6 :Exec.ExecChunk;  # live output of that code
     execResult @7 :Exec.ExecResult;   # how that code ended
     toolError @8 :Common.Error; # the tool could not run; the model is told
+    modelDelta @9 :Text;        # a streamed piece of the model's text, as it arrives (the
+                                # whole text follows as modelText when tool calls come with it)
+    thinkingDelta @10 :Text;    # a streamed piece of the model's reasoning: shown apart (dimmed),
+                                # never executed, never parsed for calls, never the answer
+    notice @11 :Text;           # the agent says what it does about an odd reply, e.g. "the reply
+                                # was cut at the token limit (finish_reason length); asking again"
   }
 }
 
@@ -63,4 +69,6 @@ struct TaskResult {
   llmMs @11 :Float64;           # time inside LLM calls
   execMs @12 :Float64;          # time inside code executions
   totalMs @13 :Float64;         # task wall time in the orchestrator
+  firstTokenMs @14 :Float64;    # time to first token of the task's first LLM call, as the agent
+                                # saw it (bus + gateway + model); 0 = nothing streamed
 }

@@ -15,9 +15,11 @@
 #include <rapidjson/writer.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -119,19 +121,43 @@ void put(Writer& w, const char* key, const std::string& v) {
 // ------------------------------------------------------------------------------ the display
 
 // Prints the progress stream for people; keeps a JSON copy for --json.
+// The model's text is printed piece by piece as it streams in; its reasoning too, dimmed (ANSI
+// SGR 2 on a terminal, else after a "thinking: " label), unless --no-thinking.
 class View {
  public:
-  View(bool quiet, bool json) : quiet_(quiet), json_(json) {}
+  View(bool quiet, bool json, bool thinking)
+      : quiet_(quiet), json_(json), thinking_(thinking), tty_(isatty(STDOUT_FILENO) == 1) {}
 
   void on_progress(s::TaskProgress::Reader p) {
     if (json_) record(p);
     if (quiet_ || json_) return;
-    switch (p.which()) {
+    auto which = p.which();
+    if (which == s::TaskProgress::THINKING_DELTA) {
+      if (!thinking_) return;
+      run(Run::thinking);
+      streamed(text(p.getThinkingDelta()));
+      return;
+    }
+    if (which == s::TaskProgress::MODEL_DELTA) {
+      run(Run::text);
+      streamed(text(p.getModelDelta()));
+      streamed_ = p.getIteration();
+      return;
+    }
+    run(Run::none);
+    switch (which) {
       case s::TaskProgress::THINKING:
         std::cout << "▶ iteration " << p.getIteration() << ": asking the model…\n";
         break;
       case s::TaskProgress::MODEL_TEXT:
-        print_block(text(p.getModelText()), "  ");
+        // Already on screen when it streamed.
+        if (streamed_ != p.getIteration()) print_block(text(p.getModelText()), "  ");
+        break;
+      case s::TaskProgress::NOTICE:
+        std::cout << "↻ " << text(p.getNotice()) << "\n";
+        break;
+      case s::TaskProgress::MODEL_DELTA:
+      case s::TaskProgress::THINKING_DELTA:
         break;
       case s::TaskProgress::TOOL_CALL: {
         auto t = p.getToolCall();
@@ -195,7 +221,31 @@ class View {
 
   std::string progress_json() const { return "[" + progress_ + "]"; }
 
+  // Ends a streamed run (before the result is printed).
+  void done() {
+    if (!quiet_ && !json_) run(Run::none);
+    std::cout.flush();
+  }
+
  private:
+  enum class Run { none, text, thinking };
+  // Switches between streamed text, streamed reasoning and whole lines.
+  void run(Run next) {
+    if (next == run_) return;
+    if (run_ == Run::thinking && tty_) std::cout << "\x1b[0m";
+    if (run_ != Run::none && !at_line_start_) std::cout << "\n";
+    at_line_start_ = true;
+    if (next == Run::thinking) {
+      std::cout << (tty_ ? "\x1b[2m" : "thinking: ");
+      at_line_start_ = tty_;
+    }
+    run_ = next;
+  }
+  void streamed(const std::string& t) {
+    std::cout << t << std::flush;
+    if (!t.empty()) at_line_start_ = t.back() == '\n';
+  }
+
   static void print_block(const std::string& t, const char* prefix) {
     std::istringstream in(t);
     std::string line;
@@ -276,13 +326,28 @@ class View {
         put(w, "code", nv::code_name(p.getToolError().getCode()));
         put(w, "message", text(p.getToolError().getMessage()));
         break;
+      case s::TaskProgress::MODEL_DELTA:
+        put(w, "kind", "modelDelta");
+        put(w, "text", text(p.getModelDelta()));
+        break;
+      case s::TaskProgress::THINKING_DELTA:
+        put(w, "kind", "thinkingDelta");
+        put(w, "text", text(p.getThinkingDelta()));
+        break;
+      case s::TaskProgress::NOTICE:
+        put(w, "kind", "notice");
+        put(w, "text", text(p.getNotice()));
+        break;
     }
     w.EndObject();
     if (!progress_.empty()) progress_ += ",";
     progress_.append(sb.GetString(), sb.GetSize());
   }
 
-  bool quiet_, json_;
+  bool quiet_, json_, thinking_, tty_;
+  Run run_ = Run::none;
+  bool at_line_start_ = true;
+  uint32_t streamed_ = 0;  // the last iteration whose text streamed
   std::string out_, err_;
   std::string progress_;
 };
@@ -334,6 +399,8 @@ void add_options(nv::Config& c) {
   c.add_bool("json", false, "print one JSON document: the TaskResult, the progress list and "
                             "the exit code");
   c.add_bool("quiet", false, "print the answer only");
+  c.add_bool("no-thinking", false, "do not show the model's reasoning (shown dimmed by default; "
+                                   "--json keeps it as thinkingDelta entries)");
   c.add_string("trace-id", "", "trace id to use (\"\" = the orchestrator mints a UUID v7)");
   c.add_string("runtime-dir", "", "the stack's runtime directory (default: $NV_RUNTIME_DIR, "
                                   "/run/neurovisor as root, else $XDG_RUNTIME_DIR/neurovisor)");
@@ -420,7 +487,7 @@ int run(int argc, char** argv) {
   // The orchestrator enforces the task deadline; the bus deadline only has to outlast it.
   auto deadline = timeout_s > 0 ? milliseconds(static_cast<int64_t>(timeout_s * 1000) + 30'000)
                                 : milliseconds(24LL * 3600 * 1000);
-  View view(quiet, json);
+  View view(quiet, json, !c.boolean("no-thinking"));
   uint64_t id = client.send("task", &mb, deadline, c.str("trace-id"));
   auto end = Clock::now() + deadline + std::chrono::seconds(2);
   std::optional<nv::Client::Incoming> final;
@@ -441,6 +508,7 @@ int run(int argc, char** argv) {
     }
     final = std::move(in);
   }
+  view.done();
   if (final->header.kind == nv::bus::Kind::ERROR) {
     nv::Error e = final->error();
     bool gone = e.code == nv::ErrorCode::UNKNOWN_SERVICE || e.code == nv::ErrorCode::NO_WORKER ||
@@ -494,6 +562,11 @@ int run(int argc, char** argv) {
   std::cout << "iterations " << r.getIterations() << " · tool calls " << r.getToolCalls()
             << " · model load " << seconds(r.getModelLoadMs(), 1) << " · total "
             << seconds(r.getTotalMs(), 1) << " · trace " << text(r.getTraceId()) << "\n";
+  if (double ft = r.getFirstTokenMs(); ft > 0) {
+    std::cout << "first token " << (ft < 1000 ? std::to_string(std::lround(ft)) + " ms"
+                                              : seconds(ft))
+              << "\n";
+  }
   return code;
 }
 

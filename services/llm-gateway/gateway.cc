@@ -192,6 +192,7 @@ void Gateway::publish_call(const std::string& trace_id, const std::string& model
           c.setPromptTokens(reply->prompt_tokens);
           c.setCompletionTokens(reply->completion_tokens);
           c.setLoadMs(static_cast<double>(reply->load_duration_ns) / 1e6);
+          c.setFirstTokenMs(reply->first_token_ms);
         }
       },
       trace_id, outcome == "ok" ? s::Severity::INFO : s::Severity::WARNING);
@@ -232,11 +233,17 @@ void Gateway::handle(const std::shared_ptr<Request>& req) {
   llm::DeltaFn on_delta;
   uint32_t deltas = 0;
   if (chat.stream) {
-    on_delta = [&](std::string_view text) {
+    // Frame: one ChatDelta per piece, in the order the model server sent them.
+    on_delta = [&](std::string_view text, llm::DeltaKind kind) {
       capnp::MallocMessageBuilder mb;
       auto d = bus::init_body<s::ChatDelta>(mb);
       d.setTraceId(chat.trace_id);
-      d.setContent(capnp::Text::Reader(text.data(), text.size()));
+      capnp::Text::Reader piece(text.data(), text.size());
+      if (kind == llm::DeltaKind::thinking) {
+        d.setThinking(piece);
+      } else {
+        d.setContent(piece);
+      }
       req->partial(mb);
       ++deltas;
     };
@@ -276,7 +283,9 @@ void Gateway::handle(const std::shared_ptr<Request>& req) {
                           {"prompt_tokens", reply.prompt_tokens},
                           {"completion_tokens", reply.completion_tokens},
                           {"tool_calls", reply.message.tool_calls.size()},
-                          {"deltas", deltas}});
+                          {"deltas", deltas},
+                          {"first_token_ms", reply.first_token_ms},
+                          {"done_reason", reply.done_reason}});
   publish_call(chat.trace_id, model, ms, &reply, "ok");
 }
 

@@ -23,6 +23,7 @@
 
 #include "http.h"
 #include "llm_client_wire.h"
+#include "reasoning.h"
 #include "services/common/token_bucket.h"
 
 namespace nv::llm {
@@ -446,8 +447,21 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta,
     hr.should_cancel = [&] { return s.stopping.load() || caller_gone(); };
     std::unique_ptr<wire::StreamParser> parser;
     std::optional<LlmError> stream_error;
+    // Content pieces pass through the <think> splitter; the first piece of either kind is the
+    // time to first token.
+    ThinkTagStream think_tags;
+    double first_token_ms = 0;
+    DeltaFn sink = [&](std::string_view text, DeltaKind kind) {
+      if (first_token_ms == 0 && !text.empty()) first_token_ms = std::max(ms_since(t0), 0.001);
+      if (!on_delta) return;
+      if (kind == DeltaKind::thinking) {
+        on_delta(text, kind);
+      } else {
+        think_tags.feed(text, on_delta);
+      }
+    };
     if (request.stream) {
-      parser = s.api->stream_parser(on_delta);
+      parser = s.api->stream_parser(sink);
       // Runs inside libcurl's C callback: nothing may escape it as an exception.
       hr.on_body = [&](std::string_view bytes) {
         try {
@@ -480,6 +494,16 @@ ChatResult LlmClient::chat(const ChatRequest& request, const DeltaFn& on_delta,
     }
 
     if (!failure) {
+      if (parser) think_tags.finish(on_delta);
+      // <think>…</think> inside the text is reasoning, like the APIs' own thinking fields.
+      if (SplitText split = split_think_tags(reply.message.content);
+          split.content.size() != reply.message.content.size() || !split.thinking.empty()) {
+        if (!split.thinking.empty()) {
+          reply.message.thinking += (reply.message.thinking.empty() ? "" : "\n") + split.thinking;
+        }
+        reply.message.content = std::move(split.content);
+      }
+      reply.first_token_ms = first_token_ms;
       if (reply.model.empty()) reply.model = model;
       reply.attempts = attempt;
       reply.wall_ms = ms_since(t0);

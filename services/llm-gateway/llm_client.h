@@ -13,7 +13,8 @@
 //   nv::llm::ChatRequest req;
 //   req.trace_id = trace;                       // sent as the X-Trace-Id header
 //   req.messages.push_back({nv::llm::Role::user, "Say hi"});
-//   nv::llm::ChatResult r = client.chat(req, [](std::string_view d) { print(d); });
+//   nv::llm::ChatResult r = client.chat(req, [](std::string_view d, nv::llm::DeltaKind k) {
+//     print(d, k == nv::llm::DeltaKind::thinking ? dim : plain); });
 //   if (!r.ok()) report(r.error->code, r.error->message);
 //
 // Nothing here knows about ZeroMQ; the gateway converts with the *_capnp helpers at the end.
@@ -56,6 +57,10 @@ struct Message {
   std::vector<ToolCall> tool_calls;  // assistant: calls it asked for
   std::string tool_call_id;          // tool: which call this answers (OpenAI needs it)
   std::string tool_name;             // tool: the tool's name (Ollama's tool_name)
+  // assistant: the model's reasoning, kept out of `content` (see reasoning.h for where it comes
+  // from). Sent back as Ollama's message.thinking, and as OpenAI reasoning_content on assistant
+  // messages with tool calls (DeepSeek's thinking mode refuses a tool-call turn without it).
+  std::string thinking;
 };
 
 struct ToolSpec {
@@ -84,6 +89,8 @@ struct ChatReply {
   uint64_t total_duration_ns = 0;  // Ollama total_duration; llama.cpp timings when present
   double wall_ms = 0;              // measured around the HTTP call(s), backoff included
   uint32_t attempts = 0;           // HTTP attempts made (retries + 1)
+  double first_token_ms = 0;       // streamed: ms from the call's start to the first delta
+                                   // (answer or reasoning); 0 = not streamed / nothing streamed
 };
 
 // ---- Errors -------------------------------------------------------------------------------
@@ -134,8 +141,11 @@ struct LlmConfig {
 
 // ---- Client -------------------------------------------------------------------------------
 
-// Called with each piece of text as it streams in (only when ChatRequest::stream).
-using DeltaFn = std::function<void(std::string_view text)>;
+// What a streamed piece is: answer text, or reasoning (Ollama message.thinking, OpenAI
+// reasoning_content / reasoning, or text inside <think>…</think>).
+enum class DeltaKind { content, thinking };
+// Called with each piece as it streams in (only when ChatRequest::stream), in order.
+using DeltaFn = std::function<void(std::string_view text, DeltaKind kind)>;
 // Asked while a call runs (about every 100 ms, and during retry backoff); true ends the call with
 // `cancelled` and closes its HTTP connection, so the model server stops generating for nobody.
 // Must be cheap and thread-safe (the gateway reads the bus request's cancel flag).

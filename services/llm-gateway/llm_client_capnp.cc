@@ -48,6 +48,7 @@ Message from_capnp(s::Message::Reader r) {
   }
   m.tool_call_id = text(r.getToolCallId());
   m.tool_name = text(r.getToolName());
+  m.thinking = text(r.getThinking());
   return m;
 }
 
@@ -62,6 +63,7 @@ void to_capnp(const Message& m, s::Message::Builder b) {
   }
   b.setToolCallId(m.tool_call_id);
   b.setToolName(m.tool_name);
+  b.setThinking(m.thinking);
 }
 
 ChatRequest from_capnp(s::ChatRequest::Reader r) {
@@ -106,6 +108,7 @@ ChatReply from_capnp(s::ChatReply::Reader r) {
   reply.total_duration_ns = r.getTotalDurationNs();
   reply.wall_ms = r.getWallMs();
   reply.attempts = r.getAttempts();
+  reply.first_token_ms = r.getFirstTokenMs();
   return reply;
 }
 
@@ -121,6 +124,7 @@ void to_capnp(const ChatReply& reply, std::string_view trace_id, s::ChatReply::B
   b.setTotalDurationNs(reply.total_duration_ns);
   b.setWallMs(reply.wall_ms);
   b.setAttempts(reply.attempts);
+  b.setFirstTokenMs(reply.first_token_ms);
 }
 
 void to_capnp(const LlmError& error, s::Error::Builder b) {

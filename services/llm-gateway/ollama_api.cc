@@ -1,9 +1,10 @@
 // ollama_api.cc — the Ollama /api/chat wire protocol.
 //
-// Request:  {"model","messages":[{"role","content","tool_calls":[{"function":{"name",
+// Request:  {"model","messages":[{"role","content","thinking","tool_calls":[{"function":{"name",
 //            "arguments":{...}}}],"tool_name"}],"tools":[{"type":"function","function":{...}}],
 //            "stream":bool,"options":{"temperature","num_predict"}}
-// Answer:   one object, or (stream) NDJSON objects each carrying a piece of message.content,
+// Answer:   one object, or (stream) NDJSON objects each carrying a piece of message.content
+//           (or of message.thinking, a reasoning model's thinking),
 //           tool calls in whichever chunk they complete in, and the last one `"done": true` with
 //           done_reason, prompt_eval_count, eval_count, load_duration, total_duration (ns).
 // Errors:   {"error":"model \"x\" not found, try pulling it first"} (HTTP 404), or an error
@@ -32,8 +33,10 @@ LlmError inband_error(const std::string& text) {
 }
 
 // Reads message.content / message.tool_calls and the final statistics of one answer object
-// (a whole reply, or one NDJSON chunk) into `acc`. Content is appended; `*delta` gets the new text.
-std::optional<LlmError> apply_chunk(const Value& d, ChatReply& acc, std::string* delta) {
+// (a whole reply, or one NDJSON chunk) into `acc`. Content and thinking are appended; `*delta`
+// and `*thinking` get the new text.
+std::optional<LlmError> apply_chunk(const Value& d, ChatReply& acc, std::string* delta,
+                                    std::string* thinking) {
   if (!d.IsObject()) return bad_response("Ollama answer is not a JSON object");
   if (const Value* err = get_member(d, "error")) {
     return inband_error(err->IsString() ? err->GetString() : to_json_text(*err));
@@ -45,6 +48,11 @@ std::optional<LlmError> apply_chunk(const Value& d, ChatReply& acc, std::string*
       if (!c->IsString()) return bad_response("Ollama answer: message.content is not a string");
       delta->assign(c->GetString(), c->GetStringLength());
       acc.message.content += *delta;
+    }
+    if (const Value* t = get_member(*msg, "thinking"); t && !t->IsNull()) {
+      if (!t->IsString()) return bad_response("Ollama answer: message.thinking is not a string");
+      thinking->assign(t->GetString(), t->GetStringLength());
+      acc.message.thinking += *thinking;
     }
     if (const Value* calls = get_member(*msg, "tool_calls"); calls && !calls->IsNull()) {
       if (!calls->IsArray()) return bad_response("Ollama answer: tool_calls is not an array");
@@ -132,9 +140,10 @@ class OllamaStream final : public StreamParser {
       return bad_response("Ollama stream line " + std::to_string(lines_seen_) + " is not JSON (" +
                           rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(line));
     }
-    std::string delta;
-    if (auto err = apply_chunk(d, acc_, &delta)) return err;
-    if (!delta.empty() && on_delta_) on_delta_(delta);
+    std::string delta, thinking;
+    if (auto err = apply_chunk(d, acc_, &delta, &thinking)) return err;
+    if (!thinking.empty() && on_delta_) on_delta_(thinking, DeltaKind::thinking);
+    if (!delta.empty() && on_delta_) on_delta_(delta, DeltaKind::content);
     done_ = is_done(d);
     return std::nullopt;
   }
@@ -152,6 +161,10 @@ void write_message(JsonWriter& w, const Message& m, std::optional<LlmError>* err
   write_string(w, role_name(m.role));
   w.Key("content");
   write_string(w, m.content);
+  if (m.role == Role::assistant && !m.thinking.empty()) {
+    w.Key("thinking");  // the docs' message field for a thinking model's reasoning
+    write_string(w, m.thinking);
+  }
   if (!m.tool_calls.empty()) {
     w.Key("tool_calls");
     w.StartArray();
@@ -226,8 +239,8 @@ class OllamaApi final : public WireApi {
                           rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(body));
     }
     ChatReply acc;
-    std::string delta;
-    if (auto err = apply_chunk(d, acc, &delta)) return err;
+    std::string delta, thinking;
+    if (auto err = apply_chunk(d, acc, &delta, &thinking)) return err;
     if (!get_member(d, "message")) return bad_response("Ollama answer has no \"message\"");
     normalise(acc);
     reply = std::move(acc);

@@ -1,13 +1,17 @@
 // openai_api.cc — the OpenAI-compatible /v1/chat/completions wire protocol.
 //
-// Request:  {"model","messages":[{"role","content","tool_calls":[{"id","type":"function",
+// Request:  {"model","messages":[{"role","content","reasoning_content","tool_calls":[{"id",
+//            "type":"function",
 //            "function":{"name","arguments":"<JSON text>"}}],"tool_call_id"}],
 //            "tools":[{"type":"function","function":{...}}],"stream":bool,
 //            "stream_options":{"include_usage":true},"temperature","max_tokens"}
 // Answer:   {"choices":[{"message":{...},"finish_reason"}],"usage":{...}}, or (stream) SSE
 //           events `data: {chunk}` whose choices[].delta carries content pieces and tool-call
 //           fragments keyed by index (id and name first, then argument text in pieces), a
-//           usage-only chunk when asked for, and `data: [DONE]` last.
+//           usage-only chunk (empty choices) when asked for, and `data: [DONE]` last; lines
+//           end in LF or CRLF and `: keep-alive` comment lines may come between events.
+// Reasoning: message/delta "reasoning_content" (DeepSeek, vLLM, llama.cpp) or "reasoning"
+//           (OpenRouter, some gpt-oss servers), kept apart from content.
 // Errors:   {"error":{"message","type","code"}} ("model_not_found", "invalid_api_key", ...).
 //           llama.cpp adds "timings":{"prompt_ms","predicted_ms"}, read for total_duration.
 #include <rapidjson/error/en.h>
@@ -70,6 +74,17 @@ void normalise(ChatReply& r) {
   }
 }
 
+// The reasoning text of a message or delta: reasoning_content, else reasoning ("" = none).
+std::string_view reasoning_of(const Value& m) {
+  for (const char* key : {"reasoning_content", "reasoning"}) {
+    const Value* v = get_member(m, key);
+    if (v && v->IsString() && v->GetStringLength() > 0) {
+      return {v->GetString(), v->GetStringLength()};
+    }
+  }
+  return {};
+}
+
 const Value* first_choice(const Value& d) {
   const Value* choices = get_member(d, "choices");
   if (!choices || !choices->IsArray() || choices->Empty()) return nullptr;
@@ -103,7 +118,12 @@ class OpenAiStream final : public StreamParser {
   std::optional<LlmError> finish(ChatReply& reply) override {
     if (whole_) {  // the server ignored "stream": one JSON body
       if (auto err = make_openai_api()->parse_chat_reply(body_, reply)) return err;
-      if (!reply.message.content.empty() && on_delta_) on_delta_(reply.message.content);
+      if (!reply.message.thinking.empty() && on_delta_) {
+        on_delta_(reply.message.thinking, DeltaKind::thinking);
+      }
+      if (!reply.message.content.empty() && on_delta_) {
+        on_delta_(reply.message.content, DeltaKind::content);
+      }
       return std::nullopt;
     }
     if (!lines_.rest().empty()) {
@@ -173,10 +193,14 @@ class OpenAiStream final : public StreamParser {
     const Value* delta = get_member(choice, "delta");
     if (!delta) return std::nullopt;
     if (!delta->IsObject()) return bad_response("SSE chunk: choices[0].delta is not an object");
+    if (std::string_view r = reasoning_of(*delta); !r.empty()) {
+      acc_.message.thinking.append(r);
+      if (on_delta_) on_delta_(r, DeltaKind::thinking);
+    }
     if (const Value* c = get_member(*delta, "content"); c && c->IsString()) {
       std::string_view piece(c->GetString(), c->GetStringLength());
       acc_.message.content.append(piece);
-      if (!piece.empty() && on_delta_) on_delta_(piece);
+      if (!piece.empty() && on_delta_) on_delta_(piece, DeltaKind::content);
     }
     if (const Value* calls = get_member(*delta, "tool_calls"); calls && !calls->IsNull()) {
       if (!calls->IsArray()) return bad_response("SSE chunk: delta.tool_calls is not an array");
@@ -184,10 +208,19 @@ class OpenAiStream final : public StreamParser {
         const Value* idx = get_member(frag, "index");
         // Servers that omit the index send each call whole: give it its own slot.
         int index = idx && idx->IsInt() ? idx->GetInt() : static_cast<int>(1000 + calls_.size());
+        std::string id = get_string(frag, "id");
+        // Servers that give every call index 0 start a new call with a new id.
+        if (auto it = calls_.find(index); it != calls_.end() && !id.empty() &&
+                                          !it->second.id.empty() && it->second.id != id) {
+          index = static_cast<int>(2000 + calls_.size());
+        }
         ToolCall& tc = calls_[index];
-        if (std::string id = get_string(frag, "id"); !id.empty()) tc.id = id;
+        if (!id.empty()) tc.id = id;
         if (const Value* fn = get_member(frag, "function"); fn && fn->IsObject()) {
-          if (std::string name = get_string(*fn, "name"); !name.empty()) tc.name += name;
+          // The name comes once; servers that repeat it in every fragment are not appended.
+          if (std::string name = get_string(*fn, "name"); !name.empty() && name != tc.name) {
+            tc.name += name;
+          }
           tc.arguments_json += arguments_text(get_member(*fn, "arguments"));
         }
       }
@@ -218,6 +251,12 @@ void write_message(JsonWriter& w, const Message& m) {
     w.Null();
   } else {
     write_string(w, m.content);
+  }
+  // DeepSeek's thinking mode answers 400 when a tool-call turn comes back without its
+  // reasoning_content; other servers ignore the key. Reasoning of plain answers stays out.
+  if (m.role == Role::assistant && !m.thinking.empty() && !m.tool_calls.empty()) {
+    w.Key("reasoning_content");
+    write_string(w, m.thinking);
   }
   if (!m.tool_calls.empty()) {
     w.Key("tool_calls");
@@ -310,6 +349,7 @@ class OpenAiApi final : public WireApi {
       if (!c->IsString()) return bad_response("choices[0].message.content is not a string");
       acc.message.content.assign(c->GetString(), c->GetStringLength());
     }
+    acc.message.thinking = std::string(reasoning_of(*msg));
     if (const Value* calls = get_member(*msg, "tool_calls"); calls && !calls->IsNull()) {
       if (!calls->IsArray()) return bad_response("message.tool_calls is not an array");
       for (const Value& call : calls->GetArray()) {

@@ -31,6 +31,8 @@ const prometheus::Histogram::BucketBoundaries kLlmBuckets = {0.1, 0.25, 0.5, 1, 
                                                              10,  30,   60,  120, 300};
 const prometheus::Histogram::BucketBoundaries kLoadBuckets = {0.01, 0.1, 0.5, 1,  2.5,
                                                               5,    10,  30,  60, 120};
+const prometheus::Histogram::BucketBoundaries kFirstTokenBuckets = {0.05, 0.1, 0.25, 0.5, 1,  2,
+                                                                    5,    10,  20,   60,  120};
 const prometheus::Histogram::BucketBoundaries kTaskBuckets = {1, 5, 10, 30, 60, 120, 300, 600,
                                                               1800};
 
@@ -213,6 +215,11 @@ EventMetrics::EventMetrics(std::shared_ptr<prometheus::Registry> registry, Limit
                       .Name("neurovisor_model_load_duration_seconds")
                       .Help("Model load time reported by the model server, by model")
                       .Register(*registry_)),
+      first_token_(BuildHistogram()
+                       .Name("neurovisor_llm_time_to_first_token_seconds")
+                       .Help("Time from a streamed LLM call's start to its first token, by "
+                             "model")
+                       .Register(*registry_)),
       tasks_started_(BuildCounter()
                          .Name("neurovisor_agent_tasks_started_total")
                          .Help("Agent tasks started")
@@ -533,6 +540,7 @@ EventMetrics::Check EventMetrics::on_llm_call(schema::LlmCall::Reader p) {
   if (auto e = check_label("model", model)) return e;
   if (!duration_ok(p.getDurationMs())) return Rejection{Invalid::bad_number, "durationMs"};
   if (!duration_ok(p.getLoadMs())) return Rejection{Invalid::bad_number, "loadMs"};
+  if (!duration_ok(p.getFirstTokenMs())) return Rejection{Invalid::bad_number, "firstTokenMs"};
   auto label = bounded("model", model);
   llm_requests_.Add({{"model", label}}).Increment();
   tokens_.Add({{"model", label}}).Increment(p.getCompletionTokens());
@@ -542,6 +550,9 @@ EventMetrics::Check EventMetrics::on_llm_call(schema::LlmCall::Reader p) {
   llm_duration_.Add({{"model", label}}, kLlmBuckets).Observe(seconds);
   if (p.getLoadMs() > 0) {
     model_load_.Add({{"model", label}}, kLoadBuckets).Observe(p.getLoadMs() / 1000.0);
+  }
+  if (p.getFirstTokenMs() > 0) {
+    first_token_.Add({{"model", label}}, kFirstTokenBuckets).Observe(p.getFirstTokenMs() / 1000.0);
   }
   return {};
 }

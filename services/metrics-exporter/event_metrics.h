@@ -32,6 +32,8 @@
 //   neurovisor_prompt_tokens_total{model}, neurovisor_inference_duration_seconds (histogram),
 //   neurovisor_llm_call_duration_seconds{model}, neurovisor_model_load_duration_seconds{model}
 //                                                     llm.call (load observed when loadMs > 0)
+//   neurovisor_llm_time_to_first_token_seconds{model}  histogram, llm.call of streamed calls
+//                                                     (observed when firstTokenMs > 0)
 //   neurovisor_agent_tasks_started_total              task.started
 //   neurovisor_agent_iterations_total, neurovisor_agent_tool_calls_total  task.iteration
 //   neurovisor_agent_tasks_total{status}, neurovisor_agent_task_duration_seconds  task.finished
@@ -175,6 +177,7 @@ class EventMetrics {
   prometheus::Histogram& inference_;
   prometheus::Family<prometheus::Histogram>& llm_duration_;
   prometheus::Family<prometheus::Histogram>& model_load_;
+  prometheus::Family<prometheus::Histogram>& first_token_;
   prometheus::Counter& tasks_started_;
   prometheus::Counter& iterations_;
   prometheus::Counter& tool_calls_;

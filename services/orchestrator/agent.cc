@@ -4,13 +4,11 @@
 #include <nv/schema/bus.capnp.h>
 #include <nv/schema/exec.capnp.h>
 #include <nv/schema/llm.capnp.h>
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "common/client.h"
@@ -52,357 +50,7 @@ std::string execute_code_schema() {
          R"(results you need"}},"required":["language","code"]})";
 }
 
-namespace {
 
-std::string trim(std::string_view v) {
-  size_t b = 0, e = v.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(v[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(v[e - 1]))) --e;
-  return std::string(v.substr(b, e - b));
-}
-
-std::string lower(std::string v) {
-  for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return v;
-}
-
-std::string to_json(const rapidjson::Value& v) {
-  rapidjson::StringBuffer sb;
-  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-  v.Accept(w);
-  return std::string(sb.GetString(), sb.GetSize());
-}
-
-std::string xml_unescape(std::string_view v) {
-  static const std::pair<std::string_view, char> kEntities[] = {
-      {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}, {"&amp;", '&'}};
-  std::string out;
-  for (size_t i = 0; i < v.size();) {
-    bool done = false;
-    if (v[i] == '&') {
-      for (auto [ent, ch] : kEntities) {
-        if (v.substr(i, ent.size()) == ent) {
-          out += ch;
-          i += ent.size();
-          done = true;
-          break;
-        }
-      }
-    }
-    if (!done) out += v[i++];
-  }
-  return out;
-}
-
-// A call from a parsed JSON value: {"name", "arguments"|"parameters"} or {"function": {...}}.
-std::optional<ParsedCall> call_from_json(const rapidjson::Value& v) {
-  if (!v.IsObject()) return std::nullopt;
-  if (v.HasMember("function") && v["function"].IsObject()) return call_from_json(v["function"]);
-  if (!v.HasMember("name") || !v["name"].IsString()) return std::nullopt;
-  const rapidjson::Value* args = nullptr;
-  for (const char* key : {"arguments", "parameters", "args", "input"}) {
-    if (v.HasMember(key)) {
-      args = &v[key];
-      break;
-    }
-  }
-  if (args == nullptr) return std::nullopt;
-  ParsedCall c;
-  c.name = v["name"].GetString();
-  if (args->IsString()) {
-    c.arguments_json = args->GetString();  // arguments given as JSON text
-  } else if (args->IsObject()) {
-    c.arguments_json = to_json(*args);
-  } else {
-    return std::nullopt;
-  }
-  return c;
-}
-
-// Calls in a JSON document: one call object or an array of them.
-std::vector<ParsedCall> calls_from_json_text(std::string_view text) {
-  std::vector<ParsedCall> out;
-  rapidjson::Document d;
-  std::string t = trim(text);
-  d.Parse(t.c_str(), t.size());
-  if (d.HasParseError()) return out;
-  if (d.IsArray()) {
-    for (auto& e : d.GetArray()) {
-      if (auto c = call_from_json(e)) out.push_back(*c);
-    }
-  } else if (auto c = call_from_json(d)) {
-    out.push_back(*c);
-  }
-  return out;
-}
-
-// The text between <tag ...> and </tag>, found from `from`; npos when absent.
-struct Element {
-  size_t begin = std::string_view::npos;  // of "<tag"
-  size_t end = 0;                         // one past "</tag>"
-  std::string attrs;                      // raw attribute text
-  std::string inner;
-};
-
-std::optional<Element> find_element(std::string_view text, std::string_view tag, size_t from) {
-  std::string open = "<" + std::string(tag);
-  std::string close = "</" + std::string(tag) + ">";
-  while (true) {
-    size_t b = text.find(open, from);
-    if (b == std::string_view::npos) return std::nullopt;
-    size_t after = b + open.size();
-    if (after < text.size() && text[after] != '>' && !std::isspace(static_cast<unsigned char>(
-                                                         text[after]))) {
-      from = after;  // <tag_other...>
-      continue;
-    }
-    size_t gt = text.find('>', after);
-    if (gt == std::string_view::npos) return std::nullopt;
-    size_t c = text.find(close, gt + 1);
-    if (c == std::string_view::npos) return std::nullopt;
-    Element e;
-    e.begin = b;
-    e.end = c + close.size();
-    e.attrs = std::string(text.substr(after, gt - after));
-    e.inner = std::string(text.substr(gt + 1, c - gt - 1));
-    return e;
-  }
-}
-
-std::string attribute(const std::string& attrs, const std::string& name) {
-  for (char q : {'"', '\''}) {
-    std::string key = name + "=" + q;
-    size_t p = attrs.find(key);
-    if (p == std::string::npos) continue;
-    size_t e = attrs.find(q, p + key.size());
-    if (e == std::string::npos) continue;
-    return xml_unescape(std::string_view(attrs).substr(p + key.size(), e - p - key.size()));
-  }
-  return {};
-}
-
-// Code inside XML keeps its own indentation; drop only the newline right after the opening tag
-// and the blank end before the closing one. CDATA is unwrapped.
-std::string element_code(std::string inner) {
-  if (inner.starts_with("<![CDATA[") && inner.ends_with("]]>")) {
-    return inner.substr(9, inner.size() - 12);
-  }
-  while (!inner.empty() && (inner.front() == '\n' || inner.front() == '\r')) inner.erase(0, 1);
-  while (!inner.empty() && std::isspace(static_cast<unsigned char>(inner.back()))) inner.pop_back();
-  return xml_unescape(inner);
-}
-
-// <arguments><k>v</k>...</arguments> → {"k": "v", ...}.
-std::string xml_arguments_json(std::string_view inner) {
-  rapidjson::Document d(rapidjson::kObjectType);
-  auto& a = d.GetAllocator();
-  size_t pos = 0;
-  while (true) {
-    size_t lt = inner.find('<', pos);
-    if (lt == std::string_view::npos || lt + 1 >= inner.size() || inner[lt + 1] == '/') break;
-    size_t gt = inner.find('>', lt);
-    if (gt == std::string_view::npos) break;
-    std::string tag(inner.substr(lt + 1, gt - lt - 1));
-    if (size_t sp = tag.find_first_of(" \t\n"); sp != std::string::npos) tag.resize(sp);
-    auto el = find_element(inner, tag, lt);
-    if (!el) break;
-    std::string value = tag == "code" ? element_code(el->inner) : trim(xml_unescape(el->inner));
-    d.AddMember(rapidjson::Value(tag.c_str(), a), rapidjson::Value(value.c_str(), a), a);
-    pos = el->end;
-  }
-  return to_json(d);
-}
-
-// The end of the balanced JSON object starting at text[b] == '{' (string-aware), or npos.
-size_t json_object_end(std::string_view text, size_t b) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = b; i < text.size(); ++i) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '{') ++depth;
-    else if (c == '}' && --depth == 0) return i + 1;
-  }
-  return std::string_view::npos;
-}
-
-}  // namespace
-
-std::vector<ParsedCall> parse_text_tool_calls(std::string_view text) {
-  std::vector<std::pair<size_t, ParsedCall>> found;
-  std::string rest(text);  // consumed regions are blanked so later passes do not see them twice
-  auto consume = [&](size_t b, size_t e) { std::fill(rest.begin() + b, rest.begin() + e, ' '); };
-
-  // 1. <tool_call>…</tool_call>: JSON inside (Hermes/Qwen style) or XML name/arguments.
-  for (size_t from = 0;;) {
-    auto el = find_element(rest, "tool_call", from);
-    if (!el) break;
-    std::string inner = trim(el->inner);
-    if (inner.starts_with("{") || inner.starts_with("[")) {
-      for (auto& c : calls_from_json_text(inner)) found.emplace_back(el->begin, c);
-    } else if (auto name = find_element(inner, "name", 0)) {
-      ParsedCall c;
-      c.name = trim(xml_unescape(name->inner));
-      auto args = find_element(inner, "arguments", 0);
-      c.arguments_json = args ? xml_arguments_json(args->inner) : "{}";
-      found.emplace_back(el->begin, c);
-    }
-    consume(el->begin, el->end);
-    from = el->end;
-  }
-  // 2. <execute_code language="python">CODE</execute_code> (or <language>/<code> children).
-  for (size_t from = 0;;) {
-    auto el = find_element(rest, "execute_code", from);
-    if (!el) break;
-    ParsedCall c;
-    c.name = "execute_code";
-    std::string language = attribute(el->attrs, "language");
-    if (language.empty() && find_element(el->inner, "code", 0)) {
-      c.arguments_json = xml_arguments_json(el->inner);
-    } else {
-      rapidjson::Document d(rapidjson::kObjectType);
-      auto& a = d.GetAllocator();
-      std::string code = element_code(el->inner);
-      d.AddMember("language", rapidjson::Value(language.c_str(), a), a);
-      d.AddMember("code", rapidjson::Value(code.c_str(), a), a);
-      c.arguments_json = to_json(d);
-    }
-    found.emplace_back(el->begin, c);
-    consume(el->begin, el->end);
-    from = el->end;
-  }
-  // 3. Fenced blocks whose body is a JSON call: ```json, ```tool_call, ``` (other languages are
-  //    code the model shows, not calls).
-  for (size_t from = 0;;) {
-    size_t b = rest.find("```", from);
-    if (b == std::string::npos) break;
-    size_t nl = rest.find('\n', b + 3);
-    if (nl == std::string::npos) break;
-    size_t e = rest.find("```", nl + 1);
-    if (e == std::string::npos) break;
-    std::string lang = lower(trim(std::string_view(rest).substr(b + 3, nl - b - 3)));
-    if (lang.empty() || lang == "json" || lang == "tool_call" || lang == "tool_code") {
-      auto calls = calls_from_json_text(std::string_view(rest).substr(nl + 1, e - nl - 1));
-      for (auto& c : calls) found.emplace_back(b, c);
-      if (!calls.empty()) consume(b, e + 3);
-    }
-    from = e + 3;
-  }
-  // 4. Bare JSON objects in the text that name a tool and carry arguments.
-  for (size_t from = 0;;) {
-    size_t b = rest.find('{', from);
-    if (b == std::string::npos) break;
-    size_t e = json_object_end(rest, b);
-    if (e == std::string::npos) {
-      from = b + 1;
-      continue;
-    }
-    auto calls = calls_from_json_text(std::string_view(rest).substr(b, e - b));
-    if (calls.empty()) {
-      from = b + 1;  // maybe an inner object is the call
-      continue;
-    }
-    for (auto& c : calls) found.emplace_back(b, c);
-    consume(b, e);
-    from = e;
-  }
-  std::stable_sort(found.begin(), found.end(),
-                   [](const auto& x, const auto& y) { return x.first < y.first; });
-  std::vector<ParsedCall> out;
-  for (auto& [pos, c] : found) out.push_back(std::move(c));
-  return out;
-}
-
-std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::string* why) {
-  const std::string usage =
-      "execute_code takes {\"language\": \"python\" | \"bash\" | \"javascript\", \"code\": "
-      "\"<program>\"}";
-  rapidjson::Document d;
-  std::string text(arguments_json.empty() ? std::string_view("{}") : arguments_json);
-  d.Parse(text.c_str(), text.size());
-  if (!d.HasParseError() && d.IsString()) {  // arguments encoded twice
-    std::string inner = d.GetString();
-    d.Parse(inner.c_str(), inner.size());
-  }
-  if (d.HasParseError() || !d.IsObject()) {
-    *why = "the arguments are not a JSON object; " + usage;
-    return std::nullopt;
-  }
-  if (!d.HasMember("code") || !d["code"].IsString()) {
-    *why = "the \"code\" argument is missing or not a string; " + usage;
-    return std::nullopt;
-  }
-  CodeArgs out;
-  out.code = std::string(d["code"].GetString(), d["code"].GetStringLength());
-  if (trim(out.code).empty()) {
-    *why = "the \"code\" argument is empty; " + usage;
-    return std::nullopt;
-  }
-  std::string lang = d.HasMember("language") && d["language"].IsString()
-                         ? lower(trim(d["language"].GetString()))
-                         : std::string();
-  if (lang == "python" || lang == "python3" || lang == "py") {
-    out.language = s::Language::PYTHON;
-  } else if (lang == "bash" || lang == "shell") {
-    out.language = s::Language::BASH;
-  } else if (lang == "sh") {
-    out.language = s::Language::SH;
-  } else if (lang == "javascript" || lang == "js" || lang == "node" || lang == "nodejs") {
-    out.language = s::Language::JAVASCRIPT;
-  } else {
-    *why = (lang.empty() ? std::string("the \"language\" argument is missing")
-                         : "language \"" + lang + "\" is not available") +
-           "; " + usage;
-    return std::nullopt;
-  }
-  return out;
-}
-
-std::string describe_exec_result(s::ExecResult::Reader r, size_t max_chars) {
-  auto text = [](capnp::Data::Reader d) {
-    return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-  };
-  std::string out = text(r.getStdout());
-  std::string err = text(r.getStderr());
-  bool quiet_success = r.getExitCode() == 0 && !r.getTimedOut() && !r.getHostKilled() &&
-                       err.empty() && !r.getTruncated();
-  if (quiet_success) {
-    if (out.empty()) out = "(the program printed nothing and exited with code 0)";
-  } else {
-    std::string s =
-        out.empty() ? std::string() : "stdout:\n" + out + (out.ends_with('\n') ? "" : "\n");
-    if (!err.empty()) s += "stderr:\n" + err + (err.ends_with('\n') ? "" : "\n");
-    if (r.getTimedOut()) {
-      s += "the program was stopped: it ran past its time limit";
-      double ms = r.getDurationMs() > 0 && (r.getWallMs() <= 0 ||
-                                            r.getDurationMs() <= r.getWallMs())
-                      ? r.getDurationMs()
-                      : r.getWallMs();
-      if (ms > 0) s += " (after " + std::to_string(static_cast<long>(ms)) + " ms)";
-      s += "\n";
-    } else if (r.getSignal() != 0) {
-      s += "the program was killed by signal " + std::to_string(r.getSignal()) + "\n";
-    } else {
-      s += "exit code " + std::to_string(r.getExitCode()) + "\n";
-    }
-    if (r.getHostKilled() && r.getNote().size() > 0) {
-      s += std::string("the sandbox stopped it: ") + r.getNote().cStr() + "\n";
-    }
-    if (r.getTruncated()) s += "(output was cut at the sandbox's output cap)\n";
-    out = s;
-  }
-  if (out.size() > max_chars) {
-    size_t cut = out.size() - max_chars;
-    out = out.substr(0, max_chars / 2) + "\n… [" + std::to_string(cut) + " characters cut] …\n" +
-          out.substr(out.size() - max_chars / 2);
-  }
-  return out;
-}
 
 std::string status_name(s::TaskStatus status) {
   switch (status) {
@@ -421,9 +69,7 @@ std::string status_name(s::TaskStatus status) {
 
 namespace {
 
-struct Call {
-  std::string id, name, arguments_json;
-};
+using Call = ModelCall;
 
 struct Msg {
   s::Role role = s::Role::USER;
@@ -431,6 +77,7 @@ struct Msg {
   std::vector<Call> calls;      // assistant
   std::string tool_call_id;     // tool
   std::string tool_name;        // tool
+  std::string thinking;         // assistant: its reasoning, sent back as the API expects
 };
 
 bool printable(std::string_view v) {
@@ -468,6 +115,8 @@ struct Agent::Task {
   uint32_t tool_calls = 0;
   uint64_t prompt_tokens = 0, completion_tokens = 0;
   double load_ms = 0, llm_ms = 0, exec_ms = 0;
+  double first_token_ms = 0;          // of the task's first LLM call (0 = nothing streamed)
+  std::set<std::string> call_ids;     // every tool-call id given in this task
 
   Task(Agent& a, std::shared_ptr<Request> r)
       : agent(a), req(std::move(r)), client(a.ctx_, ClientOptions{a.options_.clients_endpoint,
@@ -560,7 +209,7 @@ struct Agent::Task {
   void fill_chat(s::ChatRequest::Builder c) {
     c.setTraceId(trace);
     c.setModel(model);
-    c.setStream(false);
+    c.setStream(true);  // pieces come back as ChatDelta partials while the model writes
     c.setTemperature(-1);
     auto msgs = c.initMessages(static_cast<unsigned>(messages.size()));
     for (unsigned i = 0; i < messages.size(); ++i) {
@@ -576,6 +225,7 @@ struct Agent::Task {
       }
       b.setToolCallId(m.tool_call_id);
       b.setToolName(m.tool_name);
+      b.setThinking(m.thinking);
     }
     auto tools = c.initTools(1);
     tools[0].setName("execute_code");
@@ -635,6 +285,7 @@ struct Agent::Task {
     std::string why;
     auto args = parse_code_args(call.arguments_json, &why);
     if (!args) return tool_error(make_error(ErrorCode::BAD_REQUEST, why));
+    std::string note = args->note.empty() ? std::string() : args->note + "\n";
     if (args->code.size() > o.max_code_bytes) {
       return tool_error(make_error(ErrorCode::BAD_REQUEST,
                                    "the code is " + std::to_string(args->code.size()) +
@@ -682,27 +333,53 @@ struct Agent::Task {
     auto result = res->body.root<s::ExecResult>();
     if (!result) return tool_error(result.error());
     progress([&](s::TaskProgress::Builder p) { p.setExecResult(result.value()); });
-    return render_tool_output(result.value(), {.max_chars = o.max_tool_output_chars});
+    return note + render_tool_output(result.value(), {.max_chars = o.max_tool_output_chars});
   }
 
   // --- the loop -----------------------------------------------------------------------------
 
+  // One streamed LLM call: its deltas go to the client as they arrive. Returns the reply.
+  Result<Client::Incoming> ask_model() {
+    const auto& o = agent.options_;
+    capnp::MallocMessageBuilder mb;
+    fill_chat(bus::init_body<s::ChatRequest>(mb));
+    auto t0 = Clock::now();
+    bool first = true;
+    auto res = bus_call("llm", mb, std::min(left(), o.llm_call_timeout), [&](Client::Incoming& in) {
+      auto d = in.body.root<s::ChatDelta>();
+      if (!d) return;
+      auto content = d.value().getContent();
+      auto thinking = d.value().getThinking();
+      if (content.size() == 0 && thinking.size() == 0) return;
+      if (first) {
+        first = false;
+        if (first_token_ms == 0) first_token_ms = std::max(ms_since(t0), 0.001);
+      }
+      progress([&](s::TaskProgress::Builder p) {
+        if (thinking.size() > 0) {
+          p.setThinkingDelta(thinking);
+        } else {
+          p.setModelDelta(content);
+        }
+      });
+    });
+    llm_ms += ms_since(t0);
+    return res;
+  }
+
   void run() {
     const auto& o = agent.options_;
-    messages.push_back({s::Role::SYSTEM, system_prompt(), {}, {}, {}});
-    messages.push_back({s::Role::USER, prompt, {}, {}, {}});
+    messages.push_back({s::Role::SYSTEM, system_prompt(), {}, {}, {}, {}});
+    messages.push_back({s::Role::USER, prompt, {}, {}, {}, {}});
     std::string last_text;
+    bool asked_again = false;  // the previous reply was empty or cut and the model was asked again
     for (iteration = 1; iteration <= max_iterations; ++iteration) {
       progress([](s::TaskProgress::Builder p) { p.setThinking(); });
       if (!registered("llm")) {
         return llm_failed(make_error(ErrorCode::UNKNOWN_SERVICE,
                                      "no worker of service \"llm\" is registered"));
       }
-      capnp::MallocMessageBuilder mb;
-      fill_chat(bus::init_body<s::ChatRequest>(mb));
-      auto t0 = Clock::now();
-      auto res = bus_call("llm", mb, std::min(left(), o.llm_call_timeout), {});
-      llm_ms += ms_since(t0);
+      auto res = ask_model();
       if (!res) return llm_failed(res.error());
       auto reply = res->body.root<s::ChatReply>();
       if (!reply) {
@@ -716,20 +393,23 @@ struct Agent::Task {
       completion_tokens += r.getCompletionTokens();
       load_ms += static_cast<double>(r.getLoadDurationNs()) / 1e6;
       auto m = r.getMessage();
-      Msg said{s::Role::ASSISTANT, m.getContent().cStr(), {}, {}, {}};
+      std::string done_reason = r.getDoneReason().cStr();
+      Msg said{s::Role::ASSISTANT, m.getContent().cStr(), {}, {}, {}, m.getThinking().cStr()};
       for (auto c : m.getToolCalls()) {
         said.calls.push_back({c.getId().cStr(), c.getName().cStr(), c.getArgumentsJson().cStr()});
       }
       bool fallback = false;
       if (said.calls.empty()) {
+        // The text only: reasoning is never parsed for calls.
         for (auto& c : parse_text_tool_calls(said.content)) {
-          // Named like native calls so OpenAI servers can match the tool results to them.
           said.calls.push_back({"call_text_" + std::to_string(iteration) + "_" +
                                     std::to_string(said.calls.size()),
                                 c.name, c.arguments_json});
         }
         fallback = !said.calls.empty();
       }
+      // Unique, non-empty ids, the same in the assistant message and in each tool message.
+      assign_call_ids(said.calls, iteration, call_ids);
       uint32_t n_calls = static_cast<uint32_t>(said.calls.size());
       agent.events_.publish(
           "task.iteration",
@@ -739,12 +419,31 @@ struct Agent::Task {
             it.setToolCalls(n_calls);
           },
           trace);
+      ReplyKind kind = classify_reply(said.content, said.calls.size(), done_reason);
       log::info("model answered", {{"iteration", iteration},
                                    {"tool_calls", n_calls},
                                    {"fallback_parser", fallback},
-                                   {"chars", said.content.size()}});
+                                   {"chars", said.content.size()},
+                                   {"thinking_chars", said.thinking.size()},
+                                   {"done_reason", done_reason}});
+      if (kind == ReplyKind::empty || kind == ReplyKind::cut) {
+        // Never a final answer. Ask once more; a second such reply in a row ends the task.
+        if (asked_again || iteration == max_iterations) {
+          answer = trimmed(said.content);
+          return finish(s::TaskStatus::FAILED,
+                        make_error(ErrorCode::LLM_REPLY_CUT, reply_cut_error(kind, done_reason)));
+        }
+        asked_again = true;
+        std::string notice = ask_again_notice(kind, done_reason);
+        progress([&](s::TaskProgress::Builder p) { p.setNotice(notice); });
+        log::warn("asking the model again", {{"why", notice}});
+        messages.push_back(said);
+        messages.push_back({s::Role::USER, ask_again_message(kind), {}, {}, {}, {}});
+        continue;
+      }
+      asked_again = false;
       last_text = said.content;
-      if (said.calls.empty()) {
+      if (kind == ReplyKind::answer) {
         answer = said.content;
         return finish(s::TaskStatus::COMPLETED);
       }
@@ -752,7 +451,9 @@ struct Agent::Task {
         progress([&](s::TaskProgress::Builder p) { p.setModelText(said.content); });
       }
       if (iteration == max_iterations) break;  // its calls would never be read by the model
-      messages.push_back(said);
+      Msg kept = said;
+      for (Call& c : kept.calls) c.arguments_json = history_arguments(c.arguments_json);
+      messages.push_back(kept);
       size_t n = 0;
       for (const Call& c : said.calls) {
         std::string content =
@@ -769,7 +470,7 @@ struct Agent::Task {
           return finish(s::TaskStatus::CANCELLED,
                         make_error(ErrorCode::CANCELLED, "the client cancelled the task"));
         }
-        messages.push_back({s::Role::TOOL, content, {}, c.id, c.name});
+        messages.push_back({s::Role::TOOL, content, {}, c.id, c.name, {}});
       }
       if (Clock::now() >= deadline) {
         return finish(s::TaskStatus::TIMED_OUT,
@@ -803,6 +504,7 @@ struct Agent::Task {
     r.setLlmMs(llm_ms);
     r.setExecMs(exec_ms);
     r.setTotalMs(ms_since(started));
+    r.setFirstTokenMs(first_token_ms);
     req->reply(mb);
   }
 };
@@ -841,7 +543,7 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
   auto t = body.value();
   auto bad = [&](std::string why) { req->fail(make_error(ErrorCode::BAD_REQUEST, why)); };
   std::string_view prompt(t.getPrompt().cStr(), t.getPrompt().size());
-  if (trim(prompt).empty()) return bad("prompt is empty: say what the task is");
+  if (trimmed(prompt).empty()) return bad("prompt is empty: say what the task is");
   if (prompt.size() > options_.max_prompt_bytes) {
     return bad("prompt has " + std::to_string(prompt.size()) + " bytes; the limit is " +
                std::to_string(options_.max_prompt_bytes));

@@ -5,9 +5,13 @@
 //   1. validate; take the trace id from the task, else the bus header, else mint a UUID v7;
 //   2. conversation = [system prompt, the user's task]; tools = [execute_code(language, code)];
 //   3. loop (at most maxIterations LLM calls, all before the task deadline):
-//        ask "llm" (ChatRequest) → text and tool calls; native calls first, else the fallback
-//        parser reads calls written in the text (fenced/bare JSON, <tool_call>, XML);
-//        no calls → the text is the answer (completed);
+//        ask "llm" (ChatRequest, streamed: each ChatDelta goes on at once as a modelDelta or
+//        thinkingDelta partial) → text, reasoning and tool calls; native calls first, else
+//        the fallback parser reads calls written in the text (never in the reasoning);
+//        every call gets a unique id (model_reply.h: assign_call_ids);
+//        no calls → the text is the answer (completed); an empty or length-cut reply is
+//        never an answer: the model is asked once more (a `notice` partial says so), and a
+//        second such reply ends the task with llmReplyCut;
 //        each call → "exec" (ExecRequest); ExecChunks are forwarded as TaskProgress.output,
 //        the ExecResult as TaskProgress.execResult, and a tool message goes back to the model;
 //        a call that cannot run (bad arguments, no executor, timeout) becomes a toolError
@@ -32,6 +36,7 @@
 #include "common/events.h"
 #include "common/frames.h"
 #include "common/worker.h"
+#include "model_reply.h"
 
 namespace nv::agent {
 
@@ -62,32 +67,6 @@ struct AgentOptions {
 std::string system_prompt();
 // The JSON Schema of execute_code's arguments.
 std::string execute_code_schema();
-
-struct ParsedCall {
-  std::string name;            // the tool named, e.g. "execute_code"
-  std::string arguments_json;  // an arguments object as JSON text
-};
-
-// Tool calls written inside the model's text, for models without native tool calling:
-//   ```json {"name": "execute_code", "arguments": {...}} ```   (also ```tool_call, bare JSON)
-//   <tool_call>{"name": ..., "arguments": {...}}</tool_call>
-//   <tool_call><name>execute_code</name><arguments><language>..</language>..</arguments>
-//   <execute_code language="python">CODE</execute_code>
-//   {"name": "execute_code", "parameters": {...}} and {"function": {...}} spellings
-// Returns every call found, in order of appearance; none when the text holds no call.
-std::vector<ParsedCall> parse_text_tool_calls(std::string_view text);
-
-struct CodeArgs {
-  schema::Language language = schema::Language::UNSET;
-  std::string code;
-};
-// execute_code's arguments → language and code, or a message for the model saying what is wrong.
-// Languages: python (py, python3), bash (sh, shell), javascript (js, node).
-std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::string* why);
-
-// What the model is told about a finished execution: stdout alone when the program succeeded
-// quietly, else stdout, stderr and the exit status, cut to `max_chars`.
-std::string describe_exec_result(schema::ExecResult::Reader r, size_t max_chars);
 
 // "completed", "maxIterations", ... (the schema's names).
 std::string status_name(schema::TaskStatus status);

@@ -97,6 +97,21 @@ class FakeSandboxExec {
     rules_.push_back({std::regex(R"(^print\(2\+2\)$)"), [=](auto&) { return prints("4\n"); }});
     rules_.push_back({std::regex(R"(^echo (\S+)$)"),
                       [=](const std::smatch& m) { return prints(m[1].str() + "\n"); }});
+    // Arithmetic the reply tests ask for, computed here (a real run is in agent_e2e_test):
+    // print(A**B), console.log(A**B), print(math.factorial(N)) after "import math".
+    auto power = [=](const std::smatch& m) {
+      unsigned long long v = 1;
+      for (int i = 0; i < std::stoi(m[2]); ++i) v *= std::stoull(m[1]);
+      return prints(std::to_string(v) + "\n");
+    };
+    rules_.push_back({std::regex(R"(^print\((\d+)\*\*(\d+)\)\n?$)"), power});
+    rules_.push_back({std::regex(R"(^console\.log\((\d+)\*\*(\d+)\)\n?$)"), power});
+    rules_.push_back({std::regex(R"(^import math\nprint\(math\.factorial\((\d+)\)\)\n?$)"),
+                      [=](const std::smatch& m) {
+                        unsigned long long v = 1;
+                        for (int i = 2; i <= std::stoi(m[1]); ++i) v *= static_cast<unsigned>(i);
+                        return prints(std::to_string(v) + "\n");
+                      }});
     rules_.push_back({std::regex(R"(^print\('again'\)$)"),
                       [=](auto&) { return prints("again\n"); }});
     rules_.push_back({std::regex(R"(time\.sleep\(999\))"), [](auto&) {
@@ -352,6 +367,10 @@ struct Outcome {
   uint32_t iterations = 0, tool_calls = 0;
   double total_ms = 0, llm_ms = 0, exec_ms = 0, load_ms = 0;
   uint64_t completion_tokens = 0;
+  double first_token_ms = 0;
+  std::string streamed_text, streamed_thinking;  // modelDelta / thinkingDelta pieces joined
+  size_t text_deltas = 0;
+  std::vector<std::string> notices;
   std::vector<std::string> kinds;    // progress kinds in order
   std::vector<std::string> stdout_chunks, tool_errors, codes;
   std::vector<bool> timed_out;       // per execResult
@@ -403,6 +422,21 @@ Outcome submit(const std::string& endpoint, const std::string& prompt, uint32_t 
             o.kinds.push_back("toolError");
             o.tool_errors.push_back(str(p->getToolError().getMessage()));
             break;
+          case s::TaskProgress::MODEL_DELTA:
+            if (o.kinds.empty() || o.kinds.back() != "modelDelta") o.kinds.push_back("modelDelta");
+            o.streamed_text += str(p->getModelDelta());
+            ++o.text_deltas;
+            break;
+          case s::TaskProgress::THINKING_DELTA:
+            if (o.kinds.empty() || o.kinds.back() != "thinkingDelta") {
+              o.kinds.push_back("thinkingDelta");
+            }
+            o.streamed_thinking += str(p->getThinkingDelta());
+            break;
+          case s::TaskProgress::NOTICE:
+            o.kinds.push_back("notice");
+            o.notices.push_back(str(p->getNotice()));
+            break;
         }
       });
   if (!r) {
@@ -426,6 +460,7 @@ Outcome submit(const std::string& endpoint, const std::string& prompt, uint32_t 
   o.exec_ms = res->getExecMs();
   o.load_ms = res->getModelLoadMs();
   o.completion_tokens = res->getCompletionTokens();
+  o.first_token_ms = res->getFirstTokenMs();
   return o;
 }
 
@@ -540,9 +575,12 @@ TEST_F(AgentTest, OpenAiNonceFlowThroughTheBus) {
   EXPECT_EQ(o.answer, "The value is " + times7(nonce) + ".");
   EXPECT_EQ(o.iterations, 2u);
   EXPECT_EQ(o.tool_calls, 1u);
-  std::vector<std::string> want = {"thinking", "modelText", "toolCall", "status", "output",
-                                   "execResult", "thinking"};
+  // The model's text streams (modelDelta) before the whole text comes with the tool call.
+  std::vector<std::string> want = {"thinking", "modelDelta", "modelText", "toolCall", "status",
+                                   "output", "execResult", "thinking", "modelDelta"};
   EXPECT_EQ(o.kinds, want);
+  EXPECT_EQ(o.streamed_text, "Let me compute that.The value is " + times7(nonce) + ".");
+  EXPECT_GT(o.first_token_ms, 0);
   ASSERT_EQ(o.stdout_chunks.size(), 1u);
   EXPECT_EQ(o.stdout_chunks[0], times7(nonce) + "\n");
   EXPECT_EQ(o.progress_traces, std::set<std::string>{o.trace});
@@ -1029,5 +1067,333 @@ TEST_F(AgentTest, NvSubmitExitCodes) {
   EXPECT_STREQ(d["result"]["status"].GetString(), "modelUnreachable");
   EXPECT_TRUE(d["progress"].IsArray());
 }
+
+// ========================================================= replies as real models send them
+//
+// Issue 10 §1–2: one stack per wire format, shared by every case (fake_llm.py routes each
+// conversation to its case's script by the "case:NAME" tag in the task). Each case is a kind of
+// reply the happy path did not expect; the exact values are computed by the sandbox double from
+// the code it receives (agent_e2e_test runs the same code in real microVMs).
+
+const char* kRepliesScript = R"js({
+  "routes": [
+    {"match": "case:ids-empty", "turns": [
+      {"tool_calls": [
+        {"id": "", "name": "execute_code", "arguments": {"language": "python", "code": "print(2**20)"}},
+        {"id": "", "name": "execute_code", "arguments": {"language": "javascript", "code": "console.log(3**5)"}}]},
+      {"say": "ok {{last_tool_output|strip}}"}]},
+    {"match": "case:ids-dup", "turns": [
+      {"tool_calls": [
+        {"id": "call_dup", "name": "execute_code", "arguments": {"language": "python", "code": "print(2**10)"}},
+        {"id": "call_dup", "name": "execute_code", "arguments": {"language": "python", "code": "print(3**3)"}}]},
+      {"say": "ok {{last_tool_output|strip}}"}]},
+    {"match": "case:fence-python", "turns": [
+      {"tool_calls": [{"name": "execute_code", "arguments": {"language": "python",
+        "code": "```python\nimport math\nprint(math.factorial(20))\n```"}}]},
+      {"say": "20! = {{last_tool_output|strip}}"}]},
+    {"match": "case:fence-tilde", "turns": [
+      {"tool_calls": [{"name": "execute_code", "arguments": {"code": "\n~~~js\n\nconsole.log(3**5)\n~~~\n"}}]},
+      {"say": "3**5 = {{last_tool_output|strip}}"}]},
+    {"match": "case:cut-twice", "turns": [
+      {"tool_calls": [{"name": "execute_code", "arguments": {"language": "python", "code": "print(2**20)"}}]},
+      {"say": "", "thinking": "The output is 1048576, so the answer", "done_reason": "length"},
+      {"say": "", "done_reason": "length"}]},
+    {"match": "case:cut-once", "turns": [
+      {"say": "The answer is 10", "done_reason": "length"},
+      {"say": "The answer is 1024."}]},
+    {"match": "case:empty-once", "turns": [
+      {"say": "", "thinking": "only thinking here"},
+      {"say": "Fine: 42."}]},
+    {"match": "case:think", "turns": [
+      {"thinking": "Run it: {\"name\": \"execute_code\", \"arguments\": {\"language\": \"bash\", \"code\": \"echo thought\"}}",
+       "say": "<think>also {\"name\": \"execute_code\", \"arguments\": {\"language\": \"bash\", \"code\": \"echo tagged\"}}</think>\nI will compute it.",
+       "tool_calls": [{"name": "execute_code", "arguments": {"language": "python", "code": "print(2**20)"}}]},
+      {"say": "<think>the tool said {{last_tool_output|strip}}</think>The answer is {{last_tool_output|strip}}."}]},
+    {"match": "case:family", "turns": [
+      {"tool_calls": [
+        {"name": "run_python", "arguments": {"code": "print(1)"}},
+        {"name": "execute_code", "arguments": "{\"language\": \"python\", \"code\": \"print(1)"},
+        {"name": "execute_code", "arguments": {"language": "py", "code": "print(2**20)", "timeout": 5}},
+        {"name": "execute_code", "arguments": {"language": "node", "code": "console.log(3**5)"}}]},
+      {"say": "done"}]},
+    {"match": "case:stream", "turns": [
+      {"say": "Computing both powers now.", "split_bytes": 7, "crlf": true, "keep_alive": true,
+       "chunk_delay": 0.01,
+       "tool_calls": [
+         {"name": "execute_code", "arguments": {"language": "python", "code": "print(2**20)"}},
+         {"name": "execute_code", "arguments": {"language": "javascript", "code": "console.log(3**5)"}}]},
+      {"say": "The last result is {{last_tool_output|strip}}.", "split_bytes": 5, "crlf": true,
+       "keep_alive": true}]}
+  ]})js";
+
+class AgentReplies : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void TearDownTestSuite() { stacks().clear(); }
+  static std::map<std::string, std::unique_ptr<Stack>>& stacks() {
+    static std::map<std::string, std::unique_ptr<Stack>> s;
+    return s;
+  }
+  void SetUp() override {
+    setenv("NV_BIN_DIR", NV_TEST_BIN_DIR, 0);
+    for (auto b : {"nv-orchestrator", "nv-llm-gateway", "nv-submit"}) {
+      if (nv::test::bin(b).empty() || access(nv::test::bin(b).c_str(), X_OK) != 0) {
+        GTEST_SKIP() << b << " is not built";
+      }
+    }
+    auto& st = stacks()[GetParam()];
+    if (!st) {
+      // The OpenAI-format server refuses tool-call ids the way strict servers do (HTTP 400).
+      std::string script = kRepliesScript;
+      if (GetParam() == "openai") script.insert(1, "\n  \"strict_tool_ids\": true,");
+      st = std::make_unique<Stack>(StackOptions{.script_json = script, .api = GetParam()});
+    }
+    stack_ = st.get();
+  }
+  bool openai() const { return GetParam() == "openai"; }
+
+  // Runs one case; `tag` goes into the task so fake_llm.py plays that case.
+  Outcome run_case(const std::string& tag) {
+    nonce_ = nonce_hex();
+    return submit(stack_->clients(), "case:" + tag + " nonce " + nonce_ + ": do the task.");
+  }
+  std::vector<std::shared_ptr<rapidjson::Document>> requests() {
+    return stack_->chat_requests(nonce_);
+  }
+  // The messages of `role` in recorded request `i` (JSON objects).
+  std::vector<const rapidjson::Value*> messages(const rapidjson::Document& d,
+                                                const std::string& role) {
+    std::vector<const rapidjson::Value*> out;
+    for (const auto& m : d["body"]["messages"].GetArray()) {
+      if (role == m["role"].GetString()) out.push_back(&m);
+    }
+    return out;
+  }
+  // The code the sandbox received for this case's task, in order.
+  std::vector<std::pair<std::string, s::Language>> ran(const std::string& trace) {
+    std::vector<std::pair<std::string, s::Language>> out;
+    for (auto& x : stack_->exec().seen()) {
+      if (x.body_trace == trace) out.emplace_back(x.code, x.language);
+    }
+    return out;
+  }
+
+  Stack* stack_ = nullptr;
+  std::string nonce_;
+};
+
+// Two calls with empty ids (the issue's input) and two with the same id: every call gets a
+// unique non-empty id, the same in the assistant message and in its tool message, so a server
+// that checks them (the OpenAI-format fake answers 400 otherwise) accepts the conversation.
+TEST_P(AgentReplies, EmptyAndDuplicateToolCallIds) {
+  struct Case {
+    std::string tag, first, second;
+  };
+  for (const Case& c : {Case{"ids-empty", "1048576\n", "243\n"}, Case{"ids-dup", "1024\n", "27\n"}}) {
+    auto o = run_case(c.tag);
+    ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << c.tag << " " << o.describe() << stack_->logs();
+    EXPECT_EQ(o.answer, "ok " + c.second.substr(0, c.second.size() - 1));
+    auto reqs = requests();
+    ASSERT_EQ(reqs.size(), 2u) << c.tag;
+    auto assistant = messages(*reqs[1], "assistant");
+    auto tools = messages(*reqs[1], "tool");
+    ASSERT_EQ(assistant.size(), 1u);
+    ASSERT_EQ(tools.size(), 2u);
+    EXPECT_EQ(std::string((*tools[0])["content"].GetString()), c.first) << c.tag;
+    EXPECT_EQ(std::string((*tools[1])["content"].GetString()), c.second) << c.tag;
+    if (openai()) {
+      const auto& calls = (*assistant[0])["tool_calls"];
+      ASSERT_EQ(calls.Size(), 2u);
+      std::string id0 = calls[0]["id"].GetString(), id1 = calls[1]["id"].GetString();
+      EXPECT_FALSE(id0.empty());
+      EXPECT_FALSE(id1.empty());
+      EXPECT_NE(id0, id1);
+      EXPECT_EQ(std::string((*tools[0])["tool_call_id"].GetString()), id0);
+      EXPECT_EQ(std::string((*tools[1])["tool_call_id"].GetString()), id1);
+    }
+  }
+}
+
+// Code wrapped in a markdown fence: the issue's ```python block, and a ~~~js block with blank
+// lines and no language argument (the fence's tag gives it).
+TEST_P(AgentReplies, CodeInAMarkdownFence) {
+  auto o = run_case("fence-python");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe() << stack_->logs();
+  EXPECT_EQ(o.answer, "20! = 2432902008176640000");
+  auto code = ran(o.trace);
+  ASSERT_EQ(code.size(), 1u);
+  EXPECT_EQ(code[0].first, "import math\nprint(math.factorial(20))\n");
+  EXPECT_EQ(code[0].second, s::Language::PYTHON);
+  EXPECT_EQ(std::string((*messages(*requests()[1], "tool")[0])["content"].GetString()),
+            "2432902008176640000\n");
+
+  o = run_case("fence-tilde");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe() << stack_->logs();
+  EXPECT_EQ(o.answer, "3**5 = 243");
+  code = ran(o.trace);
+  ASSERT_EQ(code.size(), 1u);
+  EXPECT_EQ(code[0].first, "console.log(3**5)\n");
+  EXPECT_EQ(code[0].second, s::Language::JAVASCRIPT);
+}
+
+// A reply cut at the token limit (done_reason / finish_reason "length") after a tool result,
+// with reasoning only and no text, twice: never an answer; the model is asked once more (a
+// notice says so), then the task fails with llmReplyCut, naming the cut.
+TEST_P(AgentReplies, LengthCutRepliesAreNeverAnswers) {
+  auto o = run_case("cut-twice");
+  EXPECT_EQ(o.status, s::TaskStatus::FAILED) << o.describe();
+  EXPECT_EQ(o.error_code, "llmReplyCut") << o.describe();
+  EXPECT_NE(o.error.find("cut at its token limit (done reason \"length\")"), std::string::npos)
+      << o.error;
+  EXPECT_EQ(o.answer, "");
+  ASSERT_EQ(o.notices.size(), 1u) << o.describe();
+  EXPECT_EQ(o.notices[0],
+            "the model's reply was cut at its token limit (done reason \"length\"); asking it "
+            "once more");
+  EXPECT_EQ(o.iterations, 3u);
+  auto reqs = requests();
+  ASSERT_EQ(reqs.size(), 3u);
+  auto users = contents(*reqs[2], "user");
+  ASSERT_EQ(users.size(), 2u);
+  EXPECT_EQ(users[1], nv::agent::ask_again_message(nv::agent::ReplyKind::cut));
+
+  // Cut once, then a full answer: the second reply is the answer.
+  o = run_case("cut-once");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe();
+  EXPECT_EQ(o.answer, "The answer is 1024.");
+  EXPECT_EQ(o.notices.size(), 1u);
+  reqs = requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(contents(*reqs[1], "assistant"), std::vector<std::string>{"The answer is 10"});
+
+  // An empty reply (reasoning only, done reason "stop") is asked again too.
+  o = run_case("empty-once");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe();
+  EXPECT_EQ(o.answer, "Fine: 42.");
+  ASSERT_EQ(o.notices.size(), 1u);
+  EXPECT_NE(o.notices[0].find("was empty (done reason \"stop\")"), std::string::npos);
+}
+
+// nv-submit ends non-zero (5, failed) on a twice-cut reply and says why.
+TEST_P(AgentReplies, NvSubmitExitsNonZeroOnACutReply) {
+  if (openai()) GTEST_SKIP() << "the same path as Ollama's; one run is enough";
+  auto r = run_submit(stack_->rt().path(), {"case:cut-twice nonce " + nonce_hex() + " go"});
+  EXPECT_EQ(r.status.code, 5) << r.out << r.err;
+  EXPECT_NE(r.out.find("↻ the model's reply was cut at its token limit"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.err.find("cut at its token limit (done reason \"length\") again"),
+            std::string::npos)
+      << r.err;
+}
+
+// nv-submit prints the text as it streams, the reasoning apart (a "thinking: " label when stdout
+// is not a terminal, dimmed on one), and --no-thinking hides the reasoning.
+TEST_P(AgentReplies, NvSubmitShowsThinkingApart) {
+  auto r = run_submit(stack_->rt().path(), {"case:think nonce " + nonce_hex() + " go"});
+  ASSERT_EQ(r.status.code, 0) << r.out << r.err;
+  std::printf("--- what nv-submit printed ---\n%s------------------------------\n",
+              r.out.c_str());
+  EXPECT_NE(r.out.find("▶ iteration 1: asking the model…\nthinking: Run it: {\"name\""),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("\nI will compute it.\n⚙ execute_code (python)"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("thinking: the tool said 1048576\nThe answer is 1048576.\n═ answer ═\n"
+                       "The answer is 1048576.\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("first token "), std::string::npos) << r.out;
+  auto quiet = run_submit(stack_->rt().path(),
+                          {"--no-thinking", "case:think nonce " + nonce_hex() + " go"});
+  ASSERT_EQ(quiet.status.code, 0) << quiet.out << quiet.err;
+  EXPECT_EQ(quiet.out.find("thinking"), std::string::npos) << quiet.out;
+  EXPECT_EQ(quiet.out.find("Run it"), std::string::npos) << quiet.out;
+  EXPECT_NE(quiet.out.find("I will compute it."), std::string::npos) << quiet.out;
+}
+
+// Reasoning in the API's own field (Ollama `thinking`, OpenAI `reasoning_content`) and in
+// <think> tags: streamed apart, never executed (both hold a tool call), never the answer, and
+// sent back in the history as each API expects.
+TEST_P(AgentReplies, ReasoningIsShownNeverRun) {
+  auto o = run_case("think");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe() << stack_->logs();
+  EXPECT_EQ(o.answer, "The answer is 1048576.");
+  auto code = ran(o.trace);
+  ASSERT_EQ(code.size(), 1u);  // not "echo thought", not "echo tagged"
+  EXPECT_EQ(code[0].first, "print(2**20)");
+  EXPECT_NE(o.streamed_thinking.find("Run it: {\"name\""), std::string::npos)
+      << o.streamed_thinking;
+  EXPECT_NE(o.streamed_thinking.find("also {\"name\""), std::string::npos) << o.streamed_thinking;
+  EXPECT_NE(o.streamed_thinking.find("the tool said 1048576"), std::string::npos);
+  EXPECT_EQ(o.streamed_text.find("think>"), std::string::npos) << o.streamed_text;
+  EXPECT_EQ(o.streamed_text, "I will compute it.The answer is 1048576.");
+  auto reqs = requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  auto assistant = messages(*reqs[1], "assistant");
+  ASSERT_EQ(assistant.size(), 1u);
+  const auto& m = *assistant[0];
+  EXPECT_EQ(std::string(m["content"].GetString()), "I will compute it.");
+  const char* key = openai() ? "reasoning_content" : "thinking";
+  ASSERT_TRUE(m.HasMember(key)) << key;
+  std::string kept = m[key].GetString();
+  EXPECT_TRUE(kept.starts_with("Run it: {\"name\"")) << kept;
+  EXPECT_NE(kept.find("also {\"name\""), std::string::npos) << kept;
+}
+
+// The rest of the family in one reply: a tool that does not exist, arguments that are not JSON,
+// an unknown key with a "py" alias, and a "node" alias. Each call gets a clear tool message; the
+// history stays valid for the API (Ollama needs an arguments object).
+TEST_P(AgentReplies, UnknownToolsBadArgumentsAndAliases) {
+  auto o = run_case("family");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe() << stack_->logs();
+  EXPECT_EQ(o.answer, "done");
+  ASSERT_EQ(o.tool_errors.size(), 2u) << o.describe();
+  auto reqs = requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  auto tools = contents(*reqs[1], "tool");
+  ASSERT_EQ(tools.size(), 4u);
+  EXPECT_EQ(tools[0],
+            "error: the code did not run: there is no tool named \"run_python\"; the only tool "
+            "is execute_code(language, code)");
+  EXPECT_TRUE(tools[1].starts_with("error: the code did not run: the arguments are not a JSON "
+                                   "object (got: {\"language\": \"python\", \"code\": "
+                                   "\"print(1)); execute_code takes"))
+      << tools[1];
+  EXPECT_EQ(tools[2],
+            "note: execute_code takes only \"language\" and \"code\"; ignored \"timeout\"\n"
+            "1048576\n");
+  EXPECT_EQ(tools[3], "243\n");
+  const auto& calls = (*messages(*reqs[1], "assistant")[0])["tool_calls"];
+  ASSERT_EQ(calls.Size(), 4u);
+  if (openai()) {
+    EXPECT_STREQ(calls[1]["function"]["arguments"].GetString(), "{}");
+  } else {
+    EXPECT_TRUE(calls[1]["function"]["arguments"].IsObject());
+  }
+}
+
+// The agent asks with stream: true; the text arrives in pieces (bodies written 5–7 bytes at a
+// time, CRLF line ends, SSE keep-alive comments, tool-call arguments split across chunks by
+// index, a usage chunk and [DONE] for OpenAI; NDJSON and the final done object for Ollama).
+TEST_P(AgentReplies, StreamsTheModelsTextAndSplitToolCalls) {
+  auto o = run_case("stream");
+  ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << o.describe() << stack_->logs();
+  EXPECT_EQ(o.answer, "The last result is 243.");
+  EXPECT_EQ(o.streamed_text, "Computing both powers now.The last result is 243.");
+  EXPECT_GE(o.text_deltas, 8u);  // word-sized pieces, not one block
+  EXPECT_GT(o.first_token_ms, 0);
+  EXPECT_GT(o.completion_tokens, 0u);  // Ollama's done object / OpenAI's usage chunk
+  auto code = ran(o.trace);
+  ASSERT_EQ(code.size(), 2u);
+  EXPECT_EQ(code[0].first, "print(2**20)");
+  EXPECT_EQ(code[1].first, "console.log(3**5)");
+  auto reqs = requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  for (auto& r : reqs) EXPECT_TRUE((*r)["body"]["stream"].GetBool());
+  auto tools = contents(*reqs[1], "tool");
+  EXPECT_EQ(tools, (std::vector<std::string>{"1048576\n", "243\n"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(WireFormats, AgentReplies, ::testing::Values("ollama", "openai"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace

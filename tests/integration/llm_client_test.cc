@@ -133,8 +133,8 @@ ChatRequest simple_request(bool stream = false) {
   ChatRequest r;
   r.trace_id = "0193c0de-0000-7000-8000-000000000001";
   r.stream = stream;
-  r.messages.push_back({Role::system, "You run code.", {}, "", ""});
-  r.messages.push_back({Role::user, "Compute 6*7 with python", {}, "", ""});
+  r.messages.push_back({Role::system, "You run code.", {}, "", "", ""});
+  r.messages.push_back({Role::user, "Compute 6*7 with python", {}, "", "", ""});
   r.tools.push_back({"execute_code", "Run code in a microVM",
                      R"({"type":"object","properties":{"language":{"type":"string"},)"
                      R"("code":{"type":"string"}},"required":["language","code"]})"});
@@ -208,7 +208,7 @@ TEST(LlmClientOllama, StreamingDeliversDeltasAndToolCall) {
   LlmClient client(h.config(fake, Api::ollama), h.deps());
   std::vector<std::string> deltas;
   ChatResult r =
-      client.chat(simple_request(true), [&](std::string_view d) { deltas.emplace_back(d); });
+      client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { deltas.emplace_back(d); });
   ASSERT_TRUE(r.ok()) << r.error->message;
   EXPECT_GE(deltas.size(), 3u);  // "Let ", "me ", "run ", "that."
   std::string joined;
@@ -239,7 +239,7 @@ TEST(LlmClientOllama, ToolResultGoesBackAndConnectionIsReused) {
   ChatResult first = client.chat(req);
   ASSERT_TRUE(first.ok()) << first.error->message;
   req.messages.push_back(first.reply->message);
-  req.messages.push_back({Role::tool, "42\n", {}, "", "execute_code"});
+  req.messages.push_back({Role::tool, "42\n", {}, "", "execute_code", ""});
   ChatResult second = client.chat(req);
   ASSERT_TRUE(second.ok()) << second.error->message;
   EXPECT_EQ(second.reply->message.content, "The output was 42.");
@@ -310,7 +310,7 @@ TEST(LlmClientOpenAi, SseStreamingAssemblesToolCallDeltasAndUsage) {
   LlmClient client(h.config(fake, Api::openai), h.deps());
   std::string streamed;
   int pieces = 0;
-  ChatResult r = client.chat(simple_request(true), [&](std::string_view d) {
+  ChatResult r = client.chat(simple_request(true), [&](std::string_view d, DeltaKind) {
     streamed += d;
     ++pieces;
   });
@@ -346,7 +346,7 @@ TEST(LlmClientOpenAi, ToolMessagesCarryCallIdsAndArgumentStrings) {
   ChatResult first = client.chat(req);
   ASSERT_TRUE(first.ok()) << first.error->message;
   req.messages.push_back(first.reply->message);
-  req.messages.push_back({Role::tool, "42", {}, first.reply->message.tool_calls[0].id, ""});
+  req.messages.push_back({Role::tool, "42", {}, first.reply->message.tool_calls[0].id, "", ""});
   ChatResult second = client.chat(req);
   ASSERT_TRUE(second.ok()) << second.error->message;
   EXPECT_EQ(second.reply->message.content, "got 42");
@@ -362,7 +362,7 @@ TEST(LlmClientOpenAi, ServerThatIgnoresStreamStillAnswers) {
   Harness h;
   LlmClient client(h.config(fake, Api::openai), h.deps());
   std::string seen;
-  ChatResult r = client.chat(simple_request(true), [&](std::string_view d) { seen += d; });
+  ChatResult r = client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { seen += d; });
   ASSERT_TRUE(r.ok()) << r.error->message;
   EXPECT_EQ(r.reply->message.content, "whole answer");
   EXPECT_EQ(seen, "whole answer");  // delivered as one delta
@@ -476,7 +476,7 @@ TEST(LlmClientFailure, StreamStallAfterDeltasTimesOutWithoutReplay) {
   cfg.timeout_ms = 700;
   LlmClient client(cfg, h.deps());
   std::string seen;
-  ChatResult r = client.chat(simple_request(true), [&](std::string_view d) { seen += d; });
+  ChatResult r = client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { seen += d; });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->code, ErrorCode::LLM_TIMED_OUT);
   EXPECT_EQ(seen, "one two ");  // what arrived before the stall reached the caller
@@ -633,7 +633,7 @@ TEST(LlmClientFailure, ThrowingDeltaCallbackEndsTheCallCleanly) {
   FakeLlm fake(R"({"turns": [{"say": "one two three"}]})");
   Harness h;
   LlmClient client(h.config(fake, Api::ollama), h.deps());
-  ChatResult r = client.chat(simple_request(true), [](std::string_view) {
+  ChatResult r = client.chat(simple_request(true), [](std::string_view, DeltaKind) {
     throw std::runtime_error("consumer went away");
   });
   ASSERT_FALSE(r.ok());
@@ -652,7 +652,7 @@ TEST(LlmClientFailure, BadRequestsAreRefusedLocally) {
   ASSERT_FALSE(no_model.ok());
   EXPECT_EQ(no_model.error->code, ErrorCode::BAD_REQUEST);
   req.model = "m";
-  req.messages.push_back({Role::assistant, "", {{"", "execute_code", "{not json"}}, "", ""});
+  req.messages.push_back({Role::assistant, "", {{"", "execute_code", "{not json"}}, "", "", ""});
   ChatResult bad_args = client.chat(req);
   ASSERT_FALSE(bad_args.ok());
   EXPECT_EQ(bad_args.error->code, ErrorCode::BAD_REQUEST);
@@ -754,7 +754,7 @@ TEST(LlmClient, CancelMidStreamHangsUpOnTheServer) {
   auto t0 = std::chrono::steady_clock::now();
   ChatResult r = client.chat(
       simple_request(true),
-      [&](std::string_view d) {
+      [&](std::string_view d, DeltaKind) {
         seen += d;
         if (!seen.empty()) cancel = true;
       },
@@ -785,7 +785,7 @@ TEST(LlmClient, OneClientSharedByThreadsSerialisesCalls) {
       for (int i = 0; i < 5; ++i) {
         std::string got;
         ChatResult r =
-            client.chat(simple_request((t + i) % 2 == 0), [&](std::string_view d) { got += d; });
+            client.chat(simple_request((t + i) % 2 == 0), [&](std::string_view d, DeltaKind) { got += d; });
         if (r.ok() && r.reply->message.content == "a b c d") ++ok;
       }
     });
@@ -806,7 +806,7 @@ TEST(LlmClient, TwentyClientsAtOnceAllServed) {
       ChatRequest req = simple_request(true);
       req.messages[1].content = "task " + std::to_string(t);
       std::string seen;
-      ChatResult r = client.chat(req, [&](std::string_view d) { seen += d; });
+      ChatResult r = client.chat(req, [&](std::string_view d, DeltaKind) { seen += d; });
       if (r.ok() && seen == req.messages[1].content + " done") ++ok;
     });
   }
@@ -846,7 +846,7 @@ TEST(FakeLlmExamples, NonceFlowSendsCodeWithTheNonceAndEchoesTheRealOutput) {
   EXPECT_NE(std::string(args["code"].GetString()).find("b'5eed1234abcd'"), std::string::npos);
   req.messages.push_back(first.reply->message);
   const std::string call_id = first.reply->message.tool_calls[0].id;
-  req.messages.push_back({Role::tool, "c0ffee\n", {}, call_id, ""});
+  req.messages.push_back({Role::tool, "c0ffee\n", {}, call_id, "", ""});
   ChatResult second = client.chat(req);
   ASSERT_TRUE(second.ok()) << second.error->message;
   EXPECT_EQ(second.reply->message.content, "The SHA-256 of the nonce is c0ffee.");
@@ -857,7 +857,7 @@ TEST(FakeLlmExamples, ToolCallsWrittenInTextOnly) {
   Harness h;
   LlmClient client(h.config(fake, Api::ollama), h.deps());
   ChatRequest req = simple_request(true);
-  ChatResult first = client.chat(req, [](std::string_view) {});
+  ChatResult first = client.chat(req, [](std::string_view, DeltaKind) {});
   ASSERT_TRUE(first.ok()) << first.error->message;
   EXPECT_TRUE(first.reply->message.tool_calls.empty());
   EXPECT_EQ(first.reply->done_reason, "stop");
@@ -865,9 +865,9 @@ TEST(FakeLlmExamples, ToolCallsWrittenInTextOnly) {
             "Here is the call:\n```json\n{\"name\": \"execute_code\", \"arguments\": "
             "{\"language\": \"python\", \"code\": \"print(2+2)\"}}\n```");
   req.messages.push_back(first.reply->message);
-  req.messages.push_back({Role::user, "Tool output: 4", {}, "", ""});
-  req.messages.push_back({Role::tool, "4\n", {}, "", "execute_code"});
-  ChatResult second = client.chat(req, [](std::string_view) {});
+  req.messages.push_back({Role::user, "Tool output: 4", {}, "", "", ""});
+  req.messages.push_back({Role::tool, "4\n", {}, "", "execute_code", ""});
+  ChatResult second = client.chat(req, [](std::string_view, DeltaKind) {});
   ASSERT_TRUE(second.ok()) << second.error->message;
   EXPECT_EQ(second.reply->message.content,
             "<tool_call><name>execute_code</name><arguments><language>bash</language>"
@@ -889,14 +889,14 @@ TEST(FakeLlmExamples, MisbehaviourScriptIsSurvivedWithRetries) {
   r = client.chat(req);  // the stall was once: now the call
   ASSERT_TRUE(r.ok()) << r.error->message;
   req.messages.push_back(r.reply->message);
-  req.messages.push_back({Role::tool, "1\n", {}, "", "execute_code"});
+  req.messages.push_back({Role::tool, "1\n", {}, "", "execute_code", ""});
   r = client.chat(req);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->code, ErrorCode::LLM_BAD_RESPONSE);
   r = client.chat(req);
   ASSERT_TRUE(r.ok()) << r.error->message;
   req.messages.push_back(r.reply->message);
-  req.messages.push_back({Role::tool, "2\n", {}, "", "execute_code"});
+  req.messages.push_back({Role::tool, "2\n", {}, "", "execute_code", ""});
   h.sleeps_ms.clear();
   r = client.chat(req);
   ASSERT_TRUE(r.ok()) << r.error->message;
@@ -914,7 +914,7 @@ TEST(FakeLlmExamples, MaxIterationsScriptNeverStops) {
     ASSERT_TRUE(r.ok()) << r.error->message;
     ASSERT_EQ(r.reply->message.tool_calls.size(), 1u) << "iteration " << i;
     req.messages.push_back(r.reply->message);
-    req.messages.push_back({Role::tool, "again\n", {}, r.reply->message.tool_calls[0].id, ""});
+    req.messages.push_back({Role::tool, "again\n", {}, r.reply->message.tool_calls[0].id, "", ""});
   }
 }
 
@@ -925,8 +925,8 @@ TEST(LlmClientCapnp, RequestAndReplyRoundTrip) {
   req.model = "m";
   req.temperature = 0.25f;
   req.max_tokens = 64;
-  req.messages.push_back({Role::assistant, "", {{"c1", "execute_code", R"({"a":1})"}}, "", ""});
-  req.messages.push_back({Role::tool, "out", {}, "c1", "execute_code"});
+  req.messages.push_back({Role::assistant, "", {{"c1", "execute_code", R"({"a":1})"}}, "", "", ""});
+  req.messages.push_back({Role::tool, "out", {}, "c1", "execute_code", ""});
   capnp::MallocMessageBuilder mb;
   auto b = mb.initRoot<nv::schema::ChatRequest>();
   to_capnp(req, b);
@@ -946,7 +946,7 @@ TEST(LlmClientCapnp, RequestAndReplyRoundTrip) {
 
   ChatReply reply;
   reply.model = "m";
-  reply.message = {Role::assistant, "hi", {{"c2", "execute_code", "{}"}}, "", ""};
+  reply.message = {Role::assistant, "hi", {{"c2", "execute_code", "{}"}}, "", "", ""};
   reply.done_reason = "tool_calls";
   reply.prompt_tokens = 3;
   reply.completion_tokens = 4;
@@ -971,6 +971,85 @@ TEST(LlmClientCapnp, RequestAndReplyRoundTrip) {
   to_capnp(LlmError{ErrorCode::MODEL_NOT_FOUND, "run `ollama pull m`", false, 404, 1, 1.0}, err);
   EXPECT_EQ(err.asReader().getCode(), ErrorCode::MODEL_NOT_FOUND);
   EXPECT_EQ(std::string(err.asReader().getService().cStr()), "llm-gateway");
+}
+
+// What real streams contain, over both formats: bodies written 3 bytes at a time (lines and
+// JSON cut across reads), CRLF line ends, SSE ": keep-alive" comments, reasoning in the API's
+// field and in <think> tags, two tool calls whose arguments arrive in pieces by index, the
+// usage chunk with empty choices, [DONE] / Ollama's final done object with its timings.
+TEST(LlmClientStreams, RealStreamShapesOverBothFormats) {
+  const char* script = R"js({"turns": [{
+    "thinking": "2**20 first, then 3**5",
+    "say": "<think>tags too</think>\nRunning both.",
+    "split_bytes": 3, "crlf": true, "keep_alive": true,
+    "usage": {"prompt_tokens": 11, "completion_tokens": 7, "load_duration_ns": 5000,
+              "total_duration_ns": 9000},
+    "tool_calls": [
+      {"name": "execute_code", "arguments": {"language": "python", "code": "print(2**20)"}},
+      {"name": "execute_code", "arguments": {"language": "javascript", "code": "console.log(3**5)"}}]
+  }]})js";
+  for (Api api : {Api::ollama, Api::openai}) {
+    SCOPED_TRACE(std::string(api_name(api)));
+    FakeLlm fake(script);
+    Harness h;
+    LlmClient client(h.config(fake, api), h.deps());
+    std::string text, thinking;
+    size_t pieces = 0;
+    ChatResult r = client.chat(simple_request(true), [&](std::string_view d, DeltaKind k) {
+      (k == DeltaKind::thinking ? thinking : text).append(d);
+      ++pieces;
+    });
+    ASSERT_TRUE(r.ok()) << r.error->message;
+    EXPECT_EQ(text, "Running both.");
+    EXPECT_EQ(thinking, "2**20 first, then 3**5tags too");
+    EXPECT_GE(pieces, 6u);
+    EXPECT_EQ(r.reply->message.content, "Running both.");
+    EXPECT_EQ(r.reply->message.thinking, "2**20 first, then 3**5\ntags too");
+    ASSERT_EQ(r.reply->message.tool_calls.size(), 2u);
+    EXPECT_EQ(parse(r.reply->message.tool_calls[0].arguments_json)["code"].GetString(),
+              std::string("print(2**20)"));
+    EXPECT_EQ(parse(r.reply->message.tool_calls[1].arguments_json)["code"].GetString(),
+              std::string("console.log(3**5)"));
+    EXPECT_EQ(r.reply->done_reason, "tool_calls");
+    EXPECT_EQ(r.reply->prompt_tokens, 11u);
+    EXPECT_EQ(r.reply->completion_tokens, 7u);
+    if (api == Api::ollama) {
+      EXPECT_EQ(r.reply->total_duration_ns, 9000u);
+    }
+    EXPECT_GT(r.reply->first_token_ms, 0);
+    EXPECT_LE(r.reply->first_token_ms, r.reply->wall_ms);
+  }
+}
+
+// The reasoning goes back in the history as each API expects: Ollama's message.thinking; an
+// OpenAI reasoning_content only on an assistant message that carries tool calls.
+TEST(LlmClientStreams, ReasoningInTheHistory) {
+  for (Api api : {Api::ollama, Api::openai}) {
+    SCOPED_TRACE(std::string(api_name(api)));
+    FakeLlm fake(R"({"turns": [{"say": "ok"}]})");
+    Harness h;
+    LlmClient client(h.config(fake, api), h.deps());
+    ChatRequest req = simple_request(false);
+    Message with_call{Role::assistant, "", {{"call_1", "execute_code", "{}"}}, "", "",
+                      "why I call it"};
+    Message plain{Role::assistant, "an answer", {}, "", "", "why I answer"};
+    req.messages.push_back(with_call);
+    req.messages.push_back({Role::tool, "1", {}, "call_1", "execute_code", ""});
+    req.messages.push_back(plain);
+    req.messages.push_back({Role::user, "again", {}, "", "", ""});
+    ASSERT_TRUE(client.chat(req).ok());
+    auto reqs = fake.requests();
+    const auto& msgs = reqs[0]["body"]["messages"];
+    const auto& a = msgs[msgs.Size() - 4];
+    const auto& b = msgs[msgs.Size() - 2];
+    if (api == Api::ollama) {
+      EXPECT_STREQ(a["thinking"].GetString(), "why I call it");
+      EXPECT_STREQ(b["thinking"].GetString(), "why I answer");
+    } else {
+      EXPECT_STREQ(a["reasoning_content"].GetString(), "why I call it");
+      EXPECT_FALSE(b.HasMember("reasoning_content"));
+    }
+  }
 }
 
 }  // namespace

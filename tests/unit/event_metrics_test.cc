@@ -377,6 +377,33 @@ TEST_F(EventMetricsTest, LlmCallFeedsRequestsTokensAndDurations) {
   EXPECT_DOUBLE_EQ(load->histogram.sample_sum, 0.8);
 }
 
+// Streamed calls carry their time to first token; calls that streamed nothing (0) are not
+// observed, and a bad figure is refused.
+TEST_F(EventMetricsTest, TimeToFirstTokenHistogram) {
+  auto call = [](double first_ms) {
+    return [=](Event::Builder e) {
+      auto p = e.initLlmCall();
+      p.setModel("qwen3:4b");
+      p.setApi("openai");
+      p.setDurationMs(3000);
+      p.setFirstTokenMs(first_ms);
+      p.setOutcome("ok");
+    };
+  };
+  ASSERT_TRUE(send("llm.call", call(420)));
+  ASSERT_TRUE(send("llm.call", call(80)));
+  ASSERT_TRUE(send("llm.call", call(0)));
+  EXPECT_FALSE(send("llm.call", call(-5)));
+  auto ttft = sample("neurovisor_llm_time_to_first_token_seconds", {{"model", "qwen3:4b"}});
+  ASSERT_TRUE(ttft);
+  EXPECT_EQ(ttft->histogram.sample_count, 2u);
+  EXPECT_DOUBLE_EQ(ttft->histogram.sample_sum, 0.5);
+  // 0.08 s falls in the 0.1 s bucket, 0.42 s in the 0.5 s one (cumulative counts).
+  EXPECT_EQ(ttft->histogram.bucket[0].cumulative_count, 0u);  // le 0.05
+  EXPECT_EQ(ttft->histogram.bucket[1].cumulative_count, 1u);  // le 0.1
+  EXPECT_EQ(ttft->histogram.bucket[3].cumulative_count, 2u);  // le 0.5
+}
+
 TEST_F(EventMetricsTest, TasksIterationsAndStatuses) {
   ASSERT_TRUE(send("task.started", [](Event::Builder e) {
     e.initTaskStarted().setModel("m");

@@ -136,7 +136,8 @@ class AgentE2E : public ::testing::Test {
       if (!env.empty()) nv::test::run(service_process(nv::test::bin("nv"), {"down"}, env), 60s);
     }
   };
-  void start(Stack& st, const std::string& api, int warm, int max) {
+  void start(Stack& st, const std::string& api, int warm, int max,
+             const std::string& script = "agent_e2e_nonce.json") {
     st.rt = std::make_unique<TempDir>("nv-agent-e2e");
     TempDir& rt = *st.rt;
     st.record = rt.file("requests.jsonl");
@@ -144,7 +145,7 @@ class AgentE2E : public ::testing::Test {
         service_process("/usr/bin/python3",
              {env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/fake_llm.py",
               "--script",
-              env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/agent_e2e_nonce.json",
+              env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/" + script,
               "--port-file", rt.file("llm.port"), "--record", st.record, "--quiet"},
              {})));
     ASSERT_TRUE(nv::test::wait_until([&] { return rt.has("llm.port"); }, 20s))
@@ -286,5 +287,65 @@ TEST_F(AgentE2E, TwentyConcurrentTasksOnAPoolOfTwoVms) {
 }
 
 TEST_F(AgentE2E, NonceHashedInARealVmThroughOpenAi) { run_protocol("openai"); }
+
+// Issue 10 §1 with the code run in real microVMs, over the OpenAI format against a server that
+// refuses empty or mismatched tool-call ids (HTTP 400): two calls with empty ids, then a
+// ```python fence and a ~~~bash fence without a language argument, both calls with one id.
+TEST_F(AgentE2E, RepliesAsRealModelsSendThem) {
+  Stack st;
+  start(st, "openai", 1, 2, "agent_e2e_replies.json");
+  ASSERT_EQ(st.up_code, 0) << st.up_out;
+  // One task through nv-submit --json: its exit code, result and the stdout of each execution.
+  struct Run {
+    int code = -1;
+    std::string status, answer, out;
+    std::vector<std::string> stdouts;
+  };
+  auto task = [&](const std::string& tag) {
+    Run run;
+    auto r = nv::test::run(
+        service_process(nv::test::bin("nv-submit"),
+                        {"--json", "--timeout", "900", "case:" + tag + " nonce " + nonce_hex()},
+                        st.env),
+        960s);
+    run.code = r.status.code;
+    run.out = r.out + r.err;
+    rapidjson::Document d;
+    d.Parse(r.out.c_str());
+    if (d.HasParseError() || !d.HasMember("result")) return run;
+    run.status = d["result"]["status"].GetString();
+    run.answer = d["result"]["answer"].GetString();
+    for (const auto& p : d["progress"].GetArray()) {
+      if (std::string(p["kind"].GetString()) == "execResult") {
+        run.stdouts.push_back(p["stdout"].GetString());
+      }
+    }
+    return run;
+  };
+
+  Run ids = task("ids-empty");
+  ASSERT_EQ(ids.code, 0) << ids.out;
+  EXPECT_EQ(ids.status, "completed");
+  EXPECT_EQ(ids.stdouts, (std::vector<std::string>{"1048576\n", "243\n"})) << ids.out;
+  EXPECT_EQ(ids.answer, "The results are in.");
+
+  Run fence = task("fence");
+  ASSERT_EQ(fence.code, 0) << fence.out;
+  EXPECT_EQ(fence.stdouts, (std::vector<std::string>{"2432902008176640000\n", "42\n"}))
+      << fence.out;
+  EXPECT_EQ(fence.answer, "42");
+
+  // The server saw unique, non-empty ids answered one for one (else it would have said 400).
+  std::ifstream in(st.record);
+  int checked = 0;
+  for (std::string line; std::getline(in, line);) {
+    rapidjson::Document d;
+    d.Parse(line.c_str());
+    if (d.HasParseError() || !d.HasMember("answer")) continue;
+    EXPECT_STRNE(d["answer"].GetString(), "400") << line;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
+}
 
 }  // namespace
