@@ -1,6 +1,7 @@
 // bus_errors_test.cc — typed Errors: code names match common.capnp, out-of-range codes are
 // handled, and Errors survive the Cap'n Proto round trip.
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <gtest/gtest.h>
 
 #include "common/error.h"
@@ -20,8 +21,12 @@ TEST(ErrorCodes, NamesMatchTheSchema) {
 }
 
 TEST(ErrorCodes, OutOfRangeCodes) {
+  // The last code the schema defines is valid, the one after it is not (codes are added over
+  // time, so the bound comes from the schema, not from a name here).
+  auto count = static_cast<uint16_t>(capnp::Schema::from<ErrorCode>().getEnumerants().size());
   EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::SHUTTING_DOWN)));
-  EXPECT_FALSE(valid_code(static_cast<uint16_t>(ErrorCode::SHUTTING_DOWN) + 1));
+  EXPECT_TRUE(valid_code(count - 1));
+  EXPECT_FALSE(valid_code(count));
   EXPECT_EQ(code_name(static_cast<ErrorCode>(999)), "code999");
 }
 
