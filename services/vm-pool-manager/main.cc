@@ -127,7 +127,7 @@ class BusEvents : public nv::vm::PoolEvents {
       b.setVmId(id);
       b.setTier(tier);
       b.setWaitMs(wait_ms);
-    });
+    }, nv::log::current_trace_id());  // the lease request's trace: the span builder needs it
   }
   void on_released(const std::string& id, SizeTier tier, const std::string& reason,
                    double leased_ms) override {
@@ -137,7 +137,7 @@ class BusEvents : public nv::vm::PoolEvents {
       b.setTier(tier);
       b.setReason(reason);
       b.setLeasedMs(leased_ms);
-    });
+    }, nv::log::current_trace_id());  // "" when the monitor reclaims an expired lease
   }
   void on_failed(const std::string& id, SizeTier tier, const std::string& reason,
                  pid_t pid) override {
@@ -563,6 +563,7 @@ int run(nv::ServiceContext& ctx) {
           s.setVmId(vm.vm_id);
           s.setMemoryBytes(u.value().memory_bytes);
           s.setCpuThrottledPeriods(u.value().cpu_throttled_periods);
+          s.setCpuThrottledUs(u.value().cpu_throttled_us);
           s.setCpuUsageUs(u.value().cpu_usage_us);
           s.setPids(u.value().pids);
         });
