@@ -50,9 +50,12 @@ void add_options(nv::Config& c) {
                              "else /var/lib/neurovisor/guest/vmlinux");
   c.add_string("rootfs", "", "guest root image, read-only; default: BIN/../guest/rootfs.ext4, "
                              "else /var/lib/neurovisor/guest/rootfs.ext4");
-  c.add_string("size", "small,medium,large", "size tiers served, comma-separated");
+  c.add_string("tiers", "small,medium,large", "size tiers served, comma-separated");
+  c.alias_flag("tiers", "size");  // the seed's spelling (`neurovisor --size large`)
   c.add_int("warm", 1, "idle VMs kept ready per tier");
+  c.range("warm", 0, 256).alias_env("warm", "NEUROVISOR_POOL_SIZE");  // the seed's variable
   c.add_int("max", 4, "VMs per tier at most (warm + leased + booting)");
+  c.range("max", 1, 4096).alias_env("max", "NEUROVISOR_MAX_VMS");  // the seed's variable
   c.add_bool("snapshot", true,
              "fill the pool by restoring a per-tier snapshot whose RAM clones share copy-on-write "
              "(reseeded; --no-snapshot: cold-boot every VM)");
@@ -273,7 +276,7 @@ int run(nv::ServiceContext& ctx) {
   for (std::string name; std::getline(sizes, name, ',');) {
     SizeTier t;
     if (!nv::vm::parse_tier(name, &t)) {
-      problems.push_back("--size: unknown tier '" + name + "' (small, medium, large)");
+      problems.push_back("--tiers: unknown tier '" + name + "' (small, medium, large)");
       continue;
     }
     for (const auto& d : nv::vm::default_tiers(static_cast<uint32_t>(warm),
