@@ -29,6 +29,7 @@
 #include "common/client.h"
 #include "common/config.h"
 #include "common/frames.h"
+#include "common/json.h"
 #include "common/service.h"
 
 namespace {
@@ -465,8 +466,7 @@ int run(int argc, char** argv) {
   auto r = res.value();
   int code = exit_for(r.getStatus());
   if (json) {
-    capnp::JsonCodec codec;
-    std::cout << "{\"exitCode\":" << code << ",\"result\":" << codec.encode(r).cStr()
+    std::cout << "{\"exitCode\":" << code << ",\"result\":" << nv::to_json(r)
               << ",\"progress\":" << view.progress_json() << "}\n";
     return code;
   }

@@ -1,8 +1,8 @@
 #include "events.h"
 
-#include <capnp/compat/json.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "trace_id.h"
 
 namespace nv {
@@ -101,11 +101,7 @@ std::optional<EventSubscriber::Received> EventSubscriber::receive(
   }
 }
 
-std::string event_to_json(schema::Event::Reader event) {
-  capnp::JsonCodec codec;
-  codec.handleByAnnotation<schema::Event>();
-  return codec.encode(event).cStr();
-}
+std::string event_to_json(schema::Event::Reader event) { return to_json(event); }
 
 double event_age_seconds(schema::Event::Reader event) {
   auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
