@@ -29,17 +29,8 @@ namespace {
 using namespace std::chrono_literals;
 using nv::test::Process;
 
-std::optional<double> series_value(const std::string& scrape, const std::string& series) {
-  std::istringstream in(scrape);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ') {
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-    }
-  }
-  return std::nullopt;
-}
+using nv::test::series_value;
+
 
 // Whether the scrape has a sample of metric `name` (any labels).
 bool serves(const std::string& scrape, const std::string& name) {
