@@ -108,6 +108,19 @@ std::string guest_file(const std::string& given, const std::string& name) {
   return "/var/lib/neurovisor/guest/" + name;
 }
 
+// vm.stats: one VM's cgroup usage.
+void publish_stats(nv::EventPublisher& ev, const std::string& vm_id, const nv::vm::VmUsage& u) {
+  ev.publish("vm.stats", [&](schema::Event::Builder e) {
+    auto s = e.initVmStats();
+    s.setVmId(vm_id);
+    s.setMemoryBytes(u.memory_bytes);
+    s.setCpuThrottledPeriods(u.cpu_throttled_periods);
+    s.setCpuThrottledUs(u.cpu_throttled_us);
+    s.setCpuUsageUs(u.cpu_usage_us);
+    s.setPids(u.pids);
+  });
+}
+
 class BusEvents : public nv::vm::PoolEvents {
  public:
   explicit BusEvents(nv::EventPublisher& ev) : ev_(ev) {}
@@ -141,6 +154,9 @@ class BusEvents : public nv::vm::PoolEvents {
       b.setReason(reason);
       b.setLeasedMs(leased_ms);
     }, nv::log::current_trace_id());  // "" when the monitor reclaims an expired lease
+  }
+  void on_final_usage(const std::string& id, const nv::vm::VmUsage& u) override {
+    publish_stats(ev_, id, u);
   }
   void on_failed(const std::string& id, SizeTier tier, const std::string& reason,
                  pid_t pid) override {
@@ -561,15 +577,7 @@ int run(nv::ServiceContext& ctx) {
       for (const auto& vm : pool.live_vms()) {
         auto u = pool.usage(vm.vm_id);
         if (!u) continue;
-        ctx.events.publish("vm.stats", [&](schema::Event::Builder e) {
-          auto s = e.initVmStats();
-          s.setVmId(vm.vm_id);
-          s.setMemoryBytes(u.value().memory_bytes);
-          s.setCpuThrottledPeriods(u.value().cpu_throttled_periods);
-          s.setCpuThrottledUs(u.value().cpu_throttled_us);
-          s.setCpuUsageUs(u.value().cpu_usage_us);
-          s.setPids(u.value().pids);
-        });
+        publish_stats(ctx.events, vm.vm_id, u.value());
       }
     }
   }
