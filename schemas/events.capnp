@@ -59,9 +59,12 @@ struct VmFailed {
 struct VmStats {
   vmId @0 :Text;
   memoryBytes @1 :UInt64;       # cgroup memory usage
-  cpuThrottledPeriods @2 :UInt64;
+  cpuThrottledPeriods @2 :UInt64;   # CFS periods in which the cgroup was throttled, since it was
+                                    # made (cpu.stat nr_throttled, v1 and v2)
   cpuUsageUs @3 :UInt64;
   pids @4 :UInt32;
+  cpuThrottledUs @5 :UInt64;    # time the cgroup's tasks were throttled, microseconds, since it
+                                # was made (v2 cpu.stat throttled_usec; v1 throttled_time / 1000)
 }
 
 struct PoolStatusEvent {

@@ -60,14 +60,18 @@ const char* kUsage =
     "                         a relative REMOTE is taken under /tmp); repeatable\n"
     "  --get REMOTE:LOCAL     copy a guest file back afterwards; repeatable\n"
     "  --env NAME=VALUE       environment variable for the program; repeatable\n"
-    "  --timeout S            program timeout in seconds (default: the executor's, 10 s)\n"
-    "  --size small|medium|large   VM size (1 vCPU/256 MiB, 2/512, 4/1024; default small)\n"
+    "  --timeout-ms MS        program timeout (default: the executor's, 10000; at most its\n"
+    "                         --max-timeout-ms, 300000); --timeout S: the same in seconds\n"
+    "  --tier small|medium|large   VM size (1 vCPU/256 MiB, 2/512, 4/1024; default small);\n"
+    "                         --size: the seed's spelling\n"
     "  --output-cap BYTES     stdout+stderr bytes kept (default: the executor's, 1 MiB)\n"
     "  --json                 print one JSON object with the result instead of streaming\n"
     "  --verbose              also print the executor's status lines (VM id) on stderr\n"
-    "  --deadline S           give up after S seconds in all (default: timeout + 60)\n"
+    "  --deadline-ms MS       give up after MS in all (default: timeout + 60000);\n"
+    "                         --deadline S: the same in seconds\n"
     "  --runtime-dir DIR      the stack's runtime dir (default: $NV_RUNTIME_DIR, ...)\n"
-    "  --endpoint EP          the orchestrator's client endpoint (default ipc://RT/clients.sock)\n"
+    "  --clients-endpoint EP  the orchestrator's client endpoint (default ipc://RT/clients.sock;\n"
+    "                         --endpoint: the older spelling)\n"
     "  --curve-key FILE       this client's CURVE key (NAME.key) for tcp:// endpoints\n"
     "  --curve-server-key FILE  the orchestrator's public key (NAME.pub)\n"
     "exit status: the program's exit code; 128+N after signal N; 124 timed out; 2 usage;\n"
@@ -173,23 +177,27 @@ Args parse_args(int argc, char** argv) {
         usage_error("--env wants NAME=VALUE, got '" + v + "'");
       }
       a.env.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+    } else if (is("--timeout-ms")) {
+      a.timeout_s = number("--timeout-ms") / 1000;
     } else if (is("--timeout")) {
       a.timeout_s = number("--timeout");
+    } else if (is("--deadline-ms")) {
+      a.deadline_s = number("--deadline-ms") / 1000;
     } else if (is("--deadline")) {
       a.deadline_s = number("--deadline");
     } else if (is("--output-cap")) {
       a.output_cap = static_cast<uint32_t>(number("--output-cap"));
-    } else if (is("--size")) {
-      std::string v = value("--size");
+    } else if (is("--tier") || is("--size")) {
+      std::string v = value(is("--tier") ? "--tier" : "--size");
       using T = nv::schema::SizeTier;
       if (v == "small") a.tier = T::SMALL;
       else if (v == "medium") a.tier = T::MEDIUM;
       else if (v == "large") a.tier = T::LARGE;
-      else usage_error("--size must be small, medium or large, not '" + v + "'");
+      else usage_error("--tier must be small, medium or large, not '" + v + "'");
     } else if (is("--runtime-dir")) {
       a.runtime_dir = value("--runtime-dir");
-    } else if (is("--endpoint")) {
-      a.endpoint = value("--endpoint");
+    } else if (is("--clients-endpoint") || is("--endpoint")) {
+      a.endpoint = value(is("--endpoint") ? "--endpoint" : "--clients-endpoint");
     } else if (is("--curve-key")) {
       a.curve_key = value("--curve-key");
     } else if (is("--curve-server-key")) {
@@ -462,28 +470,28 @@ int main(int argc, char** argv) {
       w.String(c.c_str(), static_cast<rapidjson::SizeType>(c.size()));
     };
     w.StartObject();
-    w.Key("exit_code");
+    w.Key("exitCode");
     w.Int(r.getExitCode());
     w.Key("signal");
     w.Int(r.getSignal());
-    w.Key("timed_out");
+    w.Key("timedOut");
     w.Bool(r.getTimedOut());
     w.Key("truncated");
     w.Bool(r.getTruncated());
-    w.Key("host_killed");
+    w.Key("hostKilled");
     w.Bool(r.getHostKilled());
     str("note", r.getNote());
     str("vm_id", r.getVmId());
     str("trace_id", trace_id);
-    w.Key("duration_ms");
+    w.Key("durationMs");
     w.Double(r.getDurationMs());
-    w.Key("wall_ms");
+    w.Key("wallMs");
     w.Double(r.getWallMs());
     str("stdout", data_string(r.getStdout()));
     str("stderr", data_string(r.getStderr()));
-    w.Key("stdout_bytes");
+    w.Key("stdoutBytes");
     w.Uint64(r.getStdoutBytes());
-    w.Key("stderr_bytes");
+    w.Key("stderrBytes");
     w.Uint64(r.getStderrBytes());
     // The end of a stream past the cap, and how much between head and tail is missing.
     str("stdout_tail", data_string(r.getStdoutTail()));
@@ -507,7 +515,7 @@ int main(int argc, char** argv) {
       w.EndObject();
     }
     w.EndArray();
-    w.Key("nv_exec_status");
+    w.Key("nvExecStatus");
     w.Int(code);
     w.EndObject();
     std::printf("%s\n", sb.GetString());

@@ -4,6 +4,8 @@
 #   NV_BUILD_DIR   build directory (default: <repo>/build)
 #   NV_SANITIZE    address | undefined (passed to CMake)
 #   NV_SKIP_APT=1  do not touch packages (they must be there)
+#   NV_QUIET=1     print nothing but errors (./nv run --quiet)
+# Logs of the configure and build steps go to <build>/logs/, never into the source tree.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${NV_BUILD_DIR:-$ROOT/build}
@@ -27,7 +29,7 @@ PACKAGES=(
   systemd                                   # systemd-analyze checks the units in deploy/
 )
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+say() { [[ ${NV_QUIET:-0} == 1 ]] || printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 install_packages() {
@@ -51,20 +53,27 @@ install_packages() {
 
 if [[ ${NV_SKIP_APT:-0} != 1 ]]; then install_packages; fi
 
+LOGS=$BUILD/logs
+mkdir -p "$LOGS"
 if [[ ! -f $BUILD/build.ninja ]]; then
   say "configuring $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    ${NV_SANITIZE:+-DNV_SANITIZE=$NV_SANITIZE} >"$BUILD.configure.log" 2>&1 \
-    || { cat "$BUILD.configure.log" >&2; die "cmake configure failed"; }
+    ${NV_SANITIZE:+-DNV_SANITIZE=$NV_SANITIZE} >"$LOGS/configure.log" 2>&1 \
+    || { cat "$LOGS/configure.log" >&2; die "cmake configure failed"; }
 fi
 say "building (ninja, $(nproc) jobs)"
-if ! cmake --build "$BUILD" -j"$(nproc)" >"$BUILD.build.log" 2>&1; then
-  grep -E 'error|FAILED' -A5 "$BUILD.build.log" | head -60 >&2
-  die "build failed (full log: $BUILD.build.log)"
+if ! cmake --build "$BUILD" -j"$(nproc)" >"$LOGS/build.log" 2>&1; then
+  grep -E 'error|FAILED' -A5 "$LOGS/build.log" | head -60 >&2
+  die "build failed (full log: $LOGS/build.log)"
 fi
 
 if [[ -x $ROOT/guest/build.sh && -x $BUILD/bin/nv-guest-agent ]]; then
   say "guest kernel and image (cached by input hash)"
-  "$ROOT/guest/build.sh" "$BUILD/guest" "$BUILD/bin/nv-guest-agent"
+  if [[ ${NV_QUIET:-0} == 1 ]]; then
+    "$ROOT/guest/build.sh" "$BUILD/guest" "$BUILD/bin/nv-guest-agent" >"$LOGS/guest.log" 2>&1 \
+      || { tail -30 "$LOGS/guest.log" >&2; die "guest build failed (log: $LOGS/guest.log)"; }
+  else
+    "$ROOT/guest/build.sh" "$BUILD/guest" "$BUILD/bin/nv-guest-agent"
+  fi
 fi
 say "ready: binaries in $BUILD/bin"

@@ -32,6 +32,7 @@
 #include "common/config.h"
 #include "common/frames.h"
 #include "common/interrupt.h"
+#include "common/json.h"
 #include "common/service.h"
 #include "common/utf8.h"
 
@@ -394,8 +395,11 @@ void add_options(nv::Config& c) {
   c.add_string("model", "", "model to use (\"\" = the orchestrator's, else the gateway's "
                             "--model)");
   c.add_int("max-iterations", 0, "LLM calls at most (0 = the orchestrator's default, 10)");
-  c.add_number("timeout", 0, "seconds the whole task may take (0 = the orchestrator's default)");
+  c.add_number("timeout-ms", 0, "how long the whole task may take, ms (0 = the orchestrator's "
+                                 "default)");
+  c.range("timeout-ms", 0, 86400000).alias_flag("timeout-ms", "timeout", 1000);
   c.add_string("tier", "", "VM size for the code: small | medium | large (\"\" = small)");
+  c.alias_flag("tier", "size");  // the seed's spelling
   c.add_bool("json", false, "print one JSON document: the TaskResult, the progress list and "
                             "the exit code");
   c.add_bool("quiet", false, "print the answer only");
@@ -406,7 +410,10 @@ void add_options(nv::Config& c) {
                                   "/run/neurovisor as root, else $XDG_RUNTIME_DIR/neurovisor)");
   c.add_string("clients-endpoint", "", "the orchestrator's client endpoint (default "
                                        "ipc://RUNTIME_DIR/clients.sock)");
-  c.add_number("connect-timeout", 3, "seconds to wait for the orchestrator to answer a ping");
+  c.add_number("connect-timeout-ms", 3000, "how long to wait for the orchestrator to answer a "
+                                         "ping, ms");
+  c.range("connect-timeout-ms", 1, 3600000);
+  c.alias_flag("connect-timeout-ms", "connect-timeout", 1000);
 }
 
 int run(int argc, char** argv) {
@@ -535,8 +542,7 @@ int run(int argc, char** argv) {
   auto r = res.value();
   int code = exit_for(r.getStatus());
   if (json) {
-    capnp::JsonCodec codec;
-    std::cout << "{\"exitCode\":" << code << ",\"result\":" << codec.encode(r).cStr()
+    std::cout << "{\"exitCode\":" << code << ",\"result\":" << nv::to_json(r)
               << ",\"progress\":" << view.progress_json() << "}\n";
     return code;
   }

@@ -2,6 +2,14 @@
 //
 // Each option has a name, a type, a default and a help line. Precedence: flag > environment
 // (NV_<NAME> with '-' as '_', upper case) > default. Every bad value is reported in one run.
+//
+// One vocabulary across the programs (README "Vocabulary"):
+//   - durations are integers of milliseconds, named *-ms; an older name in seconds stays as a
+//     deprecated alias (alias_flag with scale 1000), and code reading the old name still gets
+//     seconds, so renaming an option changes its table and nothing else;
+//   - env_scope("LLM_GATEWAY") before a program's own options makes their variables unique to it
+//     (NV_LLM_GATEWAY_CONCURRENCY); the shared NV_<NAME> is still read after it, deprecated;
+//   - range(name, min, max) bounds a number: checked in parse, printed in --help.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +33,19 @@ class Config {
   Config& add_bool(std::string name, bool def, std::string help);
   // Also read this environment variable (e.g. OLLAMA_HOST) when NV_<NAME> is not set.
   Config& alias_env(const std::string& name, std::string env);
+  // An older spelling of option `name`: "--alias V" (and NV_<ALIAS>) set `name` to V * scale
+  // (scale 1000: an alias in seconds for an option in milliseconds; fractions allowed).
+  // integer(alias) / number(alias) / str(alias) read the value back in the alias's unit.
+  Config& alias_flag(const std::string& name, std::string alias, double scale = 1.0);
+  // Bounds of a number option, inclusive; out of range is an error naming them.
+  Config& range(const std::string& name, double min, double max);
+  // Options added after this get NV_<SCOPE>_<NAME> as their variable (then NV_<NAME>, the
+  // deprecated shared form). "" ends the scope.
+  Config& env_scope(std::string scope);
 
   // Parses argv; "--name value", "--name=value", "--flag", "--no-flag". Arguments after "--" or
-  // not starting with "--" are positional. Fails with every problem listed in one message.
+  // not starting with "--" are positional (services refuse them: service_main exits 2).
+  // Fails with every problem listed in one message.
   Status parse(int argc, const char* const* argv);
   bool help_requested() const { return help_; }
   std::string help() const;
@@ -43,17 +61,29 @@ class Config {
   Status set(const std::string& name, const std::string& value, std::string source = "set");
 
   static std::string env_name(const std::string& name);
+  // The variables option `name` is read from, first wins (NV_<SCOPE>_<NAME>, NV_<NAME>, aliases).
+  std::vector<std::string> env_names(const std::string& name) const;
 
  private:
   struct Option {
-    Type type;
+    Type type = Type::string;
     std::string help;
     std::string value;
     std::string def;
     std::string source = "default";
     std::vector<std::string> alias_envs;
+    std::string scope;                  // env_scope when it was added
+    bool has_range = false;
+    double min = 0, max = 0;
+  };
+  struct Alias {
+    std::string target;
+    double scale = 1.0;
   };
   const Option& find(const std::string& name) const;
+  static Option make_option(Type type, std::string help, const std::string& def);
+  Option& add(const std::string& name, Option opt);
+  std::string in_alias_unit(const std::string& name, const std::string& value) const;
   static bool valid(Type type, const std::string& value);
 
   std::string program_;
@@ -61,6 +91,8 @@ class Config {
   std::map<std::string, Option> options_;
   std::vector<std::string> order_;
   std::vector<std::string> positional_;
+  std::map<std::string, Alias> aliases_;
+  std::string scope_;
   bool help_ = false;
 };
 

@@ -1,8 +1,8 @@
 #include "events.h"
 
-#include <capnp/compat/json.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "trace_id.h"
 #include "utf8.h"
 
@@ -102,13 +102,9 @@ std::optional<EventSubscriber::Received> EventSubscriber::receive(
   }
 }
 
-std::string event_to_json(schema::Event::Reader event) {
-  capnp::JsonCodec codec;
-  codec.handleByAnnotation<schema::Event>();
-  // Text fields may hold program or guest bytes; JSON consumers (nv-audit, log shippers) get
-  // valid UTF-8. JSON's own syntax is ASCII, so this touches only ill-formed sequences.
-  return utf8::sanitize(codec.encode(event).cStr());
-}
+// Text fields may hold program or guest bytes; JSON consumers (nv-audit, log shippers) get
+// valid UTF-8. JSON's own syntax is ASCII, so this touches only ill-formed sequences.
+std::string event_to_json(schema::Event::Reader event) { return utf8::sanitize(to_json(event)); }
 
 double event_age_seconds(schema::Event::Reader event) {
   auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -37,7 +37,9 @@ void add_bus_options(Config& c) {
   c.add_string("curve-server-key", "", "the orchestrator's public key file (NAME.pub) to connect "
                                        "over tcp:// with CURVE");
   c.add_int("max-frame-bytes", 8 << 20, "largest bus frame accepted; larger ones get an error");
+  c.range("max-frame-bytes", 1024, 1 << 30);
   c.add_int("heartbeat-ms", 1000, "heartbeat interval between workers and the broker");
+  c.range("heartbeat-ms", 10, 600000);
 }
 
 Endpoints endpoints_from(const Config& c, const std::string& rt) {
@@ -136,9 +138,19 @@ int service_main(int argc, char** argv, const ServiceSpec& spec) {
 
   Config config("nv-" + spec.name, spec.summary);
   add_bus_options(config);
+  // The service's own options read variables unique to it (NV_LLM_GATEWAY_MODEL); the shared
+  // bus options above keep NV_RUNTIME_DIR, NV_LOG_LEVEL, ...
+  config.env_scope(spec.name);
   if (spec.add_options) spec.add_options(config);
+  config.env_scope("");
   if (auto st = config.parse(argc, argv); !st) {
     std::cerr << "nv-" << spec.name << ": " << st.error().message << "\n";
+    return 2;
+  }
+  if (!config.positional().empty()) {  // `nv-orchestrator --agent "task"` is not a task
+    std::cerr << "nv-" << spec.name << ": unexpected argument '" << config.positional()[0]
+              << "': nv-" << spec.name << " takes options only (see --help); to run a task use "
+              << "`./nv run \"TASK\"` or nv-submit\n";
     return 2;
   }
   if (config.help_requested()) {

@@ -178,6 +178,16 @@ EventMetrics::EventMetrics(std::shared_ptr<prometheus::Registry> registry, Limit
                      .Help("CPU periods in which VM cgroups were throttled, summed over VMs")
                      .Register(*registry_)
                      .Add({})),
+      vm_throttled_(BuildCounter()
+                        .Name("neurovisor_cgroup_cpu_throttled_total")
+                        .Help("CFS periods in which each live VM's cgroup was throttled "
+                              "(cpu.stat nr_throttled)")
+                        .Register(*registry_)),
+      vm_throttled_seconds_(BuildCounter()
+                                .Name("neurovisor_cgroup_cpu_throttled_seconds_total")
+                                .Help("Time each live VM's cgroup was throttled (cpu.stat "
+                                      "throttled_usec, v1 throttled_time)")
+                                .Register(*registry_)),
       exec_started_(BuildCounter()
                         .Name("neurovisor_code_executions_started_total")
                         .Help("Code executions started, by language")
@@ -244,6 +254,10 @@ EventMetrics::EventMetrics(std::shared_ptr<prometheus::Registry> registry, Limit
                          .Help("Duration of agent tasks")
                          .Register(*registry_)
                          .Add({}, kTaskBuckets)),
+      agent_tasks_(BuildGauge()
+                       .Name("neurovisor_agent_tasks")
+                       .Help("Agent tasks by status: running now, or finished with that status")
+                       .Register(*registry_)),
       alerts_(BuildCounter()
                   .Name("neurovisor_security_alerts_total")
                   .Help("Security alerts, by kind")
@@ -273,6 +287,7 @@ EventMetrics::EventMetrics(std::shared_ptr<prometheus::Registry> registry, Limit
                  Invalid::bad_enum, Invalid::bad_label, Invalid::bad_number, Invalid::too_many}) {
     invalid_.Add({{"reason", std::string(invalid_name(r))}});
   }
+  agent_tasks_.Add({{"status", "running"}});
 }
 
 void EventMetrics::count_malformed(uint64_t n) {
@@ -341,6 +356,8 @@ void EventMetrics::forget_vm(const std::string& vm_id) {
   if (it == vms_.end()) return;
   if (it->second.memory) memory_.Remove(it->second.memory);
   if (it->second.syscalls) syscalls_.Remove(it->second.syscalls);
+  if (it->second.throttled) vm_throttled_.Remove(it->second.throttled);
+  if (it->second.throttled_seconds) vm_throttled_seconds_.Remove(it->second.throttled_seconds);
   vms_.erase(it);
 }
 
@@ -387,7 +404,10 @@ EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
     case Which::EXEC_STARTED: problem = on_exec_started(event.getExecStarted()); break;
     case Which::EXEC_FINISHED: problem = on_exec_finished(event.getExecFinished()); break;
     case Which::LLM_CALL: problem = on_llm_call(event.getLlmCall()); break;
-    case Which::TASK_STARTED: tasks_started_.Increment(); break;
+    case Which::TASK_STARTED:
+      tasks_started_.Increment();
+      agent_tasks_.Add({{"status", "running"}}).Set(static_cast<double>(++tasks_running_));
+      break;
     case Which::TASK_ITERATION: problem = on_task_iteration(event.getTaskIteration()); break;
     case Which::TASK_FINISHED: problem = on_task_finished(event.getTaskFinished()); break;
     case Which::SECURITY_ALERT: problem = on_security_alert(event.getSecurityAlert()); break;
@@ -492,6 +512,13 @@ EventMetrics::Check EventMetrics::on_vm_stats(schema::VmStats::Reader p, int64_t
   uint64_t delta = throttled >= s->last_throttled ? throttled - s->last_throttled : throttled;
   if (delta > 0) throttled_.Increment(static_cast<double>(delta));
   s->last_throttled = throttled;
+  if (!s->throttled) s->throttled = &vm_throttled_.Add({{"vm_id", vm_id}});
+  if (delta > 0) s->throttled->Increment(static_cast<double>(delta));
+  uint64_t us = p.getCpuThrottledUs();
+  uint64_t us_delta = us >= s->last_throttled_us ? us - s->last_throttled_us : us;
+  if (!s->throttled_seconds) s->throttled_seconds = &vm_throttled_seconds_.Add({{"vm_id", vm_id}});
+  if (us_delta > 0) s->throttled_seconds->Increment(static_cast<double>(us_delta) / 1e6);
+  s->last_throttled_us = us;
   return {};
 }
 
@@ -570,6 +597,9 @@ EventMetrics::Check EventMetrics::on_task_finished(schema::TaskFinished::Reader 
   if (!is_enumerant<schema::TaskStatus>(status)) return Rejection{Invalid::bad_enum, "status"};
   if (!duration_ok(p.getDurationMs())) return Rejection{Invalid::bad_number, "durationMs"};
   tasks_.Add({{"status", status}}).Increment();
+  agent_tasks_.Add({{"status", status}}).Increment();
+  tasks_running_ = std::max<int64_t>(0, tasks_running_ - 1);
+  agent_tasks_.Add({{"status", "running"}}).Set(static_cast<double>(tasks_running_));
   task_duration_.Observe(p.getDurationMs() / 1000.0);
   return {};
 }

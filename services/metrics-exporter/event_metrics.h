@@ -25,6 +25,11 @@
 //   neurovisor_vm_failures_total{reason_class}        vm.failed (see failure_class)
 //   neurovisor_cgroup_memory_usage_bytes{vm_id}       vm.stats; removed on release/failure
 //   neurovisor_cgroup_cpu_throttled_periods_total     vm.stats, summed increments over VMs
+//   neurovisor_cgroup_cpu_throttled_total{vm_id}      vm.stats: the VM cgroup's throttled CFS
+//                                                     periods (cpu.stat nr_throttled, v1 and v2);
+//                                                     the seed's name; removed like memory
+//   neurovisor_cgroup_cpu_throttled_seconds_total{vm_id}  vm.stats: time throttled (v2
+//                                                     throttled_usec, v1 throttled_time)
 //   neurovisor_code_executions_started_total{language}  exec.started
 //   neurovisor_code_execution_duration_seconds{language}  histogram, exec.finished
 //   neurovisor_code_executions_total{language,status}   exec.finished
@@ -37,6 +42,12 @@
 //   neurovisor_agent_tasks_started_total              task.started
 //   neurovisor_agent_iterations_total, neurovisor_agent_tool_calls_total  task.iteration
 //   neurovisor_agent_tasks_total{status}, neurovisor_agent_task_duration_seconds  task.finished
+//   neurovisor_agent_tasks{status}                    the seed's name: status="running" is the
+//                                                     tasks started and not finished now, every
+//                                                     other status the tasks finished with it
+//                                                     (= neurovisor_agent_tasks_total). A gauge:
+//                                                     it falls when a running task ends, and a
+//                                                     counter without _total fails promtool
 //   neurovisor_security_alerts_total{kind}            security.alert
 //   neurovisor_ebpf_programs_loaded{program}          sentinel.status (1 loaded, 0 not)
 //   neurovisor_ebpf_syscall_total{vm_id}              sentinel.syscalls; removed like memory
@@ -116,6 +127,9 @@ class EventMetrics {
   struct VmSeries {
     prometheus::Gauge* memory = nullptr;      // neurovisor_cgroup_memory_usage_bytes{vm_id}
     prometheus::Counter* syscalls = nullptr;  // neurovisor_ebpf_syscall_total{vm_id}
+    prometheus::Counter* throttled = nullptr;  // neurovisor_cgroup_cpu_throttled_total{vm_id}
+    prometheus::Counter* throttled_seconds = nullptr;  // ..._cpu_throttled_seconds_total{vm_id}
+    uint64_t last_throttled_us = 0;           // cpuThrottledUs at the last vm.stats
     uint64_t last_throttled = 0;              // cpuThrottledPeriods at the last vm.stats
     uint64_t last_syscalls = 0;               // count at the last sentinel.syscalls entry
     int64_t last_seen_ns = 0;                 // timeNs of the last event that updated it
@@ -168,6 +182,8 @@ class EventMetrics {
   prometheus::Family<prometheus::Counter>& vm_failures_;
   prometheus::Family<prometheus::Gauge>& memory_;
   prometheus::Counter& throttled_;
+  prometheus::Family<prometheus::Counter>& vm_throttled_;
+  prometheus::Family<prometheus::Counter>& vm_throttled_seconds_;
   prometheus::Family<prometheus::Counter>& exec_started_;
   prometheus::Family<prometheus::Histogram>& exec_duration_;
   prometheus::Family<prometheus::Counter>& executions_;
@@ -183,6 +199,8 @@ class EventMetrics {
   prometheus::Counter& tool_calls_;
   prometheus::Family<prometheus::Counter>& tasks_;
   prometheus::Histogram& task_duration_;
+  prometheus::Family<prometheus::Gauge>& agent_tasks_;
+  int64_t tasks_running_ = 0;  // task.started minus task.finished, never below 0
   prometheus::Family<prometheus::Counter>& alerts_;
   prometheus::Family<prometheus::Gauge>& programs_;
   prometheus::Family<prometheus::Counter>& syscalls_;

@@ -14,6 +14,8 @@
 #include "common/log.h"
 #include "common/seccomp_policy.h"
 #include "event_metrics.h"
+#include "otlp_exporter.h"
+#include "trace_spans.h"
 
 namespace nv::metrics {
 namespace {
@@ -124,6 +126,9 @@ std::unordered_set<std::string> replay_history(ServiceContext& ctx, EventMetrics
 // The bus services' allow-list plus what this process needs on top of it.
 seccomp::Profile exporter_seccomp_profile() {
   auto p = seccomp::zmq_service_profile("metrics-exporter");
+  // libcurl: the Pushgateway push and the OTLP/HTTP trace export (the same set the LLM gateway
+  // was profiled with: HTTP, HTTPS, name resolution).
+  for (const auto& r : seccomp::llm_gateway_rules()) p.rules.push_back(r);
   p.rules.push_back(seccomp::allow("accept", "civetweb (prometheus-cpp Exposer) accepts HTTP "
                                              "connections with accept(2), not accept4"));
   // Not in the shared sets yet (reported): service_main's signal thread waits with it.
@@ -177,6 +182,16 @@ void add_exporter_options(Config& c) {
   c.add_int("history-limit", 10000, "most events replayed at start");
   c.add_int("max-vm-series", 4096, "VMs with per-VM series at once");
   c.add_int("vm-idle-s", 600, "per-VM series of a VM silent this long are removed");
+  c.add_string("otlp-endpoint", "",
+               "OpenTelemetry collector for traces over OTLP/HTTP with JSON, e.g. "
+               "http://127.0.0.1:4318 (+ /v1/traces; a URL with a path is used as given; \"\" = "
+               "no traces)");
+  c.alias_env("otlp-endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  c.alias_env("otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT");
+  c.add_int("otlp-timeout-ms", 10000, "timeout of one OTLP export request, ms (1-600000)");
+  c.add_int("trace-linger-ms", 2000,
+            "a finished trace waits this long for late events before its spans are sent, ms "
+            "(0-600000)");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
   c.add_bool("seccomp", true, "install the seccomp allow-list once started");
 }
@@ -197,6 +212,18 @@ int run_exporter(ServiceContext& ctx) {
   if (c.integer("max-vm-series") < 1) problems += "--max-vm-series must be at least 1; ";
   if (c.integer("vm-idle-s") < 1 || c.integer("vm-idle-s") > 86400 * 365) {
     problems += "--vm-idle-s must be between 1 and a year; ";
+  }
+  std::string otlp_url;
+  if (!c.str("otlp-endpoint").empty()) {
+    auto u = tracing::otlp_traces_url(c.str("otlp-endpoint"));
+    if (u) otlp_url = u.value();
+    else problems += u.error().message + "; ";
+  }
+  if (c.integer("otlp-timeout-ms") < 1 || c.integer("otlp-timeout-ms") > 600000) {
+    problems += "--otlp-timeout-ms must be between 1 and 600000; ";
+  }
+  if (c.integer("trace-linger-ms") < 0 || c.integer("trace-linger-ms") > 600000) {
+    problems += "--trace-linger-ms must be between 0 and 600000; ";
   }
   if (!c.str("run-as").empty() && c.str("run-as").find_first_not_of("0123456789") !=
                                       std::string::npos) {
@@ -274,6 +301,27 @@ int run_exporter(ServiceContext& ctx) {
                                       std::chrono::seconds(c.integer("push-interval-s")));
   }
 
+  // Traces: spans built from the events, sent by a thread of their own (before seccomp, like the
+  // Pusher: libcurl initialises itself there).
+  std::optional<tracing::TraceAssembler> assembler;
+  std::unique_ptr<tracing::OtlpExporter> otlp;
+  if (!otlp_url.empty()) {
+    tracing::AssemblerLimits al;
+    al.linger_ns = c.integer("trace-linger-ms") * 1'000'000;
+    assembler.emplace(al);
+    tracing::OtlpOptions oo;
+    oo.url = otlp_url;
+    oo.timeout = std::chrono::milliseconds(c.integer("otlp-timeout-ms"));
+    oo.scope_version = NV_VERSION;
+    otlp = std::make_unique<tracing::OtlpExporter>(oo, *registry);
+    log::info("exporting traces", {{"url", otlp_url}});
+  }
+  auto steady_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+
   // The seccomp allow-list goes on every thread running now (ZeroMQ, HTTP, worker, pusher) and
   // is inherited by any started later (curl's resolver). It comes after announce_started, whose
   // privilege summary needs capget and prctl(PR_GET_NO_NEW_PRIVS).
@@ -307,6 +355,7 @@ int run_exporter(ServiceContext& ctx) {
         log::warn("forgot VMs that went silent without a release", {{"vms", n}});
       }
     }
+    if (assembler) otlp->enqueue(assembler->take_ready(steady_ns()));
     auto in = sub.receive(std::chrono::milliseconds(200));
     if (sub.malformed() != malformed_seen) {
       metrics.count_malformed(sub.malformed() - malformed_seen);
@@ -320,7 +369,11 @@ int run_exporter(ServiceContext& ctx) {
         continue;
       }
     }
-    if (auto st = metrics.apply(in->topic, in->event); !st) {
+    auto st = metrics.apply(in->topic, in->event);
+    // Spans only from events the metrics accepted (validated); history replays make none, so a
+    // restarted exporter does not send a trace twice.
+    if (st && assembler) assembler->add(in->event, steady_ns());
+    if (!st) {
       // The counter has every rejection; the log shows the first few and then every 1000th.
       if (rejected++ < 10 || rejected % 1000 == 0) {
         log::warn("invalid event", {{"topic", in->topic},
@@ -335,6 +388,8 @@ int run_exporter(ServiceContext& ctx) {
   worker_stop = true;
   worker_thread.join();
   pusher.reset();
+  if (assembler) otlp->enqueue(assembler->take_all());  // unfinished traces go out as they are
+  otlp.reset();
   exposer.reset();
   return rc;
 }

@@ -40,12 +40,18 @@ void add_options(nv::Config& c) {
   c.add_bool("agent", true, "run the agent loop (bus service \"task\") in this process");
   c.add_int("max-tasks", 64, "tasks the agent loop runs at once; more wait in the broker queue");
   c.add_int("max-iterations", 10, "LLM calls per task when the task sets none");
-  c.add_int("task-timeout-s", 600, "deadline of a task that sets none");
+  c.add_int("task-timeout-ms", 600000, "deadline of a task that sets none, ms");
+  c.range("task-timeout-ms", 1000, 86400000).alias_flag("task-timeout-ms", "task-timeout-s", 1000);
   c.add_int("exec-timeout-ms", 30000, "time limit of one code execution (ExecRequest.timeoutMs)");
-  c.add_int("llm-call-timeout-s", 330, "how long the agent waits for one LLM answer");
+  c.range("exec-timeout-ms", 100, 3600000);
+  c.range("max-tasks", 1, 10000).range("max-iterations", 1, 100);
+  c.add_int("llm-call-timeout-ms", 330000, "how long the agent waits for one LLM answer, ms");
+  c.range("llm-call-timeout-ms", 1000, 86400000);
+  c.alias_flag("llm-call-timeout-ms", "llm-call-timeout-s", 1000);
   c.add_int("tool-output-chars", 16384,
             "program output shown to the model per execution, in characters (code points): "
             "exit status first, then head and tail of stdout and of stderr");
+  c.range("tool-output-chars", 256, 1 << 20);
   c.add_string("model", "", "model for tasks that name none (\"\" = the gateway's --model)");
 }
 
@@ -63,9 +69,9 @@ nv::Result<nv::agent::AgentOptions> agent_options(const nv::ServiceContext& ctx)
   nv::agent::AgentOptions o;
   o.max_tasks = static_cast<uint32_t>(in("max-tasks", 1, 10000));
   o.default_max_iterations = static_cast<uint32_t>(in("max-iterations", 1, 100));
-  o.default_task_timeout = std::chrono::seconds(in("task-timeout-s", 1, 86400));
+  o.default_task_timeout = std::chrono::milliseconds(in("task-timeout-ms", 1000, 86400000));
   o.exec_timeout = std::chrono::milliseconds(in("exec-timeout-ms", 100, 3600000));
-  o.llm_call_timeout = std::chrono::seconds(in("llm-call-timeout-s", 1, 86400));
+  o.llm_call_timeout = std::chrono::milliseconds(in("llm-call-timeout-ms", 1000, 86400000));
   o.max_tool_output_chars = static_cast<size_t>(in("tool-output-chars", 256, 1 << 20));
   o.default_model = c.str("model");
   o.heartbeat = std::chrono::milliseconds(c.integer("heartbeat-ms"));

@@ -49,6 +49,7 @@ void add_options(nv::Config& c) {
   c.add_number("guest-burst-msgs", g.burst_messages, "frames a guest may send in one burst");
   c.add_int("guest-max-frame-bytes", g.max_frame_bytes, "largest guest frame accepted");
   c.add_int("run-as-uid", -1, "switch to this uid after start-up (when started as root)");
+  c.alias_flag("run-as-uid", "run-as");  // the spelling of the orchestrator and the exporter
   c.add_int("run-as-gid", -1, "switch to this gid: the group owning the guest channel sockets");
   c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
 }

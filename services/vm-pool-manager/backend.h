@@ -66,7 +66,8 @@ struct VmUsage {
   uint64_t memory_bytes = 0;
   uint64_t memory_limit_bytes = 0;
   uint64_t cpu_usage_us = 0;
-  uint64_t cpu_throttled_periods = 0;
+  uint64_t cpu_throttled_periods = 0;  // cpu.stat nr_throttled
+  uint64_t cpu_throttled_us = 0;       // v2 cpu.stat throttled_usec; v1 throttled_time (ns) / 1000
   uint32_t pids = 0;
   uint64_t oom_kills = 0;      // v2 memory.events oom_kill / v1 memory.oom_control oom_kill
 };

@@ -314,6 +314,7 @@ VmUsage VmCgroup::usage() const {
     u.memory_limit_bytes = parse_u64(read_line(v2_dir_ + "/memory.max"));
     u.cpu_usage_us = keyed(v2_dir_ + "/cpu.stat", "usage_usec");
     u.cpu_throttled_periods = keyed(v2_dir_ + "/cpu.stat", "nr_throttled");
+    u.cpu_throttled_us = keyed(v2_dir_ + "/cpu.stat", "throttled_usec");
     u.pids = static_cast<uint32_t>(parse_u64(read_line(v2_dir_ + "/pids.current")));
     u.oom_kills = keyed(v2_dir_ + "/memory.events", "oom_kill");
     return u;
@@ -329,6 +330,7 @@ VmUsage VmCgroup::usage() const {
   }
   if (auto d = dir("cpu"); !d.empty()) {
     u.cpu_throttled_periods = keyed(d + "/cpu.stat", "nr_throttled");
+    u.cpu_throttled_us = keyed(d + "/cpu.stat", "throttled_time") / 1000;  // v1: nanoseconds
     if (exists(d + "/cpuacct.usage")) {  // cpu,cpuacct co-mounted
       u.cpu_usage_us = parse_u64(read_line(d + "/cpuacct.usage")) / 1000;
     }

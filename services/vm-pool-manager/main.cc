@@ -50,9 +50,12 @@ void add_options(nv::Config& c) {
                              "else /var/lib/neurovisor/guest/vmlinux");
   c.add_string("rootfs", "", "guest root image, read-only; default: BIN/../guest/rootfs.ext4, "
                              "else /var/lib/neurovisor/guest/rootfs.ext4");
-  c.add_string("size", "small,medium,large", "size tiers served, comma-separated");
+  c.add_string("tiers", "small,medium,large", "size tiers served, comma-separated");
+  c.alias_flag("tiers", "size");  // the seed's spelling (`neurovisor --size large`)
   c.add_int("warm", 1, "idle VMs kept ready per tier");
+  c.range("warm", 0, 256).alias_env("warm", "NEUROVISOR_POOL_SIZE");  // the seed's variable
   c.add_int("max", 4, "VMs per tier at most (warm + leased + booting)");
+  c.range("max", 1, 4096).alias_env("max", "NEUROVISOR_MAX_VMS");  // the seed's variable
   c.add_bool("snapshot", true,
              "fill the pool by restoring a per-tier snapshot whose RAM clones share copy-on-write "
              "(reseeded; --no-snapshot: cold-boot every VM)");
@@ -105,6 +108,19 @@ std::string guest_file(const std::string& given, const std::string& name) {
   return "/var/lib/neurovisor/guest/" + name;
 }
 
+// vm.stats: one VM's cgroup usage.
+void publish_stats(nv::EventPublisher& ev, const std::string& vm_id, const nv::vm::VmUsage& u) {
+  ev.publish("vm.stats", [&](schema::Event::Builder e) {
+    auto s = e.initVmStats();
+    s.setVmId(vm_id);
+    s.setMemoryBytes(u.memory_bytes);
+    s.setCpuThrottledPeriods(u.cpu_throttled_periods);
+    s.setCpuThrottledUs(u.cpu_throttled_us);
+    s.setCpuUsageUs(u.cpu_usage_us);
+    s.setPids(u.pids);
+  });
+}
+
 class BusEvents : public nv::vm::PoolEvents {
  public:
   explicit BusEvents(nv::EventPublisher& ev) : ev_(ev) {}
@@ -127,7 +143,7 @@ class BusEvents : public nv::vm::PoolEvents {
       b.setVmId(id);
       b.setTier(tier);
       b.setWaitMs(wait_ms);
-    });
+    }, nv::log::current_trace_id());  // the lease request's trace: the span builder needs it
   }
   void on_released(const std::string& id, SizeTier tier, const std::string& reason,
                    double leased_ms) override {
@@ -137,7 +153,10 @@ class BusEvents : public nv::vm::PoolEvents {
       b.setTier(tier);
       b.setReason(reason);
       b.setLeasedMs(leased_ms);
-    });
+    }, nv::log::current_trace_id());  // "" when the monitor reclaims an expired lease
+  }
+  void on_final_usage(const std::string& id, const nv::vm::VmUsage& u) override {
+    publish_stats(ev_, id, u);
   }
   void on_failed(const std::string& id, SizeTier tier, const std::string& reason,
                  pid_t pid) override {
@@ -273,7 +292,7 @@ int run(nv::ServiceContext& ctx) {
   for (std::string name; std::getline(sizes, name, ',');) {
     SizeTier t;
     if (!nv::vm::parse_tier(name, &t)) {
-      problems.push_back("--size: unknown tier '" + name + "' (small, medium, large)");
+      problems.push_back("--tiers: unknown tier '" + name + "' (small, medium, large)");
       continue;
     }
     for (const auto& d : nv::vm::default_tiers(static_cast<uint32_t>(warm),
@@ -558,14 +577,7 @@ int run(nv::ServiceContext& ctx) {
       for (const auto& vm : pool.live_vms()) {
         auto u = pool.usage(vm.vm_id);
         if (!u) continue;
-        ctx.events.publish("vm.stats", [&](schema::Event::Builder e) {
-          auto s = e.initVmStats();
-          s.setVmId(vm.vm_id);
-          s.setMemoryBytes(u.value().memory_bytes);
-          s.setCpuThrottledPeriods(u.value().cpu_throttled_periods);
-          s.setCpuUsageUs(u.value().cpu_usage_us);
-          s.setPids(u.value().pids);
-        });
+        publish_stats(ctx.events, vm.vm_id, u.value());
       }
     }
   }

@@ -627,6 +627,7 @@ Status Pool::release(const std::string& vm_id, const std::string& reason) {
   refill_cv_.notify_all();
   double leased_ms = ms_since(e.leased_at);
   (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.vm->exit_fd(), nullptr);
+  if (auto u = e.vm->usage()) events_.on_final_usage(vm_id, u.value());
   Status d = e.vm->destroy(Clock::now() + opt_.destroy_grace);
   if (!d.ok()) log::warn("vm cleanup failed", {{"vm_id", vm_id}, {"error", d.error().message}});
   events_.on_released(vm_id, e.tier, reason, leased_ms);

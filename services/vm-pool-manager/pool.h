@@ -97,6 +97,9 @@ class PoolEvents {
   virtual void on_failed(const std::string& /*vm_id*/, SizeTier, const std::string& /*reason*/,
                          pid_t /*vmm_pid*/) {}
   virtual void on_status(const PoolStatusInfo&) {}
+  // A released VM's last cgroup reading, taken just before it is destroyed (the periodic
+  // vm.stats may never have sampled a short lease; its CPU throttling would go uncounted).
+  virtual void on_final_usage(const std::string& /*vm_id*/, const VmUsage&) {}
 };
 
 struct PoolOptions {

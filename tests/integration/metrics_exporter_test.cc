@@ -30,18 +30,7 @@ using namespace std::chrono_literals;
 using nv::test::Process;
 using nv::test::ProcessOptions;
 
-// The value of the series written exactly as `series` (name{labels} as the exporter prints it).
-std::optional<double> series_value(const std::string& scrape, const std::string& series) {
-  std::istringstream in(scrape);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ') {
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-    }
-  }
-  return std::nullopt;
-}
+using nv::test::series_value;
 
 // Each thread of `pid`: its id, name and effective capability mask (/proc/PID/task/TID/status).
 struct ThreadCaps {

@@ -88,6 +88,7 @@ TEST_F(CgroupProof, CpuQuotaThrottlesABusyLoop) {
   ASSERT_TRUE(WIFEXITED(status));
   auto u = cg.value().usage();
   EXPECT_GT(u.cpu_throttled_periods, 0u);
+  EXPECT_GT(u.cpu_throttled_us, 0u);  // throttled_time (v1, ns) or throttled_usec (v2)
   // At 10 % of a core the loop got far less than the wall time it spun for.
   EXPECT_LT(static_cast<double>(u.cpu_usage_us), 0.5 * wall_us) << u.cpu_usage_us << " us";
   EXPECT_TRUE(cg.value().destroy().ok());

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <sstream>
 
 namespace nv::test {
 namespace {
@@ -86,6 +87,18 @@ std::optional<HttpResponse> http_get(const std::string& host, int port, const st
   r.headers = raw.substr(line_end + 2, head_end - line_end - 2);
   r.body = raw.substr(head_end + 4);
   return r;
+}
+
+std::optional<double> series_value(const std::string& scrape, const std::string& series) {
+  std::istringstream in(scrape);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::strtod(line.c_str() + series.size() + 1, nullptr);
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace nv::test

@@ -21,4 +21,8 @@ std::optional<HttpResponse> http_get(const std::string& host, int port, const st
                                      std::chrono::milliseconds timeout =
                                          std::chrono::milliseconds(2000));
 
+// In a Prometheus text scrape: the value of the sample written exactly as `series`
+// (name{labels} as the exporter prints it), or nullopt when there is none.
+std::optional<double> series_value(const std::string& scrape, const std::string& series);
+
 }  // namespace nv::test

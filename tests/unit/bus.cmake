@@ -1,6 +1,6 @@
 # Unit tests of the bus foundation in nv_common: framing and validation, config, trace ids,
 # the token bucket and error codes. No sockets beyond inproc://, no timing.
-foreach(t frames_test config_test trace_id_test token_bucket_test bus_errors_test)
+foreach(t frames_test config_test trace_id_test token_bucket_test bus_errors_test json_test)
   nv_add_gtest(NAME ${t}
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}.cc
     LIBS nv_common

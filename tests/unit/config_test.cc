@@ -151,4 +151,85 @@ TEST(Config, SetValidatesLikeParse) {
 }
 
 }  // namespace
+
+// ---- one vocabulary: deprecated spellings with a unit scale, ranges, per-program variables.
+
+TEST(Config, AnOldSpellingInSecondsSetsTheMillisecondOptionAndReadsBackInSeconds) {
+  Config c("nv-test", "t");
+  c.add_int("cfg-timeout-ms", 600000, "a timeout");
+  c.alias_flag("cfg-timeout-ms", "cfg-timeout-s", 1000);
+  ASSERT_TRUE(parse(c, {"--cfg-timeout-s", "2.5"}));
+  EXPECT_EQ(c.integer("cfg-timeout-ms"), 2500);
+  EXPECT_EQ(c.number("cfg-timeout-s"), 2.5);  // code that reads the old name gets seconds
+  EXPECT_EQ(c.integer("cfg-timeout-s"), 3);   // rounded when read as an integer
+  Config d("nv-test", "t");
+  d.add_int("cfg-timeout-ms", 600000, "a timeout");
+  d.alias_flag("cfg-timeout-ms", "cfg-timeout-s", 1000);
+  ASSERT_TRUE(parse(d, {"--cfg-timeout-ms=1500"}));
+  EXPECT_EQ(d.integer("cfg-timeout-ms"), 1500);
+  EXPECT_EQ(d.number("cfg-timeout-s"), 1.5);
+  auto bad = parse(d, {"--cfg-timeout-s", "soon"});
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("cfg-timeout-ms"), std::string::npos);
+}
+
+TEST(Config, AnOldSpellingsVariableIsReadWhenTheNewOnesAreUnset) {
+  ScopedEnv env("NV_CFG_WAIT_S", "4");
+  Config c("nv-test", "t");
+  c.add_int("cfg-wait-ms", 1, "a wait");
+  c.alias_flag("cfg-wait-ms", "cfg-wait-s", 1000);
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.integer("cfg-wait-ms"), 4000);
+  EXPECT_EQ(c.source("cfg-wait-ms"), "env NV_CFG_WAIT_S");
+}
+
+TEST(Config, RangesAreCheckedAndPrinted) {
+  Config c("nv-test", "t");
+  c.add_int("cfg-warm", 1, "idle VMs");
+  c.range("cfg-warm", 0, 256);
+  auto st = parse(c, {"--cfg-warm", "257"});
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("between 0 and 256, not 257"), std::string::npos)
+      << st.error().message;
+  Config d("nv-test", "t");
+  d.add_int("cfg-warm", 1, "idle VMs");
+  d.range("cfg-warm", 0, 256);
+  EXPECT_TRUE(parse(d, {"--cfg-warm", "256"}));
+  EXPECT_NE(d.help().find("range 0-256"), std::string::npos) << d.help();
+}
+
+TEST(Config, ScopedVariablesAreUniqueToTheProgramAndWinOverTheSharedForm) {
+  ScopedEnv shared("NV_CFG_CONCURRENCY", "3");
+  Config c("nv-test", "t");
+  c.add_string("cfg-dir", "", "shared option");
+  c.env_scope("llm-gateway");
+  c.add_int("cfg-concurrency", 1, "own option");
+  c.env_scope("");
+  EXPECT_EQ(c.env_names("cfg-concurrency"),
+            (std::vector<std::string>{"NV_LLM_GATEWAY_CFG_CONCURRENCY", "NV_CFG_CONCURRENCY"}));
+  EXPECT_EQ(c.env_names("cfg-dir"), (std::vector<std::string>{"NV_CFG_DIR"}));
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.integer("cfg-concurrency"), 3);  // the shared form still works
+  ScopedEnv own("NV_LLM_GATEWAY_CFG_CONCURRENCY", "7");
+  Config d("nv-test", "t");
+  d.env_scope("llm-gateway");
+  d.add_int("cfg-concurrency", 1, "own option");
+  ASSERT_TRUE(parse(d, {}));
+  EXPECT_EQ(d.integer("cfg-concurrency"), 7);
+  EXPECT_NE(d.help().find("env NV_LLM_GATEWAY_CFG_CONCURRENCY or NV_CFG_CONCURRENCY"),
+            std::string::npos)
+      << d.help();
+}
+
+TEST(Config, TheSeedsVariablesReachTheirOptions) {
+  ScopedEnv pool("NEUROVISOR_POOL_SIZE", "3");
+  Config c("nv-test", "t");
+  c.env_scope("vm-pool-manager");
+  c.add_int("warm", 1, "idle VMs kept ready per tier");
+  c.alias_env("warm", "NEUROVISOR_POOL_SIZE");
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.integer("warm"), 3);
+  EXPECT_EQ(c.source("warm"), "env NEUROVISOR_POOL_SIZE");
+}
+
 }  // namespace nv

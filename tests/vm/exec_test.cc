@@ -351,7 +351,7 @@ TEST_F(ExecStack, NvExecBashScriptAndNode) {
   auto n = nv_exec({"--json", "node", "-e", "console.log(process.version.startsWith('v'))"});
   EXPECT_EQ(n.status.code, 0) << n.status.describe() << n.err << logs();
   EXPECT_NE(n.out.find("\"stdout\":\"true\\n\""), std::string::npos) << n.out;
-  EXPECT_NE(n.out.find("\"exit_code\":0"), std::string::npos) << n.out;
+  EXPECT_NE(n.out.find("\"exitCode\":0"), std::string::npos) << n.out;
 }
 
 TEST_F(ExecStack, NvExecTimeoutExits124) {

@@ -27,6 +27,7 @@
 #include "common/client.h"
 #include "common/config.h"
 #include "common/interrupt.h"
+#include "common/json.h"
 #include "common/service.h"
 
 namespace fs = std::filesystem;
@@ -200,8 +201,7 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
     return 1;
   }
   if (json) {
-    capnp::JsonCodec codec;
-    std::cout << codec.encode(r.value()).cStr() << "\n";
+    std::cout << nv::to_json(r.value()) << "\n";  // 64-bit numbers as numbers
     return 0;
   }
   auto s = r.value();
