@@ -1,6 +1,11 @@
 @0x93f2ecb46f939248;
 # llm.capnp — the "llm" service of nv-llm-gateway: one chat completion per request.
 # Stream: ChatDelta partials (when streaming), then one ChatReply (or a common.Error).
+# How a streamed piece travels: the model server's NDJSON line / SSE event → the gateway's
+# stream parser (ollama_api.cc / openai_api.cc; <think> split in reasoning.cc) → one ChatDelta
+# partial per piece on the bus (the broker forwards partials unchanged, in order) → the agent
+# (services/orchestrator/agent.cc) turns each into a TaskProgress modelDelta / thinkingDelta
+# partial of task.capnp → nv-submit prints it. Tool calls travel whole, in the ChatReply.
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");

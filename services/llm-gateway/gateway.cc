@@ -64,7 +64,11 @@ Status validate(s::ChatRequest::Reader r, const RequestLimits& lim) {
       return bad(where + ".content has " + std::to_string(m.getContent().size()) +
                  " bytes; the cap is " + std::to_string(lim.max_message_bytes));
     }
-    total += m.getContent().size();
+    if (m.getThinking().size() > lim.max_message_bytes) {
+      return bad(where + ".thinking has " + std::to_string(m.getThinking().size()) +
+                 " bytes; the cap is " + std::to_string(lim.max_message_bytes));
+    }
+    total += m.getContent().size() + m.getThinking().size();
     auto calls = m.getToolCalls();
     if (calls.size() > lim.max_tool_calls) {
       return bad(where + ".toolCalls has " + std::to_string(calls.size()) +

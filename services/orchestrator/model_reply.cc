@@ -459,7 +459,10 @@ std::string history_arguments(std::string_view arguments_json) {
 
 ReplyKind classify_reply(std::string_view content, size_t calls, std::string_view done_reason) {
   if (calls > 0) return ReplyKind::calls;
-  if (done_reason == "length") return ReplyKind::cut;
+  // "length": OpenAI, vLLM, llama.cpp, Ollama; "max_tokens" / "MAX_TOKENS": servers that pass
+  // Anthropic's or Gemini's own reason through.
+  std::string reason = lower(std::string(done_reason));
+  if (reason == "length" || reason == "max_tokens") return ReplyKind::cut;
   if (trim(content).empty()) return ReplyKind::empty;
   return ReplyKind::answer;
 }

@@ -93,7 +93,8 @@ enum class ReplyKind {
   answer,  // text, no calls: the final answer
   calls,   // tool calls to run
   empty,   // no calls and no text (or whitespace, or reasoning only)
-  cut,     // no calls and the model stopped at its token limit (done reason "length")
+  cut,     // no calls and the model stopped at its token limit (done reason "length", or
+           // "max_tokens" in any case)
 };
 // What a reply is. `content` is the text without reasoning; `calls` counts native and text calls.
 ReplyKind classify_reply(std::string_view content, size_t calls, std::string_view done_reason);

@@ -1116,6 +1116,8 @@ const char* kRepliesScript = R"js({
         {"name": "execute_code", "arguments": {"language": "py", "code": "print(2**20)", "timeout": 5}},
         {"name": "execute_code", "arguments": {"language": "node", "code": "console.log(3**5)"}}]},
       {"say": "done"}]},
+    {"match": "case:slow-stream", "turns": [
+      {"say": "one two three four", "stall": {"seconds": 30, "after_chunks": 1}}]},
     {"match": "case:stream", "turns": [
       {"say": "Computing both powers now.", "split_bytes": 7, "crlf": true, "keep_alive": true,
        "chunk_delay": 0.01,
@@ -1391,6 +1393,33 @@ TEST_P(AgentReplies, StreamsTheModelsTextAndSplitToolCalls) {
   for (auto& r : reqs) EXPECT_TRUE((*r)["body"]["stream"].GetBool());
   auto tools = contents(*reqs[1], "tool");
   EXPECT_EQ(tools, (std::vector<std::string>{"1048576\n", "243\n"}));
+}
+
+// A task cancelled while the model streams: the first piece reached the client, the model
+// stalls, the client cancels; the model server sees the hang-up at once (the agent cancels its
+// llm call, the gateway closes the HTTP connection).
+TEST_P(AgentReplies, CancelStopsAStreamingGeneration) {
+  size_t before = stack_->hangups().size();
+  nv::Client c(test_zmq(), {stack_->clients(), {}, {}, {}});
+  capnp::MallocMessageBuilder mb;
+  nv::bus::init_body<s::SubmitTask>(mb).setPrompt("case:slow-stream nonce " + nonce_hex());
+  uint64_t id = c.send("task", &mb, 60s);
+  std::string first;
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (first.empty() && std::chrono::steady_clock::now() < until) {
+    auto in = c.receive(500ms);
+    if (!in || in->header.request_id != id || in->header.kind != nv::bus::Kind::PARTIAL) continue;
+    auto p = in->body.root<s::TaskProgress>();
+    if (p && p->which() == s::TaskProgress::MODEL_DELTA) first = str(p->getModelDelta());
+  }
+  ASSERT_EQ(first, "one ") << stack_->logs();
+  auto t0 = std::chrono::steady_clock::now();
+  c.cancel(id, "task");
+  ASSERT_TRUE(nv::test::wait_until([&] { return stack_->hangups().size() > before; }, 10s, 10ms))
+      << "the model server never saw the hang-up\n" << stack_->logs();
+  auto took = std::chrono::steady_clock::now() - t0;
+  // Generous for a loaded machine; the agent polls its cancel every 100 ms, the gateway too.
+  EXPECT_LT(took, 3s) << std::chrono::duration<double>(took).count() << " s";
 }
 
 INSTANTIATE_TEST_SUITE_P(WireFormats, AgentReplies, ::testing::Values("ollama", "openai"),

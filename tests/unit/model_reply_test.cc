@@ -136,6 +136,7 @@ TEST(ReplyKinds, EmptyAndCutAreNeverAnswers) {
   EXPECT_EQ(classify_reply(" \n\t", 0, "stop"), ReplyKind::empty);
   EXPECT_EQ(classify_reply("42", 0, "stop"), ReplyKind::answer);
   EXPECT_EQ(classify_reply("", 1, "length"), ReplyKind::calls);
+  EXPECT_EQ(classify_reply("Partial", 0, "MAX_TOKENS"), ReplyKind::cut);
   EXPECT_NE(nv::agent::reply_cut_error(ReplyKind::cut, "length").find("done reason \"length\""),
             std::string::npos);
   EXPECT_NE(nv::agent::ask_again_notice(ReplyKind::empty, "stop").find("asking it once more"),
