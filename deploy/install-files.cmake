@@ -54,3 +54,16 @@ foreach(f vmlinux rootfs.ext4)
   file(INSTALL DESTINATION "${guestdir}" TYPE FILE
        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ FILES "${real}" RENAME "${f}")
 endforeach()
+
+# The Debian packages these binaries need at run time (ldd → dpkg -S, plus QEMU): a host or image
+# without a build tree installs them with `apt-get install $(cat .../runtime-packages.txt)`.
+file(GLOB binaries "${NV_BUILD_BIN_DIR}/nv" "${NV_BUILD_BIN_DIR}/nv-*")
+list(FILTER binaries EXCLUDE REGEX "nv-guest-")
+execute_process(COMMAND "${NV_SOURCE_DIR}/image/runtime-packages.sh" ${binaries}
+                OUTPUT_FILE "${NV_STAGE_DIR}/runtime-packages.txt" RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "deploy/image/runtime-packages.sh failed")
+endif()
+file(INSTALL DESTINATION "${prefix}/${NV_DATADIR}/neurovisor" TYPE FILE
+     PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ
+     FILES "${NV_STAGE_DIR}/runtime-packages.txt")

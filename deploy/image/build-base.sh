@@ -57,7 +57,7 @@ if ! mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook='rm -f "$1"/etc/machine-id; touch "$1"/etc/machine-id' \
-    bookworm "$tar" "${sources[@]}" >"$log" 2>&1; then
+    bookworm "$tar" "${sources[@]}" >"$log" 2>&1 9>&-; then
   tail -n 30 "$log" >&2
   die "mmdebstrap failed (log: $log)"
 fi

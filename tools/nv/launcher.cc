@@ -24,6 +24,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -180,8 +181,9 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
     return 1;
   }
   auto s = r.value();
-  std::set<std::string> registered;
-  for (auto w : s.getServices()) registered.insert(w.getService().cStr());
+  std::map<std::string, std::set<uint32_t>> registered;
+  registered[""].insert(s.getOrchestratorPid());
+  for (auto w : s.getServices()) registered[w.getService().cStr()].insert(w.getPid());
   std::vector<std::string> problems;
   for (const auto& l : mine) {
     std::string name = l.entry->name;
@@ -190,7 +192,7 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
                                                                    alive(sup) ? " (the supervisor restarts it)"
                                                                               : " (start it: nv up)")
                                                              : " (" + l.failed + "; start it: nv up)"));
-    } else if (*l.entry->registers_as && !registered.count(l.entry->registers_as)) {
+    } else if (!registered[l.entry->registers_as].count(static_cast<uint32_t>(l.pid))) {
       problems.push_back(name + ": running (pid " + std::to_string(l.pid) +
                          ") but not registered with the orchestrator");
     }
@@ -342,6 +344,18 @@ int cmd_up(zmq::context_t& ctx, const Common& c, const std::string& only, int wa
     waitpid(-1, nullptr, WNOHANG);
     if (!alive(sup)) return fail("the supervisor exited (log: " + (rt / "logs").string() +
                                      "/supervisor.log)", nullptr);
+    // Registered = the orchestrator lists the service with the pid running now (a killed
+    // instance stays listed until its heartbeats time out).
+    std::map<std::string, std::set<uint32_t>> registered;
+    bool orchestrator_ok = false;
+    if (auto in = query_status(ctx, c, std::chrono::milliseconds(500))) {
+      auto r = in->body.root<nv::schema::StatusReply>();
+      if (r) {
+        orchestrator_ok = true;
+        registered[""].insert(r->getOrchestratorPid());
+        for (auto w : r->getServices()) registered[w.getService().cStr()].insert(w.getPid());
+      }
+    }
     std::set<std::string> missing;
     for (const auto& l : launched(c)) {
       if (!l.failed.empty()) return fail(l.failed, l.entry);
@@ -350,15 +364,8 @@ int cmd_up(zmq::context_t& ctx, const Common& c, const std::string& only, int wa
         std::cout << "started " << l.entry->name << " (pid " << l.pid << "): " << l.entry->role
                   << "\n";
       }
-      if (!l.running) missing.insert(l.entry->name);
-      else if (*l.entry->registers_as) missing.insert(l.entry->registers_as);
-    }
-    bool orchestrator_ok = false;
-    if (auto in = query_status(ctx, c, std::chrono::milliseconds(500))) {
-      auto r = in->body.root<nv::schema::StatusReply>();
-      if (r) {
-        orchestrator_ok = true;
-        for (auto w : r->getServices()) missing.erase(w.getService().cStr());
+      if (!l.running || !registered[l.entry->registers_as].count(static_cast<uint32_t>(l.pid))) {
+        missing.insert(l.entry->name);
       }
     }
     if (orchestrator_ok && missing.empty()) break;
@@ -367,7 +374,7 @@ int cmd_up(zmq::context_t& ctx, const Common& c, const std::string& only, int wa
       for (auto& m : missing) names += " " + m;
       const ServiceEntry* who = nullptr;
       for (const auto& e : kServices) {
-        if (missing.count(e.registers_as) || missing.count(e.name)) who = &e;
+        if (missing.count(e.name)) who = &e;
       }
       if (!orchestrator_ok) who = &kServices[0];
       return fail("not ready after " + std::to_string(wait_s) + " s:" +
