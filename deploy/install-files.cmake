@@ -21,7 +21,10 @@ set(guestdir "${prefix}/${NV_DATADIR}/neurovisor/guest")
 # Units: the tree's units name /usr/local/bin (the default prefix); installed ones name the real
 # bindir. neurovisor.target wants every nv-*.service there is.
 file(GLOB units "${NV_SOURCE_DIR}/systemd/nv-*.service")
-file(REMOVE_RECURSE "${NV_STAGE_DIR}")
+# A scratch dir of this install's own: two installs from one build tree may run at once.
+string(RANDOM LENGTH 12 scratch)
+set(NV_STAGE_DIR "${NV_STAGE_DIR}/${scratch}")
+file(MAKE_DIRECTORY "${NV_STAGE_DIR}")
 set(wants "")
 foreach(unit IN LISTS units)
   get_filename_component(name "${unit}" NAME)
@@ -67,3 +70,4 @@ endif()
 file(INSTALL DESTINATION "${prefix}/${NV_DATADIR}/neurovisor" TYPE FILE
      PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ
      FILES "${NV_STAGE_DIR}/runtime-packages.txt")
+file(REMOVE_RECURSE "${NV_STAGE_DIR}")

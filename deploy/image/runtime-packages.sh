@@ -10,12 +10,19 @@ libs=$(for b in "$@"; do
          # Static binaries (the guest agent) have no "=>" lines.
          ldd "$b" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $3}' || true
        done | sort -u)
+# One dpkg-query over every spelling of every library: with merged /usr a library may be
+# registered under /lib, /usr/lib or its real path.
+variants() { echo "$1" "/usr$1" "${1#/usr}" "$(readlink -f "$1")"; }
+owners=$(for lib in $libs; do variants "$lib"; done | tr ' ' '\n' | sort -u |
+         xargs -r dpkg-query -S 2>/dev/null || true)
 {
   for lib in $libs; do
-    # With merged /usr a library may be registered under /lib, /usr/lib or its real path.
     owner=""
-    for p in "$lib" "/usr$lib" "${lib#/usr}" "$(readlink -f "$lib")"; do
-      owner=$(dpkg-query -S "$p" 2>/dev/null | head -n1 | cut -d: -f1) && [[ -n $owner ]] && break
+    for p in $(variants "$lib"); do
+      # Lines are "package:arch: path".
+      owner=$(awk -v p="$p" '{ split($0, a, ": ") }
+                             a[2] == p { sub(/:.*/, "", a[1]); print a[1]; exit }' <<<"$owners")
+      [[ -n $owner ]] && break
     done
     [[ -n $owner ]] || { echo "runtime-packages.sh: no Debian package owns $lib" >&2; exit 1; }
     echo "$owner"

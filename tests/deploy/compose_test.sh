@@ -27,6 +27,7 @@ NV_METRICS_PORT=$(free_port)
 # The gateway's model server: the container's own loopback (nothing listens there; no task is
 # submitted here), so no test traffic leaves the containers.
 export OLLAMA_HOST=http://127.0.0.1:11434
+export NV_SIZE=small   # one template to make under TCG, not three
 compose() { (cd "$SRC" && podman-compose -p "$project" -f compose.yaml "$@"); }
 cleanup() {
   if [[ ${KEEP:-0} != 1 ]]; then
@@ -49,7 +50,7 @@ step "podman-compose up -d (project $project, /metrics on 127.0.0.1:$NV_METRICS_
 compose up -d >"$work/up.log" 2>&1 || { cat "$work/up.log"; fail "podman-compose up failed"; }
 orch=${project}_orchestrator_1
 inside() { podman exec "$orch" "$@"; }
-registered() { local s; s=$(inside nv status 2>&1) && for w in exec vm-pool-manager llm \
+registered() { local s; s=$(inside nv status 2>&1) && for w in exec vm-pool-manager llm ebpf-sentinel \
                  metrics-exporter; do grep -q "^$w " <<<"$s" || return 1; done; }
 if ! wait_for 300 registered; then
   podman ps -a --filter "label=io.podman.compose.project=$project"

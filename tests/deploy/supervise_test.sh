@@ -101,5 +101,7 @@ metrics_ok || fail "/metrics after nv up"
 step "nv down"
 pids=$(cat "$NV_RUNTIME_DIR"/pids/*.pid)
 "$NV" down || fail "nv down failed"
-for p in $pids; do kill -0 "$p" 2>/dev/null && fail "pid $p still running after nv down"; done
+# A zombie is not running (its parent, a killed supervisor, is gone; init reaps it when it does).
+running() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]; }
+for p in $pids; do running "$p" && fail "pid $p still running after nv down: $(ps -o pid,stat,args= -p "$p")"; done
 step "PASS"

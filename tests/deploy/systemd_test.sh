@@ -40,6 +40,11 @@ inside mkdir -p /etc/neurovisor
 inside bash -c "python3 '$SRC/tests/fixtures/fake_llm.py' --script '$SRC/tests/fixtures/agent_e2e_nonce.json' \
   --port 18434 --quiet >/tmp/fake_llm.log 2>&1 &"
 inside bash -c 'printf "OLLAMA_HOST=http://127.0.0.1:18434\n" > /etc/neurovisor/llm-gateway.env'
+# One size tier (a drop-in, as an operator would configure it): under TCG each tier's template
+# takes a cold boot and a warm-up, so the default three would triple the start-up here.
+inside mkdir -p /etc/systemd/system/nv-vm-pool-manager.service.d
+inside bash -c 'printf "[Service]\nEnvironment=NV_SIZE=small\n" \
+  > /etc/systemd/system/nv-vm-pool-manager.service.d/size.conf && systemctl daemon-reload'
 wait_for 20 inside curl -sf http://127.0.0.1:18434/api/tags || fail "fake_llm did not start"
 
 step "systemctl start neurovisor.target"
@@ -48,8 +53,8 @@ units=$(inside bash -c "systemctl list-dependencies --plain --no-legend neurovis
 [[ $(wc -w <<<"$units") -ge 6 ]] || fail "neurovisor.target wants only: $units"
 all_active() { for u in $units; do inside systemctl is-active -q "$u" || return 1; done; }
 # Under TCG (no KVM here) the pool manager boots and snapshots a template per tier first.
-registered() { inside nv status >/dev/null && inside nv status | grep -q '^exec ' &&
-               inside nv status | grep -q '^vm-pool-manager '; }
+registered() { local s; s=$(inside nv status) && for w in exec vm-pool-manager ebpf-sentinel llm \
+                 metrics-exporter; do grep -q "^$w " <<<"$s" || return 1; done; }
 if ! wait_for 240 all_active || ! wait_for 240 registered; then
   for u in $units; do inside systemctl status --no-pager -n 15 "$u" || true; done
   fail "the units did not all come up"
@@ -85,9 +90,11 @@ out=$(inside timeout 300 nv-exec --timeout 60 python -c 'print(7*6)') || fail "n
 
 step "systemctl stop neurovisor.target"
 inside systemctl stop neurovisor.target
-for u in $units; do
-  inside systemctl is-active -q "$u" && fail "$u still active after stop"
-done
+all_inactive() { for u in $units; do ! inside systemctl is-active -q "$u" || return 1; done; }
+if ! wait_for 30 all_inactive; then
+  for u in $units; do echo "  $u: $(inside systemctl is-active "$u")"; done
+  fail "units still active 30 s after systemctl stop neurovisor.target"
+fi
 leftover=$(inside pgrep -a 'qemu|nv-' || true)
 [[ -z $leftover ]] || fail "processes left after stop: $leftover"
 step "PASS"
