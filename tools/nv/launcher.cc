@@ -199,12 +199,16 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
   }
   if (!mine.empty() && !alive(sup)) problems.push_back("supervisor: DEAD (crashed services are not restarted; nv up starts it)");
   if (json) {
+    // The StatusReply as JSON, with one more member: "problems" (strings, [] when all is well).
     capnp::JsonCodec codec;
-    std::cout << "{\"status\":" << codec.encode(s).cStr() << ",\"problems\":[";
+    std::string out = codec.encode(s).cStr();
+    std::string list = "\"problems\":[";
     for (size_t i = 0; i < problems.size(); ++i) {
-      std::cout << (i ? "," : "") << codec.encode(capnp::Text::Reader(problems[i])).cStr();
+      list += (i ? "," : "") + std::string(codec.encode(capnp::Text::Reader(problems[i])).cStr());
     }
-    std::cout << "]}\n";
+    list += "]";
+    out.pop_back();  // the closing brace
+    std::cout << out << (out.size() > 1 ? "," : "") << list << "}\n";
     return problems.empty() ? 0 : 1;
   }
   std::printf("%-18s %-34s %8s %9s %8s %9s\n", "SERVICE", "INSTANCE", "PID", "UPTIME",
@@ -212,7 +216,15 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
   std::printf("%-18s %-34s %8u %9s %8s %9s\n", "orchestrator", "(broker)", s.getOrchestratorPid(),
               fmt_uptime(s.getOrchestratorUptimeMs()).c_str(), "-", "-");
   for (auto w : s.getServices()) {
-    std::printf("%-18s %-34s %8u %9s %8u %9u\n", w.getService().cStr(), w.getInstance().cStr(),
+    // An instance of a service this launcher runs whose pid is not the live one is a killed
+    // process the orchestrator still lists until its heartbeats time out.
+    std::string instance = w.getInstance().cStr();
+    for (const auto& l : mine) {
+      if (w.getService() == l.entry->registers_as && w.getPid() != static_cast<uint32_t>(l.pid)) {
+        instance += " (gone)";
+      }
+    }
+    std::printf("%-18s %-34s %8u %9s %8u %9u\n", w.getService().cStr(), instance.c_str(),
                 w.getPid(), fmt_uptime(w.getUptimeMs()).c_str(), w.getCapacity(),
                 w.getInFlight());
   }
@@ -411,7 +423,8 @@ int pass_through(const std::string& tool, int argc, char** argv) {
 
 constexpr const char* kUsage =
     "usage: nv COMMAND [options]\n"
-    "  up [--only a,b] [--wait-s N]   start every built service and wait until all are ready\n"
+    "  up [--only a,b] [--wait-s N]   start every built service not running, wait until all are\n"
+    "                                 ready; a supervisor restarts one that dies (backoff)\n"
     "  down                           stop the stack (SIGTERM, then SIGKILL after 20 s)\n"
     "  status [--json]                services registered on the bus, pids, uptime, dead ones;\n"
     "                                 exit 0 all up, 1 one is dead or unregistered, 3 no stack\n"
