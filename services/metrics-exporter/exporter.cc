@@ -253,7 +253,8 @@ int run_exporter(ServiceContext& ctx) {
   if (auto st = check_listen_free(c.str("listen"),
                                   "--listen (env " + Config::env_name("listen") + ")");
       !st) {
-    log::error("cannot serve /metrics", {{"listen", c.str("listen")}, {"error", st.error().message}});
+    log::error("cannot serve /metrics",
+               {{"listen", c.str("listen")}, {"error", st.error().message}});
     std::fprintf(stderr, "nv-metrics-exporter: %s\n", st.error().message.c_str());
     return 2;
   }

@@ -188,16 +188,18 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
   for (const auto& l : mine) {
     std::string name = l.entry->name;
     if (!l.running) {
-      problems.push_back(name + ": DEAD" + (l.failed.empty() ? std::string(
-                                                                   alive(sup) ? " (the supervisor restarts it)"
-                                                                              : " (start it: nv up)")
-                                                             : " (" + l.failed + "; start it: nv up)"));
+      std::string why = !l.failed.empty() ? " (" + l.failed + "; start it: nv up)"
+                        : alive(sup)      ? " (the supervisor restarts it)"
+                                          : " (start it: nv up)";
+      problems.push_back(name + ": DEAD" + why);
     } else if (!registered[l.entry->registers_as].count(static_cast<uint32_t>(l.pid))) {
       problems.push_back(name + ": running (pid " + std::to_string(l.pid) +
                          ") but not registered with the orchestrator");
     }
   }
-  if (!mine.empty() && !alive(sup)) problems.push_back("supervisor: DEAD (crashed services are not restarted; nv up starts it)");
+  if (!mine.empty() && !alive(sup)) {
+    problems.push_back("supervisor: DEAD (crashed services are not restarted; nv up starts it)");
+  }
   if (json) {
     // The StatusReply as JSON, with one more member: "problems" (strings, [] when all is well).
     capnp::JsonCodec codec;
@@ -479,7 +481,9 @@ int main(int argc, char** argv) {
   c.endpoints.workers = nv::bus::ipc_endpoint(c.runtime_dir + "/workers.sock");
   c.endpoints.events_out = nv::bus::ipc_endpoint(c.runtime_dir + "/events.sock");
   zmq::context_t ctx(1);
-  if (cmd == "up") return cmd_up(ctx, c, config.str("only"), static_cast<int>(config.integer("wait-s")));
+  if (cmd == "up") {
+    return cmd_up(ctx, c, config.str("only"), static_cast<int>(config.integer("wait-s")));
+  }
   if (cmd == "down") {
     int n = stop_all(c, false);
     if (n == 0) std::cout << "nothing was running in " << c.runtime_dir << "\n";
