@@ -21,7 +21,6 @@ default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
 [engine]
 runtime = "runc"
 CONF
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export NV_IMAGE=$tag NV_METRICS_PORT
 NV_METRICS_PORT=$(free_port)
 # The gateway's model server: the container's own loopback (nothing listens there; no task is
@@ -42,7 +41,8 @@ trap cleanup EXIT
 step "base image (shared with deploy_systemd)"
 base=$("$SRC/deploy/image/build-base.sh" --systemd --with cmake,python3,curl,procps $(nv_binaries))
 step "./nv install --destdir (staged), podman build FROM $base"
-(cd "$SRC" && NV_SKIP_APT=1 ./nv install --destdir "$work/stage") >/dev/null || fail "staged install"
+(cd "$SRC" && NV_SKIP_APT=1 ./nv install --destdir "$work/stage") >/dev/null ||
+  fail "staged install"
 podman build --quiet -f "$SRC/deploy/Containerfile" --build-arg "BASE=$base" -t "$tag" \
   "$work/stage" >/dev/null || fail "podman build failed"
 
@@ -50,11 +50,14 @@ step "podman-compose up -d (project $project, /metrics on 127.0.0.1:$NV_METRICS_
 compose up -d >"$work/up.log" 2>&1 || { cat "$work/up.log"; fail "podman-compose up failed"; }
 orch=${project}_orchestrator_1
 inside() { podman exec "$orch" "$@"; }
-registered() { local s; s=$(inside nv status 2>&1) && for w in exec vm-pool-manager llm ebpf-sentinel \
-                 metrics-exporter; do grep -q "^$w " <<<"$s" || return 1; done; }
+registered() { local s; s=$(inside nv status 2>&1) &&
+               for w in exec vm-pool-manager llm ebpf-sentinel metrics-exporter; do
+                 grep -q "^$w " <<<"$s" || return 1
+               done; }
 if ! wait_for 300 registered; then
   podman ps -a --filter "label=io.podman.compose.project=$project"
-  for c in $(podman ps -a --format '{{.Names}}' --filter "label=io.podman.compose.project=$project"); do
+  filter="label=io.podman.compose.project=$project"
+  for c in $(podman ps -a --format '{{.Names}}' --filter "$filter"); do
     echo "--- $c"; podman logs --tail 8 "$c" 2>&1 | cut -c1-300
   done
   fail "the services did not all register"
@@ -68,7 +71,8 @@ out=$(inside timeout 300 nv-exec --timeout 60 python -c 'print(6*7)') || fail "n
 step "GET /metrics on the published port"
 wait_for 30 curl -sf "http://127.0.0.1:$NV_METRICS_PORT/metrics" ||
   fail "no /metrics on 127.0.0.1:$NV_METRICS_PORT"
-curl -sf "http://127.0.0.1:$NV_METRICS_PORT/metrics" | grep -c '^# TYPE' | sed 's/^/  metric families: /'
+families=$(curl -sf "http://127.0.0.1:$NV_METRICS_PORT/metrics" | grep -c '^# TYPE')
+echo "  metric families: $families"
 
 step "podman-compose down"
 compose down -t 10 >/dev/null 2>&1 || fail "podman-compose down failed"

@@ -23,6 +23,11 @@ done
 # The NeuroVisor binaries whose runtime packages the images get.
 nv_binaries() { ls "$BUILD"/bin/nv "$BUILD"/bin/nv-* | grep -v -e nv-guest-agent -e nv-guest-ctl; }
 
+# A free TCP port on 127.0.0.1 (the kernel's choice).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 # Waits up to $1 seconds for the command in "$@" (after $1) to succeed.
 wait_for() {
   local limit=$1; shift

@@ -16,7 +16,6 @@ source "$(dirname "$0")/lib.sh"
 NV=$BUILD/bin/nv
 export NV_RUNTIME_DIR
 NV_RUNTIME_DIR=$(mktemp -d /tmp/nv-supervise-XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export NV_LISTEN=127.0.0.1:$(free_port)
 export NV_SIZE=small          # one tier: one template to boot under TCG, not three
 llm_port=$(free_port)
@@ -65,14 +64,16 @@ exec_ok || fail "nv-exec before any kill"
 agent_ok || fail "agent task before any kill"
 metrics_ok || fail "/metrics before any kill"
 
-for svc in orchestrator ebpf-sentinel metrics-exporter llm-gateway sandbox-executor vm-pool-manager; do
+for svc in orchestrator ebpf-sentinel metrics-exporter llm-gateway sandbox-executor \
+           vm-pool-manager; do
   pidfile=$NV_RUNTIME_DIR/pids/$svc.pid
   [[ -f $pidfile ]] || { step "$svc: not started (not built here), skipped"; continue; }
   old=$(cat "$pidfile")
   kill -9 "$old"
   t_kill=$SECONDS
   back() { local p; p=$(cat "$pidfile" 2>/dev/null) && [[ $p != "$old" ]] && kill -0 "$p"; }
-  wait_for 5 back || fail "$svc not back within 5 s of SIGKILL ($(cat "$NV_RUNTIME_DIR/logs/supervisor.log" | tail -3))"
+  wait_for 5 back ||
+    fail "$svc not back within 5 s of SIGKILL ($(tail -3 "$NV_RUNTIME_DIR/logs/supervisor.log"))"
   step "$svc SIGKILLed: back as pid $(cat "$pidfile") after $((SECONDS - t_kill)) s"
   case $svc in
     orchestrator|sandbox-executor|vm-pool-manager)
@@ -103,5 +104,7 @@ pids=$(cat "$NV_RUNTIME_DIR"/pids/*.pid)
 "$NV" down || fail "nv down failed"
 # A zombie is not running (its parent, a killed supervisor, is gone; init reaps it when it does).
 running() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]; }
-for p in $pids; do running "$p" && fail "pid $p still running after nv down: $(ps -o pid,stat,args= -p "$p")"; done
+for p in $pids; do
+  running "$p" && fail "pid $p still running after nv down: $(ps -o pid,stat,args= -p "$p")"
+done
 step "PASS"

@@ -26,7 +26,8 @@ step "container $name from $image"
 inside() { "${PODMAN[@]}" exec "$name" "$@"; }
 state() { inside systemctl is-system-running 2>/dev/null | grep -qE '^(running|degraded)$'; }
 wait_for 90 state || fail "systemd did not come up: $(inside systemctl is-system-running 2>&1)"
-step "systemd is $(inside systemctl is-system-running 2>/dev/null) (PID 1: $(inside cat /proc/1/comm))"
+step "systemd is $(inside systemctl is-system-running 2>/dev/null)" \
+  "(PID 1: $(inside cat /proc/1/comm))"
 
 step "./nv install"
 inside bash -c "cd '$SRC' && NV_BUILD_DIR='$BUILD' ./nv install" || fail "./nv install failed"
@@ -37,7 +38,8 @@ inside getent group nv-vmchan >/dev/null || fail "group nv-vmchan was not create
 
 step "model server: fake_llm.py on the container's loopback, the gateway pointed at it"
 inside mkdir -p /etc/neurovisor
-inside bash -c "python3 '$SRC/tests/fixtures/fake_llm.py' --script '$SRC/tests/fixtures/agent_e2e_nonce.json' \
+script=$SRC/tests/fixtures/agent_e2e_nonce.json
+inside bash -c "python3 '$SRC/tests/fixtures/fake_llm.py' --script '$script' \
   --port 18434 --quiet >/tmp/fake_llm.log 2>&1 &"
 inside bash -c 'printf "OLLAMA_HOST=http://127.0.0.1:18434\n" > /etc/neurovisor/llm-gateway.env'
 # One size tier (a drop-in, as an operator would configure it): under TCG each tier's template
@@ -49,7 +51,8 @@ wait_for 20 inside curl -sf http://127.0.0.1:18434/api/tags || fail "fake_llm di
 
 step "systemctl start neurovisor.target"
 inside systemctl start neurovisor.target
-units=$(inside bash -c "systemctl list-dependencies --plain --no-legend neurovisor.target | grep -o 'nv-[a-z-]*\.service'" | sort -u)
+units=$(inside systemctl list-dependencies --plain --no-legend neurovisor.target |
+        grep -o 'nv-[a-z-]*\.service' | sort -u)
 [[ $(wc -w <<<"$units") -ge 6 ]] || fail "neurovisor.target wants only: $units"
 all_active() { for u in $units; do inside systemctl is-active -q "$u" || return 1; done; }
 # Under TCG (no KVM here) the pool manager boots and snapshots a template per tier first.
@@ -61,11 +64,13 @@ if ! wait_for 240 all_active || ! wait_for 240 registered; then
 fi
 inside nv status
 for u in $units; do
-  printf '  %-28s %s\n' "$u" "$(inside systemd-analyze security "$u" 2>/dev/null | tail -n1 | sed 's/.*: //')"
+  score=$(inside systemd-analyze security "$u" 2>/dev/null | tail -n1 | sed 's/.*: //')
+  printf '  %-28s %s\n' "$u" "$score"
 done
 
 step "nv-exec python in a microVM"
-out=$(inside timeout 300 nv-exec --timeout 60 python -c 'import platform; print(6*7, platform.node())') ||
+out=$(inside timeout 300 nv-exec --timeout 60 python -c \
+      'import platform; print(6*7, platform.node())') ||
   fail "nv-exec failed: $out"
 grep -q '^42 ' <<<"$out" || fail "nv-exec printed '$out'"
 echo "  nv-exec: $out"
@@ -82,10 +87,12 @@ step "SIGKILL nv-sandbox-executor: systemd restarts it"
 before=$(inside systemctl show -p MainPID --value nv-sandbox-executor)
 inside kill -9 "$before"
 restarted() { local p; p=$(inside systemctl show -p MainPID --value nv-sandbox-executor);
-              [[ $p != 0 && $p != "$before" ]] && inside systemctl is-active -q nv-sandbox-executor; }
+              [[ $p != 0 && $p != "$before" ]] &&
+                inside systemctl is-active -q nv-sandbox-executor; }
 wait_for 10 restarted || fail "nv-sandbox-executor was not restarted"
 echo "  restarts: $(inside systemctl show -p NRestarts --value nv-sandbox-executor)"
-out=$(inside timeout 300 nv-exec --timeout 60 python -c 'print(7*6)') || fail "nv-exec after restart: $out"
+out=$(inside timeout 300 nv-exec --timeout 60 python -c 'print(7*6)') ||
+  fail "nv-exec after restart: $out"
 [[ $out == 42 ]] || fail "nv-exec after restart printed '$out'"
 
 step "systemctl stop neurovisor.target"
