@@ -27,6 +27,7 @@ PACKAGES=(
   linux-source-6.1 make bc flex bison libssl-dev cpio xz-utils file   # the minimal guest kernel
   iproute2 procps curl                      # network namespaces in tests, ps, curl
   systemd                                   # systemd-analyze checks the units in deploy/
+  podman runc podman-compose                # deploy tests: systemd and compose in containers
 )
 
 say() { [[ ${NV_QUIET:-0} == 1 ]] || printf '\033[1m[setup]\033[0m %s\n' "$*"; }

@@ -56,7 +56,8 @@ constexpr const char* kExitCodes =
     "\nexit codes:\n"
     "  0  the task completed (the answer is printed)\n"
     "  2  usage error\n"
-    "  3  the orchestrator is unreachable: start the stack with ./nv up\n"
+    "  3  the orchestrator is unreachable: start the stack with ./nv up (installed:\n"
+    "     systemctl start neurovisor.target); `nv status` names the service that is down\n"
     "  4  the model is unreachable: start it (`ollama serve`), pull the model (`ollama pull "
     "MODEL`),\n"
     "     or point nv-llm-gateway at a running server (--llm-url URL or OLLAMA_HOST)\n"
@@ -376,7 +377,8 @@ int exit_for(s::TaskStatus st) {
 
 int unreachable(const std::string& why, bool json) {
   std::string msg = "nv-submit: cannot reach the orchestrator: " + why +
-                    "; start the stack: ./nv up";
+                    "; `nv status` names what is down; `./nv up` starts it (installed: "
+                    "systemctl start neurovisor.target)";
   if (json) {
     rapidjson::StringBuffer sb;
     Writer w(sb);

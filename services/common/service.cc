@@ -157,6 +157,16 @@ int service_main(int argc, char** argv, const ServiceSpec& spec) {
     std::cout << config.help();
     return 0;
   }
+  // A service takes options only: a stray word (`nv-orchestrator --agent "task"`) is a mistake
+  // to report, not something to ignore while a daemon starts.
+  if (!config.positional().empty()) {
+    std::string words;
+    for (const auto& p : config.positional()) words += (words.empty() ? "'" : " '") + p + "'";
+    std::cerr << "nv-" << spec.name << ": unexpected argument"
+              << (config.positional().size() > 1 ? "s " : " ") << words
+              << ": a service takes --options only (see --help)\n";
+    return 2;
+  }
   log::Level level;
   if (!log::parse_level(config.str("log-level"), &level)) {
     std::cerr << "nv-" << spec.name << ": --log-level must be debug, info, warn or error\n";

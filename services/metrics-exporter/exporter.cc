@@ -2,10 +2,14 @@
 
 #include <prometheus/exposer.h>
 #include <prometheus/gateway.h>
+#include <netdb.h>
 #include <prometheus/registry.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstring>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -171,6 +175,44 @@ Status check_listen_address(const std::string& listen) {
   return {};
 }
 
+Status check_listen_free(const std::string& listen, const std::string& option) {
+  auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return make_error(ErrorCode::BAD_REQUEST, option + " '" + listen + "': cannot resolve '" +
+                                                  host + "': " + ::gai_strerror(rc));
+  }
+  std::string problem;
+  for (addrinfo* a = found; a != nullptr && problem.empty(); a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      int err = errno;
+      if (err == EADDRINUSE) {
+        problem = "port " + port + " on " + host + " (" + listen +
+                  ") is already in use by another program (a Prometheus server?); choose a free "
+                  "one with " + option + ", e.g. " + listen.substr(0, colon) + ":9464";
+      } else {
+        problem = "cannot listen on " + listen + ": " + std::strerror(err) + "; choose another " +
+                  "address with " + option;
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  if (!problem.empty()) return make_error(ErrorCode::BAD_REQUEST, problem);
+  return {};
+}
+
 void add_exporter_options(Config& c) {
   c.add_string("listen", "127.0.0.1:9090", "address:port serving /metrics");
   c.add_string("pushgateway-url", "", "Pushgateway to push to, e.g. http://127.0.0.1:9091 "
@@ -232,6 +274,15 @@ int run_exporter(ServiceContext& ctx) {
   if (!problems.empty()) {
     problems.resize(problems.size() - 2);
     log::error("bad options", {{"error", problems}});
+    return 2;
+  }
+  // Before anything waits on the bus: a port in use is reported at once.
+  if (auto st = check_listen_free(c.str("listen"),
+                                  "--listen (env " + Config::env_name("listen") + ")");
+      !st) {
+    log::error("cannot serve /metrics",
+               {{"listen", c.str("listen")}, {"error", st.error().message}});
+    std::fprintf(stderr, "nv-metrics-exporter: %s\n", st.error().message.c_str());
     return 2;
   }
 

@@ -32,6 +32,11 @@ Result<PushTarget> parse_pushgateway_url(const std::string& url);
 
 // Checks "host:port" for --listen (an IPv4 address or a name, and a port 1-65535).
 Status check_listen_address(const std::string& listen);
+// Binds (and closes) HOST:PORT the way the HTTP server will (SO_REUSEADDR), so a port held by
+// another program (a Prometheus on 9090) is reported at once, naming the address and the option
+// that changes it, instead of the HTTP library's late "null context" error. `option` is how the
+// caller names the setting, e.g. "--listen (env NV_LISTEN)".
+Status check_listen_free(const std::string& listen, const std::string& option);
 
 // Adds the exporter's options to `config`.
 void add_exporter_options(Config& config);

@@ -47,8 +47,10 @@ void add_options(nv::Config& c) {
   c.add_string("backend", "qemu", "VMM backend: qemu | firecracker");
   c.add_string("accel", "auto", "qemu accelerator: auto (boot probe) | kvm | tcg");
   c.add_string("kernel", "", "guest kernel (guest/build.sh); default: BIN/../guest/vmlinux, "
+                             "BIN/../share/neurovisor/guest/vmlinux, "
                              "else /var/lib/neurovisor/guest/vmlinux");
   c.add_string("rootfs", "", "guest root image, read-only; default: BIN/../guest/rootfs.ext4, "
+                             "BIN/../share/neurovisor/guest/rootfs.ext4, "
                              "else /var/lib/neurovisor/guest/rootfs.ext4");
   c.add_string("tiers", "small,medium,large", "size tiers served, comma-separated");
   c.alias_flag("tiers", "size");  // the seed's spelling (`neurovisor --size large`)
@@ -93,7 +95,8 @@ schema::ChannelKind channel_kind(nv::vm::ChannelKind k) {
 
 // Pool callbacks → bus events.
 // An explicit path wins; else the build tree's guest/ beside bin/ (./nv setup puts it there),
-// else the installed location.
+// else the installed one (`./nv install`: PREFIX/bin and PREFIX/share/neurovisor/guest), else
+// /var/lib/neurovisor/guest.
 std::string guest_file(const std::string& given, const std::string& name) {
   if (!given.empty()) return given;
   char exe[4096];
@@ -102,8 +105,10 @@ std::string guest_file(const std::string& given, const std::string& name) {
     exe[n] = 0;
     std::string dir(exe);
     dir = dir.substr(0, dir.rfind('/'));
-    std::string candidate = dir + "/../guest/" + name;
-    if (::access(candidate.c_str(), R_OK) == 0) return candidate;
+    for (const char* rel : {"/../guest/", "/../share/neurovisor/guest/"}) {
+      std::string candidate = dir + rel + name;
+      if (::access(candidate.c_str(), R_OK) == 0) return candidate;
+    }
   }
   return "/var/lib/neurovisor/guest/" + name;
 }
