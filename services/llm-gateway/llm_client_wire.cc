@@ -1,6 +1,8 @@
 // llm_client_wire.cc — JSON helpers shared by the Ollama and OpenAI protocol code.
 #include "llm_client_wire.h"
 
+#include <algorithm>
+
 #include <rapidjson/error/en.h>
 
 namespace nv::llm::wire {
@@ -43,11 +45,17 @@ std::string get_string(const rapidjson::Value& obj, const char* key, std::string
   return std::string(v->GetString(), v->GetStringLength());
 }
 
-uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback) {
+uint64_t saturate_u64(double v) {
+  if (!(v > 0)) return 0;
+  if (v >= 18446744073709551616.0) return UINT64_MAX;  // 2^64
+  return static_cast<uint64_t>(v);
+}
+
+uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback, uint64_t max) {
   const rapidjson::Value* v = get_member(obj, key);
   if (!v) return fallback;
-  if (v->IsUint64()) return v->GetUint64();
-  if (v->IsDouble() && v->GetDouble() >= 0) return static_cast<uint64_t>(v->GetDouble());
+  if (v->IsUint64()) return std::min(v->GetUint64(), max);
+  if (v->IsDouble() && v->GetDouble() >= 0) return std::min(saturate_u64(v->GetDouble()), max);
   return fallback;
 }
 

@@ -74,8 +74,8 @@ std::optional<LlmError> apply_chunk(const Value& d, ChatReply& acc, std::string*
   if (std::string m = get_string(d, "model"); !m.empty()) acc.model = m;
   if (const Value* done = get_member(d, "done"); done && done->IsBool() && done->GetBool()) {
     acc.done_reason = get_string(d, "done_reason", "stop");
-    acc.prompt_tokens = static_cast<uint32_t>(get_uint(d, "prompt_eval_count"));
-    acc.completion_tokens = static_cast<uint32_t>(get_uint(d, "eval_count"));
+    acc.prompt_tokens = static_cast<uint32_t>(get_uint(d, "prompt_eval_count", 0, UINT32_MAX));
+    acc.completion_tokens = static_cast<uint32_t>(get_uint(d, "eval_count", 0, UINT32_MAX));
     acc.load_duration_ns = get_uint(d, "load_duration");
     acc.total_duration_ns = get_uint(d, "total_duration");
   }

@@ -38,8 +38,9 @@ LlmError inband_error(const Value& err) {
 void read_usage(const Value& d, ChatReply& acc) {
   const Value* usage = get_member(d, "usage");
   if (usage && usage->IsObject()) {
-    acc.prompt_tokens = static_cast<uint32_t>(get_uint(*usage, "prompt_tokens"));
-    acc.completion_tokens = static_cast<uint32_t>(get_uint(*usage, "completion_tokens"));
+    acc.prompt_tokens = static_cast<uint32_t>(get_uint(*usage, "prompt_tokens", 0, UINT32_MAX));
+    acc.completion_tokens =
+        static_cast<uint32_t>(get_uint(*usage, "completion_tokens", 0, UINT32_MAX));
   }
   // llama.cpp's server reports its own timings in milliseconds.
   const Value* timings = get_member(d, "timings");
@@ -49,7 +50,7 @@ void read_usage(const Value& d, ChatReply& acc) {
       const Value* v = get_member(*timings, k);
       if (v && v->IsNumber()) ms += v->GetDouble();
     }
-    if (ms > 0) acc.total_duration_ns = static_cast<uint64_t>(ms * 1e6);
+    if (ms > 0) acc.total_duration_ns = saturate_u64(ms * 1e6);
   }
   if (std::string m = get_string(d, "model"); !m.empty()) acc.model = m;
 }
@@ -81,13 +82,23 @@ class OpenAiStream final : public StreamParser {
   explicit OpenAiStream(DeltaFn on_delta) : on_delta_(std::move(on_delta)) {}
 
   std::optional<LlmError> feed(std::string_view bytes) override {
-    // A body that starts with "{" is plain JSON, not SSE: the server did not stream.
+    // A body that starts with "{" is plain JSON, not SSE: the server did not stream. Leading
+    // blanks are kept until the first other byte decides, so the answer does not depend on
+    // where the body was cut.
     if (!started_) {
-      size_t first = bytes.find_first_not_of(" \t\r\n");
-      if (first == std::string_view::npos) return std::nullopt;
+      lead_.append(bytes);
+      size_t first = lead_.find_first_not_of(" \t\r\n");
+      if (first == std::string::npos) return std::nullopt;
       started_ = true;
-      whole_ = bytes[first] == '{';
+      whole_ = lead_[first] == '{';
+      std::string all = std::move(lead_);
+      lead_.clear();
+      return take(all);
     }
+    return take(bytes);
+  }
+
+  std::optional<LlmError> take(std::string_view bytes) {
     if (whole_) {
       body_.append(bytes);
       return std::nullopt;
@@ -197,6 +208,7 @@ class OpenAiStream final : public StreamParser {
 
   DeltaFn on_delta_;
   bool started_ = false;  // saw the first non-blank byte
+  std::string lead_;      // the blank bytes before it
   bool whole_ = false;    // the body is one JSON document, kept in body_
   std::string body_;
   LineSplitter lines_;
