@@ -5,6 +5,8 @@
 
 #include <rapidjson/error/en.h>
 
+#include "services/common/json_depth.h"
+
 namespace nv::llm::wire {
 
 LlmError bad_response(std::string message) {
@@ -21,10 +23,18 @@ LlmError bad_request(std::string message) {
   return e;
 }
 
+const char* parse_json(rapidjson::Document& d, std::string_view text) {
+  if (json_nesting_exceeds(text)) {
+    d.SetNull();
+    return "nested deeper than 128 levels";
+  }
+  d.Parse(text.data(), text.size());
+  return d.HasParseError() ? rapidjson::GetParseError_En(d.GetParseError()) : nullptr;
+}
+
 bool write_raw_json(JsonWriter& w, std::string_view text) {
   rapidjson::Document d;
-  d.Parse(text.data(), text.size());
-  if (d.HasParseError()) return false;
+  if (parse_json(d, text)) return false;
   return d.Accept(w);
 }
 

@@ -74,6 +74,11 @@ uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallbac
 uint64_t saturate_u64(double v);
 const rapidjson::Value* get_member(const rapidjson::Value& obj, const char* key);
 
+// Parses `text` into `d`. Returns nullptr on success, else why not (RapidJSON's message, or that
+// it nests deeper than kMaxJsonDepth, which is refused before parsing: services/common/
+// json_depth.h).
+const char* parse_json(rapidjson::Document& d, std::string_view text);
+
 // Serialises a JSON value back to compact text.
 std::string to_json_text(const rapidjson::Value& v);
 // The first `max` bytes of `s` for quoting in an error message, with an ellipsis when cut.

@@ -164,8 +164,8 @@ class OpenAiStream final : public StreamParser {
       return std::nullopt;
     }
     rapidjson::Document d;
-    d.Parse(data.data(), data.size());
-    if (d.HasParseError() || !d.IsObject()) {
+    const char* why = parse_json(d, data);
+    if (why || !d.IsObject()) {
       return bad_response("SSE event " + std::to_string(events_) +
                           " is not a JSON object: " + excerpt(data));
     }
@@ -306,10 +306,10 @@ class OpenAiApi final : public WireApi {
 
   std::optional<LlmError> parse_chat_reply(std::string_view body, ChatReply& reply) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    if (d.HasParseError()) {
+    const char* why = parse_json(d, body);
+    if (why) {
       return bad_response(std::string("the answer is not JSON (") +
-                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(body));
+                          why + "): " + excerpt(body));
     }
     if (!d.IsObject()) return bad_response("the answer is not a JSON object");
     if (const Value* err = get_member(d, "error")) return inband_error(*err);
@@ -349,8 +349,8 @@ class OpenAiApi final : public WireApi {
   std::optional<LlmError> parse_models(std::string_view body,
                                        std::vector<std::string>* out) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    const Value* data = d.HasParseError() ? nullptr : get_member(d, "data");
+    const char* why = parse_json(d, body);
+    const Value* data = why ? nullptr : get_member(d, "data");
     if (!data || !data->IsArray()) {
       return bad_response("/v1/models answer has no \"data\" array: " + excerpt(body));
     }
@@ -362,8 +362,8 @@ class OpenAiApi final : public WireApi {
 
   std::string error_text(std::string_view body) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    if (d.HasParseError() || !d.IsObject()) return excerpt(body);
+    const char* why = parse_json(d, body);
+    if (why || !d.IsObject()) return excerpt(body);
     const Value* err = get_member(d, "error");
     if (!err) {  // vLLM: {"object":"error","message":...}; FastAPI: {"detail":...}
       for (const char* k : {"message", "detail"}) {

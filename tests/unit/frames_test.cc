@@ -375,7 +375,7 @@ TEST(Frames, HeaderTextFieldHoldingAWordListIsMalformed) {
 TEST(Frames, FuzzReproducerHeaderTextIsStructIsMalformed) {
   // tests/fuzz/corpus/bus_frames/crash-header-text-is-struct, the fuzzer's own input: it
   // escaped parse() as a kj::Exception (the broker has no handler for it there).
-  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR")) +
+  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR") ? std::getenv("NV_SOURCE_DIR") : NV_TEST_SOURCE_DIR) +
                        "/tests/fuzz/corpus/bus_frames/crash-header-text-is-struct",
                    std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -6,3 +6,4 @@ nv_add_gtest(NAME llm_wire_test
   LABELS unit
   TIMEOUT 60)
 target_include_directories(llm_wire_test PRIVATE ${RAPIDJSON_INCLUDE_DIRS})
+target_compile_definitions(llm_wire_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -14,7 +15,7 @@ namespace nv::llm::wire {
 namespace {
 
 std::string corpus_file(const std::string& rel) {
-  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR")) + "/tests/fuzz/corpus/" + rel,
+  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR") ? std::getenv("NV_SOURCE_DIR") : NV_TEST_SOURCE_DIR) + "/tests/fuzz/corpus/" + rel,
                    std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
@@ -121,6 +122,51 @@ TEST(LlmWire, OpenAiStreamLeadingBlanksBeforeJsonBody) {
   ASSERT_FALSE(cut.error) << cut.error->message;
   EXPECT_EQ(cut.reply.message.content, "ok");
   EXPECT_EQ(cut.reply.done_reason, "stop");
+}
+
+// ---- nesting: RapidJSON recurses once per level; a reply of a million '[' overflowed the
+//      gateway's stack (found by ollama_chat: tests/fuzz/corpus/ollama_chat/crash-deep-nesting).
+
+TEST(LlmWire, OllamaDeeplyNestedReplyIsABadResponse) {
+  ChatReply r;
+  std::string body = R"({"model":"m","message":)" + std::string(1'000'000, '[');
+  auto err = make_ollama_api()->parse_chat_reply(body, r);
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->code, ErrorCode::LLM_BAD_RESPONSE);
+  EXPECT_EQ(err->message.rfind(
+                R"(Ollama answer is not JSON (nested deeper than 128 levels): {"model":"m",)", 0),
+            0u)
+      << err->message;
+}
+
+TEST(LlmWire, OpenAiDeeplyNestedStreamEventIsABadResponse) {
+  std::string body = "data: {\"choices\":" + std::string(1'000'000, '{') + "\n\n";
+  auto s = stream(*make_openai_api(), body, {});
+  ASSERT_TRUE(s.error);
+  EXPECT_EQ(s.error->code, ErrorCode::LLM_BAD_RESPONSE);
+  EXPECT_EQ(s.error->message.rfind("SSE event 1 is not a JSON object: {\"choices\":{{{", 0), 0u)
+      << s.error->message;
+}
+
+TEST(LlmWire, NestingAtTheBoundIsRead) {
+  // 128 levels in all: the reply object, message, tool_calls, the call, function, arguments
+  // (6), then 122 nested arrays in one argument.
+  std::string deep = std::string(122, '[') + std::string(122, ']');
+  ChatReply r;
+  auto err = make_ollama_api()->parse_chat_reply(
+      R"({"message":{"role":"assistant","content":"","tool_calls":[{"function":)"
+      R"({"name":"f","arguments":{"x":)" + deep + "}}}]},\"done\":true}",
+      r);
+  ASSERT_FALSE(err) << err->message;
+  ASSERT_EQ(r.message.tool_calls.size(), 1u);
+  EXPECT_EQ(r.message.tool_calls[0].arguments_json, "{\"x\":" + deep + "}");
+  // One level more is refused.
+  err = make_ollama_api()->parse_chat_reply(
+      R"({"message":{"role":"assistant","content":"","tool_calls":[{"function":)"
+      R"({"name":"f","arguments":{"x":[)" + deep + "]}}}]},\"done\":true}",
+      r);
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->message.find("nested deeper than 128 levels"), std::string::npos);
 }
 
 }  // namespace
