@@ -12,20 +12,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "fake_system_ops.h"
 #include "guest/agent/session.h"
 
 namespace {
 
 using namespace nv::guest;
-
-class FakeOps final : public agent::SystemOps {
- public:
-  std::string add_entropy(std::string_view) override { return {}; }
-  std::string set_clock(int64_t) override { return {}; }
-  std::string set_identity(const std::string&) override { return {}; }
-  std::string boot_id() override { return "fuzz-boot"; }
-  uint64_t uptime_ms() override { return 1; }
-};
 
 agent::AgentConfig fuzz_config() {
   agent::AgentConfig c;
@@ -57,7 +49,7 @@ void check_replies(const std::string& out) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const agent::AgentConfig config = fuzz_config();
-  FakeOps ops;
+  nv::fuzz::FakeSystemOps ops;
   std::string out;
   agent::Session session(config, ops, [&](std::string_view b) {
     out.append(b);

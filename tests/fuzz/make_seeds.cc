@@ -17,6 +17,7 @@
 #include "common/frames.h"
 #include "guest/agent/session.h"
 #include "guest/protocol/frame.h"
+#include "tests/fuzz/fake_system_ops.h"
 
 namespace {
 
@@ -108,15 +109,6 @@ std::string guest_frame(const std::function<void(s::GuestMessage::Builder)>& fil
   return nv::guest::encode_frame(mb);
 }
 
-class FakeOps final : public nv::guest::agent::SystemOps {
- public:
-  std::string add_entropy(std::string_view) override { return {}; }
-  std::string set_clock(int64_t) override { return {}; }
-  std::string set_identity(const std::string&) override { return {}; }
-  std::string boot_id() override { return "6f1c2d7e-3b4a-4c5d-8e9f-0a1b2c3d4e5f"; }
-  uint64_t uptime_ms() override { return 812; }
-};
-
 void guest_seeds() {
   const std::string greeting = host_frame([](auto m) { m.setPing(0); });
   const std::string exec = host_frame([](auto m) {
@@ -157,7 +149,7 @@ void guest_seeds() {
 
   // The agent's own answers: Hello and the greeting's pong, as a real Session writes them.
   nv::guest::agent::AgentConfig config;
-  FakeOps ops;
+  nv::fuzz::FakeSystemOps ops;
   std::string hello;
   nv::guest::agent::Session session(config, ops, [&](std::string_view b) {
     hello.append(b);
