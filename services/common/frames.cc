@@ -179,15 +179,23 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
                                     " is not a known kind");
     return false;
   }
+  // totalSize() bounded the header but did not check pointer kinds: a text field that points
+  // at a struct or a list of words throws here, and must be a typed error, not an escape.
+  try {
+    out->header.service = h.getService();
+    out->header.trace_id = h.getTraceId();
+    out->header.instance = h.getInstance();
+  } catch (const kj::Exception& e) {
+    failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
+                                std::string("header: ") + e.getDescription().cStr());
+    return false;
+  }
   out->routing = std::move(failure->routing);
   out->header.kind = h.getKind();
-  out->header.service = h.getService();
   out->header.request_id = h.getRequestId();
-  out->header.trace_id = h.getTraceId();
   out->header.deadline_ms = h.getDeadlineMs();
   out->header.capacity = h.getCapacity();
   out->header.pid = h.getPid();
-  out->header.instance = h.getInstance();
   // 4. Body (validated when read).
   out->raw_body = zmq::message_t();
   if (rest == 2 && !parse_body) {

@@ -1,7 +1,11 @@
 // llm_client_wire.cc — JSON helpers shared by the Ollama and OpenAI protocol code.
 #include "llm_client_wire.h"
 
+#include <algorithm>
+
 #include <rapidjson/error/en.h>
+
+#include "services/common/json_depth.h"
 
 namespace nv::llm::wire {
 
@@ -19,10 +23,18 @@ LlmError bad_request(std::string message) {
   return e;
 }
 
+const char* parse_json(rapidjson::Document& d, std::string_view text) {
+  if (json_nesting_exceeds(text)) {
+    d.SetNull();
+    return "nested deeper than 128 levels";
+  }
+  d.Parse(text.data(), text.size());
+  return d.HasParseError() ? rapidjson::GetParseError_En(d.GetParseError()) : nullptr;
+}
+
 bool write_raw_json(JsonWriter& w, std::string_view text) {
   rapidjson::Document d;
-  d.Parse(text.data(), text.size());
-  if (d.HasParseError()) return false;
+  if (parse_json(d, text)) return false;
   return d.Accept(w);
 }
 
@@ -43,11 +55,17 @@ std::string get_string(const rapidjson::Value& obj, const char* key, std::string
   return std::string(v->GetString(), v->GetStringLength());
 }
 
-uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback) {
+uint64_t saturate_u64(double v) {
+  if (!(v > 0)) return 0;
+  if (v >= 18446744073709551616.0) return UINT64_MAX;  // 2^64
+  return static_cast<uint64_t>(v);
+}
+
+uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback, uint64_t max) {
   const rapidjson::Value* v = get_member(obj, key);
   if (!v) return fallback;
-  if (v->IsUint64()) return v->GetUint64();
-  if (v->IsDouble() && v->GetDouble() >= 0) return static_cast<uint64_t>(v->GetDouble());
+  if (v->IsUint64()) return std::min(v->GetUint64(), max);
+  if (v->IsDouble() && v->GetDouble() >= 0) return std::min(saturate_u64(v->GetDouble()), max);
   return fallback;
 }
 

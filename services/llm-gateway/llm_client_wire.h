@@ -9,6 +9,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,8 +66,18 @@ void write_tools(JsonWriter& w, const std::vector<ToolSpec>& tools, std::optiona
 
 // Member accessors that tolerate absence and wrong types (return the fallback).
 std::string get_string(const rapidjson::Value& obj, const char* key, std::string fallback = {});
-uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback = 0);
+// A non-negative number, integral or not, saturated at `max` (a server may send 1e30).
+uint64_t get_uint(const rapidjson::Value& obj, const char* key, uint64_t fallback = 0,
+                  uint64_t max = UINT64_MAX);
+// A non-negative double as uint64_t, saturated: 0 for v <= 0, UINT64_MAX from 2^64 on (a plain
+// cast of an out-of-range double is undefined behaviour).
+uint64_t saturate_u64(double v);
 const rapidjson::Value* get_member(const rapidjson::Value& obj, const char* key);
+
+// Parses `text` into `d`. Returns nullptr on success, else why not (RapidJSON's message, or that
+// it nests deeper than kMaxJsonDepth, which is refused before parsing: services/common/
+// json_depth.h).
+const char* parse_json(rapidjson::Document& d, std::string_view text);
 
 // Serialises a JSON value back to compact text.
 std::string to_json_text(const rapidjson::Value& v);

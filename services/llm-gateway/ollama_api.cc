@@ -82,8 +82,8 @@ std::optional<LlmError> apply_chunk(const Value& d, ChatReply& acc, std::string*
   if (std::string m = get_string(d, "model"); !m.empty()) acc.model = m;
   if (const Value* done = get_member(d, "done"); done && done->IsBool() && done->GetBool()) {
     acc.done_reason = get_string(d, "done_reason", "stop");
-    acc.prompt_tokens = static_cast<uint32_t>(get_uint(d, "prompt_eval_count"));
-    acc.completion_tokens = static_cast<uint32_t>(get_uint(d, "eval_count"));
+    acc.prompt_tokens = static_cast<uint32_t>(get_uint(d, "prompt_eval_count", 0, UINT32_MAX));
+    acc.completion_tokens = static_cast<uint32_t>(get_uint(d, "eval_count", 0, UINT32_MAX));
     acc.load_duration_ns = get_uint(d, "load_duration");
     acc.total_duration_ns = get_uint(d, "total_duration");
   }
@@ -135,10 +135,10 @@ class OllamaStream final : public StreamParser {
     ++lines_seen_;
     if (done_) return std::nullopt;  // nothing follows done; ignore trailing noise
     rapidjson::Document d;
-    d.Parse(line.data(), line.size());
-    if (d.HasParseError()) {
+    const char* why = parse_json(d, line);
+    if (why) {
       return bad_response("Ollama stream line " + std::to_string(lines_seen_) + " is not JSON (" +
-                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(line));
+                          why + "): " + excerpt(line));
     }
     std::string delta, thinking;
     if (auto err = apply_chunk(d, acc_, &delta, &thinking)) return err;
@@ -233,10 +233,10 @@ class OllamaApi final : public WireApi {
 
   std::optional<LlmError> parse_chat_reply(std::string_view body, ChatReply& reply) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    if (d.HasParseError()) {
+    const char* why = parse_json(d, body);
+    if (why) {
       return bad_response(std::string("Ollama answer is not JSON (") +
-                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(body));
+                          why + "): " + excerpt(body));
     }
     ChatReply acc;
     std::string delta, thinking;
@@ -254,8 +254,8 @@ class OllamaApi final : public WireApi {
   std::optional<LlmError> parse_models(std::string_view body,
                                        std::vector<std::string>* out) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    const Value* models = d.HasParseError() ? nullptr : get_member(d, "models");
+    const char* why = parse_json(d, body);
+    const Value* models = why ? nullptr : get_member(d, "models");
     if (!models || !models->IsArray()) {
       return bad_response("Ollama /api/tags answer has no \"models\" array: " + excerpt(body));
     }
@@ -268,8 +268,8 @@ class OllamaApi final : public WireApi {
 
   std::string error_text(std::string_view body) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    if (d.HasParseError() || !d.IsObject()) return excerpt(body);
+    const char* why = parse_json(d, body);
+    if (why || !d.IsObject()) return excerpt(body);
     return get_string(d, "error", excerpt(body));
   }
 };

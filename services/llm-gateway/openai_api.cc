@@ -42,8 +42,9 @@ LlmError inband_error(const Value& err) {
 void read_usage(const Value& d, ChatReply& acc) {
   const Value* usage = get_member(d, "usage");
   if (usage && usage->IsObject()) {
-    acc.prompt_tokens = static_cast<uint32_t>(get_uint(*usage, "prompt_tokens"));
-    acc.completion_tokens = static_cast<uint32_t>(get_uint(*usage, "completion_tokens"));
+    acc.prompt_tokens = static_cast<uint32_t>(get_uint(*usage, "prompt_tokens", 0, UINT32_MAX));
+    acc.completion_tokens =
+        static_cast<uint32_t>(get_uint(*usage, "completion_tokens", 0, UINT32_MAX));
   }
   // llama.cpp's server reports its own timings in milliseconds.
   const Value* timings = get_member(d, "timings");
@@ -53,7 +54,7 @@ void read_usage(const Value& d, ChatReply& acc) {
       const Value* v = get_member(*timings, k);
       if (v && v->IsNumber()) ms += v->GetDouble();
     }
-    if (ms > 0) acc.total_duration_ns = static_cast<uint64_t>(ms * 1e6);
+    if (ms > 0) acc.total_duration_ns = saturate_u64(ms * 1e6);
   }
   if (std::string m = get_string(d, "model"); !m.empty()) acc.model = m;
 }
@@ -96,13 +97,23 @@ class OpenAiStream final : public StreamParser {
   explicit OpenAiStream(DeltaFn on_delta) : on_delta_(std::move(on_delta)) {}
 
   std::optional<LlmError> feed(std::string_view bytes) override {
-    // A body that starts with "{" is plain JSON, not SSE: the server did not stream.
+    // A body that starts with "{" is plain JSON, not SSE: the server did not stream. Leading
+    // blanks are kept until the first other byte decides, so the answer does not depend on
+    // where the body was cut.
     if (!started_) {
-      size_t first = bytes.find_first_not_of(" \t\r\n");
-      if (first == std::string_view::npos) return std::nullopt;
+      lead_.append(bytes);
+      size_t first = lead_.find_first_not_of(" \t\r\n");
+      if (first == std::string::npos) return std::nullopt;
       started_ = true;
-      whole_ = bytes[first] == '{';
+      whole_ = lead_[first] == '{';
+      std::string all = std::move(lead_);
+      lead_.clear();
+      return take(all);
     }
+    return take(bytes);
+  }
+
+  std::optional<LlmError> take(std::string_view bytes) {
     if (whole_) {
       body_.append(bytes);
       return std::nullopt;
@@ -173,8 +184,8 @@ class OpenAiStream final : public StreamParser {
       return std::nullopt;
     }
     rapidjson::Document d;
-    d.Parse(data.data(), data.size());
-    if (d.HasParseError() || !d.IsObject()) {
+    const char* why = parse_json(d, data);
+    if (why || !d.IsObject()) {
       return bad_response("SSE event " + std::to_string(events_) +
                           " is not a JSON object: " + excerpt(data));
     }
@@ -230,6 +241,7 @@ class OpenAiStream final : public StreamParser {
 
   DeltaFn on_delta_;
   bool started_ = false;  // saw the first non-blank byte
+  std::string lead_;      // the blank bytes before it
   bool whole_ = false;    // the body is one JSON document, kept in body_
   std::string body_;
   LineSplitter lines_;
@@ -333,10 +345,10 @@ class OpenAiApi final : public WireApi {
 
   std::optional<LlmError> parse_chat_reply(std::string_view body, ChatReply& reply) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    if (d.HasParseError()) {
+    const char* why = parse_json(d, body);
+    if (why) {
       return bad_response(std::string("the answer is not JSON (") +
-                          rapidjson::GetParseError_En(d.GetParseError()) + "): " + excerpt(body));
+                          why + "): " + excerpt(body));
     }
     if (!d.IsObject()) return bad_response("the answer is not a JSON object");
     if (const Value* err = get_member(d, "error")) return inband_error(*err);
@@ -377,8 +389,8 @@ class OpenAiApi final : public WireApi {
   std::optional<LlmError> parse_models(std::string_view body,
                                        std::vector<std::string>* out) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    const Value* data = d.HasParseError() ? nullptr : get_member(d, "data");
+    const char* why = parse_json(d, body);
+    const Value* data = why ? nullptr : get_member(d, "data");
     if (!data || !data->IsArray()) {
       return bad_response("/v1/models answer has no \"data\" array: " + excerpt(body));
     }
@@ -390,8 +402,8 @@ class OpenAiApi final : public WireApi {
 
   std::string error_text(std::string_view body) const override {
     rapidjson::Document d;
-    d.Parse(body.data(), body.size());
-    if (d.HasParseError() || !d.IsObject()) return excerpt(body);
+    const char* why = parse_json(d, body);
+    if (why || !d.IsObject()) return excerpt(body);
     const Value* err = get_member(d, "error");
     if (!err) {  // vLLM: {"object":"error","message":...}; FastAPI: {"detail":...}
       for (const char* k : {"message", "detail"}) {

@@ -1,6 +1,8 @@
 // model_reply.cc — calls in the text, execute_code's arguments, call ids and reply kinds.
 #include "model_reply.h"
 
+#include "common/json_depth.h"
+
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -87,6 +89,7 @@ std::vector<ParsedCall> calls_from_json_text(std::string_view text) {
   std::vector<ParsedCall> out;
   rapidjson::Document d;
   std::string t = trim(text);
+  if (json_nesting_exceeds(t)) return out;  // the parser recurses per level
   d.Parse(t.c_str(), t.size());
   if (d.HasParseError()) return out;
   if (d.IsArray()) {
@@ -256,11 +259,18 @@ std::vector<ParsedCall> parse_text_tool_calls(std::string_view text) {
     }
     from = e + 3;
   }
-  // 4. Bare JSON objects in the text that name a tool and carry arguments.
+  // 4. Bare JSON objects in the text that name a tool and carry arguments. Every '{' is a
+  //    candidate and each costs a scan to its end, so text full of braces would take quadratic
+  //    time: the scans share a budget linear in the text's length.
+  size_t budget = 8 * rest.size() + 64 * 1024;
   for (size_t from = 0;;) {
     size_t b = rest.find('{', from);
     if (b == std::string::npos) break;
     size_t e = json_object_end(rest, b);
+    size_t cost = (e == std::string::npos ? rest.size() : e) - b;
+    if (e != std::string::npos) cost *= 2;  // the scan, then the parse
+    if (cost > budget) break;
+    budget -= cost;
     if (e == std::string::npos) {
       from = b + 1;
       continue;
@@ -383,12 +393,14 @@ std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::st
       "\"<program>\"}";
   rapidjson::Document d;
   std::string text(trimmed(arguments_json).empty() ? std::string_view("{}") : arguments_json);
-  d.Parse(text.c_str(), text.size());
-  if (!d.HasParseError() && d.IsString()) {  // arguments encoded twice
+  bool too_deep = json_nesting_exceeds(text);  // the parser recurses per level
+  if (!too_deep) d.Parse(text.c_str(), text.size());
+  if (!too_deep && !d.HasParseError() && d.IsString()) {  // arguments encoded twice
     std::string inner = d.GetString();
-    d.Parse(inner.c_str(), inner.size());
+    too_deep = json_nesting_exceeds(inner);
+    if (!too_deep) d.Parse(inner.c_str(), inner.size());
   }
-  if (d.HasParseError() || !d.IsObject()) {
+  if (too_deep || d.HasParseError() || !d.IsObject()) {
     std::string shown = text.size() > 120 ? text.substr(0, 120) + "…" : text;
     *why = "the arguments are not a JSON object (got: " + shown + "); " + usage;
     return std::nullopt;
@@ -451,6 +463,7 @@ void assign_call_ids(std::vector<ModelCall>& calls, uint32_t iteration,
 }
 
 std::string history_arguments(std::string_view arguments_json) {
+  if (json_nesting_exceeds(arguments_json)) return "{}";  // the parser recurses per level
   rapidjson::Document d;
   d.Parse(arguments_json.data(), arguments_json.size());
   if (!d.HasParseError() && d.IsObject()) return std::string(arguments_json);

@@ -10,3 +10,5 @@ endforeach()
 
 # The token bucket is also the rate-limit layer's proof: it refuses the excess, admits the refill.
 set_tests_properties(token_bucket_test PROPERTIES LABELS "unit;security")
+# frames_test reads a fuzz reproducer from tests/fuzz/corpus (NV_SOURCE_DIR under ctest).
+target_compile_definitions(frames_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

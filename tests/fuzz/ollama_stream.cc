@@ -1,0 +1,12 @@
+// ollama_stream — fuzzes the ollama streaming reply parser (services/llm-gateway/ollama_api.cc).
+//
+// Input: one streamed response body, NDJSON (one JSON object per line, the last with "done": true).
+// Checked (stream_check.h): no crash, leak or UB, and the same outcome whether the body is fed
+// whole or in small pieces.
+#include "stream_check.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const auto api = nv::llm::wire::make_ollama_api();
+  nv::fuzz::check_stream(*api, data, size);
+  return 0;
+}
