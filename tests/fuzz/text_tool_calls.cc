@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "orchestrator/agent.h"
+#include "orchestrator/model_reply.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
