@@ -73,5 +73,8 @@ struct Error {
     llmTimedOut @21;        # the model server did not answer in time
     unauthorized @22;       # credentials missing or refused
     shuttingDown @23;       # the service is draining and takes no new work
+    brokerLost @24;         # the orchestrator stopped answering heartbeats (killed or stalled)
   }
+  queueLength @4 :UInt32;       # overloaded: requests waiting ahead of this one
+  estimatedWaitMs @5 :UInt32;   # overloaded: the broker's estimate of the wait for a worker
 }

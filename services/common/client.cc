@@ -4,8 +4,6 @@
 
 namespace nv {
 
-using Clock = std::chrono::steady_clock;
-
 Client::Client(zmq::context_t& ctx, ClientOptions options)
     : options_(std::move(options)), socket_(ctx, zmq::socket_type::dealer) {
   socket_.set(zmq::sockopt::linger, 0);
@@ -13,8 +11,11 @@ Client::Client(zmq::context_t& ctx, ClientOptions options)
   if (options_.curve_keys && !options_.curve_server_key.empty()) {
     curve::make_client(socket_, *options_.curve_keys, options_.curve_server_key);
   }
+  start_watch();
   socket_.connect(options_.endpoint);
 }
+
+Client::~Client() = default;
 
 Error Client::Incoming::error() {
   if (header.kind != bus::Kind::ERROR) {
@@ -34,6 +35,7 @@ uint64_t Client::send(const std::string& service, capnp::MessageBuilder* body,
   h.trace_id = trace_id;
   h.deadline_ms = static_cast<uint32_t>(std::clamp<int64_t>(deadline.count(), 0, UINT32_MAX));
   bus::send(socket_, {}, h, body ? bus::encode_body(*body) : zmq::message_t());
+  track(h.request_id);
   return h.request_id;
 }
 
@@ -51,12 +53,14 @@ void Client::cancel(uint64_t id, const std::string& service) {
   h.service = service;
   h.request_id = id;
   bus::send(socket_, {}, h, zmq::message_t(), static_cast<int>(zmq::send_flags::dontwait));
+  untrack(id);
 }
 
 std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeout) {
   auto end = Clock::now() + timeout;
   std::vector<zmq::message_t> frames;
   while (true) {
+    keep_alive();
     if (bus::recv_frames(socket_, frames)) {
       bus::Message msg;
       bus::ParseError failure;
@@ -65,6 +69,7 @@ std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeou
         Incoming in;
         in.header.kind = bus::Kind::ERROR;
         in.header.request_id = failure.request_id;
+        untrack(failure.request_id);
         capnp::MallocMessageBuilder mb;
         failure.error.to_capnp(mb.initRoot<schema::Error>());
         auto bytes = bus::encode_body(mb);
@@ -72,15 +77,20 @@ std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeou
         if (body) in.body = std::move(body.value());
         return in;
       }
+      heard_from_broker(msg.header);
+      if (msg.header.kind == bus::Kind::HEARTBEAT) continue;
+      if (msg.header.kind != bus::Kind::PARTIAL) untrack(msg.header.request_id);
       Incoming in;
       in.header = std::move(msg.header);
       in.body = std::move(msg.body);
       return in;
     }
+    if (auto lost = broker_lost_answer()) return lost;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, left);
+    // Wake for our own heartbeat while requests are outstanding.
+    zmq::poll(&item, 1, outstanding_.empty() ? left : std::min(left, options_.heartbeat));
   }
 }
 

@@ -169,6 +169,21 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
   out->header.capacity = h.getCapacity();
   out->header.pid = h.getPid();
   out->header.instance = h.getInstance();
+  out->header.interval_ms = h.getIntervalMs();
+  out->header.running.clear();
+  if (h.hasRunning()) {
+    auto running = h.getRunning();
+    if (running.size() > kMaxRunning) {
+      failure->routing = std::move(out->routing);
+      failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
+                                  "header lists " + std::to_string(running.size()) +
+                                      " running requests, more than " +
+                                      std::to_string(kMaxRunning));
+      return false;
+    }
+    out->header.running.reserve(running.size());
+    for (auto id : running) out->header.running.push_back(id);
+  }
   // 4. Body (validated when read).
   out->raw_body = zmq::message_t();
   if (rest == 2 && !parse_body) {
@@ -203,6 +218,11 @@ zmq::message_t encode_header(const Header& header) {
   b.setCapacity(header.capacity);
   b.setPid(header.pid);
   if (!header.instance.empty()) b.setInstance(header.instance);
+  if (header.interval_ms) b.setIntervalMs(header.interval_ms);
+  if (!header.running.empty()) {
+    auto list = b.initRunning(static_cast<unsigned>(header.running.size()));
+    for (unsigned i = 0; i < header.running.size(); ++i) list.set(i, header.running[i]);
+  }
   return encode_body(mb);
 }
 
