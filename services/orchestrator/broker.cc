@@ -156,13 +156,13 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
     }
     return;
   }
+  auto key = client_key(sock, msg.routing);
   if (msg.header.kind == bus::Kind::HEARTBEAT) {
-    client_heard(sock, msg);
+    client_heard(key, msg.header.kind);
     return;
   }
   if (msg.header.kind == bus::Kind::CANCEL) {
-    client_heard(sock, msg);
-    auto key = client_key(sock, msg.routing);
+    client_heard(key, msg.header.kind);
     for (auto& [id, p] : pending_) {
       if (p.client == key && p.client_request_id == msg.header.request_id && !p.abandoned) {
         if (!p.worker.empty()) {
@@ -187,11 +187,11 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
                                              "clients may only send requests")));
     return;
   }
-  client_heard(sock, msg);
-  on_client_request(sock, msg);
+  client_heard(key, msg.header.kind);
+  on_client_request(sock, std::move(key), msg);
 }
 
-void Broker::on_client_request(size_t sock, bus::Message& msg) {
+void Broker::on_client_request(size_t sock, std::string key, bus::Message& msg) {
   ++stats_.requests;
   auto refuse = [&](Error e) {
     e.service = "orchestrator";
@@ -240,7 +240,7 @@ void Broker::on_client_request(size_t sock, bus::Message& msg) {
   Pending p;
   p.id = next_id_++;
   p.client_sock = sock;
-  p.client = client_key(sock, msg.routing);
+  p.client = std::move(key);
   p.client_routing = std::move(msg.routing);
   p.client_request_id = msg.header.request_id;
   p.service = name;

@@ -166,7 +166,7 @@ class Broker {
   void on_worker(size_t sock, std::vector<zmq::message_t>& frames);
   void on_event(std::vector<zmq::message_t>& frames);
   void builtin(size_t sock, const bus::Message& msg);
-  void on_client_request(size_t sock, bus::Message& msg);
+  void on_client_request(size_t sock, std::string key, bus::Message& msg);
   void on_ready(size_t sock, bus::Message& msg);
   std::optional<Error> admit(const std::string& service, const ServiceRec& svc,
                              std::chrono::milliseconds deadline) const;
@@ -176,7 +176,7 @@ class Broker {
                          zmq::message_t& header, zmq::message_t& body);
   void flush_backlogs();
   void erase_pending(std::unordered_map<uint64_t, Pending>::iterator it);
-  void client_heard(size_t sock, const bus::Message& msg);
+  void client_heard(const std::string& key, bus::Kind kind);
   void client_lost(const std::string& key, const std::string& why);
   void cancel_on_worker(uint64_t id, const std::string& worker);
   void after_stall(Clock::duration stalled);

@@ -80,11 +80,12 @@ void Broker::end_startup_grace() {
 
 // ------------------------------------------------------------------------------------ clients
 
-void Broker::client_heard(size_t sock, const bus::Message& msg) {
-  auto it = clients_.find(client_key(sock, msg.routing));
+void Broker::client_heard(const std::string& key, bus::Kind kind) {
+  if (clients_.empty()) return;
+  auto it = clients_.find(key);
   if (it == clients_.end()) return;  // no pending requests: nothing to keep alive
   auto& c = it->second;
-  if (msg.header.kind == bus::Kind::HEARTBEAT) c.speaks_heartbeat = true;
+  if (kind == bus::Kind::HEARTBEAT) c.speaks_heartbeat = true;
   c.expiry = Clock::now() + opt_.client_silence;
 }
 
@@ -165,11 +166,17 @@ Broker::SendResult Broker::send_routed(zmq::socket_t& s, const std::vector<std::
 void Broker::send_client(size_t sock, const std::vector<std::string>& routing,
                          const bus::Header& h, zmq::message_t body) {
   auto header = bus::encode_header(h);
-  auto key = client_key(sock, routing);
-  auto bit = backlogs_.find(key);
+  // The common case: no backlog at all, and the pipe takes the answer.
+  std::string key;
+  auto bit = backlogs_.end();
+  if (!backlogs_.empty()) {
+    key = client_key(sock, routing);
+    bit = backlogs_.find(key);
+  }
   if (bit == backlogs_.end()) {
     auto r = send_routed(*clients_sock_.sockets[sock], routing, header, body);
     if (r == SendResult::ok) return;
+    if (key.empty()) key = client_key(sock, routing);
     if (r == SendResult::gone) {
       client_lost(key, "its connection closed");
       return;

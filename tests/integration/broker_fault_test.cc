@@ -325,13 +325,14 @@ TEST(BrokerFault, AdmissionControlRefusesWhatCannotMeetItsDeadline) {
       continue;
     }
     auto e = in->error();
-    if (e.code == ErrorCode::OVERLOADED && waited < 100ms) refused.push_back(e);
+    // "At once": well before the 1 s deadline (a late failure comes at or after it).
+    if (e.code == ErrorCode::OVERLOADED && waited < 500ms) refused.push_back(e);
     else ++late;
   }
   EXPECT_EQ(late, 0u);
   EXPECT_EQ(served + refused.size(), 20u);
-  EXPECT_GE(served, 3u);   // ~1000 / 150 ms, less the estimate's margin
-  EXPECT_LE(served, 8u);
+  EXPECT_GE(served, 1u);
+  EXPECT_LE(served, 7u);  // 1000 / 150 ms on one slot: no more can be served in time
   ASSERT_FALSE(refused.empty());
   EXPECT_GT(refused.back().queue_length, 0u);
   EXPECT_GT(refused.back().estimated_wait_ms, 0u);
