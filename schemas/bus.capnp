@@ -20,11 +20,20 @@ struct Header {
   capacity @6 :UInt32;    # ready/heartbeat: how many more requests this worker takes right now
   pid @7 :UInt32;         # ready: the worker's process id
   instance @8 :Text;      # ready: a name unique to this worker process (host/service/pid)
+  intervalMs @9 :UInt32;  # heartbeat: the sender's heartbeat interval in ms; a peer silent for
+                          # `liveness` (3) such intervals is presumed gone. 0 = not stated.
+  running @10 :List(UInt64);
+                          # ready: request ids this worker is still running from before it
+                          # reconnected (the broker adopts those it knows, cancels the others);
+                          # at most 65536 entries
 
   enum Kind {
     unset @0;
     ready @1;       # worker -> broker: register `service` with `capacity`
-    heartbeat @2;   # both ways: still alive (worker's carries its current capacity)
+    heartbeat @2;   # both ways: still alive (worker's carries its current capacity). Also
+                    # client <-> broker while the client has requests outstanding: the broker
+                    # cancels the requests of a client silent for `liveness` intervals, the
+                    # client fails them with brokerLost when the broker falls silent
     request @3;     # client -> broker -> worker
     partial @4;     # worker -> broker -> client: one streamed piece, more follow
     reply @5;       # worker -> broker -> client: the final answer

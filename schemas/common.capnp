@@ -75,5 +75,8 @@ struct Error {
     shuttingDown @23;       # the service is draining and takes no new work
     llmReplyCut @24;        # the model's reply was empty or cut at its token limit (finish_reason
                             # / done_reason "length"), and again when asked once more
+    brokerLost @25;         # the orchestrator stopped answering heartbeats (killed or stalled)
   }
+  queueLength @4 :UInt32;       # overloaded: requests waiting ahead of this one
+  estimatedWaitMs @5 :UInt32;   # overloaded: the broker's estimate of the wait for a worker
 }

@@ -7,7 +7,8 @@ if(NOT TARGET benchmark::benchmark)
   return()
 endif()
 add_executable(nv-bench ${CMAKE_CURRENT_LIST_DIR}/bench/main.cc
-                        ${CMAKE_CURRENT_LIST_DIR}/bench/bus_bench.cc)
+                        ${CMAKE_CURRENT_LIST_DIR}/bench/bus_bench.cc
+                        ${CMAKE_CURRENT_LIST_DIR}/bench/load_bench.cc)
 target_link_libraries(nv-bench PRIVATE nv_broker benchmark::benchmark)
 target_include_directories(nv-bench PRIVATE ${PROJECT_SOURCE_DIR}/services)
 nv_warnings(nv-bench)

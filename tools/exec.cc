@@ -417,7 +417,9 @@ int main(int argc, char** argv) {
 
   if (final_answer->header.kind == nv::bus::Kind::ERROR) {
     auto e = final_answer->error();
-    int code = e.code == nv::ErrorCode::NO_WORKER ? kExitNoWorker : kExitSandboxFailed;
+    int code = e.code == nv::ErrorCode::NO_WORKER     ? kExitNoWorker
+               : e.code == nv::ErrorCode::BROKER_LOST ? kExitUnreachable
+                                                      : kExitSandboxFailed;
     if (e.code == nv::ErrorCode::NO_WORKER) {
       e.message += " (no executor registered, or none had a free VM in time)";
     }

@@ -521,7 +521,8 @@ int run(int argc, char** argv) {
   if (final->header.kind == nv::bus::Kind::ERROR) {
     nv::Error e = final->error();
     bool gone = e.code == nv::ErrorCode::UNKNOWN_SERVICE || e.code == nv::ErrorCode::NO_WORKER ||
-                e.code == nv::ErrorCode::SHUTTING_DOWN || e.code == nv::ErrorCode::WORKER_LOST;
+                e.code == nv::ErrorCode::SHUTTING_DOWN || e.code == nv::ErrorCode::WORKER_LOST ||
+                e.code == nv::ErrorCode::BROKER_LOST;
     if (gone) return unreachable(e.to_string(), json);
     if (json) {
       rapidjson::StringBuffer sb;

@@ -6,8 +6,6 @@
 
 namespace nv {
 
-using Clock = std::chrono::steady_clock;
-
 Client::Client(zmq::context_t& ctx, ClientOptions options)
     : options_(std::move(options)), socket_(ctx, zmq::socket_type::dealer) {
   socket_.set(zmq::sockopt::linger, 0);
@@ -15,8 +13,11 @@ Client::Client(zmq::context_t& ctx, ClientOptions options)
   if (options_.curve_keys && !options_.curve_server_key.empty()) {
     curve::make_client(socket_, *options_.curve_keys, options_.curve_server_key);
   }
+  start_watch();
   socket_.connect(options_.endpoint);
 }
+
+Client::~Client() = default;
 
 Error Client::Incoming::error() {
   if (header.kind != bus::Kind::ERROR) {
@@ -36,6 +37,7 @@ uint64_t Client::send(const std::string& service, capnp::MessageBuilder* body,
   h.trace_id = trace_id;
   h.deadline_ms = static_cast<uint32_t>(std::clamp<int64_t>(deadline.count(), 0, UINT32_MAX));
   bus::send(socket_, {}, h, body ? bus::encode_body(*body) : zmq::message_t());
+  track(h.request_id);
   return h.request_id;
 }
 
@@ -53,12 +55,14 @@ void Client::cancel(uint64_t id, const std::string& service) {
   h.service = service;
   h.request_id = id;
   bus::send(socket_, {}, h, zmq::message_t(), static_cast<int>(zmq::send_flags::dontwait));
+  untrack(id);
 }
 
 std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeout) {
   auto end = Clock::now() + timeout;
   std::vector<zmq::message_t> frames;
   while (true) {
+    keep_alive();
     if (bus::recv_frames(socket_, frames)) {
       bus::Message msg;
       bus::ParseError failure;
@@ -67,6 +71,7 @@ std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeou
         Incoming in;
         in.header.kind = bus::Kind::ERROR;
         in.header.request_id = failure.request_id;
+        untrack(failure.request_id);
         capnp::MallocMessageBuilder mb;
         failure.error.to_capnp(mb.initRoot<schema::Error>());
         auto bytes = bus::encode_body(mb);
@@ -74,15 +79,21 @@ std::optional<Client::Incoming> Client::receive(std::chrono::milliseconds timeou
         if (body) in.body = std::move(body.value());
         return in;
       }
+      heard_from_broker(msg.header);
+      if (msg.header.kind == bus::Kind::HEARTBEAT) continue;
+      if (msg.header.kind != bus::Kind::PARTIAL) untrack(msg.header.request_id);
       Incoming in;
       in.header = std::move(msg.header);
       in.body = std::move(msg.body);
       return in;
     }
+    if (auto lost = broker_lost_answer()) return lost;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
     if (left.count() <= 0) return std::nullopt;
     zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
-    if (bus::poll(&item, 1, left) < 0) return std::nullopt;  // a signal: let the caller look
+    // Wake for our own heartbeat while requests are outstanding.
+    auto wait = outstanding_.empty() ? left : std::min(left, options_.heartbeat);
+    if (bus::poll(&item, 1, wait) < 0) return std::nullopt;  // a signal: let the caller look
   }
 }
 

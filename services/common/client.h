@@ -5,11 +5,23 @@
 //   <- [empty][Header{partial, requestId}][body]   zero or more
 //   <- [empty][Header{reply|error, requestId}][body]
 // Not thread-safe: one Client per thread. Many requests may be outstanding at once.
+//
+// Liveness (both ways, only while requests are outstanding; see bus.capnp Header.heartbeat):
+//   -> [empty][Header{heartbeat, intervalMs}]   every `heartbeat`, sent from receive()/call()
+//   <- [empty][Header{heartbeat, intervalMs}]   the broker's, every broker heartbeat
+// So a caller with outstanding requests must call receive() at least every `heartbeat`; the
+// broker cancels the requests of a client whose connection closed, or that stayed silent for
+// `client-silence` (a stalled client is not a dead one). The client fails its outstanding
+// requests with brokerLost, one answer per request, when the broker is silent for `liveness`
+// of its heartbeat intervals after the connection dropped (it died or restarted), or for
+// `stall_limit` while the connection stays up (it stalls: SIGSTOP, a frozen host).
 #pragma once
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <zmq.hpp>
 
@@ -19,16 +31,23 @@
 
 namespace nv {
 
+class ConnectionWatch;
+
 struct ClientOptions {
   std::string endpoint;                      // ipc://.../clients.sock or tcp://host:port
   std::optional<curve::KeyPair> curve_keys;  // with curve_server_key: CURVE over tcp://
   std::string curve_server_key;
   bus::Limits limits;
+  std::chrono::milliseconds heartbeat{1000};     // our heartbeat while requests are outstanding
+  int liveness = 3;                              // broker heartbeats missed after a disconnect
+  std::chrono::milliseconds stall_limit{30000};  // silence tolerated on a connection still up
 };
 
 class Client {
  public:
   Client(zmq::context_t& ctx, ClientOptions options);
+  ~Client();
+  Client(Client&&) = delete;
 
   // One incoming answer: header (kind partial, reply or error) and body.
   struct Incoming {
@@ -62,9 +81,23 @@ class Client {
   zmq::socket_t& socket() { return socket_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  // Liveness (kept apart from the receive path): start tracking a request, stop on its final
+  // answer, send our heartbeat when due, and the brokerLost answer once the broker is gone.
+  void start_watch();
+  void track(uint64_t id);
+  void untrack(uint64_t id) { outstanding_.erase(id); }
+  void heard_from_broker(const bus::Header& header);
+  void keep_alive();
+  std::optional<Incoming> broker_lost_answer();
+
   ClientOptions options_;
   zmq::socket_t socket_;
   uint64_t next_id_ = 1;
+  std::set<uint64_t> outstanding_;  // sent, no final answer yet
+  Clock::time_point last_heard_{}, next_heartbeat_{};
+  std::chrono::milliseconds broker_interval_{0};  // from the broker's heartbeats
+  std::shared_ptr<ConnectionWatch> watch_;        // connect/disconnect events of socket_
 };
 
 }  // namespace nv

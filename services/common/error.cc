@@ -27,6 +27,8 @@ void Error::to_capnp(schema::Error::Builder b) const {
   b.setMessage(message);
   b.setRetryable(retryable);
   b.setService(service);
+  b.setQueueLength(queue_length);
+  b.setEstimatedWaitMs(estimated_wait_ms);
 }
 
 Error Error::from_capnp(schema::Error::Reader r) {
@@ -36,6 +38,8 @@ Error Error::from_capnp(schema::Error::Reader r) {
   e.message = r.getMessage();
   e.retryable = r.getRetryable();
   e.service = r.getService();
+  e.queue_length = r.getQueueLength();
+  e.estimated_wait_ms = r.getEstimatedWaitMs();
   return e;
 }
 

@@ -20,6 +20,9 @@ struct Error {
   std::string message;
   bool retryable = false;
   std::string service;  // who produced it ("" = this process)
+  // overloaded only: requests queued ahead and the estimated wait for a worker (ms).
+  uint32_t queue_length = 0;
+  uint32_t estimated_wait_ms = 0;
 
   // "timedOut: no worker answered in 5000 ms"
   std::string to_string() const;
@@ -33,7 +36,7 @@ std::string code_name(ErrorCode code);
 bool valid_code(uint16_t raw);
 
 inline Error make_error(ErrorCode code, std::string message, bool retryable = false) {
-  return Error{code, std::move(message), retryable, {}};
+  return Error{code, std::move(message), retryable, {}, 0, 0};
 }
 
 // Result<T>: a value or an Error. Kept tiny; C++23's std::expected is not available to us.

@@ -196,6 +196,28 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
   out->header.deadline_ms = h.getDeadlineMs();
   out->header.capacity = h.getCapacity();
   out->header.pid = h.getPid();
+  out->header.interval_ms = h.getIntervalMs();
+  out->header.running.clear();
+  try {  // a list pointer of the wrong kind throws, like the text fields above
+    if (h.hasRunning()) {
+      auto running = h.getRunning();
+      if (running.size() > kMaxRunning) {
+        failure->routing = std::move(out->routing);
+        failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
+                                    "header lists " + std::to_string(running.size()) +
+                                        " running requests, more than " +
+                                        std::to_string(kMaxRunning));
+        return false;
+      }
+      out->header.running.reserve(running.size());
+      for (auto id : running) out->header.running.push_back(id);
+    }
+  } catch (const kj::Exception& e) {
+    failure->routing = std::move(out->routing);
+    failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
+                                std::string("header: ") + e.getDescription().cStr());
+    return false;
+  }
   // 4. Body (validated when read).
   out->raw_body = zmq::message_t();
   if (rest == 2 && !parse_body) {
@@ -230,6 +252,11 @@ zmq::message_t encode_header(const Header& header) {
   b.setCapacity(header.capacity);
   b.setPid(header.pid);
   if (!header.instance.empty()) b.setInstance(header.instance);
+  if (header.interval_ms) b.setIntervalMs(header.interval_ms);
+  if (!header.running.empty()) {
+    auto list = b.initRunning(static_cast<unsigned>(header.running.size()));
+    for (unsigned i = 0; i < header.running.size(); ++i) list.set(i, header.running[i]);
+  }
   return encode_body(mb);
 }
 

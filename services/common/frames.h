@@ -49,7 +49,12 @@ struct Header {
   uint32_t capacity = 0;
   uint32_t pid = 0;
   std::string instance;
+  uint32_t interval_ms = 0;        // heartbeat: the sender's heartbeat interval
+  std::vector<uint64_t> running;   // ready: requests still running from before a reconnect
 };
+
+// At most this many ids in Header.running (a larger list is malformed).
+constexpr size_t kMaxRunning = 65536;
 
 // A Cap'n Proto body received off the wire, kept aligned and bounded.
 class BodyReader {

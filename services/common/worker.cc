@@ -5,11 +5,17 @@
 
 #include <climits>
 
+#include "conn_watch.h"
 #include "log.h"
 
 namespace nv {
 
 using Clock = std::chrono::steady_clock;
+
+namespace {
+// A broker silent this long is presumed gone even while its connection stays up.
+constexpr std::chrono::seconds kStallLimit{30};
+}  // namespace
 
 std::string default_instance(const std::string& service) {
   char host[256] = {0};
@@ -73,28 +79,54 @@ size_t Worker::active() const {
   return n;
 }
 
-void Worker::connect() {
-  if (socket_) {
-    // A reconnect means the broker that handed us the requests still running is gone or has
-    // forgotten us: it has failed them (workerLost) or died, and answers sent on the new socket
-    // are dropped as foreign. Tell their handlers, so those that watch cancelled() (the LLM
-    // gateway's HTTP call, the executor's run) stop working for nobody.
-    size_t n = 0;
-    std::lock_guard lock(mu_);
-    for (auto& w : live_) {
-      if (auto r = w.lock(); r && !r->answered() && !r->cancelled_.exchange(true)) ++n;
-    }
-    if (n > 0) {
-      log::warn("worker: reconnecting; requests in flight are orphaned and cancelled",
-                {{"service", options_.service}, {"cancelled", n}});
+void Worker::cancel_orphans() {
+  // The broker that handed us the requests still running stayed silent through a reconnect:
+  // it is gone, and no one can take their answers. Tell their handlers, so those that watch
+  // cancelled() (the LLM gateway's HTTP call, the executor's run) stop working for nobody.
+  size_t n = 0;
+  std::lock_guard lock(mu_);
+  for (auto& w : live_) {
+    if (auto r = w.lock(); r && !r->answered() && !r->cancelled_.exchange(true)) ++n;
+  }
+  if (n > 0) {
+    log::warn("worker: broker gone; requests in flight are orphaned and cancelled",
+              {{"service", options_.service}, {"cancelled", n}});
+  }
+}
+
+std::vector<uint64_t> Worker::running_ids() {
+  std::vector<uint64_t> ids;
+  std::lock_guard lock(mu_);
+  for (auto& w : live_) {
+    if (auto r = w.lock(); r && !r->answered() && !r->cancelled()) {
+      ids.push_back(r->header().request_id);
     }
   }
+  if (ids.size() > bus::kMaxRunning) ids.resize(bus::kMaxRunning);
+  return ids;
+}
+
+void Worker::connect() {
+  // A reconnect keeps the requests still running: READY lists them, and the broker adopts those
+  // it still holds for us (it stalled, or we did) and cancels the others (it restarted).
+  // Answers queued on the old socket get a moment to leave before it closes.
+  if (socket_) socket_->set(zmq::sockopt::linger, static_cast<int>(options_.heartbeat.count()));
+  if (watch_) {
+    watch_->poll();
+    broker_dropped_ = broker_dropped_ || watch_->dropped;
+  }
+  watch_.reset();
   socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 0);
   socket_->set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(options_.limits.max_frame_bytes) * 4);
   if (options_.curve_keys && !options_.curve_server_key.empty()) {
     curve::make_client(*socket_, *options_.curve_keys, options_.curve_server_key);
+  }
+  try {
+    watch_ = std::make_shared<ConnectionWatch>(*socket_);
+  } catch (const zmq::error_t&) {
+    watch_.reset();  // no monitor: a broker silent through two windows counts as gone
   }
   socket_->connect(options_.broker_endpoint);
   bus::Header h;
@@ -103,7 +135,10 @@ void Worker::connect() {
   h.capacity = capacity_.load();
   h.pid = static_cast<uint32_t>(getpid());
   h.instance = options_.instance;
+  h.interval_ms = static_cast<uint32_t>(options_.heartbeat.count());
+  h.running = running_ids();
   bus::send(*socket_, {}, h, zmq::message_t());
+  heard_since_connect_ = false;
   broker_expiry_ = Clock::now() + options_.heartbeat * options_.liveness;
   next_heartbeat_ = Clock::now() + options_.heartbeat;
 }
@@ -114,6 +149,7 @@ void Worker::send_to_broker(bus::Kind kind, uint64_t request_id, zmq::message_t 
   h.request_id = request_id;
   h.service = options_.service;
   h.capacity = capacity_.load();
+  if (kind == bus::Kind::HEARTBEAT) h.interval_ms = static_cast<uint32_t>(options_.heartbeat.count());
   bus::send(*socket_, {}, h, std::move(body), static_cast<int>(zmq::send_flags::dontwait));
 }
 
@@ -217,6 +253,7 @@ void Worker::dispatch(bus::Message&& msg) {
 
 void Worker::run(const std::atomic<bool>& stop) {
   loop_thread_ = std::this_thread::get_id();
+  last_heard_ = Clock::now();
   connect();
   std::vector<zmq::message_t> frames;
   draining_ = false;
@@ -241,7 +278,15 @@ void Worker::run(const std::atomic<bool>& stop) {
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ -
                                                                       Clock::now());
     long timeout = std::clamp<long>(wait.count(), 0, draining_ ? 50 : 200);
+    auto before = Clock::now();
     bus::poll(items, wake_fd_ >= 0 ? 2 : 1, std::chrono::milliseconds(timeout));  // EINTR: 0
+    // A stall (SIGSTOP, an overloaded host): we did not run, so the broker's silence during it
+    // proves nothing. Give it a full liveness window from now, and speak first.
+    auto overshoot = Clock::now() - before - std::chrono::milliseconds(timeout);
+    if (overshoot > options_.heartbeat) {
+      broker_expiry_ = std::max(broker_expiry_, Clock::now() + options_.heartbeat * options_.liveness);
+      next_heartbeat_ = Clock::now();
+    }
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t v;
       ssize_t ignored = ::read(wake_fd_, &v, sizeof v);
@@ -249,6 +294,9 @@ void Worker::run(const std::atomic<bool>& stop) {
     }
     while (bus::recv_frames(*socket_, frames)) {
       broker_expiry_ = Clock::now() + options_.heartbeat * options_.liveness;
+      last_heard_ = Clock::now();
+      heard_since_connect_ = true;
+      broker_dropped_ = false;
       bus::Message msg;
       bus::ParseError failure;
       if (!bus::parse(frames, false, options_.limits, &msg, &failure)) {
@@ -278,6 +326,13 @@ void Worker::run(const std::atomic<bool>& stop) {
     if (now > broker_expiry_ && !draining_) {
       log::warn("worker: broker silent, reconnecting",
                 {{"service", options_.service}, {"endpoint", options_.broker_endpoint}});
+      // Silent again since the last reconnect, and gone rather than stalled: its connection
+      // closed, or the new one never came up, or the silence is too long for any stall.
+      if (!heard_since_connect_) {
+        if (watch_) watch_->poll();
+        bool gone = broker_dropped_ || !watch_ || !watch_->connected || watch_->dropped;
+        if (gone || now - last_heard_ > kStallLimit) cancel_orphans();
+      }
       connect();
     }
   }

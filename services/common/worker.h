@@ -7,8 +7,13 @@
 //   <-> [empty][Header{heartbeat, capacity}]                             every heartbeat
 //   -> [empty][Header{disconnect}]                                       draining on SIGTERM
 //   <- [empty][Header{cancel, requestId}]                                caller gave up
-// Request::cancelled() turns true on that cancel, and for every request still running when the
-// worker reconnects (the broker sent DISCONNECT or fell silent): no one can take their answers.
+// Request::cancelled() turns true on that cancel. A reconnect (the broker sent DISCONNECT, or
+// fell silent for `liveness` heartbeats) keeps the running requests: READY lists them
+// (Header.running) and the broker adopts those it still holds and cancels the others. Only when
+// the broker stays silent through a whole second liveness window after the reconnect, and its
+// connection closed (it died or restarted; a stalled broker keeps its connection) or the
+// silence outlasted 30 s, are they presumed orphaned and cancelled here. A stall of this process (the poll came back much later
+// than asked) restarts the liveness window instead of counting as the broker's silence.
 // Capacity is how many requests the worker handles at once; the broker subtracts its in-flight
 // count. A worker with capacity 0 only registers its presence (shown by `nv status`).
 // The broker is presumed dead after `liveness` silent heartbeats; the worker then reconnects.
@@ -32,6 +37,8 @@
 #include "frames.h"
 
 namespace nv {
+
+class ConnectionWatch;
 
 struct WorkerOptions {
   std::string service;                        // e.g. "exec", "llm", "metrics-exporter"
@@ -104,6 +111,8 @@ class Worker {
     zmq::message_t body;
   };
   void connect();
+  void cancel_orphans();
+  std::vector<uint64_t> running_ids();
   void send_to_broker(bus::Kind kind, uint64_t request_id, zmq::message_t body = {});
   void enqueue(Outgoing out);
   void flush_outgoing();
@@ -117,6 +126,7 @@ class Worker {
   std::atomic<uint32_t> capacity_;
   std::chrono::steady_clock::time_point broker_expiry_;
   std::chrono::steady_clock::time_point next_heartbeat_;
+  std::chrono::steady_clock::time_point last_heard_;
 
   mutable std::mutex mu_;
   std::deque<Outgoing> outgoing_;
@@ -125,6 +135,9 @@ class Worker {
   std::vector<std::weak_ptr<Request>> live_;
   std::thread::id loop_thread_;
   bool draining_ = false;  // loop thread only
+  bool heard_since_connect_ = false;  // loop thread only
+  bool broker_dropped_ = false;       // the last connection closed (not a stall)
+  std::shared_ptr<ConnectionWatch> watch_;  // events of socket_
 };
 
 // The name this process uses on the bus: "<hostname>/<service>/<pid>".

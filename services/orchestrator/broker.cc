@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/events.h"
 #include "common/log.h"
@@ -34,7 +35,12 @@ Status Broker::bind_set(SocketSet& set, zmq::socket_type type,
       s = std::make_unique<zmq::socket_t>(ctx_, type);
       s->set(zmq::sockopt::linger, 0);
       s->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(opt_.limits.max_frame_bytes) * 4);
-      if (type == zmq::socket_type::router) s->set(zmq::sockopt::router_mandatory, 1);
+      if (type == zmq::socket_type::router) {
+        // Mandatory: a full pipe is EAGAIN (the answer goes to the client's backlog) and a gone
+        // peer EHOSTUNREACH (the client is lost) instead of a silent drop.
+        s->set(zmq::sockopt::router_mandatory, 1);
+        s->set(zmq::sockopt::sndhwm, 10000);
+      }
       if (type == zmq::socket_type::xpub) s->set(zmq::sockopt::sndhwm, 100000);
       if (type == zmq::socket_type::pull) s->set(zmq::sockopt::rcvhwm, 100000);
       if (curve) curve::make_server(*s, *opt_.curve_keys);
@@ -84,8 +90,12 @@ std::vector<std::string> Broker::endpoints() const { return bound_; }
 // ------------------------------------------------------------------------------------ events
 
 void Broker::store_and_forward(const std::string& topic, const void* data, size_t size) {
+  // The ring is bounded by count and by bytes; the oldest events go first.
   history_.push_back(StoredEvent{topic, std::string(static_cast<const char*>(data), size)});
-  if (history_.size() > opt_.history) {
+  history_bytes_ += size + topic.size();
+  while (!history_.empty() &&
+         (history_.size() > opt_.history || history_bytes_ > opt_.history_bytes)) {
+    history_bytes_ -= history_.front().bytes.size() + history_.front().topic.size();
     history_.pop_front();
     ++history_dropped_;
   }
@@ -119,6 +129,11 @@ void Broker::on_event(std::vector<zmq::message_t>& frames) {
   if (frames.size() != 2) return bad("expected [topic][Event], got " +
                                      std::to_string(frames.size()) + " frames");
   if (frames[0].size() == 0 || frames[0].size() > 128) return bad("topic length out of range");
+  if (frames[1].size() > opt_.max_event_bytes) {
+    ++stats_.events_oversized;
+    return bad("event of " + std::to_string(frames[1].size()) + " bytes exceeds the cap of " +
+               std::to_string(opt_.max_event_bytes));
+  }
   auto body = bus::BodyReader::open(frames[1], opt_.limits);
   if (!body) return bad(body.error().message);
   auto ev = body->root<schema::Event>();
@@ -141,20 +156,18 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
     }
     return;
   }
+  auto key = client_key(sock, msg.routing);
+  if (msg.header.kind == bus::Kind::HEARTBEAT) {
+    client_heard(key, msg.header.kind);
+    return;
+  }
   if (msg.header.kind == bus::Kind::CANCEL) {
+    client_heard(key, msg.header.kind);
     for (auto& [id, p] : pending_) {
-      if (p.client_sock == sock && p.client_routing == msg.routing &&
-          p.client_request_id == msg.header.request_id && !p.abandoned) {
-        p.abandoned = true;
+      if (p.client == key && p.client_request_id == msg.header.request_id && !p.abandoned) {
         if (!p.worker.empty()) {
-          auto it = workers_.find(p.worker);
-          if (it != workers_.end()) {
-            bus::Header h;
-            h.kind = bus::Kind::CANCEL;
-            h.request_id = id;
-            bus::send(*workers_sock_.sockets[it->second.sock], {it->second.identity}, h,
-                      zmq::message_t(), static_cast<int>(zmq::send_flags::dontwait));
-          }
+          p.abandoned = true;
+          cancel_on_worker(id, p.worker);
         } else {
           fail(id, make_error(ErrorCode::CANCELLED, "cancelled by the client"));
         }
@@ -165,36 +178,74 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
   }
   if (msg.header.kind != bus::Kind::REQUEST) {
     ++stats_.malformed;
-    bus::send_error(s, msg.routing, msg.header.request_id, "orchestrator",
-                    make_error(ErrorCode::BAD_REQUEST, "clients may only send requests"));
+    bus::Header h;
+    h.kind = bus::Kind::ERROR;
+    h.request_id = msg.header.request_id;
+    h.service = "orchestrator";
+    send_client(sock, msg.routing, h,
+                bus::encode_error(make_error(ErrorCode::BAD_REQUEST,
+                                             "clients may only send requests")));
     return;
   }
+  client_heard(key, msg.header.kind);
+  on_client_request(sock, std::move(key), msg);
+}
+
+void Broker::on_client_request(size_t sock, std::string key, bus::Message& msg) {
   ++stats_.requests;
-  if (msg.header.service.empty() || msg.header.service.size() > 64) {
-    bus::send_error(s, msg.routing, msg.header.request_id, "orchestrator",
-                    make_error(ErrorCode::BAD_REQUEST, "service name must be 1-64 characters"));
-    return;
+  auto refuse = [&](Error e) {
+    e.service = "orchestrator";
+    bus::Header h;
+    h.kind = bus::Kind::ERROR;
+    h.request_id = msg.header.request_id;
+    h.service = msg.header.service;
+    h.trace_id = msg.header.trace_id;
+    ++stats_.errors;
+    send_client(sock, msg.routing, h, bus::encode_error(e));
+  };
+  const auto& name = msg.header.service;
+  if (name.empty() || name.size() > 64) {
+    return refuse(make_error(ErrorCode::BAD_REQUEST, "service name must be 1-64 characters"));
   }
-  if (msg.header.service == kStatusService || msg.header.service == kEventsService) {
-    builtin(sock, msg);
-    return;
+  if (name == kStatusService || name == kEventsService) return builtin(sock, msg);
+  auto sit = services_.find(name);
+  bool registered = sit != services_.end() && sit->second.ever_registered;
+  if (!registered && !in_grace_) {
+    ++stats_.unknown_service;
+    return refuse(make_error(ErrorCode::UNKNOWN_SERVICE,
+                             "no worker has ever registered service '" + name +
+                                 "'; check the name and `nv status`"));
+  }
+  if (registered && sit->second.workers.empty() && !in_grace_) {
+    return refuse(make_error(ErrorCode::NO_WORKER,
+                             "no worker for service '" + name +
+                                 "' is registered any more; start it and check `nv status`",
+                             true));
   }
   if (queued_ >= opt_.max_queue) {
-    bus::send_error(s, msg.routing, msg.header.request_id, "orchestrator",
-                    make_error(ErrorCode::OVERLOADED,
-                               "broker queue is full (" + std::to_string(queued_) + ")", true));
-    return;
+    ++stats_.overloaded;
+    Error e = make_error(ErrorCode::OVERLOADED,
+                         "broker queue is full (" + std::to_string(queued_) + " requests)", true);
+    e.queue_length = static_cast<uint32_t>(queued_);
+    return refuse(e);
+  }
+  auto deadline = msg.header.deadline_ms ? std::chrono::milliseconds(msg.header.deadline_ms)
+                                         : opt_.default_deadline;
+  if (registered) {
+    if (auto e = admit(name, sit->second, deadline)) {
+      ++stats_.overloaded;
+      return refuse(*e);
+    }
   }
   Pending p;
   p.id = next_id_++;
   p.client_sock = sock;
+  p.client = std::move(key);
   p.client_routing = std::move(msg.routing);
   p.client_request_id = msg.header.request_id;
-  p.service = msg.header.service;
+  p.service = name;
   p.trace_id = std::move(msg.header.trace_id);
   p.body = std::move(msg.raw_body);
-  auto deadline = msg.header.deadline_ms ? std::chrono::milliseconds(msg.header.deadline_ms)
-                                         : opt_.default_deadline;
   p.deadline = Clock::now() + deadline;
   // Answered requests leave their entry in the deadline heap until it expires; rebuild the heap
   // from the live requests before those leftovers outnumber them (bounded memory, and pushes
@@ -206,12 +257,53 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
     deadlines_ = decltype(deadlines_)(std::greater<>(), std::move(live));
   }
   deadlines_.emplace(p.deadline, p.id);
-  auto& svc = services_[p.service];
+  auto& c = clients_[p.client];
+  if (c.pending++ == 0) {
+    c.sock = sock;
+    c.routing = p.client_routing;
+    c.expiry = Clock::now() + opt_.client_silence;
+  }
+  auto& svc = services_[p.service];  // registered, or held during the startup grace
   svc.queue.push_back(p.id);
   ++queued_;
   std::string service = p.service;
   pending_.emplace(p.id, std::move(p));
   dispatch(service);
+}
+
+std::optional<Error> Broker::admit(const std::string& service, const ServiceRec& svc,
+                                   std::chrono::milliseconds deadline) const {
+  int64_t capacity = 0, free = 0;
+  for (auto& key : svc.workers) {
+    auto& w = workers_.at(key);
+    if (w.draining) continue;
+    capacity += w.capacity;
+    free += std::max<int64_t>(0, w.free());
+  }
+  if (svc.queue.empty() && free > 0) return std::nullopt;  // runs now
+  auto ahead = svc.queue.size();
+  Error e = make_error(ErrorCode::OVERLOADED, "", true);
+  e.queue_length = static_cast<uint32_t>(ahead);
+  if (svc.samples == 0) {
+    // No finished request yet, so no service time to estimate from: a bounded number of rounds
+    // of the capacity may wait.
+    if (ahead < static_cast<size_t>(std::max<int64_t>(capacity, 1) * opt_.cold_rounds)) {
+      return std::nullopt;
+    }
+    e.message = "service '" + service + "' is busy: " + std::to_string(ahead) +
+                " requests queued and none finished yet to estimate the wait; retry later";
+    return e;
+  }
+  double wait_ms = static_cast<double>(ahead + 1) * svc.service_ms /
+                   static_cast<double>(std::max<int64_t>(capacity, 1));
+  if (wait_ms + svc.service_ms <= static_cast<double>(deadline.count())) return std::nullopt;
+  e.estimated_wait_ms = static_cast<uint32_t>(std::min<double>(wait_ms, UINT32_MAX));
+  e.message = "service '" + service + "' is overloaded: " + std::to_string(ahead) +
+              " requests queued for " + std::to_string(capacity) + " slots; estimated wait " +
+              std::to_string(std::lround(wait_ms)) + " ms plus " +
+              std::to_string(std::lround(svc.service_ms)) + " ms to serve exceeds the " +
+              std::to_string(deadline.count()) + " ms deadline; retry later";
+  return e;
 }
 
 void Broker::builtin(size_t sock, const bus::Message& msg) {
@@ -283,300 +375,8 @@ void Broker::builtin(size_t sock, const bus::Message& msg) {
   h.kind = bus::Kind::REPLY;
   h.request_id = msg.header.request_id;
   h.service = msg.header.service;
-  bus::send(s, msg.routing, h, bus::encode_body(mb), static_cast<int>(zmq::send_flags::dontwait));
+  send_client(sock, msg.routing, h, bus::encode_body(mb));
   ++stats_.replies;
-}
-
-// ----------------------------------------------------------------------------------- routing
-
-void Broker::dispatch(const std::string& service) {
-  auto sit = services_.find(service);
-  if (sit == services_.end()) return;
-  auto& svc = sit->second;
-  while (!svc.queue.empty()) {
-    WorkerRec* best = nullptr;
-    for (auto& key : svc.workers) {
-      auto& w = workers_.at(key);
-      if (w.draining || w.free() <= 0) continue;
-      if (!best || w.free() > best->free()) best = &w;
-    }
-    if (!best) return;
-    uint64_t id = svc.queue.front();
-    svc.queue.pop_front();
-    --queued_;
-    auto pit = pending_.find(id);
-    if (pit == pending_.end()) continue;  // failed while queued
-    send_to_worker(*best, pit->second);
-  }
-}
-
-void Broker::send_to_worker(WorkerRec& w, Pending& p) {
-  p.worker = worker_key(w.sock, w.identity);
-  ++p.attempts;
-  w.in_flight.insert(p.id);
-  bus::Header h;
-  h.kind = bus::Kind::REQUEST;
-  h.service = p.service;
-  h.request_id = p.id;
-  h.trace_id = p.trace_id;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p.deadline - Clock::now());
-  h.deadline_ms = static_cast<uint32_t>(std::max<int64_t>(1, left.count()));
-  zmq::message_t body;
-  body.copy(p.body);  // kept for a retry on another worker
-  if (!bus::send(*workers_sock_.sockets[w.sock], {w.identity}, h, std::move(body),
-                 static_cast<int>(zmq::send_flags::dontwait))) {
-    // The worker's pipe is gone: it will expire; the request is retried then.
-    log::warn("send to worker failed", {{"instance", w.instance}});
-  }
-}
-
-void Broker::answer_client(Pending& p, bus::Kind kind, zmq::message_t body) {
-  if (p.abandoned) return;
-  bus::Header h;
-  h.kind = kind;
-  h.request_id = p.client_request_id;
-  h.service = p.service;
-  h.trace_id = p.trace_id;
-  bus::send(*clients_sock_.sockets[p.client_sock], p.client_routing, h, std::move(body),
-            static_cast<int>(zmq::send_flags::dontwait));
-}
-
-void Broker::fail(uint64_t id, const Error& error) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  auto& p = it->second;
-  Error e = error;
-  if (e.service.empty()) e.service = "orchestrator";
-  answer_client(p, bus::Kind::ERROR, bus::encode_error(e));
-  ++stats_.errors;
-  if (!p.worker.empty()) {
-    auto w = workers_.find(p.worker);
-    if (w != workers_.end()) w->second.in_flight.erase(id);
-  } else {
-    auto s = services_.find(p.service);
-    if (s != services_.end()) {
-      auto& q = s->second.queue;
-      auto qi = std::find(q.begin(), q.end(), id);
-      if (qi != q.end()) {
-        q.erase(qi);
-        --queued_;
-      }
-    }
-  }
-  pending_.erase(it);
-}
-
-// ----------------------------------------------------------------------------------- workers
-
-void Broker::on_worker(size_t sock, std::vector<zmq::message_t>& frames) {
-  auto& s = *workers_sock_.sockets[sock];
-  bus::Message msg;
-  bus::ParseError failure;
-  if (!bus::parse(frames, true, opt_.limits, &msg, &failure, false)) {
-    ++stats_.malformed;
-    log::warn("malformed message from a worker", {{"error", failure.error.to_string()}});
-    // A worker's broken answer still ends the request it names.
-    if (failure.header_read && failure.request_id && !failure.routing.empty()) {
-      auto key = worker_key(sock, failure.routing[0]);
-      auto it = pending_.find(failure.request_id);
-      if (it != pending_.end() && it->second.worker == key) {
-        Error e = failure.error;
-        e.message = "worker sent an invalid answer: " + e.message;
-        fail(failure.request_id, e);
-      }
-    }
-    return;
-  }
-  if (msg.routing.size() != 1) return;
-  auto key = worker_key(sock, msg.routing[0]);
-  auto now = Clock::now();
-  auto wit = workers_.find(key);
-  if (msg.header.kind == bus::Kind::READY) {
-    if (msg.header.service.empty() || msg.header.service.size() > 64 ||
-        msg.header.service.rfind("nv.", 0) == 0) {
-      bus::send_error(s, msg.routing, 0, "orchestrator",
-                      make_error(ErrorCode::BAD_REQUEST, "invalid service name in READY"));
-      return;
-    }
-    if (wit != workers_.end()) remove_worker(key, "re-registered");
-    WorkerRec w;
-    w.sock = sock;
-    w.identity = msg.routing[0];
-    w.service = msg.header.service;
-    w.instance = msg.header.instance;
-    w.pid = msg.header.pid;
-    w.capacity = msg.header.capacity;
-    w.registered = w.last_seen = now;
-    w.expiry = now + opt_.heartbeat * opt_.liveness;
-    auto& svc = services_[w.service];
-    svc.workers.push_back(key);
-    svc.ever_registered = true;
-    log::info("worker registered", {{"service", w.service}, {"instance", w.instance},
-                                     {"capacity", w.capacity}});
-    std::string service = w.service;
-    workers_.emplace(key, std::move(w));
-    dispatch(service);
-    return;
-  }
-  if (wit == workers_.end()) {
-    // Unknown worker (we restarted or expired it): ask it to register again.
-    bus::Header h;
-    h.kind = bus::Kind::DISCONNECT;
-    bus::send(s, msg.routing, h, zmq::message_t(), static_cast<int>(zmq::send_flags::dontwait));
-    return;
-  }
-  auto& w = wit->second;
-  w.last_seen = now;
-  w.expiry = now + opt_.heartbeat * opt_.liveness;
-  switch (msg.header.kind) {
-    case bus::Kind::HEARTBEAT:
-      w.capacity = msg.header.capacity;
-      dispatch(w.service);
-      return;
-    case bus::Kind::DISCONNECT:
-      w.draining = true;
-      log::info("worker draining", {{"instance", w.instance}});
-      if (w.in_flight.empty()) remove_worker(key, "disconnected");
-      return;
-    case bus::Kind::PARTIAL:
-    case bus::Kind::REPLY:
-    case bus::Kind::ERROR: {
-      w.capacity = msg.header.capacity ? msg.header.capacity : w.capacity;
-      auto pit = pending_.find(msg.header.request_id);
-      if (pit == pending_.end() || pit->second.worker != key) return;  // late or foreign
-      auto& p = pit->second;
-      if (msg.header.kind == bus::Kind::PARTIAL) {
-        p.started = true;
-        answer_client(p, bus::Kind::PARTIAL, std::move(msg.raw_body));
-        return;
-      }
-      if (msg.header.kind == bus::Kind::ERROR) ++stats_.errors;
-      else ++stats_.replies;
-      answer_client(p, msg.header.kind, std::move(msg.raw_body));
-      w.in_flight.erase(p.id);
-      std::string service = p.service;
-      pending_.erase(pit);
-      if (w.draining && w.in_flight.empty()) {
-        remove_worker(key, "drained");
-        return;
-      }
-      dispatch(service);
-      return;
-    }
-    default:
-      bus::send_error(s, msg.routing, msg.header.request_id, "orchestrator",
-                      make_error(ErrorCode::BAD_REQUEST, "unexpected message kind from worker"));
-  }
-}
-
-void Broker::remove_worker(const std::string& key, const std::string& why) {
-  auto it = workers_.find(key);
-  if (it == workers_.end()) return;
-  WorkerRec w = std::move(it->second);
-  workers_.erase(it);
-  auto& svc = services_[w.service];
-  std::erase(svc.workers, key);
-  log::info("worker removed", {{"service", w.service}, {"instance", w.instance}, {"why", why},
-                               {"in_flight", w.in_flight.size()}});
-  for (uint64_t id : w.in_flight) {
-    auto pit = pending_.find(id);
-    if (pit == pending_.end()) continue;
-    auto& p = pit->second;
-    if (!p.started && !p.abandoned && p.attempts < opt_.max_attempts) {
-      // It never started: another worker may take it.
-      p.worker.clear();
-      svc.queue.push_front(id);
-      ++queued_;
-      ++stats_.retries;
-      log::info("retrying request on another worker", {{"service", p.service}});
-      continue;
-    }
-    p.worker.clear();
-    fail(id, make_error(ErrorCode::WORKER_LOST,
-                        "worker " + w.instance + " of service '" + w.service + "' " + why +
-                            " while handling the request" +
-                            (p.started ? " (it had started, so it is not retried)" : ""),
-                        !p.started));
-  }
-  dispatch(w.service);
-}
-
-void Broker::heartbeat_and_expire() {
-  auto now = Clock::now();
-  std::vector<std::string> dead;
-  for (auto& [key, w] : workers_) {
-    if (now > w.expiry) {
-      dead.push_back(key);
-      continue;
-    }
-    bus::Header h;
-    h.kind = bus::Kind::HEARTBEAT;
-    bus::send(*workers_sock_.sockets[w.sock], {w.identity}, h, zmq::message_t(),
-              static_cast<int>(zmq::send_flags::dontwait));
-  }
-  for (auto& key : dead) {
-    ++stats_.expired;
-    remove_worker(key, "stopped answering heartbeats");
-  }
-}
-
-void Broker::expire_deadlines() {
-  auto now = Clock::now();
-  while (!deadlines_.empty() && deadlines_.top().first <= now) {
-    uint64_t id = deadlines_.top().second;
-    deadlines_.pop();
-    auto it = pending_.find(id);
-    if (it == pending_.end()) continue;
-    auto& p = it->second;
-    if (p.worker.empty()) {
-      auto& svc = services_[p.service];
-      if (svc.workers.empty()) {
-        fail(id, make_error(ErrorCode::NO_WORKER,
-                            "no worker for service '" + p.service + "' is registered" +
-                                (svc.ever_registered ? " any more" : "") +
-                                "; start it and check `nv status`",
-                            true));
-      } else {
-        fail(id, make_error(ErrorCode::TIMED_OUT,
-                            "all " + std::to_string(svc.workers.size()) + " workers of '" +
-                                p.service + "' stayed busy until the deadline",
-                            true));
-      }
-    } else if (!p.abandoned) {
-      // Answer the client now; the slot stays taken until the worker answers or expires.
-      answer_client(p, bus::Kind::ERROR,
-                    bus::encode_error(make_error(ErrorCode::TIMED_OUT,
-                                                 "service '" + p.service +
-                                                     "' did not answer before the deadline",
-                                                 true)));
-      p.abandoned = true;
-      ++stats_.errors;
-      auto w = workers_.find(p.worker);
-      if (w != workers_.end()) {
-        bus::Header h;
-        h.kind = bus::Kind::CANCEL;
-        h.request_id = id;
-        bus::send(*workers_sock_.sockets[w->second.sock], {w->second.identity}, h,
-                  zmq::message_t(), static_cast<int>(zmq::send_flags::dontwait));
-      }
-    }
-  }
-}
-
-void Broker::publish_status() {
-  for (auto& [name, svc] : services_) {
-    uint32_t in_flight = 0;
-    for (auto& key : svc.workers) in_flight += workers_.at(key).in_flight.size();
-    auto workers = static_cast<uint32_t>(svc.workers.size());
-    auto queued = static_cast<uint32_t>(svc.queue.size());
-    publish("broker.status", [&](schema::Event::Builder e) {
-      auto b = e.initBrokerStatus();
-      b.setService(name);
-      b.setWorkers(workers);
-      b.setInFlight(in_flight);
-      b.setQueued(queued);
-    });
-  }
 }
 
 // -------------------------------------------------------------------------------------- loop
@@ -603,14 +403,24 @@ void Broker::run(const std::atomic<bool>& stop) {
   }
   next_heartbeat_ = Clock::now() + opt_.heartbeat;
   next_status_ = Clock::now() + opt_.status_interval;
+  auto grace = opt_.startup_grace.count() > 0 ? opt_.startup_grace
+                                              : 2 * opt_.heartbeat * opt_.liveness;
+  auto grace_end = started_ + grace;
   std::vector<zmq::message_t> frames;
   while (!stop.load()) {
     auto now = Clock::now();
     auto next = std::min(next_heartbeat_, next_status_);
     if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
+    if (in_grace_) next = std::min(next, grace_end);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - now);
-    zmq::poll(poll.data(), poll.size(),
-              std::chrono::milliseconds(std::clamp<long>(wait.count(), 0, 100)));
+    // Answers waiting for slow readers: look again soon.
+    long cap = backlogs_.empty() ? 100 : 1;
+    auto asked = std::chrono::milliseconds(std::clamp<long>(wait.count(), 0, cap));
+    zmq::poll(poll.data(), poll.size(), asked);
+    // The poll came back much later than asked: this process did not run (SIGSTOP, a host
+    // stall). Measured before any message is read, so the backlog it built counts as heard.
+    if (auto over = Clock::now() - now - asked; over > opt_.heartbeat) after_stall(over);
+    if (!backlogs_.empty()) flush_backlogs();
     for (size_t i = 0; i < items.size(); ++i) {
       if (!(poll[i].revents & ZMQ_POLLIN)) continue;
       // Bounded batch per socket so one busy peer cannot starve the others.
@@ -624,6 +434,7 @@ void Broker::run(const std::atomic<bool>& stop) {
       }
     }
     now = Clock::now();
+    if (in_grace_ && now >= grace_end) end_startup_grace();
     if (!deadlines_.empty() && deadlines_.top().first <= now) expire_deadlines();
     if (now >= next_heartbeat_) {
       heartbeat_and_expire();

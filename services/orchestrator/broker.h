@@ -9,10 +9,32 @@
 // with CURVE (server key + ZAP allow-list) when keys are configured.
 //
 // Routing: a request for service S goes to the worker of S with the most free capacity
-// (capacity - in flight); with none free it waits in S's queue until its deadline. A worker that
-// misses `liveness` heartbeats is dropped: requests it had not started (no partial sent yet) are
-// retried on another worker, the others fail with workerLost. Built-in services: "nv.status"
-// (StatusReply) and "nv.events" (HistoryReply).
+// (capacity - in flight); with none free it waits in S's queue (admission control below).
+// Built-in services: "nv.status" (StatusReply) and "nv.events" (HistoryReply).
+//
+// Names: a request for a name no worker has registered gets unknownService at once (during the
+// first `startup_grace` after start, while workers re-register, it waits instead). A service
+// whose workers are all gone answers noWorker at once. Nothing a client sends creates lasting
+// per-name state.
+//
+// Admission control: when no worker of S has a free slot, the broker estimates the wait as
+// (queued ahead + 1) x T / C — T the observed mean service time of S (EWMA of dispatch to final
+// answer), C the summed capacity of its workers — and answers `overloaded` (queueLength,
+// estimatedWaitMs) at once when wait + T exceeds the request's deadline. Before S has finished
+// any request T is unknown, and at most `cold_rounds` x C requests wait.
+//
+// Liveness (broker_liveness.cc): a worker silent for `liveness` heartbeats is dropped; requests
+// it had not started are retried if another worker of S is there, the others fail with
+// workerLost at once. A worker that reconnects (READY with the same instance and pid) keeps the
+// requests it lists as running. Clients that speak heartbeats (nv::Client does) get the
+// broker's heartbeats while they have requests pending; a client whose connection closed, or
+// that stayed silent for `client_silence`, has its requests cancelled (queued ones dropped,
+// running ones sent `cancel`). A stall of the broker itself (its loop did not run) is not
+// counted as the peers' silence: after one, every peer gets a fresh liveness window.
+//
+// Answers are never dropped silently: when a client's pipe is full (it pipelines faster than it
+// reads) answers wait in a per-client backlog (bounded by bytes; past the bound they shrink to
+// an `overloaded` error) and leave in order as the client reads.
 #pragma once
 
 #include <nv/schema/events.capnp.h>
@@ -48,6 +70,12 @@ struct BrokerOptions {
   size_t max_queue = 100000;                          // queued requests, all services
   int max_attempts = 2;                               // dispatches per request
   size_t history = 20000;                             // events kept for nv.events
+  size_t history_bytes = 64u << 20;                   // ... and at most this many bytes
+  size_t max_event_bytes = 1u << 20;                  // larger events are dropped (counted)
+  std::chrono::milliseconds startup_grace{0};         // 0 = 2 x heartbeat x liveness
+  std::chrono::milliseconds client_silence{30000};    // a client silent this long is gone
+  int cold_rounds = 16;  // queue bound in rounds of capacity before a service time is known
+  size_t client_backlog_bytes = 64u << 20;            // answers waiting for slow readers
   std::optional<curve::KeyPair> curve_keys;           // CURVE server keys for tcp://
   std::set<std::string> curve_allow;                  // client public keys allowed over tcp://
   bus::Limits limits;
@@ -71,7 +99,9 @@ class Broker {
 
   struct Stats {
     uint64_t requests = 0, replies = 0, errors = 0, malformed = 0, retries = 0, expired = 0;
-    uint64_t events_in = 0, events_bad = 0;
+    uint64_t events_in = 0, events_bad = 0, events_oversized = 0;
+    uint64_t unknown_service = 0, overloaded = 0, clients_lost = 0, stalls = 0;
+    uint64_t backlogged = 0, backlog_shrunk = 0, answers_dropped = 0;
   };
   const Stats& stats() const { return stats_; }
 
@@ -97,7 +127,8 @@ class Broker {
     uint64_t client_request_id = 0;
     std::string service, trace_id;
     zmq::message_t body;
-    Clock::time_point deadline;
+    Clock::time_point deadline, dispatched;
+    std::string client;       // key into clients_
     std::string worker;       // key into workers_, "" while queued
     bool started = false;     // a partial was seen: never retried
     bool abandoned = false;   // the client got its answer (deadline); wait for the worker
@@ -106,18 +137,52 @@ class Broker {
   struct ServiceRec {
     std::deque<uint64_t> queue;
     std::vector<std::string> workers;  // keys into workers_
-    bool ever_registered = false;
+    bool ever_registered = false;      // false: a name held only during the startup grace
+    double service_ms = 0;             // EWMA of dispatch -> final answer
+    uint64_t samples = 0;
   };
   struct StoredEvent {
     std::string topic;
     std::string bytes;
   };
+  // A client with requests pending (only then: no state outlives its requests).
+  struct ClientRec {
+    size_t sock = 0;
+    std::vector<std::string> routing;
+    size_t pending = 0;
+    bool speaks_heartbeat = false, lost = false;
+    Clock::time_point expiry;
+  };
+  // Answers that found the client's pipe full, in order.
+  struct Backlog {
+    size_t sock = 0;
+    std::vector<std::string> routing;
+    std::deque<std::pair<zmq::message_t, zmq::message_t>> answers;  // [header][body]
+  };
+  enum class SendResult { ok, full, gone };
 
   Status bind_set(SocketSet& set, zmq::socket_type type, const std::vector<std::string>& eps);
   void on_client(size_t sock, std::vector<zmq::message_t>& frames);
   void on_worker(size_t sock, std::vector<zmq::message_t>& frames);
   void on_event(std::vector<zmq::message_t>& frames);
   void builtin(size_t sock, const bus::Message& msg);
+  void on_client_request(size_t sock, std::string key, bus::Message& msg);
+  void on_ready(size_t sock, bus::Message& msg);
+  std::optional<Error> admit(const std::string& service, const ServiceRec& svc,
+                             std::chrono::milliseconds deadline) const;
+  void send_client(size_t sock, const std::vector<std::string>& routing, const bus::Header& h,
+                   zmq::message_t body);
+  SendResult send_routed(zmq::socket_t& s, const std::vector<std::string>& routing,
+                         zmq::message_t& header, zmq::message_t& body);
+  void flush_backlogs();
+  void erase_pending(std::unordered_map<uint64_t, Pending>::iterator it);
+  void client_heard(const std::string& key, bus::Kind kind);
+  void client_lost(const std::string& key, const std::string& why);
+  void cancel_on_worker(uint64_t id, const std::string& worker);
+  void after_stall(Clock::duration stalled);
+  void end_startup_grace();
+  void heartbeat_clients();
+  static std::string client_key(size_t sock, const std::vector<std::string>& routing);
   void dispatch(const std::string& service);
   void send_to_worker(WorkerRec& w, Pending& p);
   void answer_client(Pending& p, bus::Kind kind, zmq::message_t body);
@@ -141,7 +206,12 @@ class Broker {
                       std::vector<std::pair<Clock::time_point, uint64_t>>, std::greater<>>
       deadlines_;
   std::deque<StoredEvent> history_;
+  size_t history_bytes_ = 0;
   uint64_t history_dropped_ = 0;
+  std::unordered_map<std::string, ClientRec> clients_;
+  std::unordered_map<std::string, Backlog> backlogs_;
+  size_t backlog_bytes_ = 0;
+  bool in_grace_ = true;
   uint64_t next_id_ = 1;
   size_t queued_ = 0;
   Clock::time_point started_ = Clock::now();

@@ -34,6 +34,12 @@ void add_options(nv::Config& c) {
   c.add_int("max-attempts", 2, "times a request that never started is dispatched");
   c.add_int("history", 20000, "events kept for `nv-audit --since-start`");
   c.add_int("status-interval-ms", 5000, "interval of broker.status events");
+  c.add_int("history-mib", 64, "bytes of events kept for `nv-audit --since-start`, in MiB");
+  c.add_int("max-event-kib", 1024, "events larger than this are dropped (KiB)");
+  c.add_int("client-silence-ms", 30000,
+            "a client with requests pending that is silent this long is presumed gone");
+  c.add_int("admission-cold-rounds", 16,
+            "before a service has finished a request: queued requests allowed per slot");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
   // The agent loop (service "task").
   c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
@@ -104,6 +110,14 @@ int run(nv::ServiceContext& ctx) {
   o.max_attempts = static_cast<int>(c.integer("max-attempts"));
   o.history = static_cast<size_t>(c.integer("history"));
   o.status_interval = std::chrono::milliseconds(c.integer("status-interval-ms"));
+  o.history_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("history-mib"), 1, 4096))
+                    << 20;
+  o.max_event_bytes =
+      static_cast<size_t>(std::clamp<int64_t>(c.integer("max-event-kib"), 1, 65536)) << 10;
+  o.client_silence = std::chrono::milliseconds(std::max<int64_t>(1000,
+                                                                 c.integer("client-silence-ms")));
+  o.cold_rounds = static_cast<int>(std::clamp<int64_t>(c.integer("admission-cold-rounds"), 1,
+                                                       100000));
   o.curve_keys = ctx.curve_keys;
   o.limits = ctx.limits;
   o.instance = ctx.instance;

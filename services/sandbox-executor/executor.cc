@@ -16,6 +16,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+// The shortest wait for a warm VM worth asking the pool for.
+constexpr milliseconds kMinLeaseWait{1000};
 
 double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -238,9 +240,14 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   const auto request_end =
       remaining == milliseconds::max() ? Clock::time_point::max() : start + remaining;
   auto lease_wait = std::min(opt_.max_lease_wait, remaining - milliseconds(200));
-  if (lease_wait <= milliseconds(0)) {
-    req->fail(make_error(ErrorCode::TIMED_OUT, "the request's deadline passed before a VM could "
-                                               "be leased; give it a longer deadline"));
+  // Too little time left to wait for a VM at all: the deadline was spent before this executor
+  // got the request (in the broker's queue). That is a timeout, not a pool too small.
+  if (lease_wait < kMinLeaseWait) {
+    req->fail(make_error(ErrorCode::TIMED_OUT,
+                         "only " + std::to_string(remaining.count()) +
+                             " ms of the request's deadline were left when the executor took it "
+                             "(it waited in the queue); retry, or give it a longer deadline",
+                         true));
     return;
   }
   if (req->cancelled()) {

@@ -231,7 +231,8 @@ inline StatusInfo status(Client& client) {
 class RawWorker {
  public:
   RawWorker(zmq::context_t& ctx, const std::string& endpoint, const std::string& service,
-            const std::string& instance, uint32_t capacity = 1)
+            const std::string& instance, uint32_t capacity = 1,
+            std::vector<uint64_t> running = {})
       : socket_(ctx, zmq::socket_type::dealer), service_(service) {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.connect(endpoint);
@@ -241,10 +242,15 @@ class RawWorker {
     h.capacity = capacity;
     h.pid = static_cast<uint32_t>(::getpid());
     h.instance = instance;
+    h.running = std::move(running);
     bus::send(socket_, {}, h, zmq::message_t());
   }
   // The next request (heartbeats skipped), or a header with kind UNSET after `timeout`.
   bus::Message next_request(std::chrono::milliseconds timeout = 5s) {
+    return next_kind(bus::Kind::REQUEST, timeout);
+  }
+  // The next message of `kind`, or a header with kind UNSET after `timeout`.
+  bus::Message next_kind(bus::Kind kind, std::chrono::milliseconds timeout = 5s) {
     auto end = std::chrono::steady_clock::now() + timeout;
     std::vector<zmq::message_t> frames;
     while (std::chrono::steady_clock::now() < end) {
@@ -254,7 +260,7 @@ class RawWorker {
         bus::Message msg;
         bus::ParseError failure;
         if (!bus::parse(frames, false, bus::Limits{}, &msg, &failure)) continue;
-        if (msg.header.kind == bus::Kind::REQUEST) return msg;
+        if (msg.header.kind == kind) return msg;
       }
     }
     return bus::Message{};

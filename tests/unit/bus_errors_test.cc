@@ -18,6 +18,7 @@ TEST(ErrorCodes, NamesMatchTheSchema) {
   EXPECT_EQ(code_name(ErrorCode::WORKER_LOST), "workerLost");
   EXPECT_EQ(code_name(ErrorCode::TIMED_OUT), "timedOut");
   EXPECT_EQ(code_name(ErrorCode::SHUTTING_DOWN), "shuttingDown");
+  EXPECT_EQ(code_name(ErrorCode::BROKER_LOST), "brokerLost");
 }
 
 TEST(ErrorCodes, OutOfRangeCodes) {
@@ -27,6 +28,7 @@ TEST(ErrorCodes, OutOfRangeCodes) {
   EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::SHUTTING_DOWN)));
   EXPECT_TRUE(valid_code(count - 1));
   EXPECT_FALSE(valid_code(count));
+  EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::BROKER_LOST)));
   EXPECT_EQ(code_name(static_cast<ErrorCode>(999)), "code999");
 }
 
@@ -46,6 +48,15 @@ TEST(ErrorCodes, CapnpRoundTrip) {
   EXPECT_EQ(back.message, "worker went away");
   EXPECT_TRUE(back.retryable);
   EXPECT_EQ(back.service, "orchestrator");
+  // overloaded carries the queue length and the estimated wait.
+  Error o = make_error(ErrorCode::OVERLOADED, "busy", true);
+  o.queue_length = 196;
+  o.estimated_wait_ms = 73500;
+  capnp::MallocMessageBuilder mb2;
+  o.to_capnp(mb2.initRoot<schema::Error>());
+  auto ob = Error::from_capnp(mb2.getRoot<schema::Error>().asReader());
+  EXPECT_EQ(ob.queue_length, 196u);
+  EXPECT_EQ(ob.estimated_wait_ms, 73500u);
 }
 
 TEST(ErrorCodes, UnknownWireCodeBecomesInternal) {

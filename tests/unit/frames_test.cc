@@ -78,6 +78,27 @@ TEST(Frames, RoundTripThroughParse) {
   EXPECT_EQ(std::string(ev->getTopic()), "vm.booted");
 }
 
+// READY's list of requests still running (a reconnecting worker) and a heartbeat's interval
+// survive the round trip; a list longer than kMaxRunning is malformed, answerable by routing.
+TEST(Frames, RunningListAndIntervalRoundTripAndAreCapped) {
+  Header h;
+  h.kind = Kind::READY;
+  h.service = "exec";
+  h.interval_ms = 250;
+  h.running = {7, 8, 1ull << 40};
+  auto frames = routed(encode_header(h), {}, /*with_body=*/false);
+  Message msg;
+  ParseError failure;
+  ASSERT_TRUE(parse(frames, true, Limits{}, &msg, &failure)) << failure.error.to_string();
+  EXPECT_EQ(msg.header.interval_ms, 250u);
+  EXPECT_EQ(msg.header.running, (std::vector<uint64_t>{7, 8, 1ull << 40}));
+  h.running.assign(kMaxRunning + 1, 5);
+  auto big = routed(encode_header(h), {}, /*with_body=*/false);
+  ASSERT_FALSE(parse(big, true, Limits{}, &msg, &failure));
+  EXPECT_EQ(failure.error.code, ErrorCode::MALFORMED_MESSAGE);
+  EXPECT_EQ(failure.routing, std::vector<std::string>{"client-1"});
+}
+
 TEST(Frames, UnparsedBodyIsForwardedRaw) {
   auto body = event_body("exec.finished");
   size_t size = body.size();

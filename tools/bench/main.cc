@@ -5,6 +5,7 @@
 //   nv-bench exec      sandbox executor (exec_bench.cc)
 //   nv-bench agent     agent loop (agent_bench.cc)
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
+//   nv-bench load      N concurrent executions through a running stack (load_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
 #include <signal.h>
@@ -22,6 +23,7 @@
 #include "common/interrupt.h"
 
 int run_bus_bench(int argc, char** argv);
+int run_load_bench(int argc, char** argv);
 #ifdef NV_HAVE_VM_BENCH
 int run_vm_bench(int argc, char** argv);
 #endif
@@ -47,6 +49,7 @@ struct Part {
 
 const Part kParts[] = {
     {"bus", run_bus_bench, "broker round trip and throughput vs a raw DEALER<->ROUTER pair"},
+    {"load", run_load_bench, "N concurrent executions through a running stack (admission)"},
 #ifdef NV_HAVE_VM_BENCH
     {"vm", run_vm_bench, "VM pool: boot, acquire and release"},
 #else
