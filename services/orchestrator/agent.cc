@@ -317,11 +317,30 @@ struct Agent::Task {
     r.setTimeoutMs(static_cast<uint32_t>(std::min(o.exec_timeout, budget).count()));
     r.setTier(tier);
     auto t0 = Clock::now();
-    auto res = bus_call("exec", mb, budget, [&](Client::Incoming& in) {
+    auto on_chunk = [&](Client::Incoming& in) {
       auto chunk = in.body.root<s::ExecChunk>();
       if (!chunk) return;
       progress([&](s::TaskProgress::Builder p) { p.setOutput(chunk.value()); });
-    });
+    };
+    auto res = bus_call("exec", mb, budget, on_chunk);
+    // The task was admitted: an executor pool that is busy right now (`overloaded`, answered at
+    // once by the broker's admission control) is waited for while the task's deadline allows,
+    // instead of failing the tool call. The wait follows the broker's estimate, 0.2–5 s a round.
+    while (!res && res.error().code == ErrorCode::OVERLOADED && !req->cancelled() && !stopping()) {
+      auto wait = std::clamp(milliseconds(res.error().estimated_wait_ms), milliseconds(200),
+                             milliseconds(5000));
+      budget = std::min(left() - wait, o.exec_timeout + o.exec_slack);
+      if (budget < milliseconds(500)) break;
+      progress([&](s::TaskProgress::Builder p) {
+        p.setNotice("the code executors are busy (" + std::to_string(res.error().queue_length) +
+                    " queued): waiting " + std::to_string(wait.count()) + " ms");
+      });
+      for (auto until = Clock::now() + wait; Clock::now() < until && !req->cancelled();) {
+        std::this_thread::sleep_for(milliseconds(50));
+      }
+      r.setTimeoutMs(static_cast<uint32_t>(std::min(o.exec_timeout, budget).count()));
+      res = bus_call("exec", mb, budget, on_chunk);
+    }
     exec_ms += ms_since(t0);
     if (!res) {
       Error e = res.error();

@@ -25,7 +25,7 @@ for svc in orchestrator metrics-exporter llm-gateway vm-pool-manager sandbox-exe
   [[ -x $BIN/nv-$svc ]] || continue
   expect_exit2 "unexpected argument 'task'" "$BIN/nv-$svc" task
 done
-expect_exit2 "unexpected arguments 'start' 'now'" "$BIN/nv-vm-pool-manager" --warm 1 start now
+expect_exit2 "unexpected argument 'start'" "$BIN/nv-vm-pool-manager" --warm 1 start now
 expect_exit2 "unexpected argument 'now'" "$BIN/nv" status now
 expect_exit2 "unexpected argument 'all'" "$BIN/nv" down all
 

@@ -27,12 +27,12 @@ TEST(TextToolCalls, DeeplyNestedArgumentsAreRefusedWithAReason) {
   std::string why;
   auto args = parse_code_args(std::string(1'000'000, '{'), &why);
   EXPECT_FALSE(args);
-  EXPECT_EQ(why.rfind("the arguments are not a JSON object; ", 0), 0u) << why;
+  EXPECT_EQ(why.rfind("the arguments are not a JSON object", 0), 0u) << why;
   // Encoded twice: the inner text is checked as well.
   why.clear();
   args = parse_code_args("\"" + std::string(1'000'000, '[') + "\"", &why);
   EXPECT_FALSE(args);
-  EXPECT_EQ(why.rfind("the arguments are not a JSON object; ", 0), 0u) << why;
+  EXPECT_EQ(why.rfind("the arguments are not a JSON object", 0), 0u) << why;
 }
 
 TEST(TextToolCalls, NestingUpToTheBoundIsStillRead) {
