@@ -73,5 +73,9 @@ struct Error {
     llmTimedOut @21;        # the model server did not answer in time
     unauthorized @22;       # credentials missing or refused
     shuttingDown @23;       # the service is draining and takes no new work
+    tierUnavailable @24;    # the size tier cannot make VMs now (its snapshot template failed;
+                            # retried with backoff, other tiers serve); retryable
+    egressUnenforced @25;   # no VM has its egress enforcement attached (fail-closed leasing:
+                            # the sentinel is down or could not attach); retryable
   }
 }

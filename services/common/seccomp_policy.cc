@@ -227,6 +227,9 @@ const std::vector<Rule>& sentinel_rules() {
       allow("readlinkat", "libbpf resolves /proc/self paths"),
       allow("sysinfo", "libbpf sizes per-CPU map values"),
       allow("capget", "libbpf feature probes"),
+      allow("mkdir", "bpffs dirs for the pinned egress links of each VM cgroup"),
+      allow("mkdirat", "bpffs dirs for the pinned egress links of each VM cgroup"),
+      allow("rmdir", "remove a destroyed VM's bpffs pin dir"),
   };
   return rules;
 }

@@ -1,0 +1,9 @@
+# Faults on the VM side (issue 11 findings 1 and 4, issue 12 shutdown): SIGKILL of the sentinel
+# (pinned egress stays, fail-closed leasing) and of the pool manager (VMMs die with it, the next
+# one reclaims leftovers), then a SIGTERM that leaves nothing. Real QEMU (TCG), BPF, cgroups:
+# needs root and the guest image.
+nv_add_gtest(NAME fault_pool_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/pool_fault_test.cc
+  LIBS nv_vm nv_common nv_test_support
+  LABELS fault vm TIMEOUT 900)
+add_dependencies(fault_pool_test nv-vm-pool-manager nv-ebpf-sentinel nv-orchestrator)
