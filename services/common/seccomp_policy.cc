@@ -211,6 +211,9 @@ const std::vector<Rule>& pool_manager_rules() {
       allow("inotify_add_watch", "watch cgroup memory.events for OOM kills"),
       allow("timerfd_create", "boot/lease deadlines in the event loop"),
       allow("timerfd_settime", "boot/lease deadlines in the event loop"),
+      // Fail-closed leasing: is the sentinel's egress program attached to the VM's cgroup?
+      allow_if_masked("bpf", 0, 0xffffffffull, 16 /* BPF_PROG_QUERY */,
+                      "BPF_PROG_QUERY only: egress programs attached to a VM's cgroup2 dir"),
   };
   return rules;
 }
