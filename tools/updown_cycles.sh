@@ -17,8 +17,12 @@ n=${1:-20}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${2:-$root/build}
 nv=$build/bin/nv
-[[ -x $nv ]] || { echo "updown: $nv not built (./nv setup)" >&2; exit 2; }
-[[ $(id -u) -eq 0 ]] || { echo "updown: needs root" >&2; exit 2; }
+# 77: a prerequisite is missing (ctest reports the test as skipped).
+[[ -x $nv ]] || { echo "updown: $nv not built (./nv setup)" >&2; exit 77; }
+[[ $(id -u) -eq 0 ]] || { echo "updown: needs root" >&2; exit 77; }
+for f in vmlinux rootfs.ext4; do
+  [[ -e $build/guest/$f ]] || { echo "updown: no $build/guest/$f (./nv setup)" >&2; exit 77; }
+done
 rt=$(mktemp -d /tmp/nv-updown-XXXXXX)
 export NV_RUNTIME_DIR=$rt
 key=$(printf '%s' "$rt" | sed 's/[^A-Za-z0-9-]/_/g')

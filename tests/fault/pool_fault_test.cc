@@ -13,6 +13,7 @@
 //   6. SIGTERM everything: no VMM, cgroup dir, jail dir, socket or pin dir is left.
 // Only loopback addresses are used (facts.md, "Network rule").
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -45,6 +46,17 @@ namespace {
 bool exists(const std::string& p) {
   struct stat st {};
   return ::lstat(p.c_str(), &st) == 0;
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') out.push_back(e->d_name);
+    }
+    ::closedir(d);
+  }
+  return out;
 }
 
 bool pid_alive(pid_t pid) {
@@ -322,6 +334,48 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
   EXPECT_FALSE(exists("/sys/fs/bpf/neurovisor/" + key)) << "egress pins left behind";
   close(allowed);
   close(denied);
+}
+
+// Issue 12: `nv down` during template creation. SIGTERM while the pool manager is making its
+// first snapshot template (the template VM's jail exists, its guest is booting): it must exit
+// cleanly within 2 s and leave no VMM, cgroup dir, jail dir, socket or template file.
+TEST_F(PoolFault, SigtermDuringTemplateCreationStopsWithinTwoSecondsAndLeavesNothing) {
+  nv::test::TempDir rt("nv-pooltpl");
+  std::map<std::string, std::string> env{{"NV_RUNTIME_DIR", rt.path()}};
+  auto pool = Process::start({.binary = nv::test::bin("nv-vm-pool-manager"),
+                              .args = {"--kernel", guest_ + "/vmlinux", "--rootfs",
+                                       guest_ + "/rootfs.ext4", "--size", "small,medium",
+                                       "--accel", "tcg", "--no-require-egress",
+                                       "--events-in-endpoint",
+                                       "ipc://" + rt.file("no-hub.sock")},
+                              .env = env});
+  std::string tpl;
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] {
+        for (const auto& name : list_dir(rt.file("vms"))) {
+          if (name.rfind("tpl-", 0) == 0) tpl = name;
+        }
+        return !tpl.empty();
+      },
+      120s, 20ms))
+      << pool.stderr_text().substr(0, 4000);
+  std::this_thread::sleep_for(500ms);  // the template's VMM runs, its guest boots
+  auto layout = nv::vm::CgroupLayout::detect();
+  auto t0 = Clock::now();
+  pool.signal(SIGTERM);
+  auto ended = pool.wait(10s);
+  double stop_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_TRUE(ended.has_value()) << "still running 10 s after SIGTERM";
+  EXPECT_TRUE(ended->clean()) << ended->describe() << pool.stderr_text().substr(0, 4000);
+  EXPECT_LT(stop_s, 2.0) << "stopped " << stop_s << " s after SIGTERM\n" << pool.stderr_text();
+  std::cout << "stopped " << stop_s * 1000 << " ms after SIGTERM during the template of " << tpl
+            << "\n";
+  RecordProperty("template_sigterm_stop_ms", std::to_string(static_cast<int>(stop_s * 1000)));
+  EXPECT_TRUE(list_dir(rt.file("vms")).empty());
+  for (auto& d : layout.vm_dirs(tpl)) EXPECT_FALSE(exists(d)) << d;
+  EXPECT_TRUE(list_dir(rt.file("snapshots")).empty());
+  EXPECT_FALSE(exists(rt.file("vm-pool.sock")));
+  EXPECT_FALSE(exists(rt.file("vm-pool-manager.lock")));
 }
 
 }  // namespace
