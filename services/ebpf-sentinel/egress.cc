@@ -256,76 +256,65 @@ void Egress::unpin(Attachment& a) {
   ::rmdir(link_pin_dir(a.cg.id).c_str());
 }
 
+namespace {
+
+// Calls fn(key) for each key of `map` until it returns false (bpf_map_get_next_key order).
+template <class Key, class Fn>
+void for_each_key(bpf_map* map, Fn fn) {
+  Key key{}, next{};
+  void* prev = nullptr;
+  while (bpf_map__get_next_key(map, prev, &next, sizeof(next)) == 0) {
+    key = next;
+    prev = &key;
+    if (!fn(key)) return;
+  }
+}
+
+// Deletes every rule of `policy` from one LPM trie (deleting restarts the walk).
+template <class Key>
+void erase_policy_rules(bpf_map* rules, uint32_t policy) {
+  for (bool again = true; again;) {
+    again = false;
+    for_each_key<Key>(rules, [&](const Key& k) {
+      if (k.policy != policy) return true;
+      bpf_map__delete_elem(rules, &k, sizeof(k), 0);
+      again = true;
+      return false;
+    });
+  }
+}
+
+// The highest policy and rule ids in one LPM trie.
+template <class Key>
+void max_ids(bpf_map* rules, uint32_t* max_policy, uint32_t* max_rule) {
+  for_each_key<Key>(rules, [&](const Key& k) {
+    *max_policy = std::max(*max_policy, k.policy);
+    nv_egress_rule v{};
+    if (bpf_map__lookup_elem(rules, &k, sizeof(k), &v, sizeof(v), 0) == 0)
+      *max_rule = std::max(*max_rule, v.rule_id);
+    return true;
+  });
+}
+
+}  // namespace
+
 void Egress::erase_policy(uint32_t policy) {
   if (!skel_) return;
-  // LPM tries iterate with get_next_key; deleting while iterating restarts from the top.
-  for (bool again = true; again;) {
-    again = false;
-    nv_egress_key4 k4{}, next4{};
-    void* prev = nullptr;
-    while (bpf_map__get_next_key(skel_->maps.rules_v4, prev, &next4, sizeof(next4)) == 0) {
-      k4 = next4;
-      prev = &k4;
-      if (k4.policy == policy) {
-        bpf_map__delete_elem(skel_->maps.rules_v4, &k4, sizeof(k4), 0);
-        again = true;
-        break;
-      }
-    }
-  }
-  for (bool again = true; again;) {
-    again = false;
-    nv_egress_key6 k6{}, next6{};
-    void* prev = nullptr;
-    while (bpf_map__get_next_key(skel_->maps.rules_v6, prev, &next6, sizeof(next6)) == 0) {
-      k6 = next6;
-      prev = &k6;
-      if (k6.policy == policy) {
-        bpf_map__delete_elem(skel_->maps.rules_v6, &k6, sizeof(k6), 0);
-        again = true;
-        break;
-      }
-    }
-  }
+  erase_policy_rules<nv_egress_key4>(skel_->maps.rules_v4, policy);
+  erase_policy_rules<nv_egress_key6>(skel_->maps.rules_v6, policy);
 }
 
 void Egress::skip_used_ids() {
   uint32_t max_rule = 0, max_policy = 0;
-  nv_egress_rule v{};
-  {
-    nv_egress_key4 k{}, next{};
-    void* prev = nullptr;
-    while (bpf_map__get_next_key(skel_->maps.rules_v4, prev, &next, sizeof(next)) == 0) {
-      k = next;
-      prev = &k;
-      max_policy = std::max(max_policy, k.policy);
-      if (bpf_map__lookup_elem(skel_->maps.rules_v4, &k, sizeof(k), &v, sizeof(v), 0) == 0)
-        max_rule = std::max(max_rule, v.rule_id);
-    }
-  }
-  {
-    nv_egress_key6 k{}, next{};
-    void* prev = nullptr;
-    while (bpf_map__get_next_key(skel_->maps.rules_v6, prev, &next, sizeof(next)) == 0) {
-      k = next;
-      prev = &k;
-      max_policy = std::max(max_policy, k.policy);
-      if (bpf_map__lookup_elem(skel_->maps.rules_v6, &k, sizeof(k), &v, sizeof(v), 0) == 0)
-        max_rule = std::max(max_rule, v.rule_id);
-    }
-  }
-  {
-    uint64_t k = 0, next = 0;
-    void* prev = nullptr;
+  max_ids<nv_egress_key4>(skel_->maps.rules_v4, &max_policy, &max_rule);
+  max_ids<nv_egress_key6>(skel_->maps.rules_v6, &max_policy, &max_rule);
+  bpf_map* cgroups = skel_->maps.policy_of_cgroup;
+  for_each_key<uint64_t>(cgroups, [&](const uint64_t& k) {
     uint32_t pol = 0;
-    while (bpf_map__get_next_key(skel_->maps.policy_of_cgroup, prev, &next, sizeof(next)) == 0) {
-      k = next;
-      prev = &k;
-      if (bpf_map__lookup_elem(skel_->maps.policy_of_cgroup, &k, sizeof(k), &pol, sizeof(pol),
-                               0) == 0)
-        max_policy = std::max(max_policy, pol);
-    }
-  }
+    if (bpf_map__lookup_elem(cgroups, &k, sizeof(k), &pol, sizeof(pol), 0) == 0)
+      max_policy = std::max(max_policy, pol);
+    return true;
+  });
   next_rule_id_ = std::max(next_rule_id_, max_rule + 1);
   next_policy_ = std::max(next_policy_, max_policy + 1);
 }

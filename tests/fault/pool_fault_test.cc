@@ -33,6 +33,7 @@
 #include "common/client.h"
 #include "common/events.h"
 #include "common/frames.h"
+#include "support/egress_probe.h"
 #include "support/process.h"
 #include "sysutil.h"
 
@@ -67,37 +68,8 @@ bool pid_alive(pid_t pid) {
   return !(close != std::string::npos && close + 2 < s.size() && s[close + 2] == 'Z');
 }
 
-int listen_on(const char* addr, int* port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  inet_pton(AF_INET, addr, &sa.sin_addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return -1;
-  socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  *port = ntohs(sa.sin_port);
-  listen(fd, 64);
-  return fd;
-}
-
-// A child joins `cgroup` (the VM's cgroup2 dir), creates a socket there and connects; returns
-// its errno (0 = connected). Sockets are judged by the cgroup they are created in.
-int connect_from_cgroup(const std::string& cgroup, const char* addr, int port) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::ofstream(cgroup + "/cgroup.procs") << getpid() << std::flush;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<uint16_t>(port));
-    inet_pton(AF_INET, addr, &sa.sin_addr);
-    int rc = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    _exit(rc == 0 ? 0 : (errno & 0x7f));
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using nv::test::connect_from_cgroup;
+using nv::test::listen_on;
 
 struct LeaseOutcome {
   bool ok = false;
