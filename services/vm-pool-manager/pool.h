@@ -21,6 +21,11 @@
 //   backend keeps RAM out of snapshots (template_memory()), the template runs on a memfd that is
 //   sealed read-only once the template is gone and mapped copy-on-write by every clone.
 //
+//   VMMs die with the pool manager: the jail sets their parent-death signal, which follows the
+//   *thread* that spawned them. So VMMs are spawned only by threads that outlive them: the refill
+//   threads (clones, standbys, template retries) and the thread running start() (templates, which
+//   it destroys before it returns).
+//
 // The backend, the guest link (Hello / reseed) and the clock are injected, so the pool logic is
 // unit-tested with fakes (tests/unit/vm_pool_test.cc).
 #pragma once
