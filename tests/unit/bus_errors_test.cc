@@ -1,6 +1,7 @@
 // bus_errors_test.cc — typed Errors: code names match common.capnp, out-of-range codes are
 // handled, and Errors survive the Cap'n Proto round trip.
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <gtest/gtest.h>
 
 #include "common/error.h"
@@ -17,11 +18,18 @@ TEST(ErrorCodes, NamesMatchTheSchema) {
   EXPECT_EQ(code_name(ErrorCode::WORKER_LOST), "workerLost");
   EXPECT_EQ(code_name(ErrorCode::TIMED_OUT), "timedOut");
   EXPECT_EQ(code_name(ErrorCode::SHUTTING_DOWN), "shuttingDown");
+  EXPECT_EQ(code_name(ErrorCode::TIER_UNAVAILABLE), "tierUnavailable");
+  EXPECT_EQ(code_name(ErrorCode::EGRESS_UNENFORCED), "egressUnenforced");
 }
 
 TEST(ErrorCodes, OutOfRangeCodes) {
+  // The last code of the schema is valid, the one after it is not (whichever code is last).
+  const auto count =
+      static_cast<uint16_t>(capnp::Schema::from<ErrorCode>().getEnumerants().size());
   EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::SHUTTING_DOWN)));
-  EXPECT_FALSE(valid_code(static_cast<uint16_t>(ErrorCode::SHUTTING_DOWN) + 1));
+  EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::EGRESS_UNENFORCED)));
+  EXPECT_TRUE(valid_code(count - 1));
+  EXPECT_FALSE(valid_code(count));
   EXPECT_EQ(code_name(static_cast<ErrorCode>(999)), "code999");
 }
 
