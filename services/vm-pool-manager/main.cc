@@ -10,9 +10,14 @@
 // the service keeps serving. Events: vm.booted, vm.acquired, vm.released, vm.failed, vm.stats,
 // pool.status.
 //
-// Start-up, in order: detect cgroups (v2, or the v1 hybrid) → create the backend → probe the
-// accelerator with a real boot (qemu) → start the pool (snapshots first in --snapshot mode) →
-// bind the ROUTER → seccomp on the request-handling thread. The pool's own threads (refill,
+// Start-up, in order: detect cgroups (v2, or the v1 hybrid) → lock the runtime dir (one pool
+// manager per runtime dir) → create the backend → reclaim what a predecessor left (its VMMs,
+// cgroup dirs, jails, templates: reclaim.h) → probe the accelerator with a real boot (qemu) →
+// start the pool (snapshots first in --snapshot mode; a tier whose template fails is retried
+// while the others serve) → bind the ROUTER → seccomp on the request-handling thread. The probe
+// and the templates run beside the main thread, which watches for SIGTERM: start-up stops within
+// moments and leaves nothing. Leases are fail-closed (--require-egress, the default): a VM is
+// handed out only if the kernel shows the sentinel's egress programs on its cgroup2 dir. The pool's own threads (refill,
 // monitor) spawn VMMs and stay outside that filter on purpose: seccomp filters are inherited
 // across exec, and QEMU needs syscalls a pool-manager filter must not allow; VMMs get QEMU's own
 // -sandbox filter and Landlock instead.
