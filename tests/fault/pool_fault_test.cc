@@ -244,12 +244,7 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
   ASSERT_TRUE(nv::vm::make_dirs(rt.file("vms/" + planted + "/run"), 0755).ok());
   std::vector<std::string> planted_dirs = layout.vm_dirs(planted);
   for (auto& d : planted_dirs) ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d;
-  pid_t squatter = fork();
-  if (squatter == 0) {
-    for (auto& d : planted_dirs) std::ofstream(d + "/cgroup.procs") << getpid() << std::flush;
-    pause();
-    _exit(0);
-  }
+  pid_t squatter = nv::test::park_in_cgroups(planted_dirs);
   ASSERT_TRUE(nv::test::wait_until(
       [&] {
         std::ifstream in(planted_dirs.back() + "/cgroup.procs");

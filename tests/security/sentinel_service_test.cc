@@ -84,12 +84,7 @@ TEST_F(SentinelService, EgressDenialIsRefusedAndPublishedWithinOneSecond) {
   // A stand-in VMM process in its own cgroup2 dir, announced like the pool manager does.
   std::string cg = root_ + "/nv-sentinel-test-" + std::to_string(getpid());
   ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg << ": " << strerror(errno);
-  pid_t vmm = fork();
-  if (vmm == 0) {
-    std::ofstream(cg + "/cgroup.procs") << getpid() << std::flush;
-    pause();
-    _exit(0);
-  }
+  pid_t vmm = nv::test::park_in_cgroups({cg});
   nv::EventPublisher pub(ctx, "ipc://" + rt.file("events-in.sock"), "test", "test/1");
   pub.publish("vm.booted", [&](nv::schema::Event::Builder e) {
     auto b = e.initVmBooted();
@@ -185,12 +180,7 @@ TEST_F(SentinelService, EgressStaysDeniedAfterSigkillAndIsAdoptedByTheNextSentin
   auto sentinel = start_sentinel();
   std::string cg = root_ + "/nv-sentinel-kill-" + std::to_string(getpid());
   ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg << ": " << strerror(errno);
-  pid_t vmm = fork();
-  if (vmm == 0) {
-    std::ofstream(cg + "/cgroup.procs") << getpid() << std::flush;
-    pause();
-    _exit(0);
-  }
+  pid_t vmm = nv::test::park_in_cgroups({cg});
   nv::EventPublisher pub(ctx, "ipc://" + rt.file("events-in.sock"), "test", "test/1");
   int allowed_port = 0, denied_port = 0;
   int allowed = listen_on("127.0.0.1", &allowed_port);

@@ -44,4 +44,14 @@ int connect_from_cgroup(const std::string& cgroup, const char* addr, int port) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+pid_t park_in_cgroups(const std::vector<std::string>& cgroups) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (const auto& cg : cgroups) std::ofstream(cg + "/cgroup.procs") << ::getpid() << std::flush;
+    ::pause();
+    ::_exit(0);
+  }
+  return pid;
+}
+
 }  // namespace nv::test

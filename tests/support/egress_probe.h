@@ -3,7 +3,10 @@
 // (put on the sentinel's deny list by the test).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
+#include <vector>
 
 namespace nv::test {
 
@@ -15,5 +18,9 @@ int listen_on(const char* addr, int* port);
 // by the cgroup they are created in) and connects to addr:port. Returns the child's errno
 // (0 = connected, EPERM = refused by a cgroup program).
 int connect_from_cgroup(const std::string& cgroup, const char* addr, int port);
+
+// Forks a stand-in VMM: a child that joins every cgroup dir in `cgroups` and sleeps until killed.
+// Returns its pid (the caller kills and reaps it).
+pid_t park_in_cgroups(const std::vector<std::string>& cgroups);
 
 }  // namespace nv::test
