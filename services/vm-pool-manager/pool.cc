@@ -311,6 +311,7 @@ void Pool::boot_one(SizeTier tier) {
   e.tier = tier;
   e.boot_ms = boot_ms;
   e.key = next_key_++;
+  e.warm_since = Clock::now();
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = e.key;
@@ -537,9 +538,11 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
                           "; other tiers serve meanwhile",
                       true);
   }
-  // Fail-closed: a VM whose lease_check (egress enforcement) fails is not handed out. Such a VM
-  // gets `enforcement_wait` to pass (the sentinel attaches a moment after vm.booted).
-  const auto enforce_until = Clock::now() + opt_.enforcement_wait;
+  // Fail-closed: a VM whose lease_check (egress enforcement) fails is not handed out. A VM gets
+  // `enforcement_wait` from the moment it became warm to pass it (the sentinel attaches a moment
+  // after vm.booted, later under load): while one that young is waiting, the lease waits (up to
+  // its deadline); once every warm VM has failed it for longer (no sentinel attaching), the lease
+  // is refused at once.
   std::string unenforced;
   t->waiting++;
   refill_cv_.notify_all();
@@ -551,19 +554,23 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
     if (stopping_ || t->warm.empty()) break;
     // First warm VM whose VMM still runs (a dead one stays for the monitor to report) and that
     // passes the lease check.
-    bool any_alive = false;
+    bool any_alive = false, any_young = false;
+    const auto now = Clock::now();
     auto it = std::find_if(t->warm.begin(), t->warm.end(), [&](const std::string& w) {
-      const auto& vm = vms_.at(w).vm;
-      if (!vm->alive()) return false;
+      const Entry& e = vms_.at(w);
+      if (!e.vm->alive()) return false;
       any_alive = true;
       if (!opt_.lease_check) return true;
-      Status ok = opt_.lease_check(vm->info());
-      if (!ok.ok()) unenforced = ok.error().message;
+      Status ok = opt_.lease_check(e.vm->info());
+      if (!ok.ok()) {
+        unenforced = ok.error().message;
+        if (now - e.warm_since < opt_.enforcement_wait) any_young = true;
+      }
       return ok.ok();
     });
     if (it == t->warm.end()) {
       if (Clock::now() >= deadline) break;
-      if (any_alive && Clock::now() >= enforce_until) break;
+      if (any_alive && !any_young) break;  // unenforced past the grace: refuse now
       warm_cv_.wait_for(lock, std::chrono::milliseconds(any_alive ? 50 : 10));
       continue;
     }

@@ -132,10 +132,11 @@ struct PoolOptions {
   // First retry delay of a failed snapshot template (doubling per failure, up to max_backoff).
   std::chrono::milliseconds template_retry{1000};
   // Fail-closed leasing: when set, a warm VM is leased only if this passes (the service checks
-  // that the VM's cgroup has the egress programs attached). A VM that fails it for longer than
-  // enforcement_wait makes lease() return egressUnenforced.
+  // that the VM's cgroup has the egress programs attached). A lease waits (up to its deadline)
+  // while a warm VM that fails it has been warm for less than enforcement_wait; once every warm
+  // VM has failed it for longer, lease() returns egressUnenforced at once.
   std::function<Status(const VmInfo&)> lease_check;
-  std::chrono::milliseconds enforcement_wait{2000};
+  std::chrono::milliseconds enforcement_wait{5000};
   unsigned refill_threads = 2;
   size_t reseed_bytes = 64;
   std::function<Clock::time_point()> clock = [] { return Clock::now(); };
@@ -208,6 +209,7 @@ class Pool {
     bool leased = false;
     Clock::time_point leased_at{};
     Clock::time_point lease_expires{};   // leased_at + the granted lifetime (opt_.clock)
+    Clock::time_point warm_since{};      // when it became warm (real clock)
     std::chrono::milliseconds lifetime{0};
     uint64_t key = 0;  // epoll key
   };

@@ -650,10 +650,38 @@ TEST_F(Fixture, FailClosedLeaseCheckRefusesUnenforcedVms) {
   EXPECT_NE(refused.error().message.find("no connect4 program"), std::string::npos)
       << refused.error().message;
   EXPECT_LT(Clock::now() - t0, 3s);  // enforcement_wait, not the 5 s deadline
+  // Refused at once now: every warm VM has failed the check for longer than the grace.
+  auto t1 = Clock::now();
+  auto again = pool.lease(SizeTier::SMALL, 5s);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::EGRESS_UNENFORCED);
+  EXPECT_LT(Clock::now() - t1, 1s);
   EXPECT_GE(small_status(pool).warm, 1u);  // the VMs stay; they are just not handed out
   enforced = true;
   auto ok = pool.lease(SizeTier::SMALL, 2s);
   ASSERT_TRUE(ok.ok()) << ok.error().message;
+}
+
+// The sentinel attaches a moment after a VM becomes warm (later under load): a lease that comes
+// first waits for it (up to its deadline) instead of failing.
+TEST_F(Fixture, LeaseWaitsForEnforcementOfAFreshVm) {
+  std::atomic<bool> enforced{false};
+  PoolOptions o = small_only(1, 2);
+  o.enforcement_wait = 5s;
+  o.lease_check = [&](const VmInfo&) -> Status {
+    if (enforced) return {};
+    return make_error(ErrorCode::EGRESS_UNENFORCED, "not yet");
+  };
+  Pool pool(o, backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  std::thread attach([&] {
+    std::this_thread::sleep_for(300ms);
+    enforced = true;
+  });
+  auto l = pool.lease(SizeTier::SMALL, 4s);
+  attach.join();
+  ASSERT_TRUE(l.ok()) << l.error().message;
 }
 
 }  // namespace
