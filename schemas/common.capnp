@@ -76,6 +76,10 @@ struct Error {
     llmReplyCut @24;        # the model's reply was empty or cut at its token limit (finish_reason
                             # / done_reason "length"), and again when asked once more
     brokerLost @25;         # the orchestrator stopped answering heartbeats (killed or stalled)
+    tierUnavailable @26;    # the size tier cannot make VMs now (its snapshot template failed;
+                            # retried with backoff, other tiers serve); retryable
+    egressUnenforced @27;   # no VM has its egress enforcement attached (fail-closed leasing:
+                            # the sentinel is down or could not attach); retryable
   }
   queueLength @4 :UInt32;       # overloaded: requests waiting ahead of this one
   estimatedWaitMs @5 :UInt32;   # overloaded: the broker's estimate of the wait for a worker

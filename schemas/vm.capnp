@@ -60,6 +60,9 @@ struct TierStatus {
   warmTarget @4 :UInt32;        # --warm
   max @5 :UInt32;               # --max (warm + active + booting never exceeds it)
   waiting @6 :UInt32;           # lease requests queued
+  templateError @7 :Text;       # snapshot mode: why the tier has no template ("" = it has one);
+                                # its leases get tierUnavailable while the pool retries
+  templateFailures @8 :UInt32;  # consecutive template failures of the tier
 }
 
 struct PoolStatusRequest {

@@ -162,12 +162,21 @@ struct GuestChannel::Impl {
   FrameDecoder decoder;
   TokenBucket bytes;
   TokenBucket messages;
+  // Set once the greeting completed: from then on a Hello from the same boot is a legal repeat
+  // (the agent greets each connection it notices, which can be after it answered our greeting
+  // ping) and is skipped wherever it arrives; a Hello from another boot means the guest
+  // restarted under us, which no request can survive.
+  bool greeted = false;
+  std::string boot_id;
+  uint64_t repeated_hellos = 0;
 };
 
 GuestChannel::GuestChannel(int fd, const ChannelLimits& limits)
     : fd_(fd), limits_(limits), impl_(std::make_unique<Impl>(limits)) {}
 
 GuestChannel::~GuestChannel() { close(); }
+
+uint64_t GuestChannel::repeated_hellos() const { return impl_->repeated_hellos; }
 
 void GuestChannel::close() {
   if (fd_ >= 0) ::close(fd_);
@@ -221,6 +230,7 @@ class ChannelIo {
         std::string perr;
         out = ParsedMessage::parse(kj::mv(words), perr);
         if (!out) return fail(err(ChannelErrc::protocol, "guest sent " + perr));
+        bool repeat = false;
         try {
           auto msg = out->root<GuestMessage>();
           if (msg.getVersion() != schema::SCHEMA_VERSION) {
@@ -229,10 +239,23 @@ class ChannelIo {
                                 ", the host " + std::to_string(schema::SCHEMA_VERSION) +
                                 "; rebuild the guest image (./nv setup)"));
           }
-          (void)msg.which();
+          if (impl_.greeted && msg.which() == GuestMessage::HELLO) {
+            std::string boot = msg.getHello().getBootId();
+            if (boot != impl_.boot_id) {
+              return fail(err(ChannelErrc::protocol,
+                              "guest sent a Hello of another boot ('" + boot.substr(0, 64) +
+                                  "', greeted as '" + impl_.boot_id + "'): it restarted"));
+            }
+            repeat = true;
+          }
         } catch (...) {
           return fail(err(ChannelErrc::protocol,
                           "guest sent a malformed message: " + describe_current_exception()));
+        }
+        if (repeat) {  // a repeated greeting of this boot: legal in every state, skipped
+          ++impl_.repeated_hellos;
+          out.reset();
+          continue;
         }
         return {};
       }
@@ -467,7 +490,11 @@ ChannelError GuestChannel::wait_hello(Deadline deadline) {
       have_hello = true;
       continue;
     }
-    if (have_hello && msg.which() == GuestMessage::PONG && msg.getPong() == kGreeting) return {};
+    if (have_hello && msg.which() == GuestMessage::PONG && msg.getPong() == kGreeting) {
+      impl_->greeted = true;
+      impl_->boot_id = hello_.boot_id;
+      return {};
+    }
     // Anything else (an error or a result for a previous host's request) is stale.
     if (++stale > kMaxStale) {
       return io.fail(err(ChannelErrc::protocol,

@@ -5,6 +5,12 @@
 // "CONNECT <port>\n" → "OK <n>\n"). Used by nv-vm-pool-manager (connect = wait for Hello,
 // reseed) and nv-sandbox-executor (exec, files).
 //
+// Greeting: the host pings (nonce 0); the agent answers Hello then the pong, and also sends Hello
+// by itself whenever it notices a new connection, which can come after the pong. So after the
+// greeting a Hello of the same boot id may arrive in any state (exec output, file transfer,
+// reseed, ping, shutdown) and is skipped; a Hello of another boot id is a protocol error (the
+// guest restarted under us). Late pongs of abandoned pings are skipped the same way.
+//
 // Trust: the guest runs untrusted code and may be hostile. Every frame length is bounded before
 // buffering (max_frame_bytes), everything the guest sends is rate-limited (bytes/s and
 // messages/s token buckets), output is capped on the host too, and every call takes a deadline
@@ -181,6 +187,8 @@ class GuestChannel {
   // Counters for metrics and tests.
   uint64_t bytes_received() const { return bytes_received_; }
   uint64_t frames_received() const { return frames_received_; }
+  // Hellos of the greeted boot that arrived after the greeting (legal repeats, skipped).
+  uint64_t repeated_hellos() const;
 
  private:
   friend class ChannelIo;

@@ -51,6 +51,13 @@ while IFS= read -r line; do
         "$(grep -E "(^|# )${BASH_REMATCH[1]}[= ]" "$src/.config" || echo 'nothing')" >&2
       missing=1
     }
+  elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
+    # Asked off: neither built in nor a module (a select from another option would turn it on).
+    if grep -qE "^${BASH_REMATCH[1]}=[ym]" "$src/.config"; then
+      echo "build-kernel: ${BASH_REMATCH[1]} requested off but .config has:" \
+        "$(grep -E "^${BASH_REMATCH[1]}=" "$src/.config")" >&2
+      missing=1
+    fi
   fi
 done <"$fragment"
 [[ $missing -eq 0 ]] || die "the fragment does not apply cleanly (see above)"

@@ -31,7 +31,10 @@ EventPublisher::EventPublisher(zmq::context_t& ctx, const std::string& endpoint,
     : service_(std::move(service)), instance_(std::move(instance)) {
   if (endpoint.empty()) return;
   socket_.emplace(ctx, zmq::socket_type::push);
-  socket_->set(zmq::sockopt::linger, 2000);  // deliver what is queued at shutdown, briefly
+  // Deliver what is queued at shutdown, briefly: a reachable hub takes it in milliseconds, and
+  // with the hub gone this is what a service's exit waits for — inside the 2 s every service has
+  // after SIGTERM (issue 12), with room for its own draining.
+  socket_->set(zmq::sockopt::linger, 500);
   socket_->set(zmq::sockopt::sndhwm, 10000);
   if (curve_keys && !curve_server_key.empty()) {
     curve::make_client(*socket_, *curve_keys, curve_server_key);

@@ -211,6 +211,9 @@ const std::vector<Rule>& pool_manager_rules() {
       allow("inotify_add_watch", "watch cgroup memory.events for OOM kills"),
       allow("timerfd_create", "boot/lease deadlines in the event loop"),
       allow("timerfd_settime", "boot/lease deadlines in the event loop"),
+      // Fail-closed leasing: is the sentinel's egress program attached to the VM's cgroup?
+      allow_if_masked("bpf", 0, 0xffffffffull, 16 /* BPF_PROG_QUERY */,
+                      "BPF_PROG_QUERY only: egress programs attached to a VM's cgroup2 dir"),
   };
   return rules;
 }
@@ -227,6 +230,9 @@ const std::vector<Rule>& sentinel_rules() {
       allow("readlinkat", "libbpf resolves /proc/self paths"),
       allow("sysinfo", "libbpf sizes per-CPU map values"),
       allow("capget", "libbpf feature probes"),
+      allow("mkdir", "bpffs dirs for the pinned egress links of each VM cgroup"),
+      allow("mkdirat", "bpffs dirs for the pinned egress links of each VM cgroup"),
+      allow("rmdir", "remove a destroyed VM's bpffs pin dir"),
   };
   return rules;
 }

@@ -31,8 +31,23 @@ class Egress {
   Egress(const Egress&) = delete;
   Egress& operator=(const Egress&) = delete;
 
+  // Enforcement that outlives this process (call before load()): the policy maps and every
+  // cgroup's links are pinned below `dir` (in a bpffs): maps/{rules_v4,rules_v6,
+  // policy_of_cgroup} and cgroups/<cgroup id>/{nv_connect4,...}. A pinned link stays attached
+  // when the process dies (SIGKILL, crash), so the VM's egress stays denied. The next load()
+  // reuses the pinned maps, and attach() of a cgroup with pinned links adopts them (points them
+  // at the new programs, rewrites its policy) without a moment unenforced. "" = nothing pinned
+  // (the programs leave with the process).
+  void set_pin_dir(std::string dir) { pin_dir_ = std::move(dir); }
   // open → load → fill the default policy (id 0). Nothing is attached until attach().
   std::vector<ProgramStatus> load();
+  // Clean shutdown with a pin dir: unpins the links of cgroups that are gone (their VM was
+  // destroyed), keeps the pins of live ones (their enforcement must survive a restart), and
+  // removes the maps' pins and the dir once nothing is pinned. Returns how many stay pinned.
+  size_t release_pins();
+  // Unpins the links of cgroups that no longer exist (pins a dead predecessor left for VMs
+  // destroyed meanwhile), whether adopted or not. Returns how many were removed.
+  size_t sweep_stale_pins();
   bool loaded() const { return skel_ != nullptr; }
   const std::vector<ProgramStatus>& statuses() const { return statuses_; }
 
@@ -70,6 +85,12 @@ class Egress {
   Status write_rule(uint32_t policy, const EgressRule& rule, std::map<std::string, uint32_t>* ids);
   Status erase_rule(uint32_t policy, const Cidr& cidr);
   void release(Attachment& a);
+  // Deletes every rule of `policy` found in the maps (an adopted cgroup's old policy).
+  void erase_policy(uint32_t policy);
+  // After load() on reused maps: rule and policy ids start above every id already in them.
+  void skip_used_ids();
+  std::string link_pin_dir(uint64_t cgroup_id) const;
+  void unpin(Attachment& a);
 
   sentinel_egress* skel_ = nullptr;
   std::vector<ProgramStatus> statuses_;
@@ -79,6 +100,7 @@ class Egress {
   uint32_t next_rule_id_ = 1;
   uint32_t next_policy_ = 1;  // 0 is the default policy
   Callbacks* callbacks_ = nullptr;
+  std::string pin_dir_;
 };
 
 }  // namespace nv::sentinel

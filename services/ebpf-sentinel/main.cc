@@ -10,6 +10,13 @@
 //   BPF LSM denial     -> security.alert {kind lsm_denied}
 //   syscall counts     -> sentinel.syscalls every --counts-interval-ms
 #include <nv/schema/bus.capnp.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
 
 #include <map>
 #include <sstream>
@@ -41,6 +48,33 @@ void add_options(nv::Config& c) {
   c.add_bool("lsm", true, "try to load the BPF LSM programs (reported when the kernel refuses)");
   c.add_int("counts-interval-ms", 5000, "interval of sentinel.syscalls events");
   c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
+  c.add_string("bpffs", "/sys/fs/bpf",
+               "a bpffs (mounted there if it is not one yet) where egress links and policy maps "
+               "are pinned, so VM egress stays enforced when the sentinel dies; '' = no pins");
+}
+
+// The pin dir of this stack: one per runtime dir, so stacks side by side (tests) never adopt or
+// sweep each other's pins. "/run/neurovisor" → BPFFS/neurovisor/_run_neurovisor.
+std::string pin_dir_for(const std::string& bpffs, const std::string& runtime_dir) {
+  std::string key;
+  for (char ch : runtime_dir) key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
+  if (key.size() > 200) key = key.substr(key.size() - 200);
+  return bpffs + "/neurovisor/" + key;
+}
+
+// bpffs is not mounted at /sys/fs/bpf on every host (it is not on ours): mount it, as systemd
+// does at boot. Returns "" or what failed.
+std::string ensure_bpffs(const std::string& path) {
+  struct statfs fs {};
+  if (::statfs(path.c_str(), &fs) == 0 && static_cast<unsigned long>(fs.f_type) == 0xcafe4a11UL) {
+    return "";  // BPF_FS_MAGIC
+  }
+  ::mkdir(path.c_str(), 0700);
+  if (::mount("bpf", path.c_str(), "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700") != 0) {
+    return "mount(bpf, " + path + "): " + std::strerror(errno);
+  }
+  nv::log::info("mounted a bpffs", {{"path", path}});
+  return "";
 }
 
 struct VmRecord {
@@ -79,6 +113,16 @@ class SentinelService {
     sentinel_ = std::make_unique<nv::sentinel::Sentinel>(cb);
     nv::sentinel::LoadOptions lo;
     lo.lsm = ctx_.config.boolean("lsm");
+    if (const std::string bpffs = ctx_.config.str("bpffs"); !bpffs.empty()) {
+      std::string problem = ensure_bpffs(bpffs);
+      if (problem.empty()) {
+        ::mkdir((bpffs + "/neurovisor").c_str(), 0700);
+        lo.pin_dir = pin_dir_for(bpffs, ctx_.runtime_dir);
+      } else {
+        nv::log::error("no bpffs: egress enforcement will not outlive this process",
+                       {{"error", problem}});
+      }
+    }
     auto programs = sentinel_->load(lo);
     size_t loaded = 0;
     for (auto& p : programs) {
@@ -107,6 +151,10 @@ class SentinelService {
     nv::EventSubscriber sub(ctx_.zmq, ctx_.endpoints.events_out, {"vm."}, ctx_.curve_keys,
                             ctx_.curve_server_key);
     catch_up();
+    // Pins a dead predecessor left for VMs destroyed meanwhile (their cgroups are gone).
+    if (size_t n = sentinel_->sweep_egress_pins(); n > 0) {
+      nv::log::info("removed stale egress pins", {{"cgroups", static_cast<int64_t>(n)}});
+    }
     ctx_.announce_started({ctx_.endpoints.events_out, ctx_.endpoints.events_in});
     if (!install_seccomp()) return 1;
     nv::log::info("sentinel ready", {{"programs_loaded", loaded}, {"programs", programs.size()}});
@@ -126,7 +174,11 @@ class SentinelService {
     sentinel_->poll(0);
     publish_counts();
     presence_thread.join();
-    for (auto& [id, vm] : vms_) forget(id);
+    // Live VMs keep their pinned egress links through a restart; those of destroyed VMs go, and
+    // with the last one the pin dir (nothing is left after `nv down`).
+    size_t kept = sentinel_->release_egress_pins();
+    for (auto& [id, vm] : vms_) (void)sentinel_->untrack_vm(id);
+    nv::log::info("egress pins at exit", {{"cgroups_kept", static_cast<int64_t>(kept)}});
     return 0;
   }
 

@@ -33,6 +33,7 @@ std::vector<ProgramStatus> Sentinel::load(const LoadOptions& options) {
   }
   if (options.egress) {
     egress_ = std::make_unique<Egress>();
+    egress_->set_pin_dir(options.pin_dir);
     append(egress_->load());
   }
   if (options.lsm) {
@@ -101,6 +102,14 @@ Status Sentinel::attach_egress(const std::string& cgroup2_dir, const EgressPolic
   if (!egress_ || !egress_->loaded())
     return Status::Fail("attach_egress(" + cgroup2_dir + ")", ENODEV, "sentinel_egress not loaded");
   return egress_->attach(cgroup2_dir, policy, vm_id);
+}
+
+size_t Sentinel::sweep_egress_pins() {
+  return egress_ && egress_->loaded() ? egress_->sweep_stale_pins() : 0;
+}
+
+size_t Sentinel::release_egress_pins() {
+  return egress_ && egress_->loaded() ? egress_->release_pins() : 0;
 }
 
 Status Sentinel::detach_egress(const std::string& cgroup2_dir) {

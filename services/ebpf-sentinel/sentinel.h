@@ -10,7 +10,9 @@
 //
 // Lifecycle per BPF object: open → set rodata → load (whole object, else program by program)
 // → attach → ring buffer poll → destroy; the destructor is the one cleanup path (ring buffer,
-// then links, then objects). Nothing is pinned, so a crashed sentinel leaves nothing attached.
+// then links, then objects). Without LoadOptions::pin_dir nothing is pinned, so a crashed
+// sentinel leaves nothing attached; with it, egress links and policy maps are pinned and keep
+// enforcing after the process dies (the service runs that way: issue 11, finding 4).
 // Needs CAP_BPF + CAP_PERFMON (+ CAP_NET_ADMIN for cgroup programs, CAP_MAC_ADMIN for LSM) or
 // root. No exceptions cross this API. Not thread-safe: use one thread (or lock around it).
 #pragma once
@@ -44,6 +46,9 @@ struct LoadOptions {
   // (the sentinel polling its maps is not VM activity). Benchmarks that measure the counter
   // on themselves set this to true.
   bool count_self = false;
+  // A dir in a bpffs: egress links and policy maps are pinned there, so enforcement outlives
+  // this process (Egress::set_pin_dir). "" = nothing pinned.
+  std::string pin_dir;
 };
 
 class Sentinel {
@@ -78,6 +83,12 @@ class Sentinel {
   Status egress_set_rule(const std::string& cgroup2_dir, const EgressRule& rule);
   Status egress_remove_rule(const std::string& cgroup2_dir, const std::string& cidr);
   std::vector<EgressRule> egress_rules(const std::string& cgroup2_dir) const;
+  // With LoadOptions::pin_dir: removes pins of cgroups that are gone (after catching up with
+  // the live VMs); returns how many. Egress::sweep_stale_pins.
+  size_t sweep_egress_pins();
+  // With LoadOptions::pin_dir, on a clean stop: unpins what is gone, keeps live VMs' pins,
+  // removes the pin dir when empty; returns how many cgroups stay pinned. Egress::release_pins.
+  size_t release_egress_pins();
 
   // --- BPF LSM (where the kernel accepts it) ----------------------------------------------
   Status lsm_deny_file(const std::string& path);

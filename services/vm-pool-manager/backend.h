@@ -89,6 +89,10 @@ class RunningVm {
   // Stops the VMM (gracefully until `deadline`, then SIGKILL), waits for it, and removes every
   // resource it owns (cgroup dirs, jail dir, sockets). Idempotent.
   virtual Status destroy(Deadline deadline) = 0;
+  // SIGKILLs the VMM at once and returns (no reaping, no cleanup: its owner's destroy() does
+  // that). Safe from any thread while another one waits on the VM: the pool's stop() uses it so
+  // a template or a boot in progress fails within moments instead of running to its deadline.
+  virtual void kill_now() {}
   // Usage from the VM's cgroup (zeros when the backend runs without one).
   virtual Result<VmUsage> usage() = 0;
   // Second step of a restore begun with Backend::start(): loads the snapshot and runs the

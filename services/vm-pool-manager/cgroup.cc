@@ -1,8 +1,10 @@
 #include "cgroup.h"
 
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/limits.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -74,7 +76,8 @@ Status mkdir_one(const std::string& dir) {
   return {};
 }
 
-// Kills whatever is still in `dir` and removes it, waiting up to 2 s for the tasks to go.
+}  // namespace
+
 Status kill_and_remove(const std::string& dir) {
   if (!exists(dir)) return {};
   if (exists(dir + "/cgroup.kill")) (void)write_file(dir + "/cgroup.kill", "1");
@@ -104,8 +107,6 @@ Status kill_and_remove(const std::string& dir) {
   }
   return sys_error("rmdir(" + dir + ")", EBUSY);
 }
-
-}  // namespace
 
 const char* CgroupLayout::mode_name() const {
   switch (mode) {
@@ -356,6 +357,37 @@ Status VmCgroup::destroy() {
     v2_dir_.clear();
   }
   return first;
+}
+
+Status egress_hooks_attached(const std::string& cgroup2_dir) {
+  if (cgroup2_dir.empty()) {
+    return make_error(ErrorCode::EGRESS_UNENFORCED, "the VM has no cgroup2 dir to enforce on");
+  }
+  UniqueFd dir(::open(cgroup2_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return sys_error("open(" + cgroup2_dir + ")", errno);
+  // The hooks bpf/sentinel_egress.bpf.c attaches: connect and sendmsg, IPv4 and IPv6. Effective
+  // programs count (attached here or inherited from an ancestor).
+  const std::pair<bpf_attach_type, const char*> hooks[] = {
+      {BPF_CGROUP_INET4_CONNECT, "connect4"},
+      {BPF_CGROUP_INET6_CONNECT, "connect6"},
+      {BPF_CGROUP_UDP4_SENDMSG, "sendmsg4"},
+      {BPF_CGROUP_UDP6_SENDMSG, "sendmsg6"}};
+  for (auto [type, name] : hooks) {
+    bpf_attr attr{};
+    attr.query.target_fd = static_cast<uint32_t>(dir.get());
+    attr.query.attach_type = type;
+    attr.query.query_flags = BPF_F_QUERY_EFFECTIVE;
+    if (::syscall(SYS_bpf, BPF_PROG_QUERY, &attr, sizeof attr) != 0) {
+      // EPERM: BPF_PROG_QUERY needs CAP_NET_ADMIN (kernels before 6.9 do not take CAP_SYS_ADMIN)
+      return sys_error("bpf(BPF_PROG_QUERY, " + std::string(name) + ", " + cgroup2_dir + ")",
+                       errno);
+    }
+    if (attr.query.prog_cnt == 0) {
+      return make_error(ErrorCode::EGRESS_UNENFORCED,
+                        std::string("no ") + name + " program on " + cgroup2_dir);
+    }
+  }
+  return {};
 }
 
 }  // namespace nv::vm

@@ -80,4 +80,15 @@ class VmCgroup {
   std::map<std::string, std::string> v1_dirs_;
 };
 
+// SIGKILLs whatever is still in the cgroup dir `dir` (cgroup.kill where the kernel has it, else
+// each pid of cgroup.procs), waits up to 2 s for the tasks to go, and removes the dir. A missing
+// dir is fine.
+Status kill_and_remove(const std::string& dir);
+
+// Whether the sentinel's egress programs (cgroup connect4|6 and sendmsg4|6) are attached to the
+// VM's cgroup2 dir, asked of the kernel (bpf BPF_PROG_QUERY, effective programs): OK, or an
+// egressUnenforced error naming the missing hook, or the syscall's error (EPERM where the kernel
+// wants CAP_NET_ADMIN for the query). The pool's fail-closed lease check.
+Status egress_hooks_attached(const std::string& cgroup2_dir);
+
 }  // namespace nv::vm

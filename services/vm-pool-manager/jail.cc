@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/limits.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -55,6 +56,7 @@ struct ChildPlan {
   std::vector<char*> argv;
   std::vector<char*> envp;
   int err_fd = -1;
+  int parent_pidfd = -1;  // the spawning process; readable once it exited
 };
 
 // What the child reports when a step fails.
@@ -76,8 +78,9 @@ using StepFn = int (*)(const ChildPlan&, int* item);
 //  - the mount steps need CAP_SYS_ADMIN and the host paths, so they precede pivot_root, which
 //    precedes the identity drop.
 //  - no_new_privs and Landlock come before the uid drop (Landlock without CAP_SYS_ADMIN needs
-//    no_new_privs), and the uid drop is the last step before exec: it also clears every
-//    capability (uid 0 → non-zero without SECBIT_KEEP_CAPS).
+//    no_new_privs); the uid drop clears every capability (uid 0 → non-zero without
+//    SECBIT_KEEP_CAPS) and also the parent-death signal, so that is set right after it, last
+//    before exec.
 
 int step_cgroup_join(const ChildPlan& p, int* item) {
   for (size_t i = 0; i < p.cgroup_fds.size(); ++i) {
@@ -166,8 +169,6 @@ int step_signals(const ChildPlan&, int*) {
   }
   ::signal(SIGPIPE, SIG_DFL);
   ::signal(SIGCHLD, SIG_DFL);
-  // Die with the pool manager thread that started us: no orphan VMMs after a crash.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno;
   return 0;
 }
 
@@ -203,6 +204,23 @@ int step_identity(const ChildPlan& p, int*) {
   return 0;
 }
 
+int step_parent_death(const ChildPlan& p, int*) {
+  // Die with the pool manager: no orphan VMMs after it crashes or is SIGKILLed. This must come
+  // after the identity change, because the kernel clears the parent-death signal whenever a
+  // task's uids or gids change (commit_creds) — set earlier, it silently never fires. execve keeps
+  // it (no set-uid gain under no_new_privs). The signal follows the *thread* that cloned us, so
+  // the pool spawns VMMs only from threads that live as long as their VMs (pool.h).
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno;
+  // The parent may have died before the prctl: then no signal comes. getppid() cannot tell (it
+  // is 0 in a new PID namespace), so poll a pidfd of the parent process opened before clone3():
+  // it is readable once that process has exited.
+  if (p.parent_pidfd >= 0) {
+    pollfd pf{p.parent_pidfd, POLLIN, 0};
+    if (::poll(&pf, 1, 0) != 0) return ESRCH;
+  }
+  return 0;
+}
+
 int step_exec(const ChildPlan& p, int*) {
   ::execve(p.argv[0], p.argv.data(), p.envp.data());
   return errno;
@@ -220,7 +238,8 @@ constexpr Step kSteps[] = {
     {"hostname", step_hostname},           {"fds", step_fds},
     {"signals", step_signals},             {"rlimits", step_rlimits},
     {"no_new_privs", step_no_new_privs},   {"landlock", step_landlock},
-    {"identity", step_identity},           {"exec", step_exec},
+    {"identity", step_identity},           {"parent_death", step_parent_death},
+    {"exec", step_exec},
 };
 
 [[noreturn]] void child_main(const ChildPlan& p) {
@@ -351,6 +370,10 @@ Result<JailedProcess> Jail::spawn(const std::vector<std::string>& argv,
   p.argv.push_back(nullptr);
   std::string env_path = "PATH=/usr/bin:/bin";
   p.envp = {env_path.data(), nullptr};
+
+  UniqueFd parent(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+  if (!parent.valid()) return sys_error("pidfd_open(self)", errno);
+  p.parent_pidfd = parent.get();
 
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return sys_error("pipe2", errno);

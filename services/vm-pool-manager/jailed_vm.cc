@@ -46,6 +46,13 @@ Status JailedVm::destroy(Deadline deadline) {
   return first;
 }
 
+void JailedVm::kill_now() {
+  if (reaped_.load()) return;
+  if (pidfd_send_signal(proc_.pidfd.get(), SIGKILL) != 0 && errno != ESRCH) {
+    log::syscall_error("pidfd_send_signal(SIGKILL)", errno, {{"vm_id", info_.vm_id}});
+  }
+}
+
 void JailedVm::reap(bool block) {
   if (reaped_) return;
   siginfo_t si{};

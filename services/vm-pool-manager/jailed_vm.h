@@ -31,6 +31,8 @@ class JailedVm : public RunningVm {
   bool alive() final;
   std::string exit_reason() final;
   Status destroy(Deadline deadline) final;
+  // Lock-free: the pidfd stays open as long as this object lives.
+  void kill_now() final;
   Result<VmUsage> usage() final { return cg_.usage(); }
 
  protected:

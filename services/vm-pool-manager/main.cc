@@ -10,17 +10,25 @@
 // the service keeps serving. Events: vm.booted, vm.acquired, vm.released, vm.failed, vm.stats,
 // pool.status.
 //
-// Start-up, in order: detect cgroups (v2, or the v1 hybrid) → create the backend → probe the
-// accelerator with a real boot (qemu) → start the pool (snapshots first in --snapshot mode) →
-// bind the ROUTER → seccomp on the request-handling thread. The pool's own threads (refill,
+// Start-up, in order: detect cgroups (v2, or the v1 hybrid) → lock the runtime dir (one pool
+// manager per runtime dir) → create the backend → reclaim what a predecessor left (its VMMs,
+// cgroup dirs, jails, templates: reclaim.h) → probe the accelerator with a real boot (qemu) →
+// start the pool (snapshots first in --snapshot mode; a tier whose template fails is retried
+// while the others serve) → bind the ROUTER → seccomp on the request-handling thread. The probe
+// and the templates run beside the main thread, which watches for SIGTERM: start-up stops within
+// moments and leaves nothing. Leases are fail-closed (--require-egress, the default): a VM is
+// handed out only if the kernel shows the sentinel's egress programs on its cgroup2 dir. The pool's own threads (refill,
 // monitor) spawn VMMs and stay outside that filter on purpose: seccomp filters are inherited
 // across exec, and QEMU needs syscalls a pool-manager filter must not allow; VMMs get QEMU's own
 // -sandbox filter and Landlock instead.
+#include <fcntl.h>
 #include <grp.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <sstream>
@@ -37,6 +45,7 @@
 #include "guest_link.h"
 #include "pool.h"
 #include "qemu_backend.h"
+#include "reclaim.h"
 
 namespace {
 
@@ -86,6 +95,28 @@ void add_options(nv::Config& c) {
                "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,cap_dac_override",
                "capabilities kept after start-up (all others are dropped)");
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
+  c.add_bool("require-egress", true,
+             "fail-closed: lease only VMs whose cgroup has nv-ebpf-sentinel's egress programs "
+             "attached (checked in the kernel per lease; else egressUnenforced). "
+             "--no-require-egress: lease without them (stacks that run no sentinel)");
+}
+
+// One pool manager per runtime dir: a second one would reclaim the first one's VMs. The lock is
+// held for the process's lifetime (flock dies with it, so a SIGKILLed predecessor frees it).
+bool lock_runtime_dir(const std::string& runtime_dir, int* fd_out, std::string* problem) {
+  std::string path = runtime_dir + "/vm-pool-manager.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *problem = "open(" + path + "): " + std::strerror(errno);
+    return false;
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    *problem = "another nv-vm-pool-manager serves " + runtime_dir + " (" + path + " is locked)";
+    ::close(fd);
+    return false;
+  }
+  *fd_out = fd;
+  return true;
 }
 
 schema::ChannelKind channel_kind(nv::vm::ChannelKind k) {
@@ -181,7 +212,8 @@ class BusEvents : public nv::vm::PoolEvents {
     std::string key;
     for (const auto& t : s.tiers) {
       key += std::to_string(t.warm) + "/" + std::to_string(t.active) + "/" +
-             std::to_string(t.booting) + "/" + std::to_string(t.waiting) + ";";
+             std::to_string(t.booting) + "/" + std::to_string(t.waiting) + "/" +
+             std::to_string(t.template_failures) + ";";
     }
     if (key == last_) return;
     last_ = key;
@@ -198,6 +230,8 @@ class BusEvents : public nv::vm::PoolEvents {
     b.setWarmTarget(t.warm_target);
     b.setMax(t.max);
     b.setWaiting(t.waiting);
+    b.setTemplateError(t.template_error);
+    b.setTemplateFailures(t.template_failures);
   }
 
  private:
@@ -335,6 +369,11 @@ int run(nv::ServiceContext& ctx) {
   if (layout.mode == nv::vm::CgroupLayout::Mode::none) problems.push_back(layout.reason);
   std::string backend_problem;
   std::unique_ptr<nv::vm::Backend> backend;
+  int lock_fd = -1;
+  if (problems.empty()) {
+    std::string why;
+    if (!lock_runtime_dir(ctx.runtime_dir, &lock_fd, &why)) problems.push_back(why);
+  }
   if (problems.empty()) {
     if (auto s = layout.prepare(); !s) problems.push_back(s.error().message);
     backend = make_backend(ctx, layout, group, &backend_problem);
@@ -346,20 +385,66 @@ int run(nv::ServiceContext& ctx) {
     nv::log::error("cannot start", {{"error", all}});
     return 2;
   }
-  nv::vm::ChannelGuestLink guest;
-  if (auto* q = dynamic_cast<nv::vm::QemuBackend*>(backend.get())) {
-    nv::vm::VmSpec probe;
-    probe.vm_id = "probe-" + nv::vm::random_hex(4);
-    probe.kernel = po.kernel;
-    probe.rootfs = po.rootfs;
-    (void)q->probe_accel(probe, [&](const nv::vm::VmInfo& vm, nv::vm::Deadline d) {
-      return guest.wait_ready(vm, d);
-    });
+  // Whatever a predecessor of this runtime dir left (it was SIGKILLed, say): before we serve.
+  {
+    auto r = nv::vm::reclaim_leftovers(layout, ctx.runtime_dir + "/vms", po.snapshot_dir, {});
+    if (!r.vms.empty() || r.files_removed > 0) {
+      std::string ids;
+      for (const auto& id : r.vms) ids += (ids.empty() ? "" : ",") + id;
+      nv::log::warn("reclaimed a predecessor's leftovers",
+                    {{"vms", ids},
+                     {"vmm_processes_killed", static_cast<int64_t>(r.vmm_processes_killed)},
+                     {"cgroup_dirs_removed", static_cast<int64_t>(r.cgroup_dirs_removed)},
+                     {"jail_dirs_removed", static_cast<int64_t>(r.jail_dirs_removed)},
+                     {"files_removed", static_cast<int64_t>(r.files_removed)}});
+    }
+    for (const auto& p : r.problems) nv::log::error("reclaim failed", {{"error", p}});
   }
+  if (c.boolean("require-egress")) {
+    po.lease_check = [](const nv::vm::VmInfo& vm) {
+      return nv::vm::egress_hooks_attached(vm.cgroup2_path);
+    };
+  }
+  nv::vm::ChannelGuestLink guest;
   BusEvents events(ctx.events);
   nv::vm::Pool pool(po, *backend, guest, events);
-  if (auto s = pool.start(); !s) {
-    nv::log::error("pool did not start", {{"error", s.error().message}});
+  // Start-up (the accelerator probe, a template per tier) takes seconds to minutes under TCG; it
+  // runs beside this thread, which keeps watching for SIGTERM: on one, the probe VM and the
+  // templates in progress are killed and start-up ends within moments (nothing is left behind).
+  std::atomic<bool> start_done{false};
+  nv::Status started;
+  std::thread starter([&] {
+    if (auto* q = dynamic_cast<nv::vm::QemuBackend*>(backend.get())) {
+      nv::vm::VmSpec probe;
+      probe.vm_id = "probe-" + nv::vm::random_hex(4);
+      probe.kernel = po.kernel;
+      probe.rootfs = po.rootfs;
+      (void)q->probe_accel(probe, [&](const nv::vm::VmInfo& vm, nv::vm::Deadline d) {
+        return guest.wait_ready(vm, d);
+      });
+    }
+    if (!ctx.stop.load()) started = pool.start();
+    start_done = true;
+  });
+  bool aborted = false;
+  while (!start_done.load()) {
+    if (ctx.stop.load() && !aborted) {
+      nv::log::info("stopping during start-up");
+      aborted = true;
+      if (auto* q = dynamic_cast<nv::vm::QemuBackend*>(backend.get())) q->abort_probe();
+      pool.interrupt();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  starter.join();
+  if (aborted || ctx.stop.load()) {
+    pool.stop();
+    layout.remove_parents();
+    ::unlink((ctx.runtime_dir + "/vm-pool-manager.lock").c_str());
+    return 0;
+  }
+  if (!started) {
+    nv::log::error("pool did not start", {{"error", started.error().message}});
     pool.stop();
     return 1;
   }
@@ -586,10 +671,11 @@ int run(nv::ServiceContext& ctx) {
       }
     }
   }
-  // Drain: waiting leases end with shuttingDown, releases finish, answers go out.
+  // Drain: waiting leases end with shuttingDown, releases finish, answers go out — within the
+  // 2 s every service has after SIGTERM (pool.stop() kills VMs in progress and every VMM at once).
   nv::log::info("draining", {{"inflight", static_cast<int64_t>(inflight.load())}});
   std::thread stopper([&] { pool.stop(); });
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
   while (inflight.load() > 0 && std::chrono::steady_clock::now() < until) {
     for (auto& a : outbox.take()) send_answer(a);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -598,6 +684,9 @@ int run(nv::ServiceContext& ctx) {
   stopper.join();
   presence_thread.join();
   layout.remove_parents();
+  if (!sock_path.empty()) ::unlink(sock_path.c_str());
+  ::unlink((ctx.runtime_dir + "/vm-pool-manager.lock").c_str());
+  if (lock_fd >= 0) ::close(lock_fd);
   return 0;
 }
 

@@ -100,9 +100,12 @@ Status Pool::start() {
   }
   if (opt_.snapshot) {
     if (Status s = make_dirs(opt_.snapshot_dir, 0700); !s.ok()) return s;
+    // One tier's template failing does not stop the others: it is reported, and the refill
+    // threads retry it with backoff while the other tiers serve.
     for (auto& [tier, t] : tiers_) {
       if (t.cfg.max == 0) continue;
-      if (Status s = make_snapshot(t); !s.ok()) return s;
+      if (is_stopping()) break;
+      if (Status s = make_snapshot(t); !s.ok()) template_failed(t, s.error());
     }
   }
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -117,8 +120,9 @@ Status Pool::start() {
   }
   {
     std::lock_guard lock(mu_);
+    // stop() came while the templates were made (SIGTERM during start-up): nothing to start.
+    if (stopping_) return make_error(ErrorCode::SHUTTING_DOWN, "vm pool stopped while starting");
     started_ = true;
-    stopping_ = false;
   }
   threads_.emplace_back([this] { monitor_loop(); });
   for (unsigned i = 0; i < opt_.refill_threads; ++i) {
@@ -131,80 +135,24 @@ Status Pool::start() {
   return {};
 }
 
-Status Pool::make_snapshot(TierState& t) {
-  VmSpec spec;
-  spec.vm_id = "tpl-" + std::string(tier_name(t.cfg.tier)) + "-" + random_hex(4);
-  spec.vcpus = t.cfg.vcpus;
-  spec.memory_mib = t.cfg.memory_mib;
-  spec.kernel = opt_.kernel;
-  spec.rootfs = opt_.rootfs;
-  if (backend_.template_memory()) {
-    auto mem = TemplateMemory::create("nv-template-" + std::string(tier_name(t.cfg.tier)),
-                                      uint64_t{t.cfg.memory_mib} << 20);
-    if (!mem.ok()) return mem.error();
-    t.memory = std::move(mem.value());
-    spec.memory_fd = t.memory.fd();
-    spec.memory_shared = true;
+void Pool::interrupt() {
+  std::vector<std::shared_ptr<RunningVm>> inflight;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    inflight.assign(inflight_.begin(), inflight_.end());
   }
-  const std::string tier = tier_name(t.cfg.tier);
-  // Every failure names the tier and the step; a template VM that exists is destroyed.
-  auto fail = [&](std::shared_ptr<RunningVm> vm, const std::string& step, Error e) -> Error {
-    if (vm) (void)vm->destroy(Clock::now() + opt_.destroy_grace);
-    e.message = "snapshot template for " + tier + ": " + step + e.message;
-    return e;
-  };
-  auto start = opt_.clock();
-  auto deadline = Clock::now() + opt_.boot_timeout;
-  auto vm = backend_.boot(spec, deadline);
-  if (!vm.ok()) return fail(nullptr, "", vm.error());
-  std::shared_ptr<RunningVm> v = std::move(vm.value());
-  if (Status s = guest_.wait_ready(v->info(), deadline); !s.ok()) {
-    return fail(v, "no Hello: ", s.error());
-  }
-  SnapshotStats st;
-  st.tier = t.cfg.tier;
-  st.cold_boot_ms = ms_since(start);
-  if (opt_.snapshot_warm_up) {
-    auto warm_start = opt_.clock();
-    if (Status w = guest_.warm_up(v->info(), deadline); !w.ok()) {
-      return fail(v, "warm-up: ", w.error());
-    }
-    st.warm_up_ms = ms_since(warm_start);
-  }
-  // Let the agent see the host hang up before the state is frozen, so every restored clone
-  // starts out waiting for a new host connection.
-  std::this_thread::sleep_for(opt_.snapshot_settle);
-  st.path = opt_.snapshot_dir + "/" + tier + ".vmstate";
-  auto snap_start = opt_.clock();
-  Status s = v->snapshot(st.path, Clock::now() + opt_.boot_timeout);
-  st.snapshot_ms = ms_since(snap_start);
-  Status gone = v->destroy(Clock::now() + opt_.destroy_grace);
-  v.reset();
-  // The template VMM has exited: nothing maps the RAM shared any more, so it can be sealed
-  // against writes before any clone maps it (template_memory.h says why).
-  if (s.ok() && t.memory.valid()) s = gone.ok() ? t.memory.seal() : gone;
-  if (!s.ok()) return fail(nullptr, "snapshot: ", s.error());
-  struct stat sb {};
-  if (::stat(st.path.c_str(), &sb) == 0) st.bytes = static_cast<uint64_t>(sb.st_size);
-  t.snapshot_path = st.path;
-  log::info("vm snapshot made", {{"tier", tier},
-                                 {"path", st.path},
-                                 {"cold_boot_ms", st.cold_boot_ms},
-                                 {"warm_up_ms", st.warm_up_ms},
-                                 {"snapshot_ms", st.snapshot_ms},
-                                 {"bytes", st.bytes}});
-  std::lock_guard lock(mu_);
-  snapshots_.push_back(st);
-  return {};
+  // Templates and boots in progress (start() on another thread, or the refill threads) hold
+  // VMs no map knows yet: killing their VMMs ends every wait on them now, not at its deadline.
+  for (auto& vm : inflight) vm->kill_now();
+  warm_cv_.notify_all();
+  refill_cv_.notify_all();
+  standby_cv_.notify_all();
 }
 
 void Pool::stop() {
   std::vector<std::shared_ptr<RunningVm>> doomed;
-  {
-    std::lock_guard lock(mu_);
-    if (!started_ && threads_.empty()) return;
-    stopping_ = true;
-  }
+  interrupt();
   warm_cv_.notify_all();
   refill_cv_.notify_all();
   standby_cv_.notify_all();
@@ -226,8 +174,16 @@ void Pool::stop() {
     }
     started_ = false;
   }
+  // Every VMM is killed first, then each is reaped and its cgroup and jail removed: the pool is
+  // gone in moments however many VMs it had (no graceful quit one by one: nothing is kept).
+  for (auto& vm : doomed) vm->kill_now();
   for (auto& vm : doomed) (void)vm->destroy(Clock::now() + opt_.destroy_grace);
-  for (const auto& s : snapshots_) ::unlink(s.path.c_str());
+  std::vector<SnapshotStats> snaps;
+  {
+    std::lock_guard lock(mu_);
+    snaps = snapshots_;
+  }
+  for (const auto& s : snaps) ::unlink(s.path.c_str());
 }
 
 void Pool::refill_loop() {
@@ -236,7 +192,18 @@ void Pool::refill_loop() {
     SizeTier pick = SizeTier::UNSET;
     auto now = Clock::now();
     Clock::time_point next_retry = now + std::chrono::milliseconds(200);
+    TierState* build = nullptr;
     for (auto& [tier, t] : tiers_) {
+      if (opt_.snapshot && t.snapshot_path.empty() && t.cfg.max > 0) {
+        // No template yet (it failed): rebuild it after its backoff; no VMs until then.
+        if (t.template_building) continue;
+        if (t.template_retry_after > now) {
+          next_retry = std::min(next_retry, t.template_retry_after);
+          continue;
+        }
+        build = &t;
+        break;
+      }
       uint32_t warm = static_cast<uint32_t>(t.warm.size());
       uint32_t total = warm + t.active + t.booting;
       // Keep `warm` idle VMs, plus one per waiting lease, never above `max`.
@@ -248,6 +215,17 @@ void Pool::refill_loop() {
       }
       pick = tier;
       break;
+    }
+    if (build) {
+      build->template_building = true;
+      lock.unlock();
+      Status made = make_snapshot(*build);
+      if (!made.ok()) template_failed(*build, made.error());
+      lock.lock();
+      build->template_building = false;
+      if (made.ok()) log::info("snapshot template recovered", {{"tier", tier_name(build->cfg.tier)}});
+      publish_status();
+      continue;
     }
     if (pick == SizeTier::UNSET) {
       refill_cv_.wait_until(lock, next_retry);
@@ -289,6 +267,7 @@ void Pool::boot_one(SizeTier tier) {
       failure = "boot failed: " + booted.error().message;
     }
   }
+  InFlight guard(*this, vm);  // stop() kills it while the guest waits below
   if (vm) {
     pid = vm->info().vmm_pid;
     if (Status s = vm->complete_restore(deadline); !s.ok()) {
@@ -303,6 +282,7 @@ void Pool::boot_one(SizeTier tier) {
     }
   }
   double boot_ms = ms_since(start);
+  guard.release();
 
   std::unique_lock lock(mu_);
   TierState& t = tiers_[tier];
@@ -331,6 +311,7 @@ void Pool::boot_one(SizeTier tier) {
   e.tier = tier;
   e.boot_ms = boot_ms;
   e.key = next_key_++;
+  e.warm_since = Clock::now();
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = e.key;
@@ -543,6 +524,26 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
                                                    ")");
   }
   if (!started_ || stopping_) return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is not running");
+  if (opt_.snapshot && t->snapshot_path.empty() && !t->template_error.empty()) {
+    auto next = std::chrono::duration_cast<std::chrono::milliseconds>(t->template_retry_after -
+                                                                      Clock::now());
+    return make_error(ErrorCode::TIER_UNAVAILABLE,
+                      "tier " + std::string(tier_name(tier)) + " has no snapshot template: " +
+                          t->template_error + "; " + std::to_string(t->template_failures) +
+                          " attempt(s) so far, " +
+                          (t->template_building ? std::string("one is running now")
+                                                : "the next in " +
+                                                      std::to_string(std::max<int64_t>(
+                                                          0, next.count())) + " ms") +
+                          "; other tiers serve meanwhile",
+                      true);
+  }
+  // Fail-closed: a VM whose lease_check (egress enforcement) fails is not handed out. A VM gets
+  // `enforcement_wait` from the moment it became warm to pass it (the sentinel attaches a moment
+  // after vm.booted, later under load): while one that young is waiting, the lease waits (up to
+  // its deadline); once every warm VM has failed it for longer (no sentinel attaching), the lease
+  // is refused at once.
+  std::string unenforced;
   t->waiting++;
   refill_cv_.notify_all();
   publish_status();
@@ -551,14 +552,29 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
   for (;;) {
     warm_cv_.wait_until(lock, deadline, [&] { return stopping_ || !t->warm.empty(); });
     if (stopping_ || t->warm.empty()) break;
-    // First warm VM whose VMM still runs; a dead one stays for the monitor to report.
-    auto it = std::find_if(t->warm.begin(), t->warm.end(),
-                           [&](const std::string& w) { return vms_.at(w).vm->alive(); });
+    // First warm VM whose VMM still runs (a dead one stays for the monitor to report) and that
+    // passes the lease check.
+    bool any_alive = false, any_young = false;
+    const auto now = Clock::now();
+    auto it = std::find_if(t->warm.begin(), t->warm.end(), [&](const std::string& w) {
+      const Entry& e = vms_.at(w);
+      if (!e.vm->alive()) return false;
+      any_alive = true;
+      if (!opt_.lease_check) return true;
+      Status ok = opt_.lease_check(e.vm->info());
+      if (!ok.ok()) {
+        unenforced = ok.error().message;
+        if (now - e.warm_since < opt_.enforcement_wait) any_young = true;
+      }
+      return ok.ok();
+    });
     if (it == t->warm.end()) {
       if (Clock::now() >= deadline) break;
-      warm_cv_.wait_for(lock, std::chrono::milliseconds(10));
+      if (any_alive && !any_young) break;  // unenforced past the grace: refuse now
+      warm_cv_.wait_for(lock, std::chrono::milliseconds(any_alive ? 50 : 10));
       continue;
     }
+    unenforced.clear();
     id = *it;
     t->warm.erase(it);
     Entry& e = vms_.at(id);
@@ -573,6 +589,15 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
   t->waiting--;
   if (!vm) {
     if (stopping_) return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping");
+    if (!unenforced.empty()) {
+      publish_status();
+      return make_error(ErrorCode::EGRESS_UNENFORCED,
+                        "no warm " + std::string(tier_name(tier)) +
+                            " VM has its egress enforcement in place (" + unenforced +
+                            "); the pool leases none without it (fail-closed): is "
+                            "nv-ebpf-sentinel running? (--no-require-egress turns this off)",
+                        true);
+    }
     Error err = make_error(
         ErrorCode::POOL_EXHAUSTED,
         "no warm " + std::string(tier_name(tier)) + " VM within " +
@@ -648,6 +673,8 @@ PoolStatusInfo Pool::status_locked() const {
     ts.max = t.cfg.max;
     ts.waiting = t.waiting;
     ts.standby = t.standby ? 1 : 0;
+    ts.template_error = opt_.snapshot && t.snapshot_path.empty() ? t.template_error : "";
+    ts.template_failures = t.template_failures;
     s.tiers.push_back(ts);
   }
   return s;

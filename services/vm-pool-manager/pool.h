@@ -21,6 +21,11 @@
 //   backend keeps RAM out of snapshots (template_memory()), the template runs on a memfd that is
 //   sealed read-only once the template is gone and mapped copy-on-write by every clone.
 //
+//   VMMs die with the pool manager: the jail sets their parent-death signal, which follows the
+//   *thread* that spawned them. So VMMs are spawned only by threads that outlive them: the refill
+//   threads (clones, standbys, template retries) and the thread running start() (templates, which
+//   it destroys before it returns).
+//
 // The backend, the guest link (Hello / reseed) and the clock are injected, so the pool logic is
 // unit-tested with fakes (tests/unit/vm_pool_test.cc).
 #pragma once
@@ -34,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -77,6 +83,10 @@ struct TierStatusInfo {
   SizeTier tier = SizeTier::SMALL;
   uint32_t warm = 0, active = 0, booting = 0, warm_target = 0, max = 0, waiting = 0;
   uint32_t standby = 0;  // restores begun ahead of time (PoolOptions::prestart)
+  // Snapshot mode: why the tier has no template ("" when it has one); leases of the tier get
+  // tierUnavailable meanwhile, and the refill threads retry with backoff.
+  std::string template_error;
+  uint32_t template_failures = 0;  // consecutive template failures
 };
 struct PoolStatusInfo {
   std::string backend;
@@ -122,6 +132,14 @@ struct PoolOptions {
   // counted in `max` (it holds no guest yet: ~20 MiB, no vCPU running).
   bool prestart = true;
   std::chrono::milliseconds max_backoff{30000};    // retry delay cap after boot failures
+  // First retry delay of a failed snapshot template (doubling per failure, up to max_backoff).
+  std::chrono::milliseconds template_retry{1000};
+  // Fail-closed leasing: when set, a warm VM is leased only if this passes (the service checks
+  // that the VM's cgroup has the egress programs attached). A lease waits (up to its deadline)
+  // while a warm VM that fails it has been warm for less than enforcement_wait; once every warm
+  // VM has failed it for longer, lease() returns egressUnenforced at once.
+  std::function<Status(const VmInfo&)> lease_check;
+  std::chrono::milliseconds enforcement_wait{5000};
   unsigned refill_threads = 2;
   size_t reseed_bytes = 64;
   std::function<Clock::time_point()> clock = [] { return Clock::now(); };
@@ -153,10 +171,18 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   // Validates the options (every problem in one error), makes the snapshots in snapshot mode,
-  // and starts the monitor and refill threads.
+  // and starts the monitor and refill threads. A tier whose template fails does not fail start():
+  // it is reported (PoolEvents::on_failed "tpl-<tier>", TierStatusInfo::template_error), its
+  // leases get tierUnavailable, and the refill threads retry it with backoff.
   Status start();
-  // Stops the threads and destroys every VM (warm and leased). Idempotent.
+  // Stops the threads and destroys every VM (warm and leased), within moments whatever is in
+  // progress (VMs being made are killed first). Idempotent. Not while start() runs on another
+  // thread: interrupt() that one, then stop() once it returned.
   void stop();
+  // The first half of stop(), safe while start() runs on another thread: marks the pool stopping
+  // and kills the VMs being made, so start() returns shuttingDown within moments. Call stop()
+  // once start() has returned.
+  void interrupt();
 
   // A warm VM of `tier` (unset = small); waits up to `deadline` (0 = the default). The lease
   // lasts `lifetime` (0 = default_lease_ttl; above max_lease_ttl = badRequest) unless released.
@@ -186,6 +212,7 @@ class Pool {
     bool leased = false;
     Clock::time_point leased_at{};
     Clock::time_point lease_expires{};   // leased_at + the granted lifetime (opt_.clock)
+    Clock::time_point warm_since{};      // when it became warm (real clock)
     std::chrono::milliseconds lifetime{0};
     uint64_t key = 0;  // epoll key
   };
@@ -201,10 +228,29 @@ class Pool {
     TemplateMemory memory;               // the template's RAM (backends with template_memory())
     std::shared_ptr<RunningVm> standby;  // a restore's VMM already started (PoolOptions::prestart)
     bool standby_starting = false;
+    std::string template_error;          // last template failure ("" = none)
+    uint32_t template_failures = 0;      // consecutive
+    Clock::time_point template_retry_after{};
+    bool template_building = false;      // a refill thread is making it
+  };
+  // A VM being made (template, boot) that no map holds yet: stop() kills it (kill_now) so the
+  // thread waiting on it returns at once. RAII: registered for the guard's lifetime.
+  class InFlight {
+   public:
+    InFlight(Pool& pool, std::shared_ptr<RunningVm> vm);
+    ~InFlight() { release(); }
+    void release();
+
+   private:
+    Pool& pool_;
+    std::shared_ptr<RunningVm> vm_;
   };
 
   Status validate() const;
   Status make_snapshot(TierState& t);
+  // Records and reports a template failure; the refill threads retry after a backoff.
+  void template_failed(TierState& t, const Error& e);
+  bool is_stopping();
   void refill_loop();
   void monitor_loop();
   void boot_one(SizeTier tier);
@@ -242,6 +288,7 @@ class Pool {
   std::vector<SnapshotStats> snapshots_;
   bool started_ = false;
   bool stopping_ = false;
+  std::set<std::shared_ptr<RunningVm>> inflight_;  // see InFlight
 
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: wakes the monitor on stop

@@ -378,6 +378,12 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadli
   return std::unique_ptr<RunningVm>(std::move(vm));
 }
 
+void QemuBackend::abort_probe() {
+  std::lock_guard lock(probe_mu_);
+  probe_aborted_ = true;
+  if (probe_vm_) probe_vm_->kill_now();
+}
+
 Status QemuBackend::probe_accel(const VmSpec& probe, const ReadyCheck& ready,
                                 std::chrono::milliseconds probe_timeout) {
   if (cfg_.accel == "kvm" || cfg_.accel == "tcg") {
@@ -391,6 +397,13 @@ Status QemuBackend::probe_accel(const VmSpec& probe, const ReadyCheck& ready,
     return {};
   }
   ::close(fd);
+  {
+    std::lock_guard lock(probe_mu_);
+    if (probe_aborted_) {
+      set_accel("tcg", "KVM probe skipped: stopping");
+      return {};
+    }
+  }
   accel_ = "kvm";
   auto start = Clock::now();
   auto deadline = start + probe_timeout;
@@ -398,7 +411,16 @@ Status QemuBackend::probe_accel(const VmSpec& probe, const ReadyCheck& ready,
   if (!vm.ok()) {
     set_accel("tcg", "KVM probe VM failed to start: " + vm.error().message);
   } else {
+    {
+      std::lock_guard lock(probe_mu_);
+      probe_vm_ = vm.value().get();
+      if (probe_aborted_) probe_vm_->kill_now();
+    }
     Status s = ready(vm.value()->info(), deadline);
+    {
+      std::lock_guard lock(probe_mu_);
+      probe_vm_ = nullptr;
+    }
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
     if (s.ok()) {
       set_accel("kvm", "KVM probe VM answered Hello in " + std::to_string(ms) + " ms");

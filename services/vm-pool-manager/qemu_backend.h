@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <string>
 
 #include "backend.h"
@@ -65,6 +66,9 @@ class QemuBackend : public Backend {
   using ReadyCheck = std::function<Status(const VmInfo&, Deadline)>;
   Status probe_accel(const VmSpec& probe, const ReadyCheck& ready,
                      std::chrono::milliseconds probe_timeout = std::chrono::seconds(15));
+  // Ends a probe_accel() in progress on another thread at once (its VM is killed; the probe
+  // decides tcg) and makes later probes return at once: SIGTERM during start-up.
+  void abort_probe();
   // Forces the decision (tests, --accel tcg).
   void set_accel(std::string accel, std::string reason);
 
@@ -77,6 +81,9 @@ class QemuBackend : public Backend {
   std::string accel_reason_ = "not probed yet";
   std::atomic<uint64_t> seq_{0};
   std::atomic<bool> landlock_warned_{false};
+  std::mutex probe_mu_;
+  RunningVm* probe_vm_ = nullptr;  // guarded by probe_mu_
+  bool probe_aborted_ = false;     // guarded by probe_mu_
 };
 
 }  // namespace nv::vm

@@ -180,7 +180,8 @@ class ExecScaleOut : public ::testing::Test {
     h.pool = std::make_unique<Process>(Process::start(
         {.binary = nv::test::bin("nv-vm-pool-manager"),
          .args = {"--kernel", kernel_, "--rootfs", rootfs_, "--size", "small", "--warm", "1",
-                  "--max", "2", "--accel", "tcg"},
+                  "--max", "2", "--accel", "tcg",
+                  "--no-require-egress"},  // no sentinel in this stack
          .env = env}));
     h.exec = std::make_unique<Process>(Process::start(
         {.binary = ip_,

@@ -18,6 +18,7 @@
 
 #include "common/events.h"
 #include "common/frames.h"
+#include "support/egress_probe.h"
 #include "support/process.h"
 
 using namespace std::chrono_literals;
@@ -32,38 +33,8 @@ std::string cgroup2_root() {
   return "";
 }
 
-int listen_on(const char* addr, int* port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  inet_pton(AF_INET, addr, &sa.sin_addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return -1;
-  socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  *port = ntohs(sa.sin_port);
-  listen(fd, 8);
-  return fd;
-}
-
-// Forks a child that joins `cgroup`, then connects to addr:port; returns the child's errno
-// (0 = connected).
-int connect_from_cgroup(const std::string& cgroup, const char* addr, int port) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    std::ofstream(cgroup + "/cgroup.procs") << getpid() << std::flush;
-    // Sockets are judged by the cgroup they are created in: create it after joining.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<uint16_t>(port));
-    inet_pton(AF_INET, addr, &sa.sin_addr);
-    int rc = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    _exit(rc == 0 ? 0 : (errno & 0x7f));
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using nv::test::connect_from_cgroup;
+using nv::test::listen_on;
 
 class SentinelService : public ::testing::Test {
  protected:
@@ -113,12 +84,7 @@ TEST_F(SentinelService, EgressDenialIsRefusedAndPublishedWithinOneSecond) {
   // A stand-in VMM process in its own cgroup2 dir, announced like the pool manager does.
   std::string cg = root_ + "/nv-sentinel-test-" + std::to_string(getpid());
   ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg << ": " << strerror(errno);
-  pid_t vmm = fork();
-  if (vmm == 0) {
-    std::ofstream(cg + "/cgroup.procs") << getpid() << std::flush;
-    pause();
-    _exit(0);
-  }
+  pid_t vmm = nv::test::park_in_cgroups({cg});
   nv::EventPublisher pub(ctx, "ipc://" + rt.file("events-in.sock"), "test", "test/1");
   pub.publish("vm.booted", [&](nv::schema::Event::Builder e) {
     auto b = e.initVmBooted();
@@ -194,6 +160,80 @@ TEST_F(SentinelService, EgressDenialIsRefusedAndPublishedWithinOneSecond) {
   auto o_exit = orch.terminate();
   EXPECT_TRUE(o_exit.clean()) << o_exit.describe();
   rmdir(cg.c_str());
+}
+
+// Issue 11 finding 4: enforcement outlives the sentinel. SIGKILL it: the VM cgroup's denial of
+// 127.0.0.2 stays (pinned links and maps in a bpffs), 127.0.0.1 still works. A new sentinel adopts
+// the pins (from the event history) and a clean stop after the VM is gone leaves no pin behind.
+TEST_F(SentinelService, EgressStaysDeniedAfterSigkillAndIsAdoptedByTheNextSentinel) {
+  nv::test::TempDir rt("nv-sentinel-kill");
+  std::map<std::string, std::string> env{{"NV_RUNTIME_DIR", rt.path()}};
+  auto orch = Process::start({.binary = nv::test::bin("nv-orchestrator"), .env = env});
+  ASSERT_TRUE(nv::test::wait_until([&] { return rt.has("events.sock"); }, 10s))
+      << orch.stderr_text();
+  zmq::context_t ctx(1);
+  auto start_sentinel = [&] {
+    return Process::start({.binary = nv::test::bin("nv-ebpf-sentinel"),
+                           .args = {"--egress-deny", "127.0.0.2/32"},
+                           .env = env});
+  };
+  auto sentinel = start_sentinel();
+  std::string cg = root_ + "/nv-sentinel-kill-" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg << ": " << strerror(errno);
+  pid_t vmm = nv::test::park_in_cgroups({cg});
+  nv::EventPublisher pub(ctx, "ipc://" + rt.file("events-in.sock"), "test", "test/1");
+  int allowed_port = 0, denied_port = 0;
+  int allowed = listen_on("127.0.0.1", &allowed_port);
+  int denied = listen_on("127.0.0.2", &denied_port);
+  ASSERT_GE(allowed, 0);
+  ASSERT_GE(denied, 0);
+  int err = 0;
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] {
+        pub.publish("vm.booted", [&](nv::schema::Event::Builder e) {
+          auto b = e.initVmBooted();
+          b.setVmId("vm-sentinel-kill");
+          b.setVmmPid(static_cast<uint32_t>(vmm));
+          b.setCgroupPath(cg);
+          b.setBackend("test");
+        });
+        return (err = connect_from_cgroup(cg, "127.0.0.2", denied_port)) == EPERM;
+      },
+      15s, 300ms))
+      << "last errno " << err << "\n" << sentinel.stderr_text();
+
+  sentinel.signal(SIGKILL);
+  ASSERT_TRUE(sentinel.wait(10s).has_value());
+  for (int i = 0; i < 10; ++i) {  // 2 s: well past the deferred release of the dead process' fds
+    EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.2", denied_port), EPERM)
+        << "round " << i << "\n" << sentinel.stderr_text();
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.1", allowed_port), 0);
+
+  // The next sentinel adopts the VM (history) and keeps denying; releasing the VM lifts it.
+  auto sentinel2 = start_sentinel();
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] { return sentinel2.stderr_text().find("tracking vm") != std::string::npos; }, 15s))
+      << sentinel2.stderr_text();
+  EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.2", denied_port), EPERM);
+  pub.publish("vm.released", [&](nv::schema::Event::Builder e) {
+    e.initVmReleased().setVmId("vm-sentinel-kill");
+  });
+  EXPECT_TRUE(nv::test::wait_until(
+      [&] { return connect_from_cgroup(cg, "127.0.0.2", denied_port) == 0; }, 10s));
+  kill(vmm, SIGKILL);
+  waitpid(vmm, nullptr, 0);
+  rmdir(cg.c_str());
+  auto s_exit = sentinel2.terminate();
+  EXPECT_TRUE(s_exit.clean()) << s_exit.describe() << sentinel2.stderr_text();
+  std::string key;
+  for (char ch : rt.path()) key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
+  struct stat st {};
+  EXPECT_NE(::stat(("/sys/fs/bpf/neurovisor/" + key).c_str(), &st), 0) << "pins left behind";
+  close(allowed);
+  close(denied);
+  orch.terminate();
 }
 
 }  // namespace

@@ -19,6 +19,8 @@ TEST(ErrorCodes, NamesMatchTheSchema) {
   EXPECT_EQ(code_name(ErrorCode::TIMED_OUT), "timedOut");
   EXPECT_EQ(code_name(ErrorCode::SHUTTING_DOWN), "shuttingDown");
   EXPECT_EQ(code_name(ErrorCode::BROKER_LOST), "brokerLost");
+  EXPECT_EQ(code_name(ErrorCode::TIER_UNAVAILABLE), "tierUnavailable");
+  EXPECT_EQ(code_name(ErrorCode::EGRESS_UNENFORCED), "egressUnenforced");
 }
 
 TEST(ErrorCodes, OutOfRangeCodes) {
@@ -26,9 +28,10 @@ TEST(ErrorCodes, OutOfRangeCodes) {
   // time, so the bound comes from the schema, not from a name here).
   auto count = static_cast<uint16_t>(capnp::Schema::from<ErrorCode>().getEnumerants().size());
   EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::SHUTTING_DOWN)));
+  EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::BROKER_LOST)));
+  EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::EGRESS_UNENFORCED)));
   EXPECT_TRUE(valid_code(count - 1));
   EXPECT_FALSE(valid_code(count));
-  EXPECT_TRUE(valid_code(static_cast<uint16_t>(ErrorCode::BROKER_LOST)));
   EXPECT_EQ(code_name(static_cast<ErrorCode>(999)), "code999");
 }
 

@@ -30,7 +30,7 @@ std::string le32(uint32_t n) {
   return s;
 }
 
-std::string hello_frame() {
+std::string hello_frame(const std::string& boot_id = "boot-1") {
   capnp::MallocMessageBuilder mb;
   auto m = mb.initRoot<schema::GuestMessage>();
   m.setVersion(schema::SCHEMA_VERSION);
@@ -38,8 +38,28 @@ std::string hello_frame() {
   h.setAgentVersion("fake 1");
   auto l = h.initLanguages(1);
   l.set(0, schema::Language::SH);
-  h.setBootId("boot-1");
+  h.setBootId(boot_id);
   h.setUptimeMs(42);
+  return encode_frame(mb);
+}
+
+std::string result_frame(uint32_t id, int32_t exit_code) {
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<schema::GuestMessage>();
+  m.setVersion(schema::SCHEMA_VERSION);
+  auto r = m.initResult();
+  r.setExecId(id);
+  r.setExitCode(exit_code);
+  return encode_frame(mb);
+}
+
+std::string reseeded_frame(const std::string& vm_id) {
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<schema::GuestMessage>();
+  m.setVersion(schema::SCHEMA_VERSION);
+  auto r = m.initReseeded();
+  r.setVmId(vm_id);
+  r.setBootId("boot-1");
   return encode_frame(mb);
 }
 
@@ -330,6 +350,58 @@ TEST_F(FakePeer, ChunkForAnotherExecIsAProtocolError) {
   auto r = ch.value()->exec(spec, nullptr, Clock::now() + 2s);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, ChannelErrc::protocol) << r.error().message;
+}
+
+// Issue 11 finding 3: the agent greets each connection it notices, and that Hello can come after
+// its answer to the host's greeting ping — here in the middle of the template's warm-up exec
+// ("guest sent 'hello' while the host waited for exec output" took the pool manager down).
+TEST_F(FakePeer, RepeatedHelloDuringExecIsSkipped) {
+  peer_send(hello_frame() + pong_frame(0));
+  auto ch = adopt(2s);
+  ASSERT_TRUE(ch.ok()) << ch.error().message;
+  peer_send(hello_frame() + chunk_frame(3, "out") + hello_frame() + result_frame(3, 0));
+  ExecSpec spec;
+  spec.id = 3;
+  spec.language = schema::Language::SH;
+  spec.code = "echo out";
+  std::string got;
+  auto r = ch.value()->exec(
+      spec, [&](schema::Stream, std::string_view d) { got += d; }, Clock::now() + 2s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r.value().exit_code, 0);
+  EXPECT_EQ(got, "out");
+  EXPECT_EQ(ch.value()->repeated_hellos(), 2u);
+  EXPECT_TRUE(ch.value()->is_open());
+}
+
+// The same kind in the other states: a reseed (a restored clone's first wake-up), a ping, a
+// pipelined reseed whose answer comes after a late Hello.
+TEST_F(FakePeer, RepeatedHelloDuringReseedAndPingIsSkipped) {
+  peer_send(hello_frame() + pong_frame(0));
+  auto ch = adopt(2s);
+  ASSERT_TRUE(ch.ok()) << ch.error().message;
+  peer_send(hello_frame() + reseeded_frame("vm-1"));
+  auto id = ch.value()->reseed("entropy", "vm-1", 0, Clock::now() + 2s);
+  ASSERT_TRUE(id.ok()) << id.error().message;
+  EXPECT_EQ(id.value().vm_id, "vm-1");
+  peer_send(hello_frame() + pong_frame(1));
+  auto rtt = ch.value()->ping(Clock::now() + 2s);
+  ASSERT_TRUE(rtt.ok()) << rtt.error().message;
+  EXPECT_EQ(ch.value()->repeated_hellos(), 2u);
+}
+
+// A Hello of another boot is not a repeat: the guest restarted, the request cannot complete.
+TEST_F(FakePeer, HelloOfAnotherBootIsAProtocolError) {
+  peer_send(hello_frame() + pong_frame(0));
+  auto ch = adopt(2s);
+  ASSERT_TRUE(ch.ok()) << ch.error().message;
+  peer_send(hello_frame("boot-2") + result_frame(1, 0));
+  ExecSpec spec;
+  spec.language = schema::Language::SH;
+  auto r = ch.value()->exec(spec, nullptr, Clock::now() + 2s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ChannelErrc::protocol);
+  EXPECT_NE(r.error().message.find("another boot"), std::string::npos) << r.error().message;
 }
 
 TEST(GuestChannelConnect, MissingSocketTimesOutAndBadPathIsRefused) {

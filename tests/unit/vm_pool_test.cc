@@ -24,6 +24,9 @@ struct FakeState {
   std::vector<std::string> snapshots;  // paths
   std::vector<std::string> restored_from;
   int fail_next_boots = 0;
+  // Boots of template VMs ("tpl-<tier>-...") whose id starts with this prefix fail, this often.
+  std::string fail_template_prefix;
+  int fail_templates = 0;
   std::atomic<int64_t>* clock_offset_ms = nullptr;  // advanced by each boot when set
 };
 
@@ -53,6 +56,7 @@ class FakeVm : public RunningVm {
     return {};
   }
   Result<VmUsage> usage() override { return VmUsage{}; }
+  void kill_now() override { kill(); }
 
   void kill() {
     dead_ = true;
@@ -83,6 +87,11 @@ class FakeBackend : public Backend {
       st_.fail_next_boots--;
       return make_error(ErrorCode::VM_FAILED, "fake boot failure");
     }
+    if (st_.fail_templates > 0 && !st_.fail_template_prefix.empty() &&
+        spec.vm_id.rfind(st_.fail_template_prefix, 0) == 0) {
+      st_.fail_templates--;
+      return make_error(ErrorCode::GUEST_PROTOCOL, "fake template failure");
+    }
     VmInfo info;
     info.vm_id = spec.vm_id;
     info.vmm_pid = 4242;
@@ -107,7 +116,17 @@ class FakeBackend : public Backend {
 
 class FakeGuest : public GuestLink {
  public:
-  Status wait_ready(const VmInfo&, Deadline) override { return {}; }
+  // With block_until_dead set, wait_ready waits (up to its deadline) until that VM is killed:
+  // a template whose guest never answers, as a slow TCG boot looks from the pool.
+  Status wait_ready(const VmInfo& vm, Deadline deadline) override {
+    if (!block_until_dead) return {};
+    while (Clock::now() < deadline) {
+      if (!block_until_dead(vm.vm_id)) return make_error(ErrorCode::VM_FAILED, "vmm killed");
+      std::this_thread::sleep_for(5ms);
+    }
+    return make_error(ErrorCode::TIMED_OUT, "no hello");
+  }
+  std::function<bool(const std::string&)> block_until_dead;  // vm id → still alive?
   Status reseed(const VmInfo& vm, const std::string& entropy, const std::string& id,
                 Deadline) override {
     std::lock_guard lock(mu);
@@ -519,6 +538,150 @@ TEST_F(Fixture, StopDestroysEverythingAndRefusesLeases) {
   auto l = pool.lease(SizeTier::SMALL, 10ms);
   ASSERT_FALSE(l.ok());
   EXPECT_EQ(l.error().code, ErrorCode::SHUTTING_DOWN);
+}
+
+// Issue 11 finding 3: one tier's template failing (here: twice) must not take the pool down. The
+// other tiers serve at once; the failing tier's leases get tierUnavailable (typed, retryable,
+// saying why); it is reported (on_failed "tpl-large", the status' templateError) and retried
+// with backoff until it works, then serves too.
+TEST_F(Fixture, FailingTierTemplateIsRetriedWhileOtherTiersServe) {
+  PoolOptions o = small_only(1, 2);
+  o.tiers.push_back({SizeTier::LARGE, 4, 1024, 1, 2});
+  o.snapshot = true;
+  o.snapshot_dir = ::testing::TempDir() + "/vm-pool-tier-" + std::to_string(::getpid());
+  o.template_retry = 50ms;
+  st.fail_template_prefix = "tpl-large-";
+  st.fail_templates = 2;
+  Pool pool(o, backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  auto small = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(small.ok()) << small.error().message;
+  EXPECT_TRUE(small->vm.restored);
+  // The large tier: unavailable at first (the first failure is known right after start()).
+  auto large = pool.lease(SizeTier::LARGE, 2s);
+  ASSERT_FALSE(large.ok());
+  EXPECT_EQ(large.error().code, ErrorCode::TIER_UNAVAILABLE);
+  EXPECT_TRUE(large.error().retryable);
+  EXPECT_NE(large.error().message.find("fake template failure"), std::string::npos)
+      << large.error().message;
+  {
+    auto tiers = pool.status().tiers;
+    ASSERT_EQ(tiers.size(), 2u);
+    const auto& l = tiers[0].tier == SizeTier::LARGE ? tiers[0] : tiers[1];
+    EXPECT_GE(l.template_failures, 1u);
+    EXPECT_NE(l.template_error.find("fake template failure"), std::string::npos);
+  }
+  // Recovers after the retries: the large tier fills and leases.
+  Result<LeaseInfo> later = make_error(ErrorCode::INTERNAL, "not tried");
+  for (auto until = Clock::now() + 5s; Clock::now() < until;) {
+    later = pool.lease(SizeTier::LARGE, 500ms);
+    if (later.ok()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(later.ok()) << later.error().message;
+  EXPECT_TRUE(later->vm.restored);
+  std::vector<std::string> tpl_failures;
+  {
+    std::lock_guard lock(events.mu);
+    for (auto& [id, why] : events.failed) {
+      if (id == "tpl-large") tpl_failures.push_back(why);
+    }
+  }
+  ASSERT_EQ(tpl_failures.size(), 2u);
+  EXPECT_NE(tpl_failures[0].find("attempt 1"), std::string::npos) << tpl_failures[0];
+  EXPECT_NE(tpl_failures[1].find("attempt 2"), std::string::npos) << tpl_failures[1];
+  for (const auto& t : pool.status().tiers) EXPECT_EQ(t.template_error, "");
+  pool.stop();
+  ::rmdir(o.snapshot_dir.c_str());
+}
+
+// Issue 12: SIGTERM during template creation. start() is busy in a template whose guest has not
+// answered; interrupt() from another thread kills that VM, start() returns shuttingDown within
+// moments (not at the 60 s boot deadline), and every VM made is destroyed.
+TEST_F(Fixture, StopDuringTemplateCreationEndsAtOnceAndLeavesNothing) {
+  PoolOptions o = small_only(1, 2);
+  o.snapshot = true;
+  o.snapshot_dir = ::testing::TempDir() + "/vm-pool-stop-" + std::to_string(::getpid());
+  o.boot_timeout = 60s;
+  guest.block_until_dead = [&](const std::string& id) { return backend.vm(id)->alive(); };
+  Pool pool(o, backend, guest, events);
+  Status started;
+  std::thread starter([&] { started = pool.start(); });
+  for (auto until = Clock::now() + 2s; Clock::now() < until;) {
+    std::lock_guard lock(st.mu);
+    if (!st.booted.empty()) break;
+  }
+  std::this_thread::sleep_for(50ms);
+  auto t0 = Clock::now();
+  pool.interrupt();  // what the service does on SIGTERM while start() runs
+  starter.join();
+  auto took = Clock::now() - t0;
+  pool.stop();
+  EXPECT_LT(took, 2s);
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.error().code, ErrorCode::SHUTTING_DOWN) << started.error().message;
+  std::lock_guard lock(st.mu);
+  ASSERT_EQ(st.booted.size(), 1u);
+  for (auto& id : st.booted) EXPECT_TRUE(st.destroyed.count(id)) << id;
+  EXPECT_TRUE(st.snapshots.empty());
+  events.failed.clear();  // a template cut short by stop() is not reported as a failure
+  ::rmdir(o.snapshot_dir.c_str());
+}
+
+// Issue 11 finding 4, the pool's half: with a lease check (the service's: egress programs
+// attached to the VM's cgroup), a VM that fails it is never leased; the lease gets
+// egressUnenforced once enforcement_wait passes, and succeeds again once the check passes.
+TEST_F(Fixture, FailClosedLeaseCheckRefusesUnenforcedVms) {
+  std::atomic<bool> enforced{false};
+  PoolOptions o = small_only(1, 2);
+  o.enforcement_wait = 200ms;
+  o.lease_check = [&](const VmInfo& vm) -> Status {
+    if (enforced) return {};
+    return make_error(ErrorCode::EGRESS_UNENFORCED, "no connect4 program on " + vm.vm_id);
+  };
+  Pool pool(o, backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  auto t0 = Clock::now();
+  auto refused = pool.lease(SizeTier::SMALL, 5s);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::EGRESS_UNENFORCED);
+  EXPECT_TRUE(refused.error().retryable);
+  EXPECT_NE(refused.error().message.find("no connect4 program"), std::string::npos)
+      << refused.error().message;
+  EXPECT_LT(Clock::now() - t0, 3s);  // enforcement_wait, not the 5 s deadline
+  // Refused at once now: every warm VM has failed the check for longer than the grace.
+  auto t1 = Clock::now();
+  auto again = pool.lease(SizeTier::SMALL, 5s);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::EGRESS_UNENFORCED);
+  EXPECT_LT(Clock::now() - t1, 1s);
+  EXPECT_GE(small_status(pool).warm, 1u);  // the VMs stay; they are just not handed out
+  enforced = true;
+  auto ok = pool.lease(SizeTier::SMALL, 2s);
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+}
+
+// The sentinel attaches a moment after a VM becomes warm (later under load): a lease that comes
+// first waits for it (up to its deadline) instead of failing.
+TEST_F(Fixture, LeaseWaitsForEnforcementOfAFreshVm) {
+  std::atomic<bool> enforced{false};
+  PoolOptions o = small_only(1, 2);
+  o.enforcement_wait = 5s;
+  o.lease_check = [&](const VmInfo&) -> Status {
+    if (enforced) return {};
+    return make_error(ErrorCode::EGRESS_UNENFORCED, "not yet");
+  };
+  Pool pool(o, backend, guest, events);
+  ASSERT_TRUE(pool.start().ok());
+  ASSERT_TRUE(pool.wait_warm(Clock::now() + 2s));
+  std::thread attach([&] {
+    std::this_thread::sleep_for(300ms);
+    enforced = true;
+  });
+  auto l = pool.lease(SizeTier::SMALL, 4s);
+  attach.join();
+  ASSERT_TRUE(l.ok()) << l.error().message;
 }
 
 }  // namespace

@@ -166,7 +166,8 @@ class AgentE2E : public ::testing::Test {
     };
     auto up = nv::test::run(
         service_process(nv::test::bin("nv"),
-             {"up", "--only", "vm-pool-manager,sandbox-executor,llm-gateway", "--wait-s", "600"},
+             {"up", "--only", "ebpf-sentinel,vm-pool-manager,sandbox-executor,llm-gateway",
+              "--wait-s", "600"},
              st.env),
         660s);
     st.up_code = up.status.code;

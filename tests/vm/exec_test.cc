@@ -89,7 +89,9 @@ class ExecStack : public ::testing::Test {
     pool_ = std::make_unique<Process>(Process::start(
         {.binary = nv::test::bin("nv-vm-pool-manager"),
          .args = {"--kernel", kernel_, "--rootfs", rootfs_, "--size", "small", "--warm", "2",
-                  "--max", "3", "--accel", "tcg"},
+                  "--max", "3", "--accel", "tcg",
+                  // no nv-ebpf-sentinel in this stack: lease without egress enforcement
+                  "--no-require-egress"},
          .env = env_}));
     start_executor();
     zmq_ = std::make_unique<zmq::context_t>(1);

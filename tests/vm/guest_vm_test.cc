@@ -222,6 +222,20 @@ TEST_F(GuestVm, PythonComputes) {
   EXPECT_EQ(r.out, "499999500000\n");
 }
 
+// Issue 11 finding 11: the kernel had a `sit0` tunnel device. A guest with no network policy
+// has no NIC: /sys/class/net must hold `lo` and nothing else (every other netdev is a driver the
+// image does not need; guest/kernel/nv-guest.config keeps them off).
+TEST_F(GuestVm, OnlyLoopbackNetworkDevice) {
+  auto r = run(schema::Language::SH, "ls /sys/class/net");
+  ASSERT_FALSE(r.error) << r.error.message;
+  EXPECT_EQ(r.outcome.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "lo\n");
+  // A second view of the same kind: the kernel's own device table (header lines + one per dev).
+  auto d = run(schema::Language::SH, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
+  ASSERT_FALSE(d.error) << d.error.message;
+  EXPECT_EQ(d.out, "lo\n");
+}
+
 TEST_F(GuestVm, BashComputes) {
   auto r = run(schema::Language::BASH,
                "a=(3 4 5); echo $(( a[0]**2 + a[1]**2 - a[2]**2 + 2**40 ))");

@@ -42,7 +42,18 @@ std::string env_or(const char* name, const std::string& def) {
   return v && *v ? v : def;
 }
 
-std::string guest_dir() { return env_or("NV_BUILD_DIR", "/work/build-vm") + "/guest"; }
+// The build dir this test binary belongs to: $NV_BUILD_DIR (ctest sets it), else the parent of
+// the binary's own directory (BUILD/tests/vm_pool_vm_test), never a fixed path.
+std::string own_build_dir() {
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return "build";
+  std::string p(exe, static_cast<size_t>(n));
+  p = p.substr(0, p.rfind('/'));  // BUILD/tests
+  return p.substr(0, p.rfind('/'));
+}
+std::string build_dir() { return env_or("NV_BUILD_DIR", own_build_dir()); }
+std::string guest_dir() { return build_dir() + "/guest"; }
 
 // Why the VM tests cannot run here, or "".
 std::string missing_prerequisite() {
@@ -326,7 +337,7 @@ class VmServiceTest : public ::testing::Test {
   void SetUp() override {
     std::string why = missing_prerequisite();
     if (!why.empty()) GTEST_SKIP() << why;
-    binary_ = env_or("NV_BIN_DIR", "/work/build-vm/bin") + "/nv-vm-pool-manager";
+    binary_ = env_or("NV_BIN_DIR", build_dir() + "/bin") + "/nv-vm-pool-manager";
     if (!exists(binary_)) GTEST_SKIP() << binary_ << " not built";
     dir_ = "/tmp/nv-vmsvc-" + std::to_string(::getpid());
     ASSERT_TRUE(make_dirs(dir_, 0755).ok());
@@ -337,6 +348,7 @@ class VmServiceTest : public ::testing::Test {
                                      "--events-in-endpoint", "ipc://" + dir_ + "/no-hub.sock",
                                      "--kernel", guest_dir() + "/vmlinux",
                                      "--rootfs", guest_dir() + "/rootfs.ext4",
+                                     "--no-require-egress",  // no sentinel here
                                      "--size", "small", "--warm", "1", "--max", "1",
                                      "--stats-interval-ms", "1000",
                                      "--lease-ttl-ms", "120000", "--max-lease-ttl-ms", "300000"};

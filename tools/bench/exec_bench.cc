@@ -165,7 +165,8 @@ int run_exec_bench(int argc, char** argv) {
     pid_t orch = spawn((bin_dir / "nv-orchestrator").string(), {}, rt, log);
     pid_t pool = spawn((bin_dir / "nv-vm-pool-manager").string(),
                        {"--kernel", a.kernel, "--rootfs", a.rootfs, "--size", "small", "--warm",
-                        "2", "--max", "3", "--accel", a.accel},
+                        "2", "--max", "3", "--accel", a.accel,
+                        "--no-require-egress"},  // the bench's stack runs no sentinel
                        rt, log);
     pid_t exec = spawn((bin_dir / "nv-sandbox-executor").string(), {}, rt, log);
     own.pids = {exec, pool, orch};

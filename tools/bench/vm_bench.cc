@@ -71,15 +71,25 @@ struct Args {
 void usage() {
   std::printf(
       "usage: nv-bench vm [--guest-dir DIR] [--accel auto|kvm|tcg] [--runs N] [--leases N]\n"
-      "  DIR holds vmlinux and rootfs.ext4 (default $NV_BUILD_DIR/guest)\n");
+      "  DIR holds vmlinux and rootfs.ext4 (default $NV_BUILD_DIR/guest, else BIN/../guest)\n");
 }
 
 }  // namespace
 
 int run_vm_bench(int argc, char** argv) {
   Args a;
+  // Default: $NV_BUILD_DIR/guest, else the guest dir of the build this binary belongs to
+  // (BUILD/bin/nv-bench → BUILD/guest, where guest/build.sh puts the image).
   const char* bd = std::getenv("NV_BUILD_DIR");
-  a.guest_dir = std::string(bd ? bd : "/work/build-vm") + "/guest";
+  std::string build = bd && *bd ? bd : "";
+  if (build.empty()) {
+    char exe[4096];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    std::string p = n > 0 ? std::string(exe, static_cast<size_t>(n)) : std::string("./bin/x");
+    p = p.substr(0, p.rfind('/'));
+    build = p.substr(0, p.rfind('/'));
+  }
+  a.guest_dir = build + "/guest";
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
