@@ -18,11 +18,11 @@
 
 /* First field of every ring-buffer record, so one callback can tell them apart. */
 enum nv_event_kind {
-	NV_EV_UNSET = 0,
-	NV_EV_EXEC = 1,	      /* sentinel_tracker: a tracked process called execve */
-	NV_EV_EXIT = 2,	      /* sentinel_tracker: a tracked process (thread group) exited */
-	NV_EV_EGRESS_DENY = 3, /* sentinel_egress: connect/sendmsg refused */
-	NV_EV_LSM_DENY = 4,    /* sentinel_lsm: file_open / socket_connect refused */
+  NV_EV_UNSET = 0,
+  NV_EV_EXEC = 1,        /* sentinel_tracker: a tracked process called execve */
+  NV_EV_EXIT = 2,        /* sentinel_tracker: a tracked process (thread group) exited */
+  NV_EV_EGRESS_DENY = 3, /* sentinel_egress: connect/sendmsg refused */
+  NV_EV_LSM_DENY = 4,    /* sentinel_lsm: file_open / socket_connect refused */
 };
 
 #endif /* NV_BPF_SENTINEL_COMMON_H */

@@ -113,11 +113,16 @@ bool read_file(const std::string& path, std::string* out) {
 
 bool parse_language(const std::string& s, nv::schema::Language* out) {
   using L = nv::schema::Language;
-  if (s == "python" || s == "python3" || s == "py") *out = L::PYTHON;
-  else if (s == "bash") *out = L::BASH;
-  else if (s == "sh") *out = L::SH;
-  else if (s == "node" || s == "nodejs" || s == "javascript" || s == "js") *out = L::JAVASCRIPT;
-  else return false;
+  if (s == "python" || s == "python3" || s == "py")
+    *out = L::PYTHON;
+  else if (s == "bash")
+    *out = L::BASH;
+  else if (s == "sh")
+    *out = L::SH;
+  else if (s == "node" || s == "nodejs" || s == "javascript" || s == "js")
+    *out = L::JAVASCRIPT;
+  else
+    return false;
   return true;
 }
 
@@ -190,10 +195,14 @@ Args parse_args(int argc, char** argv) {
     } else if (is("--tier") || is("--size")) {
       std::string v = value(is("--tier") ? "--tier" : "--size");
       using T = nv::schema::SizeTier;
-      if (v == "small") a.tier = T::SMALL;
-      else if (v == "medium") a.tier = T::MEDIUM;
-      else if (v == "large") a.tier = T::LARGE;
-      else usage_error("--tier must be small, medium or large, not '" + v + "'");
+      if (v == "small")
+        a.tier = T::SMALL;
+      else if (v == "medium")
+        a.tier = T::MEDIUM;
+      else if (v == "large")
+        a.tier = T::LARGE;
+      else
+        usage_error("--tier must be small, medium or large, not '" + v + "'");
     } else if (is("--runtime-dir")) {
       a.runtime_dir = value("--runtime-dir");
     } else if (is("--clients-endpoint") || is("--endpoint")) {
@@ -214,7 +223,8 @@ Args parse_args(int argc, char** argv) {
       have_code = true;
     } else if (!a.language_name.empty() && arg.rfind("-", 0) != 0) {
       if (have_code) {
-        usage_error("arguments to the program ('" + arg + "') are not supported; pass data "
+        usage_error("arguments to the program ('" + arg +
+                    "') are not supported; pass data "
                     "with --stdin, --env or --put");
       }
       if (!read_file(arg, &a.code)) usage_error("cannot read " + arg + ": " + std::strerror(errno));
@@ -320,8 +330,8 @@ int main(int argc, char** argv) {
       usage_error("--put: cannot read " + a.puts[i].local + ": " + std::strerror(errno));
     }
     puts[i].setPath(a.puts[i].remote);
-    puts[i].setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(put_data[i].data()),
-                                 put_data[i].size()));
+    puts[i].setData(
+        kj::arrayPtr(reinterpret_cast<const kj::byte*>(put_data[i].data()), put_data[i].size()));
   }
   auto gets = req.initGetFiles(static_cast<unsigned>(a.gets.size()));
   for (unsigned i = 0; i < a.gets.size(); ++i) gets.set(i, a.gets[i].remote);
@@ -350,11 +360,11 @@ int main(int argc, char** argv) {
     auto st = client.call("nv.status", nullptr, std::chrono::milliseconds(2000));
     if (nv::interrupt::requested()) return interrupted(nullptr);
     if (!st && st.error().code == nv::ErrorCode::TIMED_OUT) {
-      return report_error(a,
-                          nv::make_error(nv::ErrorCode::TIMED_OUT,
-                                         "the orchestrator at " + co.endpoint +
-                                             " is unreachable; start the stack: ./nv up"),
-                          kExitUnreachable);
+      return report_error(
+          a,
+          nv::make_error(nv::ErrorCode::TIMED_OUT, "the orchestrator at " + co.endpoint +
+                                                       " is unreachable; start the stack: ./nv up"),
+          kExitUnreachable);
     }
     if (st) {
       auto body = st->body.root<nv::schema::StatusReply>();
@@ -363,13 +373,13 @@ int main(int argc, char** argv) {
         for (auto s : body->getServices()) have_exec = have_exec || s.getService() == "exec";
       }
       if (body && !have_exec) {
-        return report_error(a,
-                            nv::make_error(nv::ErrorCode::NO_WORKER,
-                                           "no executor registered with the orchestrator at " +
-                                               co.endpoint +
-                                               "; start nv-sandbox-executor (./nv up) and check "
-                                               "`nv status`"),
-                            kExitNoWorker);
+        return report_error(
+            a,
+            nv::make_error(nv::ErrorCode::NO_WORKER,
+                           "no executor registered with the orchestrator at " + co.endpoint +
+                               "; start nv-sandbox-executor (./nv up) and check "
+                               "`nv status`"),
+            kExitNoWorker);
       }
     }
   }
@@ -458,9 +468,12 @@ int main(int argc, char** argv) {
   }
 
   int code = r.getExitCode();
-  if (r.getTimedOut()) code = kExitTimeout;
-  else if (r.getSignal() > 0) code = 128 + r.getSignal();
-  else if (code < 0) code = kExitSandboxFailed;
+  if (r.getTimedOut())
+    code = kExitTimeout;
+  else if (r.getSignal() > 0)
+    code = 128 + r.getSignal();
+  else if (code < 0)
+    code = kExitSandboxFailed;
   if (code == 0 && get_failed) code = 1;
 
   if (a.json) {

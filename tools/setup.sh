@@ -18,6 +18,7 @@ PACKAGES=(
   libcurl4-openssl-dev rapidjson-dev        # llm-gateway HTTP and JSON; Firecracker API
   libseccomp-dev libcap-dev                 # seccomp allow-lists, capability drops
   libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev   # eBPF programs and skeletons
+  clang-format                              # the style test: the tree follows .clang-format
   libclang-rt-14-dev                        # libFuzzer + ASan/UBSan runtimes for tests/fuzz
   prometheus-cpp-dev                        # /metrics and Pushgateway
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and nv-bench

@@ -82,24 +82,36 @@ std::string data(capnp::Data::Reader d) {
 
 std::string language_name(s::Language l) {
   switch (l) {
-    case s::Language::PYTHON: return "python";
-    case s::Language::BASH: return "bash";
-    case s::Language::SH: return "sh";
-    case s::Language::JAVASCRIPT: return "javascript";
-    case s::Language::UNSET: break;
+    case s::Language::PYTHON:
+      return "python";
+    case s::Language::BASH:
+      return "bash";
+    case s::Language::SH:
+      return "sh";
+    case s::Language::JAVASCRIPT:
+      return "javascript";
+    case s::Language::UNSET:
+      break;
   }
   return "unknown";
 }
 
 std::string status_name(s::TaskStatus st) {
   switch (st) {
-    case s::TaskStatus::COMPLETED: return "completed";
-    case s::TaskStatus::FAILED: return "failed";
-    case s::TaskStatus::MAX_ITERATIONS: return "maxIterations";
-    case s::TaskStatus::TIMED_OUT: return "timedOut";
-    case s::TaskStatus::MODEL_UNREACHABLE: return "modelUnreachable";
-    case s::TaskStatus::CANCELLED: return "cancelled";
-    case s::TaskStatus::UNSET: break;
+    case s::TaskStatus::COMPLETED:
+      return "completed";
+    case s::TaskStatus::FAILED:
+      return "failed";
+    case s::TaskStatus::MAX_ITERATIONS:
+      return "maxIterations";
+    case s::TaskStatus::TIMED_OUT:
+      return "timedOut";
+    case s::TaskStatus::MODEL_UNREACHABLE:
+      return "modelUnreachable";
+    case s::TaskStatus::CANCELLED:
+      return "cancelled";
+    case s::TaskStatus::UNSET:
+      break;
   }
   return "unset";
 }
@@ -196,17 +208,17 @@ class View {
         }
         // The guest's own run time, unless its clock disagrees with the host's wall time (a
         // starved TCG guest's clock jumps); then the host's.
-        double ms = r.getDurationMs() > 0 && (r.getWallMs() <= 0 ||
-                                              r.getDurationMs() <= r.getWallMs())
-                        ? r.getDurationMs()
-                        : r.getWallMs();
+        double ms =
+            r.getDurationMs() > 0 && (r.getWallMs() <= 0 || r.getDurationMs() <= r.getWallMs())
+                ? r.getDurationMs()
+                : r.getWallMs();
         if (r.getTimedOut()) {
           std::cout << "⏱ timed out after " << seconds(ms) << "\n";
         } else if (r.getSignal() != 0) {
           std::cout << "✗ killed by signal " << r.getSignal() << " after " << seconds(ms) << "\n";
         } else {
-          std::cout << (r.getExitCode() == 0 ? "✓" : "✗") << " exit " << r.getExitCode()
-                    << " in " << seconds(ms) << "\n";
+          std::cout << (r.getExitCode() == 0 ? "✓" : "✗") << " exit " << r.getExitCode() << " in "
+                    << seconds(ms) << "\n";
         }
         if (r.getHostKilled() && r.getNote().size() > 0) {
           std::cout << "  · " << text(r.getNote()) << "\n";
@@ -291,9 +303,10 @@ class View {
       case s::TaskProgress::OUTPUT: {
         auto c = p.getOutput();
         put(w, "kind", "output");
-        put(w, "stream", c.getStream() == s::Stream::STDOUT   ? "stdout"
-                         : c.getStream() == s::Stream::STDERR ? "stderr"
-                                                              : "status");
+        put(w, "stream",
+            c.getStream() == s::Stream::STDOUT   ? "stdout"
+            : c.getStream() == s::Stream::STDERR ? "stderr"
+                                                 : "status");
         put(w, "data", data(c.getData()));
         break;
       }
@@ -364,13 +377,18 @@ std::string model_hint(const std::string& model) {
 
 int exit_for(s::TaskStatus st) {
   switch (st) {
-    case s::TaskStatus::COMPLETED: return kCompleted;
-    case s::TaskStatus::MODEL_UNREACHABLE: return kModelUnreachable;
-    case s::TaskStatus::MAX_ITERATIONS: return kMaxIterations;
-    case s::TaskStatus::TIMED_OUT: return kTimedOut;
+    case s::TaskStatus::COMPLETED:
+      return kCompleted;
+    case s::TaskStatus::MODEL_UNREACHABLE:
+      return kModelUnreachable;
+    case s::TaskStatus::MAX_ITERATIONS:
+      return kMaxIterations;
+    case s::TaskStatus::TIMED_OUT:
+      return kTimedOut;
     case s::TaskStatus::FAILED:
     case s::TaskStatus::CANCELLED:
-    case s::TaskStatus::UNSET: break;
+    case s::TaskStatus::UNSET:
+      break;
   }
   return kFailed;
 }
@@ -394,33 +412,41 @@ int unreachable(const std::string& why, bool json) {
 }
 
 void add_options(nv::Config& c) {
-  c.add_string("model", "", "model to use (\"\" = the orchestrator's, else the gateway's "
-                            "--model)");
+  c.add_string("model", "",
+               "model to use (\"\" = the orchestrator's, else the gateway's "
+               "--model)");
   c.add_int("max-iterations", 0, "LLM calls at most (0 = the orchestrator's default, 10)");
-  c.add_number("timeout-ms", 0, "how long the whole task may take, ms (0 = the orchestrator's "
-                                 "default)");
+  c.add_number("timeout-ms", 0,
+               "how long the whole task may take, ms (0 = the orchestrator's "
+               "default)");
   c.range("timeout-ms", 0, 86400000).alias_flag("timeout-ms", "timeout", 1000);
   c.add_string("tier", "", "VM size for the code: small | medium | large (\"\" = small)");
   c.alias_flag("tier", "size");  // the seed's spelling
-  c.add_bool("json", false, "print one JSON document: the TaskResult, the progress list and "
-                            "the exit code");
+  c.add_bool("json", false,
+             "print one JSON document: the TaskResult, the progress list and "
+             "the exit code");
   c.add_bool("quiet", false, "print the answer only");
-  c.add_bool("no-thinking", false, "do not show the model's reasoning (shown dimmed by default; "
-                                   "--json keeps it as thinkingDelta entries)");
+  c.add_bool("no-thinking", false,
+             "do not show the model's reasoning (shown dimmed by default; "
+             "--json keeps it as thinkingDelta entries)");
   c.add_string("trace-id", "", "trace id to use (\"\" = the orchestrator mints a UUID v7)");
-  c.add_string("runtime-dir", "", "the stack's runtime directory (default: $NV_RUNTIME_DIR, "
-                                  "/run/neurovisor as root, else $XDG_RUNTIME_DIR/neurovisor)");
-  c.add_string("clients-endpoint", "", "the orchestrator's client endpoint (default "
-                                       "ipc://RUNTIME_DIR/clients.sock)");
-  c.add_number("connect-timeout-ms", 3000, "how long to wait for the orchestrator to answer a "
-                                         "ping, ms");
+  c.add_string("runtime-dir", "",
+               "the stack's runtime directory (default: $NV_RUNTIME_DIR, "
+               "/run/neurovisor as root, else $XDG_RUNTIME_DIR/neurovisor)");
+  c.add_string("clients-endpoint", "",
+               "the orchestrator's client endpoint (default "
+               "ipc://RUNTIME_DIR/clients.sock)");
+  c.add_number("connect-timeout-ms", 3000,
+               "how long to wait for the orchestrator to answer a "
+               "ping, ms");
   c.range("connect-timeout-ms", 1, 3600000);
   c.alias_flag("connect-timeout-ms", "connect-timeout", 1000);
 }
 
 int run(int argc, char** argv) {
-  nv::Config c("nv-submit \"TASK\"", "give NeuroVisor a task: the model writes code, it runs in "
-                                     "a microVM, you get the answer");
+  nv::Config c("nv-submit \"TASK\"",
+               "give NeuroVisor a task: the model writes code, it runs in "
+               "a microVM, you get the answer");
   add_options(c);
   if (auto st = c.parse(argc, argv); !st) {
     std::cerr << "nv-submit: " << st.error().message << "\n(see nv-submit --help)\n";
@@ -442,10 +468,14 @@ int run(int argc, char** argv) {
   if (timeout_s < 0 || timeout_s > 86400) problem("--timeout must be in [0, 86400] seconds");
   s::SizeTier tier = s::SizeTier::UNSET;
   const std::string& t = c.str("tier");
-  if (t == "small") tier = s::SizeTier::SMALL;
-  else if (t == "medium") tier = s::SizeTier::MEDIUM;
-  else if (t == "large") tier = s::SizeTier::LARGE;
-  else if (!t.empty()) problem("--tier must be small, medium or large");
+  if (t == "small")
+    tier = s::SizeTier::SMALL;
+  else if (t == "medium")
+    tier = s::SizeTier::MEDIUM;
+  else if (t == "large")
+    tier = s::SizeTier::LARGE;
+  else if (!t.empty())
+    problem("--tier must be small, medium or large");
   if (json && quiet) problem("--json and --quiet do not go together");
   if (!problems.empty()) {
     std::cerr << problems << "(see nv-submit --help)\n";
@@ -457,7 +487,7 @@ int run(int argc, char** argv) {
                              ? nv::bus::ipc_endpoint(rt + "/clients.sock")
                              : c.str("clients-endpoint");
   if (auto path = nv::bus::ipc_path(endpoint); !path.empty()) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return unreachable(path + " does not exist", json);
   }
 
@@ -478,9 +508,9 @@ int run(int argc, char** argv) {
     bool has_task = false;
     for (auto svc : reply.value().getServices()) has_task |= text(svc.getService()) == "task";
     if (!has_task) {
-      return unreachable("the orchestrator at " + endpoint +
-                             " has no \"task\" service (started with --no-agent?)",
-                         json);
+      return unreachable(
+          "the orchestrator at " + endpoint + " has no \"task\" service (started with --no-agent?)",
+          json);
     }
   }
 
@@ -572,9 +602,8 @@ int run(int argc, char** argv) {
             << " · model load " << seconds(r.getModelLoadMs(), 1) << " · total "
             << seconds(r.getTotalMs(), 1) << " · trace " << text(r.getTraceId()) << "\n";
   if (double ft = r.getFirstTokenMs(); ft > 0) {
-    std::cout << "first token " << (ft < 1000 ? std::to_string(std::lround(ft)) + " ms"
-                                              : seconds(ft))
-              << "\n";
+    std::cout << "first token "
+              << (ft < 1000 ? std::to_string(std::lround(ft)) + " ms" : seconds(ft)) << "\n";
   }
   return code;
 }

@@ -24,21 +24,41 @@ using Clock = std::chrono::steady_clock;
 constexpr rlim_t kMiB = 1024 * 1024;
 
 // Which step of the child's set-up failed; reported to the parent through the error pipe.
-enum class ChildStep : int { setsid = 1, dup2, close_range, sigmask, setrlimit, chdir, setgroups,
-                             setgid, setuid, execve };
+enum class ChildStep : int {
+  setsid = 1,
+  dup2,
+  close_range,
+  sigmask,
+  setrlimit,
+  chdir,
+  setgroups,
+  setgid,
+  setuid,
+  execve
+};
 
 const char* step_name(ChildStep s) {
   switch (s) {
-    case ChildStep::setsid: return "setsid()";
-    case ChildStep::dup2: return "dup2(stdio)";
-    case ChildStep::close_range: return "close_range(3..)";
-    case ChildStep::sigmask: return "sigprocmask(SIG_SETMASK)";
-    case ChildStep::setrlimit: return "setrlimit()";
-    case ChildStep::chdir: return "chdir(cwd)";
-    case ChildStep::setgroups: return "setgroups(0)";
-    case ChildStep::setgid: return "setgid()";
-    case ChildStep::setuid: return "setuid()";
-    case ChildStep::execve: return "execve()";
+    case ChildStep::setsid:
+      return "setsid()";
+    case ChildStep::dup2:
+      return "dup2(stdio)";
+    case ChildStep::close_range:
+      return "close_range(3..)";
+    case ChildStep::sigmask:
+      return "sigprocmask(SIG_SETMASK)";
+    case ChildStep::setrlimit:
+      return "setrlimit()";
+    case ChildStep::chdir:
+      return "chdir(cwd)";
+    case ChildStep::setgroups:
+      return "setgroups(0)";
+    case ChildStep::setgid:
+      return "setgid()";
+    case ChildStep::setuid:
+      return "setuid()";
+    case ChildStep::execve:
+      return "execve()";
   }
   return "?";
 }
@@ -113,7 +133,9 @@ std::string errno_text(const char* call, int err) {
     }
   }
   for (const RlimitRule& r : spec.rlimits) {
-    struct rlimit lim{r.value, r.value};
+    struct rlimit lim {
+      r.value, r.value
+    };
     if (::setrlimit(r.resource, &lim) < 0) fail(ChildStep::setrlimit);
   }
   if (::chdir(spec.cwd.c_str()) < 0) fail(ChildStep::chdir);
@@ -271,8 +293,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   } while (got < 0 && errno == EINTR);
   if (got == static_cast<ssize_t>(sizeof failure)) {
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     out.error = errno_text(step_name(static_cast<ChildStep>(failure.step)), failure.err);
     if (static_cast<ChildStep>(failure.step) == ChildStep::execve) {
       out.error += " for " + spec.argv[0];
@@ -289,8 +310,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
     const int err = errno;
     ::kill(-pid, SIGKILL);
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     out.error = errno_text("pidfd_open()", err);
     return out;
   }
@@ -383,8 +403,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
         } while (w < 0 && errno == EINTR);
         if (w == pid) {
           exited = true;
-          out.duration_ms =
-              std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+          out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
           // Whatever the program left running in its group ends with it.
           kill_group();
           in_w.reset();
@@ -397,8 +416,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   if (!exited && !abandoned) {
     // Only on a poll() failure: make sure the child is gone and collected.
     kill_group();
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   }
   pump.flush(true);

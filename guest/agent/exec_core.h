@@ -44,7 +44,7 @@ struct ExecSpec {
   // Per stream, the last bytes past the head kept in a ring and returned in ExecOutcome, so the
   // end of a long output (a result line, a traceback) survives the cap.
   uint64_t tail_bytes = 64u << 10;
-  int uid = -1;                    // run as this uid/gid when >= 0 (needs privilege)
+  int uid = -1;  // run as this uid/gid when >= 0 (needs privilege)
   int gid = -1;
   std::vector<RlimitRule> rlimits = default_rlimits();
   // Written to /proc/self/oom_score_adj in the child when set (-1000..1000). The agent makes
@@ -64,7 +64,7 @@ struct ExecOutcome {
   int signal = 0;      // the signal that ended it, 0 if none
   double duration_ms = 0;
   bool timed_out = false;
-  bool truncated = false;   // output went past output_cap
+  bool truncated = false;     // output went past output_cap
   uint64_t stdout_bytes = 0;  // written by the program in all
   uint64_t stderr_bytes = 0;
   // The last bytes (at most ExecSpec.tail_bytes) of each stream that were not delivered as

@@ -201,10 +201,8 @@ class Agent {
   // core collects its own child by pid before this runs.
   void reap() {
     signalfd_siginfo si;
-    while (::read(sigfd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
-    }
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
+    while (::read(sigfd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {}
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {}
   }
 
   std::unique_ptr<Session> make_session(int fd) {
@@ -230,8 +228,10 @@ class Agent {
     // The device node may lag its sysfs entry by a moment on devtmpfs.
     for (int i = 0; i < 200 && virtio_fd_ < 0; ++i) {
       virtio_fd_ = ::open(dev.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-      if (virtio_fd_ < 0 && errno == ENOENT) ::usleep(10000);
-      else break;
+      if (virtio_fd_ < 0 && errno == ENOENT)
+        ::usleep(10000);
+      else
+        break;
     }
     if (virtio_fd_ < 0) {
       log_line("error", errno_text("open(" + dev + ")", errno));
@@ -310,8 +310,9 @@ class Agent {
     addr.svm_cid = VMADDR_CID_ANY;
     addr.svm_port = opt_.vsock_port;
     if (::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(s, 4) < 0) {
-      log_line("info", errno_text("bind/listen(AF_VSOCK:" + std::to_string(opt_.vsock_port) + ")",
-                                  errno) + "; vsock channel off");
+      log_line("info",
+               errno_text("bind/listen(AF_VSOCK:" + std::to_string(opt_.vsock_port) + ")", errno) +
+                   "; vsock channel off");
       ::close(s);
       return;
     }

@@ -269,11 +269,11 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
   if (has_nul(spec.cwd)) return refuse("cwd contains a NUL byte");
   uint32_t t = req.getTimeoutMs() == 0 ? config_.default_timeout_ms : req.getTimeoutMs();
   spec.timeout = std::chrono::milliseconds(std::min(t, config_.max_timeout_ms));
-  uint32_t cap = req.getOutputCapBytes() == 0 ? config_.default_output_cap
-                                              : req.getOutputCapBytes();
+  uint32_t cap =
+      req.getOutputCapBytes() == 0 ? config_.default_output_cap : req.getOutputCapBytes();
   spec.output_cap = std::min(cap, config_.max_output_cap);
-  spec.tail_bytes = req.getTailBytes() == 0 ? kDefaultTailBytes
-                                            : std::min(req.getTailBytes(), kMaxTailBytes);
+  spec.tail_bytes =
+      req.getTailBytes() == 0 ? kDefaultTailBytes : std::min(req.getTailBytes(), kMaxTailBytes);
   spec.uid = config_.run_uid;
   spec.gid = config_.run_gid;
   spec.rlimits = config_.rlimits;
@@ -313,7 +313,8 @@ void Session::handle_put(schema::FilePut::Reader put) {
   fd_out.setPath(path.substr(0, 4096));
   std::string error;
   if (!path_allowed_for_write(path)) {
-    error = "path '" + path.substr(0, 256) + "' refused: it must be absolute, without '.'/'..' "
+    error = "path '" + path.substr(0, 256) +
+            "' refused: it must be absolute, without '.'/'..' "
             "parts, below one of the writable roots (/tmp)";
   } else {
     // Parents are created as needed, owned by the program's user so it can use them.
@@ -366,7 +367,7 @@ void Session::handle_get(const std::string& path) {
     error = "path '" + path.substr(0, 256) + "' refused: it must be absolute, without '.'/'..'";
   } else {
     int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    struct stat st{};
+    struct stat st {};
     if (fd < 0) {
       error = errno_text("open(" + path + ")", errno);
     } else if (::fstat(fd, &st) < 0) {
@@ -396,8 +397,7 @@ void Session::handle_get(const std::string& path) {
   fd_out.setFound(error.empty());
   fd_out.setError(error);
   if (error.empty()) {
-    fd_out.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(content.data()),
-                                content.size()));
+    fd_out.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(content.data()), content.size()));
   }
   send(mb);
 }
@@ -412,8 +412,8 @@ void Session::handle_reseed(schema::Reseed::Reader reseed) {
     error = "vmId '" + vm_id.substr(0, 80) + "' is not a valid hostname (1-63 of [A-Za-z0-9._-])";
   }
   if (error.empty()) {
-    error = ops_.add_entropy(std::string_view(reinterpret_cast<const char*>(entropy.begin()),
-                                              entropy.size()));
+    error = ops_.add_entropy(
+        std::string_view(reinterpret_cast<const char*>(entropy.begin()), entropy.size()));
   }
   if (error.empty() && reseed.getUnixTimeNs() > 0) error = ops_.set_clock(reseed.getUnixTimeNs());
   if (error.empty()) error = ops_.set_identity(vm_id);

@@ -27,8 +27,8 @@ inline constexpr const char* kAgentVersion = "nv-guest-agent 0.1.0";
 class SystemOps {
  public:
   virtual ~SystemOps() = default;
-  virtual std::string add_entropy(std::string_view bytes) = 0;   // RNDADDENTROPY
-  virtual std::string set_clock(int64_t unix_time_ns) = 0;        // clock_settime(REALTIME)
+  virtual std::string add_entropy(std::string_view bytes) = 0;     // RNDADDENTROPY
+  virtual std::string set_clock(int64_t unix_time_ns) = 0;         // clock_settime(REALTIME)
   virtual std::string set_identity(const std::string& vm_id) = 0;  // hostname, /run/nv/vm-id
   virtual std::string boot_id() = 0;
   virtual uint64_t uptime_ms() = 0;
@@ -37,8 +37,8 @@ class SystemOps {
 // An interpreter the agent can run; `language` is nv::schema::Language as an integer.
 struct LanguageRule {
   uint16_t language;
-  std::string program;              // absolute path
-  std::vector<std::string> flags;   // put between the program and the code ("-c", "-e")
+  std::string program;             // absolute path
+  std::vector<std::string> flags;  // put between the program and the code ("-c", "-e")
 };
 
 struct AgentConfig {

@@ -30,9 +30,15 @@ std::string json_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char b[8];
@@ -80,7 +86,7 @@ void bring_up_loopback() {
     log_line("warn", errno_text("socket(AF_INET) for lo", errno));
     return;
   }
-  struct ifreq ifr{};
+  struct ifreq ifr {};
   std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
   if (::ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
     log_line("warn", errno_text("ioctl(SIOCGIFFLAGS, lo)", errno));
@@ -104,7 +110,7 @@ void reopen_console() {
 }  // namespace
 
 void log_line(const char* level, const std::string& message) {
-  struct timespec ts{};
+  struct timespec ts {};
   ::clock_gettime(CLOCK_BOOTTIME, &ts);
   char head[96];
   std::snprintf(head, sizeof head, "{\"uptime_s\":%ld.%03ld,\"level\":\"%s\",", ts.tv_sec,
@@ -122,9 +128,9 @@ void init_system() {
     }
     if (::mount(m.what, m.target, m.fstype, m.flags, m.data) < 0) {
       if (errno == EBUSY) continue;  // already mounted (devtmpfs by the kernel)
-      log_line("error", errno_text(std::string("mount(") + m.fstype + ", " + m.target + ") for " +
-                                       m.reason,
-                                   errno));
+      log_line("error",
+               errno_text(std::string("mount(") + m.fstype + ", " + m.target + ") for " + m.reason,
+                          errno));
     }
     if (std::strcmp(m.target, "/dev") == 0) reopen_console();
   }
@@ -158,8 +164,9 @@ std::string LinuxSystemOps::add_entropy(std::string_view bytes) {
 }
 
 std::string LinuxSystemOps::set_clock(int64_t unix_time_ns) {
-  struct timespec ts{static_cast<time_t>(unix_time_ns / 1000000000),
-                     static_cast<long>(unix_time_ns % 1000000000)};
+  struct timespec ts {
+    static_cast<time_t>(unix_time_ns / 1000000000), static_cast<long>(unix_time_ns % 1000000000)
+  };
   if (::clock_settime(CLOCK_REALTIME, &ts) < 0) return errno_text("clock_settime", errno);
   return "";
 }
@@ -190,7 +197,7 @@ std::string LinuxSystemOps::boot_id() {
 }
 
 uint64_t LinuxSystemOps::uptime_ms() {
-  struct timespec ts{};
+  struct timespec ts {};
   ::clock_gettime(CLOCK_BOOTTIME, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }

@@ -41,13 +41,20 @@ int ms_left(Deadline deadline) {
 
 const char* which_name(GuestMessage::Which w) {
   switch (w) {
-    case GuestMessage::HELLO: return "hello";
-    case GuestMessage::CHUNK: return "chunk";
-    case GuestMessage::RESULT: return "result";
-    case GuestMessage::PONG: return "pong";
-    case GuestMessage::FILE_DATA: return "fileData";
-    case GuestMessage::ERROR: return "error";
-    case GuestMessage::RESEEDED: return "reseeded";
+    case GuestMessage::HELLO:
+      return "hello";
+    case GuestMessage::CHUNK:
+      return "chunk";
+    case GuestMessage::RESULT:
+      return "result";
+    case GuestMessage::PONG:
+      return "pong";
+    case GuestMessage::FILE_DATA:
+      return "fileData";
+    case GuestMessage::ERROR:
+      return "error";
+    case GuestMessage::RESEEDED:
+      return "reseeded";
   }
   return "unknown";
 }
@@ -129,9 +136,8 @@ ChannelError hybrid_handshake(int fd, uint32_t port, Deadline deadline) {
     if (w == 0) return err(ChannelErrc::timeout, "no answer to CONNECT before the deadline");
   }
   if (line.rfind("OK ", 0) != 0) {
-    return err(ChannelErrc::connect_failed,
-               "hybrid vsock refused CONNECT " + std::to_string(port) + ": '" +
-                   line.substr(0, 64) + "'");
+    return err(ChannelErrc::connect_failed, "hybrid vsock refused CONNECT " + std::to_string(port) +
+                                                ": '" + line.substr(0, 64) + "'");
   }
   return {};
 }
@@ -140,16 +146,26 @@ ChannelError hybrid_handshake(int fd, uint32_t port, Deadline deadline) {
 
 const char* to_string(ChannelErrc c) {
   switch (c) {
-    case ChannelErrc::ok: return "ok";
-    case ChannelErrc::timeout: return "timeout";
-    case ChannelErrc::closed: return "closed";
-    case ChannelErrc::connect_failed: return "connect_failed";
-    case ChannelErrc::protocol: return "protocol";
-    case ChannelErrc::rate_limited: return "rate_limited";
-    case ChannelErrc::output_cap: return "output_cap";
-    case ChannelErrc::guest_error: return "guest_error";
-    case ChannelErrc::bad_argument: return "bad_argument";
-    case ChannelErrc::io: return "io";
+    case ChannelErrc::ok:
+      return "ok";
+    case ChannelErrc::timeout:
+      return "timeout";
+    case ChannelErrc::closed:
+      return "closed";
+    case ChannelErrc::connect_failed:
+      return "connect_failed";
+    case ChannelErrc::protocol:
+      return "protocol";
+    case ChannelErrc::rate_limited:
+      return "rate_limited";
+    case ChannelErrc::output_cap:
+      return "output_cap";
+    case ChannelErrc::guest_error:
+      return "guest_error";
+    case ChannelErrc::bad_argument:
+      return "bad_argument";
+    case ChannelErrc::io:
+      return "io";
   }
   return "?";
 }
@@ -242,9 +258,9 @@ class ChannelIo {
           if (impl_.greeted && msg.which() == GuestMessage::HELLO) {
             std::string boot = msg.getHello().getBootId();
             if (boot != impl_.boot_id) {
-              return fail(err(ChannelErrc::protocol,
-                              "guest sent a Hello of another boot ('" + boot.substr(0, 64) +
-                                  "', greeted as '" + impl_.boot_id + "'): it restarted"));
+              return fail(err(ChannelErrc::protocol, "guest sent a Hello of another boot ('" +
+                                                         boot.substr(0, 64) + "', greeted as '" +
+                                                         impl_.boot_id + "'): it restarted"));
             }
             repeat = true;
           }
@@ -324,10 +340,10 @@ class ChannelIo {
 
 // Wraps the reading of one message so a deeper malformation becomes a protocol error.
 #define NV_GUARD_BEGIN try {
-#define NV_GUARD_END                                                                     \
-  }                                                                                      \
-  catch (...) {                                                                          \
-    return io.fail(err(ChannelErrc::protocol,                                            \
+#define NV_GUARD_END                                                                        \
+  }                                                                                         \
+  catch (...) {                                                                             \
+    return io.fail(err(ChannelErrc::protocol,                                               \
                        "guest sent a malformed message: " + describe_current_exception())); \
   }
 
@@ -338,8 +354,7 @@ Result<int> GuestChannel::open_stream(const std::string& path, ChannelKind kind,
   sockaddr_un probe{};
   if (path.empty() || path.size() >= sizeof probe.sun_path) {
     return err(ChannelErrc::bad_argument, "socket path '" + path + "' is empty or longer than " +
-                                              std::to_string(sizeof probe.sun_path - 1) +
-                                              " bytes");
+                                              std::to_string(sizeof probe.sun_path - 1) + " bytes");
   }
   // While the socket does not exist yet, inotify on its directory wakes us when it appears; the
   // retry interval (doubling, capped) covers a socket that exists but is not listening yet.
@@ -376,8 +391,7 @@ Result<int> GuestChannel::open_stream(const std::string& path, ChannelKind kind,
       pollfd p{ino, POLLIN, 0};
       if (::poll(&p, 1, ms_left(until)) > 0) {
         char evbuf[4096];
-        while (::read(ino, evbuf, sizeof evbuf) > 0) {
-        }
+        while (::read(ino, evbuf, sizeof evbuf) > 0) {}
       }
     } else {
       ::poll(nullptr, 0, ms_left(until));
@@ -555,8 +569,8 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
         }
         auto d = c.getData();
         if (d.size() > kMaxChunkBytes) {
-          return io.fail(err(ChannelErrc::protocol, "guest sent a chunk of " +
-                                                        std::to_string(d.size()) + " bytes"));
+          return io.fail(err(ChannelErrc::protocol,
+                             "guest sent a chunk of " + std::to_string(d.size()) + " bytes"));
         }
         uint64_t room = cap - std::min(cap, out.received_bytes);
         size_t keep = static_cast<size_t>(std::min<uint64_t>(room, d.size()));
@@ -588,8 +602,8 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
         out.stderr_bytes = r.getStderrBytes();
         out.error = r.getError();
         if (out.error.size() > 1000) out.error.resize(1000);
-        const size_t tail_cap = spec.tail_bytes == 0 ? kDefaultTailBytes
-                                                     : std::min(spec.tail_bytes, kMaxTailBytes);
+        const size_t tail_cap =
+            spec.tail_bytes == 0 ? kDefaultTailBytes : std::min(spec.tail_bytes, kMaxTailBytes);
         for (auto [data, into] : {std::pair{r.getStdoutTail(), &out.stdout_tail},
                                   std::pair{r.getStderrTail(), &out.stderr_tail}}) {
           if (data.size() > tail_cap) {
@@ -612,8 +626,8 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
   }
 }
 
-ChannelError GuestChannel::put_file(const std::string& path, std::string_view data,
-                                    uint32_t mode, Deadline deadline) {
+ChannelError GuestChannel::put_file(const std::string& path, std::string_view data, uint32_t mode,
+                                    Deadline deadline) {
   NV_IO;
   {
     capnp::MallocMessageBuilder mb;
@@ -636,8 +650,7 @@ ChannelError GuestChannel::put_file(const std::string& path, std::string_view da
     auto f = msg.getFileData();
     if (f.getFound()) return {};
     std::string m = f.getError();
-    return err(ChannelErrc::guest_error, "guest could not write " + path + ": " +
-                                             m.substr(0, 500));
+    return err(ChannelErrc::guest_error, "guest could not write " + path + ": " + m.substr(0, 500));
     NV_GUARD_END
   }
 }
@@ -662,8 +675,8 @@ Result<std::string> GuestChannel::get_file(const std::string& path, Deadline dea
     auto f = msg.getFileData();
     if (!f.getFound()) {
       std::string m = f.getError();
-      return err(ChannelErrc::guest_error, "guest could not read " + path + ": " +
-                                               m.substr(0, 500));
+      return err(ChannelErrc::guest_error,
+                 "guest could not read " + path + ": " + m.substr(0, 500));
     }
     auto d = f.getData();
     return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
@@ -726,9 +739,9 @@ Result<Identity> GuestChannel::await_reseeded(const std::string& vm_id, Deadline
     auto id = msg.getReseeded();
     Identity out{id.getVmId(), id.getBootId()};
     if (out.vm_id != vm_id) {
-      return io.fail(err(ChannelErrc::protocol, "guest confirmed vm id '" +
-                                                    out.vm_id.substr(0, 64) + "', asked for '" +
-                                                    vm_id + "'"));
+      return io.fail(err(
+          ChannelErrc::protocol,
+          "guest confirmed vm id '" + out.vm_id.substr(0, 64) + "', asked for '" + vm_id + "'"));
     }
     return out;
     NV_GUARD_END

@@ -73,7 +73,7 @@ struct ChannelError {
 template <typename T>
 class Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
+  Result(T value) : value_(std::move(value)) {}             // NOLINT: implicit on purpose
   Result(ChannelError error) : error_(std::move(error)) {}  // NOLINT
   bool ok() const { return value_.has_value(); }
   const ChannelError& error() const { return error_; }
@@ -88,12 +88,12 @@ class Result {
 };
 
 struct ChannelLimits {
-  uint32_t max_frame_bytes = 1u << 20;        // one guest frame, header excluded
-  double bytes_per_s = 32.0 * (1 << 20);      // sustained guest → host bytes
+  uint32_t max_frame_bytes = 1u << 20;    // one guest frame, header excluded
+  double bytes_per_s = 32.0 * (1 << 20);  // sustained guest → host bytes
   double burst_bytes = 64.0 * (1 << 20);
-  double messages_per_s = 2000;               // sustained guest → host frames
+  double messages_per_s = 2000;  // sustained guest → host frames
   double burst_messages = 4000;
-  uint64_t max_output_bytes = 64u << 20;      // host-side cap on one exec's stdout+stderr
+  uint64_t max_output_bytes = 64u << 20;        // host-side cap on one exec's stdout+stderr
   std::chrono::milliseconds connect_retry{20};  // first retry interval while the socket is absent
 };
 
@@ -111,26 +111,26 @@ struct ExecSpec {
   std::string code;
   std::string stdin_data;
   std::vector<std::pair<std::string, std::string>> env;
-  uint32_t timeout_ms = 0;          // 0 = the agent's default (10 s)
-  uint32_t output_cap_bytes = 0;    // 0 = the agent's default (1 MiB)
-  std::string trace_id;             // NEUROVISOR_TRACE_ID
-  std::string cwd;                  // "" = /tmp
-  uint32_t tail_bytes = 0;          // per stream, kept past the cap; 0 = 64 KiB, max 256 KiB
+  uint32_t timeout_ms = 0;        // 0 = the agent's default (10 s)
+  uint32_t output_cap_bytes = 0;  // 0 = the agent's default (1 MiB)
+  std::string trace_id;           // NEUROVISOR_TRACE_ID
+  std::string cwd;                // "" = /tmp
+  uint32_t tail_bytes = 0;        // per stream, kept past the cap; 0 = 64 KiB, max 256 KiB
 };
 
 struct ExecOutcome {
   int32_t exit_code = -1;
   int32_t signal = 0;
-  double duration_ms = 0;          // measured by the agent
+  double duration_ms = 0;  // measured by the agent
   bool timed_out = false;
-  bool truncated = false;          // by the agent's cap or the host's
-  uint64_t stdout_bytes = 0;       // written by the program in all (the agent counts)
+  bool truncated = false;     // by the agent's cap or the host's
+  uint64_t stdout_bytes = 0;  // written by the program in all (the agent counts)
   uint64_t stderr_bytes = 0;
-  uint64_t received_bytes = 0;     // chunk bytes that reached the host
+  uint64_t received_bytes = 0;  // chunk bytes that reached the host
   // The end of each stream past the head (GuestResult.stdoutTail/stderrTail), at most
   // tail_bytes each; what the host's own cap dropped of the chunks is not in here.
   std::string stdout_tail, stderr_tail;
-  std::string error;               // the agent could not start the program
+  std::string error;  // the agent could not start the program
 };
 
 // stream is schema::Stream::STDOUT or STDERR; data is at most 64 KiB.
@@ -154,8 +154,8 @@ class GuestChannel {
   // null) gets what the agent confirmed.
   static Result<std::unique_ptr<GuestChannel>> connect_and_reseed(
       const std::string& socket_path, ChannelKind kind, uint32_t vsock_port,
-      std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
-      Deadline deadline, Identity* identity, const ChannelLimits& limits = {});
+      std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns, Deadline deadline,
+      Identity* identity, const ChannelLimits& limits = {});
   // Takes over a connected stream (tests: a socketpair end) and waits for Hello.
   static Result<std::unique_ptr<GuestChannel>> adopt(int fd, Deadline deadline,
                                                      const ChannelLimits& limits = {});
@@ -169,8 +169,7 @@ class GuestChannel {
   void close();
 
   // Runs code; chunks arrive through on_chunk as they come, then the outcome.
-  Result<ExecOutcome> exec(const ExecSpec& spec, const ChunkCallback& on_chunk,
-                           Deadline deadline);
+  Result<ExecOutcome> exec(const ExecSpec& spec, const ChunkCallback& on_chunk, Deadline deadline);
   // Writes a file in the guest (below /tmp); mode 0 = 0644.
   ChannelError put_file(const std::string& path, std::string_view data, uint32_t mode,
                         Deadline deadline);
@@ -179,8 +178,8 @@ class GuestChannel {
   // Round trip time of one ping.
   Result<std::chrono::nanoseconds> ping(Deadline deadline);
   // Mixes entropy into the guest RNG, sets its clock (unix_time_ns > 0) and identity.
-  Result<Identity> reseed(std::string_view entropy, const std::string& vm_id,
-                          int64_t unix_time_ns, Deadline deadline);
+  Result<Identity> reseed(std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
+                          Deadline deadline);
   // Asks the agent to power off and waits for the stream to close (the VMM exiting).
   ChannelError shutdown(Deadline deadline);
 
@@ -204,8 +203,8 @@ class GuestChannel {
       const ChannelLimits& limits, const std::function<ChannelError(GuestChannel&)>& pipelined);
   ChannelError send_greeting(Deadline deadline);
   ChannelError wait_hello(Deadline deadline);
-  ChannelError send_reseed(std::string_view entropy, const std::string& vm_id,
-                           int64_t unix_time_ns, Deadline deadline);
+  ChannelError send_reseed(std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
+                           Deadline deadline);
   Result<Identity> await_reseeded(const std::string& vm_id, Deadline deadline);
 
   int fd_ = -1;

@@ -67,9 +67,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "connect %d: ", k);
         return fail(ch.error());
       }
-      std::printf("connect %d: Hello after %.3f ms\n", k,
-                  std::chrono::duration<double, std::milli>(ch.value()->hello().connect_to_hello)
-                      .count());
+      std::printf(
+          "connect %d: Hello after %.3f ms\n", k,
+          std::chrono::duration<double, std::milli>(ch.value()->hello().connect_to_hello).count());
     }
     return 0;
   }
@@ -101,9 +101,9 @@ int main(int argc, char** argv) {
   if (cmd == "exec" && rest.size() == 2) {
     ExecSpec spec;
     const std::string& l = rest[0];
-    spec.language = l == "python" ? nv::schema::Language::PYTHON
-                    : l == "bash" ? nv::schema::Language::BASH
-                    : l == "sh"   ? nv::schema::Language::SH
+    spec.language = l == "python"                      ? nv::schema::Language::PYTHON
+                    : l == "bash"                      ? nv::schema::Language::BASH
+                    : l == "sh"                        ? nv::schema::Language::SH
                     : l == "javascript" || l == "node" ? nv::schema::Language::JAVASCRIPT
                                                        : nv::schema::Language::UNSET;
     spec.code = rest[1];
@@ -116,9 +116,8 @@ int main(int argc, char** argv) {
         deadline() + std::chrono::seconds(5));
     if (!r.ok()) return fail(r.error());
     std::fprintf(stderr, "exit %d signal %d %.1f ms%s%s%s%s\n", r->exit_code, r->signal,
-                 r->duration_ms, r->timed_out ? " timed-out" : "",
-                 r->truncated ? " truncated" : "", r->error.empty() ? "" : " error: ",
-                 r->error.c_str());
+                 r->duration_ms, r->timed_out ? " timed-out" : "", r->truncated ? " truncated" : "",
+                 r->error.empty() ? "" : " error: ", r->error.c_str());
     return r->exit_code == 0 ? 0 : 1;
   }
   if (cmd == "shutdown") {

@@ -65,11 +65,16 @@ void FrameDecoder::reset() {
 
 const char* to_string(FrameDecoder::Status s) {
   switch (s) {
-    case FrameDecoder::Status::need_more: return "need more bytes";
-    case FrameDecoder::Status::frame: return "frame";
-    case FrameDecoder::Status::zero_length: return "zero-length frame";
-    case FrameDecoder::Status::oversized: return "frame longer than the cap";
-    case FrameDecoder::Status::misaligned: return "frame length not a multiple of 8";
+    case FrameDecoder::Status::need_more:
+      return "need more bytes";
+    case FrameDecoder::Status::frame:
+      return "frame";
+    case FrameDecoder::Status::zero_length:
+      return "zero-length frame";
+    case FrameDecoder::Status::oversized:
+      return "frame longer than the cap";
+    case FrameDecoder::Status::misaligned:
+      return "frame length not a multiple of 8";
   }
   return "?";
 }

@@ -56,14 +56,15 @@ std::optional<Client::Incoming> Client::broker_lost_answer() {
   bool dropped = watch_ && watch_->dropped;
   if (!dropped && silent < options_.stall_limit) return std::nullopt;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(silent).count();
-  Error e = make_error(
-      ErrorCode::BROKER_LOST,
-      dropped ? "the orchestrator at " + options_.endpoint + " went away (connection closed, " +
-                    std::to_string(ms) + " ms without a heartbeat); the request's outcome is "
-                    "unknown — check `nv status` and retry"
-              : "the orchestrator at " + options_.endpoint + " has been silent for " +
-                    std::to_string(ms) + " ms (stalled?); the request was abandoned",
-      true);
+  Error e =
+      make_error(ErrorCode::BROKER_LOST,
+                 dropped ? "the orchestrator at " + options_.endpoint +
+                               " went away (connection closed, " + std::to_string(ms) +
+                               " ms without a heartbeat); the request's outcome is "
+                               "unknown — check `nv status` and retry"
+                         : "the orchestrator at " + options_.endpoint + " has been silent for " +
+                               std::to_string(ms) + " ms (stalled?); the request was abandoned",
+                 true);
   e.service = "client";
   uint64_t id = *outstanding_.begin();
   outstanding_.erase(outstanding_.begin());

@@ -99,13 +99,20 @@ bool Config::valid(Type type, const std::string& value) {
   try {
     size_t used = 0;
     switch (type) {
-      case Type::string: return true;
-      case Type::integer: std::stoll(value, &used); return used == value.size();
-      case Type::number: std::stod(value, &used); return used == value.size();
-      case Type::boolean: { bool b; return parse_bool(value, &b); }
+      case Type::string:
+        return true;
+      case Type::integer:
+        std::stoll(value, &used);
+        return used == value.size();
+      case Type::number:
+        std::stod(value, &used);
+        return used == value.size();
+      case Type::boolean: {
+        bool b;
+        return parse_bool(value, &b);
+      }
     }
-  } catch (const std::exception&) {
-  }
+  } catch (const std::exception&) {}
   return false;
 }
 
@@ -114,18 +121,18 @@ Status Config::set(const std::string& name, const std::string& value, std::strin
   if (it == options_.end()) return make_error(ErrorCode::BAD_REQUEST, "unknown option --" + name);
   static const char* kTypeNames[] = {"a string", "an integer", "a number", "true or false"};
   if (!valid(it->second.type, value)) {
-    return make_error(ErrorCode::BAD_REQUEST,
-                      "--" + name + " (from " + source + ") must be " +
-                          kTypeNames[static_cast<int>(it->second.type)] + ", not '" + value + "'");
+    return make_error(ErrorCode::BAD_REQUEST, "--" + name + " (from " + source + ") must be " +
+                                                  kTypeNames[static_cast<int>(it->second.type)] +
+                                                  ", not '" + value + "'");
   }
-  if (it->second.has_range && (it->second.type == Type::integer ||
-                                it->second.type == Type::number)) {
+  if (it->second.has_range &&
+      (it->second.type == Type::integer || it->second.type == Type::number)) {
     double v = std::stod(value);
     if (v < it->second.min || v > it->second.max) {
-      return make_error(ErrorCode::BAD_REQUEST,
-                        "--" + name + " (from " + source + ") must be between " +
-                            number_text(it->second.min) + " and " +
-                            number_text(it->second.max) + ", not " + value);
+      return make_error(ErrorCode::BAD_REQUEST, "--" + name + " (from " + source +
+                                                    ") must be between " +
+                                                    number_text(it->second.min) + " and " +
+                                                    number_text(it->second.max) + ", not " + value);
     }
   }
   it->second.value = value;
@@ -141,8 +148,7 @@ Status Config::parse(int argc, const char* const* argv) {
     if (a.scale == 1.0) return v;
     if (!valid(Type::number, v)) return v;  // set() reports it
     double x = std::stod(v) * a.scale;
-    return find(a.target).type == Type::integer ? std::to_string(std::llround(x))
-                                                : number_text(x);
+    return find(a.target).type == Type::integer ? std::to_string(std::llround(x)) : number_text(x);
   };
   for (auto& [name, opt] : options_) {
     bool found = false;
@@ -169,8 +175,14 @@ Status Config::parse(int argc, const char* const* argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (only_positional || arg.size() < 3 || arg.rfind("--", 0) != 0) {
-      if (arg == "--") { only_positional = true; continue; }
-      if (arg == "-h") { help_ = true; continue; }
+      if (arg == "--") {
+        only_positional = true;
+        continue;
+      }
+      if (arg == "-h") {
+        help_ = true;
+        continue;
+      }
       positional_.push_back(arg);
       continue;
     }
@@ -181,7 +193,10 @@ Status Config::parse(int argc, const char* const* argv) {
       name = name.substr(0, eq);
       has_value = true;
     }
-    if (name == "help") { help_ = true; continue; }
+    if (name == "help") {
+      help_ = true;
+      continue;
+    }
     const Alias* alias = nullptr;
     if (auto al = aliases_.find(name); al != aliases_.end()) {
       alias = &al->second;
@@ -225,8 +240,10 @@ std::string Config::help() const {
     const auto& opt = options_.at(name);
     std::string left = "  --" + name;
     if (opt.type != Type::boolean) left += " VALUE";
-    if (left.size() < 30) left.resize(30, ' ');
-    else left += "  ";
+    if (left.size() < 30)
+      left.resize(30, ' ');
+    else
+      left += "  ";
     out += left + opt.help + "\n" + std::string(30, ' ') + "(env ";
     auto envs = env_names(name);
     for (size_t i = 0; i < envs.size(); ++i) out += (i ? " or " : "") + envs[i];
@@ -235,8 +252,10 @@ std::string Config::help() const {
     for (const auto& [alias, a] : aliases_) {
       if (a.target != name) continue;
       out += "; deprecated spelling --" + alias;
-      if (a.scale == 1000.0) out += " in seconds";
-      else if (a.scale != 1.0) out += " (x" + number_text(a.scale) + ")";
+      if (a.scale == 1000.0)
+        out += " in seconds";
+      else if (a.scale != 1.0)
+        out += " (x" + number_text(a.scale) + ")";
     }
     out += ")\n";
   }

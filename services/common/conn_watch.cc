@@ -15,8 +15,7 @@ ConnectionWatch::ConnectionWatch(zmq::socket_t& socket) {
 }
 
 void ConnectionWatch::poll() {
-  while (check_event(0)) {
-  }
+  while (check_event(0)) {}
 }
 
 }  // namespace nv

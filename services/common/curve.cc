@@ -29,8 +29,7 @@ namespace {
 Status write_file(const std::string& path, const std::string& text, mode_t mode) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) {
-    return make_error(ErrorCode::BAD_REQUEST,
-                      "open(" + path + ") failed: " + std::strerror(errno));
+    return make_error(ErrorCode::BAD_REQUEST, "open(" + path + ") failed: " + std::strerror(errno));
   }
   ssize_t n = ::write(fd, text.data(), text.size());
   ::close(fd);
@@ -42,9 +41,9 @@ Status write_file(const std::string& path, const std::string& text, mode_t mode)
 }  // namespace
 
 Status write_files(const std::string& dir, const std::string& name, const KeyPair& keys) {
-  if (auto st = write_file(dir + "/" + name + ".key",
-                           "public=" + keys.public_key + "\nsecret=" + keys.secret_key + "\n",
-                           0600);
+  if (auto st =
+          write_file(dir + "/" + name + ".key",
+                     "public=" + keys.public_key + "\nsecret=" + keys.secret_key + "\n", 0600);
       !st) {
     return st;
   }
@@ -147,14 +146,13 @@ void ZapHandler::run() {
     }
     if (!ok) {
       ++denied_;
-      log::warn("zap: connection refused", {{"mechanism", mechanism}, {"address", address},
-                                             {"client_key", user}});
+      log::warn("zap: connection refused",
+                {{"mechanism", mechanism}, {"address", address}, {"client_key", user}});
     }
     socket_.send(zmq::buffer(version), zmq::send_flags::sndmore);
     socket_.send(zmq::buffer(request_id), zmq::send_flags::sndmore);
     socket_.send(zmq::buffer(std::string(ok ? "200" : "400")), zmq::send_flags::sndmore);
-    socket_.send(zmq::buffer(std::string(ok ? "OK" : "key not allowed")),
-                 zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(std::string(ok ? "OK" : "key not allowed")), zmq::send_flags::sndmore);
     socket_.send(zmq::buffer(user), zmq::send_flags::sndmore);
     socket_.send(zmq::message_t(), zmq::send_flags::none);
   }

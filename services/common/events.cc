@@ -52,7 +52,8 @@ void EventPublisher::publish(const std::string& topic, const EventFill& fill,
   auto body = bus::encode_body(mb);
   std::lock_guard lock(mu_);
   // Frames: [topic][Event]
-  auto sent = socket_->send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+  auto sent =
+      socket_->send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
   if (!sent || !socket_->send(body, zmq::send_flags::dontwait)) ++dropped_;
 }
 

@@ -17,14 +17,14 @@ std::string frame_size_text(size_t n) { return std::to_string(n) + " bytes"; }
 
 capnp::ReaderOptions Limits::reader_options() const {
   capnp::ReaderOptions o;
-  o.traversalLimitInWords = traversal_limit_words ? traversal_limit_words
-                                                  : (max_frame_bytes / sizeof(capnp::word)) * 2;
+  o.traversalLimitInWords =
+      traversal_limit_words ? traversal_limit_words : (max_frame_bytes / sizeof(capnp::word)) * 2;
   o.nestingLimit = static_cast<int>(nesting_limit);
   return o;
 }
 
 Result<BodyReader> BodyReader::open_impl(const void* data, size_t size, const Limits& limits,
-                                          bool copy) {
+                                         bool copy) {
   BodyReader b;
   if (size == 0) return b;
   if (size > limits.max_frame_bytes) {
@@ -48,9 +48,9 @@ Result<BodyReader> BodyReader::open_impl(const void* data, size_t size, const Li
   try {
     b.reader_ = std::make_shared<capnp::FlatArrayMessageReader>(b.view_, limits.reader_options());
   } catch (const kj::Exception& e) {
-    return make_error(ErrorCode::MALFORMED_MESSAGE,
-                      std::string("body is not a Cap'n Proto message: ") +
-                          e.getDescription().cStr());
+    return make_error(
+        ErrorCode::MALFORMED_MESSAGE,
+        std::string("body is not a Cap'n Proto message: ") + e.getDescription().cStr());
   }
   return b;
 }
@@ -128,17 +128,17 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
   // 2. Frame count and sizes.
   size_t rest = frames.size() - i - 1;
   if (rest < 1 || rest > 2) {
-    failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
-                                "expected [header][body] after the delimiter, got " +
-                                    std::to_string(rest) + " frames");
+    failure->error = make_error(
+        ErrorCode::MALFORMED_MESSAGE,
+        "expected [header][body] after the delimiter, got " + std::to_string(rest) + " frames");
     return false;
   }
   for (size_t k = i + 1; k < frames.size(); ++k) {
     if (frames[k].size() > limits.max_frame_bytes) {
-      failure->error = make_error(ErrorCode::OVERSIZED_FRAME,
-                                  "frame of " + frame_size_text(frames[k].size()) +
-                                      " exceeds the cap of " +
-                                      frame_size_text(limits.max_frame_bytes));
+      failure->error =
+          make_error(ErrorCode::OVERSIZED_FRAME, "frame of " + frame_size_text(frames[k].size()) +
+                                                     " exceeds the cap of " +
+                                                     frame_size_text(limits.max_frame_bytes));
       // Still try to read the header so the reply carries the request id.
       if (k != i + 1) {
         auto h = BodyReader::open(frames[i + 1].data(), frames[i + 1].size(), limits);
@@ -174,9 +174,9 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
     return false;
   }
   if (!valid_kind(static_cast<uint16_t>(h.getKind()))) {
-    failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
-                                "header kind " + std::to_string(static_cast<int>(h.getKind())) +
-                                    " is not a known kind");
+    failure->error = make_error(
+        ErrorCode::MALFORMED_MESSAGE,
+        "header kind " + std::to_string(static_cast<int>(h.getKind())) + " is not a known kind");
     return false;
   }
   // totalSize() bounded the header but did not check pointer kinds: a text field that points
@@ -203,10 +203,10 @@ bool parse(std::vector<zmq::message_t>& frames, bool routed, const Limits& limit
       auto running = h.getRunning();
       if (running.size() > kMaxRunning) {
         failure->routing = std::move(out->routing);
-        failure->error = make_error(ErrorCode::MALFORMED_MESSAGE,
-                                    "header lists " + std::to_string(running.size()) +
-                                        " running requests, more than " +
-                                        std::to_string(kMaxRunning));
+        failure->error =
+            make_error(ErrorCode::MALFORMED_MESSAGE,
+                       "header lists " + std::to_string(running.size()) +
+                           " running requests, more than " + std::to_string(kMaxRunning));
         return false;
       }
       out->header.running.reserve(running.size());
@@ -306,9 +306,8 @@ bool send(zmq::socket_t& socket, const std::vector<std::string>& routing, const 
   }
 }
 
-bool send_error(zmq::socket_t& socket, const std::vector<std::string>& routing,
-                uint64_t request_id, const std::string& service, const Error& error,
-                const std::string& trace_id) {
+bool send_error(zmq::socket_t& socket, const std::vector<std::string>& routing, uint64_t request_id,
+                const std::string& service, const Error& error, const std::string& trace_id) {
   Header h;
   h.kind = Kind::ERROR;
   h.request_id = request_id;

@@ -32,10 +32,10 @@ using Kind = schema::Header::Kind;
 constexpr uint16_t kSchemaVersion = schema::SCHEMA_VERSION;
 
 struct Limits {
-  size_t max_frame_bytes = 8u << 20;    // a larger frame is answered with oversizedFrame
-  size_t max_routing_frames = 8;        // deeper envelopes are malformed
-  uint64_t traversal_limit_words = 0;   // 0 = max_frame_bytes / 8 * 2
-  unsigned nesting_limit = 32;          // Cap'n Proto struct/list nesting depth
+  size_t max_frame_bytes = 8u << 20;   // a larger frame is answered with oversizedFrame
+  size_t max_routing_frames = 8;       // deeper envelopes are malformed
+  uint64_t traversal_limit_words = 0;  // 0 = max_frame_bytes / 8 * 2
+  unsigned nesting_limit = 32;         // Cap'n Proto struct/list nesting depth
   capnp::ReaderOptions reader_options() const;
 };
 
@@ -49,8 +49,8 @@ struct Header {
   uint32_t capacity = 0;
   uint32_t pid = 0;
   std::string instance;
-  uint32_t interval_ms = 0;        // heartbeat: the sender's heartbeat interval
-  std::vector<uint64_t> running;   // ready: requests still running from before a reconnect
+  uint32_t interval_ms = 0;       // heartbeat: the sender's heartbeat interval
+  std::vector<uint64_t> running;  // ready: requests still running from before a reconnect
 };
 
 // At most this many ids in Header.running (a larger list is malformed).
@@ -99,8 +99,8 @@ class BodyReader {
  private:
   static Result<BodyReader> open_impl(const void* data, size_t size, const Limits& limits,
                                       bool copy);
-  kj::Array<capnp::word> words_;             // owned aligned copy, when needed
-  kj::ArrayPtr<const capnp::word> view_;     // what the reader reads
+  kj::Array<capnp::word> words_;          // owned aligned copy, when needed
+  kj::ArrayPtr<const capnp::word> view_;  // what the reader reads
   std::shared_ptr<capnp::FlatArrayMessageReader> reader_;
 };
 
@@ -108,8 +108,8 @@ class BodyReader {
 struct Message {
   std::vector<std::string> routing;  // identity frames before the delimiter
   Header header;
-  BodyReader body;                   // when parsed with parse_body = true
-  zmq::message_t raw_body;           // when parsed with parse_body = false (size-checked only)
+  BodyReader body;          // when parsed with parse_body = true
+  zmq::message_t raw_body;  // when parsed with parse_body = false (size-checked only)
 };
 
 // Why a message could not be parsed, with what is needed to answer it.
@@ -145,9 +145,8 @@ zmq::message_t encode_error(const Error& error);
 bool send(zmq::socket_t& socket, const std::vector<std::string>& routing, const Header& header,
           zmq::message_t&& body, int flags = 0);
 // Sends a typed Error answering request `request_id`.
-bool send_error(zmq::socket_t& socket, const std::vector<std::string>& routing,
-                uint64_t request_id, const std::string& service, const Error& error,
-                const std::string& trace_id = {});
+bool send_error(zmq::socket_t& socket, const std::vector<std::string>& routing, uint64_t request_id,
+                const std::string& service, const Error& error, const std::string& trace_id = {});
 
 // Builds a message of type T with its version set; fill the rest, then encode_body().
 template <class T>

@@ -23,7 +23,7 @@ void write_struct(Writer& w, capnp::DynamicStruct::Reader s) {
     w.Key(field.getProto().getName().cStr());
     write_value(w, s.get(field));
   }
-  KJ_IF_MAYBE(active, s.which()) {
+  KJ_IF_MAYBE (active, s.which()) {
     w.Key(active->getProto().getName().cStr());
     write_value(w, s.get(*active));
   }
@@ -32,14 +32,24 @@ void write_struct(Writer& w, capnp::DynamicStruct::Reader s) {
 
 void write_value(Writer& w, const capnp::DynamicValue::Reader& v) {
   switch (v.getType()) {
-    case capnp::DynamicValue::VOID: w.Null(); break;
-    case capnp::DynamicValue::BOOL: w.Bool(v.as<bool>()); break;
-    case capnp::DynamicValue::INT: w.Int64(v.as<int64_t>()); break;
-    case capnp::DynamicValue::UINT: w.Uint64(v.as<uint64_t>()); break;
+    case capnp::DynamicValue::VOID:
+      w.Null();
+      break;
+    case capnp::DynamicValue::BOOL:
+      w.Bool(v.as<bool>());
+      break;
+    case capnp::DynamicValue::INT:
+      w.Int64(v.as<int64_t>());
+      break;
+    case capnp::DynamicValue::UINT:
+      w.Uint64(v.as<uint64_t>());
+      break;
     case capnp::DynamicValue::FLOAT: {
       double d = v.as<double>();
-      if (std::isfinite(d)) w.Double(d);
-      else w.Null();
+      if (std::isfinite(d))
+        w.Double(d);
+      else
+        w.Null();
       break;
     }
     case capnp::DynamicValue::TEXT: {
@@ -61,15 +71,19 @@ void write_value(Writer& w, const capnp::DynamicValue::Reader& v) {
     }
     case capnp::DynamicValue::ENUM: {
       auto e = v.as<capnp::DynamicEnum>();
-      KJ_IF_MAYBE(en, e.getEnumerant()) {
+      KJ_IF_MAYBE (en, e.getEnumerant()) {
         w.String(en->getProto().getName().cStr());
       } else {
         w.Uint(e.getRaw());
       }
       break;
     }
-    case capnp::DynamicValue::STRUCT: write_struct(w, v.as<capnp::DynamicStruct>()); break;
-    default: w.Null(); break;  // capabilities, AnyPointer: nothing the tools print
+    case capnp::DynamicValue::STRUCT:
+      write_struct(w, v.as<capnp::DynamicStruct>());
+      break;
+    default:
+      w.Null();
+      break;  // capabilities, AnyPointer: nothing the tools print
   }
 }
 

@@ -21,10 +21,14 @@ thread_local std::string t_trace_id;
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
+    case Level::debug:
+      return "debug";
+    case Level::info:
+      return "info";
+    case Level::warn:
+      return "warn";
+    case Level::error:
+      return "error";
   }
   return "info";
 }
@@ -48,9 +52,10 @@ void init(std::string service, Level min_level) {
 }
 
 bool parse_level(std::string_view text, Level* out) {
-  static constexpr std::pair<std::string_view, Level> kLevels[] = {
-      {"debug", Level::debug}, {"info", Level::info}, {"warn", Level::warn},
-      {"error", Level::error}};
+  static constexpr std::pair<std::string_view, Level> kLevels[] = {{"debug", Level::debug},
+                                                                   {"info", Level::info},
+                                                                   {"warn", Level::warn},
+                                                                   {"error", Level::error}};
   for (auto& [name, level] : kLevels) {
     if (text == name) {
       *out = level;
@@ -76,23 +81,37 @@ void write(Level level, std::string_view msg, std::initializer_list<Field> field
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   auto str = [&w](std::string_view s) { w.String(s.data(), static_cast<unsigned>(s.size())); };
   w.StartObject();
-  w.Key("ts"); str(ts);
-  w.Key("level"); str(level_name(level));
-  w.Key("service"); str(service);
-  w.Key("pid"); w.Int(static_cast<int>(getpid()));
-  if (!trace_id.empty()) { w.Key("trace_id"); str(trace_id); }
-  w.Key("msg"); str(msg);
+  w.Key("ts");
+  str(ts);
+  w.Key("level");
+  str(level_name(level));
+  w.Key("service");
+  str(service);
+  w.Key("pid");
+  w.Int(static_cast<int>(getpid()));
+  if (!trace_id.empty()) {
+    w.Key("trace_id");
+    str(trace_id);
+  }
+  w.Key("msg");
+  str(msg);
   for (const auto& f : fields) {
     w.Key(f.key.data(), static_cast<unsigned>(f.key.size()));
     std::visit(
         [&](const auto& v) {
           using V = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same_v<V, std::string_view>) str(v);
-          else if constexpr (std::is_same_v<V, std::string>) str(v);
-          else if constexpr (std::is_same_v<V, int64_t>) w.Int64(v);
-          else if constexpr (std::is_same_v<V, uint64_t>) w.Uint64(v);
-          else if constexpr (std::is_same_v<V, double>) w.Double(v);
-          else if constexpr (std::is_same_v<V, bool>) w.Bool(v);
+          if constexpr (std::is_same_v<V, std::string_view>)
+            str(v);
+          else if constexpr (std::is_same_v<V, std::string>)
+            str(v);
+          else if constexpr (std::is_same_v<V, int64_t>)
+            w.Int64(v);
+          else if constexpr (std::is_same_v<V, uint64_t>)
+            w.Uint64(v);
+          else if constexpr (std::is_same_v<V, double>)
+            w.Double(v);
+          else if constexpr (std::is_same_v<V, bool>)
+            w.Bool(v);
         },
         f.value);
   }
@@ -105,8 +124,8 @@ void write(Level level, std::string_view msg, std::initializer_list<Field> field
 }
 
 void syscall_error(std::string_view call, int err, std::initializer_list<Field> f) {
-  std::string msg = std::string(call) + " failed: " + std::strerror(err) + " (errno " +
-                    std::to_string(err) + ")";
+  std::string msg =
+      std::string(call) + " failed: " + std::strerror(err) + " (errno " + std::to_string(err) + ")";
   write(Level::error, msg, f);
 }
 

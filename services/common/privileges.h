@@ -15,8 +15,8 @@
 namespace nv {
 
 struct PrivilegeSpec {
-  std::vector<cap_value_t> keep;   // capabilities kept in permitted+effective
-  std::optional<uid_t> uid;        // switch to this uid (only when running as root)
+  std::vector<cap_value_t> keep;  // capabilities kept in permitted+effective
+  std::optional<uid_t> uid;       // switch to this uid (only when running as root)
   std::optional<gid_t> gid;
   bool no_new_privs = true;
 };

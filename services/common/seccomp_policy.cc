@@ -249,8 +249,9 @@ const std::vector<Rule>& llm_gateway_rules() {
   static const std::vector<Rule> rules = {
       // Not seen in the profile (the tests resolve only loopback names from /etc/hosts): taken
       // from glibc's res_send.c, which a real DNS lookup of the model host goes through.
-      allow("sendmmsg", "glibc's DNS resolver (getaddrinfo in curl's resolver thread) sends the "
-                        "A and AAAA queries in one sendmmsg"),
+      allow("sendmmsg",
+            "glibc's DNS resolver (getaddrinfo in curl's resolver thread) sends the "
+            "A and AAAA queries in one sendmmsg"),
   };
   return rules;
 }

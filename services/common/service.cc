@@ -20,22 +20,30 @@ namespace nv {
 std::string default_runtime_dir() {
   if (const char* d = std::getenv("NV_RUNTIME_DIR"); d && *d) return d;
   if (geteuid() == 0) return "/run/neurovisor";
-  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/neurovisor";
+  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x)
+    return std::string(x) + "/neurovisor";
   return "/tmp/neurovisor-" + std::to_string(getuid());
 }
 
 void add_bus_options(Config& c) {
-  c.add_string("runtime-dir", "", "directory for sockets, pid files and VM jails "
-                                  "(default: $NV_RUNTIME_DIR, /run/neurovisor as root)");
+  c.add_string("runtime-dir", "",
+               "directory for sockets, pid files and VM jails "
+               "(default: $NV_RUNTIME_DIR, /run/neurovisor as root)");
   c.add_string("log-level", "info", "lowest log level written: debug, info, warn, error");
-  c.add_string("workers-endpoint", "", "broker back end for workers (default ipc://RT/workers.sock)");
-  c.add_string("clients-endpoint", "", "broker front end for clients (default ipc://RT/clients.sock)");
-  c.add_string("events-in-endpoint", "", "where services push events (default ipc://RT/events-in.sock)");
-  c.add_string("events-endpoint", "", "event stream to subscribe to (default ipc://RT/events.sock)");
-  c.add_string("vm-pool-endpoint", "", "this host's vm-pool-manager (default ipc://RT/vm-pool.sock)");
+  c.add_string("workers-endpoint", "",
+               "broker back end for workers (default ipc://RT/workers.sock)");
+  c.add_string("clients-endpoint", "",
+               "broker front end for clients (default ipc://RT/clients.sock)");
+  c.add_string("events-in-endpoint", "",
+               "where services push events (default ipc://RT/events-in.sock)");
+  c.add_string("events-endpoint", "",
+               "event stream to subscribe to (default ipc://RT/events.sock)");
+  c.add_string("vm-pool-endpoint", "",
+               "this host's vm-pool-manager (default ipc://RT/vm-pool.sock)");
   c.add_string("curve-key", "", "CURVE key file (NAME.key from nv-keygen) for tcp:// endpoints");
-  c.add_string("curve-server-key", "", "the orchestrator's public key file (NAME.pub) to connect "
-                                       "over tcp:// with CURVE");
+  c.add_string("curve-server-key", "",
+               "the orchestrator's public key file (NAME.pub) to connect "
+               "over tcp:// with CURVE");
   c.add_int("max-frame-bytes", 8 << 20, "largest bus frame accepted; larger ones get an error");
   c.range("max-frame-bytes", 1024, 1 << 30);
   c.add_int("heartbeat-ms", 1000, "heartbeat interval between workers and the broker");
@@ -47,9 +55,10 @@ Endpoints endpoints_from(const Config& c, const std::string& rt) {
     const auto& v = c.str(opt);
     return v.empty() ? bus::ipc_endpoint(rt + "/" + file) : v;
   };
-  return Endpoints{pick("workers-endpoint", "workers.sock"), pick("clients-endpoint", "clients.sock"),
-                   pick("events-in-endpoint", "events-in.sock"),
-                   pick("events-endpoint", "events.sock"), pick("vm-pool-endpoint", "vm-pool.sock")};
+  return Endpoints{
+      pick("workers-endpoint", "workers.sock"), pick("clients-endpoint", "clients.sock"),
+      pick("events-in-endpoint", "events-in.sock"), pick("events-endpoint", "events.sock"),
+      pick("vm-pool-endpoint", "vm-pool.sock")};
 }
 
 WorkerOptions ServiceContext::worker_options(const std::string& service, uint32_t capacity) const {
@@ -102,7 +111,8 @@ Result<PrivilegeSpec> unprivileged(const Config& config) {
     spec.uid = static_cast<uid_t>(id);
     spec.gid = static_cast<gid_t>(id);
   } catch (const std::exception&) {
-    return make_error(ErrorCode::BAD_REQUEST, "--run-as must be a numeric uid, not '" + run_as + "'");
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "--run-as must be a numeric uid, not '" + run_as + "'");
   }
   return spec;
 }
@@ -174,8 +184,8 @@ int service_main(int argc, char** argv, const ServiceSpec& spec) {
   }
   log::init(spec.name, level);
 
-  std::string rt = config.str("runtime-dir").empty() ? default_runtime_dir()
-                                                     : config.str("runtime-dir");
+  std::string rt =
+      config.str("runtime-dir").empty() ? default_runtime_dir() : config.str("runtime-dir");
   if (::mkdir(rt.c_str(), 0750) != 0 && errno != EEXIST) {
     log::syscall_error("mkdir(" + rt + ")", errno);
     return 1;
@@ -222,8 +232,8 @@ int service_main(int argc, char** argv, const ServiceSpec& spec) {
     std::string instance = default_instance(spec.name);
     EventPublisher events(zmq_ctx, spec.publish_events ? ep.events_in : std::string(), spec.name,
                           instance, keys, server_key);
-    ServiceContext ctx{spec.name, config, zmq_ctx, rt, ep, instance, events, g_stop, keys,
-                       server_key, limits};
+    ServiceContext ctx{spec.name, config, zmq_ctx, rt,         ep,    instance,
+                       events,    g_stop, keys,    server_key, limits};
     try {
       rc = spec.run(ctx);
     } catch (const std::exception& e) {

@@ -63,11 +63,11 @@ struct ServiceContext {
 };
 
 struct ServiceSpec {
-  std::string name;                           // "metrics-exporter"; logs, events, instance
-  std::string summary;                        // one line for --help
-  std::function<void(Config&)> add_options;   // service-specific options
-  std::function<int(ServiceContext&)> run;    // returns the exit code
-  bool publish_events = true;                 // false for the orchestrator (it is the hub)
+  std::string name;                          // "metrics-exporter"; logs, events, instance
+  std::string summary;                       // one line for --help
+  std::function<void(Config&)> add_options;  // service-specific options
+  std::function<int(ServiceContext&)> run;   // returns the exit code
+  bool publish_events = true;                // false for the orchestrator (it is the hub)
   // Privileges this service keeps, applied by service_main before it starts any thread
   // (capability sets are per thread: a drop made later in run() would leave the ZeroMQ I/O
   // threads and the signal thread with everything). Unset = keep what the process has.

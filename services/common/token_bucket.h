@@ -16,9 +16,13 @@ class TokenBucket {
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
   // capacity: the most tokens that can be spent in one burst; rate_per_s: refill speed.
-  TokenBucket(double capacity, double rate_per_s,
-              Clock clock = [] { return std::chrono::steady_clock::now(); })
-      : capacity_(capacity), rate_(rate_per_s), tokens_(capacity), clock_(std::move(clock)),
+  TokenBucket(
+      double capacity, double rate_per_s,
+      Clock clock = [] { return std::chrono::steady_clock::now(); })
+      : capacity_(capacity),
+        rate_(rate_per_s),
+        tokens_(capacity),
+        clock_(std::move(clock)),
         last_(clock_()) {}
 
   // Takes `n` tokens if they are there now; returns false (and takes nothing) otherwise.

@@ -12,20 +12,20 @@ size_t sequence_at(std::string_view s, size_t i, size_t* subpart) {
   const auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
   const unsigned char c = b(0);
   if (c < 0x80) return 1;
-  size_t need;                     // bytes in the whole sequence
+  size_t need;                         // bytes in the whole sequence
   unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte (Table 3-7)
   if (c >= 0xC2 && c <= 0xDF) {
     need = 2;
   } else if (c >= 0xE0 && c <= 0xEF) {
     need = 3;
-    if (c == 0xE0) lo = 0xA0;       // no overlong 3-byte forms
-    if (c == 0xED) hi = 0x9F;       // no surrogates
+    if (c == 0xE0) lo = 0xA0;  // no overlong 3-byte forms
+    if (c == 0xED) hi = 0x9F;  // no surrogates
   } else if (c >= 0xF0 && c <= 0xF4) {
     need = 4;
-    if (c == 0xF0) lo = 0x90;       // no overlong 4-byte forms
-    if (c == 0xF4) hi = 0x8F;       // nothing past U+10FFFF
+    if (c == 0xF0) lo = 0x90;  // no overlong 4-byte forms
+    if (c == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
   } else {
-    *subpart = 1;                   // 80..C1, F5..FF never start a sequence
+    *subpart = 1;  // 80..C1, F5..FF never start a sequence
     return 0;
   }
   size_t k = 1;

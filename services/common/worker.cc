@@ -26,7 +26,9 @@ std::string default_instance(const std::string& service) {
 // ---------------------------------------------------------------------------------- Request
 
 Request::Request(Worker* worker, bus::Header header, bus::BodyReader body)
-    : worker_(worker), header_(std::move(header)), body_(std::move(body)),
+    : worker_(worker),
+      header_(std::move(header)),
+      body_(std::move(body)),
       received_(Clock::now()) {}
 
 std::chrono::milliseconds Request::remaining() const {
@@ -60,7 +62,9 @@ void Request::fail(const Error& error) {
 // ----------------------------------------------------------------------------------- Worker
 
 Worker::Worker(zmq::context_t& ctx, WorkerOptions options, RequestHandler handler)
-    : ctx_(ctx), options_(std::move(options)), handler_(std::move(handler)),
+    : ctx_(ctx),
+      options_(std::move(options)),
+      handler_(std::move(handler)),
       capacity_(options_.capacity) {
   if (options_.instance.empty()) options_.instance = default_instance(options_.service);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -118,8 +122,7 @@ void Worker::connect() {
   watch_.reset();
   socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
   socket_->set(zmq::sockopt::linger, 0);
-  socket_->set(zmq::sockopt::maxmsgsize,
-               static_cast<int64_t>(options_.limits.max_frame_bytes) * 4);
+  socket_->set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(options_.limits.max_frame_bytes) * 4);
   if (options_.curve_keys && !options_.curve_server_key.empty()) {
     curve::make_client(*socket_, *options_.curve_keys, options_.curve_server_key);
   }
@@ -149,7 +152,8 @@ void Worker::send_to_broker(bus::Kind kind, uint64_t request_id, zmq::message_t 
   h.request_id = request_id;
   h.service = options_.service;
   h.capacity = capacity_.load();
-  if (kind == bus::Kind::HEARTBEAT) h.interval_ms = static_cast<uint32_t>(options_.heartbeat.count());
+  if (kind == bus::Kind::HEARTBEAT)
+    h.interval_ms = static_cast<uint32_t>(options_.heartbeat.count());
   bus::send(*socket_, {}, h, std::move(body), static_cast<int>(zmq::send_flags::dontwait));
 }
 
@@ -220,8 +224,8 @@ void Worker::dispatch(bus::Message&& msg) {
                 {{"kind", static_cast<int>(msg.header.kind)}});
       return;
   }
-  auto req = std::shared_ptr<Request>(
-      new Request(this, std::move(msg.header), std::move(msg.body)));
+  auto req =
+      std::shared_ptr<Request>(new Request(this, std::move(msg.header), std::move(msg.body)));
   // The dispatch boundary: whatever the handler throws becomes a typed error reply.
   auto guarded = [this](std::shared_ptr<Request> r) {
     try {
@@ -275,8 +279,8 @@ void Worker::run(const std::atomic<bool>& stop) {
     }
     zmq::pollitem_t items[] = {{static_cast<void*>(*socket_), 0, ZMQ_POLLIN, 0},
                                {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ -
-                                                                      Clock::now());
+    auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ - Clock::now());
     long timeout = std::clamp<long>(wait.count(), 0, draining_ ? 50 : 200);
     auto before = Clock::now();
     bus::poll(items, wake_fd_ >= 0 ? 2 : 1, std::chrono::milliseconds(timeout));  // EINTR: 0
@@ -284,7 +288,8 @@ void Worker::run(const std::atomic<bool>& stop) {
     // proves nothing. Give it a full liveness window from now, and speak first.
     auto overshoot = Clock::now() - before - std::chrono::milliseconds(timeout);
     if (overshoot > options_.heartbeat) {
-      broker_expiry_ = std::max(broker_expiry_, Clock::now() + options_.heartbeat * options_.liveness);
+      broker_expiry_ =
+          std::max(broker_expiry_, Clock::now() + options_.heartbeat * options_.liveness);
       next_heartbeat_ = Clock::now();
     }
     if (items[1].revents & ZMQ_POLLIN) {

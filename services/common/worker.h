@@ -41,17 +41,17 @@ namespace nv {
 class ConnectionWatch;
 
 struct WorkerOptions {
-  std::string service;                        // e.g. "exec", "llm", "metrics-exporter"
-  std::string broker_endpoint;                // ipc://.../workers.sock or tcp://host:port
-  uint32_t capacity = 1;                      // concurrent requests (0 = presence only)
+  std::string service;          // e.g. "exec", "llm", "metrics-exporter"
+  std::string broker_endpoint;  // ipc://.../workers.sock or tcp://host:port
+  uint32_t capacity = 1;        // concurrent requests (0 = presence only)
   std::chrono::milliseconds heartbeat{1000};
-  int liveness = 3;                           // missed heartbeats before reconnecting
-  bool inline_handlers = false;               // run handlers on the loop thread (must not block)
+  int liveness = 3;              // missed heartbeats before reconnecting
+  bool inline_handlers = false;  // run handlers on the loop thread (must not block)
   std::chrono::milliseconds drain_timeout{10000};
-  std::optional<curve::KeyPair> curve_keys;   // with curve_server_key: CURVE over tcp://
+  std::optional<curve::KeyPair> curve_keys;  // with curve_server_key: CURVE over tcp://
   std::string curve_server_key;
   bus::Limits limits;
-  std::string instance;                       // "" = host/service/pid
+  std::string instance;  // "" = host/service/pid
 };
 
 class Worker;
@@ -63,7 +63,9 @@ class Request {
   const bus::Header& header() const { return header_; }
   bus::BodyReader& body() { return body_; }
   template <class T>
-  Result<typename T::Reader> read() { return body_.root<T>(); }
+  Result<typename T::Reader> read() {
+    return body_.root<T>();
+  }
 
   void partial(capnp::MessageBuilder& body);
   void reply(capnp::MessageBuilder& body);
@@ -134,9 +136,9 @@ class Worker {
   std::vector<std::pair<std::thread, std::shared_ptr<std::atomic<bool>>>> threads_;
   std::vector<std::weak_ptr<Request>> live_;
   std::thread::id loop_thread_;
-  bool draining_ = false;  // loop thread only
-  bool heard_since_connect_ = false;  // loop thread only
-  bool broker_dropped_ = false;       // the last connection closed (not a stall)
+  bool draining_ = false;                   // loop thread only
+  bool heard_since_connect_ = false;        // loop thread only
+  bool broker_dropped_ = false;             // the last connection closed (not a stall)
   std::shared_ptr<ConnectionWatch> watch_;  // events of socket_
 };
 

@@ -62,14 +62,16 @@ std::vector<ProgramStatus> Egress::load() {
     }
   }
   const std::string maps = pin_dir_.empty() ? "" : pin_dir_ + "/maps/";
-  statuses_ = load_skeleton<sentinel_egress>(
-      "sentinel_egress", &skel_, [&maps](sentinel_egress* sk) {
+  statuses_ =
+      load_skeleton<sentinel_egress>("sentinel_egress", &skel_, [&maps](sentinel_egress* sk) {
         if (maps.empty()) return Status::Ok();
         // The policy lives in pinned maps: a predecessor's are reused (libbpf checks that they
         // match), so programs it left attached and ours judge by the same rules.
         for (bpf_map* m : {sk->maps.rules_v4, sk->maps.rules_v6, sk->maps.policy_of_cgroup}) {
           int err = bpf_map__set_pin_path(m, (maps + bpf_map__name(m)).c_str());
-          if (err) return Status::Fail(std::string("bpf_map__set_pin_path(") + bpf_map__name(m) + ")", -err);
+          if (err)
+            return Status::Fail(std::string("bpf_map__set_pin_path(") + bpf_map__name(m) + ")",
+                                -err);
         }
         return Status::Ok();
       });
@@ -359,8 +361,8 @@ size_t Egress::sweep_stale_pins() {
     for (const auto& f : files) ::unlink(f.c_str());
     ::rmdir(dir.c_str());
     uint32_t pol = 0;
-    if (bpf_map__lookup_elem(skel_->maps.policy_of_cgroup, &cg_id, sizeof(cg_id), &pol,
-                             sizeof(pol), 0) == 0) {
+    if (bpf_map__lookup_elem(skel_->maps.policy_of_cgroup, &cg_id, sizeof(cg_id), &pol, sizeof(pol),
+                             0) == 0) {
       bpf_map__delete_elem(skel_->maps.policy_of_cgroup, &cg_id, sizeof(cg_id), 0);
       erase_policy(pol);
     }
@@ -383,8 +385,8 @@ size_t Egress::release_pins() {
     ::rmdir((pin_dir_ + "/cgroups").c_str());
     if (::access((pin_dir_ + "/cgroups").c_str(), F_OK) != 0) {
       if (skel_) {
-        for (bpf_map* m : {skel_->maps.rules_v4, skel_->maps.rules_v6,
-                           skel_->maps.policy_of_cgroup})
+        for (bpf_map* m :
+             {skel_->maps.rules_v4, skel_->maps.rules_v6, skel_->maps.policy_of_cgroup})
           bpf_map__unpin(m, nullptr);
       }
       ::rmdir((pin_dir_ + "/maps").c_str());

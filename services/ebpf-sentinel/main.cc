@@ -57,7 +57,8 @@ void add_options(nv::Config& c) {
 // sweep each other's pins. "/run/neurovisor" → BPFFS/neurovisor/_run_neurovisor.
 std::string pin_dir_for(const std::string& bpffs, const std::string& runtime_dir) {
   std::string key;
-  for (char ch : runtime_dir) key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
+  for (char ch : runtime_dir)
+    key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
   if (key.size() > 200) key = key.substr(key.size() - 200);
   return bpffs + "/neurovisor/" + key;
 }
@@ -127,9 +128,9 @@ class SentinelService {
     size_t loaded = 0;
     for (auto& p : programs) {
       loaded += p.loaded ? 1 : 0;
-      nv::log::info(p.loaded ? "bpf program loaded" : "bpf program unavailable",
-                    {{"program", p.name}, {"section", p.section}, {"errno", p.errnum},
-                     {"detail", p.detail}});
+      nv::log::info(
+          p.loaded ? "bpf program loaded" : "bpf program unavailable",
+          {{"program", p.name}, {"section", p.section}, {"errno", p.errnum}, {"detail", p.detail}});
     }
     ctx_.events.publish("sentinel.status", [&](Event::Builder e) {
       auto list = e.initSentinelStatus().initPrograms(static_cast<unsigned>(programs.size()));
@@ -141,11 +142,10 @@ class SentinelService {
       }
     });
     // Presence on the bus so `nv status` lists the sentinel.
-    nv::Worker presence(ctx_.zmq, ctx_.worker_options("ebpf-sentinel", 0),
-                        [](std::shared_ptr<nv::Request> r) {
-                          r->fail(nv::make_error(nv::ErrorCode::BAD_REQUEST,
-                                                 "the sentinel takes no requests"));
-                        });
+    nv::Worker presence(
+        ctx_.zmq, ctx_.worker_options("ebpf-sentinel", 0), [](std::shared_ptr<nv::Request> r) {
+          r->fail(nv::make_error(nv::ErrorCode::BAD_REQUEST, "the sentinel takes no requests"));
+        });
     std::thread presence_thread([&] { presence.run(ctx_.stop); });
 
     nv::EventSubscriber sub(ctx_.zmq, ctx_.endpoints.events_out, {"vm."}, ctx_.curve_keys,
@@ -232,8 +232,7 @@ class SentinelService {
           if (!eg) nv::log::warn("egress attach failed", {{"vm_id", id}, {"error", eg.text()}});
         }
         vms_[id] = vm;
-        nv::log::info("tracking vm", {{"vm_id", id}, {"vmm_pid", vm.pid},
-                                      {"cgroup", vm.cgroup}});
+        nv::log::info("tracking vm", {{"vm_id", id}, {"vmm_pid", vm.pid}, {"cgroup", vm.cgroup}});
         return;
       }
       case Event::VM_RELEASED:

@@ -104,7 +104,8 @@ Status validate(s::ChatRequest::Reader r, const RequestLimits& lim) {
 // ---------------------------------------------------------------------------------- Gateway
 
 Gateway::Gateway(GatewayOptions options, EventPublisher& events, ClientFactory factory)
-    : options_(std::move(options)), events_(events),
+    : options_(std::move(options)),
+      events_(events),
       bucket_(std::max(1.0, options_.rate_burst), options_.rate_per_s) {
   if (!factory) {
     factory = [](const llm::LlmConfig& c) { return std::make_unique<llm::LlmClient>(c); };

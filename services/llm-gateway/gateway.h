@@ -36,10 +36,10 @@ namespace nv::gateway {
 // Caps on what a ChatRequest may carry; anything larger is a badRequest.
 struct RequestLimits {
   size_t max_messages = 512;
-  size_t max_message_bytes = 1u << 20;   // content of one message
-  size_t max_total_bytes = 4u << 20;     // all contents, tool arguments and tool specs
+  size_t max_message_bytes = 1u << 20;  // content of one message
+  size_t max_total_bytes = 4u << 20;    // all contents, tool arguments and tool specs
   size_t max_tools = 32;
-  size_t max_tool_calls = 32;            // per message
+  size_t max_tool_calls = 32;  // per message
   size_t max_model_chars = 200;
   uint32_t max_tokens = 1u << 20;
 };
@@ -49,9 +49,9 @@ struct RequestLimits {
 Status validate(schema::ChatRequest::Reader request, const RequestLimits& limits);
 
 struct GatewayOptions {
-  llm::LlmConfig llm;          // base URL, api, model, timeouts, retries, key source
-  uint32_t concurrency = 4;    // LlmClients in the pool = requests served at once
-  double rate_per_s = 0;       // shared request bucket refill; 0 = unlimited
+  llm::LlmConfig llm;        // base URL, api, model, timeouts, retries, key source
+  uint32_t concurrency = 4;  // LlmClients in the pool = requests served at once
+  double rate_per_s = 0;     // shared request bucket refill; 0 = unlimited
   double rate_burst = 10;
   RequestLimits limits;
 };

@@ -28,7 +28,7 @@ struct Transfer {
   HttpResponse* response = nullptr;
   bool too_large = false;
   bool aborted = false;
-  bool cancelled = false;  // should_cancel said so; the transfer was removed unfinished
+  bool cancelled = false;            // should_cancel said so; the transfer was removed unfinished
   CURLMcode multi_error = CURLM_OK;  // the multi interface itself failed
 };
 
@@ -224,8 +224,8 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   if (response.failure == HttpFailure::cancelled) {
     response.failure_text = "abandoned on request (the connection was closed)";
   } else if (t.multi_error != CURLM_OK) {
-    response.failure_text = std::string("libcurl multi interface: ") +
-                            curl_multi_strerror(t.multi_error);
+    response.failure_text =
+        std::string("libcurl multi interface: ") + curl_multi_strerror(t.multi_error);
   } else if (response.failure != HttpFailure::none) {
     response.failure_text = errbuf[0] ? errbuf : curl_easy_strerror(rc);
   }

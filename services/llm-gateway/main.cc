@@ -34,21 +34,24 @@ void add_options(nv::Config& c) {
                "(Ollama: `ollama pull MODEL` first)");
   c.add_string("api-key-env", "",
                "name of an environment variable holding the bearer API key (OpenAI servers)");
-  c.add_string("api-key-file", "", "file whose first line is the bearer API key (wins over "
-                                   "--api-key-env)");
+  c.add_string("api-key-file", "",
+               "file whose first line is the bearer API key (wins over "
+               "--api-key-env)");
   // Durations in ms; the older names in seconds stay as deprecated spellings (read back below
   // in seconds through them).
   c.add_number("llm-timeout-ms", 300000, "how long one HTTP exchange with the model may take, ms");
   c.range("llm-timeout-ms", 1, 86400000).alias_flag("llm-timeout-ms", "llm-timeout", 1000);
-  c.add_number("llm-connect-timeout-ms", 5000, "how long connecting to the model server may take, ms");
+  c.add_number("llm-connect-timeout-ms", 5000,
+               "how long connecting to the model server may take, ms");
   c.range("llm-connect-timeout-ms", 1, 86400000);
   c.alias_flag("llm-connect-timeout-ms", "llm-connect-timeout", 1000);
   c.add_int("llm-retries", 2, "retries after connection errors, 429 and 5xx (0 = none)");
   c.add_int("concurrency", 4, "chat requests served at once (broker capacity of this worker)");
   c.add_number("rate", 0, "model requests per second (token bucket, all requests); 0 = no limit");
   c.add_number("rate-burst", 10, "requests allowed in one burst by --rate");
-  c.add_number("drain-ms", 8000, "on SIGTERM, how long calls in flight may finish before they "
-                                "are cut off with shuttingDown, ms");
+  c.add_number("drain-ms", 8000,
+               "on SIGTERM, how long calls in flight may finish before they "
+               "are cut off with shuttingDown, ms");
   c.range("drain-ms", 0, 600000).alias_flag("drain-ms", "drain-s", 1000);
   c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
   c.add_bool("seccomp-log", false,
@@ -162,8 +165,7 @@ int run(nv::ServiceContext& ctx) {
   std::mutex mu;
   std::condition_variable cv;
   bool served = false;
-  auto drain = std::chrono::milliseconds(
-      static_cast<int64_t>(ctx.config.number("drain-s") * 1000));
+  auto drain = std::chrono::milliseconds(static_cast<int64_t>(ctx.config.number("drain-s") * 1000));
   std::thread cutter([&] {
     while (!ctx.stop.load()) {
       std::unique_lock lock(mu);

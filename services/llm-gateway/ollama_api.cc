@@ -235,8 +235,7 @@ class OllamaApi final : public WireApi {
     rapidjson::Document d;
     const char* why = parse_json(d, body);
     if (why) {
-      return bad_response(std::string("Ollama answer is not JSON (") +
-                          why + "): " + excerpt(body));
+      return bad_response(std::string("Ollama answer is not JSON (") + why + "): " + excerpt(body));
     }
     ChatReply acc;
     std::string delta, thinking;

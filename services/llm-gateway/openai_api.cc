@@ -221,8 +221,8 @@ class OpenAiStream final : public StreamParser {
         int index = idx && idx->IsInt() ? idx->GetInt() : static_cast<int>(1000 + calls_.size());
         std::string id = get_string(frag, "id");
         // Servers that give every call index 0 start a new call with a new id.
-        if (auto it = calls_.find(index); it != calls_.end() && !id.empty() &&
-                                          !it->second.id.empty() && it->second.id != id) {
+        if (auto it = calls_.find(index);
+            it != calls_.end() && !id.empty() && !it->second.id.empty() && it->second.id != id) {
           index = static_cast<int>(2000 + calls_.size());
         }
         ToolCall& tc = calls_[index];
@@ -347,8 +347,7 @@ class OpenAiApi final : public WireApi {
     rapidjson::Document d;
     const char* why = parse_json(d, body);
     if (why) {
-      return bad_response(std::string("the answer is not JSON (") +
-                          why + "): " + excerpt(body));
+      return bad_response(std::string("the answer is not JSON (") + why + "): " + excerpt(body));
     }
     if (!d.IsObject()) return bad_response("the answer is not a JSON object");
     if (const Value* err = get_member(d, "error")) return inband_error(*err);

@@ -11,10 +11,8 @@ struct Tag {
   std::string_view text;
   bool open;
 };
-constexpr std::array<Tag, 4> kTags = {{{"<think>", true},
-                                       {"<thinking>", true},
-                                       {"</think>", false},
-                                       {"</thinking>", false}}};
+constexpr std::array<Tag, 4> kTags = {
+    {{"<think>", true}, {"<thinking>", true}, {"</think>", false}, {"</thinking>", false}}};
 
 bool space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 

@@ -19,22 +19,22 @@ using prometheus::BuildHistogram;
 using Which = schema::Event::Which;
 
 // Buckets, in seconds, chosen around what each duration is expected to be.
-const prometheus::Histogram::BucketBoundaries kBootBuckets = {0.05, 0.1, 0.25, 0.5, 1, 2, 5,
-                                                              10,   20,  30,   60};
+const prometheus::Histogram::BucketBoundaries kBootBuckets = {0.05, 0.1, 0.25, 0.5, 1, 2,
+                                                              5,    10,  20,   30,  60};
 const prometheus::Histogram::BucketBoundaries kAcquireBuckets = {0.001, 0.005, 0.01, 0.05, 0.1,
                                                                  0.5,   1,     5,    10,   30};
-const prometheus::Histogram::BucketBoundaries kLeaseBuckets = {0.1, 0.5, 1,   5,    10,  30,
+const prometheus::Histogram::BucketBoundaries kLeaseBuckets = {0.1, 0.5, 1,   5,   10,  30,
                                                                60,  120, 300, 600, 1800};
 const prometheus::Histogram::BucketBoundaries kExecBuckets = {0.01, 0.05, 0.1, 0.25, 0.5, 1,
                                                               2.5,  5,    10,  30,   60,  300};
-const prometheus::Histogram::BucketBoundaries kLlmBuckets = {0.1, 0.25, 0.5, 1,  2.5, 5,
+const prometheus::Histogram::BucketBoundaries kLlmBuckets = {0.1, 0.25, 0.5, 1,   2.5, 5,
                                                              10,  30,   60,  120, 300};
 const prometheus::Histogram::BucketBoundaries kLoadBuckets = {0.01, 0.1, 0.5, 1,  2.5,
                                                               5,    10,  30,  60, 120};
 const prometheus::Histogram::BucketBoundaries kFirstTokenBuckets = {0.05, 0.1, 0.25, 0.5, 1,  2,
                                                                     5,    10,  20,   60,  120};
-const prometheus::Histogram::BucketBoundaries kTaskBuckets = {1, 5, 10, 30, 60, 120, 300, 600,
-                                                              1800};
+const prometheus::Histogram::BucketBoundaries kTaskBuckets = {1,   5,   10,  30,  60,
+                                                              120, 300, 600, 1800};
 
 // A duration larger than this (a day, in ms) is not a plausible measurement.
 constexpr double kMaxDurationMs = 86400.0 * 1000.0;
@@ -98,13 +98,20 @@ bool duration_ok(double ms) { return std::isfinite(ms) && ms >= 0 && ms <= kMaxD
 
 std::string_view invalid_name(Invalid reason) {
   switch (reason) {
-    case Invalid::malformed: return "malformed";
-    case Invalid::unknown_topic: return "unknown_topic";
-    case Invalid::topic_mismatch: return "topic_mismatch";
-    case Invalid::bad_enum: return "bad_enum";
-    case Invalid::bad_label: return "bad_label";
-    case Invalid::bad_number: return "bad_number";
-    case Invalid::too_many: return "too_many";
+    case Invalid::malformed:
+      return "malformed";
+    case Invalid::unknown_topic:
+      return "unknown_topic";
+    case Invalid::topic_mismatch:
+      return "topic_mismatch";
+    case Invalid::bad_enum:
+      return "bad_enum";
+    case Invalid::bad_label:
+      return "bad_label";
+    case Invalid::bad_number:
+      return "bad_number";
+    case Invalid::too_many:
+      return "too_many";
   }
   return "malformed";
 }
@@ -312,12 +319,11 @@ Status EventMetrics::apply(std::string_view topic, schema::Event::Reader event) 
     reject(*problem);
   } catch (...) {  // a failed counter update must not take the exporter down
   }
-  return make_error(ErrorCode::BAD_REQUEST, std::string(invalid_name(problem->reason)) + ": " +
-                                                problem->detail);
+  return make_error(ErrorCode::BAD_REQUEST,
+                    std::string(invalid_name(problem->reason)) + ": " + problem->detail);
 }
 
-EventMetrics::Check EventMetrics::check_label(std::string_view what,
-                                              std::string_view value) const {
+EventMetrics::Check EventMetrics::check_label(std::string_view what, std::string_view value) const {
   if (value.empty()) return Rejection{Invalid::bad_label, std::string(what) + " is empty"};
   if (value.size() > limits_.max_label_bytes) {
     return Rejection{Invalid::bad_label, std::string(what) + " is longer than " +
@@ -325,8 +331,9 @@ EventMetrics::Check EventMetrics::check_label(std::string_view what,
   }
   for (char c : value) {
     if (!label_char(c)) {
-      return Rejection{Invalid::bad_label, std::string(what) + " has a character outside "
-                                                               "[A-Za-z0-9_.:/@+-]"};
+      return Rejection{Invalid::bad_label, std::string(what) +
+                                               " has a character outside "
+                                               "[A-Za-z0-9_.:/@+-]"};
     }
   }
   return {};
@@ -393,30 +400,63 @@ EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
 
   Check problem;
   switch (event.which()) {
-    case Which::SERVICE_STARTED: problem = on_service(event, true); break;
-    case Which::SERVICE_STOPPING: problem = on_service(event, false); break;
-    case Which::VM_BOOTED: problem = on_vm_booted(event.getVmBooted()); break;
-    case Which::VM_ACQUIRED: problem = on_vm_acquired(event.getVmAcquired()); break;
-    case Which::VM_RELEASED: problem = on_vm_released(event.getVmReleased()); break;
-    case Which::VM_FAILED: problem = on_vm_failed(event.getVmFailed()); break;
-    case Which::VM_STATS: problem = on_vm_stats(event.getVmStats(), event.getTimeNs()); break;
-    case Which::POOL_STATUS: problem = on_pool_status(event.getPoolStatus()); break;
-    case Which::EXEC_STARTED: problem = on_exec_started(event.getExecStarted()); break;
-    case Which::EXEC_FINISHED: problem = on_exec_finished(event.getExecFinished()); break;
-    case Which::LLM_CALL: problem = on_llm_call(event.getLlmCall()); break;
+    case Which::SERVICE_STARTED:
+      problem = on_service(event, true);
+      break;
+    case Which::SERVICE_STOPPING:
+      problem = on_service(event, false);
+      break;
+    case Which::VM_BOOTED:
+      problem = on_vm_booted(event.getVmBooted());
+      break;
+    case Which::VM_ACQUIRED:
+      problem = on_vm_acquired(event.getVmAcquired());
+      break;
+    case Which::VM_RELEASED:
+      problem = on_vm_released(event.getVmReleased());
+      break;
+    case Which::VM_FAILED:
+      problem = on_vm_failed(event.getVmFailed());
+      break;
+    case Which::VM_STATS:
+      problem = on_vm_stats(event.getVmStats(), event.getTimeNs());
+      break;
+    case Which::POOL_STATUS:
+      problem = on_pool_status(event.getPoolStatus());
+      break;
+    case Which::EXEC_STARTED:
+      problem = on_exec_started(event.getExecStarted());
+      break;
+    case Which::EXEC_FINISHED:
+      problem = on_exec_finished(event.getExecFinished());
+      break;
+    case Which::LLM_CALL:
+      problem = on_llm_call(event.getLlmCall());
+      break;
     case Which::TASK_STARTED:
       tasks_started_.Increment();
       agent_tasks_.Add({{"status", "running"}}).Set(static_cast<double>(++tasks_running_));
       break;
-    case Which::TASK_ITERATION: problem = on_task_iteration(event.getTaskIteration()); break;
-    case Which::TASK_FINISHED: problem = on_task_finished(event.getTaskFinished()); break;
-    case Which::SECURITY_ALERT: problem = on_security_alert(event.getSecurityAlert()); break;
-    case Which::SENTINEL_STATUS: problem = on_sentinel_status(event.getSentinelStatus()); break;
+    case Which::TASK_ITERATION:
+      problem = on_task_iteration(event.getTaskIteration());
+      break;
+    case Which::TASK_FINISHED:
+      problem = on_task_finished(event.getTaskFinished());
+      break;
+    case Which::SECURITY_ALERT:
+      problem = on_security_alert(event.getSecurityAlert());
+      break;
+    case Which::SENTINEL_STATUS:
+      problem = on_sentinel_status(event.getSentinelStatus());
+      break;
     case Which::SYSCALL_COUNTS:
       problem = on_syscall_counts(event.getSyscallCounts(), event.getTimeNs());
       break;
-    case Which::BROKER_STATUS: problem = on_broker_status(event.getBrokerStatus()); break;
-    default: return Rejection{Invalid::topic_mismatch, "no payload handler"};
+    case Which::BROKER_STATUS:
+      problem = on_broker_status(event.getBrokerStatus());
+      break;
+    default:
+      return Rejection{Invalid::topic_mismatch, "no payload handler"};
   }
   if (problem) return problem;
   events_.Add({{"topic", std::string(topic)}}).Increment();
@@ -627,7 +667,7 @@ EventMetrics::Check EventMetrics::on_sentinel_status(schema::SentinelStatus::Rea
 }
 
 EventMetrics::Check EventMetrics::on_syscall_counts(schema::SyscallCounts::Reader p,
-                                                     int64_t time_ns) {
+                                                    int64_t time_ns) {
   auto entries = p.getEntries();
   if (entries.size() > limits_.max_list_entries) return Rejection{Invalid::too_many, "entries"};
   for (auto e : entries) {

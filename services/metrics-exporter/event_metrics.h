@@ -75,11 +75,11 @@
 namespace nv::metrics {
 
 struct Limits {
-  size_t max_label_bytes = 128;     // a longer label value makes the event invalid
-  size_t max_label_values = 256;    // distinct values per free-text label, then "other"
-  size_t max_vms = 4096;            // VMs with per-VM series at once
-  size_t max_instances = 1024;      // service instances tracked for neurovisor_services_up
-  size_t max_list_entries = 4096;   // entries in one pool.status / sentinel.* list
+  size_t max_label_bytes = 128;          // a longer label value makes the event invalid
+  size_t max_label_values = 256;         // distinct values per free-text label, then "other"
+  size_t max_vms = 4096;                 // VMs with per-VM series at once
+  size_t max_instances = 1024;           // service instances tracked for neurovisor_services_up
+  size_t max_list_entries = 4096;        // entries in one pool.status / sentinel.* list
   int64_t vm_idle_ns = 600'000'000'000;  // expire_idle_vms: a VM silent this long is forgotten
 };
 
@@ -125,14 +125,14 @@ class EventMetrics {
 
  private:
   struct VmSeries {
-    prometheus::Gauge* memory = nullptr;      // neurovisor_cgroup_memory_usage_bytes{vm_id}
-    prometheus::Counter* syscalls = nullptr;  // neurovisor_ebpf_syscall_total{vm_id}
+    prometheus::Gauge* memory = nullptr;       // neurovisor_cgroup_memory_usage_bytes{vm_id}
+    prometheus::Counter* syscalls = nullptr;   // neurovisor_ebpf_syscall_total{vm_id}
     prometheus::Counter* throttled = nullptr;  // neurovisor_cgroup_cpu_throttled_total{vm_id}
     prometheus::Counter* throttled_seconds = nullptr;  // ..._cpu_throttled_seconds_total{vm_id}
-    uint64_t last_throttled_us = 0;           // cpuThrottledUs at the last vm.stats
-    uint64_t last_throttled = 0;              // cpuThrottledPeriods at the last vm.stats
-    uint64_t last_syscalls = 0;               // count at the last sentinel.syscalls entry
-    int64_t last_seen_ns = 0;                 // timeNs of the last event that updated it
+    uint64_t last_throttled_us = 0;                    // cpuThrottledUs at the last vm.stats
+    uint64_t last_throttled = 0;                       // cpuThrottledPeriods at the last vm.stats
+    uint64_t last_syscalls = 0;                        // count at the last sentinel.syscalls entry
+    int64_t last_seen_ns = 0;                          // timeNs of the last event that updated it
   };
   struct Rejection {
     Invalid reason;

@@ -79,8 +79,8 @@ class Pusher {
       // Logged on the first failure and then every 20th, so a gateway that is down is visible
       // without flooding the log.
       if (failures_++ % 20 == 0) {
-        log::warn("Pushgateway push failed", {{"url", url_}, {"status", status},
-                                              {"failures", failures_}});
+        log::warn("Pushgateway push failed",
+                  {{"url", url_}, {"status", status}, {"failures", failures_}});
       }
     } else if (failures_ > 0) {
       log::info("Pushgateway push works again", {{"url", url_}});
@@ -122,7 +122,8 @@ std::unordered_set<std::string> replay_history(ServiceContext& ctx, EventMetrics
     ids.insert(ev.getId());
     if (!metrics.apply(ev.getTopic().cStr(), ev)) ++rejected;
   }
-  log::info("event history replayed", {{"events", ids.size()}, {"rejected", rejected},
+  log::info("event history replayed", {{"events", ids.size()},
+                                       {"rejected", rejected},
                                        {"dropped_by_orchestrator", history->getDropped()}});
   return ids;
 }
@@ -133,11 +134,13 @@ seccomp::Profile exporter_seccomp_profile() {
   // libcurl: the Pushgateway push and the OTLP/HTTP trace export (the same set the LLM gateway
   // was profiled with: HTTP, HTTPS, name resolution).
   for (const auto& r : seccomp::llm_gateway_rules()) p.rules.push_back(r);
-  p.rules.push_back(seccomp::allow("accept", "civetweb (prometheus-cpp Exposer) accepts HTTP "
-                                             "connections with accept(2), not accept4"));
+  p.rules.push_back(seccomp::allow("accept",
+                                   "civetweb (prometheus-cpp Exposer) accepts HTTP "
+                                   "connections with accept(2), not accept4"));
   // Not in the shared sets yet (reported): service_main's signal thread waits with it.
-  p.rules.push_back(seccomp::allow("rt_sigtimedwait", "service_main's signal thread "
-                                                      "(sigtimedwait for SIGTERM/SIGINT/SIGHUP)"));
+  p.rules.push_back(seccomp::allow("rt_sigtimedwait",
+                                   "service_main's signal thread "
+                                   "(sigtimedwait for SIGTERM/SIGINT/SIGHUP)"));
   return p;
 }
 
@@ -145,8 +148,8 @@ seccomp::Profile exporter_seccomp_profile() {
 
 Result<PushTarget> parse_pushgateway_url(const std::string& url) {
   auto bad = [&](const std::string& why) {
-    return make_error(ErrorCode::BAD_REQUEST, "--pushgateway-url '" + url + "': " + why +
-                                                  " (expected http://host:port)");
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "--pushgateway-url '" + url + "': " + why + " (expected http://host:port)");
   };
   auto scheme_end = url.find("://");
   if (scheme_end == std::string::npos) return bad("no scheme");
@@ -200,7 +203,8 @@ Status check_listen_free(const std::string& listen, const std::string& option) {
       if (err == EADDRINUSE) {
         problem = "port " + port + " on " + host + " (" + listen +
                   ") is already in use by another program (a Prometheus server?); choose a free "
-                  "one with " + option + ", e.g. " + listen.substr(0, colon) + ":9464";
+                  "one with " +
+                  option + ", e.g. " + listen.substr(0, colon) + ":9464";
       } else {
         problem = "cannot listen on " + listen + ": " + std::strerror(err) + "; choose another " +
                   "address with " + option;
@@ -215,8 +219,9 @@ Status check_listen_free(const std::string& listen, const std::string& option) {
 
 void add_exporter_options(Config& c) {
   c.add_string("listen", "127.0.0.1:9090", "address:port serving /metrics");
-  c.add_string("pushgateway-url", "", "Pushgateway to push to, e.g. http://127.0.0.1:9091 "
-                                      "(\"\" = no push)");
+  c.add_string("pushgateway-url", "",
+               "Pushgateway to push to, e.g. http://127.0.0.1:9091 "
+               "(\"\" = no push)");
   c.add_int("push-interval-s", 15, "seconds between Pushgateway pushes");
   c.add_string("push-job", "neurovisor", "job label of pushed metrics");
   c.add_string("push-instance", "", "instance label of pushed metrics (default: host name)");
@@ -246,8 +251,10 @@ int run_exporter(ServiceContext& ctx) {
   std::optional<PushTarget> push;
   if (!c.str("pushgateway-url").empty()) {
     auto t = parse_pushgateway_url(c.str("pushgateway-url"));
-    if (t) push = t.value();
-    else problems += t.error().message + "; ";
+    if (t)
+      push = t.value();
+    else
+      problems += t.error().message + "; ";
   }
   if (c.integer("push-interval-s") < 1) problems += "--push-interval-s must be at least 1; ";
   if (c.integer("history-limit") < 0) problems += "--history-limit must not be negative; ";
@@ -258,8 +265,10 @@ int run_exporter(ServiceContext& ctx) {
   std::string otlp_url;
   if (!c.str("otlp-endpoint").empty()) {
     auto u = tracing::otlp_traces_url(c.str("otlp-endpoint"));
-    if (u) otlp_url = u.value();
-    else problems += u.error().message + "; ";
+    if (u)
+      otlp_url = u.value();
+    else
+      problems += u.error().message + "; ";
   }
   if (c.integer("otlp-timeout-ms") < 1 || c.integer("otlp-timeout-ms") > 600000) {
     problems += "--otlp-timeout-ms must be between 1 and 600000; ";
@@ -267,8 +276,8 @@ int run_exporter(ServiceContext& ctx) {
   if (c.integer("trace-linger-ms") < 0 || c.integer("trace-linger-ms") > 600000) {
     problems += "--trace-linger-ms must be between 0 and 600000; ";
   }
-  if (!c.str("run-as").empty() && c.str("run-as").find_first_not_of("0123456789") !=
-                                      std::string::npos) {
+  if (!c.str("run-as").empty() &&
+      c.str("run-as").find_first_not_of("0123456789") != std::string::npos) {
     problems += "--run-as must be a numeric uid; ";
   }
   if (!problems.empty()) {
@@ -277,8 +286,8 @@ int run_exporter(ServiceContext& ctx) {
     return 2;
   }
   // Before anything waits on the bus: a port in use is reported at once.
-  if (auto st = check_listen_free(c.str("listen"),
-                                  "--listen (env " + Config::env_name("listen") + ")");
+  if (auto st =
+          check_listen_free(c.str("listen"), "--listen (env " + Config::env_name("listen") + ")");
       !st) {
     log::error("cannot serve /metrics",
                {{"listen", c.str("listen")}, {"error", st.error().message}});
@@ -293,8 +302,7 @@ int run_exporter(ServiceContext& ctx) {
   EventMetrics metrics(registry, limits);
 
   // 1. Subscribe before anything else, so nothing published from here on is missed.
-  EventSubscriber sub(ctx.zmq, ctx.endpoints.events_out, {}, ctx.curve_keys,
-                      ctx.curve_server_key);
+  EventSubscriber sub(ctx.zmq, ctx.endpoints.events_out, {}, ctx.curve_keys, ctx.curve_server_key);
 
   // 2. Bind HTTP and shed privileges. Capabilities belong to threads, and a new thread copies
   // its creator's: the HTTP threads the Exposer starts keep whatever this thread holds at that
@@ -325,18 +333,18 @@ int run_exporter(ServiceContext& ctx) {
   }
   exposer->RegisterCollectable(registry);
   if (privileged_port) {
-    log::warn("--listen uses a privileged port: the HTTP threads keep the capabilities they "
-              "started with; prefer a port of 1024 or more",
-              {{"listen", listen}});
+    log::warn(
+        "--listen uses a privileged port: the HTTP threads keep the capabilities they "
+        "started with; prefer a port of 1024 or more",
+        {{"listen", listen}});
     if (!drop()) return 1;
   }
 
   // 3. Presence with the broker (capacity 0: `nv status` lists us, no request is routed here).
-  Worker worker(ctx.zmq, ctx.worker_options("metrics-exporter", 0),
-                [](std::shared_ptr<Request> r) {
-                  r->fail(make_error(ErrorCode::BAD_REQUEST,
-                                     "metrics-exporter takes no requests; scrape /metrics"));
-                });
+  Worker worker(ctx.zmq, ctx.worker_options("metrics-exporter", 0), [](std::shared_ptr<Request> r) {
+    r->fail(
+        make_error(ErrorCode::BAD_REQUEST, "metrics-exporter takes no requests; scrape /metrics"));
+  });
   // Its own stop flag, so a failure below can end it as well as SIGTERM can.
   std::atomic<bool> worker_stop{false};
   std::thread worker_thread([&] { worker.run(worker_stop); });

@@ -38,8 +38,8 @@ bool retryable(long status) {
 
 Result<std::string> otlp_traces_url(const std::string& endpoint) {
   auto bad = [&](const std::string& why) {
-    return make_error(ErrorCode::BAD_REQUEST, "OTLP endpoint '" + endpoint + "': " + why +
-                                                  " (expected http://host:4318)");
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "OTLP endpoint '" + endpoint + "': " + why + " (expected http://host:4318)");
   };
   auto scheme_end = endpoint.find("://");
   if (scheme_end == std::string::npos) return bad("no scheme");
@@ -127,7 +127,8 @@ long OtlpExporter::post(const std::string& body, long* retry_after_s) {
   CURLcode rc = curl_easy_perform(c);
   curl_slist_free_all(headers);
   long status = 0;
-  if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  if (rc == CURLE_OK)
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   else if (failures_logged_++ % 20 == 0) {
     log::warn("OTLP export failed", {{"url", opt_.url}, {"error", curl_easy_strerror(rc)}});
   }
@@ -168,8 +169,8 @@ void OtlpExporter::loop() {
       dropped_unreachable_.Increment(count);
     } else {
       dropped_rejected_.Increment(count);
-      log::warn("OTLP collector refused spans", {{"url", opt_.url}, {"status", status},
-                                                 {"spans", batch.size()}});
+      log::warn("OTLP collector refused spans",
+                {{"url", opt_.url}, {"status", status}, {"spans", batch.size()}});
     }
     lock.lock();
   }

@@ -27,12 +27,12 @@
 namespace nv::tracing {
 
 struct OtlpOptions {
-  std::string url;                                  // full URL, e.g. http://127.0.0.1:4318/v1/traces
-  std::chrono::milliseconds timeout{10000};         // per HTTP request
-  size_t max_queue_spans = 8192;                    // spans waiting to be sent
-  size_t max_batch_spans = 512;                     // spans per request
-  int max_attempts = 4;                             // tries per batch
-  std::string scope_version = "0";                  // InstrumentationScope.version
+  std::string url;                           // full URL, e.g. http://127.0.0.1:4318/v1/traces
+  std::chrono::milliseconds timeout{10000};  // per HTTP request
+  size_t max_queue_spans = 8192;             // spans waiting to be sent
+  size_t max_batch_spans = 512;              // spans per request
+  int max_attempts = 4;                      // tries per batch
+  std::string scope_version = "0";           // InstrumentationScope.version
 };
 
 // "http://host:port" (no path, or "/"): + "/v1/traces" as OTEL_EXPORTER_OTLP_ENDPOINT does;

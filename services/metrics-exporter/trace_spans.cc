@@ -226,7 +226,8 @@ void TraceAssembler::add(schema::Event::Reader e, int64_t now_ns) {
       r.ms = p.getLeasedMs();
       break;
     }
-    default: return;  // no span from this topic
+    default:
+      return;  // no span from this topic
   }
   std::string id = otlp_trace_id(e.getTraceId().cStr());
   if (id.empty()) return;  // no task or request to hang it from
@@ -254,8 +255,7 @@ void TraceAssembler::add(schema::Event::Reader e, int64_t now_ns) {
   }
   bool is_task = e.which() == Which::TASK_STARTED || e.which() == Which::TASK_FINISHED;
   t.has_task |= is_task;
-  if (e.which() == Which::TASK_FINISHED ||
-      (e.which() == Which::EXEC_FINISHED && !t.has_task)) {
+  if (e.which() == Which::TASK_FINISHED || (e.which() == Which::EXEC_FINISHED && !t.has_task)) {
     t.complete_ns = now_ns;
   } else if (e.which() == Which::TASK_STARTED) {
     t.complete_ns = 0;  // an exec-only trace turned out to belong to a task: wait for its end

@@ -53,13 +53,13 @@ struct Span {
   std::string parent_id;  // "" for a root span
   std::string name;
   SpanKind kind = SpanKind::internal;
-  int64_t start_ns = 0;   // unix nanoseconds
+  int64_t start_ns = 0;  // unix nanoseconds
   int64_t end_ns = 0;
   std::vector<Attribute> attributes;
   StatusCode status = StatusCode::unset;
   std::string status_message;
-  std::string service;    // the publishing service: the span's resource service.name
-  std::string instance;   // its instance: service.instance.id
+  std::string service;   // the publishing service: the span's resource service.name
+  std::string instance;  // its instance: service.instance.id
 };
 
 // The OTLP traceId of a UUID text ("0193b3c4-5e6f-7abc-8def-0123456789ab" → 32 hex digits), or
@@ -72,9 +72,9 @@ std::string otlp_trace_id(std::string_view uuid);
 std::string otlp_json(const std::vector<Span>& spans, std::string_view scope_version);
 
 struct AssemblerLimits {
-  size_t max_traces = 1024;          // traces buffered at once; the oldest is flushed beyond
-  size_t max_events_per_trace = 1024;  // later events of a trace are dropped (counted)
-  int64_t linger_ns = 2'000'000'000;   // wait this long after a trace completes for stragglers
+  size_t max_traces = 1024;              // traces buffered at once; the oldest is flushed beyond
+  size_t max_events_per_trace = 1024;    // later events of a trace are dropped (counted)
+  int64_t linger_ns = 2'000'000'000;     // wait this long after a trace completes for stragglers
   int64_t max_age_ns = 900'000'000'000;  // an open trace is flushed as it is after this long
 };
 
@@ -99,15 +99,15 @@ class TraceAssembler {
   struct Rec {  // the fields of one event the spans need
     std::string topic, service, instance, vm_id, text1, text2;  // text1/2: model/api, status/...
     int64_t time_ns = 0;
-    double ms = 0;             // durationMs / waitMs / leasedMs
+    double ms = 0;                   // durationMs / waitMs / leasedMs
     int64_t n1 = 0, n2 = 0, n3 = 0;  // tokens, iterations, exit codes, ...
     bool flag = false;
   };
   struct Trace {
-    std::string id;            // OTLP hex
+    std::string id;  // OTLP hex
     std::vector<Rec> recs;
     int64_t first_seen_ns = 0;
-    int64_t complete_ns = 0;   // 0 = not complete yet
+    int64_t complete_ns = 0;  // 0 = not complete yet
     bool has_task = false;
   };
 

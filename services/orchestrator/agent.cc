@@ -50,17 +50,22 @@ std::string execute_code_schema() {
          R"(results you need"}},"required":["language","code"]})";
 }
 
-
-
 std::string status_name(s::TaskStatus status) {
   switch (status) {
-    case s::TaskStatus::COMPLETED: return "completed";
-    case s::TaskStatus::FAILED: return "failed";
-    case s::TaskStatus::MAX_ITERATIONS: return "maxIterations";
-    case s::TaskStatus::TIMED_OUT: return "timedOut";
-    case s::TaskStatus::MODEL_UNREACHABLE: return "modelUnreachable";
-    case s::TaskStatus::CANCELLED: return "cancelled";
-    case s::TaskStatus::UNSET: break;
+    case s::TaskStatus::COMPLETED:
+      return "completed";
+    case s::TaskStatus::FAILED:
+      return "failed";
+    case s::TaskStatus::MAX_ITERATIONS:
+      return "maxIterations";
+    case s::TaskStatus::TIMED_OUT:
+      return "timedOut";
+    case s::TaskStatus::MODEL_UNREACHABLE:
+      return "modelUnreachable";
+    case s::TaskStatus::CANCELLED:
+      return "cancelled";
+    case s::TaskStatus::UNSET:
+      break;
   }
   return "unset";
 }
@@ -74,16 +79,15 @@ using Call = ModelCall;
 struct Msg {
   s::Role role = s::Role::USER;
   std::string content;
-  std::vector<Call> calls;      // assistant
-  std::string tool_call_id;     // tool
-  std::string tool_name;        // tool
-  std::string thinking;         // assistant: its reasoning, sent back as the API expects
+  std::vector<Call> calls;   // assistant
+  std::string tool_call_id;  // tool
+  std::string tool_name;     // tool
+  std::string thinking;      // assistant: its reasoning, sent back as the API expects
 };
 
 bool printable(std::string_view v) {
-  return std::all_of(v.begin(), v.end(), [](char c) {
-    return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f;
-  });
+  return std::all_of(v.begin(), v.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
 }
 
 double ms_since(Clock::time_point t) {
@@ -115,12 +119,13 @@ struct Agent::Task {
   uint32_t tool_calls = 0;
   uint64_t prompt_tokens = 0, completion_tokens = 0;
   double load_ms = 0, llm_ms = 0, exec_ms = 0;
-  double first_token_ms = 0;          // of the task's first LLM call (0 = nothing streamed)
-  std::set<std::string> call_ids;     // every tool-call id given in this task
+  double first_token_ms = 0;       // of the task's first LLM call (0 = nothing streamed)
+  std::set<std::string> call_ids;  // every tool-call id given in this task
 
   Task(Agent& a, std::shared_ptr<Request> r)
-      : agent(a), req(std::move(r)), client(a.ctx_, ClientOptions{a.options_.clients_endpoint,
-                                                                  {}, {}, a.options_.limits}) {}
+      : agent(a),
+        req(std::move(r)),
+        client(a.ctx_, ClientOptions{a.options_.clients_endpoint, {}, {}, a.options_.limits}) {}
 
   milliseconds left() const {
     return std::max(milliseconds(0),
@@ -142,7 +147,7 @@ struct Agent::Task {
   // A bus call that also ends when the task is cancelled, the service stops, or the deadline
   // (+1 s for the broker's own deadline answer) passes.
   Result<Client::Incoming> bus_call(const std::string& service, capnp::MessageBuilder& body,
-                                milliseconds deadline_ms, const Client::PartialFn& on_partial) {
+                                    milliseconds deadline_ms, const Client::PartialFn& on_partial) {
     if (deadline_ms.count() <= 0) {  // 0 on the bus would mean "the broker's default"
       return make_error(ErrorCode::TIMED_OUT, "no time left before the task deadline");
     }
@@ -160,9 +165,9 @@ struct Agent::Task {
       auto remaining = std::chrono::duration_cast<milliseconds>(end - Clock::now());
       if (remaining.count() <= 0) {
         client.cancel(id, service);
-        return make_error(ErrorCode::TIMED_OUT, "no answer from service '" + service +
-                                                    "' within " +
-                                                    std::to_string(deadline_ms.count()) + " ms",
+        return make_error(ErrorCode::TIMED_OUT,
+                          "no answer from service '" + service + "' within " +
+                              std::to_string(deadline_ms.count()) + " ms",
                           true);
       }
       auto in = client.receive(std::min(remaining, milliseconds(100)));
@@ -252,13 +257,11 @@ struct Agent::Task {
       return finish(s::TaskStatus::TIMED_OUT, e);
     }
     bool unreachable = e.code == ErrorCode::LLM_UNREACHABLE ||
-                       e.code == ErrorCode::MODEL_NOT_FOUND ||
-                       e.code == ErrorCode::UNAUTHORIZED;
+                       e.code == ErrorCode::MODEL_NOT_FOUND || e.code == ErrorCode::UNAUTHORIZED;
     if (e.code == ErrorCode::UNKNOWN_SERVICE || e.code == ErrorCode::NO_WORKER) {
-      Error g = make_error(e.code,
-                           "no nv-llm-gateway is serving \"llm\" (" + e.message +
-                               "): start it, e.g. `./nv up` starts the whole stack, or "
-                               "`nv-llm-gateway --llm-url URL` on its own");
+      Error g = make_error(e.code, "no nv-llm-gateway is serving \"llm\" (" + e.message +
+                                       "): start it, e.g. `./nv up` starts the whole stack, or "
+                                       "`nv-llm-gateway --llm-url URL` on its own");
       return finish(first ? s::TaskStatus::MODEL_UNREACHABLE : s::TaskStatus::FAILED, g);
     }
     if (unreachable && first) return finish(s::TaskStatus::MODEL_UNREACHABLE, e);
@@ -289,8 +292,7 @@ struct Agent::Task {
     if (args->code.size() > o.max_code_bytes) {
       return tool_error(make_error(ErrorCode::BAD_REQUEST,
                                    "the code is " + std::to_string(args->code.size()) +
-                                       " bytes; the limit is " +
-                                       std::to_string(o.max_code_bytes)));
+                                       " bytes; the limit is " + std::to_string(o.max_code_bytes)));
     }
     progress([&](s::TaskProgress::Builder p) {
       auto t = p.initToolCall();
@@ -301,8 +303,8 @@ struct Agent::Task {
     ++tool_calls;
     auto budget = std::min(left(), o.exec_timeout + o.exec_slack);
     if (budget < milliseconds(500)) {
-      return tool_error(make_error(ErrorCode::TIMED_OUT,
-                                   "the task deadline leaves no time to run code"));
+      return tool_error(
+          make_error(ErrorCode::TIMED_OUT, "the task deadline leaves no time to run code"));
     }
     if (!registered("exec")) {
       return tool_error(make_error(ErrorCode::UNKNOWN_SERVICE,
@@ -395,8 +397,8 @@ struct Agent::Task {
     for (iteration = 1; iteration <= max_iterations; ++iteration) {
       progress([](s::TaskProgress::Builder p) { p.setThinking(); });
       if (!registered("llm")) {
-        return llm_failed(make_error(ErrorCode::UNKNOWN_SERVICE,
-                                     "no worker of service \"llm\" is registered"));
+        return llm_failed(
+            make_error(ErrorCode::UNKNOWN_SERVICE, "no worker of service \"llm\" is registered"));
       }
       auto res = ask_model();
       if (!res) return llm_failed(res.error());
@@ -421,9 +423,9 @@ struct Agent::Task {
       if (said.calls.empty()) {
         // The text only: reasoning is never parsed for calls.
         for (auto& c : parse_text_tool_calls(said.content)) {
-          said.calls.push_back({"call_text_" + std::to_string(iteration) + "_" +
-                                    std::to_string(said.calls.size()),
-                                c.name, c.arguments_json});
+          said.calls.push_back(
+              {"call_text_" + std::to_string(iteration) + "_" + std::to_string(said.calls.size()),
+               c.name, c.arguments_json});
         }
         fallback = !said.calls.empty();
       }
@@ -502,8 +504,7 @@ struct Agent::Task {
     answer = last_text;
     finish(s::TaskStatus::MAX_ITERATIONS,
            make_error(ErrorCode::BAD_REQUEST,
-                      "the model was still calling tools after " +
-                          std::to_string(max_iterations) +
+                      "the model was still calling tools after " + std::to_string(max_iterations) +
                           " iterations; raise --max-iterations or simplify the task"));
   }
 
@@ -531,7 +532,8 @@ struct Agent::Task {
 // ================================================================================ the service
 
 Agent::Agent(zmq::context_t& ctx, AgentOptions options)
-    : ctx_(ctx), options_(std::move(options)),
+    : ctx_(ctx),
+      options_(std::move(options)),
       events_(ctx, options_.events_endpoint, "orchestrator",
               options_.instance.empty() ? default_instance("orchestrator") : options_.instance),
       stop_(&never_) {}
@@ -584,15 +586,15 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
 
   Task task(*this, req);
   task.prompt = std::string(prompt);
-  task.trace = t.getTraceId().size() > 0        ? std::string(t.getTraceId().cStr())
+  task.trace = t.getTraceId().size() > 0         ? std::string(t.getTraceId().cStr())
                : !req->header().trace_id.empty() ? req->header().trace_id
                                                  : new_uuid_v7();
   task.model = t.getModel().size() > 0 ? std::string(t.getModel().cStr()) : options_.default_model;
   task.max_iterations =
       t.getMaxIterations() > 0 ? t.getMaxIterations() : options_.default_max_iterations;
   task.tier = t.getTier();
-  task.timeout = t.getTimeoutMs() > 0 ? milliseconds(t.getTimeoutMs())
-                                      : options_.default_task_timeout;
+  task.timeout =
+      t.getTimeoutMs() > 0 ? milliseconds(t.getTimeoutMs()) : options_.default_task_timeout;
   task.timeout = std::min(task.timeout, req->remaining());
   task.deadline = task.started + task.timeout;
   log::TraceScope scope(task.trace);

@@ -44,21 +44,21 @@ struct AgentOptions {
   std::string workers_endpoint = "inproc://nv-workers";  // where the "task" worker registers
   std::string clients_endpoint = "inproc://nv-clients";  // where it calls "llm" and "exec"
   std::string events_endpoint = "inproc://nv-events-in";
-  uint32_t max_tasks = 64;                               // tasks run at once (worker capacity)
-  uint32_t default_max_iterations = 10;                  // when SubmitTask.maxIterations is 0
-  uint32_t max_iterations_cap = 100;                     // larger asks are refused
+  uint32_t max_tasks = 64;                                  // tasks run at once (worker capacity)
+  uint32_t default_max_iterations = 10;                     // when SubmitTask.maxIterations is 0
+  uint32_t max_iterations_cap = 100;                        // larger asks are refused
   std::chrono::milliseconds default_task_timeout{600'000};  // when SubmitTask.timeoutMs is 0
-  std::chrono::milliseconds llm_call_timeout{330'000};   // bus deadline of one LLM call
-  std::chrono::milliseconds exec_timeout{30'000};        // ExecRequest.timeoutMs
-  std::chrono::milliseconds exec_slack{120'000};         // + waiting for a VM, on the bus
-  std::string default_model;                             // "" = the gateway's --model
+  std::chrono::milliseconds llm_call_timeout{330'000};      // bus deadline of one LLM call
+  std::chrono::milliseconds exec_timeout{30'000};           // ExecRequest.timeoutMs
+  std::chrono::milliseconds exec_slack{120'000};            // + waiting for a VM, on the bus
+  std::string default_model;                                // "" = the gateway's --model
   size_t max_prompt_bytes = 64 * 1024;
-  size_t max_calls_per_iteration = 8;                    // more are refused as tool errors
+  size_t max_calls_per_iteration = 8;  // more are refused as tool errors
   size_t max_code_bytes = 256 * 1024;
-  size_t max_tool_output_chars = 16 * 1024;              // what the model is shown per call
+  size_t max_tool_output_chars = 16 * 1024;  // what the model is shown per call
   std::chrono::milliseconds heartbeat{1000};
   bus::Limits limits;
-  std::string instance;                                  // "" = host/orchestrator/pid
+  std::string instance;  // "" = host/orchestrator/pid
 };
 
 // ------------------------------------------------------------------ pure pieces (tested alone)

@@ -126,8 +126,8 @@ void Broker::on_event(std::vector<zmq::message_t>& frames) {
       log::warn("dropped a malformed event", {{"why", why}, {"total", stats_.events_bad}});
     }
   };
-  if (frames.size() != 2) return bad("expected [topic][Event], got " +
-                                     std::to_string(frames.size()) + " frames");
+  if (frames.size() != 2)
+    return bad("expected [topic][Event], got " + std::to_string(frames.size()) + " frames");
   if (frames[0].size() == 0 || frames[0].size() > 128) return bad("topic length out of range");
   if (frames[1].size() > opt_.max_event_bytes) {
     ++stats_.events_oversized;
@@ -182,9 +182,9 @@ void Broker::on_client(size_t sock, std::vector<zmq::message_t>& frames) {
     h.kind = bus::Kind::ERROR;
     h.request_id = msg.header.request_id;
     h.service = "orchestrator";
-    send_client(sock, msg.routing, h,
-                bus::encode_error(make_error(ErrorCode::BAD_REQUEST,
-                                             "clients may only send requests")));
+    send_client(
+        sock, msg.routing, h,
+        bus::encode_error(make_error(ErrorCode::BAD_REQUEST, "clients may only send requests")));
     return;
   }
   client_heard(key, msg.header.kind);
@@ -212,9 +212,9 @@ void Broker::on_client_request(size_t sock, std::string key, bus::Message& msg) 
   bool registered = sit != services_.end() && sit->second.ever_registered;
   if (!registered && !in_grace_) {
     ++stats_.unknown_service;
-    return refuse(make_error(ErrorCode::UNKNOWN_SERVICE,
-                             "no worker has ever registered service '" + name +
-                                 "'; check the name and `nv status`"));
+    return refuse(make_error(
+        ErrorCode::UNKNOWN_SERVICE,
+        "no worker has ever registered service '" + name + "'; check the name and `nv status`"));
   }
   if (registered && sit->second.workers.empty() && !in_grace_) {
     return refuse(make_error(ErrorCode::NO_WORKER,
@@ -364,8 +364,8 @@ void Broker::builtin(size_t sock, const bus::Message& msg) {
     r.setDropped(history_dropped_);
     auto list = r.initEvents(static_cast<unsigned>(chosen.size()));
     for (unsigned i = 0; i < chosen.size(); ++i) {
-      auto body = bus::BodyReader::open(chosen[i]->bytes.data(), chosen[i]->bytes.size(),
-                                        opt_.limits);
+      auto body =
+          bus::BodyReader::open(chosen[i]->bytes.data(), chosen[i]->bytes.size(), opt_.limits);
       if (!body) continue;
       auto ev = body->root_unchecked<schema::Event>();
       if (ev) list.setWithCaveats(i, ev.value());
@@ -403,8 +403,8 @@ void Broker::run(const std::atomic<bool>& stop) {
   }
   next_heartbeat_ = Clock::now() + opt_.heartbeat;
   next_status_ = Clock::now() + opt_.status_interval;
-  auto grace = opt_.startup_grace.count() > 0 ? opt_.startup_grace
-                                              : 2 * opt_.heartbeat * opt_.liveness;
+  auto grace =
+      opt_.startup_grace.count() > 0 ? opt_.startup_grace : 2 * opt_.heartbeat * opt_.liveness;
   auto grace_end = started_ + grace;
   std::vector<zmq::message_t> frames;
   while (!stop.load()) {
@@ -426,10 +426,17 @@ void Broker::run(const std::atomic<bool>& stop) {
       // Bounded batch per socket so one busy peer cannot starve the others.
       for (int n = 0; n < 256 && bus::recv_frames(*items[i].socket, frames); ++n) {
         switch (items[i].role) {
-          case 0: on_client(items[i].index, frames); break;
-          case 1: on_worker(items[i].index, frames); break;
-          case 2: on_event(frames); break;
-          case 3: break;  // subscription messages: nothing to do
+          case 0:
+            on_client(items[i].index, frames);
+            break;
+          case 1:
+            on_worker(items[i].index, frames);
+            break;
+          case 2:
+            on_event(frames);
+            break;
+          case 3:
+            break;  // subscription messages: nothing to do
         }
       }
     }

@@ -75,12 +75,12 @@ struct BrokerOptions {
   std::chrono::milliseconds startup_grace{0};         // 0 = 2 x heartbeat x liveness
   std::chrono::milliseconds client_silence{30000};    // a client silent this long is gone
   int cold_rounds = 16;  // queue bound in rounds of capacity before a service time is known
-  size_t client_backlog_bytes = 64u << 20;            // answers waiting for slow readers
-  std::optional<curve::KeyPair> curve_keys;           // CURVE server keys for tcp://
-  std::set<std::string> curve_allow;                  // client public keys allowed over tcp://
+  size_t client_backlog_bytes = 64u << 20;   // answers waiting for slow readers
+  std::optional<curve::KeyPair> curve_keys;  // CURVE server keys for tcp://
+  std::set<std::string> curve_allow;         // client public keys allowed over tcp://
   bus::Limits limits;
   std::string instance = "orchestrator";
-  std::chrono::milliseconds status_interval{5000};    // broker.status events
+  std::chrono::milliseconds status_interval{5000};  // broker.status events
 };
 
 class Broker {
@@ -128,10 +128,10 @@ class Broker {
     std::string service, trace_id;
     zmq::message_t body;
     Clock::time_point deadline, dispatched;
-    std::string client;       // key into clients_
-    std::string worker;       // key into workers_, "" while queued
-    bool started = false;     // a partial was seen: never retried
-    bool abandoned = false;   // the client got its answer (deadline); wait for the worker
+    std::string client;      // key into clients_
+    std::string worker;      // key into workers_, "" while queued
+    bool started = false;    // a partial was seen: never retried
+    bool abandoned = false;  // the client got its answer (deadline); wait for the worker
     int attempts = 0;
   };
   struct ServiceRec {

@@ -51,7 +51,8 @@ void Broker::after_stall(Clock::duration stalled) {
   auto now = Clock::now();
   log::warn("broker loop stalled; peers get a fresh liveness window",
             {{"stalled_ms", std::chrono::duration_cast<std::chrono::milliseconds>(stalled).count()},
-             {"workers", workers_.size()}, {"clients", clients_.size()}});
+             {"workers", workers_.size()},
+             {"clients", clients_.size()}});
   for (auto& [key, w] : workers_) {
     w.expiry = std::max(w.expiry, now + opt_.heartbeat * opt_.liveness);
   }
@@ -71,9 +72,9 @@ void Broker::end_startup_grace() {
     auto it = pending_.find(id);
     if (it == pending_.end()) continue;
     ++stats_.unknown_service;
-    fail(id, make_error(ErrorCode::UNKNOWN_SERVICE,
-                        "no worker has registered service '" + it->second.service +
-                            "'; check the name and `nv status`"));
+    fail(id, make_error(ErrorCode::UNKNOWN_SERVICE, "no worker has registered service '" +
+                                                        it->second.service +
+                                                        "'; check the name and `nv status`"));
   }
   std::erase_if(services_, [](const auto& kv) { return !kv.second.ever_registered; });
 }
@@ -146,8 +147,8 @@ Broker::SendResult Broker::send_routed(zmq::socket_t& s, const std::vector<std::
   // whole (EAGAIN: pipe full; EHOSTUNREACH: no such peer); after it the message is committed.
   try {
     for (size_t i = 0; i < routing.size(); ++i) {
-      auto sent = s.send(zmq::buffer(routing[i]),
-                         zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      auto sent =
+          s.send(zmq::buffer(routing[i]), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       if (!sent) return i == 0 ? SendResult::full : SendResult::gone;
     }
     s.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
@@ -163,8 +164,8 @@ Broker::SendResult Broker::send_routed(zmq::socket_t& s, const std::vector<std::
   }
 }
 
-void Broker::send_client(size_t sock, const std::vector<std::string>& routing,
-                         const bus::Header& h, zmq::message_t body) {
+void Broker::send_client(size_t sock, const std::vector<std::string>& routing, const bus::Header& h,
+                         zmq::message_t body) {
   auto header = bus::encode_header(h);
   // The common case: no backlog at all, and the pipe takes the answer.
   std::string key;

@@ -160,8 +160,11 @@ void Broker::on_ready(size_t sock, bus::Message& msg) {
   svc.workers.push_back(key);
   svc.ever_registered = true;
   log::info(predecessor.empty() ? "worker registered" : "worker reconnected",
-            {{"service", w.service}, {"instance", w.instance}, {"capacity", w.capacity},
-             {"adopted", w.in_flight.size()}, {"cancelled", unknown.size()}});
+            {{"service", w.service},
+             {"instance", w.instance},
+             {"capacity", w.capacity},
+             {"adopted", w.in_flight.size()},
+             {"cancelled", unknown.size()}});
   std::string service = w.service;
   workers_.emplace(key, std::move(w));
   if (old) {
@@ -234,13 +237,15 @@ void Broker::on_worker(size_t sock, std::vector<zmq::message_t>& frames) {
         answer_client(p, bus::Kind::PARTIAL, std::move(msg.raw_body));
         return;
       }
-      if (msg.header.kind == bus::Kind::ERROR) ++stats_.errors;
-      else ++stats_.replies;
+      if (msg.header.kind == bus::Kind::ERROR)
+        ++stats_.errors;
+      else
+        ++stats_.replies;
       // The service time feeds admission control (abandoned requests too: the slot was busy).
       auto& svc = services_[p.service];
       double took = std::chrono::duration<double, std::milli>(now - p.dispatched).count();
-      svc.service_ms = svc.samples++ ? svc.service_ms + kServiceTimeWeight * (took - svc.service_ms)
-                                     : took;
+      svc.service_ms =
+          svc.samples++ ? svc.service_ms + kServiceTimeWeight * (took - svc.service_ms) : took;
       answer_client(p, msg.header.kind, std::move(msg.raw_body));
       w.in_flight.erase(p.id);
       std::string service = p.service;
@@ -265,7 +270,9 @@ void Broker::remove_worker(const std::string& key, const std::string& why) {
   workers_.erase(it);
   auto& svc = services_[w.service];
   std::erase(svc.workers, key);
-  log::info("worker removed", {{"service", w.service}, {"instance", w.instance}, {"why", why},
+  log::info("worker removed", {{"service", w.service},
+                               {"instance", w.instance},
+                               {"why", why},
                                {"in_flight", w.in_flight.size()}});
   // Another worker that can take a retry: only then is a request that never started re-queued.
   bool other = std::any_of(svc.workers.begin(), svc.workers.end(), [&](const std::string& k) {
@@ -288,8 +295,8 @@ void Broker::remove_worker(const std::string& key, const std::string& why) {
                         "worker " + w.instance + " of service '" + w.service + "' " + why +
                             " while handling the request" +
                             (p.started ? " (it had started, so it is not retried)"
-                             : other  ? ""
-                                      : " and no other worker of the service is registered"),
+                             : other   ? ""
+                                       : " and no other worker of the service is registered"),
                         !p.started));
   }
   // With no worker left, what waits in the queue would only wait for its deadline.
@@ -330,10 +337,9 @@ void Broker::expire_deadlines() {
     } else if (!p.abandoned) {
       // Answer the client now; the slot stays taken until the worker answers or expires.
       answer_client(p, bus::Kind::ERROR,
-                    bus::encode_error(make_error(ErrorCode::TIMED_OUT,
-                                                 "service '" + p.service +
-                                                     "' did not answer before the deadline",
-                                                 true)));
+                    bus::encode_error(make_error(
+                        ErrorCode::TIMED_OUT,
+                        "service '" + p.service + "' did not answer before the deadline", true)));
       p.abandoned = true;
       ++stats_.errors;
       cancel_on_worker(id, p.worker);

@@ -96,14 +96,14 @@ int run(nv::ServiceContext& ctx) {
     return v;
   };
   // inproc:// endpoints let the in-process agent loop use the same protocol without sockets.
-  o.worker_endpoints = with(ctx.endpoints.workers, c.str("extra-workers-endpoints"),
-                            "inproc://nv-workers");
-  o.client_endpoints = with(ctx.endpoints.clients, c.str("extra-clients-endpoints"),
-                            "inproc://nv-clients");
-  o.events_in_endpoints = with(ctx.endpoints.events_in, c.str("extra-events-in-endpoints"),
-                               "inproc://nv-events-in");
-  o.events_out_endpoints = with(ctx.endpoints.events_out, c.str("extra-events-endpoints"),
-                                "inproc://nv-events");
+  o.worker_endpoints =
+      with(ctx.endpoints.workers, c.str("extra-workers-endpoints"), "inproc://nv-workers");
+  o.client_endpoints =
+      with(ctx.endpoints.clients, c.str("extra-clients-endpoints"), "inproc://nv-clients");
+  o.events_in_endpoints =
+      with(ctx.endpoints.events_in, c.str("extra-events-in-endpoints"), "inproc://nv-events-in");
+  o.events_out_endpoints =
+      with(ctx.endpoints.events_out, c.str("extra-events-endpoints"), "inproc://nv-events");
   o.heartbeat = std::chrono::milliseconds(c.integer("heartbeat-ms"));
   o.liveness = static_cast<int>(c.integer("liveness"));
   o.default_deadline = std::chrono::milliseconds(c.integer("default-deadline-ms"));
@@ -112,12 +112,12 @@ int run(nv::ServiceContext& ctx) {
   o.status_interval = std::chrono::milliseconds(c.integer("status-interval-ms"));
   o.history_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("history-mib"), 1, 4096))
                     << 20;
-  o.max_event_bytes =
-      static_cast<size_t>(std::clamp<int64_t>(c.integer("max-event-kib"), 1, 65536)) << 10;
-  o.client_silence = std::chrono::milliseconds(std::max<int64_t>(1000,
-                                                                 c.integer("client-silence-ms")));
-  o.cold_rounds = static_cast<int>(std::clamp<int64_t>(c.integer("admission-cold-rounds"), 1,
-                                                       100000));
+  o.max_event_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("max-event-kib"), 1, 65536))
+                      << 10;
+  o.client_silence =
+      std::chrono::milliseconds(std::max<int64_t>(1000, c.integer("client-silence-ms")));
+  o.cold_rounds =
+      static_cast<int>(std::clamp<int64_t>(c.integer("admission-cold-rounds"), 1, 100000));
   o.curve_keys = ctx.curve_keys;
   o.limits = ctx.limits;
   o.instance = ctx.instance;
@@ -195,8 +195,8 @@ int run(nv::ServiceContext& ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return nv::service_main(argc, argv,
-                          nv::ServiceSpec{"orchestrator",
-                                          "broker, event hub and agent loop of NeuroVisor",
-                                          add_options, run, false, nv::unprivileged});
+  return nv::service_main(
+      argc, argv,
+      nv::ServiceSpec{"orchestrator", "broker, event hub and agent loop of NeuroVisor", add_options,
+                      run, false, nv::unprivileged});
 }

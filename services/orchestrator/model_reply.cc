@@ -117,8 +117,8 @@ std::optional<Element> find_element(std::string_view text, std::string_view tag,
     size_t b = text.find(open, from);
     if (b == std::string_view::npos) return std::nullopt;
     size_t after = b + open.size();
-    if (after < text.size() && text[after] != '>' && !std::isspace(static_cast<unsigned char>(
-                                                         text[after]))) {
+    if (after < text.size() && text[after] != '>' &&
+        !std::isspace(static_cast<unsigned char>(text[after]))) {
       from = after;  // <tag_other...>
       continue;
     }
@@ -186,13 +186,18 @@ size_t json_object_end(std::string_view text, size_t b) {
   for (size_t i = b; i < text.size(); ++i) {
     char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
-    else if (c == '{') ++depth;
-    else if (c == '}' && --depth == 0) return i + 1;
+    if (c == '"')
+      in_string = true;
+    else if (c == '{')
+      ++depth;
+    else if (c == '}' && --depth == 0)
+      return i + 1;
   }
   return std::string_view::npos;
 }

@@ -73,7 +73,7 @@ std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::st
 // --------------------------------------------------------------------------------- the reply
 
 struct ModelCall {
-  std::string id;              // unique in the task once assign_call_ids ran
+  std::string id;  // unique in the task once assign_call_ids ran
   std::string name;
   std::string arguments_json;  // as the model sent it
 };

@@ -51,8 +51,8 @@ void end_line(std::string& s) {
 
 // The line that stands for what is not shown; after a line end of its own.
 std::string marker(uint64_t bytes, std::string_view name, const std::string& before) {
-  return std::string(before.empty() || before.back() == '\n' ? "" : "\n") + "[… " + std::to_string(bytes) + " bytes of " +
-         std::string(name) + " left out …]\n";
+  return std::string(before.empty() || before.back() == '\n' ? "" : "\n") + "[… " +
+         std::to_string(bytes) + " bytes of " + std::string(name) + " left out …]\n";
 }
 
 // Code points a stream would need to be shown whole (head and tail, without trims).

@@ -40,11 +40,16 @@ ExecLimits limits_from(const Config& c) {
 
 std::string language_name(schema::Language language) {
   switch (language) {
-    case schema::Language::PYTHON: return "python";
-    case schema::Language::BASH: return "bash";
-    case schema::Language::SH: return "sh";
-    case schema::Language::JAVASCRIPT: return "javascript";
-    case schema::Language::UNSET: return "unset";
+    case schema::Language::PYTHON:
+      return "python";
+    case schema::Language::BASH:
+      return "bash";
+    case schema::Language::SH:
+      return "sh";
+    case schema::Language::JAVASCRIPT:
+      return "javascript";
+    case schema::Language::UNSET:
+      return "unset";
   }
   return "language" + std::to_string(static_cast<unsigned>(language));
 }

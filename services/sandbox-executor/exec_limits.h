@@ -19,18 +19,18 @@
 namespace nv::exec {
 
 struct ExecLimits {
-  uint32_t max_code_bytes = 1u << 20;        // ExecRequest.code
-  uint32_t max_stdin_bytes = 4u << 20;       // ExecRequest.stdin
-  uint32_t max_env = 64;                     // ExecRequest.env entries
-  uint32_t max_env_bytes = 64u << 10;        // name + value of all entries
-  uint32_t max_put_files = 16;               // ExecRequest.putFiles entries
-  uint32_t max_put_bytes = 4u << 20;         // data of all putFiles together
-  uint32_t max_get_files = 16;               // ExecRequest.getFiles entries
-  uint32_t max_path_bytes = 1024;            // each put/get path
-  uint32_t default_timeout_ms = 10000;       // timeoutMs == 0
-  uint32_t max_timeout_ms = 300000;          // timeoutMs above this is refused
-  uint32_t default_output_cap = 1u << 20;    // outputCapBytes == 0
-  uint32_t max_output_cap = 4u << 20;        // outputCapBytes above this is refused
+  uint32_t max_code_bytes = 1u << 20;      // ExecRequest.code
+  uint32_t max_stdin_bytes = 4u << 20;     // ExecRequest.stdin
+  uint32_t max_env = 64;                   // ExecRequest.env entries
+  uint32_t max_env_bytes = 64u << 10;      // name + value of all entries
+  uint32_t max_put_files = 16;             // ExecRequest.putFiles entries
+  uint32_t max_put_bytes = 4u << 20;       // data of all putFiles together
+  uint32_t max_get_files = 16;             // ExecRequest.getFiles entries
+  uint32_t max_path_bytes = 1024;          // each put/get path
+  uint32_t default_timeout_ms = 10000;     // timeoutMs == 0
+  uint32_t max_timeout_ms = 300000;        // timeoutMs above this is refused
+  uint32_t default_output_cap = 1u << 20;  // outputCapBytes == 0
+  uint32_t max_output_cap = 4u << 20;      // outputCapBytes above this is refused
 };
 
 // Adds the --max-* / --default-* options with the defaults above.

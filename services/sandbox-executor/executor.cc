@@ -28,7 +28,9 @@ double ms_since(Clock::time_point t) {
 class LeaseGuard {
  public:
   LeaseGuard(zmq::context_t& ctx, ClientOptions pool, std::string trace_id, std::string vm_id)
-      : ctx_(ctx), pool_(std::move(pool)), trace_id_(std::move(trace_id)),
+      : ctx_(ctx),
+        pool_(std::move(pool)),
+        trace_id_(std::move(trace_id)),
         vm_id_(std::move(vm_id)) {}
   ~LeaseGuard() { release("request finished"); }
   LeaseGuard(const LeaseGuard&) = delete;
@@ -44,8 +46,8 @@ class LeaseGuard {
         log::debug("vm released", {{"vm_id", vm_id_}, {"reason", reason}});
         return;
       }
-      log::warn("vm.release failed", {{"vm_id", vm_id_}, {"attempt", attempt},
-                                       {"error", st.error().to_string()}});
+      log::warn("vm.release failed",
+                {{"vm_id", vm_id_}, {"attempt", attempt}, {"error", st.error().to_string()}});
     }
     log::error("could not release the VM: the pool manager still holds it as leased",
                {{"vm_id", vm_id_}});
@@ -66,7 +68,10 @@ class Watchdog {
  public:
   Watchdog(std::shared_ptr<Request> req, LeaseGuard& lease, Clock::time_point request_end,
            milliseconds interval)
-      : req_(std::move(req)), lease_(lease), end_(request_end), interval_(interval),
+      : req_(std::move(req)),
+        lease_(lease),
+        end_(request_end),
+        interval_(interval),
         thread_([this] { loop(); }) {}
   ~Watchdog() {
     {
@@ -92,8 +97,10 @@ class Watchdog {
       cv_.wait_for(lock, interval_);
       if (done_) return;
       std::string why;
-      if (req_->cancelled()) why = "cancelled";
-      else if (Clock::now() >= end_) why = "deadline";
+      if (req_->cancelled())
+        why = "cancelled";
+      else if (Clock::now() >= end_)
+        why = "deadline";
       if (why.empty()) continue;
       fired_ = why;
       lock.unlock();
@@ -171,15 +178,14 @@ kj::ArrayPtr<const kj::byte> bytes(const std::string& s) {
 // latter) plus a margin. The pool reclaims the VM after it if this process dies holding it.
 milliseconds lease_lifetime(const ExecutorOptions& o, milliseconds run_timeout, size_t files,
                             milliseconds request_remaining) {
-  milliseconds worst = o.connect_timeout + o.file_timeout * static_cast<int64_t>(files) +
-                       run_timeout + o.host_grace;
+  milliseconds worst =
+      o.connect_timeout + o.file_timeout * static_cast<int64_t>(files) + run_timeout + o.host_grace;
   if (request_remaining != milliseconds::max()) worst = std::min(worst, request_remaining);
   return std::min<milliseconds>(worst + o.lease_margin, milliseconds(UINT32_MAX));
 }
 
 guest::ChannelKind channel_kind(const std::string& name) {
-  return name == "hybridVsock" ? guest::ChannelKind::hybrid_vsock
-                               : guest::ChannelKind::unix_stream;
+  return name == "hybridVsock" ? guest::ChannelKind::hybrid_vsock : guest::ChannelKind::unix_stream;
 }
 
 }  // namespace
@@ -225,7 +231,9 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
           f.setStatus(status);
         },
         trace_id);
-    log::info("exec finished", {{"language", lang}, {"vm_id", vm_id}, {"status", status},
+    log::info("exec finished", {{"language", lang},
+                                {"vm_id", vm_id},
+                                {"status", status},
                                 {"wall_ms", wall},
                                 {"exit_code", run ? run->outcome.exit_code : -1}});
   };
@@ -257,9 +265,8 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   VmLease lease;
   {
     PoolClient pool(ctx_, opt_.pool);
-    auto lifetime =
-        lease_lifetime(opt_, eff->timeout, r.getPutFiles().size() + r.getGetFiles().size(),
-                       remaining);
+    auto lifetime = lease_lifetime(opt_, eff->timeout,
+                                   r.getPutFiles().size() + r.getGetFiles().size(), remaining);
     auto l = pool.lease(trace_id, eff->tier, lease_wait, lifetime);
     if (!l) {
       log::warn("vm.lease failed", {{"error", l.error().to_string()}});
@@ -312,13 +319,13 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   for (unsigned i = 0; i < puts.size(); ++i) {
     auto p = puts[i];
     auto data = p.getData();
-    auto err = channel.put_file(p.getPath(), {reinterpret_cast<const char*>(data.begin()),
-                                              data.size()},
-                                p.getMode(), bounded(opt_.file_timeout));
+    auto err =
+        channel.put_file(p.getPath(), {reinterpret_cast<const char*>(data.begin()), data.size()},
+                         p.getMode(), bounded(opt_.file_timeout));
     if (!err) continue;
     if (auto e = stopped_early()) return fail(lease.vm_id, nullptr, *e, "killed");
-    auto code = err.code == guest::ChannelErrc::guest_error ? ErrorCode::BAD_REQUEST
-                                                            : ErrorCode::VM_FAILED;
+    auto code =
+        err.code == guest::ChannelErrc::guest_error ? ErrorCode::BAD_REQUEST : ErrorCode::VM_FAILED;
     return fail(lease.vm_id, nullptr,
                 make_error(code, "putFiles[" + std::to_string(i) + "] " + p.getPath().cStr() +
                                      ": " + err.message));
@@ -342,8 +349,8 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
     auto take = static_cast<size_t>(std::min<uint64_t>(room, data.size()));
     if (take < data.size()) {
       run.truncated = true;
-      append_tail(stream == schema::Stream::STDERR ? run.err_tail : run.out_tail,
-                  data.substr(take), eff->tail_bytes);
+      append_tail(stream == schema::Stream::STDERR ? run.err_tail : run.out_tail, data.substr(take),
+                  eff->tail_bytes);
     }
     if (take == 0 || req->cancelled()) return;
     auto part = data.substr(0, take);
@@ -367,8 +374,8 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
       case guest::ChannelErrc::timeout:
         run.host_killed = true;
         run.timed_out = true;
-        run.note = "no result " + std::to_string(opt_.host_grace.count()) +
-                   " ms after the " + std::to_string(eff->timeout.count()) +
+        run.note = "no result " + std::to_string(opt_.host_grace.count()) + " ms after the " +
+                   std::to_string(eff->timeout.count()) +
                    " ms timeout: the executor destroyed the VM";
         break;
       case guest::ChannelErrc::rate_limited:
@@ -443,10 +450,10 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   res.setVmId(lease.vm_id);
   res.setHostKilled(run.host_killed);
   res.setNote(run.note);
-  std::string status = run.timed_out                 ? "timeout"
-                       : run.host_killed             ? "killed"
+  std::string status = run.timed_out                ? "timeout"
+                       : run.host_killed            ? "killed"
                        : !run.outcome.error.empty() ? "error"
-                                                     : "ok";
+                                                    : "ok";
   req->reply(mb);
   publish_finished(lease.vm_id, &run, status);
   // `vm` (LeaseGuard) destroys the VM here, after the caller has its answer.

@@ -38,16 +38,16 @@ namespace nv::exec {
 
 struct ExecutorOptions {
   ExecLimits limits;
-  uint32_t concurrency = 4;                              // requests handled at once, at most
-  std::chrono::milliseconds host_grace{2000};            // hard deadline = timeout + this
-  std::chrono::milliseconds connect_timeout{15000};      // channel connect → Hello
-  std::chrono::milliseconds file_timeout{10000};         // each put/get
-  std::chrono::milliseconds max_lease_wait{30000};       // waiting for a warm VM
-  std::chrono::milliseconds lease_margin{5000};          // lease lifetime beyond the worst case
-  std::chrono::milliseconds watchdog_interval{20};       // cancellation checks
-  guest::ChannelLimits channel;                          // rates, frame cap (output cap: per run)
-  ClientOptions pool;                                    // this host's vm-pool-manager
-  size_t max_result_bytes = 7u << 20;                    // ExecResult frame budget (files cut)
+  uint32_t concurrency = 4;                          // requests handled at once, at most
+  std::chrono::milliseconds host_grace{2000};        // hard deadline = timeout + this
+  std::chrono::milliseconds connect_timeout{15000};  // channel connect → Hello
+  std::chrono::milliseconds file_timeout{10000};     // each put/get
+  std::chrono::milliseconds max_lease_wait{30000};   // waiting for a warm VM
+  std::chrono::milliseconds lease_margin{5000};      // lease lifetime beyond the worst case
+  std::chrono::milliseconds watchdog_interval{20};   // cancellation checks
+  guest::ChannelLimits channel;                      // rates, frame cap (output cap: per run)
+  ClientOptions pool;                                // this host's vm-pool-manager
+  size_t max_result_bytes = 7u << 20;                // ExecResult frame budget (files cut)
 };
 
 class Executor {

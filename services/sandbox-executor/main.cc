@@ -31,17 +31,21 @@ using std::chrono::milliseconds;
 void add_options(nv::Config& c) {
   nv::exec::add_limit_options(c);
   nv::guest::ChannelLimits g;
-  c.add_int("concurrency", 4, "requests run at once at most (capacity is also bounded by the "
-                              "pool's warm and booting VMs)");
-  c.add_int("host-grace-ms", 2000, "the VM is destroyed when no result came this long after the "
-                                   "program's timeout");
+  c.add_int("concurrency", 4,
+            "requests run at once at most (capacity is also bounded by the "
+            "pool's warm and booting VMs)");
+  c.add_int("host-grace-ms", 2000,
+            "the VM is destroyed when no result came this long after the "
+            "program's timeout");
   c.add_int("connect-timeout-ms", 15000, "connecting to a leased VM's agent and its Hello");
   c.add_int("file-timeout-ms", 10000, "each file written into or read from the guest");
-  c.add_int("max-lease-wait-ms", 30000, "longest wait for a warm VM (also bounded by the "
-                                        "request's deadline)");
+  c.add_int("max-lease-wait-ms", 30000,
+            "longest wait for a warm VM (also bounded by the "
+            "request's deadline)");
   // If this executor dies holding a VM, the pool destroys it when the lease's lifetime ends.
-  c.add_int("lease-margin-ms", 5000, "VM lease lifetime asked beyond connect + files + timeout + "
-                                     "host grace");
+  c.add_int("lease-margin-ms", 5000,
+            "VM lease lifetime asked beyond connect + files + timeout + "
+            "host grace");
   c.add_int("status-interval-ms", 500, "how often the pool's status refreshes the capacity");
   c.add_number("guest-rate-bytes", g.bytes_per_s, "bytes/s a guest may send (token bucket rate)");
   c.add_number("guest-burst-bytes", g.burst_bytes, "bytes a guest may send in one burst");
@@ -71,9 +75,9 @@ nv::exec::ExecutorOptions options_from(const nv::ServiceContext& ctx) {
   o.channel.max_frame_bytes = static_cast<uint32_t>(c.integer("guest-max-frame-bytes"));
   o.pool.endpoint = ctx.endpoints.vm_pool;
   o.pool.limits = ctx.limits;
-  o.max_result_bytes = ctx.limits.max_frame_bytes > (1u << 20) ? ctx.limits.max_frame_bytes -
-                                                                     (512u << 10)
-                                                               : ctx.limits.max_frame_bytes;
+  o.max_result_bytes = ctx.limits.max_frame_bytes > (1u << 20)
+                           ? ctx.limits.max_frame_bytes - (512u << 10)
+                           : ctx.limits.max_frame_bytes;
   return o;
 }
 
@@ -87,8 +91,7 @@ std::string check(const nv::exec::ExecutorOptions& o) {
        "--guest-rate-bytes must be > 0 and --guest-burst-bytes >= --guest-max-frame-bytes");
   need(o.channel.messages_per_s > 0 && o.channel.burst_messages >= 1,
        "--guest-rate-msgs must be > 0 and --guest-burst-msgs >= 1");
-  need(o.limits.default_timeout_ms > 0 &&
-           o.limits.default_timeout_ms <= o.limits.max_timeout_ms,
+  need(o.limits.default_timeout_ms > 0 && o.limits.default_timeout_ms <= o.limits.max_timeout_ms,
        "--default-timeout-ms must be in 1..--max-timeout-ms");
   need(o.limits.default_output_cap <= o.limits.max_output_cap,
        "--default-output-cap must be <= --max-output-cap");
@@ -163,8 +166,10 @@ int run(nv::ServiceContext& ctx) {
     if (st) {
       initial = capacity_for(st.value(), 0, opt.concurrency);
       nv::log::info("vm pool found", {{"endpoint", opt.pool.endpoint},
-                                      {"backend", st->backend}, {"accel", st->accel},
-                                      {"warm", st->warm}, {"max", st->max}});
+                                      {"backend", st->backend},
+                                      {"accel", st->accel},
+                                      {"warm", st->warm},
+                                      {"max", st->max}});
     } else {
       nv::log::warn("vm pool not answering yet; registering with capacity 0",
                     {{"endpoint", opt.pool.endpoint}, {"error", st.error().message}});
@@ -190,8 +195,8 @@ int run(nv::ServiceContext& ctx) {
         cap = capacity_for(st.value(), executor.in_flight(), opt.concurrency);
         if (!was_ok) nv::log::info("vm pool answering again");
       } else {
-        if (was_ok) nv::log::warn("vm pool not answering: capacity 0",
-                                  {{"error", st.error().message}});
+        if (was_ok)
+          nv::log::warn("vm pool not answering: capacity 0", {{"error", st.error().message}});
         pool.emplace(ctx.zmq, opt.pool);  // drop what the dead peer had queued
       }
       was_ok = st.ok();
@@ -220,6 +225,6 @@ int main(int argc, char** argv) {
   return nv::service_main(
       argc, argv,
       nv::ServiceSpec{"sandbox-executor",
-                      "runs code in throw-away microVMs for the \"exec\" service", add_options,
-                      run, true, privileges});
+                      "runs code in throw-away microVMs for the \"exec\" service", add_options, run,
+                      true, privileges});
 }

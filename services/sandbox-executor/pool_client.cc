@@ -40,8 +40,12 @@ Result<VmLease> PoolClient::lease(const std::string& trace_id, schema::SizeTier 
   VmLease out;
   out.vm_id = l.getVmId();
   switch (l.getChannelKind()) {
-    case schema::ChannelKind::UNIX_STREAM: out.channel_kind = "unixStream"; break;
-    case schema::ChannelKind::HYBRID_VSOCK: out.channel_kind = "hybridVsock"; break;
+    case schema::ChannelKind::UNIX_STREAM:
+      out.channel_kind = "unixStream";
+      break;
+    case schema::ChannelKind::HYBRID_VSOCK:
+      out.channel_kind = "hybridVsock";
+      break;
     default:
       return make_error(ErrorCode::VM_FAILED,
                         "vm-pool-manager leased VM " + out.vm_id + " without a channel kind");

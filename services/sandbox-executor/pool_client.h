@@ -22,13 +22,13 @@ namespace nv::exec {
 
 struct VmLease {
   std::string vm_id;
-  std::string channel_kind;   // "unixStream" | "hybridVsock"
+  std::string channel_kind;  // "unixStream" | "hybridVsock"
   std::string channel_path;
   uint32_t vsock_port = 0;
   std::string backend, accel;
   uint32_t vcpus = 0, memory_mib = 0;
   double boot_ms = 0, wait_ms = 0;
-  uint32_t lease_ms = 0;      // lifetime granted: the pool destroys the VM after it
+  uint32_t lease_ms = 0;  // lifetime granted: the pool destroys the VM after it
 };
 
 struct PoolCounts {

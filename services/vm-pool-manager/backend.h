@@ -31,12 +31,12 @@ const char* channel_kind_name(ChannelKind kind);
 
 // What to boot.
 struct VmSpec {
-  std::string vm_id;          // unique, never reused; names the jail dir and the cgroups
+  std::string vm_id;  // unique, never reused; names the jail dir and the cgroups
   uint32_t vcpus = 1;
   uint32_t memory_mib = 256;
-  std::string kernel;         // host path of the guest kernel (ELF vmlinux with a PVH note)
-  std::string rootfs;         // host path of the root filesystem image (attached read-only)
-  std::string restore_from;   // host path of a snapshot made by RunningVm::snapshot; "" = cold
+  std::string kernel;        // host path of the guest kernel (ELF vmlinux with a PVH note)
+  std::string rootfs;        // host path of the root filesystem image (attached read-only)
+  std::string restore_from;  // host path of a snapshot made by RunningVm::snapshot; "" = cold
   // Guest RAM in a template memfd (template_memory.h; backends with template_memory() only):
   // memory_shared = true: the guest writes into it (the snapshot template, whose snapshot then
   // leaves the RAM out); false: mapped copy-on-write (a clone restored from that snapshot).
@@ -48,17 +48,17 @@ struct VmSpec {
 // What a booted VM looks like from outside.
 struct VmInfo {
   std::string vm_id;
-  pid_t vmm_pid = -1;          // in the pool manager's PID namespace
+  pid_t vmm_pid = -1;  // in the pool manager's PID namespace
   ChannelKind channel_kind = ChannelKind::unixStream;
-  std::string channel_path;    // host path of the guest channel socket
-  uint32_t vsock_port = 0;     // hybridVsock: the guest port to CONNECT to
-  std::string backend;         // "qemu" | "firecracker" | "fake"
-  std::string accel;           // "kvm" | "tcg"
+  std::string channel_path;  // host path of the guest channel socket
+  uint32_t vsock_port = 0;   // hybridVsock: the guest port to CONNECT to
+  std::string backend;       // "qemu" | "firecracker" | "fake"
+  std::string accel;         // "kvm" | "tcg"
   bool restored = false;
-  std::string jail_dir;        // "" when the backend runs without a jail
-  std::string cgroup2_path;    // the VM's cgroup2 directory (egress hooks), "" if none
-  double vmm_start_ms = 0;     // spawn → control channel answering
-  double restore_ms = 0;       // restored VMs: state load command → guest running
+  std::string jail_dir;      // "" when the backend runs without a jail
+  std::string cgroup2_path;  // the VM's cgroup2 directory (egress hooks), "" if none
+  double vmm_start_ms = 0;   // spawn → control channel answering
+  double restore_ms = 0;     // restored VMs: state load command → guest running
 };
 
 // Resource usage read from the VM's cgroup.
@@ -69,7 +69,7 @@ struct VmUsage {
   uint64_t cpu_throttled_periods = 0;  // cpu.stat nr_throttled
   uint64_t cpu_throttled_us = 0;       // v2 cpu.stat throttled_usec; v1 throttled_time (ns) / 1000
   uint32_t pids = 0;
-  uint64_t oom_kills = 0;      // v2 memory.events oom_kill / v1 memory.oom_control oom_kill
+  uint64_t oom_kills = 0;  // v2 memory.events oom_kill / v1 memory.oom_control oom_kill
 };
 
 class RunningVm {

@@ -110,9 +110,12 @@ Status kill_and_remove(const std::string& dir) {
 
 const char* CgroupLayout::mode_name() const {
   switch (mode) {
-    case Mode::v2: return "v2";
-    case Mode::hybrid: return "hybrid";
-    case Mode::none: return "none";
+    case Mode::v2:
+      return "v2";
+    case Mode::hybrid:
+      return "hybrid";
+    case Mode::none:
+      return "none";
   }
   return "none";
 }
@@ -282,8 +285,8 @@ Result<VmCgroup> VmCgroup::create(const CgroupLayout& layout, const std::string&
   if (limits.cpu_quota_percent) {
     const std::string& d = cg.v1_dirs_["cpu"];
     if (Status s = write_file(d + "/cpu.cfs_period_us", "100000"); !s.ok()) return s.error();
-    if (Status s = write_file(d + "/cpu.cfs_quota_us",
-                              std::to_string(limits.cpu_quota_percent * 1000ULL));
+    if (Status s =
+            write_file(d + "/cpu.cfs_quota_us", std::to_string(limits.cpu_quota_percent * 1000ULL));
         !s.ok()) {
       return s.error();
     }
@@ -332,7 +335,7 @@ VmUsage VmCgroup::usage() const {
   if (auto d = dir("cpu"); !d.empty()) {
     u.cpu_throttled_periods = keyed(d + "/cpu.stat", "nr_throttled");
     u.cpu_throttled_us = keyed(d + "/cpu.stat", "throttled_time") / 1000;  // v1: nanoseconds
-    if (exists(d + "/cpuacct.usage")) {  // cpu,cpuacct co-mounted
+    if (exists(d + "/cpuacct.usage")) {                                    // cpu,cpuacct co-mounted
       u.cpu_usage_us = parse_u64(read_line(d + "/cpuacct.usage")) / 1000;
     }
   }
@@ -367,11 +370,10 @@ Status egress_hooks_attached(const std::string& cgroup2_dir) {
   if (!dir.valid()) return sys_error("open(" + cgroup2_dir + ")", errno);
   // The hooks bpf/sentinel_egress.bpf.c attaches: connect and sendmsg, IPv4 and IPv6. Effective
   // programs count (attached here or inherited from an ancestor).
-  const std::pair<bpf_attach_type, const char*> hooks[] = {
-      {BPF_CGROUP_INET4_CONNECT, "connect4"},
-      {BPF_CGROUP_INET6_CONNECT, "connect6"},
-      {BPF_CGROUP_UDP4_SENDMSG, "sendmsg4"},
-      {BPF_CGROUP_UDP6_SENDMSG, "sendmsg6"}};
+  const std::pair<bpf_attach_type, const char*> hooks[] = {{BPF_CGROUP_INET4_CONNECT, "connect4"},
+                                                           {BPF_CGROUP_INET6_CONNECT, "connect6"},
+                                                           {BPF_CGROUP_UDP4_SENDMSG, "sendmsg4"},
+                                                           {BPF_CGROUP_UDP6_SENDMSG, "sendmsg6"}};
   for (auto [type, name] : hooks) {
     bpf_attr attr{};
     attr.query.target_fd = static_cast<uint32_t>(dir.get());

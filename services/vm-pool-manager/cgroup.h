@@ -23,15 +23,15 @@
 namespace nv::vm {
 
 struct CgroupLimits {
-  uint64_t memory_bytes = 0;      // hard limit for the VMM (guest RAM + VMM overhead); 0 = none
-  uint32_t cpu_quota_percent = 0; // 100 = one core; 0 = no quota
-  uint32_t pids_max = 0;          // 0 = no limit
+  uint64_t memory_bytes = 0;       // hard limit for the VMM (guest RAM + VMM overhead); 0 = none
+  uint32_t cpu_quota_percent = 0;  // 100 = one core; 0 = no quota
+  uint32_t pids_max = 0;           // 0 = no limit
 };
 
 struct CgroupLayout {
   enum class Mode { none, v2, hybrid };
   Mode mode = Mode::none;
-  std::string reason;              // why this mode was chosen (logged)
+  std::string reason;  // why this mode was chosen (logged)
   // v2: the parent dir of every VM cgroup (controllers enabled in its subtree_control).
   // hybrid: the cgroup2 parent for the per-VM hook dirs ("" when no cgroup2 is mounted).
   std::string v2_parent;
@@ -75,7 +75,7 @@ class VmCgroup {
 
  private:
   CgroupLayout::Mode mode_ = CgroupLayout::Mode::none;
-  std::vector<std::string> dirs_;    // creation order; removed in reverse
+  std::vector<std::string> dirs_;  // creation order; removed in reverse
   std::string v2_dir_;
   std::map<std::string, std::string> v1_dirs_;
 };

@@ -21,7 +21,6 @@
 namespace nv::vm {
 namespace {
 
-
 size_t collect(char* data, size_t size, size_t n, void* out) {
   auto* s = static_cast<std::string*>(out);
   if (s->size() + size * n > (1 << 20)) return 0;  // API answers are small; refuse floods
@@ -120,6 +119,7 @@ class FirecrackerVm : public JailedVm {
     }
     return {};
   }
+
  private:
   FirecrackerApi api_;
 };
@@ -187,9 +187,9 @@ Status FirecrackerApi::wait_up(Deadline deadline, int exit_fd) const {
       return make_error(ErrorCode::VM_FAILED, "Firecracker exited before its API answered");
     }
     if (Clock::now() >= deadline) {
-      return make_error(ErrorCode::TIMED_OUT,
-                        "Firecracker API " + socket_ + " not up before deadline" +
-                            (r.ok() ? "" : ": " + r.error().message));
+      return make_error(ErrorCode::TIMED_OUT, "Firecracker API " + socket_ +
+                                                  " not up before deadline" +
+                                                  (r.ok() ? "" : ": " + r.error().message));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -197,8 +197,7 @@ Status FirecrackerApi::wait_up(Deadline deadline, int exit_fd) const {
 
 FirecrackerBackend::FirecrackerBackend(FirecrackerConfig config) : cfg_(std::move(config)) {}
 
-Result<std::unique_ptr<RunningVm>> FirecrackerBackend::boot(const VmSpec& spec,
-                                                            Deadline deadline) {
+Result<std::unique_ptr<RunningVm>> FirecrackerBackend::boot(const VmSpec& spec, Deadline deadline) {
   if (!valid_vm_id(spec.vm_id)) {
     return make_error(ErrorCode::BAD_REQUEST,
                       "vm id must be [a-z0-9-]{1,48}: '" + spec.vm_id + "'");
@@ -277,8 +276,8 @@ Result<std::unique_ptr<RunningVm>> FirecrackerBackend::boot(const VmSpec& spec,
   info.jail_dir = dir;
   info.cgroup2_path = cg.cgroup2_path();
   const std::string api_host = dir + "/run/api.sock";
-  auto vm = std::make_unique<FirecrackerVm>(std::move(info), std::move(jail.value()),
-                                            std::move(cg), std::move(proc.value()), api_host);
+  auto vm = std::make_unique<FirecrackerVm>(std::move(info), std::move(jail.value()), std::move(cg),
+                                            std::move(proc.value()), api_host);
   auto fail = [&vm, &log_path](const Error& e) -> Error {
     Error out = e;
     auto r = read_file(log_path, 4096);
@@ -291,14 +290,14 @@ Result<std::unique_ptr<RunningVm>> FirecrackerBackend::boot(const VmSpec& spec,
   if (restore) {
     // Only a fresh process accepts /snapshot/load; the vsock device comes back with the same
     // uds_path (/run/vsock.sock), which is this VM's own jail.
-    std::string body = JsonObject()
-                           .str("snapshot_path", snap_state)
-                           .raw_object("mem_backend", JsonObject()
-                                                          .str("backend_type", "File")
-                                                          .str("backend_path", snap_mem)
-                                                          .done())
-                           .boolean("resume_vm", true)
-                           .done();
+    std::string body =
+        JsonObject()
+            .str("snapshot_path", snap_state)
+            .raw_object(
+                "mem_backend",
+                JsonObject().str("backend_type", "File").str("backend_path", snap_mem).done())
+            .boolean("resume_vm", true)
+            .done();
     if (Status s = api.call("PUT", "/snapshot/load", body, deadline); !s.ok()) {
       return fail(s.error());
     }

@@ -59,9 +59,9 @@ struct FirecrackerConfig {
   std::string runtime_dir = "/run/neurovisor";
   std::string kernel_cmdline =
       "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda ro init=/sbin/nv-guest-agent quiet";
-  uint32_t vsock_port = 6000;       // the guest agent's AF_VSOCK port
+  uint32_t vsock_port = 6000;  // the guest agent's AF_VSOCK port
   uint32_t guest_cid = 3;
-  uint32_t vmm_overhead_mib = 64;   // Firecracker's own footprint is small
+  uint32_t vmm_overhead_mib = 64;  // Firecracker's own footprint is small
   uint32_t pids_max = 64;
   bool use_jail = true;
   bool use_cgroup = true;

@@ -64,7 +64,8 @@ Status ChannelGuestLink::warm_up(const VmInfo& vm, Deadline deadline) {
         spec.code = "true";
         break;
     }
-    auto out = ch.value()->exec(spec, [](schema::Stream, std::string_view) {}, deadline);
+    auto out = ch.value()->exec(
+        spec, [](schema::Stream, std::string_view) {}, deadline);
     if (!out.ok()) return channel_error("warm-up exec", out.error());
     if (out.value().exit_code != 0) {
       return make_error(ErrorCode::VM_FAILED,

@@ -45,7 +45,7 @@ struct CloneArgs {
 // Everything the child needs, prepared before clone3() so the child never allocates.
 struct ChildPlan {
   const JailSpec* spec = nullptr;
-  std::vector<std::string> bind_dst;     // host paths of the mount points
+  std::vector<std::string> bind_dst;              // host paths of the mount points
   std::vector<unsigned long> bind_remount_flags;  // 0 = no read-only remount
   std::string proc_dir;
   std::vector<int> cgroup_fds;
@@ -122,8 +122,7 @@ int step_mount_binds(const ChildPlan& p, int* item) {
 int step_mount_proc(const ChildPlan& p, int*) {
   if (!p.spec->isolate) return 0;
   // A procfs of the new PID namespace: the VMM sees only itself.
-  return ::mount("proc", p.proc_dir.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                 nullptr) == 0
+  return ::mount("proc", p.proc_dir.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) == 0
              ? 0
              : errno;
 }
@@ -232,13 +231,20 @@ struct Step {
 };
 
 constexpr Step kSteps[] = {
-    {"cgroup.join", step_cgroup_join},     {"mount.private", step_mount_private},
-    {"mount.root", step_mount_root},       {"mount.binds", step_mount_binds},
-    {"mount.proc", step_mount_proc},       {"pivot_root", step_pivot_root},
-    {"hostname", step_hostname},           {"fds", step_fds},
-    {"signals", step_signals},             {"rlimits", step_rlimits},
-    {"no_new_privs", step_no_new_privs},   {"landlock", step_landlock},
-    {"identity", step_identity},           {"parent_death", step_parent_death},
+    {"cgroup.join", step_cgroup_join},
+    {"mount.private", step_mount_private},
+    {"mount.root", step_mount_root},
+    {"mount.binds", step_mount_binds},
+    {"mount.proc", step_mount_proc},
+    {"pivot_root", step_pivot_root},
+    {"hostname", step_hostname},
+    {"fds", step_fds},
+    {"signals", step_signals},
+    {"rlimits", step_rlimits},
+    {"no_new_privs", step_no_new_privs},
+    {"landlock", step_landlock},
+    {"identity", step_identity},
+    {"parent_death", step_parent_death},
     {"exec", step_exec},
 };
 
@@ -384,8 +390,8 @@ Result<JailedProcess> Jail::spawn(const std::vector<std::string>& argv,
   CloneArgs ca{};
   ca.flags = CLONE_PIDFD;
   if (spec_.isolate) {
-    ca.flags |= CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                (spec_.new_pid_ns ? CLONE_NEWPID : 0) | (spec_.new_net_ns ? CLONE_NEWNET : 0);
+    ca.flags |= CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (spec_.new_pid_ns ? CLONE_NEWPID : 0) |
+                (spec_.new_net_ns ? CLONE_NEWNET : 0);
   }
   ca.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   ca.exit_signal = SIGCHLD;

@@ -22,8 +22,8 @@
 namespace nv::vm {
 
 struct BindMount {
-  std::string source;     // host path (file or dir)
-  std::string target;     // absolute path inside the jail
+  std::string source;  // host path (file or dir)
+  std::string target;  // absolute path inside the jail
   bool read_only = true;
   bool device = false;    // a device node: keep it usable (no MS_NODEV)
   bool optional = false;  // skip silently when the source does not exist
@@ -31,10 +31,10 @@ struct BindMount {
 };
 
 struct JailSpec {
-  std::string dir;                       // host path of the jail root; created by prepare()
-  uid_t uid = 65534;                     // the VMM's unprivileged identity
+  std::string dir;    // host path of the jail root; created by prepare()
+  uid_t uid = 65534;  // the VMM's unprivileged identity
   gid_t gid = 65534;
-  std::vector<gid_t> groups;             // supplementary groups (e.g. kvm for /dev/kvm)
+  std::vector<gid_t> groups;  // supplementary groups (e.g. kvm for /dev/kvm)
   std::vector<BindMount> binds;
   // Created inside, owned by uid with group `writable_group`, mode 02770: the setgid bit makes
   // every socket the VMM creates there belong to that group, so the pool manager and the
@@ -45,7 +45,7 @@ struct JailSpec {
   // false: no namespaces, no mounts, no identity change — the process runs as the caller in the
   // jail dir (tests of fakes only; the pool never runs a real VMM like that).
   bool isolate = true;
-  bool new_net_ns = true;                // no network device anyway; lo only
+  bool new_net_ns = true;  // no network device anyway; lo only
   bool new_pid_ns = true;
   uint64_t max_open_files = 4096;
   // A Landlock ruleset prepared in the parent (nv::landlock::prepare; fd owned by the caller),

@@ -55,12 +55,14 @@ namespace schema = nv::schema;
 void add_options(nv::Config& c) {
   c.add_string("backend", "qemu", "VMM backend: qemu | firecracker");
   c.add_string("accel", "auto", "qemu accelerator: auto (boot probe) | kvm | tcg");
-  c.add_string("kernel", "", "guest kernel (guest/build.sh); default: BIN/../guest/vmlinux, "
-                             "BIN/../share/neurovisor/guest/vmlinux, "
-                             "else /var/lib/neurovisor/guest/vmlinux");
-  c.add_string("rootfs", "", "guest root image, read-only; default: BIN/../guest/rootfs.ext4, "
-                             "BIN/../share/neurovisor/guest/rootfs.ext4, "
-                             "else /var/lib/neurovisor/guest/rootfs.ext4");
+  c.add_string("kernel", "",
+               "guest kernel (guest/build.sh); default: BIN/../guest/vmlinux, "
+               "BIN/../share/neurovisor/guest/vmlinux, "
+               "else /var/lib/neurovisor/guest/vmlinux");
+  c.add_string("rootfs", "",
+               "guest root image, read-only; default: BIN/../guest/rootfs.ext4, "
+               "BIN/../share/neurovisor/guest/rootfs.ext4, "
+               "else /var/lib/neurovisor/guest/rootfs.ext4");
   c.add_string("tiers", "small,medium,large", "size tiers served, comma-separated");
   c.alias_flag("tiers", "size");  // the seed's spelling (`neurovisor --size large`)
   c.add_int("warm", 1, "idle VMs kept ready per tier");
@@ -174,22 +176,28 @@ class BusEvents : public nv::vm::PoolEvents {
     });
   }
   void on_acquired(const std::string& id, SizeTier tier, double wait_ms) override {
-    ev_.publish("vm.acquired", [&](schema::Event::Builder e) {
-      auto b = e.initVmAcquired();
-      b.setVmId(id);
-      b.setTier(tier);
-      b.setWaitMs(wait_ms);
-    }, nv::log::current_trace_id());  // the lease request's trace: the span builder needs it
+    ev_.publish(
+        "vm.acquired",
+        [&](schema::Event::Builder e) {
+          auto b = e.initVmAcquired();
+          b.setVmId(id);
+          b.setTier(tier);
+          b.setWaitMs(wait_ms);
+        },
+        nv::log::current_trace_id());  // the lease request's trace: the span builder needs it
   }
   void on_released(const std::string& id, SizeTier tier, const std::string& reason,
                    double leased_ms) override {
-    ev_.publish("vm.released", [&](schema::Event::Builder e) {
-      auto b = e.initVmReleased();
-      b.setVmId(id);
-      b.setTier(tier);
-      b.setReason(reason);
-      b.setLeasedMs(leased_ms);
-    }, nv::log::current_trace_id());  // "" when the monitor reclaims an expired lease
+    ev_.publish(
+        "vm.released",
+        [&](schema::Event::Builder e) {
+          auto b = e.initVmReleased();
+          b.setVmId(id);
+          b.setTier(tier);
+          b.setReason(reason);
+          b.setLeasedMs(leased_ms);
+        },
+        nv::log::current_trace_id());  // "" when the monitor reclaims an expired lease
   }
   void on_final_usage(const std::string& id, const nv::vm::VmUsage& u) override {
     publish_stats(ev_, id, u);
@@ -310,8 +318,8 @@ int run(nv::ServiceContext& ctx) {
   po.rootfs = guest_file(c.str("rootfs"), "rootfs.ext4");
   po.snapshot = c.boolean("snapshot");
   po.snapshot_warm_up = c.boolean("snapshot-warm-up");
-  po.snapshot_dir = c.str("snapshot-dir").empty() ? ctx.runtime_dir + "/snapshots"
-                                                  : c.str("snapshot-dir");
+  po.snapshot_dir =
+      c.str("snapshot-dir").empty() ? ctx.runtime_dir + "/snapshots" : c.str("snapshot-dir");
   po.default_lease_deadline = std::chrono::milliseconds(c.integer("lease-deadline-ms"));
   po.default_lease_ttl = std::chrono::milliseconds(c.integer("lease-ttl-ms"));
   po.max_lease_ttl = std::chrono::milliseconds(c.integer("max-lease-ttl-ms"));
@@ -334,8 +342,8 @@ int run(nv::ServiceContext& ctx) {
       problems.push_back("--tiers: unknown tier '" + name + "' (small, medium, large)");
       continue;
     }
-    for (const auto& d : nv::vm::default_tiers(static_cast<uint32_t>(warm),
-                                               static_cast<uint32_t>(max))) {
+    for (const auto& d :
+         nv::vm::default_tiers(static_cast<uint32_t>(warm), static_cast<uint32_t>(max))) {
       if (d.tier == t) po.tiers.push_back(d);
     }
   }
@@ -495,8 +503,7 @@ int run(nv::ServiceContext& ctx) {
   };
   auto send_answer = [&](Answer& a) {
     if (a.error) {
-      nv::bus::send_error(router, a.routing, a.header.request_id, me, *a.error,
-                          a.header.trace_id);
+      nv::bus::send_error(router, a.routing, a.header.request_id, me, *a.error, a.header.trace_id);
     } else {
       nv::bus::send(router, a.routing, a.header, nv::bus::encode_body(*a.body));
     }
@@ -505,10 +512,10 @@ int run(nv::ServiceContext& ctx) {
   auto offload = [&](nv::bus::Message& m, std::function<Answer(Answer)> work) {
     Answer a{m.routing, reply_header(m), std::nullopt, nullptr};
     if (inflight.load() >= max_inflight) {
-      a.error = nv::make_error(nv::ErrorCode::OVERLOADED,
-                               "vm-pool-manager has " + std::to_string(max_inflight) +
-                                   " requests in flight; try again",
-                               true);
+      a.error = nv::make_error(
+          nv::ErrorCode::OVERLOADED,
+          "vm-pool-manager has " + std::to_string(max_inflight) + " requests in flight; try again",
+          true);
       send_answer(a);
       return;
     }
@@ -593,9 +600,9 @@ int run(nv::ServiceContext& ctx) {
       });
     } else {
       Answer a{m.routing, reply_header(m),
-               nv::make_error(nv::ErrorCode::UNKNOWN_SERVICE,
-                              "vm-pool-manager serves vm.lease, vm.release, vm.status; not '" +
-                                  svc + "'"),
+               nv::make_error(
+                   nv::ErrorCode::UNKNOWN_SERVICE,
+                   "vm-pool-manager serves vm.lease, vm.release, vm.status; not '" + svc + "'"),
                nullptr};
       send_answer(a);
     }
@@ -610,8 +617,8 @@ int run(nv::ServiceContext& ctx) {
                       });
   std::thread presence_thread([&] { presence.run(ctx.stop); });
   // A security.alert that names one of our VMs (the sentinel saw its VMM exec, say) destroys it.
-  nv::EventSubscriber alerts(ctx.zmq, ctx.endpoints.events_out, {"security.alert"},
-                             ctx.curve_keys, ctx.curve_server_key);
+  nv::EventSubscriber alerts(ctx.zmq, ctx.endpoints.events_out, {"security.alert"}, ctx.curve_keys,
+                             ctx.curve_server_key);
   auto on_alert = [&](nv::schema::Event::Reader e) {
     if (!e.isSecurityAlert()) return;
     auto a = e.getSecurityAlert();

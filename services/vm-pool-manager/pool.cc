@@ -14,10 +14,14 @@ namespace nv::vm {
 
 const char* tier_name(SizeTier t) {
   switch (t) {
-    case SizeTier::SMALL: return "small";
-    case SizeTier::MEDIUM: return "medium";
-    case SizeTier::LARGE: return "large";
-    case SizeTier::UNSET: return "unset";
+    case SizeTier::SMALL:
+      return "small";
+    case SizeTier::MEDIUM:
+      return "medium";
+    case SizeTier::LARGE:
+      return "large";
+    case SizeTier::UNSET:
+      return "unset";
   }
   return "unknown";
 }
@@ -76,8 +80,8 @@ Status Pool::validate() const {
   }
   if (opt_.max_lease_ttl < opt_.default_lease_ttl) {
     problems.push_back("maximum lease lifetime (" + std::to_string(opt_.max_lease_ttl.count()) +
-                       " ms) below the default (" +
-                       std::to_string(opt_.default_lease_ttl.count()) + " ms)");
+                       " ms) below the default (" + std::to_string(opt_.default_lease_ttl.count()) +
+                       " ms)");
   }
   if (opt_.snapshot && !backend_.supports_snapshot()) {
     problems.push_back("snapshot mode: backend " + backend_.name() + " cannot snapshot");
@@ -223,7 +227,8 @@ void Pool::refill_loop() {
       if (!made.ok()) template_failed(*build, made.error());
       lock.lock();
       build->template_building = false;
-      if (made.ok()) log::info("snapshot template recovered", {{"tier", tier_name(build->cfg.tier)}});
+      if (made.ok())
+        log::info("snapshot template recovered", {{"tier", tier_name(build->cfg.tier)}});
       publish_status();
       continue;
     }
@@ -259,8 +264,8 @@ void Pool::boot_one(SizeTier tier) {
   std::string failure;
   pid_t pid = 0;
   if (!vm) {
-    auto booted = spec.restore_from.empty() ? backend_.boot(spec, deadline)
-                                            : backend_.start(spec, deadline);
+    auto booted =
+        spec.restore_from.empty() ? backend_.boot(spec, deadline) : backend_.start(spec, deadline);
     if (booted.ok()) {
       vm = std::move(booted.value());
     } else {
@@ -297,8 +302,8 @@ void Pool::boot_one(SizeTier tier) {
     lock.unlock();
     if (vm) (void)vm->destroy(Clock::now() + opt_.destroy_grace);
     if (!failure.empty()) {
-      log::warn("vm boot failed", {{"vm_id", spec.vm_id}, {"tier", tier_name(tier)},
-                                   {"reason", failure}});
+      log::warn("vm boot failed",
+                {{"vm_id", spec.vm_id}, {"tier", tier_name(tier)}, {"reason", failure}});
       events_.on_failed(spec.vm_id, tier, failure, pid);
     }
     std::lock_guard again(mu_);
@@ -356,8 +361,8 @@ void Pool::start_standby(SizeTier tier) {
     }
     standby_cv_.notify_all();
     // Not fatal: the next refill starts its VMM itself.
-    log::warn("standby vmm failed to start", {{"tier", tier_name(tier)},
-                                              {"error", vm.error().message}});
+    log::warn("standby vmm failed to start",
+              {{"tier", tier_name(tier)}, {"error", vm.error().message}});
     return;
   }
   std::shared_ptr<RunningVm> doomed;
@@ -388,8 +393,8 @@ void Pool::monitor_loop() {
     // ms, and rounding down would spin until the wake time.
     auto wake_at = std::min(next_health, next_expiry);
     int timeout = static_cast<int>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now())
-               .count() + 1));
+        0,
+        std::chrono::duration_cast<std::chrono::milliseconds>(wake_at - Clock::now()).count() + 1));
     epoll_event evs[16];
     int n = ::epoll_wait(epoll_.get(), evs, 16, timeout);
     if (n < 0 && errno != EINTR) {
@@ -453,8 +458,10 @@ Clock::time_point Pool::expire_leases() {
   }
   for (auto& [id, lifetime] : expired) {
     // Released meanwhile? fail_vm then finds nothing and does nothing.
-    fail_vm(id, "lease expired: not released within its " + std::to_string(lifetime.count()) +
-                    " ms lifetime (the lessee died, hung or asked for too little); the VM was destroyed");
+    fail_vm(
+        id,
+        "lease expired: not released within its " + std::to_string(lifetime.count()) +
+            " ms lifetime (the lessee died, hung or asked for too little); the VM was destroyed");
   }
   return next;
 }
@@ -472,8 +479,8 @@ void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
     if (e.leased) {
       t.active--;
       // The lessee may still try to release it: tell it what happened rather than "unknown".
-      remember_released(vm_id, reason.rfind("lease expired", 0) == 0 ? reason
-                                                                       : "failed (" + reason + ")");
+      remember_released(vm_id,
+                        reason.rfind("lease expired", 0) == 0 ? reason : "failed (" + reason + ")");
     } else {
       t.warm.erase(std::remove(t.warm.begin(), t.warm.end(), vm_id), t.warm.end());
     }
@@ -481,7 +488,9 @@ void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
   }
   refill_cv_.notify_all();
   pid_t pid = e.vm->info().vmm_pid;
-  log::warn("vm failed", {{"vm_id", vm_id}, {"tier", tier_name(e.tier)}, {"reason", reason},
+  log::warn("vm failed", {{"vm_id", vm_id},
+                          {"tier", tier_name(e.tier)},
+                          {"reason", reason},
                           {"vmm_pid", static_cast<int64_t>(pid)}});
   (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.vm->exit_fd(), nullptr);
   Status d = e.vm->destroy(Clock::now() + opt_.destroy_grace);
@@ -527,16 +536,15 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
   if (opt_.snapshot && t->snapshot_path.empty() && !t->template_error.empty()) {
     auto next = std::chrono::duration_cast<std::chrono::milliseconds>(t->template_retry_after -
                                                                       Clock::now());
-    return make_error(ErrorCode::TIER_UNAVAILABLE,
-                      "tier " + std::string(tier_name(tier)) + " has no snapshot template: " +
-                          t->template_error + "; " + std::to_string(t->template_failures) +
-                          " attempt(s) so far, " +
-                          (t->template_building ? std::string("one is running now")
-                                                : "the next in " +
-                                                      std::to_string(std::max<int64_t>(
-                                                          0, next.count())) + " ms") +
-                          "; other tiers serve meanwhile",
-                      true);
+    return make_error(
+        ErrorCode::TIER_UNAVAILABLE,
+        "tier " + std::string(tier_name(tier)) + " has no snapshot template: " + t->template_error +
+            "; " + std::to_string(t->template_failures) + " attempt(s) so far, " +
+            (t->template_building
+                 ? std::string("one is running now")
+                 : "the next in " + std::to_string(std::max<int64_t>(0, next.count())) + " ms") +
+            "; other tiers serve meanwhile",
+        true);
   }
   // Fail-closed: a VM whose lease_check (egress enforcement) fails is not handed out. A VM gets
   // `enforcement_wait` from the moment it became warm to pass it (the sentinel attaches a moment
@@ -598,13 +606,13 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
                             "nv-ebpf-sentinel running? (--no-require-egress turns this off)",
                         true);
     }
-    Error err = make_error(
-        ErrorCode::POOL_EXHAUSTED,
-        "no warm " + std::string(tier_name(tier)) + " VM within " +
-            std::to_string(deadline_ms.count()) + " ms (warm 0, leased " +
-            std::to_string(t->active) + ", booting " + std::to_string(t->booting) + ", max " +
-            std::to_string(t->cfg.max) + "); retry later or raise --max",
-        true);
+    Error err =
+        make_error(ErrorCode::POOL_EXHAUSTED,
+                   "no warm " + std::string(tier_name(tier)) + " VM within " +
+                       std::to_string(deadline_ms.count()) + " ms (warm 0, leased " +
+                       std::to_string(t->active) + ", booting " + std::to_string(t->booting) +
+                       ", max " + std::to_string(t->cfg.max) + "); retry later or raise --max",
+                   true);
     publish_status();
     return err;
   }
@@ -636,9 +644,9 @@ Status Pool::release(const std::string& vm_id, const std::string& reason) {
                                  [&](const auto& r) { return r.first == vm_id; });
       std::string msg = "vm '" + vm_id + "' is not leased (unknown id)";
       if (before != released_.end()) {
-        msg = before->second == "released" ? "vm " + vm_id + " was already released"
-                                           : "vm " + vm_id + " is no longer leased: " +
-                                                 before->second;
+        msg = before->second == "released"
+                  ? "vm " + vm_id + " was already released"
+                  : "vm " + vm_id + " is no longer leased: " + before->second;
       }
       return make_error(ErrorCode::UNKNOWN_LEASE, msg);
     }

@@ -114,16 +114,16 @@ class PoolEvents {
 
 struct PoolOptions {
   std::vector<TierConfig> tiers = default_tiers(1, 4);
-  std::string kernel;                      // guest kernel (host path)
-  std::string rootfs;                      // guest root image (host path)
-  bool snapshot = false;                   // fill from per-tier snapshots (see above)
-  std::string snapshot_dir;                // where template snapshots are written
+  std::string kernel;        // guest kernel (host path)
+  std::string rootfs;        // guest root image (host path)
+  bool snapshot = false;     // fill from per-tier snapshots (see above)
+  std::string snapshot_dir;  // where template snapshots are written
   std::chrono::milliseconds default_lease_deadline{5000};  // LeaseRequest.deadlineMs == 0
   std::chrono::milliseconds default_lease_ttl{600000};     // LeaseRequest.leaseMs == 0
   std::chrono::milliseconds max_lease_ttl{3600000};        // larger leaseMs: badRequest
-  std::chrono::milliseconds boot_timeout{60000};  // VMM start → Hello (and reseed)
-  std::chrono::milliseconds destroy_grace{500};   // "quit" → SIGKILL
-  std::chrono::milliseconds health_interval{500};  // hang checks; deaths are seen at once
+  std::chrono::milliseconds boot_timeout{60000};           // VMM start → Hello (and reseed)
+  std::chrono::milliseconds destroy_grace{500};            // "quit" → SIGKILL
+  std::chrono::milliseconds health_interval{500};          // hang checks; deaths are seen at once
   std::chrono::milliseconds health_timeout{1000};  // a control channel slower than this = hung
   std::chrono::milliseconds snapshot_settle{200};  // after the template's Hello, before stop
   bool snapshot_warm_up = true;  // run each language once in the template before its snapshot
@@ -131,7 +131,7 @@ struct PoolOptions {
   // up and waiting for its state), so a refill only loads the state and reseeds. It is not
   // counted in `max` (it holds no guest yet: ~20 MiB, no vCPU running).
   bool prestart = true;
-  std::chrono::milliseconds max_backoff{30000};    // retry delay cap after boot failures
+  std::chrono::milliseconds max_backoff{30000};  // retry delay cap after boot failures
   // First retry delay of a failed snapshot template (doubling per failure, up to max_backoff).
   std::chrono::milliseconds template_retry{1000};
   // Fail-closed leasing: when set, a warm VM is leased only if this passes (the service checks
@@ -148,8 +148,8 @@ struct PoolOptions {
 struct LeaseInfo {
   VmInfo vm;
   TierConfig tier;
-  double boot_ms = 0;  // VMM start (or restore start) → Hello (and reseed)
-  double wait_ms = 0;  // how long lease() waited
+  double boot_ms = 0;                     // VMM start (or restore start) → Hello (and reseed)
+  double wait_ms = 0;                     // how long lease() waited
   std::chrono::milliseconds lifetime{0};  // granted: destroyed this long after the lease
 };
 
@@ -211,8 +211,8 @@ class Pool {
     double boot_ms = 0;
     bool leased = false;
     Clock::time_point leased_at{};
-    Clock::time_point lease_expires{};   // leased_at + the granted lifetime (opt_.clock)
-    Clock::time_point warm_since{};      // when it became warm (real clock)
+    Clock::time_point lease_expires{};  // leased_at + the granted lifetime (opt_.clock)
+    Clock::time_point warm_since{};     // when it became warm (real clock)
     std::chrono::milliseconds lifetime{0};
     uint64_t key = 0;  // epoll key
   };
@@ -228,10 +228,10 @@ class Pool {
     TemplateMemory memory;               // the template's RAM (backends with template_memory())
     std::shared_ptr<RunningVm> standby;  // a restore's VMM already started (PoolOptions::prestart)
     bool standby_starting = false;
-    std::string template_error;          // last template failure ("" = none)
-    uint32_t template_failures = 0;      // consecutive
+    std::string template_error;      // last template failure ("" = none)
+    uint32_t template_failures = 0;  // consecutive
     Clock::time_point template_retry_after{};
-    bool template_building = false;      // a refill thread is making it
+    bool template_building = false;  // a refill thread is making it
   };
   // A VM being made (template, boot) that no map holds yet: stop() kills it (kill_now) so the
   // thread waiting on it returns at once. RAII: registered for the guard's lifetime.
@@ -276,9 +276,9 @@ class Pool {
   PoolEvents& events_;
 
   std::mutex mu_;
-  std::condition_variable warm_cv_;    // lease waiters, wait_warm
-  std::condition_variable refill_cv_;  // refill threads
-  std::condition_variable standby_cv_; // a standby VMM became ready or failed
+  std::condition_variable warm_cv_;     // lease waiters, wait_warm
+  std::condition_variable refill_cv_;   // refill threads
+  std::condition_variable standby_cv_;  // a standby VMM became ready or failed
   std::map<SizeTier, TierState> tiers_;
   std::map<std::string, Entry> vms_;
   std::map<uint64_t, std::string> keys_;  // epoll key → vm id

@@ -103,7 +103,8 @@ void Pool::template_failed(TierState& t, const Error& e) {
   }
   if (is_stopping()) return;  // a template cut short by stop() is no failure to report
   const std::string tier = tier_name(t.cfg.tier);
-  std::string why = e.message + " (attempt " + std::to_string(attempt) + "; the tier serves no "
+  std::string why = e.message + " (attempt " + std::to_string(attempt) +
+                    "; the tier serves no "
                     "leases until it succeeds; next attempt in " +
                     std::to_string(delay.count()) + " ms)";
   log::warn("snapshot template failed", {{"tier", tier}, {"reason", why}});

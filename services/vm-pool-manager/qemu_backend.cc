@@ -73,15 +73,15 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
   add({"-kernel", p.kernel, "-append", cfg.kernel_cmdline});
   // Serial console → QEMU's stdout, which the backend points at <jail>/console.log.
   add({"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"});
-  add({"-drive", "id=root,file=" + p.rootfs + ",format=raw,if=none,readonly=on",
-       "-device", "virtio-blk-device,drive=root"});
+  add({"-drive", "id=root,file=" + p.rootfs + ",format=raw,if=none,readonly=on", "-device",
+       "virtio-blk-device,drive=root"});
   // Without a hardware RNG python3 in the guest stalls waiting for entropy (facts.md).
   add({"-device", "virtio-rng-device"});
-  add({"-device", "virtio-serial-device,max_ports=2",
-       "-chardev", "socket,id=agent,path=" + p.run_dir + "/agent.sock,server=on,wait=off",
-       "-device", "virtserialport,chardev=agent,name=nv.agent"});
-  add({"-chardev", "socket,id=qmp,path=" + p.run_dir + "/qmp.sock,server=on,wait=off",
-       "-mon", "chardev=qmp,mode=control"});
+  add({"-device", "virtio-serial-device,max_ports=2", "-chardev",
+       "socket,id=agent,path=" + p.run_dir + "/agent.sock,server=on,wait=off", "-device",
+       "virtserialport,chardev=agent,name=nv.agent"});
+  add({"-chardev", "socket,id=qmp,path=" + p.run_dir + "/qmp.sock,server=on,wait=off", "-mon",
+       "chardev=qmp,mode=control"});
   if (cfg.sandbox) {
     add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
   }
@@ -120,8 +120,8 @@ class QemuVm : public JailedVm {
       }
     }
     // QEMU 7.2 throttles migration to 32 MiB/s by default; a local file takes what it can.
-    if (auto r = qmp_.execute("migrate-set-parameters", R"({"max-bandwidth": 10737418240})",
-                              deadline);
+    if (auto r =
+            qmp_.execute("migrate-set-parameters", R"({"max-bandwidth": 10737418240})", deadline);
         !r.ok()) {
       return r.error();
     }
@@ -176,8 +176,7 @@ class QemuVm : public JailedVm {
         return r.error();
       }
     }
-    if (auto r = qmp_.execute("migrate-incoming", R"({"uri": "fd:snapshot"})", deadline);
-        !r.ok()) {
+    if (auto r = qmp_.execute("migrate-incoming", R"({"uri": "fd:snapshot"})", deadline); !r.ok()) {
       return r.error();
     }
     for (;;) {
@@ -256,9 +255,9 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadli
     struct stat st {};
     if (::fstat(spec.memory_fd, &st) != 0) return sys_error("fstat(template memory)", errno);
     if (static_cast<uint64_t>(st.st_size) != (uint64_t{spec.memory_mib} << 20)) {
-      return make_error(ErrorCode::BAD_REQUEST,
-                        "template memory holds " + std::to_string(st.st_size) +
-                            " bytes, the VM " + std::to_string(spec.memory_mib) + " MiB");
+      return make_error(ErrorCode::BAD_REQUEST, "template memory holds " +
+                                                    std::to_string(st.st_size) + " bytes, the VM " +
+                                                    std::to_string(spec.memory_mib) + " MiB");
     }
     if (spec.memory_shared == restore) {
       return make_error(ErrorCode::BAD_REQUEST,
@@ -425,10 +424,9 @@ Status QemuBackend::probe_accel(const VmSpec& probe, const ReadyCheck& ready,
     if (s.ok()) {
       set_accel("kvm", "KVM probe VM answered Hello in " + std::to_string(ms) + " ms");
     } else {
-      set_accel("tcg", "KVM probe VM gave no Hello within " +
-                           std::to_string(probe_timeout.count()) +
-                           " ms (e.g. a nested-PVM host that only runs PVM guests): " +
-                           s.error().message);
+      set_accel("tcg",
+                "KVM probe VM gave no Hello within " + std::to_string(probe_timeout.count()) +
+                    " ms (e.g. a nested-PVM host that only runs PVM guests): " + s.error().message);
     }
     (void)vm.value()->destroy(Clock::now() + std::chrono::seconds(2));
   }

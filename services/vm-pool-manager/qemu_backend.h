@@ -40,12 +40,12 @@ struct QemuConfig {
   uint32_t pids_max = 64;           // QEMU's threads (vCPUs, I/O workers)
   bool use_jail = true;
   bool use_cgroup = true;
-  bool sandbox = true;              // QEMU -sandbox on,obsolete=deny,elevateprivileges=deny,...
-  bool landlock = true;             // confine the VMM to its jail's files (when the kernel can)
-  uid_t uid_base = 980000;          // VMM n runs as uid_base + n % uid_count, gid likewise
+  bool sandbox = true;      // QEMU -sandbox on,obsolete=deny,elevateprivileges=deny,...
+  bool landlock = true;     // confine the VMM to its jail's files (when the kernel can)
+  uid_t uid_base = 980000;  // VMM n runs as uid_base + n % uid_count, gid likewise
   uint32_t uid_count = 10000;
-  gid_t channel_gid = 0;            // group owning the socket dir (pool manager, executor)
-  CgroupLayout cgroups;             // from CgroupLayout::detect() + prepare()
+  gid_t channel_gid = 0;  // group owning the socket dir (pool manager, executor)
+  CgroupLayout cgroups;   // from CgroupLayout::detect() + prepare()
 };
 
 class QemuBackend : public Backend {

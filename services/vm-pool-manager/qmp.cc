@@ -59,8 +59,8 @@ Result<QmpClient> QmpClient::connect(const std::string& path, Deadline deadline,
       return make_error(ErrorCode::VM_FAILED, "VMM exited before its QMP socket answered");
     }
     if (Clock::now() >= deadline) {
-      return make_error(ErrorCode::TIMED_OUT, "QMP socket " + path + " not up before deadline: " +
-                                                  errno_text(err));
+      return make_error(ErrorCode::TIMED_OUT,
+                        "QMP socket " + path + " not up before deadline: " + errno_text(err));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -223,10 +223,10 @@ Status QmpClient::wait_migration(Deadline deadline) {
     if (!r.ok()) return r.error();
     rapidjson::Document d;
     d.Parse(r.value().c_str());
-    std::string status = (!d.HasParseError() && d.IsObject() && d.HasMember("status") &&
-                          d["status"].IsString())
-                             ? d["status"].GetString()
-                             : "";
+    std::string status =
+        (!d.HasParseError() && d.IsObject() && d.HasMember("status") && d["status"].IsString())
+            ? d["status"].GetString()
+            : "";
     if (status == "completed") return {};
     if (status == "failed" || status == "cancelled") {
       std::string why = d.HasMember("error-desc") && d["error-desc"].IsString()

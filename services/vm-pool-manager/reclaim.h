@@ -18,11 +18,11 @@
 namespace nv::vm {
 
 struct ReclaimReport {
-  std::vector<std::string> vms;   // ids of the leftover VMs found
-  int vmm_processes_killed = 0;   // tasks found in their cgroups
+  std::vector<std::string> vms;  // ids of the leftover VMs found
+  int vmm_processes_killed = 0;  // tasks found in their cgroups
   int cgroup_dirs_removed = 0;
   int jail_dirs_removed = 0;
-  int files_removed = 0;          // snapshot templates, stale sockets
+  int files_removed = 0;              // snapshot templates, stale sockets
   std::vector<std::string> problems;  // what could not be removed (logged; start-up goes on)
 };
 

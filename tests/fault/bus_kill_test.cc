@@ -71,8 +71,8 @@ class HoldingWorker {
 class BusKill : public ::testing::Test {
  protected:
   void start_orchestrator() {
-    orch_.emplace(Process::start(
-        nv::test::service_process(nv::test::bin("nv-orchestrator"), {}, env())));
+    orch_.emplace(
+        Process::start(nv::test::service_process(nv::test::bin("nv-orchestrator"), {}, env())));
     ASSERT_TRUE(nv::test::wait_until([&] { return rt_.has("clients.sock"); }, 20s))
         << orch_->stderr_text();
   }
@@ -144,7 +144,8 @@ TEST_F(BusKill, ClientKilledCancelsItsTaskAndTheModelCall) {
   auto t0 = Clock::now();
   nv_submit.signal(SIGKILL);
   ASSERT_TRUE(nv::test::wait_until([&] { return llm.cancelled >= 1; }, 10s, 20ms))
-      << "the model call outlived its client\n" << orch_->stderr_text();
+      << "the model call outlived its client\n"
+      << orch_->stderr_text();
   EXPECT_LT(Clock::now() - t0, 5s);
   EXPECT_TRUE(orch_->running());
 }
@@ -154,19 +155,22 @@ TEST_F(BusKill, ClientKilledCancelsItsTaskAndTheModelCall) {
 TEST_F(BusKill, GatewayKilledDuringModelCallFailsTheTaskFast) {
   start_orchestrator();
   auto fake = Process::start(nv::test::service_process(
-      "/usr/bin/python3",
-      {nv::test::source_dir() + "/tests/fixtures/fake_llm.py", "--port-file",
-       rt_.file("llm.port"), "--record", rt_.file("requests.jsonl"), "--quiet", "--script-json",
-       R"js({"turns": [{"stall": 60, "say": "late"}]})js"}));
+      "/usr/bin/python3", {nv::test::source_dir() + "/tests/fixtures/fake_llm.py", "--port-file",
+                           rt_.file("llm.port"), "--record", rt_.file("requests.jsonl"), "--quiet",
+                           "--script-json", R"js({"turns": [{"stall": 60, "say": "late"}]})js"}));
   ASSERT_TRUE(nv::test::wait_until([&] { return rt_.has("llm.port"); }, 20s));
   int port = 0;
   std::ifstream(rt_.file("llm.port")) >> port;
-  auto gw = Process::start(nv::test::service_process(
-      nv::test::bin("nv-llm-gateway"),
-      {"--llm-api", "ollama", "--model", "fake-model", "--llm-timeout", "120", "--llm-url",
-       "http://127.0.0.1:" + std::to_string(port)},
-      env()));
-  ASSERT_TRUE(nv::test::wait_until([&] { return has_services({"llm", "task"}); }, 20s))
+  auto gw = Process::start(
+      nv::test::service_process(nv::test::bin("nv-llm-gateway"),
+                                {"--llm-api", "ollama", "--model", "fake-model", "--llm-timeout",
+                                 "120", "--llm-url", "http://127.0.0.1:" + std::to_string(port)},
+                                env()));
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] {
+        return has_services({"llm", "task"});
+      },
+      20s))
       << gw.stderr_text();
   nv::Client c(test_zmq(), {clients(), {}, {}, {}});
   capnp::MallocMessageBuilder mb;
@@ -174,11 +178,14 @@ TEST_F(BusKill, GatewayKilledDuringModelCallFailsTheTaskFast) {
   sub.setPrompt("take your time");
   sub.setTimeoutMs(300000);
   uint64_t id = c.send("task", &mb, 330s);
-  ASSERT_TRUE(nv::test::wait_until([&] {
-    std::ifstream in(rt_.file("requests.jsonl"));
-    std::string all((std::istreambuf_iterator<char>(in)), {});
-    return all.find("/api/chat") != std::string::npos;
-  }, 20s)) << gw.stderr_text();
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] {
+        std::ifstream in(rt_.file("requests.jsonl"));
+        std::string all((std::istreambuf_iterator<char>(in)), {});
+        return all.find("/api/chat") != std::string::npos;
+      },
+      20s))
+      << gw.stderr_text();
   auto t0 = Clock::now();
   gw.signal(SIGKILL);
   std::optional<nv::Client::Incoming> final;

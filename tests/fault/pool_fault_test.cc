@@ -99,8 +99,7 @@ class PoolFault : public ::testing::Test {
     return Process::start({.binary = nv::test::bin("nv-vm-pool-manager"),
                            .args = {"--kernel", guest_ + "/vmlinux", "--rootfs",
                                     guest_ + "/rootfs.ext4", "--size", "small", "--warm", "1",
-                                    "--max", "3", "--accel", "tcg", "--boot-timeout-ms",
-                                    "120000"},
+                                    "--max", "3", "--accel", "tcg", "--boot-timeout-ms", "120000"},
                            .env = env});
   }
   Process start_sentinel(const std::map<std::string, std::string>& env) {
@@ -164,9 +163,15 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
     first = lease(c, 20s);
     if (!first.ok) std::this_thread::sleep_for(500ms);
   }
-  ASSERT_TRUE(first.ok) << first.message << "\n--- pool:\n" << pool->stderr_text().substr(0, 8000)
-                        << "\n--- sentinel:\n" << sentinel.stderr_text().substr(0, 4000);
-  ASSERT_TRUE(nv::test::wait_until([&] { drain(); return booted.count(first.vm_id) > 0; }, 10s));
+  ASSERT_TRUE(first.ok) << first.message << "\n--- pool:\n"
+                        << pool->stderr_text().substr(0, 8000) << "\n--- sentinel:\n"
+                        << sentinel.stderr_text().substr(0, 4000);
+  ASSERT_TRUE(nv::test::wait_until(
+      [&] {
+        drain();
+        return booted.count(first.vm_id) > 0;
+      },
+      10s));
   const std::string cg = booted[first.vm_id].second;
   ASSERT_FALSE(cg.empty()) << "no cgroup2 dir for " << first.vm_id;
   int allowed_port = 0, denied_port = 0;
@@ -233,7 +238,8 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
       5s, 20ms);
   double gone_s = std::chrono::duration<double>(Clock::now() - killed_at).count();
   EXPECT_TRUE(all_gone) << vmms.size() << " VMMs, some still alive 5 s after the SIGKILL";
-  RecordProperty("vmms_gone_after_pool_sigkill_ms", std::to_string(static_cast<int>(gone_s * 1000)));
+  RecordProperty("vmms_gone_after_pool_sigkill_ms",
+                 std::to_string(static_cast<int>(gone_s * 1000)));
   std::cout << vmms.size() << " VMMs gone " << gone_s * 1000 << " ms after SIGKILL\n";
   pool.reset();
 
@@ -264,7 +270,8 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
     served = lease(c, 20s);
     if (!served.ok) std::this_thread::sleep_for(500ms);
   }
-  ASSERT_TRUE(served.ok) << served.message << "\n--- pool:\n" << pool->stderr_text().substr(0, 8000);
+  ASSERT_TRUE(served.ok) << served.message << "\n--- pool:\n"
+                         << pool->stderr_text().substr(0, 8000);
   int st = 0;
   EXPECT_EQ(waitpid(squatter, &st, WNOHANG), squatter) << "the planted process still runs";
   EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
@@ -297,7 +304,8 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
   }
   EXPECT_FALSE(exists(rt.file("vm-pool.sock")));
   std::string key;
-  for (char ch : rt.path()) key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
+  for (char ch : rt.path())
+    key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
   EXPECT_FALSE(exists("/sys/fs/bpf/neurovisor/" + key)) << "egress pins left behind";
   close(allowed);
   close(denied);
@@ -309,13 +317,12 @@ TEST_F(PoolFault, SentinelAndPoolManagerKillsFailClosedAndLeaveNothing) {
 TEST_F(PoolFault, SigtermDuringTemplateCreationStopsWithinTwoSecondsAndLeavesNothing) {
   nv::test::TempDir rt("nv-pooltpl");
   std::map<std::string, std::string> env{{"NV_RUNTIME_DIR", rt.path()}};
-  auto pool = Process::start({.binary = nv::test::bin("nv-vm-pool-manager"),
-                              .args = {"--kernel", guest_ + "/vmlinux", "--rootfs",
-                                       guest_ + "/rootfs.ext4", "--size", "small,medium",
-                                       "--accel", "tcg", "--no-require-egress",
-                                       "--events-in-endpoint",
-                                       "ipc://" + rt.file("no-hub.sock")},
-                              .env = env});
+  auto pool =
+      Process::start({.binary = nv::test::bin("nv-vm-pool-manager"),
+                      .args = {"--kernel", guest_ + "/vmlinux", "--rootfs", guest_ + "/rootfs.ext4",
+                               "--size", "small,medium", "--accel", "tcg", "--no-require-egress",
+                               "--events-in-endpoint", "ipc://" + rt.file("no-hub.sock")},
+                      .env = env});
   std::string tpl;
   ASSERT_TRUE(nv::test::wait_until(
       [&] {

@@ -15,8 +15,10 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string> fields(1);
   for (size_t i = 0; i < size; ++i) {
-    if (data[i] == 0) fields.emplace_back();
-    else fields.back().push_back(static_cast<char>(data[i]));
+    if (data[i] == 0)
+      fields.emplace_back();
+    else
+      fields.back().push_back(static_cast<char>(data[i]));
   }
   std::vector<std::string> envs;
   std::vector<const char*> argv = {"nv-fuzz"};

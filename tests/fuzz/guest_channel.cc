@@ -39,7 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     spec.language = nv::schema::Language::PYTHON;
     spec.code = "print(1)";
     spec.output_cap_bytes = 4096;
-    (void)(*ch)->exec(spec, [](nv::schema::Stream, std::string_view) {}, deadline);
+    (void)(*ch)->exec(
+        spec, [](nv::schema::Stream, std::string_view) {}, deadline);
     (void)(*ch)->get_file("/tmp/out.txt", deadline);
     (void)(*ch)->ping(deadline);
   }

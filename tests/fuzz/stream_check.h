@@ -20,13 +20,15 @@ namespace nv::fuzz {
 struct StreamOutcome {
   std::optional<llm::LlmError> error;
   llm::ChatReply reply;
-  std::string deltas;
+  std::string deltas;    // the content pieces, concatenated
+  std::string thinking;  // the reasoning pieces, concatenated
 };
 
-inline StreamOutcome run_stream(const llm::wire::WireApi& api, std::string_view body,
-                                bool split) {
+inline StreamOutcome run_stream(const llm::wire::WireApi& api, std::string_view body, bool split) {
   StreamOutcome out;
-  auto parser = api.stream_parser([&](std::string_view d) { out.deltas.append(d); });
+  auto parser = api.stream_parser([&](std::string_view d, llm::DeltaKind kind) {
+    (kind == llm::DeltaKind::thinking ? out.thinking : out.deltas).append(d);
+  });
   size_t piece = 1;
   for (size_t i = 0; i < body.size() && !out.error;) {
     size_t n = split ? std::min(piece, body.size() - i) : body.size();
@@ -61,13 +63,14 @@ inline void check_stream(const llm::wire::WireApi& api, const uint8_t* data, siz
     return;
   }
   const auto &a = whole.reply, &b = pieces.reply;
-  if (a.message.content != b.message.content || !same_calls(a.message.tool_calls,
-                                                            b.message.tool_calls) ||
-      a.model != b.model || a.done_reason != b.done_reason ||
-      a.prompt_tokens != b.prompt_tokens || a.completion_tokens != b.completion_tokens) {
+  if (a.message.content != b.message.content ||
+      !same_calls(a.message.tool_calls, b.message.tool_calls) || a.model != b.model ||
+      a.done_reason != b.done_reason || a.prompt_tokens != b.prompt_tokens ||
+      a.completion_tokens != b.completion_tokens) {
     std::abort();
   }
-  if (whole.deltas != pieces.deltas) std::abort();
+  if (a.message.thinking != b.message.thinking) std::abort();
+  if (whole.deltas != pieces.deltas || whole.thinking != pieces.thinking) std::abort();
 }
 
 }  // namespace nv::fuzz

@@ -112,8 +112,8 @@ class FakeSandboxExec {
                         for (int i = 2; i <= std::stoi(m[1]); ++i) v *= static_cast<unsigned>(i);
                         return prints(std::to_string(v) + "\n");
                       }});
-    rules_.push_back({std::regex(R"(^print\('again'\)$)"),
-                      [=](auto&) { return prints("again\n"); }});
+    rules_.push_back(
+        {std::regex(R"(^print\('again'\)$)"), [=](auto&) { return prints("again\n"); }});
     rules_.push_back({std::regex(R"(time\.sleep\(999\))"), [](auto&) {
                         Answer a;
                         a.exit = -1;
@@ -153,8 +153,7 @@ class FakeSandboxExec {
     if (!req) return r->fail(req.error());
     std::string code = str(req->getCode());
     int now = ++active_;
-    for (int m = max_active_.load(); now > m && !max_active_.compare_exchange_weak(m, now);) {
-    }
+    for (int m = max_active_.load(); now > m && !max_active_.compare_exchange_weak(m, now);) {}
     int n;
     {
       std::lock_guard lock(mu_);
@@ -220,13 +219,13 @@ zmq::context_t& test_zmq() {
 }
 
 struct StackOptions {
-  std::string script_json{};               // the fake model's script (or script_file)
+  std::string script_json{};  // the fake model's script (or script_file)
   std::string script_file{};
   std::string api = "ollama";
   std::vector<std::string> gateway_args{};  // extra nv-llm-gateway flags
   std::vector<std::string> orchestrator_args{};
-  bool start_fake = true;                  // false: the gateway points at a closed port
-  bool url_in_ollama_host = false;         // give the gateway OLLAMA_HOST=127.0.0.1:PORT
+  bool start_fake = true;           // false: the gateway points at a closed port
+  bool url_in_ollama_host = false;  // give the gateway OLLAMA_HOST=127.0.0.1:PORT
   bool start_exec = true;
   uint32_t exec_capacity = 4;
   std::chrono::milliseconds exec_delay{20};
@@ -238,8 +237,11 @@ class Stack {
     std::string url;
     if (o_.start_fake) {
       std::vector<std::string> args = {source_dir() + "/tests/fixtures/fake_llm.py",
-                                       "--port-file", rt_.file("llm.port"), "--record",
-                                       rt_.file("requests.jsonl"), "--quiet"};
+                                       "--port-file",
+                                       rt_.file("llm.port"),
+                                       "--record",
+                                       rt_.file("requests.jsonl"),
+                                       "--quiet"};
       if (!o_.script_file.empty()) {
         args.insert(args.end(), {"--script", o_.script_file});
       } else {
@@ -263,8 +265,8 @@ class Stack {
     if (!nv::test::wait_until([&] { return rt_.has("clients.sock"); }, 20s)) {
       throw std::runtime_error("nv-orchestrator did not start: " + orch_->stderr_text());
     }
-    std::vector<std::string> gargs = {"--llm-api", o_.api, "--model", "fake-model",
-                                      "--llm-timeout", "10"};
+    std::vector<std::string> gargs = {"--llm-api",  o_.api,          "--model",
+                                      "fake-model", "--llm-timeout", "10"};
     gargs.insert(gargs.end(), o_.gateway_args.begin(), o_.gateway_args.end());
     auto gopts = service_process(nv::test::bin("nv-llm-gateway"), gargs, env);
     if (o_.url_in_ollama_host) {
@@ -280,8 +282,8 @@ class Stack {
     std::set<std::string> want = {"task", "llm"};
     if (o_.start_exec) want.insert("exec");
     if (!nv::test::wait_until([&] { return services_present(want); }, 20s, 100ms)) {
-      throw std::runtime_error("the stack did not come up:\norchestrator: " +
-                               orch_->stderr_text() + "\ngateway: " + gw_->stderr_text());
+      throw std::runtime_error("the stack did not come up:\norchestrator: " + orch_->stderr_text() +
+                               "\ngateway: " + gw_->stderr_text());
     }
   }
   ~Stack() {
@@ -297,8 +299,9 @@ class Stack {
   FakeSandboxExec& exec() { return *exec_; }
   Process& orchestrator() { return *orch_; }
   Process& gateway() { return *gw_; }
-  std::string logs() { return "orchestrator:\n" + orch_->stderr_text() + "\ngateway:\n" +
-                              gw_->stderr_text(); }
+  std::string logs() {
+    return "orchestrator:\n" + orch_->stderr_text() + "\ngateway:\n" + gw_->stderr_text();
+  }
 
   bool services_present(const std::set<std::string>& want) {
     nv::Client c(test_zmq(), {clients(), {}, {}, {}});
@@ -371,9 +374,9 @@ struct Outcome {
   std::string streamed_text, streamed_thinking;  // modelDelta / thinkingDelta pieces joined
   size_t text_deltas = 0;
   std::vector<std::string> notices;
-  std::vector<std::string> kinds;    // progress kinds in order
+  std::vector<std::string> kinds;  // progress kinds in order
   std::vector<std::string> stdout_chunks, tool_errors, codes;
-  std::vector<bool> timed_out;       // per execResult
+  std::vector<bool> timed_out;  // per execResult
   std::set<std::string> progress_traces;
   std::string describe() const {
     std::string k;
@@ -394,51 +397,52 @@ Outcome submit(const std::string& endpoint, const std::string& prompt, uint32_t 
   t.setTimeoutMs(timeout_ms);
   t.setModel(model);
   Outcome o;
-  auto r = c.call(
-      "task", &mb, 120s,
-      [&](nv::Client::Incoming& in) {
-        auto p = in.body.root<s::TaskProgress>();
-        ASSERT_TRUE(p) << p.error().message;
-        o.progress_traces.insert(str(p->getTraceId()));
-        switch (p->which()) {
-          case s::TaskProgress::THINKING: o.kinds.push_back("thinking"); break;
-          case s::TaskProgress::MODEL_TEXT: o.kinds.push_back("modelText"); break;
-          case s::TaskProgress::TOOL_CALL:
-            o.kinds.push_back("toolCall");
-            o.codes.push_back(str(p->getToolCall().getCode()));
-            break;
-          case s::TaskProgress::OUTPUT:
-            o.kinds.push_back(p->getOutput().getStream() == s::Stream::STATUS ? "status"
-                                                                               : "output");
-            if (p->getOutput().getStream() == s::Stream::STDOUT) {
-              o.stdout_chunks.push_back(str(p->getOutput().getData()));
-            }
-            break;
-          case s::TaskProgress::EXEC_RESULT:
-            o.kinds.push_back("execResult");
-            o.timed_out.push_back(p->getExecResult().getTimedOut());
-            break;
-          case s::TaskProgress::TOOL_ERROR:
-            o.kinds.push_back("toolError");
-            o.tool_errors.push_back(str(p->getToolError().getMessage()));
-            break;
-          case s::TaskProgress::MODEL_DELTA:
-            if (o.kinds.empty() || o.kinds.back() != "modelDelta") o.kinds.push_back("modelDelta");
-            o.streamed_text += str(p->getModelDelta());
-            ++o.text_deltas;
-            break;
-          case s::TaskProgress::THINKING_DELTA:
-            if (o.kinds.empty() || o.kinds.back() != "thinkingDelta") {
-              o.kinds.push_back("thinkingDelta");
-            }
-            o.streamed_thinking += str(p->getThinkingDelta());
-            break;
-          case s::TaskProgress::NOTICE:
-            o.kinds.push_back("notice");
-            o.notices.push_back(str(p->getNotice()));
-            break;
+  auto r = c.call("task", &mb, 120s, [&](nv::Client::Incoming& in) {
+    auto p = in.body.root<s::TaskProgress>();
+    ASSERT_TRUE(p) << p.error().message;
+    o.progress_traces.insert(str(p->getTraceId()));
+    switch (p->which()) {
+      case s::TaskProgress::THINKING:
+        o.kinds.push_back("thinking");
+        break;
+      case s::TaskProgress::MODEL_TEXT:
+        o.kinds.push_back("modelText");
+        break;
+      case s::TaskProgress::TOOL_CALL:
+        o.kinds.push_back("toolCall");
+        o.codes.push_back(str(p->getToolCall().getCode()));
+        break;
+      case s::TaskProgress::OUTPUT:
+        o.kinds.push_back(p->getOutput().getStream() == s::Stream::STATUS ? "status" : "output");
+        if (p->getOutput().getStream() == s::Stream::STDOUT) {
+          o.stdout_chunks.push_back(str(p->getOutput().getData()));
         }
-      });
+        break;
+      case s::TaskProgress::EXEC_RESULT:
+        o.kinds.push_back("execResult");
+        o.timed_out.push_back(p->getExecResult().getTimedOut());
+        break;
+      case s::TaskProgress::TOOL_ERROR:
+        o.kinds.push_back("toolError");
+        o.tool_errors.push_back(str(p->getToolError().getMessage()));
+        break;
+      case s::TaskProgress::MODEL_DELTA:
+        if (o.kinds.empty() || o.kinds.back() != "modelDelta") o.kinds.push_back("modelDelta");
+        o.streamed_text += str(p->getModelDelta());
+        ++o.text_deltas;
+        break;
+      case s::TaskProgress::THINKING_DELTA:
+        if (o.kinds.empty() || o.kinds.back() != "thinkingDelta") {
+          o.kinds.push_back("thinkingDelta");
+        }
+        o.streamed_thinking += str(p->getThinkingDelta());
+        break;
+      case s::TaskProgress::NOTICE:
+        o.kinds.push_back("notice");
+        o.notices.push_back(str(p->getNotice()));
+        break;
+    }
+  });
   if (!r) {
     o.bus_error = r.error();
     return o;
@@ -466,7 +470,7 @@ Outcome submit(const std::string& endpoint, const std::string& prompt, uint32_t 
 
 nv::test::RunResult run_submit(const std::string& runtime_dir, std::vector<std::string> args) {
   return nv::test::run(service_process(nv::test::bin("nv-submit"), std::move(args),
-                            {{"NV_RUNTIME_DIR", runtime_dir}}),
+                                       {{"NV_RUNTIME_DIR", runtime_dir}}),
                        120s);
 }
 
@@ -523,8 +527,7 @@ TEST_F(AgentTest, OllamaNonceFlowThroughNvSubmit) {
   std::string want = times7(nonce);
   auto r = run_submit(stack.rt().path(), {"Multiply the nonce " + nonce + " by seven."});
   ASSERT_EQ(r.status.code, 0) << r.out << r.err << stack.logs();
-  std::printf("--- what nv-submit printed ---\n%s------------------------------\n",
-              r.out.c_str());
+  std::printf("--- what nv-submit printed ---\n%s------------------------------\n", r.out.c_str());
   EXPECT_NE(r.out.find("▶ iteration 1: asking the model…"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("⚙ execute_code (python)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("│ print(int('" + nonce + "', 16) * 7)"), std::string::npos) << r.out;
@@ -576,8 +579,8 @@ TEST_F(AgentTest, OpenAiNonceFlowThroughTheBus) {
   EXPECT_EQ(o.iterations, 2u);
   EXPECT_EQ(o.tool_calls, 1u);
   // The model's text streams (modelDelta) before the whole text comes with the tool call.
-  std::vector<std::string> want = {"thinking", "modelDelta", "modelText", "toolCall", "status",
-                                   "output", "execResult", "thinking", "modelDelta"};
+  std::vector<std::string> want = {"thinking", "modelDelta", "modelText", "toolCall",  "status",
+                                   "output",   "execResult", "thinking",  "modelDelta"};
   EXPECT_EQ(o.kinds, want);
   EXPECT_EQ(o.streamed_text, "Let me compute that.The value is " + times7(nonce) + ".");
   EXPECT_GT(o.first_token_ms, 0);
@@ -661,18 +664,15 @@ TEST_F(AgentTest, GatewayValidatesRequestsAndStreamsDeltas) {
   auto r = ask([](s::ChatRequest::Builder b) { b.setVersion(99); });
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, nv::ErrorCode::UNSUPPORTED_VERSION);
-  r = ask([](s::ChatRequest::Builder b) {
-    b.getMessages()[0].setRole(static_cast<s::Role>(9));
-  });
+  r = ask([](s::ChatRequest::Builder b) { b.getMessages()[0].setRole(static_cast<s::Role>(9)); });
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
   EXPECT_NE(r.error().message.find("messages[0].role"), std::string::npos) << r.error().message;
   r = ask([](s::ChatRequest::Builder b) { b.initMessages(0); });
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
-  r = ask([](s::ChatRequest::Builder b) {
-    b.getMessages()[0].setContent(std::string(2u << 20, 'x'));
-  });
+  r = ask(
+      [](s::ChatRequest::Builder b) { b.getMessages()[0].setContent(std::string(2u << 20, 'x')); });
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
   EXPECT_NE(r.error().message.find("cap"), std::string::npos) << r.error().message;
@@ -717,8 +717,8 @@ TEST_F(AgentTest, MisbehavingModelGivesClearResultsAndTheServicesKeepServing) {
                        "code": "echo {{last_tool_output|strip}}"}}]},
       {"stall": {"seconds": 6, "times": 1}, "say": "final {{last_tool_output|strip}}"}
     ]})js";
-  Stack stack({.script_json = script,
-               .gateway_args = {"--llm-timeout", "1.5", "--llm-retries", "2"}});
+  Stack stack(
+      {.script_json = script, .gateway_args = {"--llm-timeout", "1.5", "--llm-retries", "2"}});
   std::string nonce = nonce_hex();
   std::string prompt = "Multiply the nonce " + nonce + " by seven.";
 
@@ -777,23 +777,27 @@ TEST(TextToolCalls, ParsesTheCommonForms) {
     EXPECT_EQ(calls.size(), 1u) << text;
     return calls.empty() ? nv::agent::ParsedCall{} : calls[0];
   };
-  auto c = one("Sure.\n```json\n{\"name\": \"execute_code\", \"arguments\": {\"language\": "
-               "\"python\", \"code\": \"print(1)\"}}\n```");
+  auto c =
+      one("Sure.\n```json\n{\"name\": \"execute_code\", \"arguments\": {\"language\": "
+          "\"python\", \"code\": \"print(1)\"}}\n```");
   EXPECT_EQ(c.name, "execute_code");
   EXPECT_EQ(c.arguments_json, R"js({"language":"python","code":"print(1)"})js");
   c = one(R"({"name": "execute_code", "parameters": {"language": "bash", "code": "ls"}})");
   EXPECT_EQ(c.arguments_json, R"({"language":"bash","code":"ls"})");
-  c = one("<tool_call>\n{\"name\": \"execute_code\", \"arguments\": \"{\\\"language\\\": "
+  c =
+      one("<tool_call>\n{\"name\": \"execute_code\", \"arguments\": \"{\\\"language\\\": "
           "\\\"python\\\", \\\"code\\\": \\\"x=1\\\"}\"}\n</tool_call>");
   EXPECT_EQ(c.arguments_json, R"({"language": "python", "code": "x=1"})");
-  c = one("<execute_code language=\"python\">\nfor i in range(3):\n    print(i &lt; 2)\n"
+  c =
+      one("<execute_code language=\"python\">\nfor i in range(3):\n    print(i &lt; 2)\n"
           "</execute_code>");
   std::string why;
   auto args = nv::agent::parse_code_args(c.arguments_json, &why);
   ASSERT_TRUE(args) << why;
   EXPECT_EQ(args->language, s::Language::PYTHON);
   EXPECT_EQ(args->code, "for i in range(3):\n    print(i < 2)");
-  c = one("<tool_call><name>execute_code</name><arguments><language>javascript</language>"
+  c =
+      one("<tool_call><name>execute_code</name><arguments><language>javascript</language>"
           "<code>console.log(1)</code></arguments></tool_call>");
   args = nv::agent::parse_code_args(c.arguments_json, &why);
   ASSERT_TRUE(args) << why;
@@ -990,7 +994,8 @@ TEST_F(AgentTest, CallerCancelClosesTheGatewaysModelConnection) {
     auto t0 = std::chrono::steady_clock::now();
     c.cancel(id, "llm");
     ASSERT_TRUE(nv::test::wait_until([&] { return !stack.hangups().empty(); }, 5s, 10ms))
-        << "the model server never saw the gateway hang up\n" << stack.logs();
+        << "the model server never saw the gateway hang up\n"
+        << stack.logs();
     auto took = std::chrono::steady_clock::now() - t0;
     EXPECT_LT(took, 1s) << std::chrono::duration<double>(took).count() << " s";
     EXPECT_TRUE(nv::test::wait_until(
@@ -1033,7 +1038,8 @@ TEST_F(AgentTest, GatewayAbandonsModelCallsWhenTheBrokerIsGone) {
   auto t0 = std::chrono::steady_clock::now();
   stack.orchestrator().signal(SIGKILL);
   ASSERT_TRUE(nv::test::wait_until([&] { return !stack.hangups().empty(); }, 10s, 10ms))
-      << "the model server never saw the gateway hang up\n" << stack.logs();
+      << "the model server never saw the gateway hang up\n"
+      << stack.logs();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
   EXPECT_NE(stack.gateway().stderr_text().find("orphaned"), std::string::npos) << stack.logs();
   EXPECT_TRUE(stack.gateway().running());
@@ -1190,7 +1196,8 @@ TEST_P(AgentReplies, EmptyAndDuplicateToolCallIds) {
   struct Case {
     std::string tag, first, second;
   };
-  for (const Case& c : {Case{"ids-empty", "1048576\n", "243\n"}, Case{"ids-dup", "1024\n", "27\n"}}) {
+  for (const Case& c :
+       {Case{"ids-empty", "1048576\n", "243\n"}, Case{"ids-dup", "1024\n", "27\n"}}) {
     auto o = run_case(c.tag);
     ASSERT_EQ(o.status, s::TaskStatus::COMPLETED) << c.tag << " " << o.describe() << stack_->logs();
     EXPECT_EQ(o.answer, "ok " + c.second.substr(0, c.second.size() - 1));
@@ -1282,8 +1289,7 @@ TEST_P(AgentReplies, NvSubmitExitsNonZeroOnACutReply) {
   EXPECT_EQ(r.status.code, 5) << r.out << r.err;
   EXPECT_NE(r.out.find("↻ the model's reply was cut at its token limit"), std::string::npos)
       << r.out;
-  EXPECT_NE(r.err.find("cut at its token limit (done reason \"length\") again"),
-            std::string::npos)
+  EXPECT_NE(r.err.find("cut at its token limit (done reason \"length\") again"), std::string::npos)
       << r.err;
 }
 
@@ -1292,8 +1298,7 @@ TEST_P(AgentReplies, NvSubmitExitsNonZeroOnACutReply) {
 TEST_P(AgentReplies, NvSubmitShowsThinkingApart) {
   auto r = run_submit(stack_->rt().path(), {"case:think nonce " + nonce_hex() + " go"});
   ASSERT_EQ(r.status.code, 0) << r.out << r.err;
-  std::printf("--- what nv-submit printed ---\n%s------------------------------\n",
-              r.out.c_str());
+  std::printf("--- what nv-submit printed ---\n%s------------------------------\n", r.out.c_str());
   EXPECT_NE(r.out.find("▶ iteration 1: asking the model…\nthinking: Run it: {\"name\""),
             std::string::npos)
       << r.out;
@@ -1304,8 +1309,8 @@ TEST_P(AgentReplies, NvSubmitShowsThinkingApart) {
             std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("first token "), std::string::npos) << r.out;
-  auto quiet = run_submit(stack_->rt().path(),
-                          {"--no-thinking", "case:think nonce " + nonce_hex() + " go"});
+  auto quiet =
+      run_submit(stack_->rt().path(), {"--no-thinking", "case:think nonce " + nonce_hex() + " go"});
   ASSERT_EQ(quiet.status.code, 0) << quiet.out << quiet.err;
   EXPECT_EQ(quiet.out.find("thinking"), std::string::npos) << quiet.out;
   EXPECT_EQ(quiet.out.find("Run it"), std::string::npos) << quiet.out;
@@ -1356,9 +1361,10 @@ TEST_P(AgentReplies, UnknownToolsBadArgumentsAndAliases) {
   EXPECT_EQ(tools[0],
             "error: the code did not run: there is no tool named \"run_python\"; the only tool "
             "is execute_code(language, code)");
-  EXPECT_TRUE(tools[1].starts_with("error: the code did not run: the arguments are not a JSON "
-                                   "object (got: {\"language\": \"python\", \"code\": "
-                                   "\"print(1)); execute_code takes"))
+  EXPECT_TRUE(
+      tools[1].starts_with("error: the code did not run: the arguments are not a JSON "
+                           "object (got: {\"language\": \"python\", \"code\": "
+                           "\"print(1)); execute_code takes"))
       << tools[1];
   EXPECT_EQ(tools[2],
             "note: execute_code takes only \"language\" and \"code\"; ignored \"timeout\"\n"
@@ -1416,7 +1422,8 @@ TEST_P(AgentReplies, CancelStopsAStreamingGeneration) {
   auto t0 = std::chrono::steady_clock::now();
   c.cancel(id, "task");
   ASSERT_TRUE(nv::test::wait_until([&] { return stack_->hangups().size() > before; }, 10s, 10ms))
-      << "the model server never saw the hang-up\n" << stack_->logs();
+      << "the model server never saw the hang-up\n"
+      << stack_->logs();
   auto took = std::chrono::steady_clock::now() - t0;
   // Generous for a loaded machine; the agent polls its cancel every 100 ms, the gateway too.
   EXPECT_LT(took, 3s) << std::chrono::duration<double>(took).count() << " s";

@@ -31,8 +31,10 @@ Tally pipeline(Client& client, size_t n, const std::function<uint64_t(size_t)>& 
     if (!in || !in->final()) continue;
     if (!sent.count(in->header.request_id)) continue;
     t.ids.insert(in->header.request_id);
-    if (in->header.kind == bus::Kind::REPLY) ++t.replies;
-    else ++t.errors[in->error().code];
+    if (in->header.kind == bus::Kind::REPLY)
+      ++t.replies;
+    else
+      ++t.errors[in->error().code];
   }
   return t;
 }
@@ -49,11 +51,14 @@ TEST(BrokerFault, UnknownNamesAreRefusedAtOnceAndLeaveNoState) {
   ASSERT_TRUE(wait_for([&] { return status(client).find("echo-1") != nullptr; }));
   EventSubscriber sub(h.ctx, h.events_out(), {"broker.status"});
   auto t0 = Clock::now();
-  auto t = pipeline(client, 10000, [&](size_t i) {
-    capnp::MallocMessageBuilder mb;
-    fill_event(mb, "x");
-    return client.send("no-such-service-" + std::to_string(i), &mb, 60s);
-  }, 20s);
+  auto t = pipeline(
+      client, 10000,
+      [&](size_t i) {
+        capnp::MallocMessageBuilder mb;
+        fill_event(mb, "x");
+        return client.send("no-such-service-" + std::to_string(i), &mb, 60s);
+      },
+      20s);
   auto took = Clock::now() - t0;
   EXPECT_EQ(t.ids.size(), 10000u);
   EXPECT_EQ(t.errors[ErrorCode::UNKNOWN_SERVICE], 10000u);
@@ -113,9 +118,8 @@ TEST(BrokerFault, HistoryIsBoundedByBytesAndEventSizeIsCapped) {
   EventPublisher pub(h.ctx, h.events_in(), "bus-test", "bus-test/1");
   std::string big(300u << 10, 'x');
   for (int i = 0; i < 12; ++i) {
-    pub.publish("big." + std::to_string(i), [&](schema::Event::Builder e) {
-      e.initSecurityAlert().setDetail(big);
-    });
+    pub.publish("big." + std::to_string(i),
+                [&](schema::Event::Builder e) { e.initSecurityAlert().setDetail(big); });
   }
   std::string huge(500u << 10, 'y');
   pub.publish("huge", [&](schema::Event::Builder e) { e.initSecurityAlert().setDetail(huge); });
@@ -155,16 +159,18 @@ TEST(BrokerFault, PipelinedRequestsAreAllAnswered) {
   WorkerThread echo(h.ctx, h.worker_options("echo", 64, "echo-1"), echo_handler("echo-1"));
   Client client(h.ctx, h.client_options());
   ASSERT_TRUE(wait_for([&] { return status(client).find("echo-1") != nullptr; }));
-  auto t = pipeline(client, 30000, [&](size_t) {
-    return client.send("nv.status", nullptr, 60s);
-  }, 60s);
+  auto t = pipeline(
+      client, 30000, [&](size_t) { return client.send("nv.status", nullptr, 60s); }, 60s);
   EXPECT_EQ(t.ids.size(), 30000u);
   EXPECT_EQ(t.replies, 30000u);
-  auto e = pipeline(client, 5000, [&](size_t i) {
-    capnp::MallocMessageBuilder mb;
-    fill_event(mb, "p" + std::to_string(i));
-    return client.send("echo", &mb, 60s);
-  }, 60s);
+  auto e = pipeline(
+      client, 5000,
+      [&](size_t i) {
+        capnp::MallocMessageBuilder mb;
+        fill_event(mb, "p" + std::to_string(i));
+        return client.send("echo", &mb, 60s);
+      },
+      60s);
   EXPECT_EQ(e.ids.size(), 5000u);
   EXPECT_EQ(e.replies + e.errors[ErrorCode::OVERLOADED], 5000u);
 }
@@ -208,18 +214,17 @@ TEST(BrokerFault, ClientGoneCancelsItsRequests) {
   BrokerHarness h;
   h.start();
   std::atomic<int> cancelled{0}, started{0};
-  WorkerThread slow(h.ctx, h.worker_options("slow", 1, "slow-1"),
-                    [&](std::shared_ptr<Request> r) {
-                      ++started;
-                      auto end = Clock::now() + 15s;
-                      while (!r->cancelled() && Clock::now() < end) {
-                        std::this_thread::sleep_for(5ms);
-                      }
-                      if (r->cancelled()) ++cancelled;
-                      capnp::MallocMessageBuilder mb;
-                      fill_event(mb, "done");
-                      r->reply(mb);
-                    });
+  WorkerThread slow(h.ctx, h.worker_options("slow", 1, "slow-1"), [&](std::shared_ptr<Request> r) {
+    ++started;
+    auto end = Clock::now() + 15s;
+    while (!r->cancelled() && Clock::now() < end) {
+      std::this_thread::sleep_for(5ms);
+    }
+    if (r->cancelled()) ++cancelled;
+    capnp::MallocMessageBuilder mb;
+    fill_event(mb, "done");
+    r->reply(mb);
+  });
   Client observer(h.ctx, h.client_options());
   ASSERT_TRUE(wait_for([&] { return status(observer).find("slow-1") != nullptr; }));
   {
@@ -231,7 +236,7 @@ TEST(BrokerFault, ClientGoneCancelsItsRequests) {
     }
     ASSERT_TRUE(wait_for([&] { return started.load() == 1; }));
     (void)doomed.receive(50ms);  // sends its first heartbeat
-  }  // the socket closes: the client is gone
+  }                              // the socket closes: the client is gone
   auto t0 = Clock::now();
   ASSERT_TRUE(wait_for([&] { return cancelled.load() == 1; }, 5s));
   EXPECT_LT(Clock::now() - t0, 3s);
@@ -293,11 +298,14 @@ TEST(BrokerFault, AdmissionControlRefusesWhatCannotMeetItsDeadline) {
     return s.find("busy-1") && s.find("cold-1");
   }));
   // Cold: 10 at once, 2 slots, nothing finished yet: 2 run + 2 wait, 6 refused.
-  auto c = pipeline(client, 10, [&](size_t) {
-    capnp::MallocMessageBuilder mb;
-    fill_event(mb, "c");
-    return client.send("cold", &mb, 10s);
-  }, 10s);
+  auto c = pipeline(
+      client, 10,
+      [&](size_t) {
+        capnp::MallocMessageBuilder mb;
+        fill_event(mb, "c");
+        return client.send("cold", &mb, 10s);
+      },
+      10s);
   EXPECT_EQ(c.replies, 4u);
   EXPECT_EQ(c.errors[ErrorCode::OVERLOADED], 6u);
   // Warm-up: two served requests give the broker a service time.
@@ -326,8 +334,10 @@ TEST(BrokerFault, AdmissionControlRefusesWhatCannotMeetItsDeadline) {
     }
     auto e = in->error();
     // "At once": well before the 1 s deadline (a late failure comes at or after it).
-    if (e.code == ErrorCode::OVERLOADED && waited < 500ms) refused.push_back(e);
-    else ++late;
+    if (e.code == ErrorCode::OVERLOADED && waited < 500ms)
+      refused.push_back(e);
+    else
+      ++late;
   }
   EXPECT_EQ(late, 0u);
   EXPECT_EQ(served + refused.size(), 20u);

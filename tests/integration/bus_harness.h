@@ -219,8 +219,8 @@ inline StatusInfo status(Client& client) {
   s.orchestrator_pid = reply->getOrchestratorPid();
   s.queued = reply->getQueued();
   for (auto si : reply->getServices()) {
-    s.workers.push_back({si.getService(), si.getInstance(), si.getPid(), si.getCapacity(),
-                         si.getInFlight()});
+    s.workers.push_back(
+        {si.getService(), si.getInstance(), si.getPid(), si.getCapacity(), si.getInFlight()});
   }
   for (auto ep : reply->getEndpoints()) s.endpoints.emplace_back(ep);
   return s;
@@ -231,8 +231,7 @@ inline StatusInfo status(Client& client) {
 class RawWorker {
  public:
   RawWorker(zmq::context_t& ctx, const std::string& endpoint, const std::string& service,
-            const std::string& instance, uint32_t capacity = 1,
-            std::vector<uint64_t> running = {})
+            const std::string& instance, uint32_t capacity = 1, std::vector<uint64_t> running = {})
       : socket_(ctx, zmq::socket_type::dealer), service_(service) {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.connect(endpoint);

@@ -116,9 +116,8 @@ class Curve : public ::testing::Test {
       ASSERT_EQ(keygen(std::string(name) + " --dir " + keys), 0);
     }
     ASSERT_EQ(keygen("other-allowed --dir " + allow), 0);
-    ASSERT_EQ(::link((keys + "/allowed-client.pub").c_str(),
-                     (allow + "/allowed-client.pub").c_str()),
-              0);
+    ASSERT_EQ(
+        ::link((keys + "/allowed-client.pub").c_str(), (allow + "/allowed-client.pub").c_str()), 0);
     auto server = curve::load(keys + "/orchestrator.key");
     ASSERT_TRUE(server) << server.error().to_string();
     auto allowed = curve::load_allow_list(allow);

@@ -177,16 +177,16 @@ class ExecScaleOut : public ::testing::Test {
     // The pool manager stays in the root network namespace: `ip netns exec` remounts /sys,
     // which hides the cgroup hierarchy it needs, and it has no network traffic (VMs get no NIC).
     // Its executor reaches it by socket path (ipc://), which no network namespace affects.
-    h.pool = std::make_unique<Process>(Process::start(
-        {.binary = nv::test::bin("nv-vm-pool-manager"),
-         .args = {"--kernel", kernel_, "--rootfs", rootfs_, "--size", "small", "--warm", "1",
-                  "--max", "2", "--accel", "tcg",
-                  "--no-require-egress"},  // no sentinel in this stack
-         .env = env}));
+    h.pool = std::make_unique<Process>(
+        Process::start({.binary = nv::test::bin("nv-vm-pool-manager"),
+                        .args = {"--kernel", kernel_, "--rootfs", rootfs_, "--size", "small",
+                                 "--warm", "1", "--max", "2", "--accel", "tcg",
+                                 "--no-require-egress"},  // no sentinel in this stack
+                        .env = env}));
     h.exec = std::make_unique<Process>(Process::start(
         {.binary = ip_,
-         .args = {"netns", "exec", h.ns, nv::test::bin("nv-sandbox-executor"),
-                  "--workers-endpoint", "tcp://" + orch_addr + ":5555", "--events-in-endpoint",
+         .args = {"netns", "exec", h.ns, nv::test::bin("nv-sandbox-executor"), "--workers-endpoint",
+                  "tcp://" + orch_addr + ":5555", "--events-in-endpoint",
                   "tcp://" + orch_addr + ":5556", "--curve-key", tmp_->file(key + ".key"),
                   "--curve-server-key", tmp_->file("orch.pub"), "--lease-margin-ms",
                   std::to_string(kLeaseMargin.count())},
@@ -200,8 +200,8 @@ class ExecScaleOut : public ::testing::Test {
 
   // Leased VMs (active) of a host's pool manager, over its own socket; -1 when it did not answer.
   int pool_active(const Host& h) {
-    nv::Client c(*zmq_, nv::ClientOptions{nv::bus::ipc_endpoint(h.rt + "/vm-pool.sock"), {}, {},
-                                          {}});
+    nv::Client c(*zmq_,
+                 nv::ClientOptions{nv::bus::ipc_endpoint(h.rt + "/vm-pool.sock"), {}, {}, {}});
     capnp::MallocMessageBuilder mb;
     nv::bus::init_body<nv::schema::PoolStatusRequest>(mb);
     auto r = c.call("vm.status", &mb, 3000ms);
@@ -300,11 +300,11 @@ TEST_F(ExecScaleOut, BothExecutorsTakeWorkAndSurviveTheOthersDeath) {
   // Nobody releases the victim's VM: its lease ends kVictimLease after it began (before the
   // kill), then the pool manager's monitor destroys the VM and the tier is empty again.
   auto gone = [&] { return ::kill(vmm[0], 0) != 0 && errno == ESRCH; };
-  ASSERT_TRUE(nv::test::wait_until(
-      [&] { return gone() && pool_active(victim) == 0; },
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          kVictimLease + 5s - (std::chrono::steady_clock::now() - killed_at)),
-      250ms))
+  ASSERT_TRUE(
+      nv::test::wait_until([&] { return gone() && pool_active(victim) == 0; },
+                           std::chrono::duration_cast<std::chrono::milliseconds>(
+                               kVictimLease + 5s - (std::chrono::steady_clock::now() - killed_at)),
+                           250ms))
       << "VMM " << vmm[0] << " of " << victim_vm << " should be destroyed when its "
       << kVictimLease.count() << " ms lease ends" << logs();
   std::cout << "[ figures  ] the killed executor's VM was destroyed "

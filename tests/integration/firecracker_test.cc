@@ -177,7 +177,8 @@ TEST_F(FirecrackerTest, FakeRejectsRequestsThatBreakTheSpec) {
       {"PUT", "/actions", R"({"action_type": "InstanceStart"})", "without kernel"},
       {"PUT", "/actions", R"({"action_type": "Boot"})", "expected one of"},
       {"PUT", "/drives/rootfs", R"({"drive_id": "other", "is_root_device": true,
-        "path_on_host": "/etc/hostname", "is_read_only": true})", "does not match"},
+        "path_on_host": "/etc/hostname", "is_read_only": true})",
+       "does not match"},
       {"PUT", "/vsock", R"({"guest_cid": 2, "uds_path": "/tmp/x"})", "guest_cid"},
       {"PUT", "/boot-source", R"({"kernel_image_path": "/nonexistent/vmlinux"})", "not found"},
       {"PUT", "/snapshot/create", R"({"snapshot_path": "/tmp/s", "mem_file_path": "/tmp/m"})",
@@ -192,9 +193,8 @@ TEST_F(FirecrackerTest, FakeRejectsRequestsThatBreakTheSpec) {
     EXPECT_NE(s.error().message.find(c.fault), std::string::npos) << s.error().message;
   }
   // And a valid configuration is accepted.
-  EXPECT_TRUE(api.call("PUT", "/machine-config", R"({"vcpu_count": 2, "mem_size_mib": 256})",
-                       soon())
-                  .ok());
+  EXPECT_TRUE(
+      api.call("PUT", "/machine-config", R"({"vcpu_count": 2, "mem_size_mib": 256})", soon()).ok());
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
 }

@@ -207,8 +207,8 @@ TEST(LlmClientOllama, StreamingDeliversDeltasAndToolCall) {
   Harness h;
   LlmClient client(h.config(fake, Api::ollama), h.deps());
   std::vector<std::string> deltas;
-  ChatResult r =
-      client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { deltas.emplace_back(d); });
+  ChatResult r = client.chat(simple_request(true),
+                             [&](std::string_view d, DeltaKind) { deltas.emplace_back(d); });
   ASSERT_TRUE(r.ok()) << r.error->message;
   EXPECT_GE(deltas.size(), 3u);  // "Let ", "me ", "run ", "that."
   std::string joined;
@@ -362,7 +362,8 @@ TEST(LlmClientOpenAi, ServerThatIgnoresStreamStillAnswers) {
   Harness h;
   LlmClient client(h.config(fake, Api::openai), h.deps());
   std::string seen;
-  ChatResult r = client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { seen += d; });
+  ChatResult r =
+      client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { seen += d; });
   ASSERT_TRUE(r.ok()) << r.error->message;
   EXPECT_EQ(r.reply->message.content, "whole answer");
   EXPECT_EQ(seen, "whole answer");  // delivered as one delta
@@ -476,7 +477,8 @@ TEST(LlmClientFailure, StreamStallAfterDeltasTimesOutWithoutReplay) {
   cfg.timeout_ms = 700;
   LlmClient client(cfg, h.deps());
   std::string seen;
-  ChatResult r = client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { seen += d; });
+  ChatResult r =
+      client.chat(simple_request(true), [&](std::string_view d, DeltaKind) { seen += d; });
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error->code, ErrorCode::LLM_TIMED_OUT);
   EXPECT_EQ(seen, "one two ");  // what arrived before the stall reached the caller
@@ -688,8 +690,7 @@ TEST(LlmClient, ShutdownAbandonsTheCallInFlight) {
 }
 
 double wall_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // The caller's cancel ends a call stalled at the server within ~100 ms (not at the end of the
@@ -701,8 +702,7 @@ TEST(LlmClient, CallerCancelClosesTheConnectionPromptly) {
   LlmClient client(h.config(fake, Api::ollama));
   std::atomic<bool> cancel{false};
   ChatResult r;
-  std::thread caller(
-      [&] { r = client.chat(simple_request(), {}, [&] { return cancel.load(); }); });
+  std::thread caller([&] { r = client.chat(simple_request(), {}, [&] { return cancel.load(); }); });
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (fake.requests().Size() == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(20ms);
@@ -784,8 +784,8 @@ TEST(LlmClient, OneClientSharedByThreadsSerialisesCalls) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 5; ++i) {
         std::string got;
-        ChatResult r =
-            client.chat(simple_request((t + i) % 2 == 0), [&](std::string_view d, DeltaKind) { got += d; });
+        ChatResult r = client.chat(simple_request((t + i) % 2 == 0),
+                                   [&](std::string_view d, DeltaKind) { got += d; });
         if (r.ok() && r.reply->message.content == "a b c d") ++ok;
       }
     });

@@ -109,9 +109,8 @@ class MetricsStack : public ::testing::Test {
   }
 
   nv::test::RunResult audit(std::vector<std::string> args) {
-    return nv::test::run({.binary = nv::test::bin("nv-audit"), .args = std::move(args),
-                          .env = env()},
-                         20s);
+    return nv::test::run(
+        {.binary = nv::test::bin("nv-audit"), .args = std::move(args), .env = env()}, 20s);
   }
 
   void stop_all_and_check_clean() {
@@ -199,8 +198,8 @@ TEST_F(MetricsStack, EventsBecomeMetricsThatPassPromtoolAndAuditShowsTheServices
   });
 
   std::string text;
-  EXPECT_TRUE(wait_for_series(
-      R"(neurovisor_code_executions_total{language="python",status="ok"})", 2, &text))
+  EXPECT_TRUE(wait_for_series(R"(neurovisor_code_executions_total{language="python",status="ok"})",
+                              2, &text))
       << text;
   EXPECT_EQ(series_value(text, R"(neurovisor_cgroup_memory_usage_bytes{vm_id="vm-7"})"), 4096);
   EXPECT_EQ(series_value(text, "neurovisor_cgroup_cpu_throttled_periods_total"), 3);
@@ -208,15 +207,14 @@ TEST_F(MetricsStack, EventsBecomeMetricsThatPassPromtoolAndAuditShowsTheServices
             42);
   EXPECT_EQ(series_value(text, R"(neurovisor_security_alerts_total{kind="egress_denied"})"), 1);
   EXPECT_EQ(series_value(text, R"(neurovisor_events_invalid_total{reason="bad_enum"})"), 1);
-  EXPECT_EQ(series_value(
-                text, R"(neurovisor_code_execution_duration_seconds_count{language="python"})"),
-            2);
+  EXPECT_EQ(
+      series_value(text, R"(neurovisor_code_execution_duration_seconds_count{language="python"})"),
+      2);
   // Both services are up: the orchestrator's start came from the replayed history.
   EXPECT_EQ(series_value(text, R"(neurovisor_services_up{service="orchestrator"})"), 1) << text;
   EXPECT_EQ(series_value(text, R"(neurovisor_services_up{service="metrics-exporter"})"), 1);
   // broker.status (every 300 ms here) shows the exporter's presence registration.
-  EXPECT_TRUE(wait_for_series(R"(neurovisor_broker_workers{service="metrics-exporter"})", 1,
-                              &text))
+  EXPECT_TRUE(wait_for_series(R"(neurovisor_broker_workers{service="metrics-exporter"})", 1, &text))
       << text;
 
   // Releasing the VM removes its series.
@@ -277,9 +275,8 @@ TEST_F(MetricsStack, EventsBecomeMetricsThatPassPromtoolAndAuditShowsTheServices
   // promtool accepts the scrape (fed on stdin).
   std::string promtool = nv::test::find_program("promtool");
   if (promtool.empty()) GTEST_SKIP() << "promtool is not installed (Debian package prometheus)";
-  auto check = nv::test::run({.binary = promtool, .args = {"check", "metrics"},
-                              .stdin_text = final_scrape},
-                             30s);
+  auto check = nv::test::run(
+      {.binary = promtool, .args = {"check", "metrics"}, .stdin_text = final_scrape}, 30s);
   EXPECT_TRUE(check.status.clean()) << check.status.describe() << "\n"
                                     << check.out << check.err << "\n--- scrape:\n"
                                     << final_scrape;
@@ -290,20 +287,18 @@ TEST_F(MetricsStack, AuditFollowPrintsLiveEventsOnceAndStopsOnSigterm) {
   zmq::context_t ctx(1);
   nv::EventPublisher pub(ctx, nv::bus::ipc_endpoint(rt_.file("events-in.sock")), "test",
                          "h/test/1");
-  pub.publish("task.started", [](nv::schema::Event::Builder e) {
-    e.initTaskStarted().setModel("before");
-  });
-  Process follow = Process::start({.binary = nv::test::bin("nv-audit"),
-                                   .args = {"--follow", "--since-start", "--topic=task.",
-                                            "--topic", "vm.booted"},
-                                   .env = env()});
+  pub.publish("task.started",
+              [](nv::schema::Event::Builder e) { e.initTaskStarted().setModel("before"); });
+  Process follow = Process::start(
+      {.binary = nv::test::bin("nv-audit"),
+       .args = {"--follow", "--since-start", "--topic=task.", "--topic", "vm.booted"},
+       .env = env()});
   // The history event arrives first.
   ASSERT_TRUE(nv::test::wait_until(
       [&] { return follow.stdout_text().find("\"before\"") != std::string::npos; }, 10s))
       << follow.stderr_text();
-  pub.publish("task.started", [](nv::schema::Event::Builder e) {
-    e.initTaskStarted().setModel("after");
-  });
+  pub.publish("task.started",
+              [](nv::schema::Event::Builder e) { e.initTaskStarted().setModel("after"); });
   pub.publish("llm.call", [](nv::schema::Event::Builder e) {  // filtered out by --topic
     e.initLlmCall().setModel("hidden");
   });
@@ -335,9 +330,8 @@ TEST_F(MetricsStack, AuditSinceStartWhilePublishingShowsEveryEventOnceInOrder) {
   std::atomic<uint32_t> published{0};
   std::thread publisher([&] {
     for (uint32_t i = 1; i <= kEvents; ++i) {
-      pub.publish("task.iteration", [i](nv::schema::Event::Builder e) {
-        e.initTaskIteration().setIteration(i);
-      });
+      pub.publish("task.iteration",
+                  [i](nv::schema::Event::Builder e) { e.initTaskIteration().setIteration(i); });
       published = i;
       std::this_thread::sleep_for(1ms);
     }
@@ -345,17 +339,18 @@ TEST_F(MetricsStack, AuditSinceStartWhilePublishingShowsEveryEventOnceInOrder) {
   // nv-audit joins while events are flowing: some reach it from the history, some live, and the
   // ones published while it subscribes could be in both or (if it were wrong) in neither.
   ASSERT_TRUE(nv::test::wait_until([&] { return published.load() >= kEvents / 4; }, 10s));
-  Process audit_proc = Process::start({.binary = nv::test::bin("nv-audit"),
-                                       .args = {"--since-start", "--follow", "--topic",
-                                                "task.iteration"},
-                                       .env = env()});
+  Process audit_proc =
+      Process::start({.binary = nv::test::bin("nv-audit"),
+                      .args = {"--since-start", "--follow", "--topic", "task.iteration"},
+                      .env = env()});
   publisher.join();
   auto count_lines = [&] {
     auto out = audit_proc.stdout_text();
     return static_cast<uint32_t>(std::count(out.begin(), out.end(), '\n'));
   };
   EXPECT_TRUE(nv::test::wait_until([&] { return count_lines() >= kEvents; }, 15s))
-      << count_lines() << " lines\n" << audit_proc.stderr_text();
+      << count_lines() << " lines\n"
+      << audit_proc.stderr_text();
   std::this_thread::sleep_for(300ms);  // a duplicate would arrive about now
   auto st = audit_proc.terminate(10s);
   // SIGTERM ends --follow like every client's interrupt: exit 143.
@@ -382,12 +377,11 @@ TEST_F(MetricsStack, PushgatewayReceivesThePushedMetrics) {
   std::string gateway_bin = nv::test::find_program("prometheus-pushgateway");
   if (gateway_bin.empty()) GTEST_SKIP() << "prometheus-pushgateway is not installed";
   int gw_port = nv::test::free_loopback_port();
-  Process gateway = Process::start(
-      {.binary = gateway_bin,
-       .args = {"--web.listen-address=127.0.0.1:" + std::to_string(gw_port)}});
+  Process gateway =
+      Process::start({.binary = gateway_bin,
+                      .args = {"--web.listen-address=127.0.0.1:" + std::to_string(gw_port)}});
   ASSERT_TRUE(nv::test::wait_until(
-      [&] { return nv::test::http_get("127.0.0.1", gw_port, "/metrics", 500ms).has_value(); },
-      10s))
+      [&] { return nv::test::http_get("127.0.0.1", gw_port, "/metrics", 500ms).has_value(); }, 10s))
       << gateway.stderr_text();
   start_orchestrator();
   start_exporter({"--pushgateway-url", "http://127.0.0.1:" + std::to_string(gw_port),

@@ -31,7 +31,6 @@ using nv::test::Process;
 
 using nv::test::series_value;
 
-
 // Whether the scrape has a sample of metric `name` (any labels).
 bool serves(const std::string& scrape, const std::string& name) {
   std::istringstream in(scrape);
@@ -85,10 +84,10 @@ class Observability : public ::testing::Test {
 TEST_F(Observability, ATasksEventsBecomeOtlpSpansAndTheSeedsMetricsAndTheDashboardIsServed) {
   // The OTLP receiver (port printed on its first line).
   std::string received = rt_.file("otlp.jsonl");
-  auto receiver = Process::start(
-      {.binary = nv::test::find_program("python3"),
-       .args = {nv::test::source_dir() + "/tests/fixtures/otlp_receiver.py", "0", received,
-                "--fail-first", "1"}});
+  auto receiver =
+      Process::start({.binary = nv::test::find_program("python3"),
+                      .args = {nv::test::source_dir() + "/tests/fixtures/otlp_receiver.py", "0",
+                               received, "--fail-first", "1"}});
   std::string port_line;
   ASSERT_TRUE(nv::test::wait_until(
       [&] {
@@ -130,34 +129,43 @@ TEST_F(Observability, ATasksEventsBecomeOtlpSpansAndTheSeedsMetricsAndTheDashboa
   }
   auto step = [] { std::this_thread::sleep_for(30ms); };
   namespace s = nv::schema;
-  orch_pub.publish("task.started", [](s::Event::Builder e) {
-    e.initTaskStarted().setModel("qwen2.5-coder:7b");
-  }, trace);
+  orch_pub.publish(
+      "task.started", [](s::Event::Builder e) { e.initTaskStarted().setModel("qwen2.5-coder:7b"); },
+      trace);
   step();
   auto llm_call = [&] {
-    llm_pub.publish("llm.call", [](s::Event::Builder e) {
-      auto p = e.initLlmCall();
-      p.setModel("qwen2.5-coder:7b");
-      p.setApi("ollama");
-      p.setDurationMs(10);
-      p.setPromptTokens(30);
-      p.setCompletionTokens(12);
-      p.setOutcome("ok");
-    }, trace);
+    llm_pub.publish(
+        "llm.call",
+        [](s::Event::Builder e) {
+          auto p = e.initLlmCall();
+          p.setModel("qwen2.5-coder:7b");
+          p.setApi("ollama");
+          p.setDurationMs(10);
+          p.setPromptTokens(30);
+          p.setCompletionTokens(12);
+          p.setOutcome("ok");
+        },
+        trace);
   };
   llm_call();
   step();
-  pool_pub.publish("vm.acquired", [](s::Event::Builder e) {
-    auto p = e.initVmAcquired();
-    p.setVmId("vm-a");
-    p.setTier(s::SizeTier::SMALL);
-    p.setWaitMs(0.5);
-  }, trace);
-  exec_pub.publish("exec.started", [](s::Event::Builder e) {
-    auto p = e.initExecStarted();
-    p.setVmId("vm-a");
-    p.setLanguage(s::Language::PYTHON);
-  }, trace);
+  pool_pub.publish(
+      "vm.acquired",
+      [](s::Event::Builder e) {
+        auto p = e.initVmAcquired();
+        p.setVmId("vm-a");
+        p.setTier(s::SizeTier::SMALL);
+        p.setWaitMs(0.5);
+      },
+      trace);
+  exec_pub.publish(
+      "exec.started",
+      [](s::Event::Builder e) {
+        auto p = e.initExecStarted();
+        p.setVmId("vm-a");
+        p.setLanguage(s::Language::PYTHON);
+      },
+      trace);
   step();
   // cgroup counters of the leased VM and of a warm one (no trace: the pool's periodic stats).
   for (const char* vm : {"vm-a", "vm-b"}) {
@@ -170,31 +178,40 @@ TEST_F(Observability, ATasksEventsBecomeOtlpSpansAndTheSeedsMetricsAndTheDashboa
     });
   }
   step();
-  exec_pub.publish("exec.finished", [](s::Event::Builder e) {
-    auto p = e.initExecFinished();
-    p.setVmId("vm-a");
-    p.setLanguage(s::Language::PYTHON);
-    p.setDurationMs(40);  // lease + run, as the executor measures its request
-    p.setStatus("ok");
-    p.setOutputBytes(20);
-  }, trace);
-  pool_pub.publish("vm.released", [](s::Event::Builder e) {
-    auto p = e.initVmReleased();
-    p.setVmId("vm-a");
-    p.setTier(s::SizeTier::SMALL);
-    p.setReason("released");
-    p.setLeasedMs(70);
-  }, trace);
+  exec_pub.publish(
+      "exec.finished",
+      [](s::Event::Builder e) {
+        auto p = e.initExecFinished();
+        p.setVmId("vm-a");
+        p.setLanguage(s::Language::PYTHON);
+        p.setDurationMs(40);  // lease + run, as the executor measures its request
+        p.setStatus("ok");
+        p.setOutputBytes(20);
+      },
+      trace);
+  pool_pub.publish(
+      "vm.released",
+      [](s::Event::Builder e) {
+        auto p = e.initVmReleased();
+        p.setVmId("vm-a");
+        p.setTier(s::SizeTier::SMALL);
+        p.setReason("released");
+        p.setLeasedMs(70);
+      },
+      trace);
   step();
   llm_call();
   step();
-  orch_pub.publish("task.finished", [](s::Event::Builder e) {
-    auto p = e.initTaskFinished();
-    p.setStatus("completed");
-    p.setIterations(2);
-    p.setToolCalls(1);
-    p.setDurationMs(200);
-  }, trace);
+  orch_pub.publish(
+      "task.finished",
+      [](s::Event::Builder e) {
+        auto p = e.initTaskFinished();
+        p.setStatus("completed");
+        p.setIterations(2);
+        p.setToolCalls(1);
+        p.setDurationMs(200);
+      },
+      trace);
   // What the other panels of the dashboard need: the pool, boots, failures, the sentinel.
   pool_pub.publish("pool.status", [](s::Event::Builder e) {
     auto t = e.initPoolStatus().initTiers(1)[0];
@@ -337,8 +354,7 @@ TEST_F(Observability, ATasksEventsBecomeOtlpSpansAndTheSeedsMetricsAndTheDashboa
   EXPECT_LE(tool.end, task.end);
   // The 503 was retried; all six spans counted as exported.
   EXPECT_TRUE(nv::test::wait_until(
-      [&] { return series_value(scrape(), "neurovisor_trace_spans_exported_total") == 6.0; },
-      5s))
+      [&] { return series_value(scrape(), "neurovisor_trace_spans_exported_total") == 6.0; }, 5s))
       << scrape();
 
   // --- deploy/grafana: valid JSON, every metric a query names is served.
@@ -374,14 +390,14 @@ TEST_F(Observability, ATasksEventsBecomeOtlpSpansAndTheSeedsMetricsAndTheDashboa
   // --- deploy/prometheus: promtool accepts the scrape config.
   std::string promtool = nv::test::find_program("promtool");
   if (!promtool.empty()) {
-    auto check = nv::test::run(
-        {.binary = promtool,
-         .args = {"check", "config",
-                  nv::test::source_dir() + "/deploy/prometheus/prometheus.yml"}});
+    auto check =
+        nv::test::run({.binary = promtool,
+                       .args = {"check", "config",
+                                nv::test::source_dir() + "/deploy/prometheus/prometheus.yml"}});
     EXPECT_EQ(check.status.code, 0) << check.out << check.err;
     // And the scrape with the new names still passes promtool's lint.
-    auto lint = nv::test::run({.binary = promtool, .args = {"check", "metrics"},
-                               .stdin_text = text});
+    auto lint =
+        nv::test::run({.binary = promtool, .args = {"check", "metrics"}, .stdin_text = text});
     EXPECT_EQ(lint.status.code, 0) << lint.out << lint.err;
   }
 

@@ -20,9 +20,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::vector<std::string> kServices = {"nv-orchestrator",     "nv-llm-gateway",
-                                            "nv-vm-pool-manager",  "nv-sandbox-executor",
-                                            "nv-ebpf-sentinel",    "nv-metrics-exporter"};
+const std::vector<std::string> kServices = {"nv-orchestrator",    "nv-llm-gateway",
+                                            "nv-vm-pool-manager", "nv-sandbox-executor",
+                                            "nv-ebpf-sentinel",   "nv-metrics-exporter"};
 
 struct OptionLine {
   std::string name;
@@ -57,8 +57,7 @@ std::vector<OptionLine> options_of(const std::string& help) {
 
 nv::test::RunResult run(const std::string& binary, std::vector<std::string> args,
                         const std::string& rt) {
-  return nv::test::run(nv::test::service_process(binary, std::move(args),
-                                                 {{"NV_RUNTIME_DIR", rt}}),
+  return nv::test::run(nv::test::service_process(binary, std::move(args), {{"NV_RUNTIME_DIR", rt}}),
                        20s);
 }
 
@@ -81,7 +80,8 @@ TEST_F(Vocabulary, EveryServiceHelpListsOptionsWithVariablesDefaultsAndMsDuratio
       ASSERT_FALSE(o.envs.empty()) << s << " --" << o.name << " shows no variable";
       EXPECT_NE(o.rest.find("default: "), std::string::npos) << s << " --" << o.name;
       // A duration is named by its unit: -ms (a deprecated spelling may be in seconds).
-      if (o.name.find("timeout") != std::string::npos || o.name.find("deadline") != std::string::npos ||
+      if (o.name.find("timeout") != std::string::npos ||
+          o.name.find("deadline") != std::string::npos ||
           o.name.find("drain") != std::string::npos) {
         EXPECT_TRUE(o.name.size() > 3 && o.name.compare(o.name.size() - 3, 3, "-ms") == 0)
             << s << " --" << o.name << " is a duration not in ms";
@@ -120,8 +120,7 @@ TEST_F(Vocabulary, StrayArgumentsAreRefusedWithExit2BeforeAnythingStarts) {
     EXPECT_NE(r.err.find("unexpected argument 'stray'"), std::string::npos) << s << r.err;
   }
   // The seed's habit: the task after --agent, which is a switch here.
-  auto r = run(nv::test::bin("nv-orchestrator"), {"--agent", "find primes under 100"},
-               rt_.path());
+  auto r = run(nv::test::bin("nv-orchestrator"), {"--agent", "find primes under 100"}, rt_.path());
   EXPECT_EQ(r.status.code, 2) << r.err;
   EXPECT_NE(r.err.find("'find primes under 100'"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("./nv run"), std::string::npos) << r.err;

@@ -31,8 +31,8 @@ TEST(AlertDestroysVm, PoolManagerDestroysTheNamedVm) {
   nv::EventSubscriber sub(ctx, "ipc://" + rt.file("events.sock"), {"vm."});
   auto pool = Process::start(
       {.binary = pm,
-       .args = {"--size", "small", "--warm", "1", "--max", "2",
-                "--kernel", build + "/guest/vmlinux", "--rootfs", build + "/guest/rootfs.ext4",
+       .args = {"--size", "small", "--warm", "1", "--max", "2", "--kernel",
+                build + "/guest/vmlinux", "--rootfs", build + "/guest/rootfs.ext4",
                 "--no-require-egress"},  // the test publishes the alert itself: no sentinel
        .env = env});
 
@@ -66,7 +66,8 @@ TEST(AlertDestroysVm, PoolManagerDestroysTheNamedVm) {
   while (!(failed && refilled) && std::chrono::steady_clock::now() < until) {
     auto ev = sub.receive(500ms);
     if (!ev) continue;
-    if (ev->topic == "vm.failed" && std::string(ev->event.getVmFailed().getVmId().cStr()) == vm_id) {
+    if (ev->topic == "vm.failed" &&
+        std::string(ev->event.getVmFailed().getVmId().cStr()) == vm_id) {
       failed = true;
       EXPECT_NE(std::string(ev->event.getVmFailed().getReason().cStr()).find("security alert"),
                 std::string::npos);

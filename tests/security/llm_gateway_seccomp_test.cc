@@ -59,9 +59,9 @@ class GatewayStack {
  public:
   explicit GatewayStack(std::vector<std::string> gateway_args) {
     fake_.emplace(Process::start(service_process(
-        "/usr/bin/python3", {source_dir() + "/tests/fixtures/fake_llm.py", "--port-file",
-                             rt_.file("llm.port"), "--quiet", "--script-json",
-                             R"js({"turns": [{"say": "under the filter"}]})js"})));
+        "/usr/bin/python3",
+        {source_dir() + "/tests/fixtures/fake_llm.py", "--port-file", rt_.file("llm.port"),
+         "--quiet", "--script-json", R"js({"turns": [{"say": "under the filter"}]})js"})));
     if (!nv::test::wait_until([&] { return rt_.has("llm.port"); }, 20s)) {
       throw std::runtime_error("fake_llm.py did not start: " + fake_->stderr_text());
     }
@@ -69,12 +69,14 @@ class GatewayStack {
     std::ifstream(rt_.file("llm.port")) >> port;
     std::map<std::string, std::string> env = {{"NV_RUNTIME_DIR", rt_.path()},
                                               {"NV_HEARTBEAT_MS", "250"}};
-    orch_.emplace(Process::start(service_process(nv::test::bin("nv-orchestrator"), {"--no-agent"}, env)));
+    orch_.emplace(
+        Process::start(service_process(nv::test::bin("nv-orchestrator"), {"--no-agent"}, env)));
     if (!nv::test::wait_until([&] { return rt_.has("clients.sock"); }, 20s)) {
       throw std::runtime_error("nv-orchestrator did not start: " + orch_->stderr_text());
     }
-    std::vector<std::string> args = {"--llm-url", "http://127.0.0.1:" + std::to_string(port),
-                                     "--model", "fake-model", "--llm-timeout", "10"};
+    std::vector<std::string> args = {"--llm-url",     "http://127.0.0.1:" + std::to_string(port),
+                                     "--model",       "fake-model",
+                                     "--llm-timeout", "10"};
     args.insert(args.end(), gateway_args.begin(), gateway_args.end());
     auto gopts = service_process(nv::test::bin("nv-llm-gateway"), args, env);
     gopts.working_dir = rt_.path();  // a core file of the SIGSYS kill lands in the temp dir

@@ -93,8 +93,7 @@ TEST(SeccompProof, LlmGatewayProfileCannotForkExecOrPtrace) {
     std::thread t([] {});  // libcurl's threaded resolver
     t.join();
   };
-  for (const auto& [name, body] :
-       std::vector<std::pair<const char*, std::function<void()>>>{
+  for (const auto& [name, body] : std::vector<std::pair<const char*, std::function<void()>>>{
            {"fork", try_fork}, {"execve", try_exec}, {"ptrace", try_ptrace}}) {
     int st = run_confined(sc::llm_gateway_profile(), body);
     ASSERT_TRUE(WIFSIGNALED(st)) << name << " was not killed, status " << st;
@@ -115,9 +114,8 @@ TEST(SeccompProof, BpfIsOnlyForTheSentinel) {
 }
 
 TEST(SeccompProof, EveryRuleHasAReason) {
-  for (const sc::Profile& p :
-       {sc::zmq_service_profile(), sc::pool_manager_profile(), sc::sentinel_profile(),
-        sc::llm_gateway_profile()}) {
+  for (const sc::Profile& p : {sc::zmq_service_profile(), sc::pool_manager_profile(),
+                               sc::sentinel_profile(), sc::llm_gateway_profile()}) {
     for (const sc::Rule& r : p.rules) EXPECT_FALSE(r.reason.empty()) << p.name << ": " << r.syscall;
   }
 }

@@ -59,10 +59,10 @@ TEST_F(SentinelService, EgressDenialIsRefusedAndPublishedWithinOneSecond) {
 
   zmq::context_t ctx(1);
   nv::EventSubscriber sub(ctx, "ipc://" + rt.file("events.sock"), {"security.", "sentinel."});
-  auto sentinel = Process::start({.binary = nv::test::bin("nv-ebpf-sentinel"),
-                                  .args = {"--egress-deny", "127.0.0.2/32",
-                                           "--counts-interval-ms", "200"},
-                                  .env = env});
+  auto sentinel =
+      Process::start({.binary = nv::test::bin("nv-ebpf-sentinel"),
+                      .args = {"--egress-deny", "127.0.0.2/32", "--counts-interval-ms", "200"},
+                      .env = env});
   // sentinel.status names every program and whether the kernel took it.
   bool tracker_loaded = false;
   std::string lsm_detail;
@@ -103,7 +103,8 @@ TEST_F(SentinelService, EgressDenialIsRefusedAndPublishedWithinOneSecond) {
   int err = 0;
   ASSERT_TRUE(nv::test::wait_until(
       [&] { return (err = connect_from_cgroup(cg, "127.0.0.2", denied_port)) == EPERM; }, 10s))
-      << "last errno " << err << "\n" << sentinel.stderr_text();
+      << "last errno " << err << "\n"
+      << sentinel.stderr_text();
   auto attempted = std::chrono::steady_clock::now();
   EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.1", allowed_port), 0) << "allowed address refused";
   EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.2", denied_port), EPERM);
@@ -200,13 +201,14 @@ TEST_F(SentinelService, EgressStaysDeniedAfterSigkillAndIsAdoptedByTheNextSentin
         return (err = connect_from_cgroup(cg, "127.0.0.2", denied_port)) == EPERM;
       },
       15s, 300ms))
-      << "last errno " << err << "\n" << sentinel.stderr_text();
+      << "last errno " << err << "\n"
+      << sentinel.stderr_text();
 
   sentinel.signal(SIGKILL);
   ASSERT_TRUE(sentinel.wait(10s).has_value());
   for (int i = 0; i < 10; ++i) {  // 2 s: well past the deferred release of the dead process' fds
-    EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.2", denied_port), EPERM)
-        << "round " << i << "\n" << sentinel.stderr_text();
+    EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.2", denied_port), EPERM) << "round " << i << "\n"
+                                                                        << sentinel.stderr_text();
     std::this_thread::sleep_for(200ms);
   }
   EXPECT_EQ(connect_from_cgroup(cg, "127.0.0.1", allowed_port), 0);
@@ -228,7 +230,8 @@ TEST_F(SentinelService, EgressStaysDeniedAfterSigkillAndIsAdoptedByTheNextSentin
   auto s_exit = sentinel2.terminate();
   EXPECT_TRUE(s_exit.clean()) << s_exit.describe() << sentinel2.stderr_text();
   std::string key;
-  for (char ch : rt.path()) key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
+  for (char ch : rt.path())
+    key += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' ? ch : '_';
   struct stat st {};
   EXPECT_NE(::stat(("/sys/fs/bpf/neurovisor/" + key).c_str(), &st), 0) << "pins left behind";
   close(allowed);

@@ -22,8 +22,8 @@ struct Fd {
 };
 
 int ms_left(std::chrono::steady_clock::time_point end) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      end - std::chrono::steady_clock::now());
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
   return left.count() > 0 ? static_cast<int>(left.count()) : 0;
 }
 
@@ -55,8 +55,8 @@ std::optional<HttpResponse> http_get(const std::string& host, int port, const st
       return std::nullopt;
     }
   }
-  std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + host + ":" +
-                        std::to_string(port) + "\r\nConnection: close\r\n\r\n";
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + host + ":" + std::to_string(port) +
+                        "\r\nConnection: close\r\n\r\n";
   size_t sent = 0;
   while (sent < request.size()) {
     if (!wait_for(s.fd, POLLOUT, end)) return std::nullopt;

@@ -228,9 +228,8 @@ Process Process::start(ProcessOptions options) {
   st->threads.emplace_back([st, fd = out_pipe[0]] { st->read_pipe(fd, &st->out); });
   st->threads.emplace_back([st, fd = err_pipe[0]] { st->read_pipe(fd, &st->err); });
   if (o.stdin_text) {
-    st->threads.emplace_back([st, fd = in_pipe[1], text = *o.stdin_text] {
-      st->write_stdin(fd, text);
-    });
+    st->threads.emplace_back(
+        [st, fd = in_pipe[1], text = *o.stdin_text] { st->write_stdin(fd, text); });
   }
   return Process(std::move(s));
 }

@@ -31,8 +31,8 @@ using namespace std::chrono_literals;
 
 // How a child ended.
 struct ExitStatus {
-  int code = -1;    // exit code when it exited, else -1
-  int signal = 0;   // the signal that killed it, else 0
+  int code = -1;   // exit code when it exited, else -1
+  int signal = 0;  // the signal that killed it, else 0
   bool exited() const { return signal == 0 && code >= 0; }
   bool clean() const { return exited() && code == 0; }
   // "exit 0", "exit 3", "killed by signal 9 (Killed)".
@@ -42,13 +42,13 @@ struct ExitStatus {
 // Every member has a default, so designated initializers may name only what they need:
 //   Process::start({.binary = bin("nv-audit"), .args = {"--follow"}, .env = {{"K", "v"}}});
 struct ProcessOptions {
-  std::string binary{};                        // path to the executable
-  std::vector<std::string> args{};             // argv[1...]
-  std::map<std::string, std::string> env{};    // set in (or replacing in) this process's env
-  std::vector<std::string> unset_env{};        // removed from the inherited environment
-  std::optional<std::string> stdin_text{};     // written to the child's stdin, then closed;
-                                               // without it stdin is /dev/null
-  std::string working_dir{};                   // "" = inherit
+  std::string binary{};                      // path to the executable
+  std::vector<std::string> args{};           // argv[1...]
+  std::map<std::string, std::string> env{};  // set in (or replacing in) this process's env
+  std::vector<std::string> unset_env{};      // removed from the inherited environment
+  std::optional<std::string> stdin_text{};   // written to the child's stdin, then closed;
+                                             // without it stdin is /dev/null
+  std::string working_dir{};                 // "" = inherit
 };
 
 // The source tree: $NV_SOURCE_DIR (set by ctest), else the tree this library was built from.

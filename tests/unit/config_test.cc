@@ -19,8 +19,10 @@ class ScopedEnv {
     ::setenv(name_.c_str(), value.c_str(), 1);
   }
   ~ScopedEnv() {
-    if (had_) ::setenv(name_.c_str(), old_.c_str(), 1);
-    else ::unsetenv(name_.c_str());
+    if (had_)
+      ::setenv(name_.c_str(), old_.c_str(), 1);
+    else
+      ::unsetenv(name_.c_str());
   }
 
  private:
@@ -130,9 +132,9 @@ TEST(Config, HelpListsEveryOptionWithEnvAndDefault) {
   ASSERT_TRUE(parse(c, {"--help"}));
   EXPECT_TRUE(c.help_requested());
   auto h = c.help();
-  for (const char* want : {"usage: nv-test", "a test program", "--cfg-port VALUE",
-                           "port to listen on", "NV_CFG_PORT", "default: 5555",
-                           "default: alpha", "default: 0.5", "--cfg-verbose", "--help"}) {
+  for (const char* want :
+       {"usage: nv-test", "a test program", "--cfg-port VALUE", "port to listen on", "NV_CFG_PORT",
+        "default: 5555", "default: alpha", "default: 0.5", "--cfg-verbose", "--help"}) {
     EXPECT_NE(h.find(want), std::string::npos) << "missing '" << want << "' in:\n" << h;
   }
   EXPECT_EQ(h.find("--cfg-verbose VALUE"), std::string::npos) << "booleans take no value";

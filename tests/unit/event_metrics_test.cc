@@ -122,10 +122,11 @@ TEST_F(EventMetricsTest, ExecFinishedCountsAndObservesDuration) {
   ASSERT_TRUE(send("exec.finished", exec_finished(nv::schema::Language::PYTHON, "ok", 200)));
   ASSERT_TRUE(send("exec.finished", exec_finished(nv::schema::Language::PYTHON, "ok", 3000)));
   ASSERT_TRUE(send("exec.finished", exec_finished(nv::schema::Language::BASH, "timeout", 40)));
-  EXPECT_EQ(counter("neurovisor_code_executions_total",
-                    {{"language", "python"}, {"status", "ok"}}), 2);
-  EXPECT_EQ(counter("neurovisor_code_executions_total",
-                    {{"language", "bash"}, {"status", "timeout"}}), 1);
+  EXPECT_EQ(counter("neurovisor_code_executions_total", {{"language", "python"}, {"status", "ok"}}),
+            2);
+  EXPECT_EQ(
+      counter("neurovisor_code_executions_total", {{"language", "bash"}, {"status", "timeout"}}),
+      1);
   auto h = sample("neurovisor_code_execution_duration_seconds", {{"language", "python"}});
   ASSERT_TRUE(h);
   EXPECT_EQ(h->histogram.sample_count, 2u);
@@ -189,9 +190,7 @@ TEST_F(EventMetricsTest, VmSeriesAreCappedAndTheOverflowCounted) {
   EXPECT_EQ(series_with("neurovisor_cgroup_memory_usage_bytes", "vm_id"), 1u);
   EXPECT_EQ(counter("neurovisor_series_dropped_total"), 1);
   // Room again once vm-a is gone.
-  ASSERT_TRUE(send("vm.failed", [](Event::Builder e) {
-    e.initVmFailed().setVmId("vm-a");
-  }));
+  ASSERT_TRUE(send("vm.failed", [](Event::Builder e) { e.initVmFailed().setVmId("vm-a"); }));
   ASSERT_TRUE(send("vm.stats", vm_stats("vm-b", 2, 0)));
   EXPECT_EQ(gauge("neurovisor_cgroup_memory_usage_bytes", {{"vm_id", "vm-b"}}), 2);
 }
@@ -217,8 +216,7 @@ TEST_F(EventMetricsTest, SilentVmsAreForgottenAfterTheIdleLimit) {
 
 TEST_F(EventMetricsTest, InvalidEventsChangeNothingButTheInvalidCounter) {
   // Language beyond the enum.
-  auto st = send("exec.finished",
-                 exec_finished(static_cast<nv::schema::Language>(99), "ok", 10));
+  auto st = send("exec.finished", exec_finished(static_cast<nv::schema::Language>(99), "ok", 10));
   EXPECT_FALSE(st);
   EXPECT_EQ(invalid("bad_enum"), 1);
   // Language never set.
@@ -405,9 +403,7 @@ TEST_F(EventMetricsTest, TimeToFirstTokenHistogram) {
 }
 
 TEST_F(EventMetricsTest, TasksIterationsAndStatuses) {
-  ASSERT_TRUE(send("task.started", [](Event::Builder e) {
-    e.initTaskStarted().setModel("m");
-  }));
+  ASSERT_TRUE(send("task.started", [](Event::Builder e) { e.initTaskStarted().setModel("m"); }));
   for (uint32_t i = 1; i <= 3; ++i) {
     ASSERT_TRUE(send("task.iteration", [i](Event::Builder e) {
       auto p = e.initTaskIteration();
@@ -423,9 +419,8 @@ TEST_F(EventMetricsTest, TasksIterationsAndStatuses) {
   EXPECT_FALSE(send("task.finished", [](Event::Builder e) {
     e.initTaskFinished().setStatus("unset");  // the enum's unset name is not a real status
   }));
-  EXPECT_FALSE(send("task.finished", [](Event::Builder e) {
-    e.initTaskFinished().setStatus("bogus");
-  }));
+  EXPECT_FALSE(
+      send("task.finished", [](Event::Builder e) { e.initTaskFinished().setStatus("bogus"); }));
   EXPECT_EQ(counter("neurovisor_agent_tasks_started_total"), 1);
   EXPECT_EQ(counter("neurovisor_agent_iterations_total"), 3);
   EXPECT_EQ(counter("neurovisor_agent_tool_calls_total"), 6);

@@ -396,15 +396,17 @@ TEST(Frames, HeaderTextFieldHoldingAWordListIsMalformed) {
 TEST(Frames, FuzzReproducerHeaderTextIsStructIsMalformed) {
   // tests/fuzz/corpus/bus_frames/crash-header-text-is-struct, the fuzzer's own input: it
   // escaped parse() as a kj::Exception (the broker has no handler for it there).
-  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR") ? std::getenv("NV_SOURCE_DIR") : NV_TEST_SOURCE_DIR) +
+  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR") ? std::getenv("NV_SOURCE_DIR")
+                                                            : NV_TEST_SOURCE_DIR) +
                        "/tests/fuzz/corpus/bus_frames/crash-header-text-is-struct",
                    std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_GT(bytes.size(), 3u);
   std::vector<zmq::message_t> frames;  // the bus_frames input format (tests/fuzz/bus_frames.cc)
   for (size_t i = 1; i < bytes.size();) {
-    size_t n = bytes.size() - i < 2 ? 0 : (static_cast<uint8_t>(bytes[i]) |
-                                            static_cast<uint8_t>(bytes[i + 1]) << 8);
+    size_t n = bytes.size() - i < 2
+                   ? 0
+                   : (static_cast<uint8_t>(bytes[i]) | static_cast<uint8_t>(bytes[i + 1]) << 8);
     i += std::min<size_t>(2, bytes.size() - i);
     n = std::min(n, bytes.size() - i);
     frames.emplace_back(bytes.data() + i, n);

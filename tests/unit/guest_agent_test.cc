@@ -140,8 +140,7 @@ TEST(ExecCore, TheTailOfEachStreamSurvivesTheCap) {
   EXPECT_EQ(c.out.size(), 1000u);
   EXPECT_EQ(c.out.substr(0, 22), "progress 0\nprogress 1\n");
   // The last 64 bytes of stdout, exactly; stderr was past the cap entirely: all of it.
-  EXPECT_EQ(o.stdout_tail,
-            "2996\nprogress 2997\nprogress 2998\nprogress 2999\nFINAL_SUM=499500\n");
+  EXPECT_EQ(o.stdout_tail, "2996\nprogress 2997\nprogress 2998\nprogress 2999\nFINAL_SUM=499500\n");
   EXPECT_EQ(o.stderr_tail, "ValueError: boom\n");
   EXPECT_EQ(c.err, "");
   // A second shape: one big write far past the ring's size.
@@ -363,8 +362,8 @@ TEST_F(AgentOnSocketpair, ExecTimeoutAndOutputCapThroughTheProtocol) {
   spec.timeout_ms = 5000;
   spec.output_cap_bytes = 1000;
   size_t got = 0;
-  r = ch.exec(spec, [&](schema::Stream, std::string_view d) { got += d.size(); },
-              Clock::now() + 10s);
+  r = ch.exec(
+      spec, [&](schema::Stream, std::string_view d) { got += d.size(); }, Clock::now() + 10s);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_TRUE(r->truncated);
   EXPECT_EQ(got, 1000u);
@@ -402,7 +401,7 @@ TEST_F(AgentOnSocketpair, PutAndGetFilesWithinBounds) {
   std::string data(100000, '\x01');
   data[5] = '\0';
   ASSERT_FALSE(ch.put_file(path, data, 0600, Clock::now() + 5s));
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0600u);
   auto g = ch.get_file(path, Clock::now() + 5s);
@@ -593,8 +592,8 @@ TEST(HybridVsock, ConnectWaitsForTheSocketThenHandshakes) {
   spec.language = schema::Language::SH;
   spec.code = "echo vsock-ok";
   std::string out;
-  auto r = ch.value()->exec(spec, [&](schema::Stream, std::string_view d) { out.append(d); },
-                            Clock::now() + 5s);
+  auto r = ch.value()->exec(
+      spec, [&](schema::Stream, std::string_view d) { out.append(d); }, Clock::now() + 5s);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(out, "vsock-ok\n");
   ch.value()->close();

@@ -53,8 +53,8 @@ TEST(Json, SixtyFourBitIntegersAreExactNumbersAndTheRestIsCapnpsShape) {
         }
         ASSERT_EQ(x.GetType(), y.GetType()) << path;
         if (x.IsObject()) {
-          EXPECT_EQ(x.MemberCount(), y.MemberCount()) << path << "\nours " << ours << "\ncapnp "
-                                                      << theirs;
+          EXPECT_EQ(x.MemberCount(), y.MemberCount())
+              << path << "\nours " << ours << "\ncapnp " << theirs;
           for (auto it = y.MemberBegin(); it != y.MemberEnd(); ++it) {
             ASSERT_TRUE(x.HasMember(it->name)) << path << "." << it->name.GetString();
             same(x[it->name], it->value, path + "." + it->name.GetString());

@@ -15,7 +15,9 @@ namespace nv::llm::wire {
 namespace {
 
 std::string corpus_file(const std::string& rel) {
-  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR") ? std::getenv("NV_SOURCE_DIR") : NV_TEST_SOURCE_DIR) + "/tests/fuzz/corpus/" + rel,
+  std::ifstream in(std::string(std::getenv("NV_SOURCE_DIR") ? std::getenv("NV_SOURCE_DIR")
+                                                            : NV_TEST_SOURCE_DIR) +
+                       "/tests/fuzz/corpus/" + rel,
                    std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
@@ -45,8 +47,8 @@ Streamed stream(const WireApi& api, std::string_view body, std::vector<size_t> c
 TEST(LlmWire, OllamaDurationPastUint64Saturates) {
   // tests/fuzz/corpus/ollama_chat/crash-duration-past-uint64 (found by ollama_chat).
   ChatReply r;
-  auto err = make_ollama_api()->parse_chat_reply(
-      corpus_file("ollama_chat/crash-duration-past-uint64"), r);
+  auto err =
+      make_ollama_api()->parse_chat_reply(corpus_file("ollama_chat/crash-duration-past-uint64"), r);
   ASSERT_FALSE(err) << err->message;
   EXPECT_EQ(r.total_duration_ns, UINT64_MAX);
   EXPECT_EQ(r.message.content, "Hello! How are you today?");
@@ -103,7 +105,8 @@ TEST(LlmWire, OpenAiStreamLeadingBlankPieceIsKept) {
 
 TEST(LlmWire, OpenAiStreamBlankFirstLineThenIndentedDataIsRefusedEitherWay) {
   // "\n " arrives alone; the next line is " data: ..." (indented: not an SSE field).
-  std::string body = "\n data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+  std::string body =
+      "\n data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
   auto whole = stream(*make_openai_api(), body, {});
   auto cut = stream(*make_openai_api(), body, {2});
   ASSERT_TRUE(whole.error);
@@ -155,7 +158,8 @@ TEST(LlmWire, NestingAtTheBoundIsRead) {
   ChatReply r;
   auto err = make_ollama_api()->parse_chat_reply(
       R"({"message":{"role":"assistant","content":"","tool_calls":[{"function":)"
-      R"({"name":"f","arguments":{"x":)" + deep + "}}}]},\"done\":true}",
+      R"({"name":"f","arguments":{"x":)" +
+          deep + "}}}]},\"done\":true}",
       r);
   ASSERT_FALSE(err) << err->message;
   ASSERT_EQ(r.message.tool_calls.size(), 1u);
@@ -163,7 +167,8 @@ TEST(LlmWire, NestingAtTheBoundIsRead) {
   // One level more is refused.
   err = make_ollama_api()->parse_chat_reply(
       R"({"message":{"role":"assistant","content":"","tool_calls":[{"function":)"
-      R"({"name":"f","arguments":{"x":[)" + deep + "]}}}]},\"done\":true}",
+      R"({"name":"f","arguments":{"x":[)" +
+          deep + "]}}}]},\"done\":true}",
       r);
   ASSERT_TRUE(err);
   EXPECT_NE(err->message.find("nested deeper than 128 levels"), std::string::npos);

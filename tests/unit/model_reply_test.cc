@@ -84,12 +84,16 @@ TEST(CodeFence, TildeFenceBlankLinesAndTagFillsTheLanguage) {
 // ------------------------------------------------------------- the rest of the argument family
 
 TEST(CodeArgs, LanguageAliases) {
-  std::vector<std::pair<std::string, s::Language>> cases = {
-      {"py", s::Language::PYTHON},          {"Python3", s::Language::PYTHON},
-      {"python 3", s::Language::PYTHON},    {"sh", s::Language::SH},
-      {"bash", s::Language::BASH},          {"shell", s::Language::BASH},
-      {"js", s::Language::JAVASCRIPT},      {"node", s::Language::JAVASCRIPT},
-      {"JavaScript", s::Language::JAVASCRIPT}, {"node.js", s::Language::JAVASCRIPT}};
+  std::vector<std::pair<std::string, s::Language>> cases = {{"py", s::Language::PYTHON},
+                                                            {"Python3", s::Language::PYTHON},
+                                                            {"python 3", s::Language::PYTHON},
+                                                            {"sh", s::Language::SH},
+                                                            {"bash", s::Language::BASH},
+                                                            {"shell", s::Language::BASH},
+                                                            {"js", s::Language::JAVASCRIPT},
+                                                            {"node", s::Language::JAVASCRIPT},
+                                                            {"JavaScript", s::Language::JAVASCRIPT},
+                                                            {"node.js", s::Language::JAVASCRIPT}};
   for (auto& [name, want] : cases) {
     s::Language got = s::Language::UNSET;
     EXPECT_TRUE(nv::agent::language_from_name(name, &got)) << name;
@@ -108,8 +112,8 @@ TEST(CodeArgs, UnknownKeysAreNamedNotDropped) {
             "note: execute_code takes only \"language\" and \"code\"; ignored \"timeout\", "
             "\"stdin\"");
   // Code under another key: the model hears which keys were unknown.
-  EXPECT_FALSE(nv::agent::parse_code_args(R"js({"language": "python", "source": "print(1)"})js",
-                                          &why));
+  EXPECT_FALSE(
+      nv::agent::parse_code_args(R"js({"language": "python", "source": "print(1)"})js", &why));
   EXPECT_NE(why.find("\"code\" argument is missing"), std::string::npos) << why;
   EXPECT_NE(why.find("unknown arguments: \"source\""), std::string::npos) << why;
 }

@@ -37,7 +37,7 @@ TEST(TokenBucket, AdmitsTheRefill) {
   clock.now += 499ms;
   EXPECT_FALSE(b.try_take());  // 0.998 tokens
   clock.now += 1ms;
-  EXPECT_TRUE(b.try_take());   // exactly one
+  EXPECT_TRUE(b.try_take());  // exactly one
   EXPECT_FALSE(b.try_take());
   clock.now += 1s;
   EXPECT_TRUE(b.try_take(2));

@@ -41,8 +41,8 @@ std::string render(const Fake& f, size_t budget) {
 
 std::string lines(int from, int to) {  // "line 00\n" .. (8 bytes each)
   std::string s;
-  for (int i = from; i < to; ++i) s += "line " + std::string(i < 10 ? "0" : "") +
-                                       std::to_string(i) + "\n";
+  for (int i = from; i < to; ++i)
+    s += "line " + std::string(i < 10 ? "0" : "") + std::to_string(i) + "\n";
   return s;
 }
 
@@ -58,9 +58,9 @@ TEST(ToolOutput, QuietSuccessIsItsStdout) {
 TEST(ToolOutput, StatusFirstThenHeadAndTailOfEachStream) {
   Fake f;
   f.exit_code = 1;
-  f.out = lines(0, 40);                                   // the head the cap kept (320 bytes)
-  f.out_tail = lines(90, 100) + "FINAL_SUM=499500\n";     // the tail ring
-  f.out_total = 800 + 17;                                 // 100 lines + the sum line
+  f.out = lines(0, 40);                                // the head the cap kept (320 bytes)
+  f.out_tail = lines(90, 100) + "FINAL_SUM=499500\n";  // the tail ring
+  f.out_total = 800 + 17;                              // 100 lines + the sum line
   f.err_tail = "Traceback (most recent call last):\nValueError: boom\n";
   f.truncated = true;
   EXPECT_EQ(render(f, 120),
@@ -107,17 +107,24 @@ TEST(ToolOutput, StderrKeepsHalfTheBudget) {
 TEST(ToolOutput, BytesBecomeValidText) {
   Fake f;
   f.exit_code = 3;
-  f.out = "A\xff\xfe" "B\n" "ok \xe2\x9c";   // the head ends inside a check mark
-  f.out_tail = "\x93\nS\xed\xa0\x80" "E\n";   // the tail begins inside it
+  f.out =
+      "A\xff\xfe"
+      "B\n"
+      "ok \xe2\x9c";  // the head ends inside a check mark
+  f.out_tail =
+      "\x93\nS\xed\xa0\x80"
+      "E\n";  // the tail begins inside it
   f.out_total = 100;
   std::string text = render(f, 1000);
   EXPECT_TRUE(nv::utf8::valid(text));
   EXPECT_EQ(text,
             "exit status: 3\n"
             "stdout (100 bytes):\n"
-            "A\xEF\xBF\xBD\xEF\xBF\xBD" "B\nok \n"
+            "A\xEF\xBF\xBD\xEF\xBF\xBD"
+            "B\nok \n"
             "[… 85 bytes of stdout left out …]\n"
-            "\nS\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "E\n");
+            "\nS\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+            "E\n");
 }
 
 TEST(ToolOutput, TimeoutAndSignalAreSaid) {

@@ -21,8 +21,9 @@ uint64_t now_ms() {
 }
 
 TEST(TraceId, CanonicalVersion7Text) {
-  static const std::regex kForm("^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-"
-                                "[0-9a-f]{12}$");
+  static const std::regex kForm(
+      "^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-"
+      "[0-9a-f]{12}$");
   for (int i = 0; i < 200; ++i) {
     auto id = new_uuid_v7();
     ASSERT_TRUE(std::regex_match(id, kForm)) << id;
@@ -43,8 +44,7 @@ TEST(TraceId, RejectsOtherText) {
 }
 
 TEST(TraceId, MillisRoundTrip) {
-  for (uint64_t ms : {uint64_t{0}, uint64_t{1}, uint64_t{1732600000000},
-                      (uint64_t{1} << 48) - 1}) {
+  for (uint64_t ms : {uint64_t{0}, uint64_t{1}, uint64_t{1732600000000}, (uint64_t{1} << 48) - 1}) {
     auto id = new_uuid_v7(ms);
     ASSERT_TRUE(is_uuid_v7(id)) << id;
     EXPECT_EQ(uuid_v7_millis(id), ms) << id;

@@ -68,17 +68,20 @@ TEST(TraceSpans, AnExecWithoutATaskIsARootRequestWithItsLeaseAndRun) {
     e.initExecStarted().setVmId("vm-1");
     e.getExecStarted().setLanguage(s::Language::BASH);
   });
-  add(a, "exec.finished", 9'000'000, kTrace, [](s::Event::Builder e) {
-    auto p = e.initExecFinished();
-    p.setVmId("vm-1");
-    p.setLanguage(s::Language::BASH);
-    p.setDurationMs(8.5);
-    p.setStatus("timeout");
-  }, 10);
+  add(
+      a, "exec.finished", 9'000'000, kTrace,
+      [](s::Event::Builder e) {
+        auto p = e.initExecFinished();
+        p.setVmId("vm-1");
+        p.setLanguage(s::Language::BASH);
+        p.setDurationMs(8.5);
+        p.setStatus("timeout");
+      },
+      10);
   EXPECT_TRUE(a.take_ready(50).empty());  // lingering for the release
-  add(a, "vm.released", 9'500'000, kTrace, [](s::Event::Builder e) {
-    e.initVmReleased().setVmId("vm-1");
-  }, 60);
+  add(
+      a, "vm.released", 9'500'000, kTrace,
+      [](s::Event::Builder e) { e.initVmReleased().setVmId("vm-1"); }, 60);
   auto spans = a.take_ready(110);
   ASSERT_EQ(spans.size(), 3u);
   EXPECT_EQ(a.open_traces(), 0u);
@@ -100,12 +103,9 @@ TEST(TraceSpans, AnExecWithoutATaskIsARootRequestWithItsLeaseAndRun) {
 
 TEST(TraceSpans, EventsWithoutAUuidTraceOrOfOtherTopicsMakeNoSpans) {
   TraceAssembler a({.linger_ns = 0});
-  add(a, "exec.finished", 1, "", [](s::Event::Builder e) {
-    e.initExecFinished().setStatus("ok");
-  });
-  add(a, "exec.finished", 1, "not-a-uuid", [](s::Event::Builder e) {
-    e.initExecFinished().setStatus("ok");
-  });
+  add(a, "exec.finished", 1, "", [](s::Event::Builder e) { e.initExecFinished().setStatus("ok"); });
+  add(a, "exec.finished", 1, "not-a-uuid",
+      [](s::Event::Builder e) { e.initExecFinished().setStatus("ok"); });
   add(a, "vm.stats", 1, kTrace, [](s::Event::Builder e) { e.initVmStats().setVmId("v"); });
   EXPECT_EQ(a.open_traces(), 0u);
   EXPECT_TRUE(a.take_all().empty());
@@ -113,14 +113,17 @@ TEST(TraceSpans, EventsWithoutAUuidTraceOrOfOtherTopicsMakeNoSpans) {
 
 TEST(TraceSpans, AnUnfinishedTaskIsFlushedAfterMaxAgeAndMarkedAsSuch) {
   TraceAssembler a({.linger_ns = 0, .max_age_ns = 1000});
-  add(a, "task.started", 5, kTrace, [](s::Event::Builder e) {
-    e.initTaskStarted().setModel("m");
-  }, 0);
-  add(a, "llm.call", 50, kTrace, [](s::Event::Builder e) {
-    auto p = e.initLlmCall();
-    p.setModel("m");
-    p.setOutcome("timedOut");
-  }, 1);
+  add(
+      a, "task.started", 5, kTrace, [](s::Event::Builder e) { e.initTaskStarted().setModel("m"); },
+      0);
+  add(
+      a, "llm.call", 50, kTrace,
+      [](s::Event::Builder e) {
+        auto p = e.initLlmCall();
+        p.setModel("m");
+        p.setOutcome("timedOut");
+      },
+      1);
   EXPECT_TRUE(a.take_ready(999).empty());
   auto spans = a.take_ready(1000);
   ASSERT_EQ(spans.size(), 2u);
@@ -138,7 +141,8 @@ TEST(TraceSpans, BeyondMaxTracesTheOldestGoesOutAsItIs) {
                                 "0193b3c4-5e6f-7abc-8def-000000000002",
                                 "0193b3c4-5e6f-7abc-8def-000000000003"};
   for (int i = 0; i < 3; ++i) {
-    add(a, "task.started", 1, traces[i], [](s::Event::Builder e) { e.initTaskStarted(); }, i);
+    add(
+        a, "task.started", 1, traces[i], [](s::Event::Builder e) { e.initTaskStarted(); }, i);
   }
   EXPECT_EQ(a.open_traces(), 2u);
   auto spans = a.take_ready(3);
@@ -156,8 +160,8 @@ TEST(TraceSpans, OtlpJsonGroupsByServiceWithHexIdsIntegerEnumsAndStringTimes) {
   sp.end_ns = 1700000000000000123;
   sp.service = "llm-gateway";
   sp.instance = "h/llm-gateway/7";
-  sp.attributes = {{"a.s", std::string("x")}, {"a.i", int64_t{9007199254740993}},
-                   {"a.d", 1.5}, {"a.b", true}};
+  sp.attributes = {
+      {"a.s", std::string("x")}, {"a.i", int64_t{9007199254740993}}, {"a.d", 1.5}, {"a.b", true}};
   sp.status = nv::tracing::StatusCode::error;
   sp.status_message = "boom";
   Span child = sp;
@@ -171,8 +175,7 @@ TEST(TraceSpans, OtlpJsonGroupsByServiceWithHexIdsIntegerEnumsAndStringTimes) {
   ASSERT_EQ(d["resourceSpans"].Size(), 2u);
   const auto& r0 = d["resourceSpans"][0];
   EXPECT_STREQ(r0["resource"]["attributes"][0]["key"].GetString(), "service.name");
-  EXPECT_STREQ(r0["resource"]["attributes"][0]["value"]["stringValue"].GetString(),
-               "llm-gateway");
+  EXPECT_STREQ(r0["resource"]["attributes"][0]["value"]["stringValue"].GetString(), "llm-gateway");
   const auto& scope = r0["scopeSpans"][0];
   EXPECT_STREQ(scope["scope"]["version"].GetString(), "1.2.3");
   const auto& j = scope["spans"][0];

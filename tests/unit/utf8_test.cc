@@ -20,10 +20,18 @@ struct Case {
 // The inputs of issue 10 §4, each with its exact expected text.
 TEST(Utf8, IssueInputsBecomeTheExpectedText) {
   const Case cases[] = {
-      {"A\xff\xfe" "B\xc3\n", "A" + R + R + "B" + R + "\n"},
-      {"S\xed\xa0\x80" "E\n", "S" + R + R + R + "E\n"},
-      {"O\xe0\x80\xaf" "K\n", "O" + R + R + R + "K\n"},
-      {"F\xf5\x80\x80\x80" "G\n", "F" + R + R + R + R + "G\n"},
+      {"A\xff\xfe"
+       "B\xc3\n",
+       "A" + R + R + "B" + R + "\n"},
+      {"S\xed\xa0\x80"
+       "E\n",
+       "S" + R + R + R + "E\n"},
+      {"O\xe0\x80\xaf"
+       "K\n",
+       "O" + R + R + R + "K\n"},
+      {"F\xf5\x80\x80\x80"
+       "G\n",
+       "F" + R + R + R + R + "G\n"},
       {"ok \xe2\x9c\x93\n", "ok \xe2\x9c\x93\n"},
   };
   for (const auto& c : cases) {
@@ -38,13 +46,15 @@ TEST(Utf8, IssueInputsBecomeTheExpectedText) {
 // gives for them.
 TEST(Utf8, SecondInputsOfEachKind) {
   const Case cases[] = {
-      {"\x80x\xbf", R + "x" + R},                         // lone continuation bytes
-      {"\xc0\xaf/", R + R + "/"},                         // C0: never a lead byte
-      {"a\xed\xbf\xbf" "b", "a" + R + R + R + "b"},       // U+DFFF encoded
-      {"\xf0\x80\x80\xaf", R + R + R + R},                // overlong 4-byte '/'
-      {"\xf4\x90\x80\x80!", R + R + R + R + "!"},         // U+110000
-      {"\xf0\x9f\x98X", R + "X"},                         // 3 of 4 bytes: one subpart
-      {"\xe2\x9c", R},                                    // cut at the end
+      {"\x80x\xbf", R + "x" + R},  // lone continuation bytes
+      {"\xc0\xaf/", R + R + "/"},  // C0: never a lead byte
+      {"a\xed\xbf\xbf"
+       "b",
+       "a" + R + R + R + "b"},                     // U+DFFF encoded
+      {"\xf0\x80\x80\xaf", R + R + R + R},         // overlong 4-byte '/'
+      {"\xf4\x90\x80\x80!", R + R + R + R + "!"},  // U+110000
+      {"\xf0\x9f\x98X", R + "X"},                  // 3 of 4 bytes: one subpart
+      {"\xe2\x9c", R},                             // cut at the end
       {"\xe2\x9cz\xe2\x9c\x93", R + "z\xe2\x9c\x93"},
       {"\xf4\x8f\xbf\xbf\xc2\x80", "\xf4\x8f\xbf\xbf\xc2\x80"},  // U+10FFFF, U+0080: kept
       {"", ""},
@@ -59,13 +69,15 @@ TEST(Utf8, BoundariesForTextCutAtAnyByte) {
   EXPECT_EQ(complete_prefix(check), check.size());
   EXPECT_EQ(complete_prefix(check.substr(0, 5)), 3u);  // "ok " + 2 of 3 bytes
   EXPECT_EQ(complete_prefix(check.substr(0, 4)), 3u);
-  EXPECT_EQ(complete_prefix("a\xe0\x80"), 3u);          // ill-formed already: not withheld
-  EXPECT_EQ(next_boundary(check, 4), 6u);               // inside the check mark
+  EXPECT_EQ(complete_prefix("a\xe0\x80"), 3u);  // ill-formed already: not withheld
+  EXPECT_EQ(next_boundary(check, 4), 6u);       // inside the check mark
   EXPECT_EQ(next_boundary(check, 3), 3u);
   EXPECT_EQ(nv::utf8::sanitized_length(check), 4u);
   EXPECT_EQ(nv::utf8::sanitized_prefix(check, 3), 3u);
   EXPECT_EQ(nv::utf8::sanitized_prefix(check, 4), 6u);
-  const std::string bad = "S\xed\xa0\x80" "E";              // S, 3 replacements, E
+  const std::string bad =
+      "S\xed\xa0\x80"
+      "E";  // S, 3 replacements, E
   EXPECT_EQ(nv::utf8::sanitized_length(bad), 5u);
   EXPECT_EQ(nv::utf8::sanitized_prefix(bad, 2), 2u);
   EXPECT_EQ(nv::utf8::sanitized_prefix(bad, 4), 4u);
@@ -75,9 +87,9 @@ TEST(Utf8, BoundariesForTextCutAtAnyByte) {
 // Every byte string of length 1..3 over a set of interesting bytes: the output is valid, and
 // valid input is returned unchanged.
 TEST(Utf8, ExhaustiveShortInputsGiveValidText) {
-  const unsigned char bytes[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0,
-                                 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xed, 0xee, 0xef, 0xf0, 0xf1,
-                                 0xf4, 0xf5, 0xff};
+  const unsigned char bytes[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0,
+                                 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xed,
+                                 0xee, 0xef, 0xf0, 0xf1, 0xf4, 0xf5, 0xff};
   size_t n = sizeof bytes;
   for (size_t a = 0; a < n; ++a) {
     for (size_t b = 0; b <= n; ++b) {

@@ -411,7 +411,7 @@ TEST_F(Fixture, ExpiredLeaseIsDestroyedRefilledAndItsReleaseSaysSo) {
   auto before = small_status(pool);
   EXPECT_EQ(before.active, 1u);
   EXPECT_EQ(before.warm + before.booting, 0u);  // counts against --max until it ends
-  fc.offset_ms = 5001;  // the lessee never released it (it died)
+  fc.offset_ms = 5001;                          // the lessee never released it (it died)
   ASSERT_TRUE(events.wait_failed(1, 2s));
   {
     std::lock_guard lock(events.mu);

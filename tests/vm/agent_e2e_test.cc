@@ -68,8 +68,8 @@ std::string sha256_hex(const std::string& msg) {
     }
     uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
     for (int i = 0; i < 64; ++i) {
-      uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] +
-                    w[i];
+      uint32_t t1 =
+          hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
       uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
       hh = g;
       g = f;
@@ -80,7 +80,14 @@ std::string sha256_hex(const std::string& msg) {
       b = a;
       a = t1 + t2;
     }
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += hh;
   }
   char out[65];
   for (int i = 0; i < 8; ++i) std::snprintf(out + i * 8, 9, "%08x", h[i]);
@@ -117,8 +124,7 @@ class AgentE2E : public ::testing::Test {
     }
     kernel_ = env_or("NV_GUEST_KERNEL", build + "/guest/vmlinux");
     rootfs_ = env_or("NV_GUEST_ROOTFS", build + "/guest/rootfs.ext4");
-    if (build.empty() || access(kernel_.c_str(), R_OK) != 0 ||
-        access(rootfs_.c_str(), R_OK) != 0) {
+    if (build.empty() || access(kernel_.c_str(), R_OK) != 0 || access(rootfs_.c_str(), R_OK) != 0) {
       GTEST_SKIP() << "the guest image is missing (" << kernel_ << ", " << rootfs_
                    << "): build it with the `guest` target or tools/setup.sh";
     }
@@ -141,13 +147,12 @@ class AgentE2E : public ::testing::Test {
     st.rt = std::make_unique<TempDir>("nv-agent-e2e");
     TempDir& rt = *st.rt;
     st.record = rt.file("requests.jsonl");
-    st.fake.emplace(Process::start(
-        service_process("/usr/bin/python3",
-             {env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/fake_llm.py",
-              "--script",
-              env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/" + script,
-              "--port-file", rt.file("llm.port"), "--record", st.record, "--quiet"},
-             {})));
+    st.fake.emplace(Process::start(service_process(
+        "/usr/bin/python3",
+        {env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/fake_llm.py", "--script",
+         env_or("NV_SOURCE_DIR", NV_TEST_SOURCE_DIR) + "/tests/fixtures/" + script, "--port-file",
+         rt.file("llm.port"), "--record", st.record, "--quiet"},
+        {})));
     ASSERT_TRUE(nv::test::wait_until([&] { return rt.has("llm.port"); }, 20s))
         << st.fake->stderr_text();
     int port = 0;
@@ -164,12 +169,13 @@ class AgentE2E : public ::testing::Test {
         {"NV_WARM", std::to_string(warm)},
         {"NV_MAX", std::to_string(max)},
     };
-    auto up = nv::test::run(
-        service_process(nv::test::bin("nv"),
-             {"up", "--only", "ebpf-sentinel,vm-pool-manager,sandbox-executor,llm-gateway",
-              "--wait-s", "600"},
-             st.env),
-        660s);
+    auto up =
+        nv::test::run(service_process(nv::test::bin("nv"),
+                                      {"up", "--only",
+                                       "ebpf-sentinel,vm-pool-manager,sandbox-executor,llm-gateway",
+                                       "--wait-s", "600"},
+                                      st.env),
+                      660s);
     st.up_code = up.status.code;
     st.up_out = up.out + up.err;
   }
@@ -188,9 +194,9 @@ class AgentE2E : public ::testing::Test {
     std::string sha = sha256_hex(nonce);
     auto r = nv::test::run(
         service_process(nv::test::bin("nv-submit"),
-             {"--json", "--timeout", "900",
-              "Compute the SHA-256 of the nonce " + nonce + " in the sandbox."},
-             env),
+                        {"--json", "--timeout", "900",
+                         "Compute the SHA-256 of the nonce " + nonce + " in the sandbox."},
+                        env),
         960s);
     ASSERT_EQ(r.status.code, 0) << r.out << r.err;
     rapidjson::Document d;

@@ -84,8 +84,8 @@ class ExecStack : public ::testing::Test {
     marker_ = rt_->file("host-marker.txt");
     std::ofstream(marker_) << token_ << "\n";
     env_ = {{"NV_RUNTIME_DIR", rt_->path()}, {"NV_LOG_LEVEL", "info"}};
-    orch_ = std::make_unique<Process>(Process::start(
-        {.binary = nv::test::bin("nv-orchestrator"), .args = {}, .env = env_}));
+    orch_ = std::make_unique<Process>(
+        Process::start({.binary = nv::test::bin("nv-orchestrator"), .args = {}, .env = env_}));
     pool_ = std::make_unique<Process>(Process::start(
         {.binary = nv::test::bin("nv-vm-pool-manager"),
          .args = {"--kernel", kernel_, "--rootfs", rootfs_, "--size", "small", "--warm", "2",
@@ -104,9 +104,10 @@ class ExecStack : public ::testing::Test {
         },
         120s, 250ms);
     if (!ready) {
-      setup_error_ = "the executor never registered with capacity > 0 (VMs not booting?)\n"
-                     "--- pool manager:\n" + pool_->stderr_text() +
-                     "\n--- executor:\n" + exec_->stderr_text();
+      setup_error_ =
+          "the executor never registered with capacity > 0 (VMs not booting?)\n"
+          "--- pool manager:\n" +
+          pool_->stderr_text() + "\n--- executor:\n" + exec_->stderr_text();
     }
   }
 
@@ -115,11 +116,11 @@ class ExecStack : public ::testing::Test {
   static void start_executor(const std::string& host_grace_ms = "2000") {
     auto env = env_;
     env["NV_TEST_SECRET"] = token_;  // in the executor's environment: must not reach the guest
-    exec_ = std::make_unique<Process>(Process::start(
-        {.binary = nv::test::bin("nv-sandbox-executor"),
-         .args = {"--guest-rate-bytes", "4194304", "--guest-burst-bytes", "8388608",
-                  "--host-grace-ms", host_grace_ms},
-         .env = env}));
+    exec_ = std::make_unique<Process>(
+        Process::start({.binary = nv::test::bin("nv-sandbox-executor"),
+                        .args = {"--guest-rate-bytes", "4194304", "--guest-burst-bytes", "8388608",
+                                 "--host-grace-ms", host_grace_ms},
+                        .env = env}));
   }
 
   static void TearDownTestSuite() {
@@ -145,8 +146,10 @@ class ExecStack : public ::testing::Test {
     if (std::find(args.begin(), args.end(), "--timeout") == args.end()) {
       args.insert(args.begin(), {"--timeout", "60"});  // node starts slowly under TCG
     }
-    return nv::test::run({.binary = nv::test::bin("nv-exec"), .args = std::move(args),
-                          .env = env_, .stdin_text = std::move(in)},
+    return nv::test::run({.binary = nv::test::bin("nv-exec"),
+                          .args = std::move(args),
+                          .env = env_,
+                          .stdin_text = std::move(in)},
                          150s);
   }
 
@@ -275,8 +278,8 @@ TEST_F(ExecStack, EndlessOutputIsTruncatedAtTheCapAndMemoryStaysBounded) {
   EXPECT_EQ(r.streamed(Stream::STDOUT), r.out) << "streamed output is capped as well";
   EXPECT_GT(r.out_bytes, 256u * 1024) << "the program wrote past the cap: " << r.describe();
   long rss_after = rss_kib(exec_->pid());
-  EXPECT_LT(rss_after - rss_before, 64 * 1024) << "executor RSS grew from " << rss_before
-                                               << " KiB to " << rss_after << " KiB";
+  EXPECT_LT(rss_after - rss_before, 64 * 1024)
+      << "executor RSS grew from " << rss_before << " KiB to " << rss_after << " KiB";
 }
 
 TEST_F(ExecStack, ForkBombAndMemoryBombAreContained) {
@@ -306,21 +309,25 @@ TEST_F(ExecStack, ForkBombAndMemoryBombAreContained) {
 
 TEST_F(ExecStack, HostFilesAndTheExecutorsEnvironmentAreNotVisible) {
   std::string dir = rt_->path();
-  auto r = run(Language::SH,
-               "cat '" + marker_ + "' 2>&1; ls '" + dir + "' 2>&1; "
-               "env; cat /proc/cmdline; cat /proc/mounts; "
-               "grep -rl '" + token_ + "' /tmp /run /etc /root /home /var /proc/cmdline "
-               "2>/dev/null; "
-               "grep -c -a '" + token_ + "' /dev/vda 2>&1; "
-               "ls /sys/class/net; echo end");
+  auto r = run(Language::SH, "cat '" + marker_ + "' 2>&1; ls '" + dir +
+                                 "' 2>&1; "
+                                 "env; cat /proc/cmdline; cat /proc/mounts; "
+                                 "grep -rl '" +
+                                 token_ +
+                                 "' /tmp /run /etc /root /home /var /proc/cmdline "
+                                 "2>/dev/null; "
+                                 "grep -c -a '" +
+                                 token_ +
+                                 "' /dev/vda 2>&1; "
+                                 "ls /sys/class/net; echo end");
   ASSERT_TRUE(r.ok) << r.describe() << logs();
   std::string all = r.out + r.err;
   EXPECT_NE(all.find("end"), std::string::npos) << all;
   // The token must appear nowhere in what the guest could see (the command text itself is not
   // echoed: sh -c does not print it).
   EXPECT_EQ(all.find(token_), std::string::npos) << all;
-  EXPECT_NE(all.find("No such file"), std::string::npos) << "the host path exists in the guest: "
-                                                         << all;
+  EXPECT_NE(all.find("No such file"), std::string::npos)
+      << "the host path exists in the guest: " << all;
   for (auto fs : {" 9p ", " virtiofs ", " nfs ", " fuse"}) {
     EXPECT_EQ(all.find(fs), std::string::npos) << "host filesystem shared into the guest: " << all;
   }

@@ -43,7 +43,7 @@ std::string build_dir() {
 }
 
 bool exists(const std::string& p) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(p.c_str(), &st) == 0;
 }
 
@@ -104,20 +104,43 @@ class GuestVm : public ::testing::Test {
     dir_ = tmpl;
     sock_ = dir_ + "/agent.sock";
     console_ = dir_ + "/console.log";
-    std::string append = "console=ttyS0 root=/dev/vda ro rootfstype=ext4 "
-                         "init=/sbin/nv-guest-agent reboot=t panic=-1 quiet";
+    std::string append =
+        "console=ttyS0 root=/dev/vda ro rootfstype=ext4 "
+        "init=/sbin/nv-guest-agent reboot=t panic=-1 quiet";
     if (auto k = tsc_khz(); !k.empty()) append += " tsc_early_khz=" + k;
-    std::vector<std::string> args = {
-        qemu_, "-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "max", "-m", "256",
-        "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-kernel", kernel_, "-append", append,
-        "-drive", "id=root,file=" + rootfs_ + ",format=raw,if=none,readonly=on",
-        "-device", "virtio-blk-device,drive=root",
-        "-device", "virtio-rng-device",
-        "-device", "virtio-serial-device",
-        "-chardev", "socket,id=agent,path=" + sock_ + ",server=on,wait=off",
-        "-device", "virtserialport,chardev=agent,name=nv.agent",
-        "-serial", "file:" + console_};
+    std::vector<std::string> args = {qemu_,
+                                     "-M",
+                                     "microvm,acpi=off",
+                                     "-accel",
+                                     "tcg",
+                                     "-cpu",
+                                     "max",
+                                     "-m",
+                                     "256",
+                                     "-smp",
+                                     "1",
+                                     "-nodefaults",
+                                     "-no-user-config",
+                                     "-nographic",
+                                     "-no-reboot",
+                                     "-kernel",
+                                     kernel_,
+                                     "-append",
+                                     append,
+                                     "-drive",
+                                     "id=root,file=" + rootfs_ + ",format=raw,if=none,readonly=on",
+                                     "-device",
+                                     "virtio-blk-device,drive=root",
+                                     "-device",
+                                     "virtio-rng-device",
+                                     "-device",
+                                     "virtio-serial-device",
+                                     "-chardev",
+                                     "socket,id=agent,path=" + sock_ + ",server=on,wait=off",
+                                     "-device",
+                                     "virtserialport,chardev=agent,name=nv.agent",
+                                     "-serial",
+                                     "file:" + console_};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -134,8 +157,7 @@ class GuestVm : public ::testing::Test {
       boot_error_ = "posix_spawn(" + qemu_ + ") failed: " + std::strerror(rc);
       return;
     }
-    auto ch = GuestChannel::connect(sock_, ChannelKind::unix_stream, 6000,
-                                    Clock::now() + 60s);
+    auto ch = GuestChannel::connect(sock_, ChannelKind::unix_stream, 6000, Clock::now() + 60s);
     if (!ch.ok()) {
       boot_error_ = "no Hello: " + ch.error().message + "\nconsole:\n" + read_file(console_) +
                     "\nqemu:\n" + read_file(qlog);
@@ -167,7 +189,7 @@ class GuestVm : public ::testing::Test {
   }
 
   static RunResult run(schema::Language lang, const std::string& code, uint32_t timeout_ms = 20000,
-                 uint32_t cap = 0) {
+                       uint32_t cap = 0) {
     static uint32_t next_id = 1;
     ExecSpec spec;
     spec.id = next_id++;
@@ -209,9 +231,10 @@ TEST_F(GuestVm, HelloListsEveryLanguage) {
     EXPECT_NE(std::find(h.languages.begin(), h.languages.end(), l), h.languages.end())
         << "language " << static_cast<int>(l) << " missing from Hello";
   }
-  RecordProperty("boot_to_hello_ms",
-                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    boot_to_hello_).count()));
+  RecordProperty(
+      "boot_to_hello_ms",
+      std::to_string(
+          std::chrono::duration_cast<std::chrono::milliseconds>(boot_to_hello_).count()));
 }
 
 TEST_F(GuestVm, PythonComputes) {
@@ -237,8 +260,8 @@ TEST_F(GuestVm, OnlyLoopbackNetworkDevice) {
 }
 
 TEST_F(GuestVm, BashComputes) {
-  auto r = run(schema::Language::BASH,
-               "a=(3 4 5); echo $(( a[0]**2 + a[1]**2 - a[2]**2 + 2**40 ))");
+  auto r =
+      run(schema::Language::BASH, "a=(3 4 5); echo $(( a[0]**2 + a[1]**2 - a[2]**2 + 2**40 ))");
   ASSERT_FALSE(r.error) << r.error.message;
   EXPECT_EQ(r.outcome.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "1099511627776\n");
@@ -258,8 +281,7 @@ TEST_F(GuestVm, ProgramsRunUnprivilegedOnAReadOnlyRootWithTraceId) {
                "echo ro; touch /tmp/ok && echo tmp-ok; sh -c 'kill -0 1' 2>/dev/null || "
                "echo cannot-signal-init");
   ASSERT_FALSE(r.error) << r.error.message;
-  EXPECT_EQ(r.out,
-            "1000\n0190a5b0-0000-7000-8000-00000000test\nro\ntmp-ok\ncannot-signal-init\n");
+  EXPECT_EQ(r.out, "1000\n0190a5b0-0000-7000-8000-00000000test\nro\ntmp-ok\ncannot-signal-init\n");
 }
 
 TEST_F(GuestVm, TimeoutKillsTheProgram) {
@@ -278,8 +300,7 @@ TEST_F(GuestVm, TimeoutKillsTheProgram) {
 }
 
 TEST_F(GuestVm, OutputCapTruncatesButCounts) {
-  auto r = run(schema::Language::PYTHON, "import sys; sys.stdout.write('x' * 200000)", 20000,
-               1000);
+  auto r = run(schema::Language::PYTHON, "import sys; sys.stdout.write('x' * 200000)", 20000, 1000);
   ASSERT_FALSE(r.error) << r.error.message;
   EXPECT_EQ(r.outcome.exit_code, 0) << r.err;
   EXPECT_TRUE(r.outcome.truncated);
@@ -289,8 +310,7 @@ TEST_F(GuestVm, OutputCapTruncatesButCounts) {
 
 TEST_F(GuestVm, MemoryHogIsOomKilledAndTheAgentSurvives) {
   // 256 MiB VM: the program (oom_score_adj 1000) is killed, the agent (-1000) keeps serving.
-  auto r = run(schema::Language::PYTHON,
-               "a = []\nwhile True: a.append(b'x' * (64 << 20))", 60000);
+  auto r = run(schema::Language::PYTHON, "a = []\nwhile True: a.append(b'x' * (64 << 20))", 60000);
   ASSERT_FALSE(r.error) << r.error.message;
   EXPECT_FALSE(r.outcome.timed_out);
   EXPECT_EQ(r.outcome.signal, SIGKILL) << r.err;
@@ -321,7 +341,8 @@ TEST_F(GuestVm, ReseedSetsIdentity) {
   for (auto& c : entropy) c = static_cast<char>(rd());
   const std::string id = "vm-test-" + std::to_string(::getpid());
   auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch()).count();
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
   auto rs = channel_->reseed(entropy, id, now_ns, Clock::now() + 10s);
   ASSERT_TRUE(rs.ok()) << rs.error().message;
   EXPECT_EQ(rs->vm_id, id);

@@ -92,8 +92,8 @@ ExecResult run_in(const VmInfo& vm, schema::Language lang, const std::string& co
                   std::chrono::seconds timeout = 30s) {
   ExecResult r;
   auto deadline = Clock::now() + timeout;
-  auto ch = guest::GuestChannel::connect(vm.channel_path, guest::ChannelKind::unix_stream, 0,
-                                         deadline);
+  auto ch =
+      guest::GuestChannel::connect(vm.channel_path, guest::ChannelKind::unix_stream, 0, deadline);
   if (!ch.ok()) {
     r.err = "connect: " + ch.error().message;
     return r;
@@ -226,7 +226,7 @@ TEST_F(VmPoolTest, RestoredVmsHaveDifferentRandomBytesAndIds) {
   ASSERT_EQ(ra.out.size(), 33 + a.vm.vm_id.size() + 1) << ra.out << ra.err;
   ASSERT_EQ(rb.out.size(), 33 + b.vm.vm_id.size() + 1) << rb.out << rb.err;
   EXPECT_NE(ra.out.substr(0, 32), rb.out.substr(0, 32));  // different random bytes
-  EXPECT_EQ(ra.out.substr(33), a.vm.vm_id + "\n");         // each knows its own fresh id
+  EXPECT_EQ(ra.out.substr(33), a.vm.vm_id + "\n");        // each knows its own fresh id
   EXPECT_EQ(rb.out.substr(33), b.vm.vm_id + "\n");
   std::cout << "[ figures  ] urandom a=" << ra.out.substr(0, 32) << " b=" << rb.out.substr(0, 32)
             << "\n";
@@ -248,7 +248,8 @@ TEST_F(VmPoolTest, ClonesMapTheSealedTemplateRamCopyOnWrite) {
   std::ifstream maps(proc + "/maps");
   std::string line;
   bool mapped = false;
-  while (std::getline(maps, line)) mapped |= line.find("memfd:nv-template-small") != std::string::npos;
+  while (std::getline(maps, line))
+    mapped |= line.find("memfd:nv-template-small") != std::string::npos;
   EXPECT_TRUE(mapped) << "the VMM does not map the template memfd";
   int fd = ::open((proc + "/fd/3").c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0) << std::strerror(errno);
@@ -296,8 +297,9 @@ TEST_F(VmPoolTest, GuestMemoryHogIsKilledInsideTheGuest) {
                   "print('survived', len(x))\n",
                   60s);
   std::cout << "[ figures  ] memory hog: exit " << r.outcome.exit_code << " signal "
-            << r.outcome.signal << " stderr tail: "
-            << r.err.substr(r.err.size() > 200 ? r.err.size() - 200 : 0) << "\n";
+            << r.outcome.signal
+            << " stderr tail: " << r.err.substr(r.err.size() > 200 ? r.err.size() - 200 : 0)
+            << "\n";
   EXPECT_EQ(r.out.find("survived"), std::string::npos);
   // Killed in the guest (guest OOM killer: SIGKILL; or MemoryError: exit 1), not the VMM.
   EXPECT_TRUE(r.outcome.signal == SIGKILL || r.outcome.exit_code != 0);
@@ -305,11 +307,11 @@ TEST_F(VmPoolTest, GuestMemoryHogIsKilledInsideTheGuest) {
   ASSERT_TRUE(usage.ok());
   EXPECT_EQ(usage.value().oom_kills, 0u);  // the cgroup never had to kill the VMM
   EXPECT_LE(usage.value().memory_bytes, usage.value().memory_limit_bytes);
-  EXPECT_EQ(::kill(l.vm.vmm_pid, 0), 0);   // QEMU is alive
+  EXPECT_EQ(::kill(l.vm.vmm_pid, 0), 0);  // QEMU is alive
   auto after = run_in(l.vm, schema::Language::BASH, "echo still-here");
   EXPECT_EQ(after.out, "still-here\n") << after.err;
-  std::cout << "[ figures  ] VMM cgroup memory " << (usage.value().memory_bytes >> 20)
-            << " MiB of " << (usage.value().memory_limit_bytes >> 20) << " MiB\n";
+  std::cout << "[ figures  ] VMM cgroup memory " << (usage.value().memory_bytes >> 20) << " MiB of "
+            << (usage.value().memory_limit_bytes >> 20) << " MiB\n";
   EXPECT_TRUE(pool_->release(l.vm.vm_id, "done").ok());
 }
 
@@ -343,15 +345,29 @@ class VmServiceTest : public ::testing::Test {
     ASSERT_TRUE(make_dirs(dir_, 0755).ok());
     endpoint_ = "ipc://" + dir_ + "/vm-pool.sock";
     std::vector<std::string> args = {binary_,
-                                     "--runtime-dir", dir_,
-                                     "--vm-pool-endpoint", endpoint_,
-                                     "--events-in-endpoint", "ipc://" + dir_ + "/no-hub.sock",
-                                     "--kernel", guest_dir() + "/vmlinux",
-                                     "--rootfs", guest_dir() + "/rootfs.ext4",
+                                     "--runtime-dir",
+                                     dir_,
+                                     "--vm-pool-endpoint",
+                                     endpoint_,
+                                     "--events-in-endpoint",
+                                     "ipc://" + dir_ + "/no-hub.sock",
+                                     "--kernel",
+                                     guest_dir() + "/vmlinux",
+                                     "--rootfs",
+                                     guest_dir() + "/rootfs.ext4",
                                      "--no-require-egress",  // no sentinel here
-                                     "--size", "small", "--warm", "1", "--max", "1",
-                                     "--stats-interval-ms", "1000",
-                                     "--lease-ttl-ms", "120000", "--max-lease-ttl-ms", "300000"};
+                                     "--size",
+                                     "small",
+                                     "--warm",
+                                     "1",
+                                     "--max",
+                                     "1",
+                                     "--stats-interval-ms",
+                                     "1000",
+                                     "--lease-ttl-ms",
+                                     "120000",
+                                     "--max-lease-ttl-ms",
+                                     "300000"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

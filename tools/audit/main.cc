@@ -110,16 +110,19 @@ bool print_line(const std::string& json) {
 }
 
 void add_options(nv::Config& c) {
-  c.add_string("topic", "", "only events whose topic starts with this; repeat the flag or "
-                            "separate with commas (\"\" = all)");
+  c.add_string("topic", "",
+               "only events whose topic starts with this; repeat the flag or "
+               "separate with commas (\"\" = all)");
   c.add_bool("follow", false, "keep printing until SIGINT/SIGTERM");
   c.add_int("wait-ms", 1000, "without --follow: how long to print arriving events, then exit");
-  c.add_bool("since-start", false, "first print the events the orchestrator kept since it "
-                                   "started, then live ones");
+  c.add_bool("since-start", false,
+             "first print the events the orchestrator kept since it "
+             "started, then live ones");
   c.add_bool("json", true, "print one JSON object per line (the only format)");
   c.add_int("connect-timeout-ms", 2000, "how long to wait for the orchestrator to answer");
-  c.add_int("settle-ms", 100, "with --since-start: time given to the subscription to reach the "
-                              "orchestrator before the history is taken");
+  c.add_int("settle-ms", 100,
+            "with --since-start: time given to the subscription to reach the "
+            "orchestrator before the history is taken");
 }
 
 std::string unreachable_message(const std::string& endpoint, const std::string& detail) {
@@ -167,13 +170,17 @@ int main(int argc, char** argv) {
   std::string server_key;
   if (!config.str("curve-key").empty()) {
     auto k = nv::curve::load(config.str("curve-key"));
-    if (k) keys = k.value();
-    else usage += k.error().message + "; ";
+    if (k)
+      keys = k.value();
+    else
+      usage += k.error().message + "; ";
   }
   if (!config.str("curve-server-key").empty()) {
     auto k = nv::curve::load(config.str("curve-server-key"));
-    if (k) server_key = k->public_key;
-    else usage += k.error().message + "; ";
+    if (k)
+      server_key = k->public_key;
+    else
+      usage += k.error().message + "; ";
   }
   if (!usage.empty()) {
     usage.resize(usage.size() - 2);
@@ -181,8 +188,8 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  std::string rt = config.str("runtime-dir").empty() ? nv::default_runtime_dir()
-                                                     : config.str("runtime-dir");
+  std::string rt =
+      config.str("runtime-dir").empty() ? nv::default_runtime_dir() : config.str("runtime-dir");
   nv::Endpoints ep = nv::endpoints_from(config, rt);
   auto topics = split_commas(config.str("topic"));
   bool follow = config.boolean("follow");
@@ -228,15 +235,14 @@ int main(int argc, char** argv) {
       nv::bus::init_body<nv::schema::StatusRequest>(mb);
     }
     // Client::call waits deadline + 1 s; the deadline is what the broker itself allows.
-    auto deadline = std::max(connect_timeout - std::chrono::milliseconds(1000),
-                             std::chrono::milliseconds(500));
+    auto deadline =
+        std::max(connect_timeout - std::chrono::milliseconds(1000), std::chrono::milliseconds(500));
     auto reply = client.call(service, &mb, deadline);
     std::unordered_set<std::string> printed;
     if (!reply) {
       if (reply.error().code == nv::ErrorCode::TIMED_OUT) {
-        std::cerr << unreachable_message(ep.clients, "no answer within " +
-                                                         std::to_string(connect_timeout.count()) +
-                                                         " ms");
+        std::cerr << unreachable_message(
+            ep.clients, "no answer within " + std::to_string(connect_timeout.count()) + " ms");
         rc = kExitUnreachable;
       } else {
         std::cerr << "nv-audit: " << service << " failed: " << reply.error().to_string() << "\n";

@@ -185,8 +185,9 @@ int run_agent_bench(int argc, char** argv) {
   int conc = std::max<int>(1, static_cast<int>(c.integer("concurrency")));
   int rts = static_cast<int>(c.integer("round-trips"));
   if (tasks < 1 || warmup < 0 || tool_calls > 50 || rts < 1) {
-    std::fprintf(stderr, "nv-bench agent: --tasks >= 1, --warmup >= 0, --tool-calls <= 50, "
-                         "--round-trips >= 1\n");
+    std::fprintf(stderr,
+                 "nv-bench agent: --tasks >= 1, --warmup >= 0, --tool-calls <= 50, "
+                 "--round-trips >= 1\n");
     return 2;
   }
   nv::log::init("bench", nv::log::Level::warn);
@@ -219,9 +220,8 @@ int run_agent_bench(int argc, char** argv) {
 
   HandlerClock model_clock, exec_clock;
   uint32_t cap = static_cast<uint32_t>(conc) * 2;
-  Double model("llm", ipc("workers.sock"), cap, [&](std::shared_ptr<nv::Request> r) {
-    model_handler(r, tool_calls, model_clock);
-  });
+  Double model("llm", ipc("workers.sock"), cap,
+               [&](std::shared_ptr<nv::Request> r) { model_handler(r, tool_calls, model_clock); });
   Double exec("exec", ipc("workers.sock"), cap,
               [&](std::shared_ptr<nv::Request> r) { exec_handler(r, exec_clock); });
 
@@ -338,10 +338,11 @@ int run_agent_bench(int argc, char** argv) {
   }
   double rt50 = percentile(rt_us, 0.5), rt95 = percentile(rt_us, 0.95);
   double o50 = percentile(overhead, 0.5), o95 = percentile(overhead, 0.95);
-  std::printf("nv-bench agent: %zu tasks × %u LLM calls (%u tool calls), %d in flight, "
-              "%d failed; %.1f tasks/s\n",
-              samples.size(), tool_calls + 1, tool_calls, conc, failures.load(),
-              static_cast<double>(samples.size() + static_cast<size_t>(warmup)) / run_s);
+  std::printf(
+      "nv-bench agent: %zu tasks × %u LLM calls (%u tool calls), %d in flight, "
+      "%d failed; %.1f tasks/s\n",
+      samples.size(), tool_calls + 1, tool_calls, conc, failures.load(),
+      static_cast<double>(samples.size() + static_cast<size_t>(warmup)) / run_s);
   std::printf("  %-44s %10s %10s\n", "per iteration (µs)", "p50", "p95");
   std::printf("  %-44s %10.1f %10.1f\n", "bus round trip, client→broker→worker (baseline)", rt50,
               rt95);
@@ -352,8 +353,9 @@ int run_agent_bench(int argc, char** argv) {
   std::printf("  %-44s %10.1f %10.1f\n", "  in the exec double's handler",
               percentile(per_iter_exec, .5), percentile(per_iter_exec, .95));
   std::printf("  %-44s %10.1f %10.1f\n", "orchestration overhead", o50, o95);
-  std::printf("  overhead / bus round trip: p50 %.1fx (an iteration makes ~2 round trips: model, "
-              "exec)\n",
-              rt50 > 0 ? o50 / rt50 : 0.0);
+  std::printf(
+      "  overhead / bus round trip: p50 %.1fx (an iteration makes ~2 round trips: model, "
+      "exec)\n",
+      rt50 > 0 ? o50 / rt50 : 0.0);
   return failures.load() == 0 ? 0 : 1;
 }

@@ -36,11 +36,11 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 struct Settings {
-  int requests = 20000;     // one-at-a-time round trips measured
-  int warmup = 2000;        // round trips before measuring
-  int pipelined = 200000;   // requests in the pipelined run
-  int window = 256;         // outstanding requests in the pipelined run
-  int payload = 32;         // bytes of payload in the request body
+  int requests = 20000;    // one-at-a-time round trips measured
+  int warmup = 2000;       // round trips before measuring
+  int pipelined = 200000;  // requests in the pipelined run
+  int window = 256;        // outstanding requests in the pipelined run
+  int payload = 32;        // bytes of payload in the request body
   bool handler_threads = false;
 };
 
@@ -106,8 +106,8 @@ class RawEcho {
       // Frames: [identity][empty][header][body], sent back unchanged.
       while (nv::bus::recv_frames(router_, frames)) {
         for (size_t i = 0; i < frames.size(); ++i) {
-          router_.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore
-                                                        : zmq::send_flags::none);
+          router_.send(frames[i],
+                       i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
         }
       }
     }
@@ -282,14 +282,13 @@ void BM_ParseRouted(benchmark::State& state) {
     for (auto& f : proto) frames.emplace_back(f.data(), f.size());
     nv::bus::Message msg;
     nv::bus::ParseError failure;
-    benchmark::DoNotOptimize(
-        nv::bus::parse(frames, true, limits, &msg, &failure, parse_body));
+    benchmark::DoNotOptimize(nv::bus::parse(frames, true, limits, &msg, &failure, parse_body));
   }
 }
 
 void print_row(const char* name, const Result& r) {
-  std::printf("  %-32s %9.1f %9.1f %14.0f %14.0f %10.1f\n", name, r.p50_us, r.p99_us,
-              r.serial_rps, r.pipelined_rps, r.cpu_us);
+  std::printf("  %-32s %9.1f %9.1f %14.0f %14.0f %10.1f\n", name, r.p50_us, r.p99_us, r.serial_rps,
+              r.pipelined_rps, r.cpu_us);
   std::fflush(stdout);
 }
 
@@ -342,11 +341,12 @@ int run_bus_bench(int argc, char** argv) {
   auto body = request_body(s.payload);
   std::printf("nv-bench bus: ipc:// in %s, header %zu B + body %zu B, %u CPUs\n", dir.c_str(),
               header.size(), body.size(), std::thread::hardware_concurrency());
-  std::printf("  one at a time: %d round trips after %d warm-up; pipelined: %d requests, "
-              "%d outstanding; worker handlers %s\n"
-              "  CPU us/req: process CPU time (all threads) per pipelined request\n\n",
-              s.requests, s.warmup, s.pipelined, s.window,
-              s.handler_threads ? "on a thread each" : "inline");
+  std::printf(
+      "  one at a time: %d round trips after %d warm-up; pipelined: %d requests, "
+      "%d outstanding; worker handlers %s\n"
+      "  CPU us/req: process CPU time (all threads) per pipelined request\n\n",
+      s.requests, s.warmup, s.pipelined, s.window,
+      s.handler_threads ? "on a thread each" : "inline");
   std::printf("  %-32s %9s %9s %14s %14s %10s\n", "", "p50 us", "p99 us", "1-at-a-time/s",
               "pipelined/s", "CPU us/req");
   int rounds = static_cast<int>(std::max<int64_t>(1, c.integer("rounds")));
@@ -361,9 +361,8 @@ int run_bus_bench(int argc, char** argv) {
       print_row("raw DEALER<->ROUTER echo", raw);
       print_row("broker client->broker->worker", brk);
       std::printf("  %-32s %8.2fx %8.2fx %13.2fx %13.2fx %9.2fx\n", "ratio broker/raw",
-                  brk.p50_us / raw.p50_us, brk.p99_us / raw.p99_us,
-                  brk.serial_rps / raw.serial_rps, brk.pipelined_rps / raw.pipelined_rps,
-                  brk.cpu_us / raw.cpu_us);
+                  brk.p50_us / raw.p50_us, brk.p99_us / raw.p99_us, brk.serial_rps / raw.serial_rps,
+                  brk.pipelined_rps / raw.pipelined_rps, brk.cpu_us / raw.cpu_us);
       p50_ratios.push_back(brk.p50_us / raw.p50_us);
       p99_ratios.push_back(brk.p99_us / raw.p99_us);
       broker_rps.push_back(brk.pipelined_rps);
@@ -371,15 +370,17 @@ int run_bus_bench(int argc, char** argv) {
     // Over several rounds the median is reported, not the best.
     double ratio = percentile(p50_ratios, 0.5), rps = percentile(broker_rps, 0.5);
     double ratio99 = percentile(p99_ratios, 0.5);
-    std::printf("\n  targets%s: p50 broker/raw %.2fx (<= 2.00x: %s); p99 broker/raw %.2fx "
-                "(<= 4.00x: %s); broker pipelined %.0f msgs/s (>= 100000: %s)\n",
-                rounds > 1 ? " (median of rounds)" : "", ratio, ratio <= 2.0 ? "met" : "MISSED",
-                ratio99, ratio99 <= 4.0 ? "met" : "MISSED", rps,
-                rps >= 100000 ? "met" : "MISSED");
+    std::printf(
+        "\n  targets%s: p50 broker/raw %.2fx (<= 2.00x: %s); p99 broker/raw %.2fx "
+        "(<= 4.00x: %s); broker pipelined %.0f msgs/s (>= 100000: %s)\n",
+        rounds > 1 ? " (median of rounds)" : "", ratio, ratio <= 2.0 ? "met" : "MISSED", ratio99,
+        ratio99 <= 4.0 ? "met" : "MISSED", rps, rps >= 100000 ? "met" : "MISSED");
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) == 3) {
-      std::printf("  load average %.2f on %u CPUs during the run (other work skews wall times; "
-                  "CPU us/req less so)\n", load[0], std::thread::hardware_concurrency());
+      std::printf(
+          "  load average %.2f on %u CPUs during the run (other work skews wall times; "
+          "CPU us/req less so)\n",
+          load[0], std::thread::hardware_concurrency());
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nv-bench bus: %s\n", e.what());

@@ -144,14 +144,16 @@ int run_exec_bench(int argc, char** argv) {
   std::string rt = a.runtime_dir;
   if (rt.empty()) {
     fs::path bin_dir = fs::read_symlink("/proc/self/exe").parent_path();
-    fs::path build = std::getenv("NV_BUILD_DIR") ? fs::path(std::getenv("NV_BUILD_DIR"))
-                                                 : bin_dir.parent_path();
+    fs::path build =
+        std::getenv("NV_BUILD_DIR") ? fs::path(std::getenv("NV_BUILD_DIR")) : bin_dir.parent_path();
     if (a.kernel.empty()) a.kernel = (build / "guest/vmlinux").string();
     if (a.rootfs.empty()) a.rootfs = (build / "guest/rootfs.ext4").string();
     for (auto& p : {a.kernel, a.rootfs}) {
       if (!fs::exists(p)) {
-        std::fprintf(stderr, "nv-bench exec: %s missing (guest/build.sh, or --kernel/--rootfs, "
-                             "or --runtime-dir of a running stack)\n", p.c_str());
+        std::fprintf(stderr,
+                     "nv-bench exec: %s missing (guest/build.sh, or --kernel/--rootfs, "
+                     "or --runtime-dir of a running stack)\n",
+                     p.c_str());
         return 1;
       }
     }
@@ -163,11 +165,11 @@ int run_exec_bench(int argc, char** argv) {
     rt = own.dir = tmpl;
     std::string log = rt + "/stack.log";
     pid_t orch = spawn((bin_dir / "nv-orchestrator").string(), {}, rt, log);
-    pid_t pool = spawn((bin_dir / "nv-vm-pool-manager").string(),
-                       {"--kernel", a.kernel, "--rootfs", a.rootfs, "--size", "small", "--warm",
-                        "2", "--max", "3", "--accel", a.accel,
-                        "--no-require-egress"},  // the bench's stack runs no sentinel
-                       rt, log);
+    pid_t pool = spawn(
+        (bin_dir / "nv-vm-pool-manager").string(),
+        {"--kernel", a.kernel, "--rootfs", a.rootfs, "--size", "small", "--warm", "2", "--max", "3",
+         "--accel", a.accel, "--no-require-egress"},  // the bench's stack runs no sentinel
+        rt, log);
     pid_t exec = spawn((bin_dir / "nv-sandbox-executor").string(), {}, rt, log);
     own.pids = {exec, pool, orch};
     std::fprintf(stderr, "nv-bench exec: started a stack in %s (logs: %s)\n", rt.c_str(),
@@ -175,8 +177,8 @@ int run_exec_bench(int argc, char** argv) {
   }
 
   zmq::context_t ctx(1);
-  nv::Client client(ctx, nv::ClientOptions{nv::bus::ipc_endpoint(rt + "/clients.sock"), {}, {},
-                                           {}});
+  nv::Client client(ctx,
+                    nv::ClientOptions{nv::bus::ipc_endpoint(rt + "/clients.sock"), {}, {}, {}});
   nv::ClientOptions pool_opts{nv::bus::ipc_endpoint(rt + "/vm-pool.sock"), {}, {}, {}};
   nv::exec::PoolClient pool(ctx, pool_opts);
 
@@ -250,7 +252,8 @@ int run_exec_bench(int argc, char** argv) {
       ch = own.get();
     }
     spec.id = id;
-    auto out = ch->exec(spec, [](nv::schema::Stream, std::string_view) {}, Clock::now() + 60s);
+    auto out = ch->exec(
+        spec, [](nv::schema::Stream, std::string_view) {}, Clock::now() + 60s);
     r.total_ms = ms(Clock::now() - t0);
     if (!out.ok()) {
       r.error = out.error().message;
@@ -269,8 +272,7 @@ int run_exec_bench(int argc, char** argv) {
     return r;
   };
 
-  std::vector<double> direct, stack, stack_exec_wall, stack_agent, direct_agent, reuse,
-      reuse_agent;
+  std::vector<double> direct, stack, stack_exec_wall, stack_agent, direct_agent, reuse, reuse_agent;
   int failures = 0;
   for (int i = 0; i < a.runs + 1; ++i) {  // run 0 warms host-side caches and is not counted
     const uint32_t id = static_cast<uint32_t>(i + 1);
@@ -347,10 +349,11 @@ int run_exec_bench(int argc, char** argv) {
   row("stack minus program time", stack_infra);
   double overhead = s50 - d50;
   double target = std::max(0.10 * d50, 5.0);
-  std::printf("overhead p50: %.2f ms, ratio stack/direct p50 %.3f, p95 %.3f; target <= %.2f ms "
-              "(max(10%% of direct, 5 ms)): %s\n",
-              overhead, d50 > 0 ? s50 / d50 : 0.0, d95 > 0 ? s95 / d95 : 0.0, target,
-              overhead <= target ? "met" : "NOT met");
+  std::printf(
+      "overhead p50: %.2f ms, ratio stack/direct p50 %.3f, p95 %.3f; target <= %.2f ms "
+      "(max(10%% of direct, 5 ms)): %s\n",
+      overhead, d50 > 0 ? s50 / d50 : 0.0, d95 > 0 ? s95 / d95 : 0.0, target,
+      overhead <= target ? "met" : "NOT met");
   if (failures) std::printf("failures: %d\n", failures);
   return failures ? 1 : 0;
 }

@@ -69,9 +69,9 @@ Level run_level(zmq::context_t& ctx, const std::string& endpoint, int n, const s
         lv.slowest_refusal_ms = std::max(lv.slowest_refusal_ms, ms);
       } else {
         ++lv.other;
-        ++lv.messages[r.error().to_string() + (ms >= 1000 ? " (after " +
-                                                   std::to_string(std::lround(ms / 1000)) + " s)"
-                                                             : "")];
+        ++lv.messages[r.error().to_string() +
+                      (ms >= 1000 ? " (after " + std::to_string(std::lround(ms / 1000)) + " s)"
+                                  : "")];
       }
     });
   }
@@ -123,16 +123,15 @@ int run_load_bench(int argc, char** argv) {
   }
   std::printf("nv-bench load: %s, program %s, run timeout %lld s\n\n", endpoint.c_str(),
               c.str("code").c_str(), static_cast<long long>(c.integer("timeout")));
-  std::printf("  %6s %8s %18s %8s %9s %14s %16s\n", "N", "served", "overloaded at once",
-              "other", "wall s", "executions/s", "slowest refusal");
+  std::printf("  %6s %8s %18s %8s %9s %14s %16s\n", "N", "served", "overloaded at once", "other",
+              "wall s", "executions/s", "slowest refusal");
   bool ok = true;
   for (size_t i = 0; i < levels.size(); ++i) {
     if (i > 0) std::this_thread::sleep_for(std::chrono::seconds(c.integer("pause")));
     auto lv = run_level(ctx, endpoint, levels[i], c.str("code"),
                         static_cast<double>(c.integer("timeout")));
-    std::printf("  %6d %8d %18d %8d %9.1f %14.2f %13.0f ms\n", lv.n, lv.served,
-                lv.refused_at_once, lv.other, lv.wall_s, lv.served / lv.wall_s,
-                lv.slowest_refusal_ms);
+    std::printf("  %6d %8d %18d %8d %9.1f %14.2f %13.0f ms\n", lv.n, lv.served, lv.refused_at_once,
+                lv.other, lv.wall_s, lv.served / lv.wall_s, lv.slowest_refusal_ms);
     for (auto& [m, k] : lv.messages) std::printf("           %4d x %s\n", k, m.c_str());
     std::fflush(stdout);
     ok = ok && lv.other == 0;

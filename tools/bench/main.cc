@@ -88,8 +88,10 @@ void watch_signals(const char* part, sigset_t set) {
   int sig = 0;
   if (sigwait(&set, &sig) != 0) return;
   nv::interrupt::raise_flag(sig);
-  std::fprintf(stderr, "\nnv-bench %s: %s: benchmark cancelled; stopping the processes it "
-               "started\n", part, nv::interrupt::signal_name(sig).c_str());
+  std::fprintf(stderr,
+               "\nnv-bench %s: %s: benchmark cancelled; stopping the processes it "
+               "started\n",
+               part, nv::interrupt::signal_name(sig).c_str());
   auto kids = children();
   for (pid_t p : kids) ::kill(p, SIGTERM);
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -121,8 +123,10 @@ int main(int argc, char** argv) {
   for (const auto& p : kParts) {
     if (std::strcmp(argv[1], p.name) != 0) continue;
     if (!p.run) {
-      std::fprintf(stderr, "nv-bench %s: not built yet (tools/bench/%s_bench.cc is not in this "
-                   "build)\n", p.name, p.name);
+      std::fprintf(stderr,
+                   "nv-bench %s: not built yet (tools/bench/%s_bench.cc is not in this "
+                   "build)\n",
+                   p.name, p.name);
       return 1;
     }
     sigset_t set;

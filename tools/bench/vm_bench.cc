@@ -93,12 +93,21 @@ int run_vm_bench(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (k == "--guest-dir") a.guest_dir = next();
-    else if (k == "--accel") a.accel = next();
-    else if (k == "--runs") a.runs = std::max(1, std::atoi(next().c_str()));
-    else if (k == "--leases") a.leases = std::max(1, std::atoi(next().c_str()));
-    else if (k == "--help" || k == "-h") { usage(); return 0; }
-    else { usage(); return 2; }
+    if (k == "--guest-dir")
+      a.guest_dir = next();
+    else if (k == "--accel")
+      a.accel = next();
+    else if (k == "--runs")
+      a.runs = std::max(1, std::atoi(next().c_str()));
+    else if (k == "--leases")
+      a.leases = std::max(1, std::atoi(next().c_str()));
+    else if (k == "--help" || k == "-h") {
+      usage();
+      return 0;
+    } else {
+      usage();
+      return 2;
+    }
   }
   if (::geteuid() != 0) {
     std::fprintf(stderr, "nv-bench vm: needs root (VMM jails and cgroups)\n");
@@ -130,9 +139,8 @@ int run_vm_bench(int argc, char** argv) {
   spec.kernel = kernel;
   spec.rootfs = rootfs;
   spec.vm_id = "bench-probe";
-  (void)backend.probe_accel(spec, [&](const nv::vm::VmInfo& vm, nv::vm::Deadline d) {
-    return guest.wait_ready(vm, d);
-  });
+  (void)backend.probe_accel(
+      spec, [&](const nv::vm::VmInfo& vm, nv::vm::Deadline d) { return guest.wait_ready(vm, d); });
   int rc = 0;
   std::vector<double> cold, restore_total, restore_ready, leases, refills;
   double cold_rss = 0, cold_pss = 0, rest_rss = 0, rest_pss = 0, snap_ms = 0;
@@ -208,8 +216,8 @@ int run_vm_bench(int argc, char** argv) {
       break;
     }
     auto t_after_restore = Clock::now();
-    auto s = guest.reseed(vm.value()->info(), nv::vm::random_bytes(64), spec.vm_id,
-                          Clock::now() + 60s);
+    auto s =
+        guest.reseed(vm.value()->info(), nv::vm::random_bytes(64), spec.vm_id, Clock::now() + 60s);
     if (!s.ok()) {
       std::fprintf(stderr, "reseed failed: %s\n", s.error().message.c_str());
       rc = 1;
@@ -289,19 +297,23 @@ int run_vm_bench(int argc, char** argv) {
   row("pool refill (standby VMM) → reseeded", refills);
   std::printf("  %-34s %10.3f %10.3f %6zu\n", "warm lease", pct(leases, 50), pct(leases, 95),
               leases.size());
-  std::printf("  snapshot (stop + migrate to file)  %10.1f ms, %lld bytes (RAM stays in the "
-              "sealed template memfd)\n", snap_ms, snap_bytes);
+  std::printf(
+      "  snapshot (stop + migrate to file)  %10.1f ms, %lld bytes (RAM stays in the "
+      "sealed template memfd)\n",
+      snap_ms, snap_bytes);
   if (!restore_total.empty()) {
     std::printf("  cold / restore ratio: %.1fx (VMM start included), %.1fx (from load command)\n",
                 pct(cold, 50) / pct(restore_total, 50), pct(cold, 50) / pct(restore_ready, 50));
   }
-  std::printf("  idle VMM memory: cold-booted RSS %.0f MiB PSS %.0f MiB; restored RSS %.0f MiB "
-              "PSS %.0f MiB (mean of %d)\n",
-              cold_rss, cold_pss, rest_rss, rest_pss, a.runs);
-  std::printf("{\"bench\":\"vm\",\"accel\":\"%s\",\"cold_p50_ms\":%.1f,\"restore_p50_ms\":%.1f,"
-              "\"restore_ready_p50_ms\":%.1f,\"lease_p50_ms\":%.3f,\"lease_p95_ms\":%.3f,"
-              "\"cold_pss_mib\":%.0f,\"restored_pss_mib\":%.0f}\n",
-              backend.accel().c_str(), pct(cold, 50), pct(restore_total, 50),
-              pct(restore_ready, 50), pct(leases, 50), pct(leases, 95), cold_pss, rest_pss);
+  std::printf(
+      "  idle VMM memory: cold-booted RSS %.0f MiB PSS %.0f MiB; restored RSS %.0f MiB "
+      "PSS %.0f MiB (mean of %d)\n",
+      cold_rss, cold_pss, rest_rss, rest_pss, a.runs);
+  std::printf(
+      "{\"bench\":\"vm\",\"accel\":\"%s\",\"cold_p50_ms\":%.1f,\"restore_p50_ms\":%.1f,"
+      "\"restore_ready_p50_ms\":%.1f,\"lease_p50_ms\":%.3f,\"lease_p95_ms\":%.3f,"
+      "\"cold_pss_mib\":%.0f,\"restored_pss_mib\":%.0f}\n",
+      backend.accel().c_str(), pct(cold, 50), pct(restore_total, 50), pct(restore_ready, 50),
+      pct(leases, 50), pct(leases, 95), cold_pss, rest_pss);
   return rc;
 }

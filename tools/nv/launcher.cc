@@ -134,18 +134,21 @@ int stop_all(const Common& c, bool quiet) {
 std::string fmt_uptime(uint64_t ms) {
   uint64_t s = ms / 1000;
   char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%luh%02lum", s / 3600, (s / 60) % 60);
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lum%02lus", s / 60, s % 60);
-  else std::snprintf(buf, sizeof buf, "%lu.%lus", s, (ms % 1000) / 100);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%luh%02lum", s / 3600, (s / 60) % 60);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%lum%02lus", s / 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lu.%lus", s, (ms % 1000) / 100);
   return buf;
 }
 
 // What the launcher knows of each service it started: its pid file and the supervisor's note.
 struct Launched {
   const ServiceEntry* entry;
-  pid_t pid;            // 0 = no pid file
+  pid_t pid;  // 0 = no pid file
   bool running;
-  std::string failed;   // the supervisor gave up: why
+  std::string failed;  // the supervisor gave up: why
 };
 
 std::vector<Launched> launched(const Common& c) {
@@ -219,8 +222,8 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
     std::cout << out << (out.size() > 1 ? "," : "") << list << "}\n";
     return problems.empty() ? 0 : 1;
   }
-  std::printf("%-18s %-34s %8s %9s %8s %9s\n", "SERVICE", "INSTANCE", "PID", "UPTIME",
-              "CAPACITY", "INFLIGHT");
+  std::printf("%-18s %-34s %8s %9s %8s %9s\n", "SERVICE", "INSTANCE", "PID", "UPTIME", "CAPACITY",
+              "INFLIGHT");
   std::printf("%-18s %-34s %8u %9s %8s %9s\n", "orchestrator", "(broker)", s.getOrchestratorPid(),
               fmt_uptime(s.getOrchestratorUptimeMs()).c_str(), "-", "-");
   for (auto w : s.getServices()) {
@@ -233,8 +236,7 @@ int cmd_status(zmq::context_t& ctx, const Common& c, bool json) {
       }
     }
     std::printf("%-18s %-34s %8u %9s %8u %9u\n", w.getService().cStr(), instance.c_str(),
-                w.getPid(), fmt_uptime(w.getUptimeMs()).c_str(), w.getCapacity(),
-                w.getInFlight());
+                w.getPid(), fmt_uptime(w.getUptimeMs()).c_str(), w.getCapacity(), w.getInFlight());
   }
   for (const auto& l : mine) {
     if (!l.running) {
@@ -369,8 +371,9 @@ int cmd_up(zmq::context_t& ctx, const Common& c, const std::string& only, int wa
       return nv::interrupt::exit_code();
     }
     waitpid(-1, nullptr, WNOHANG);
-    if (!alive(sup)) return fail("the supervisor exited (log: " + (rt / "logs").string() +
-                                     "/supervisor.log)", nullptr);
+    if (!alive(sup))
+      return fail("the supervisor exited (log: " + (rt / "logs").string() + "/supervisor.log)",
+                  nullptr);
     // Registered = the orchestrator lists the service with the pid running now (a killed
     // instance stays listed until its heartbeats time out).
     std::map<std::string, std::set<uint32_t>> registered;
@@ -404,8 +407,8 @@ int cmd_up(zmq::context_t& ctx, const Common& c, const std::string& only, int wa
         if (missing.count(e.name)) who = &e;
       }
       if (!orchestrator_ok) who = &kServices[0];
-      return fail("not ready after " + std::to_string(wait_s) + " s:" +
-                      (orchestrator_ok ? names : std::string(" orchestrator")),
+      return fail("not ready after " + std::to_string(wait_s) +
+                      " s:" + (orchestrator_ok ? names : std::string(" orchestrator")),
                   who);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -467,8 +470,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   nv::Config config("nv " + cmd, "manage the NeuroVisor stack on this host");
-  config.add_string("runtime-dir", "", "runtime directory (default: $NV_RUNTIME_DIR or /run/neurovisor)");
-  config.add_string("clients-endpoint", "", "orchestrator front end (default ipc://RT/clients.sock)");
+  config.add_string("runtime-dir", "",
+                    "runtime directory (default: $NV_RUNTIME_DIR or /run/neurovisor)");
+  config.add_string("clients-endpoint", "",
+                    "orchestrator front end (default ipc://RT/clients.sock)");
   config.add_string("only", "", "up: start only these services (comma-separated short names)");
   config.add_int("wait-s", 180, "up: seconds to wait for every service to be ready");
   config.add_bool("json", false, "status: print JSON");
@@ -481,13 +486,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!config.positional().empty()) {
-    std::cerr << "nv " << cmd << ": unexpected argument '" << config.positional()[0]
-              << "' (see nv " << cmd << " --help)\n";
+    std::cerr << "nv " << cmd << ": unexpected argument '" << config.positional()[0] << "' (see nv "
+              << cmd << " --help)\n";
     return 2;
   }
   Common c;
-  c.runtime_dir = config.str("runtime-dir").empty() ? nv::default_runtime_dir()
-                                                    : config.str("runtime-dir");
+  c.runtime_dir =
+      config.str("runtime-dir").empty() ? nv::default_runtime_dir() : config.str("runtime-dir");
   c.endpoints.clients = config.str("clients-endpoint").empty()
                             ? nv::bus::ipc_endpoint(c.runtime_dir + "/clients.sock")
                             : config.str("clients-endpoint");
