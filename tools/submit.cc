@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/client.h"
+#include "common/enum_name.h"
 #include "common/config.h"
 #include "common/frames.h"
 #include "common/interrupt.h"
@@ -96,25 +97,7 @@ std::string language_name(s::Language l) {
   return "unknown";
 }
 
-std::string status_name(s::TaskStatus st) {
-  switch (st) {
-    case s::TaskStatus::COMPLETED:
-      return "completed";
-    case s::TaskStatus::FAILED:
-      return "failed";
-    case s::TaskStatus::MAX_ITERATIONS:
-      return "maxIterations";
-    case s::TaskStatus::TIMED_OUT:
-      return "timedOut";
-    case s::TaskStatus::MODEL_UNREACHABLE:
-      return "modelUnreachable";
-    case s::TaskStatus::CANCELLED:
-      return "cancelled";
-    case s::TaskStatus::UNSET:
-      break;
-  }
-  return "unset";
-}
+std::string status_name(s::TaskStatus st) { return nv::enum_name(st); }
 
 std::string seconds(double ms, int precision = 2) {
   char buf[32];

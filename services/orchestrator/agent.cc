@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/client.h"
+#include "common/enum_name.h"
 #include "common/log.h"
 #include "common/trace_id.h"
 #include "tool_output.h"
@@ -50,25 +51,7 @@ std::string execute_code_schema() {
          R"(results you need"}},"required":["language","code"]})";
 }
 
-std::string status_name(s::TaskStatus status) {
-  switch (status) {
-    case s::TaskStatus::COMPLETED:
-      return "completed";
-    case s::TaskStatus::FAILED:
-      return "failed";
-    case s::TaskStatus::MAX_ITERATIONS:
-      return "maxIterations";
-    case s::TaskStatus::TIMED_OUT:
-      return "timedOut";
-    case s::TaskStatus::MODEL_UNREACHABLE:
-      return "modelUnreachable";
-    case s::TaskStatus::CANCELLED:
-      return "cancelled";
-    case s::TaskStatus::UNSET:
-      break;
-  }
-  return "unset";
-}
+std::string status_name(s::TaskStatus status) { return enum_name(status); }
 
 // ================================================================================= one task
 
