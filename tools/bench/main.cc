@@ -3,6 +3,7 @@
 //   nv-bench bus       broker round trip and throughput vs a raw DEALER<->ROUTER pair
 //   nv-bench vm        VM pool (vm_bench.cc)
 //   nv-bench exec      sandbox executor (exec_bench.cc)
+//   nv-bench output    guest output throughput, big vs small writes (output_bench.cc)
 //   nv-bench agent     agent loop (agent_bench.cc)
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
@@ -27,6 +28,9 @@ int run_vm_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_EXEC_BENCH
 int run_exec_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_OUTPUT_BENCH
+int run_output_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_AGENT_BENCH
 int run_agent_bench(int argc, char** argv);
@@ -56,6 +60,11 @@ const Part kParts[] = {
     {"exec", run_exec_bench, "sandbox executor: code execution round trip"},
 #else
     {"exec", nullptr, "sandbox executor: code execution round trip"},
+#endif
+#ifdef NV_HAVE_OUTPUT_BENCH
+    {"output", run_output_bench, "guest output throughput: one big write vs many small ones"},
+#else
+    {"output", nullptr, "guest output throughput: one big write vs many small ones"},
 #endif
 #ifdef NV_HAVE_AGENT_BENCH
     {"agent", run_agent_bench, "agent loop iterations"},
