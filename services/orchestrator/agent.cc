@@ -363,47 +363,6 @@ std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::st
   return out;
 }
 
-std::string describe_exec_result(s::ExecResult::Reader r, size_t max_chars) {
-  auto text = [](capnp::Data::Reader d) {
-    return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-  };
-  std::string out = text(r.getStdout());
-  std::string err = text(r.getStderr());
-  bool quiet_success = r.getExitCode() == 0 && !r.getTimedOut() && !r.getHostKilled() &&
-                       err.empty() && !r.getTruncated();
-  if (quiet_success) {
-    if (out.empty()) out = "(the program printed nothing and exited with code 0)";
-  } else {
-    std::string s =
-        out.empty() ? std::string() : "stdout:\n" + out + (out.ends_with('\n') ? "" : "\n");
-    if (!err.empty()) s += "stderr:\n" + err + (err.ends_with('\n') ? "" : "\n");
-    if (r.getTimedOut()) {
-      s += "the program was stopped: it ran past its time limit";
-      double ms = r.getDurationMs() > 0 && (r.getWallMs() <= 0 ||
-                                            r.getDurationMs() <= r.getWallMs())
-                      ? r.getDurationMs()
-                      : r.getWallMs();
-      if (ms > 0) s += " (after " + std::to_string(static_cast<long>(ms)) + " ms)";
-      s += "\n";
-    } else if (r.getSignal() != 0) {
-      s += "the program was killed by signal " + std::to_string(r.getSignal()) + "\n";
-    } else {
-      s += "exit code " + std::to_string(r.getExitCode()) + "\n";
-    }
-    if (r.getHostKilled() && r.getNote().size() > 0) {
-      s += std::string("the sandbox stopped it: ") + r.getNote().cStr() + "\n";
-    }
-    if (r.getTruncated()) s += "(output was cut at the sandbox's output cap)\n";
-    out = s;
-  }
-  if (out.size() > max_chars) {
-    size_t cut = out.size() - max_chars;
-    out = out.substr(0, max_chars / 2) + "\n… [" + std::to_string(cut) + " characters cut] …\n" +
-          out.substr(out.size() - max_chars / 2);
-  }
-  return out;
-}
-
 std::string status_name(s::TaskStatus status) {
   switch (status) {
     case s::TaskStatus::COMPLETED: return "completed";

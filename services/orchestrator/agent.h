@@ -50,7 +50,8 @@ struct AgentOptions {
   size_t max_prompt_bytes = 64 * 1024;
   size_t max_calls_per_iteration = 8;                    // more are refused as tool errors
   size_t max_code_bytes = 256 * 1024;
-  size_t max_tool_output_chars = 16 * 1024;              // what the model is shown per call
+  size_t max_tool_output_chars = 16 * 1024;              // program output shown to the model
+                                                         // per call (tool_output.h)
   std::chrono::milliseconds heartbeat{1000};
   bus::Limits limits;
   std::string instance;                                  // "" = host/orchestrator/pid
@@ -84,10 +85,6 @@ struct CodeArgs {
 // execute_code's arguments → language and code, or a message for the model saying what is wrong.
 // Languages: python (py, python3), bash (sh, shell), javascript (js, node).
 std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::string* why);
-
-// What the model is told about a finished execution: stdout alone when the program succeeded
-// quietly, else stdout, stderr and the exit status, cut to `max_chars`.
-std::string describe_exec_result(schema::ExecResult::Reader r, size_t max_chars);
 
 // "completed", "maxIterations", ... (the schema's names).
 std::string status_name(schema::TaskStatus status);
