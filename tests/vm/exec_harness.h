@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -160,6 +161,17 @@ inline std::vector<WorkerInfo> exec_workers(Client& client) {
     out.push_back({s.getInstance(), s.getPid(), s.getCapacity(), s.getInFlight()});
   }
   return out;
+}
+
+// Waits until an "exec" worker is registered with free capacity (the pool has warm VMs).
+inline bool wait_exec_capacity(Client& client, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    auto w = exec_workers(client);
+    if (!w.empty() && w[0].capacity > 0) return true;
+    std::this_thread::sleep_for(250ms);
+  }
+  return false;
 }
 
 // The pid of the executor that published exec.started for `trace_id` (0 when none yet).

@@ -81,12 +81,8 @@ class ExecIo : public ::testing::Test {
     zmq_ = std::make_unique<zmq::context_t>(1);
     client_ = std::make_unique<nv::Client>(
         *zmq_, nv::ClientOptions{nv::bus::ipc_endpoint(rt_->file("clients.sock")), {}, {}, {}});
-    bool ready = nv::test::wait_until(
-        [&] {
-          auto w = nv::test::exec::exec_workers(*client_);
-          return !w.empty() && w[0].capacity > 0;
-        },
-        180s, 250ms);
+    // Generous: the pool's template boots under TCG on a loaded machine first.
+    bool ready = nv::test::exec::wait_exec_capacity(*client_, 300s);
     if (!ready) setup_error_ = "the executor never registered with capacity > 0\n" + logs();
   }
 
