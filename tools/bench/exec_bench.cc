@@ -36,6 +36,7 @@
 #include "bench_stack.h"
 #include "common/client.h"
 #include "common/frames.h"
+#include "common/interrupt.h"
 #include "common/service.h"
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
@@ -131,6 +132,7 @@ int run_exec_bench(int argc, char** argv) {
   };
   // The stack is ready when the executor registered with capacity.
   if (!nv::bench::wait_exec_ready(client, 180s)) {
+    if (nv::interrupt::requested()) return 1;  // main.cc said why and exits 128 + signal
     std::fprintf(stderr, "nv-bench exec: no executor with capacity within 180 s (see %s)\n",
                  (rt + "/stack.log").c_str());
     return 1;

@@ -121,6 +121,7 @@ int run_output_bench(int argc, char** argv) {
   zmq::context_t ctx(1);
   nv::Client client(ctx, {nv::bus::ipc_endpoint(rt + "/clients.sock"), {}, {}, {}});
   if (!nv::bench::wait_exec_ready(client, 180s)) {
+    if (nv::interrupt::requested()) return 1;  // main.cc said why and exits 128 + signal
     std::fprintf(stderr, "nv-bench output: no executor with capacity within 180 s\n");
     return 1;
   }
@@ -140,6 +141,7 @@ int run_output_bench(int argc, char** argv) {
                    kShapes[i].name, s.wall_ms, s.guest_ms, kBytes / 1e3 / s.wall_ms);
     }
   }
+  if (nv::interrupt::requested()) return 1;  // main.cc exits 128 + signal
   std::printf("nv-bench output: %llu bytes per run, medians of %d runs\n",
               static_cast<unsigned long long>(kBytes), runs);
   std::printf("%-18s %10s %10s %10s\n", "shape", "wall ms", "guest ms", "MB/s");
