@@ -322,6 +322,7 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   OutputPump pump(spec, sink, out);
   const auto deadline = start + spec.timeout;
   auto drain_deadline = Clock::time_point::max();
+  auto read_pause_until = Clock::time_point::min();
   size_t stdin_off = 0;
   bool exited = false;
   int status = 0;
@@ -351,7 +352,11 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
       break;
     }
 
+    // A pipe that gave little at the last read is left alone for a moment (see
+    // ExecSpec::small_read_pause); once the program has exited, drain without pauses.
+    const bool pausing = !exited && now < read_pause_until;
     auto wake = pump.next_flush();
+    if (pausing) wake = std::min(wake, read_pause_until);
     if (!exited && !out.timed_out) wake = std::min(wake, deadline);
     if (exited) wake = std::min(wake, drain_deadline);
     if (!exited && killed_at != Clock::time_point::max()) {
@@ -366,8 +371,8 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
     pollfd fds[4];
     int n = 0;
     int i_out = -1, i_err = -1, i_in = -1, i_pid = -1;
-    if (out_r.valid()) fds[i_out = n++] = {out_r.get(), POLLIN, 0};
-    if (err_r.valid()) fds[i_err = n++] = {err_r.get(), POLLIN, 0};
+    if (out_r.valid() && !pausing) fds[i_out = n++] = {out_r.get(), POLLIN, 0};
+    if (err_r.valid() && !pausing) fds[i_err = n++] = {err_r.get(), POLLIN, 0};
     if (in_w.valid()) fds[i_in = n++] = {in_w.get(), POLLOUT, 0};
     if (!exited) fds[i_pid = n++] = {pidfd.get(), POLLIN, 0};
     int r = ::poll(fds, static_cast<nfds_t>(n), timeout_ms);
@@ -383,6 +388,9 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
         ssize_t k = ::read(fd->get(), buf.data(), buf.size());
         if (k > 0) {
           pump.add(stream, buf.data(), static_cast<size_t>(k));
+          if (static_cast<size_t>(k) < spec.small_read_bytes) {
+            read_pause_until = Clock::now() + spec.small_read_pause;
+          }
         } else if (k == 0 || (errno != EAGAIN && errno != EINTR)) {
           fd->reset();  // EOF: every writer of this pipe is gone
         }

@@ -9,7 +9,9 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -41,6 +43,9 @@ struct ExecOutcome {
   int exit_code = -1, signal = 0;
   bool timed_out = false, truncated = false, host_killed = false;
   std::string out, err, vm_id, note;
+  std::string out_tail, err_tail;  // ExecResult.stdoutTail / stderrTail
+  // The ExecResult itself (getRoot<schema::ExecResult>()), for code that renders it.
+  std::shared_ptr<capnp::MallocMessageBuilder> result;
   uint64_t out_bytes = 0, err_bytes = 0;
   double wall_ms = 0;
   std::vector<std::pair<std::string, std::string>> files;  // path, data (found only)
@@ -122,6 +127,10 @@ inline ExecOutcome run_exec(Client& client, schema::Language language, const std
     out.host_killed = res->getHostKilled();
     out.out = as_string(res->getStdout());
     out.err = as_string(res->getStderr());
+    out.out_tail = as_string(res->getStdoutTail());
+    out.err_tail = as_string(res->getStderrTail());
+    out.result = std::make_shared<capnp::MallocMessageBuilder>();
+    out.result->setRoot(res.value());
     out.vm_id = res->getVmId();
     out.note = res->getNote();
     out.out_bytes = res->getStdoutBytes();
@@ -152,6 +161,17 @@ inline std::vector<WorkerInfo> exec_workers(Client& client) {
     out.push_back({s.getInstance(), s.getPid(), s.getCapacity(), s.getInFlight()});
   }
   return out;
+}
+
+// Waits until an "exec" worker is registered with free capacity (the pool has warm VMs).
+inline bool wait_exec_capacity(Client& client, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    auto w = exec_workers(client);
+    if (!w.empty() && w[0].capacity > 0) return true;
+    std::this_thread::sleep_for(250ms);
+  }
+  return false;
 }
 
 // The pid of the executor that published exec.started for `trace_id` (0 when none yet).

@@ -33,8 +33,10 @@
 #include <thread>
 #include <vector>
 
+#include "bench_stack.h"
 #include "common/client.h"
 #include "common/frames.h"
+#include "common/interrupt.h"
 #include "common/service.h"
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
@@ -73,41 +75,6 @@ double pct(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
-pid_t spawn(const std::string& bin, const std::vector<std::string>& args, const std::string& rt,
-            const std::string& log) {
-  pid_t pid = fork();
-  if (pid != 0) return pid;
-  setenv("NV_RUNTIME_DIR", rt.c_str(), 1);
-  FILE* f = std::freopen(log.c_str(), "a", stderr);
-  (void)f;
-  std::vector<char*> argv{const_cast<char*>(bin.c_str())};
-  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  execv(bin.c_str(), argv.data());
-  std::fprintf(stderr, "execv(%s): %s\n", bin.c_str(), std::strerror(errno));
-  _exit(127);
-}
-
-// The stack this bench started (none in attach mode).
-struct OwnStack {
-  std::vector<pid_t> pids;  // executor, pool, orchestrator order for shutdown
-  std::string dir;
-  ~OwnStack() {
-    for (pid_t p : pids) {
-      ::kill(p, SIGTERM);
-      for (int i = 0; i < 200 && waitpid(p, nullptr, WNOHANG) == 0; ++i) {
-        std::this_thread::sleep_for(50ms);
-      }
-      ::kill(p, SIGKILL);
-      waitpid(p, nullptr, 0);
-    }
-    if (!dir.empty()) {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  }
-};
-
 bool parse(int argc, char** argv, BenchArgs* a) {
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
@@ -140,41 +107,10 @@ bool parse(int argc, char** argv, BenchArgs* a) {
 int run_exec_bench(int argc, char** argv) {
   BenchArgs a;
   if (!parse(argc, argv, &a)) return 2;
-  OwnStack own;
-  std::string rt = a.runtime_dir;
-  if (rt.empty()) {
-    fs::path bin_dir = fs::read_symlink("/proc/self/exe").parent_path();
-    fs::path build =
-        std::getenv("NV_BUILD_DIR") ? fs::path(std::getenv("NV_BUILD_DIR")) : bin_dir.parent_path();
-    if (a.kernel.empty()) a.kernel = (build / "guest/vmlinux").string();
-    if (a.rootfs.empty()) a.rootfs = (build / "guest/rootfs.ext4").string();
-    for (auto& p : {a.kernel, a.rootfs}) {
-      if (!fs::exists(p)) {
-        std::fprintf(stderr,
-                     "nv-bench exec: %s missing (guest/build.sh, or --kernel/--rootfs, "
-                     "or --runtime-dir of a running stack)\n",
-                     p.c_str());
-        return 1;
-      }
-    }
-    char tmpl[] = "/tmp/nv-exec-bench-XXXXXX";
-    if (!mkdtemp(tmpl)) {
-      std::perror("mkdtemp");
-      return 1;
-    }
-    rt = own.dir = tmpl;
-    std::string log = rt + "/stack.log";
-    pid_t orch = spawn((bin_dir / "nv-orchestrator").string(), {}, rt, log);
-    pid_t pool = spawn(
-        (bin_dir / "nv-vm-pool-manager").string(),
-        {"--kernel", a.kernel, "--rootfs", a.rootfs, "--size", "small", "--warm", "2", "--max", "3",
-         "--accel", a.accel, "--no-require-egress"},  // the bench's stack runs no sentinel
-        rt, log);
-    pid_t exec = spawn((bin_dir / "nv-sandbox-executor").string(), {}, rt, log);
-    own.pids = {exec, pool, orch};
-    std::fprintf(stderr, "nv-bench exec: started a stack in %s (logs: %s)\n", rt.c_str(),
-                 log.c_str());
-  }
+  nv::bench::OwnStack own;
+  std::string rt =
+      nv::bench::start_exec_stack("exec", own, a.runtime_dir, a.kernel, a.rootfs, a.accel);
+  if (rt.empty()) return 1;
 
   zmq::context_t ctx(1);
   nv::Client client(ctx,
@@ -195,19 +131,8 @@ int run_exec_bench(int argc, char** argv) {
     return false;
   };
   // The stack is ready when the executor registered with capacity.
-  auto ready_end = Clock::now() + 180s;
-  bool ready = false;
-  while (!ready && Clock::now() < ready_end) {
-    auto r = client.call("nv.status", nullptr, 2000ms);
-    if (r) {
-      auto body = r->body.root<nv::schema::StatusReply>();
-      if (body) {
-        for (auto s : body->getServices()) ready |= s.getService() == "exec" && s.getCapacity();
-      }
-    }
-    if (!ready) std::this_thread::sleep_for(250ms);
-  }
-  if (!ready) {
+  if (!nv::bench::wait_exec_ready(client, 180s)) {
+    if (nv::interrupt::requested()) return 1;  // main.cc said why and exits 128 + signal
     std::fprintf(stderr, "nv-bench exec: no executor with capacity within 180 s (see %s)\n",
                  (rt + "/stack.log").c_str());
     return 1;

@@ -3,6 +3,7 @@
 //   nv-bench bus       broker round trip and throughput vs a raw DEALER<->ROUTER pair
 //   nv-bench vm        VM pool (vm_bench.cc)
 //   nv-bench exec      sandbox executor (exec_bench.cc)
+//   nv-bench output    guest output throughput, big vs small writes (output_bench.cc)
 //   nv-bench agent     agent loop (agent_bench.cc)
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
 //   nv-bench load      N concurrent executions through a running stack (load_bench.cc)
@@ -29,6 +30,9 @@ int run_vm_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_EXEC_BENCH
 int run_exec_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_OUTPUT_BENCH
+int run_output_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_AGENT_BENCH
 int run_agent_bench(int argc, char** argv);
@@ -60,6 +64,11 @@ const Part kParts[] = {
 #else
     {"exec", nullptr, "sandbox executor: code execution round trip"},
 #endif
+#ifdef NV_HAVE_OUTPUT_BENCH
+    {"output", run_output_bench, "guest output throughput: one big write vs many small ones"},
+#else
+    {"output", nullptr, "guest output throughput: one big write vs many small ones"},
+#endif
 #ifdef NV_HAVE_AGENT_BENCH
     {"agent", run_agent_bench, "agent loop iterations"},
 #else
@@ -75,13 +84,21 @@ const Part kParts[] = {
 // Ctrl-C / SIGTERM: SIGINT and SIGTERM are blocked in every thread and taken by one thread
 // here. It sets the interrupt flag (a bench's nv::Client::call then cancels its request
 // upstream), stops the stack the bench started (its child processes get SIGTERM, so VMs are
-// released and sockets removed), waits for them (10 s, then SIGKILL) and exits 128 + signal
-// with one line saying what was cancelled.
+// released and sockets removed), waits for them (10 s, then SIGKILL); the bench then returns
+// and nv-bench exits 128 + signal (130, 143), after one line saying what was cancelled.
 std::vector<pid_t> children() {
   std::vector<pid_t> out;
   std::ifstream list("/proc/self/task/" + std::to_string(::getpid()) + "/children");
   for (pid_t p; list >> p;) out.push_back(p);
   return out;
+}
+
+// Alive and not yet a zombie (its parent, the bench, may not have reaped it).
+bool running(pid_t p) {
+  std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+  std::string pid, comm, state;
+  if (!(stat >> pid >> comm >> state)) return false;
+  return state != "Z";
 }
 
 void watch_signals(const char* part, sigset_t set) {
@@ -92,16 +109,21 @@ void watch_signals(const char* part, sigset_t set) {
                "\nnv-bench %s: %s: benchmark cancelled; stopping the processes it "
                "started\n",
                part, nv::interrupt::signal_name(sig).c_str());
+  // The bench sees the flag (its nv::Client calls return `cancelled`) and returns, stopping
+  // the stack it started and removing its temp dirs; main() then exits 128 + signal. A bench
+  // that does not look within 3 s has its child processes stopped here instead.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
   auto kids = children();
   for (pid_t p : kids) ::kill(p, SIGTERM);
   auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (pid_t p : kids) {
-    while (::waitpid(p, nullptr, WNOHANG) == 0 && std::chrono::steady_clock::now() < end) {
+    while (running(p) && std::chrono::steady_clock::now() < end) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    ::kill(p, SIGKILL);
-    ::waitpid(p, nullptr, WNOHANG);
+    if (running(p)) ::kill(p, SIGKILL);
   }
+  // Let the bench finish its own clean-up (it exits the process when done), within reason.
+  std::this_thread::sleep_for(std::chrono::seconds(10));
   std::fflush(stdout);
   ::_exit(128 + sig);
 }
@@ -133,9 +155,14 @@ int main(int argc, char** argv) {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    // An inherited SIG_IGN (a shell's background job) would discard the signal before sigwait
+    // sees it: take both back to the default first, like the other clients' handlers do.
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before any thread: all inherit the mask
     std::thread(watch_signals, p.name, set).detach();
-    return p.run(argc - 1, argv + 1);
+    int rc = p.run(argc - 1, argv + 1);
+    return nv::interrupt::requested() ? nv::interrupt::exit_code() : rc;
   }
   std::fprintf(stderr, "nv-bench: unknown subcommand '%s'\n\n", argv[1]);
   usage(stderr);
