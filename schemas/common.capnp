@@ -80,6 +80,11 @@ struct Error {
                             # retried with backoff, other tiers serve); retryable
     egressUnenforced @27;   # no VM has its egress enforcement attached (fail-closed leasing:
                             # the sentinel is down or could not attach); retryable
+    unknownSandbox @28;     # no such sandbox for this owner (another owner's id reads the same)
+    sandboxLimit @29;       # the owner's limit of live sandboxes or memory is reached
+    sandboxState @30;       # the operation does not fit the sandbox's state (paused, starting)
+    unknownSnapshot @31;    # no such snapshot for this owner
+    notFound @32;           # a file, directory or process inside the sandbox does not exist
   }
   queueLength @4 :UInt32;       # overloaded: requests waiting ahead of this one
   estimatedWaitMs @5 :UInt32;   # overloaded: the broker's estimate of the wait for a worker

@@ -5,7 +5,7 @@
 # same two frames out on its XPUB socket; subscribers filter by topic prefix ("vm.", "security.").
 # Topics: service.started service.stopping vm.booted vm.acquired vm.released vm.failed vm.stats
 #   pool.status exec.started exec.finished llm.call task.started task.iteration task.finished
-#   security.alert sentinel.status sentinel.syscalls broker.status
+#   security.alert sentinel.status sentinel.syscalls broker.status sandbox.* (SandboxEvent)
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");
@@ -150,6 +150,19 @@ struct BrokerStatus {
   queued @3 :UInt32;
 }
 
+struct SandboxEvent {
+  # Topics sandbox.created sandbox.destroyed sandbox.reaped sandbox.forked sandbox.paused
+  # sandbox.resumed sandbox.snapshot: one per change of a sandbox that lives (sandbox.capnp).
+  sandboxId @0 :Text;
+  owner @1 :Text;
+  vmId @2 :Text;
+  reason @3 :Text;              # reaped: "lifetime ended" | "idle for <n> ms" | "vm lost: <why>";
+                                # destroyed: who asked; snapshot: the snapshot's name
+  parentId @4 :Text;            # forked: the sandbox it was forked from
+  durationMs @5 :Float64;       # the operation's wall time (create, fork, pause, resume)
+  tier @6 :Common.SizeTier;
+}
+
 struct Event {
   version @0 :UInt16;
   id @1 :Text;                  # UUID v7, unique per event
@@ -180,5 +193,6 @@ struct Event {
     sentinelStatus @25 :SentinelStatus;
     syscallCounts @26 :SyscallCounts;
     brokerStatus @27 :BrokerStatus;
+    sandbox @28 :SandboxEvent;
   }
 }

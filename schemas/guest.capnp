@@ -11,6 +11,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");
 using Common = import "common.capnp";
 using Exec = import "exec.capnp";
+using Sandbox = import "sandbox.capnp";
 
 struct GuestExec {
   id @0 :UInt32;                # chosen by the host; echoed in chunks and the result
@@ -25,6 +26,74 @@ struct GuestExec {
   tailBytes @9 :UInt32;         # per stream: the last bytes kept beyond outputCapBytes and sent
                                 # in GuestResult.stdoutTail/stderrTail; 0 = 64 KiB, at most
                                 # 256 KiB (kMaxTailBytes: both tails fit one guest frame)
+  context @10 :Text;            # sandboxes: "" = a new process; else run `code` in the named
+                                # persistent interpreter (python or javascript), made on first
+                                # use; its stdout/stderr stream as chunks; timeout kills and
+                                # forgets the context
+  keepBackground @11 :Bool;     # sandboxes: processes the program leaves behind keep running
+                                # when it ends (their output is drained and dropped); false =
+                                # the whole process group is killed at the end (one-shot exec)
+  background @12 :Bool;         # answer GuestResult at once after the start (exitCode -1) and
+                                # let the program run on (implies keepBackground)
+}
+
+# Sandbox file and process operations (guest agent 0.2). Paths are absolute and resolved by the
+# agent; writes only below its writable roots (/tmp, /home/agent). Each request is answered by
+# one GuestMessage (fileChunk for reads, possibly several; entries; processes; ack) or an error
+# (Common.Error: notFound, badRequest with the errno text).
+
+struct FileWriteChunk {
+  path @0 :Text;
+  data @1 :Data;                # at most 4 MiB per frame; the host sends a file as a sequence
+  mode @2 :UInt32;              # first chunk: permission bits; 0 = 0644
+  first @3 :Bool;               # opens a temp file next to `path` (or, with append, path itself)
+  last @4 :Bool;                # closes it and renames the temp file over `path` (atomic)
+  append @5 :Bool;
+}
+
+struct FileReadRange {
+  path @0 :Text;
+  offset @1 :UInt64;
+  length @2 :UInt64;            # 0 = to the end; the agent answers in fileChunk frames of at most
+                                # 512 KiB each, the last with eof or done set
+}
+
+struct FileReadChunk {
+  path @0 :Text;
+  offset @1 :UInt64;            # of this chunk's first byte in the file
+  data @2 :Data;
+  size @3 :UInt64;              # the file's size when it was opened
+  done @4 :Bool;                # the last chunk of this answer
+}
+
+enum FileOpKind {
+  unset @0;
+  stat @1;
+  list @2;
+  remove @3;
+  mkdir @4;
+}
+
+struct FileOp {
+  kind @0 :FileOpKind;
+  path @1 :Text;
+  recursive @2 :Bool;           # list: subdirectories too (at most 10,000 entries);
+                                # remove: a whole tree; mkdir: parents too
+}
+
+struct SignalRequest {
+  pid @0 :Int32;
+  signal @1 :Int32;
+}
+
+struct ContextReset {
+  context @0 :Text;
+  language @1 :Common.Language;
+}
+
+struct Ack {
+  what @0 :Text;                # the request it answers ("write", "remove", "signal", ...)
+  entry @1 :Sandbox.FileEntry;  # write, mkdir: the path's entry afterwards
 }
 
 struct Reseed {
@@ -44,6 +113,13 @@ struct HostMessage {
                                 # cannot always see a quick disconnect + reconnect)
     shutdown @5 :Void;          # sync and power off
     reseed @6 :Reseed;
+    writeChunk @7 :FileWriteChunk;  # answered by ack (after `last`, or an error at any chunk)
+    readRange @8 :FileReadRange;    # answered by fileChunk frames
+    fileOp @9 :FileOp;              # answered by entries (stat, list) or ack (remove, mkdir)
+    listProcesses @10 :Void;        # answered by processes
+    signal @11 :SignalRequest;      # answered by ack
+    resetContext @12 :ContextReset; # answered by ack (the interpreter is killed; the next exec
+                                    # with that name starts a fresh one)
   }
 }
 
@@ -91,5 +167,9 @@ struct GuestMessage {
     fileData @5 :Exec.FileData; # answer to getFile, and to putFile (found = written)
     error @6 :Common.Error;     # a request the agent could not parse or serve
     reseeded @7 :Identity;      # answer to reseed
+    fileChunk @8 :FileReadChunk;
+    entries @9 :List(Sandbox.FileEntry);
+    processes @10 :List(Sandbox.ProcessInfo);
+    ack @11 :Ack;
   }
 }
