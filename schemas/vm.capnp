@@ -74,7 +74,7 @@ struct ExtendRequest {
   leaseMs @3 :UInt32;           # the lease now ends this long from now (bounded as at lease)
 }
 
-struct ForkRequest {
+struct VmForkRequest {
   version @0 :UInt16;
   traceId @1 :Text;
   vmId @2 :Text;                # a running sandbox lease; it keeps running
@@ -83,7 +83,7 @@ struct ForkRequest {
   sandboxIds @5 :List(Text);    # one per fork (registry, events)
 }
 
-struct ForkReply {
+struct VmForkReply {
   version @0 :UInt16;
   leases @1 :List(Lease);       # `count` new running VMs: the parent's RAM as a sealed template
                                 # mapped copy-on-write, reseeded (entropy, clock, id)
@@ -91,7 +91,7 @@ struct ForkReply {
   forkMs @3 :Float64;           # the whole request
 }
 
-struct SnapshotRequest {
+struct VmSnapshotRequest {
   version @0 :UInt16;
   traceId @1 :Text;
   vmId @2 :Text;                # vm.snapshot: a running sandbox lease (it keeps running);
@@ -100,7 +100,7 @@ struct SnapshotRequest {
   owner @4 :Text;
 }
 
-struct Snapshot {
+struct VmSnapshot {
   name @0 :Text;
   owner @1 :Text;
   tier @2 :Common.SizeTier;
@@ -111,9 +111,9 @@ struct Snapshot {
   stateBytes @7 :UInt64;        # device state on disk
 }
 
-struct SnapshotList {
+struct VmSnapshotList {
   version @0 :UInt16;
-  snapshots @1 :List(Snapshot);  # vm.snapshot: one; vm.snapshots: the owner's ("" = all);
+  snapshots @1 :List(VmSnapshot);  # vm.snapshot: one; vm.snapshots: the owner's ("" = all);
                                  # vm.snapshot.delete: the deleted one
 }
 

@@ -55,6 +55,14 @@ const char* which_name(GuestMessage::Which w) {
       return "error";
     case GuestMessage::RESEEDED:
       return "reseeded";
+    case GuestMessage::FILE_CHUNK:
+      return "fileChunk";
+    case GuestMessage::ENTRIES:
+      return "entries";
+    case GuestMessage::PROCESSES:
+      return "processes";
+    case GuestMessage::ACK:
+      return "ack";
   }
   return "unknown";
 }
