@@ -33,6 +33,7 @@
 
 #include <nv/schema/common.capnp.h>
 #include <nv/schema/exec.capnp.h>
+#include <nv/schema/sandbox.capnp.h>
 
 #include "guest/protocol/frame.h"  // kMaxChunkBytes, kDefaultGuestFrameCap for callers
 #include "services/common/token_bucket.h"
@@ -64,6 +65,9 @@ const char* to_string(ChannelErrc c);
 struct ChannelError {
   ChannelErrc code = ChannelErrc::ok;
   std::string message;  // what happened and what to do, for logs and users
+  // guest_error: the common.capnp Error.Code the agent answered with (e.g. NOT_FOUND for a
+  // missing file, BAD_REQUEST for a path outside the writable roots); UNSET otherwise.
+  schema::Error::Code guest_code = schema::Error::Code::UNSET;
 
   bool ok() const { return code == ChannelErrc::ok; }
   explicit operator bool() const { return !ok(); }  // true when there is an error
@@ -116,6 +120,38 @@ struct ExecSpec {
   std::string trace_id;           // NEUROVISOR_TRACE_ID
   std::string cwd;                // "" = /tmp
   uint32_t tail_bytes = 0;        // per stream, kept past the cap; 0 = 64 KiB, max 256 KiB
+  // Sandboxes (GuestExec.context / keepBackground / background in guest.capnp):
+  std::string context;           // "" = a new process; else the named persistent interpreter
+  bool keep_background = false;  // processes the program leaves behind keep running
+  bool background = false;       // answer right after the start; the program runs on
+};
+
+// One file system entry inside the guest (sandbox.capnp FileEntry).
+struct FileEntryInfo {
+  std::string path;  // absolute
+  schema::FileType type = schema::FileType::UNSET;
+  uint64_t size = 0;  // bytes
+  uint32_t mode = 0;  // st_mode & 07777
+  int64_t mtime_unix_ms = 0;
+  std::string link_target;  // symlinks: where it points (not followed)
+};
+
+// A byte range of a guest file (sandbox.capnp FileReadReply).
+struct FileRange {
+  std::string data;
+  uint64_t offset = 0;  // of data's first byte
+  uint64_t size = 0;    // the whole file's size
+  bool eof = false;     // offset + data.size() == size
+};
+
+// One guest process (sandbox.capnp ProcessInfo).
+struct ProcessEntry {
+  int32_t pid = 0, ppid = 0;
+  std::string command;  // cmdline, NULs as spaces
+  std::string state;    // R S D Z T ...
+  uint64_t rss_bytes = 0;
+  int64_t started_unix_ms = 0;
+  std::string context;  // the code context it serves, "" if none
 };
 
 struct ExecOutcome {
@@ -180,6 +216,29 @@ class GuestChannel {
   // Mixes entropy into the guest RNG, sets its clock (unix_time_ns > 0) and identity.
   Result<Identity> reseed(std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
                           Deadline deadline);
+  // --- Sandbox operations (guest agent 0.2; guest/host/guest_sandbox.cc). A missing path or
+  // process is guest_error with guest_code NOT_FOUND; a path outside the agent's writable roots
+  // or a bad argument is guest_error with BAD_REQUEST. These do not close the channel.
+  //
+  // Writes `data` to `path` (sent in frames of at most 4 MiB): replaced atomically (temp file +
+  // rename in the guest), or appended. Returns the entry afterwards.
+  Result<FileEntryInfo> write_file(const std::string& path, std::string_view data, uint32_t mode,
+                                   bool append, Deadline deadline);
+  // Reads [offset, offset + length) of `path` (length 0 = to the end); more than max_bytes is
+  // bad_argument before anything is sent.
+  Result<FileRange> read_file(const std::string& path, uint64_t offset, uint64_t length,
+                              uint64_t max_bytes, Deadline deadline);
+  Result<FileEntryInfo> stat(const std::string& path, Deadline deadline);
+  // A directory's entries (recursive: the whole tree, at most 10,000 entries).
+  Result<std::vector<FileEntryInfo>> list_dir(const std::string& path, bool recursive,
+                                              Deadline deadline);
+  ChannelError remove(const std::string& path, bool recursive, Deadline deadline);
+  Result<FileEntryInfo> make_dir(const std::string& path, bool parents, Deadline deadline);
+  Result<std::vector<ProcessEntry>> processes(Deadline deadline);
+  ChannelError signal(int32_t pid, int32_t signo, Deadline deadline);
+  // Kills the named context's interpreter; the next exec with that name starts a fresh one.
+  ChannelError reset_context(const std::string& name, schema::Language language, Deadline deadline);
+
   // Asks the agent to power off and waits for the stream to close (the VMM exiting).
   ChannelError shutdown(Deadline deadline);
 
