@@ -22,6 +22,9 @@ struct ToolCallInfo {
   language @0 :Common.Language;
   code @1 :Text;
   callId @2 :Text;
+  tool @3 :Text;                # the tool: "execute_code" ("" from older orchestrators),
+                                # "write_file" (code = the content) or "read_file" (code = "")
+  path @4 :Text;                # write_file, read_file: the absolute path in the sandbox
 }
 
 struct TaskProgress {
@@ -41,6 +44,8 @@ struct TaskProgress {
                                 # never executed, never parsed for calls, never the answer
     notice @11 :Text;           # the agent says what it does about an odd reply, e.g. "the reply
                                 # was cut at the token limit (finish_reason length); asking again"
+    toolResult @12 :Text;       # what write_file or read_file answered the model (execute_code's
+                                # results come as output and execResult)
   }
 }
 

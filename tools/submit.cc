@@ -158,10 +158,18 @@ class View {
         break;
       case s::TaskProgress::TOOL_CALL: {
         auto t = p.getToolCall();
-        std::cout << "⚙ execute_code (" << language_name(t.getLanguage()) << ")\n";
-        print_block(text(t.getCode()), "│ ");
+        std::string tool = t.getTool().size() ? text(t.getTool()) : "execute_code";
+        if (tool == "execute_code") {
+          std::cout << "⚙ execute_code (" << language_name(t.getLanguage()) << ")\n";
+        } else {
+          std::cout << "⚙ " << tool << " " << text(t.getPath()) << "\n";
+        }
+        if (t.getCode().size() > 0) print_block(text(t.getCode()), "│ ");
         break;
       }
+      case s::TaskProgress::TOOL_RESULT:
+        print_block(text(p.getToolResult()), "  → ");
+        break;
       case s::TaskProgress::OUTPUT: {
         auto c = p.getOutput();
         if (c.getStream() == s::Stream::STATUS) {
@@ -282,6 +290,14 @@ class View {
         put(w, "language", language_name(p.getToolCall().getLanguage()));
         put(w, "code", text(p.getToolCall().getCode()));
         put(w, "callId", text(p.getToolCall().getCallId()));
+        put(w, "tool",
+            p.getToolCall().getTool().size() ? text(p.getToolCall().getTool())
+                                             : std::string("execute_code"));
+        put(w, "path", text(p.getToolCall().getPath()));
+        break;
+      case s::TaskProgress::TOOL_RESULT:
+        put(w, "kind", "toolResult");
+        put(w, "text", text(p.getToolResult()));
         break;
       case s::TaskProgress::OUTPUT: {
         auto c = p.getOutput();

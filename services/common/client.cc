@@ -112,6 +112,11 @@ Result<Client::Incoming> Client::call(const std::string& service, capnp::Message
                                                   ": the request to '" + service +
                                                   "' was cancelled");
     }
+    if (cancel_check_ && cancel_check_()) {
+      cancel(id, service);
+      return make_error(ErrorCode::CANCELLED,
+                        "the request to '" + service + "' was cancelled by its caller");
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
     if (left.count() <= 0) {
       cancel(id, service);
@@ -121,7 +126,7 @@ Result<Client::Incoming> Client::call(const std::string& service, capnp::Message
                             " ms; is the orchestrator running (nv status)?",
                         true);
     }
-    auto in = receive(left);
+    auto in = receive(cancel_check_ ? std::min(left, std::chrono::milliseconds(100)) : left);
     if (!in) continue;
     if (in->header.request_id != id) continue;  // a late answer to an earlier request
     if (in->header.kind == bus::Kind::PARTIAL) {

@@ -72,13 +72,18 @@ class Client {
   // Sends and waits for the final answer, handing partials to `on_partial`. A reply returns its
   // body; an error answer, a malformed answer or the deadline (+1 s grace) returns an Error.
   // In a process that installed interrupt.h, SIGINT/SIGTERM cancel the request upstream and
-  // return `cancelled` at once.
+  // return `cancelled` at once; so does the cancel check (set_cancel_check) returning true.
   using PartialFn = std::function<void(Incoming&)>;
   Result<Incoming> call(const std::string& service, capnp::MessageBuilder* body,
                         std::chrono::milliseconds deadline, const PartialFn& on_partial = {},
                         const std::string& trace_id = {});
 
   zmq::socket_t& socket() { return socket_; }
+
+  // Polled (every 100 ms at most) while call() waits: when it returns true the request is
+  // cancelled upstream and call() returns `cancelled` at once. For callers that end a wait for
+  // reasons of their own (the agent: its task was cancelled). Empty = never.
+  void set_cancel_check(std::function<bool()> check) { cancel_check_ = std::move(check); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -98,6 +103,7 @@ class Client {
   Clock::time_point last_heard_{}, next_heartbeat_{};
   std::chrono::milliseconds broker_interval_{0};  // from the broker's heartbeats
   std::shared_ptr<ConnectionWatch> watch_;        // connect/disconnect events of socket_
+  std::function<bool()> cancel_check_;
 };
 
 }  // namespace nv

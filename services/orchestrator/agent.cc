@@ -15,6 +15,9 @@
 #include "common/enum_name.h"
 #include "common/log.h"
 #include "common/trace_id.h"
+#include "agent_sandbox.h"
+#include "agent_tools.h"
+#include "common/sandbox_route.h"
 #include "tool_output.h"
 
 namespace nv::agent {
@@ -24,32 +27,6 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // =============================================================================== pure pieces
-
-std::string system_prompt() {
-  return "You are NeuroVisor's coding agent. You solve the user's task by writing and running "
-         "code.\n"
-         "You have one tool, execute_code(language, code): it runs the code in a fresh, "
-         "isolated microVM (python, bash or javascript; no network) and returns the program's "
-         "real stdout, stderr and exit status. Nothing persists between calls.\n"
-         "Rules:\n"
-         "- When a result needs computing, call execute_code instead of guessing; print what "
-         "you need to see.\n"
-         "- Read the tool result before you answer. If the code failed, fix it and run it "
-         "again.\n"
-         "- When you have the answer, reply with the final answer in plain text and call no "
-         "tool.\n"
-         "- If you cannot call tools natively, write the call as JSON in a ```json block: "
-         "{\"name\": \"execute_code\", \"arguments\": {\"language\": \"python\", \"code\": "
-         "\"print(1)\"}}\n";
-}
-
-std::string execute_code_schema() {
-  return R"({"type":"object","properties":{)"
-         R"("language":{"type":"string","enum":["python","bash","javascript"],)"
-         R"("description":"the language of the code"},)"
-         R"("code":{"type":"string","description":"the complete program to run; print the )"
-         R"(results you need"}},"required":["language","code"]})";
-}
 
 std::string status_name(s::TaskStatus status) { return enum_name(status); }
 
@@ -105,10 +82,20 @@ struct Agent::Task {
   double first_token_ms = 0;       // of the task's first LLM call (0 = nothing streamed)
   std::set<std::string> call_ids;  // every tool-call id given in this task
 
+  // Sandbox mode (agent_tools.h): one sandbox for the task, made at its first tool call.
+  bool persistent = true;
+  std::optional<TaskSandbox> sandbox;
+  bool closing =
+      false;  // the task ended: its last calls (destroying the sandbox) are not cancelled
+
   Task(Agent& a, std::shared_ptr<Request> r)
       : agent(a),
         req(std::move(r)),
-        client(a.ctx_, ClientOptions{a.options_.clients_endpoint, {}, {}, a.options_.limits}) {}
+        client(a.ctx_, ClientOptions{a.options_.clients_endpoint, {}, {}, a.options_.limits}) {
+    // A call waiting when the task is cancelled or the service stops is cancelled upstream
+    // (what it holds is released) and returns at once.
+    client.set_cancel_check([this] { return !closing && (req->cancelled() || stopping()); });
+  }
 
   milliseconds left() const {
     return std::max(milliseconds(0),
@@ -215,12 +202,13 @@ struct Agent::Task {
       b.setToolName(m.tool_name);
       b.setThinking(m.thinking);
     }
-    auto tools = c.initTools(1);
-    tools[0].setName("execute_code");
-    tools[0].setDescription(
-        "Run a program in a fresh isolated microVM and return its stdout, stderr and exit "
-        "status. Languages: python, bash, javascript. No network; nothing persists.");
-    tools[0].setParametersJson(execute_code_schema());
+    auto specs = tool_specs(persistent);
+    auto tools = c.initTools(static_cast<unsigned>(specs.size()));
+    for (unsigned i = 0; i < specs.size(); ++i) {
+      tools[i].setName(specs[i].name);
+      tools[i].setDescription(specs[i].description);
+      tools[i].setParametersJson(specs[i].parameters_json);
+    }
   }
 
   // Ends the task after a failed LLM call, with the status and error that say what happened.
@@ -253,21 +241,127 @@ struct Agent::Task {
 
   // --- the exec side ------------------------------------------------------------------------
 
-  // Tells the client and the model that a call could not run.
-  std::string tool_error(const Error& e) {
+  // Tells the client and the model that a call could not run; `what` says which ("the code
+  // did not run", "the file was not written", ...).
+  std::string tool_error(const Error& e, const std::string& what = "the code did not run") {
     progress([&](s::TaskProgress::Builder p) { e.to_capnp(p.initToolError()); });
     log::warn("tool call could not run", {{"code", code_name(e.code)}, {"error", e.message}});
-    return "error: the code did not run: " + e.message;
+    return "error: " + what + ": " + e.message;
   }
 
-  // Runs one execute_code call; returns the tool message for the model.
-  std::string run_call(const Call& call) {
-    const auto& o = agent.options_;
-    if (call.name != "execute_code") {
-      return tool_error(make_error(ErrorCode::BAD_REQUEST,
-                                   "there is no tool named \"" + call.name +
-                                       "\"; the only tool is execute_code(language, code)"));
+  // Sandbox mode unless --fresh-vm-per-call, or no executor serves sandboxes (then the task
+  // runs as with --fresh-vm-per-call, and a notice says so).
+  void choose_mode() {
+    persistent = !agent.options_.fresh_vm_per_call;
+    if (persistent && !registered(std::string(kSandboxService))) {
+      persistent = false;
+      progress([](s::TaskProgress::Builder p) {
+        p.setNotice(
+            "no executor serves sandboxes (service \"sandbox\"): each execute_code runs in a "
+            "fresh VM and nothing persists between calls");
+      });
     }
+  }
+
+  // After an `overloaded` answer (the broker's admission control: the executors are busy right
+  // now): waits the broker's estimate (0.2–5 s) while the task's deadline allows; *budget
+  // becomes the next attempt's. False when the task should not try again.
+  bool wait_overloaded(const Error& e, milliseconds* budget) {
+    const auto& o = agent.options_;
+    auto wait =
+        std::clamp(milliseconds(e.estimated_wait_ms), milliseconds(200), milliseconds(5000));
+    *budget = std::min(left() - wait, o.exec_timeout + o.exec_slack);
+    if (*budget < milliseconds(500) || req->cancelled() || stopping()) return false;
+    progress([&](s::TaskProgress::Builder p) {
+      p.setNotice("the code executors are busy (" + std::to_string(e.queue_length) +
+                  " queued): waiting " + std::to_string(wait.count()) + " ms");
+    });
+    for (auto until = Clock::now() + wait; Clock::now() < until && !req->cancelled();) {
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return !req->cancelled() && !stopping();
+  }
+
+  // The time a tool call may take, or an error when the deadline leaves too little.
+  Result<milliseconds> call_budget() {
+    const auto& o = agent.options_;
+    auto budget = std::min(left(), o.exec_timeout + o.exec_slack);
+    if (budget < milliseconds(500)) {
+      return make_error(ErrorCode::TIMED_OUT, "the task deadline leaves no time to run code");
+    }
+    return budget;
+  }
+
+  // The task's sandbox, made at its first tool call (and again after it was lost).
+  Result<std::string> open_sandbox(milliseconds budget) {
+    if (!sandbox) {
+      sandbox.emplace(client, TaskSandbox::Options{"task:" + trace, trace, tier,
+                                                   left() + std::chrono::seconds(60)});
+    }
+    if (!sandbox->id().empty()) return sandbox->id();
+    if (!registered(std::string(kSandboxService))) {
+      return make_error(ErrorCode::UNKNOWN_SERVICE,
+                        "no executor serves sandboxes (service \"sandbox\"): start "
+                        "nv-sandbox-executor (`./nv up` starts the whole stack)");
+    }
+    bool created = false;
+    auto r = sandbox->ensure(budget, &created);
+    while (!r && r.error().code == ErrorCode::OVERLOADED && wait_overloaded(r.error(), &budget)) {
+      r = sandbox->ensure(budget, &created);
+    }
+    if (!r) {
+      Error e = r.error();
+      if (e.code == ErrorCode::UNKNOWN_SERVICE || e.code == ErrorCode::NO_WORKER) {
+        e.message += " (is nv-sandbox-executor running? `nv status` shows the services)";
+      }
+      return e;
+    }
+    if (created) {
+      std::string what = sandbox->made() > 1 ? "started a new sandbox " : "started sandbox ";
+      progress([&](s::TaskProgress::Builder p) {
+        p.setNotice(what + *r + " for this task: files and variables persist until the task ends");
+      });
+    }
+    return r;
+  }
+
+  // Destroys the task's sandbox (every path of the task ends here). Not cancelled by the
+  // task's own cancellation; bounded, since the executor reaps it at its lifetime's end anyway.
+  void close_sandbox() {
+    closing = true;
+    if (!sandbox) return;
+    auto budget = stopping() ? milliseconds(2000) : agent.options_.sandbox_close_timeout;
+    (void)sandbox->close(budget);
+  }
+
+  // One tool call; returns the tool message for the model.
+  std::string run_call(const Call& call) {
+    if (call.name == "execute_code") return run_code(call);
+    if (persistent && call.name == "write_file") return run_write(call);
+    if (persistent && call.name == "read_file") return run_read(call);
+    return tool_error(
+        make_error(ErrorCode::BAD_REQUEST,
+                   "there is no tool named \"" + call.name + "\"; " +
+                       (persistent ? "the tools are execute_code(language, code), write_file(path, "
+                                     "content) and read_file(path, offset, length)"
+                                   : "the only tool is execute_code(language, code)")));
+  }
+
+  void announce(const Call& call, std::string_view tool, s::Language language,
+                std::string_view code, std::string_view path) {
+    progress([&](s::TaskProgress::Builder p) {
+      auto t = p.initToolCall();
+      t.setLanguage(language);
+      t.setCode({code.data(), code.size()});
+      t.setCallId(call.id);
+      t.setTool({tool.data(), tool.size()});
+      t.setPath({path.data(), path.size()});
+    });
+    ++tool_calls;
+  }
+
+  std::string run_code(const Call& call) {
+    const auto& o = agent.options_;
     std::string why;
     auto args = parse_code_args(call.arguments_json, &why);
     if (!args) return tool_error(make_error(ErrorCode::BAD_REQUEST, why));
@@ -277,18 +371,107 @@ struct Agent::Task {
                                    "the code is " + std::to_string(args->code.size()) +
                                        " bytes; the limit is " + std::to_string(o.max_code_bytes)));
     }
-    progress([&](s::TaskProgress::Builder p) {
-      auto t = p.initToolCall();
-      t.setLanguage(args->language);
-      t.setCode(args->code);
-      t.setCallId(call.id);
-    });
-    ++tool_calls;
-    auto budget = std::min(left(), o.exec_timeout + o.exec_slack);
-    if (budget < milliseconds(500)) {
-      return tool_error(
-          make_error(ErrorCode::TIMED_OUT, "the task deadline leaves no time to run code"));
+    announce(call, "execute_code", args->language, args->code, {});
+    auto budget = call_budget();
+    if (!budget) return tool_error(budget.error());
+    return persistent ? exec_in_sandbox(*args, note, *budget) : exec_fresh(*args, note, *budget);
+  }
+
+  // execute_code in the task's sandbox: python and javascript in their persistent context.
+  std::string exec_in_sandbox(const CodeArgs& args, const std::string& note, milliseconds budget) {
+    const auto& o = agent.options_;
+    auto t0 = Clock::now();
+    auto id = open_sandbox(budget);
+    if (!id) {
+      exec_ms += ms_since(t0);
+      return tool_error(id.error());
     }
+    budget = std::min(left(), o.exec_timeout + o.exec_slack);
+    sandbox::ExecSpec spec;
+    spec.language = args.language;
+    spec.code = args.code;
+    spec.timeout_ms = static_cast<uint32_t>(std::min(o.exec_timeout, budget).count());
+    spec.context = context_for(args.language);
+    uint32_t seq = 0;
+    auto res = sandbox->exec(
+        spec,
+        [&](s::Stream stream, std::string_view data) {
+          progress([&](s::TaskProgress::Builder p) {
+            auto c = p.initOutput();
+            c.setTraceId(trace);
+            c.setStream(stream);
+            c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+            c.setSeq(seq++);
+          });
+        },
+        std::max(budget, milliseconds(1)));
+    exec_ms += ms_since(t0);
+    if (!res) return tool_error(res.error());
+    capnp::MallocMessageBuilder mb;
+    auto result = mb.initRoot<s::ExecResult>();
+    to_capnp(*res, trace, result);
+    progress([&](s::TaskProgress::Builder p) { p.setExecResult(result.asReader()); });
+    return note + render_tool_output(result.asReader(), {.max_chars = o.max_tool_output_chars});
+  }
+
+  std::string run_write(const Call& call) {
+    const auto& o = agent.options_;
+    const std::string failed = "the file was not written";
+    std::string why;
+    auto args = parse_write_args(call.arguments_json, &why);
+    if (!args) return tool_error(make_error(ErrorCode::BAD_REQUEST, why), failed);
+    if (args->content.size() > o.max_code_bytes) {
+      return tool_error(make_error(ErrorCode::BAD_REQUEST,
+                                   "the content is " + std::to_string(args->content.size()) +
+                                       " bytes; the limit is " + std::to_string(o.max_code_bytes)),
+                        failed);
+    }
+    announce(call, "write_file", s::Language::UNSET, args->content, args->path);
+    auto budget = call_budget();
+    if (!budget) return tool_error(budget.error(), failed);
+    auto t0 = Clock::now();
+    auto id = open_sandbox(*budget);
+    Result<sandbox::FileEntry> r =
+        id ? sandbox->write(args->path, args->content, std::max(left(), milliseconds(1)))
+           : Result<sandbox::FileEntry>(id.error());
+    exec_ms += ms_since(t0);
+    if (!r) return tool_error(r.error(), failed);
+    std::string said = (args->note.empty() ? "" : args->note + "\n") + "wrote " +
+                       std::to_string(args->content.size()) + " bytes to " + args->path;
+    progress([&](s::TaskProgress::Builder p) { p.setToolResult(said); });
+    return said;
+  }
+
+  std::string run_read(const Call& call) {
+    const auto& o = agent.options_;
+    const std::string failed = "the file could not be read";
+    std::string why;
+    auto args = parse_read_args(call.arguments_json, &why);
+    if (!args) return tool_error(make_error(ErrorCode::BAD_REQUEST, why), failed);
+    announce(call, "read_file", s::Language::UNSET, {}, args->path);
+    auto budget = call_budget();
+    if (!budget) return tool_error(budget.error(), failed);
+    // At most what the model is shown of one tool call (bytes ≥ code points: 4 per point).
+    uint64_t most = 4 * uint64_t{o.max_tool_output_chars};
+    uint64_t length = args->length == 0 ? most : std::min<uint64_t>(args->length, most);
+    auto t0 = Clock::now();
+    auto id = open_sandbox(*budget);
+    Result<sandbox::FileData> r =
+        id ? sandbox->read(args->path, args->offset, length, std::max(left(), milliseconds(1)))
+           : Result<sandbox::FileData>(id.error());
+    exec_ms += ms_since(t0);
+    if (!r) return tool_error(r.error(), failed);
+    std::string_view data = r->data;
+    data = data.substr(0, shown_bytes(data, r->offset, r->size, o.max_tool_output_chars));
+    std::string said = (args->note.empty() ? "" : args->note + "\n") +
+                       render_file_read(args->path, data, r->offset, r->size);
+    progress([&](s::TaskProgress::Builder p) { p.setToolResult(said); });
+    return said;
+  }
+
+  // execute_code in a fresh VM ("exec" service): --fresh-vm-per-call.
+  std::string exec_fresh(const CodeArgs& args, const std::string& note, milliseconds budget) {
+    const auto& o = agent.options_;
     if (!registered("exec")) {
       return tool_error(make_error(ErrorCode::UNKNOWN_SERVICE,
                                    "no code executor is registered (service \"exec\"): start "
@@ -297,8 +480,8 @@ struct Agent::Task {
     capnp::MallocMessageBuilder mb;
     auto r = bus::init_body<s::ExecRequest>(mb);
     r.setTraceId(trace);
-    r.setLanguage(args->language);
-    r.setCode(args->code);
+    r.setLanguage(args.language);
+    r.setCode(args.code);
     r.setTimeoutMs(static_cast<uint32_t>(std::min(o.exec_timeout, budget).count()));
     r.setTier(tier);
     auto t0 = Clock::now();
@@ -308,21 +491,10 @@ struct Agent::Task {
       progress([&](s::TaskProgress::Builder p) { p.setOutput(chunk.value()); });
     };
     auto res = bus_call("exec", mb, budget, on_chunk);
-    // The task was admitted: an executor pool that is busy right now (`overloaded`, answered at
-    // once by the broker's admission control) is waited for while the task's deadline allows,
-    // instead of failing the tool call. The wait follows the broker's estimate, 0.2–5 s a round.
-    while (!res && res.error().code == ErrorCode::OVERLOADED && !req->cancelled() && !stopping()) {
-      auto wait = std::clamp(milliseconds(res.error().estimated_wait_ms), milliseconds(200),
-                             milliseconds(5000));
-      budget = std::min(left() - wait, o.exec_timeout + o.exec_slack);
-      if (budget < milliseconds(500)) break;
-      progress([&](s::TaskProgress::Builder p) {
-        p.setNotice("the code executors are busy (" + std::to_string(res.error().queue_length) +
-                    " queued): waiting " + std::to_string(wait.count()) + " ms");
-      });
-      for (auto until = Clock::now() + wait; Clock::now() < until && !req->cancelled();) {
-        std::this_thread::sleep_for(milliseconds(50));
-      }
+    // The task was admitted: an executor pool that is busy right now is waited for while the
+    // task's deadline allows, instead of failing the tool call.
+    while (!res && res.error().code == ErrorCode::OVERLOADED &&
+           wait_overloaded(res.error(), &budget)) {
       r.setTimeoutMs(static_cast<uint32_t>(std::min(o.exec_timeout, budget).count()));
       res = bus_call("exec", mb, budget, on_chunk);
     }
@@ -373,7 +545,8 @@ struct Agent::Task {
 
   void run() {
     const auto& o = agent.options_;
-    messages.push_back({s::Role::SYSTEM, system_prompt(), {}, {}, {}, {}});
+    choose_mode();
+    messages.push_back({s::Role::SYSTEM, system_prompt(persistent), {}, {}, {}, {}});
     messages.push_back({s::Role::USER, prompt, {}, {}, {}, {}});
     std::string last_text;
     bool asked_again = false;  // the previous reply was empty or cut and the model was asked again
@@ -605,6 +778,7 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
                 make_error(ErrorCode::INTERNAL,
                            std::string("internal error: ") + e.getDescription().cStr()));
   }
+  task.close_sandbox();  // every way a task ends comes here
   std::string st = status_name(task.status);
   double total = ms_since(task.started);
   events_.publish(

@@ -3,7 +3,10 @@
 // One SubmitTask (task.capnp) in; TaskProgress partials and one TaskResult out. Per task, on the
 // request's own handler thread and with per-task state only:
 //   1. validate; take the trace id from the task, else the bus header, else mint a UUID v7;
-//   2. conversation = [system prompt, the user's task]; tools = [execute_code(language, code)];
+//   2. conversation = [system prompt, the user's task]; tools = execute_code(language, code),
+//      write_file(path, content), read_file(path, offset, length) — one sandbox per task, made
+//      at the first tool call, destroyed when the task ends on every path; with
+//      fresh_vm_per_call, execute_code alone, each call in a fresh VM (agent_tools.h);
 //   3. loop (at most maxIterations LLM calls, all before the task deadline):
 //        ask "llm" (ChatRequest, streamed: each ChatDelta goes on at once as a modelDelta or
 //        thinkingDelta partial) → text, reasoning and tool calls; native calls first, else
@@ -12,8 +15,11 @@
 //        no calls → the text is the answer (completed); an empty or length-cut reply is
 //        never an answer: the model is asked once more (a `notice` partial says so), and a
 //        second such reply ends the task with llmReplyCut;
-//        each call → "exec" (ExecRequest); ExecChunks are forwarded as TaskProgress.output,
-//        the ExecResult as TaskProgress.execResult, and a tool message goes back to the model;
+//        each execute_code → the task's sandbox ("sandbox.<executor>", SandboxExec; python
+//        and javascript in a persistent context) or, per call, "exec" (ExecRequest); chunks
+//        are forwarded as TaskProgress.output, the ExecResult as TaskProgress.execResult, and a
+//        tool message goes back to the model; write_file and read_file answer with a
+//        TaskProgress.toolResult and a tool message;
 //        a call that cannot run (bad arguments, no executor, timeout) becomes a toolError
 //        partial and a tool message saying what happened — never a failed task;
 //   4. reply TaskResult with stats; events task.started / task.iteration / task.finished.
@@ -36,6 +42,7 @@
 #include "common/events.h"
 #include "common/frames.h"
 #include "common/worker.h"
+#include "agent_tools.h"
 #include "model_reply.h"
 
 namespace nv::agent {
@@ -51,6 +58,9 @@ struct AgentOptions {
   std::chrono::milliseconds llm_call_timeout{330'000};      // bus deadline of one LLM call
   std::chrono::milliseconds exec_timeout{30'000};           // ExecRequest.timeoutMs
   std::chrono::milliseconds exec_slack{120'000};            // + waiting for a VM, on the bus
+  bool fresh_vm_per_call = false;  // true: every execute_code in a fresh VM ("exec"), no
+                                   // sandbox, no file tools (agent_tools.h)
+  std::chrono::milliseconds sandbox_close_timeout{15'000};  // destroying a task's sandbox
   std::string default_model;                                // "" = the gateway's --model
   size_t max_prompt_bytes = 64 * 1024;
   size_t max_calls_per_iteration = 8;  // more are refused as tool errors
@@ -62,11 +72,6 @@ struct AgentOptions {
 };
 
 // ------------------------------------------------------------------ pure pieces (tested alone)
-
-// The system prompt every task starts with.
-std::string system_prompt();
-// The JSON Schema of execute_code's arguments.
-std::string execute_code_schema();
 
 // "completed", "maxIterations", ... (the schema's names).
 std::string status_name(schema::TaskStatus status);

@@ -59,6 +59,10 @@ void add_options(nv::Config& c) {
             "exit status first, then head and tail of stdout and of stderr");
   c.range("tool-output-chars", 256, 1 << 20);
   c.add_string("model", "", "model for tasks that name none (\"\" = the gateway's --model)");
+  c.add_bool("fresh-vm-per-call", false,
+             "run every execute_code of a task in a fresh VM (service \"exec\"), as before "
+             "sandboxes: nothing persists between calls and there are no file tools; default: one "
+             "sandbox per task, files and python/javascript variables persist between calls");
 }
 
 nv::Result<nv::agent::AgentOptions> agent_options(const nv::ServiceContext& ctx) {
@@ -80,6 +84,7 @@ nv::Result<nv::agent::AgentOptions> agent_options(const nv::ServiceContext& ctx)
   o.llm_call_timeout = std::chrono::milliseconds(in("llm-call-timeout-ms", 1000, 86400000));
   o.max_tool_output_chars = static_cast<size_t>(in("tool-output-chars", 256, 1 << 20));
   o.default_model = c.str("model");
+  o.fresh_vm_per_call = c.boolean("fresh-vm-per-call");
   o.heartbeat = std::chrono::milliseconds(c.integer("heartbeat-ms"));
   o.limits = ctx.limits;
   o.instance = ctx.instance;

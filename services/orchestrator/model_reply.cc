@@ -392,11 +392,13 @@ Fence strip_code_fence(std::string_view code) {
   return f;
 }
 
-std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::string* why) {
-  const std::string usage =
-      "execute_code takes {\"language\": \"python\" | \"bash\" | \"javascript\", \"code\": "
-      "\"<program>\"}";
-  rapidjson::Document d;
+namespace {
+
+// The arguments of a call as a JSON object in `d`: the text itself, or the object held in a JSON
+// string (arguments encoded twice). An empty text is {}. False, with *why saying so (and `usage`
+// after it), when it is neither.
+bool arguments_object(std::string_view arguments_json, rapidjson::Document& d, std::string* why,
+                      const std::string& usage) {
   std::string text(trimmed(arguments_json).empty() ? std::string_view("{}") : arguments_json);
   bool too_deep = json_nesting_exceeds(text);  // the parser recurses per level
   if (!too_deep) d.Parse(text.c_str(), text.size());
@@ -408,15 +410,32 @@ std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::st
   if (too_deep || d.HasParseError() || !d.IsObject()) {
     std::string shown = text.size() > 120 ? text.substr(0, 120) + "…" : text;
     *why = "the arguments are not a JSON object (got: " + shown + "); " + usage;
-    return std::nullopt;
+    return false;
   }
-  std::vector<std::string> unknown;
+  return true;
+}
+
+// The keys of `d` not in `known`, quoted and comma-separated ("" = none).
+std::string unknown_keys(const rapidjson::Document& d,
+                         std::initializer_list<std::string_view> known) {
+  std::string out;
   for (auto& m : d.GetObject()) {
-    std::string k(m.name.GetString(), m.name.GetStringLength());
-    if (k != "language" && k != "code") unknown.push_back(k);
+    std::string_view k(m.name.GetString(), m.name.GetStringLength());
+    if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+    out += (out.empty() ? "\"" : ", \"") + std::string(k) + "\"";
   }
-  std::string ignored;
-  for (auto& k : unknown) ignored += (ignored.empty() ? "\"" : ", \"") + k + "\"";
+  return out;
+}
+
+}  // namespace
+
+std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::string* why) {
+  const std::string usage =
+      "execute_code takes {\"language\": \"python\" | \"bash\" | \"javascript\", \"code\": "
+      "\"<program>\"}";
+  rapidjson::Document d;
+  if (!arguments_object(arguments_json, d, why, usage)) return std::nullopt;
+  std::string ignored = unknown_keys(d, {"language", "code"});
   if (!d.HasMember("code") || !d["code"].IsString()) {
     *why = "the \"code\" argument is missing or not a string" +
            (ignored.empty() ? std::string() : " (unknown arguments: " + ignored + ")") + "; " +
@@ -447,6 +466,106 @@ std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::st
   }
   if (!ignored.empty()) {
     out.note = "note: execute_code takes only \"language\" and \"code\"; ignored " + ignored;
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ write_file and read_file
+
+std::string sandbox_path(std::string_view path) {
+  std::string p = trimmed(path);
+  if (p.empty() || p.size() > 4096 || p.find('\0') != std::string::npos) return {};
+  std::string home(kAgentHome);
+  if (p == "~" || p == ".") return home;
+  if (p.rfind("~/", 0) == 0) return home + p.substr(1);
+  if (p.rfind("./", 0) == 0) p = p.substr(2);
+  if (p[0] == '/') return p;
+  return home + "/" + p;
+}
+
+namespace {
+
+// A "path" argument → an absolute guest path, or "" and *why.
+std::string path_argument(const rapidjson::Document& d, const std::string& usage,
+                          std::string* why) {
+  if (!d.HasMember("path") || !d["path"].IsString()) {
+    *why = "the \"path\" argument is missing or not a string; " + usage;
+    return {};
+  }
+  std::string p = sandbox_path({d["path"].GetString(), d["path"].GetStringLength()});
+  if (p.empty()) {
+    *why = "the \"path\" argument is empty, longer than 4096 bytes or holds a NUL byte; " + usage;
+  }
+  return p;
+}
+
+// An optional non-negative integer argument (a JSON number, or a string of digits as some
+// models write it). False with *why when present and not such a number.
+bool count_argument(const rapidjson::Document& d, const char* key, uint64_t* out,
+                    const std::string& usage, std::string* why) {
+  if (!d.HasMember(key) || d[key].IsNull()) return true;
+  const auto& v = d[key];
+  if (v.IsUint64()) {
+    *out = v.GetUint64();
+    return true;
+  }
+  if (v.IsDouble() && v.GetDouble() >= 0 && v.GetDouble() < 9.0e15 &&
+      v.GetDouble() == static_cast<double>(static_cast<uint64_t>(v.GetDouble()))) {
+    *out = static_cast<uint64_t>(v.GetDouble());
+    return true;
+  }
+  if (v.IsString()) {
+    std::string t = trimmed({v.GetString(), v.GetStringLength()});
+    bool digits = !t.empty() && t.size() <= 15 &&
+                  std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) {
+      *out = std::stoull(t);
+      return true;
+    }
+  }
+  *why = std::string("the \"") + key +
+         "\" argument must be a whole number of bytes, 0 or more (got " + to_json(v) + "); " +
+         usage;
+  return false;
+}
+
+}  // namespace
+
+std::optional<WriteArgs> parse_write_args(std::string_view arguments_json, std::string* why) {
+  const std::string usage =
+      "write_file takes {\"path\": \"<file, relative to /home/agent or absolute>\", "
+      "\"content\": \"<the whole text of the file>\"}";
+  rapidjson::Document d;
+  if (!arguments_object(arguments_json, d, why, usage)) return std::nullopt;
+  WriteArgs out;
+  out.path = path_argument(d, usage, why);
+  if (out.path.empty()) return std::nullopt;
+  if (!d.HasMember("content") || !d["content"].IsString()) {
+    *why = "the \"content\" argument is missing or not a string; " + usage;
+    return std::nullopt;
+  }
+  out.content.assign(d["content"].GetString(), d["content"].GetStringLength());
+  if (std::string ignored = unknown_keys(d, {"path", "content"}); !ignored.empty()) {
+    out.note = "note: write_file takes only \"path\" and \"content\"; ignored " + ignored;
+  }
+  return out;
+}
+
+std::optional<ReadArgs> parse_read_args(std::string_view arguments_json, std::string* why) {
+  const std::string usage =
+      "read_file takes {\"path\": \"<file, relative to /home/agent or absolute>\"} and, to read "
+      "a part, \"offset\" and \"length\" in bytes";
+  rapidjson::Document d;
+  if (!arguments_object(arguments_json, d, why, usage)) return std::nullopt;
+  ReadArgs out;
+  out.path = path_argument(d, usage, why);
+  if (out.path.empty()) return std::nullopt;
+  if (!count_argument(d, "offset", &out.offset, usage, why) ||
+      !count_argument(d, "length", &out.length, usage, why)) {
+    return std::nullopt;
+  }
+  if (std::string ignored = unknown_keys(d, {"path", "offset", "length"}); !ignored.empty()) {
+    out.note = "note: read_file takes only \"path\", \"offset\" and \"length\"; ignored " + ignored;
   }
   return out;
 }

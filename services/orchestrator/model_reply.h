@@ -13,6 +13,8 @@
 
 #include <nv/schema/common.capnp.h>
 
+#include <cstdint>
+
 #include <optional>
 #include <set>
 #include <string>
@@ -69,6 +71,37 @@ struct CodeArgs {
 // encoded twice (a JSON string holding it). A fenced `code` is unwrapped and its tag fills a
 // missing `language`. Keys other than language and code are ignored and named in `note`.
 std::optional<CodeArgs> parse_code_args(std::string_view arguments_json, std::string* why);
+
+// ------------------------------------------------------------------ write_file and read_file
+
+// The directory a task's files live in: the sandbox's home and default working directory.
+inline constexpr std::string_view kAgentHome = "/home/agent";
+
+// A path as a model writes it → an absolute guest path: "notes.txt" and "./notes.txt" →
+// "/home/agent/notes.txt", "~/x" → "/home/agent/x", "~" and "." → "/home/agent"; an absolute
+// path is kept (the sandbox service refuses one outside its writable roots, /home/agent and
+// /tmp, with badRequest). "" for an empty path, one over 4096 bytes, or one holding a NUL byte.
+std::string sandbox_path(std::string_view path);
+
+struct WriteArgs {
+  std::string path;     // absolute (sandbox_path)
+  std::string content;  // the whole file, as the model sent it (UTF-8 text)
+  std::string note;     // ignored keys ("" = nothing to say)
+};
+// write_file's arguments {"path": ..., "content": ...} → the call, or nullopt and *why (a
+// message for the model). The same object rules as parse_code_args (twice-encoded accepted).
+std::optional<WriteArgs> parse_write_args(std::string_view arguments_json, std::string* why);
+
+struct ReadArgs {
+  std::string path;     // absolute (sandbox_path)
+  uint64_t offset = 0;  // bytes from the start
+  uint64_t length = 0;  // 0 = as much as the tool shows at once
+  std::string note;
+};
+// read_file's arguments {"path": ..., "offset"?: N, "length"?: N} → the call, or nullopt and
+// *why. offset and length are whole numbers ≥ 0 (JSON numbers, or digit strings as some models
+// send them).
+std::optional<ReadArgs> parse_read_args(std::string_view arguments_json, std::string* why);
 
 // --------------------------------------------------------------------------------- the reply
 

@@ -12,6 +12,17 @@ if(TARGET nv_test_support)
                                                 NV_TEST_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
   # The binaries it runs.
   add_dependencies(agent_test nv-orchestrator nv-llm-gateway nv-submit)
+  # The agent's one sandbox per task against a test double of the sandbox service.
+  nv_add_gtest(NAME agent_sandbox_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/agent_sandbox_test.cc
+    LIBS nv_agent nv_common nv_test_support
+    LABELS integration
+    TIMEOUT 300)
+  target_include_directories(agent_sandbox_test PRIVATE ${PROJECT_SOURCE_DIR}/services/orchestrator
+                                                        ${RAPIDJSON_INCLUDE_DIRS})
+  target_compile_definitions(agent_sandbox_test PRIVATE NV_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                                                        NV_TEST_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
+  add_dependencies(agent_sandbox_test nv-orchestrator nv-llm-gateway nv-submit)
 else()
   message(STATUS "agent_test: nv_test_support (tests/support) is missing; not built")
 endif()

@@ -6,3 +6,12 @@ nv_add_gtest(NAME model_reply_test
   LABELS unit
   TIMEOUT 60)
 target_include_directories(model_reply_test PRIVATE ${PROJECT_SOURCE_DIR}/services/orchestrator)
+
+# agent_tools_test: the file tools' arguments, paths and read rendering; tool specs per mode.
+nv_add_gtest(NAME agent_tools_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/agent_tools_test.cc
+  LIBS nv_agent
+  LABELS unit
+  TIMEOUT 60)
+target_include_directories(agent_tools_test PRIVATE ${PROJECT_SOURCE_DIR}/services/orchestrator
+                                                    ${RAPIDJSON_INCLUDE_DIRS})

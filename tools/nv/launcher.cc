@@ -33,6 +33,7 @@
 #include "common/interrupt.h"
 #include "common/json.h"
 #include "common/service.h"
+#include "sandbox_cmd.h"
 #include "supervisor.h"
 
 namespace fs = std::filesystem;
@@ -447,6 +448,8 @@ constexpr const char* kUsage =
     "  status [--json]                services registered on the bus, pids, uptime, dead ones;\n"
     "                                 exit 0 all up, 1 one is dead or unregistered, 3 no stack\n"
     "  submit|exec|audit|bench|keygen run that tool (nv-submit, ...) with the arguments\n"
+    "  sandbox COMMAND ...            sandboxes that live: create, exec, cp, ls, fork, snapshot,\n"
+    "                                 pause, resume, rm, ls-all (nv sandbox --help)\n"
     "options for up, down, status: --runtime-dir DIR (env NV_RUNTIME_DIR)\n";
 
 }  // namespace
@@ -462,6 +465,7 @@ int main(int argc, char** argv) {
   if (cmd == "supervise" && argc == 3) {  // `nv supervise RUNTIME_DIR`: started by `nv up`
     return nv::launcher::supervise(argv[2], self_dir().string());
   }
+  if (cmd == "sandbox") return nv::launcher::sandbox_main(argc - 1, argv + 1);
   if (cmd == "submit" || cmd == "exec" || cmd == "audit" || cmd == "bench" || cmd == "keygen") {
     return pass_through(cmd, argc, argv);
   }
