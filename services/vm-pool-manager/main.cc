@@ -609,7 +609,7 @@ int run(nv::ServiceContext& ctx) {
       if (reason.empty()) reason = "released";
       offload(m, [&pool, id, reason, trace](Answer a) {
         nv::log::TraceScope scope(trace);
-        if (auto s = pool.release(id, reason); !s) {
+        if (auto s = nv::vm::on_pool_thread(pool, [&] { return pool.release(id, reason); }); !s) {
           a.error = s.error();
           return a;
         }
@@ -649,7 +649,7 @@ int run(nv::ServiceContext& ctx) {
     std::string why = "security alert: " + std::string(a.getKind().cStr()) + " (" +
                       std::string(a.getDetail().cStr()).substr(0, 200) + ")";
     std::thread([&pool, id, why] {
-      if (auto s = pool.destroy(id, why); s.ok()) {
+      if (auto s = nv::vm::on_pool_thread(pool, [&] { return pool.destroy(id, why); }); s.ok()) {
         nv::log::warn("vm destroyed after a security alert", {{"vm_id", id}, {"why", why}});
       }
     }).detach();

@@ -438,12 +438,22 @@ void Pool::monitor_loop() {
       std::vector<std::pair<std::string, std::shared_ptr<RunningVm>>> all;
       {
         std::lock_guard lock(mu_);
-        for (auto& [id, e] : vms_) all.emplace_back(id, e.vm);
+        // A VM being captured (fork, snapshot, pause) is paused and its control channel busy
+        // with the migration: the capture's own deadline bounds it.
+        for (auto& [id, e] : vms_) {
+          if (!e.busy) all.emplace_back(id, e.vm);
+        }
       }
       for (auto& [id, vm] : all) {
         if (!vm->alive()) continue;  // the pidfd event handles it
         Status s = vm->check_responsive(Clock::now() + opt_.health_timeout);
-        if (!s.ok()) fail_vm(id, "vmm unresponsive: " + s.error().message);
+        if (s.ok()) continue;
+        {
+          std::lock_guard lock(mu_);
+          auto it = vms_.find(id);
+          if (it != vms_.end() && it->second.busy) continue;  // a capture began meanwhile
+        }
+        fail_vm(id, "vmm unresponsive: " + s.error().message);
       }
     }
   }

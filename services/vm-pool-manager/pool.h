@@ -268,6 +268,8 @@ class Pool {
   // threads run under a seccomp filter that SQLite and VMM spawning must not meet); false (not
   // run) once the pool stops. Called from a sandbox thread, it runs `task` inline.
   bool run_on_sandbox_thread(std::function<void()> task);
+  // A sandbox registry is open (PoolOptions::state_dir set and start() done).
+  bool keeps_registry() const { return registry_ != nullptr; }
 
  private:
   struct Entry {

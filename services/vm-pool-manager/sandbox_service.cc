@@ -1,5 +1,7 @@
 #include "sandbox_service.h"
 
+#include <optional>
+
 #include "common/log.h"
 #include "sandbox_requests.h"
 
@@ -57,6 +59,15 @@ void fill_lease(schema::Lease::Builder b, const LeaseInfo& li) {
     b.setExpiresUnixMs(li.expires_unix_ms);
     b.setNote(li.note);
   }
+}
+
+Status on_pool_thread(Pool& pool, const std::function<Status()>& call) {
+  if (!pool.keeps_registry()) return call();
+  std::optional<Status> out;
+  if (!pool.run_on_sandbox_thread([&] { out.emplace(call()); })) {
+    return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping");
+  }
+  return *out;
 }
 
 bool is_sandbox_service(const std::string& s) {

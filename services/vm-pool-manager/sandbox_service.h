@@ -31,6 +31,10 @@ bool is_sandbox_service(const std::string& service);
 // pauses). `body` is the request's body, moved out of the message.
 std::function<Result<ReplyBody>()> sandbox_work(Pool& pool, const std::string& service,
                                                 std::shared_ptr<bus::BodyReader> body);
+// Runs `call` on a pool sandbox thread when the pool keeps a registry (release and destroy
+// write it, and the service's request threads run under a seccomp filter SQLite must not meet);
+// shuttingDown once the pool stops. Without a registry, runs it here.
+Status on_pool_thread(Pool& pool, const std::function<Status()>& call);
 // A Lease reply from a pool lease (plain or sandbox).
 void fill_lease(schema::Lease::Builder b, const LeaseInfo& li);
 
