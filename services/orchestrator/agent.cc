@@ -306,7 +306,12 @@ struct Agent::Task {
     }
     bool created = false;
     auto r = sandbox->ensure(budget, &created);
-    while (!r && r.error().code == ErrorCode::OVERLOADED && wait_overloaded(r.error(), &budget)) {
+    // Busy executors (overloaded) and a pool with no VM free in time (poolExhausted: other
+    // tasks hold its sandboxes) are waited out while the task's deadline allows.
+    auto busy = [](const Error& e) {
+      return e.code == ErrorCode::OVERLOADED || e.code == ErrorCode::POOL_EXHAUSTED;
+    };
+    while (!r && busy(r.error()) && wait_overloaded(r.error(), &budget)) {
       r = sandbox->ensure(budget, &created);
     }
     if (!r) {

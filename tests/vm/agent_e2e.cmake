@@ -4,7 +4,7 @@
 if(TARGET nv_test_support)
   nv_add_gtest(NAME agent_e2e_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/agent_e2e_test.cc
-    LIBS nv_test_support
+    LIBS nv_test_support nv_common
     LABELS vm
     TIMEOUT 1500)
   target_include_directories(agent_e2e_test PRIVATE ${RAPIDJSON_INCLUDE_DIRS})

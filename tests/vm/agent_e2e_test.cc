@@ -21,8 +21,11 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/events.h"
+#include "common/frames.h"
 #include "support/process.h"
 
 namespace {
@@ -294,6 +297,58 @@ TEST_F(AgentE2E, TwentyConcurrentTasksOnAPoolOfTwoVms) {
 }
 
 TEST_F(AgentE2E, NonceHashedInARealVmThroughOpenAi) { run_protocol("openai"); }
+
+// Issue 13 §3 in a real sandbox: the second tool call reads the file the first wrote, a python
+// variable survives to the third, read_file returns the exact bytes, and the task's sandbox is
+// destroyed when the task ends (sandbox.created and sandbox.destroyed events of its owner).
+TEST_F(AgentE2E, SandboxKeepsFilesAndVariablesBetweenCalls) {
+  Stack st;
+  start(st, "ollama", 1, 3, "agent_e2e_sandbox.json");
+  ASSERT_EQ(st.up_code, 0) << st.up_out;
+  zmq::context_t ctx(1);
+  nv::EventSubscriber events(ctx, nv::bus::ipc_endpoint(st.rt->file("events.sock")), {"sandbox."});
+  std::this_thread::sleep_for(300ms);  // let the subscription reach the hub
+  std::string nonce = nonce_hex();
+  auto r = nv::test::run(
+      service_process(nv::test::bin("nv-submit"),
+                      {"--json", "--timeout", "900", "Keep the nonce " + nonce + " in a file."},
+                      st.env),
+      960s);
+  ASSERT_EQ(r.status.code, 0) << r.out << r.err;
+  rapidjson::Document d;
+  d.Parse(r.out.c_str());
+  ASSERT_FALSE(d.HasParseError()) << r.out;
+  const auto& res = d["result"];
+  EXPECT_STREQ(res["status"].GetString(), "completed");
+  EXPECT_EQ(std::string(res["answer"].GetString()), nonce) << r.out;
+  EXPECT_EQ(res["toolCalls"].GetUint(), 4u);
+  std::string trace = res["traceId"].GetString();
+  std::vector<std::string> stdouts, vms;
+  for (const auto& p : d["progress"].GetArray()) {
+    if (std::string(p["kind"].GetString()) == "execResult") {
+      stdouts.push_back(p["stdout"].GetString());
+      vms.push_back(p["vmId"].GetString());
+      EXPECT_EQ(p["exitCode"].GetInt(), 0) << r.out;
+    }
+  }
+  EXPECT_EQ(stdouts, (std::vector<std::string>{sha256_hex(nonce) + "\n", "kept-" + nonce + "\n"}))
+      << r.out;
+  ASSERT_EQ(vms.size(), 2u);
+  EXPECT_EQ(vms[0], vms[1]);  // one VM for the task
+  // The sandbox's life, from the executor's events.
+  std::string created, destroyed;
+  for (auto end = std::chrono::steady_clock::now() + 20s;
+       destroyed.empty() && std::chrono::steady_clock::now() < end;) {
+    auto e = events.receive(500ms);
+    if (!e || !e->event.isSandbox()) continue;
+    auto sb = e->event.getSandbox();
+    if (std::string(sb.getOwner().cStr()) != "task:" + trace) continue;
+    if (e->topic == "sandbox.created") created = sb.getSandboxId().cStr();
+    if (e->topic == "sandbox.destroyed") destroyed = sb.getSandboxId().cStr();
+  }
+  EXPECT_FALSE(created.empty());
+  EXPECT_EQ(destroyed, created);
+}
 
 // Issue 10 §1 with the code run in real microVMs, over the OpenAI format against a server that
 // refuses empty or mismatched tool-call ids (HTTP 400): two calls with empty ids, then a

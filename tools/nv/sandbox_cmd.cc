@@ -134,7 +134,7 @@ struct Args {
   std::string command;
   std::vector<std::string> pos;
   bool json = false, verbose = false, recursive = false, background = false, all = false;
-  bool send_stdin = false;
+  bool send_stdin = false, help = false;
   std::string runtime_dir, endpoint, curve_key, curve_server_key;
   uint64_t deadline_ms = 0, max_frame_bytes = 8u << 20, piece_bytes = 0;
   sb::Spec spec;  // create
@@ -210,7 +210,9 @@ Args parse(int argc, char** argv) {
       for (++i; i < argc; ++i) (a.command.empty() ? a.command : a.pos.emplace_back()) = argv[i];
       break;
     }
-    if (arg == "--json") {
+    if (arg == "--help" || arg == "-h") {
+      a.help = true;
+    } else if (arg == "--json") {
       a.json = true;
     } else if (arg == "--verbose") {
       a.verbose = true;
@@ -285,12 +287,41 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// Exactly `n` positional arguments (between `lo` and `n` when lo is given).
-void want_args(const Args& a, size_t n, const char* shape, size_t lo = SIZE_MAX) {
-  size_t least = lo == SIZE_MAX ? n : lo;
-  if (a.pos.size() < least || a.pos.size() > n) {
-    throw Usage{"usage: nv sandbox " + a.command + " " + shape};
+// Each command's positional arguments: at least `least`, at most `most`.
+struct Shape {
+  const char* command;
+  size_t least, most;
+  const char* usage;
+};
+constexpr Shape kShapes[] = {
+    {"create", 0, 0, "[--tier T] [--env K=V]... [--label K=V]... [--from-snapshot NAME]"},
+    {"exec", 2, 2, "ID [--lang L] [--context NAME] [--background] CODE|-"},
+    {"cp", 2, 2, "LOCAL ID:PATH | ID:PATH LOCAL"},
+    {"ls", 2, 2, "ID PATH [-r]"},
+    {"get", 1, 1, "ID"},
+    {"ls-all", 0, 0, "[--label K=V]... [--all]"},
+    {"processes", 1, 1, "ID"},
+    {"kill", 2, 3, "ID PID [SIG]"},
+    {"fork", 1, 1, "ID [-n N] [--label K=V]..."},
+    {"snapshot", 2, 2, "ID NAME"},
+    {"snapshots", 0, 0, ""},
+    {"snapshot-rm", 1, 1, "NAME"},
+    {"pause", 1, 1, "ID"},
+    {"resume", 1, 1, "ID"},
+    {"keepalive", 1, 1, "ID [--extend-ms N]"},
+    {"rm", 1, 1, "ID"},
+};
+
+// A known command with the right number of arguments, or Usage.
+void check_shape(const Args& a) {
+  for (const auto& sh : kShapes) {
+    if (a.command != sh.command) continue;
+    if (a.pos.size() < sh.least || a.pos.size() > sh.most) {
+      throw Usage{"usage: nv sandbox " + a.command + " " + sh.usage};
+    }
+    return;
   }
+  throw Usage{"unknown command '" + a.command + "'"};
 }
 
 bool read_all(const std::string& path, std::string* out) {
@@ -353,7 +384,6 @@ class Command {
   // A command on one sandbox that answers its SandboxInfo.
   template <class F>
   int info_of(F call) {
-    want_args(a_, 1, a_.command == "keepalive" ? "ID [--extend-ms N]" : "ID");
     auto r = call();
     if (!r) return failed(r.error());
     out_.info(*r, a_.command);
@@ -361,7 +391,6 @@ class Command {
   }
 
   int create() {
-    want_args(a_, 0, "[--tier T] [--env K=V]... [--label K=V]... [--from-snapshot NAME]");
     auto r = sbx_.create(a_.spec);
     if (!r) return failed(r.error());
     out_.created(*r);
@@ -369,7 +398,6 @@ class Command {
   }
 
   int exec() {
-    want_args(a_, 2, "ID [--lang L] [--context NAME] [--background] CODE|-");
     sb::ExecSpec spec = a_.exec;
     if (a_.pos[1] == "-") {
       if (a_.send_stdin) throw Usage{"--stdin and CODE '-' both want stdin; give one"};
@@ -406,7 +434,6 @@ class Command {
   }
 
   int cp() {
-    want_args(a_, 2, "LOCAL ID:PATH | ID:PATH LOCAL");
     auto from = remote(a_.pos[0]), to = remote(a_.pos[1]);
     if (from.has_value() == to.has_value()) {
       throw Usage{
@@ -473,7 +500,6 @@ class Command {
   }
 
   int ls() {
-    want_args(a_, 2, "ID PATH [-r]");
     auto st = sbx_.stat_file(a_.pos[0], a_.pos[1]);
     if (!st) return failed(st.error());
     if (st->type != s::FileType::DIRECTORY) {
@@ -487,7 +513,6 @@ class Command {
   }
 
   int ls_all() {
-    want_args(a_, 0, "[--label K=V]... [--all]");
     auto r = sbx_.list(a_.labels, a_.all);
     if (!r) return failed(r.error());
     out_.infos(*r);
@@ -495,7 +520,6 @@ class Command {
   }
 
   int processes() {
-    want_args(a_, 1, "ID");
     auto r = sbx_.processes(a_.pos[0]);
     if (!r) return failed(r.error());
     out_.processes(*r);
@@ -503,7 +527,6 @@ class Command {
   }
 
   int kill() {
-    want_args(a_, 3, "ID PID [SIG]", 2);
     auto pid = static_cast<int32_t>(number("PID", a_.pos[1], 1, INT32_MAX));
     int sig = a_.pos.size() > 2 ? parse_signal(a_.pos[2]) : SIGTERM;
     auto r = sbx_.signal(a_.pos[0], pid, sig);
@@ -513,7 +536,6 @@ class Command {
   }
 
   int fork() {
-    want_args(a_, 1, "ID [-n N] [--label K=V]...");
     auto r = sbx_.fork(a_.pos[0], a_.count, a_.labels);
     if (!r) return failed(r.error());
     out_.infos(*r, /*ids_only=*/true);
@@ -521,7 +543,6 @@ class Command {
   }
 
   int snapshot() {
-    want_args(a_, 2, "ID NAME");
     auto r = sbx_.snapshot(a_.pos[0], a_.pos[1]);
     if (!r) return failed(r.error());
     out_.snapshots({*r}, /*one=*/true);
@@ -529,7 +550,6 @@ class Command {
   }
 
   int snapshots() {
-    want_args(a_, 0, "");
     auto r = sbx_.snapshots();
     if (!r) return failed(r.error());
     out_.snapshots(*r, false);
@@ -537,7 +557,6 @@ class Command {
   }
 
   int snapshot_rm() {
-    want_args(a_, 1, "NAME");
     auto r = sbx_.delete_snapshot(a_.pos[0]);
     if (!r) return failed(r.error());
     out_.done("snapshot " + a_.pos[0] + " deleted");
@@ -582,15 +601,19 @@ int sandbox_main(int argc, char** argv) {
     std::cerr << "nv sandbox: " << u.message << "\n(see nv sandbox --help)\n";
     return kExitUsage;
   }
-  if (a.command.empty() || a.command == "help" || a.command == "--help" || a.command == "-h") {
+  if (a.help || a.command == "help") {
     std::cout << kSandboxUsage;
-    return a.command.empty() ? kExitUsage : 0;
+    return 0;
   }
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::cout << kSandboxUsage;
-      return 0;
-    }
+  if (a.command.empty()) {
+    std::cerr << kSandboxUsage;
+    return kExitUsage;
+  }
+  try {
+    check_shape(a);
+  } catch (const Usage& u) {
+    std::cerr << "nv sandbox: " << u.message << "\n(see nv sandbox --help)\n";
+    return kExitUsage;
   }
   ::signal(SIGPIPE, SIG_IGN);
   interrupt::install();

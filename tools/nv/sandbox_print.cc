@@ -314,9 +314,15 @@ void Printer::processes(const std::vector<sb::Process>& processes) {
   std::printf("%7s %7s %-2s %10s %-21s %-12s %s\n", "PID", "PPID", "S", "RSS", "STARTED", "CONTEXT",
               "COMMAND");
   for (auto& p : processes) {
+    // One line each: a command line with newlines (a context's driver) is shown up to the
+    // first, and at most 100 bytes of it (--json has it whole).
+    std::string cmd = p.command.substr(0, p.command.find('\n'));
+    if (cmd.size() > 100 || cmd.size() < p.command.size()) {
+      cmd = cmd.substr(0, utf8::complete_prefix(cmd.substr(0, 100))) + " …";
+    }
     std::printf("%7d %7d %-2s %10s %-21s %-12s %s\n", p.pid, p.ppid, p.state.c_str(),
                 bytes_text(p.rss_bytes).c_str(), utc_time(p.started_unix_ms).c_str(),
-                p.context.empty() ? "-" : p.context.c_str(), p.command.c_str());
+                p.context.empty() ? "-" : p.context.c_str(), cmd.c_str());
   }
   std::fflush(stdout);
 }
