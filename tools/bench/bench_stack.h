@@ -1,6 +1,6 @@
 // bench_stack.h — the stack an exec-level benchmark runs against (nv-bench exec, output):
 // attach to a running one (--runtime-dir of `./nv up`) or start nv-orchestrator,
-// nv-vm-pool-manager (small tier, --warm 2 --max 3) and nv-sandbox-executor from beside
+// nv-vm-pool-manager (small tier, --warm 2 --max 3 unless said) and nv-sandbox-executor from beside
 // nv-bench in a temp runtime dir, stopped again (SIGTERM, reverse order) when OwnStack goes.
 #pragma once
 
@@ -62,7 +62,7 @@ struct OwnStack {
 // to $NV_BUILD_DIR/guest/..., else the build dir beside nv-bench). "" after printing why not.
 inline std::string start_exec_stack(const char* part, OwnStack& own, const std::string& runtime_dir,
                                     std::string kernel, std::string rootfs,
-                                    const std::string& accel) {
+                                    const std::string& accel, int warm = 2, int max = 3) {
   namespace fs = std::filesystem;
   if (!runtime_dir.empty()) return runtime_dir;
   fs::path bin_dir = fs::read_symlink("/proc/self/exe").parent_path();
@@ -89,11 +89,11 @@ inline std::string start_exec_stack(const char* part, OwnStack& own, const std::
   std::string rt = own.dir = tmpl.data();
   std::string log = rt + "/stack.log";
   pid_t orch = spawn((bin_dir / "nv-orchestrator").string(), {}, rt, log);
-  pid_t pool =
-      spawn((bin_dir / "nv-vm-pool-manager").string(),
-            {"--kernel", kernel, "--rootfs", rootfs, "--size", "small", "--warm", "2", "--max", "3",
-             "--accel", accel, "--no-require-egress"},  // the bench's stack runs no sentinel
-            rt, log);
+  pid_t pool = spawn((bin_dir / "nv-vm-pool-manager").string(),
+                     {"--kernel", kernel, "--rootfs", rootfs, "--size", "small", "--warm",
+                      std::to_string(warm), "--max", std::to_string(max), "--accel", accel,
+                      "--no-require-egress"},  // the bench's stack runs no sentinel
+                     rt, log);
   pid_t exec = spawn((bin_dir / "nv-sandbox-executor").string(), {}, rt, log);
   own.pids = {exec, pool, orch};
   std::fprintf(stderr, "nv-bench %s: started a stack in %s (logs: %s)\n", part, rt.c_str(),

@@ -8,6 +8,7 @@
 //   nv-bench agent     agent loop (agent_bench.cc)
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
 //   nv-bench load      N concurrent executions through a running stack (load_bench.cc)
+//   nv-bench sandbox   sandboxes that live, through the sandbox service (sandbox_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
 #include <signal.h>
@@ -43,6 +44,9 @@ int run_agent_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_SENTINEL_BENCH
 int run_sentinel_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_SANDBOX_BENCH
+int run_sandbox_bench(int argc, char** argv);
 #endif
 
 namespace {
@@ -87,6 +91,11 @@ const Part kParts[] = {
     {"sentinel", run_sentinel_bench, "eBPF sentinel overhead on syscalls and egress"},
 #else
     {"sentinel", nullptr, "eBPF sentinel overhead on syscalls and egress"},
+#endif
+#ifdef NV_HAVE_SANDBOX_BENCH
+    {"sandbox", run_sandbox_bench, "sandboxes that live: create, exec, context, fork, pause, PSS"},
+#else
+    {"sandbox", nullptr, "sandboxes that live: create, exec, context, fork, pause, PSS"},
 #endif
 };
 
