@@ -7,8 +7,13 @@
 #include <nv/schema/bus.capnp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include <chrono>
 #include <cstdio>
@@ -22,6 +27,38 @@
 #include "common/interrupt.h"
 
 namespace nv::bench {
+
+// Milliseconds of a duration.
+inline double ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+// The `p` quantile (0..1) of `v`, nearest rank; 0 for none.
+inline double pct(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+// The pid of the VMM of `vm_id` (QEMU runs with -name nv-<vm id>), found in /proc; 0 if none.
+inline pid_t vmm_pid_by_name(const std::string& vm_id) {
+  const std::string want = "nv-" + vm_id;
+  pid_t found = 0;
+  DIR* d = ::opendir("/proc");
+  while (dirent* e = d ? ::readdir(d) : nullptr) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream f(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(f)), {});
+    std::stringstream ss(cmd);
+    for (std::string arg; !found && std::getline(ss, arg, '\0');) {
+      if (arg == want) found = std::atoi(e->d_name);
+    }
+    if (found) break;
+  }
+  if (d) ::closedir(d);
+  return found;
+}
 
 inline pid_t spawn(const std::string& bin, const std::vector<std::string>& args,
                    const std::string& rt, const std::string& log) {

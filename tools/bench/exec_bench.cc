@@ -66,14 +66,8 @@ const char* kHelp =
     "                     else the build dir beside nv-bench)\n"
     "  --accel            the pool manager's accelerator (default tcg; auto probes KVM)\n";
 
-double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-double pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
+using nv::bench::ms;
+using nv::bench::pct;
 
 bool parse(int argc, char** argv, BenchArgs* a) {
   for (int i = 1; i < argc; ++i) {

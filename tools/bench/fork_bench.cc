@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_stack.h"
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
 #include "sysutil.h"
@@ -57,21 +58,8 @@ std::string self_dir() {
 
 // The VMM named nv-<vm_id> (QEMU -name), or -1.
 pid_t vmm_pid(const std::string& vm_id) {
-  const std::string want = "nv-" + vm_id;
-  pid_t found = -1;
-  DIR* d = ::opendir("/proc");
-  while (dirent* e = d ? ::readdir(d) : nullptr) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    std::stringstream ss(cmd);
-    for (std::string arg; std::getline(ss, arg, '\0');) {
-      if (arg == want) found = std::atoi(e->d_name);
-    }
-    if (found > 0) break;
-  }
-  if (d) ::closedir(d);
-  return found;
+  pid_t p = nv::bench::vmm_pid_by_name(vm_id);
+  return p > 0 ? p : -1;
 }
 
 struct Pss {

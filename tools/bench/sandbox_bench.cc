@@ -15,7 +15,6 @@
 // It starts its own orchestrator, pool manager (small tier, --warm 2 --max 6) and executor in a
 // temp runtime dir with the binaries beside nv-bench, or attaches to a running stack
 // (--runtime-dir; the cold-boot pool is then still its own).
-#include <dirent.h>
 #include <nv/schema/events.capnp.h>
 #include <nv/schema/exec.capnp.h>
 
@@ -62,14 +61,8 @@ const char* kHelp =
     "  --cold-runs N   cold boots from a --no-snapshot pool (default 3; 0: skip)\n"
     "  --runtime-dir   attach to a running stack (./nv up) instead of starting one\n";
 
-double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-double pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
+using nv::bench::ms;
+using nv::bench::pct;
 
 bool parse(int argc, char** argv, BenchArgs* a) {
   for (int i = 1; i < argc; ++i) {
@@ -100,25 +93,6 @@ bool parse(int argc, char** argv, BenchArgs* a) {
   return true;
 }
 
-// The VMM named nv-<vm id> (QEMU -name), or 0.
-pid_t vmm_by_name(const std::string& vm_id) {
-  const std::string want = "nv-" + vm_id;
-  pid_t found = 0;
-  DIR* d = ::opendir("/proc");
-  while (dirent* e = d ? ::readdir(d) : nullptr) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    std::stringstream ss(cmd);
-    for (std::string arg; !found && std::getline(ss, arg, '\0');) {
-      if (arg == want) found = std::atoi(e->d_name);
-    }
-    if (found) break;
-  }
-  if (d) ::closedir(d);
-  return found;
-}
-
 // Pss of a process in MiB (smaps_rollup), 0 when it cannot be read.
 double pss_mib(pid_t pid) {
   if (pid <= 0) return 0;
@@ -144,7 +118,7 @@ struct Booted {
   pid_t pid_of(const std::string& vm_id) {
     drain();
     if (auto it = pids.find(vm_id); it != pids.end()) return it->second;
-    return vmm_by_name(vm_id);
+    return nv::bench::vmm_pid_by_name(vm_id);
   }
 };
 
