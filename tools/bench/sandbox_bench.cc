@@ -107,12 +107,14 @@ double pss_mib(pid_t pid) {
 struct Booted {
   nv::EventSubscriber sub;
   std::map<std::string, pid_t> pids;
+  std::map<std::string, bool> restored;  // from a snapshot (a clone) or booted cold
   Booted(zmq::context_t& ctx, const std::string& endpoint) : sub(ctx, endpoint, {"vm.booted"}) {}
   void drain() {
     while (auto e = sub.receive(0ms)) {
       if (!e->event.isVmBooted()) continue;
       auto b = e->event.getVmBooted();
       pids[b.getVmId().cStr()] = static_cast<pid_t>(b.getVmmPid());
+      restored[b.getVmId().cStr()] = b.getRestored();
     }
   }
   pid_t pid_of(const std::string& vm_id) {
@@ -340,7 +342,8 @@ int run_sandbox_bench(int argc, char** argv) {
       failed("clone lease", l.error());
       continue;
     }
-    if (l->restored) clone.push_back(l->boot_ms);
+    booted.drain();  // its vm.booted event says whether it is a clone of the tier template
+    if (l->restored || booted.restored[l->vm_id]) clone.push_back(l->boot_ms);
     (void)pool.release("bench", l->vm_id, "bench");
   }
   std::string cold_why;
