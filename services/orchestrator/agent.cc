@@ -266,15 +266,21 @@ struct Agent::Task {
   // After an `overloaded` answer (the broker's admission control: the executors are busy right
   // now): waits the broker's estimate (0.2–5 s) while the task's deadline allows; *budget
   // becomes the next attempt's. False when the task should not try again.
+  // Other answers that say "not now" (no VM free in time, none with its egress enforcement
+  // yet, the executor lost its pool for a moment) wait 1 s.
   bool wait_overloaded(const Error& e, milliseconds* budget) {
     const auto& o = agent.options_;
-    auto wait =
-        std::clamp(milliseconds(e.estimated_wait_ms), milliseconds(200), milliseconds(5000));
+    bool overloaded = e.code == ErrorCode::OVERLOADED;
+    auto wait = overloaded ? std::clamp(milliseconds(e.estimated_wait_ms), milliseconds(200),
+                                        milliseconds(5000))
+                           : milliseconds(1000);
     *budget = std::min(left() - wait, o.exec_timeout + o.exec_slack);
     if (*budget < milliseconds(500) || req->cancelled() || stopping()) return false;
     progress([&](s::TaskProgress::Builder p) {
-      p.setNotice("the code executors are busy (" + std::to_string(e.queue_length) +
-                  " queued): waiting " + std::to_string(wait.count()) + " ms");
+      p.setNotice(overloaded ? "the code executors are busy (" + std::to_string(e.queue_length) +
+                                   " queued): waiting " + std::to_string(wait.count()) + " ms"
+                             : "no sandbox yet (" + code_name(e.code) + ": " + e.message +
+                                   "): trying again in " + std::to_string(wait.count()) + " ms");
     });
     for (auto until = Clock::now() + wait; Clock::now() < until && !req->cancelled();) {
       std::this_thread::sleep_for(milliseconds(50));
@@ -306,10 +312,15 @@ struct Agent::Task {
     }
     bool created = false;
     auto r = sandbox->ensure(budget, &created);
-    // Busy executors (overloaded) and a pool with no VM free in time (poolExhausted: other
-    // tasks hold its sandboxes) are waited out while the task's deadline allows.
+    // Busy executors (overloaded), a pool with no VM free in time (poolExhausted: other tasks
+    // hold its sandboxes), no VM with its egress enforcement in place yet (egressUnenforced,
+    // fail-closed), a tier whose template is being remade and an executor that lost its pool
+    // for a moment (brokerLost from the executor's side: this orchestrator is up, it is asking)
+    // are waited out while the task's deadline allows; a failed create leaves no sandbox.
     auto busy = [](const Error& e) {
-      return e.code == ErrorCode::OVERLOADED || e.code == ErrorCode::POOL_EXHAUSTED;
+      return e.code == ErrorCode::OVERLOADED || e.code == ErrorCode::POOL_EXHAUSTED ||
+             e.code == ErrorCode::EGRESS_UNENFORCED || e.code == ErrorCode::TIER_UNAVAILABLE ||
+             (e.code == ErrorCode::BROKER_LOST && !e.service.empty());
     };
     while (!r && busy(r.error()) && wait_overloaded(r.error(), &budget)) {
       r = sandbox->ensure(budget, &created);
