@@ -23,6 +23,7 @@
 #include "common/events.h"
 #include "common/sandbox_client.h"
 #include "guest/agent/session.h"
+#include "tests/unit/agent_on_socketpair.h"
 #include "sandbox-executor/sandbox_service.h"
 
 namespace nv::test {
@@ -33,15 +34,6 @@ using exec::SandboxService;
 using exec::VmLease;
 using sandbox::SandboxClient;
 using std::chrono::milliseconds;
-
-class NoOps : public guest::agent::SystemOps {
- public:
-  std::string add_entropy(std::string_view) override { return ""; }
-  std::string set_clock(int64_t) override { return ""; }
-  std::string set_identity(const std::string&) override { return ""; }
-  std::string boot_id() override { return "fake-boot"; }
-  uint64_t uptime_ms() override { return 1; }
-};
 
 // One guest agent Session per connection, on a socketpair, in a thread.
 class FakeGuest {
@@ -77,29 +69,14 @@ class FakeGuest {
   bool dead() const { return dead_; }
 
  private:
-  void serve(int fd) {
-    guest::agent::Session s(cfg_, ops_, [fd](std::string_view b) {
-      while (!b.empty()) {
-        ssize_t w = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
-        if (w <= 0) return false;
-        b.remove_prefix(static_cast<size_t>(w));
-      }
-      return true;
-    });
-    s.on_connect();
-    char buf[65536];
-    for (;;) {
-      ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-      if (r <= 0 || !s.on_bytes(buf, static_cast<size_t>(r))) return;
-    }
-  }
+  void serve(int fd) { (void)guest::serve_session(cfg_, ops_, fd); }
   struct Conn {
     int fd;
     std::thread thread;
   };
   std::string root_;
   guest::agent::AgentConfig cfg_;
-  NoOps ops_;
+  guest::FakeOps ops_;
   std::mutex mu_;
   std::vector<Conn> conns_;
   std::atomic<bool> dead_{false};

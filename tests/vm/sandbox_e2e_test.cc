@@ -231,7 +231,10 @@ TEST_F(SandboxE2E, B_BackgroundProcessListedThenSignalled) {
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_EQ(r->exit_code, -1);
   // Still running at exec 2.
-  EXPECT_EQ(run(main_, "pgrep -x sleep >/dev/null && echo running"), "running\n");
+  EXPECT_EQ(run(main_,
+                "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'slee[p] 777' && "
+                "echo running"),
+            "running\n");
   auto ps = sbx_->processes(main_);
   ASSERT_TRUE(ps.ok()) << ps.error().to_string();
   int32_t pid = 0;
