@@ -146,7 +146,8 @@ class AgentE2E : public ::testing::Test {
     }
   };
   void start(Stack& st, const std::string& api, int warm, int max,
-             const std::string& script = "agent_e2e_nonce.json") {
+             const std::string& script = "agent_e2e_nonce.json",
+             const std::map<std::string, std::string>& more_env = {}) {
     st.rt = std::make_unique<TempDir>("nv-agent-e2e");
     TempDir& rt = *st.rt;
     st.record = rt.file("requests.jsonl");
@@ -172,6 +173,7 @@ class AgentE2E : public ::testing::Test {
         {"NV_WARM", std::to_string(warm)},
         {"NV_MAX", std::to_string(max)},
     };
+    st.env.insert(more_env.begin(), more_env.end());
     auto up =
         nv::test::run(service_process(nv::test::bin("nv"),
                                       {"up", "--only",
@@ -266,11 +268,12 @@ class AgentE2E : public ::testing::Test {
 
 TEST_F(AgentE2E, NonceHashedInARealVmThroughOllama) { run_protocol("ollama"); }
 
-// Twenty tasks at once against a pool of at most 2 VMs: they queue (broker and pool), none fails,
-// and each gets the hash of its own nonce computed in its own fresh VM.
+// Twenty tasks at once against a pool of at most 2 VMs, each call in a fresh VM (the orchestrator's
+// --fresh-vm-per-call): they queue (broker and pool), none fails, and each gets the hash of its
+// own nonce computed in its own fresh VM.
 TEST_F(AgentE2E, TwentyConcurrentTasksOnAPoolOfTwoVms) {
   Stack st;
-  start(st, "ollama", 2, 2);
+  start(st, "ollama", 2, 2, "agent_e2e_nonce.json", {{"NV_FRESH_VM_PER_CALL", "true"}});
   ASSERT_EQ(st.up_code, 0) << st.up_out;
   struct Task {
     std::string nonce, sha;
