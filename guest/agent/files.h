@@ -61,8 +61,8 @@ class FileOps {
   const AgentConfig& config_;
   SendFn send_;
   ErrorFn error_;
-  Write* write_ = nullptr;       // the write in progress
-  std::string failed_path_;      // a write that failed: its chunks are ignored until `last`
+  Write* write_ = nullptr;   // the write in progress
+  std::string failed_path_;  // a write that failed: its chunks are ignored until `last`
 };
 
 }  // namespace nv::guest::agent

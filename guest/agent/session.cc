@@ -315,9 +315,8 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
     c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
     send(mb);
   };
-  ExecOutcome outcome = context.empty()
-                            ? run_exec(spec, sink)
-                            : contexts_.run(context, rule->language, code, spec, sink);
+  ExecOutcome outcome = context.empty() ? run_exec(spec, sink)
+                                        : contexts_.run(context, rule->language, code, spec, sink);
   if (outcome.pid > 0) sessions_.insert(outcome.pid);
   if (sessions_.size() > 1024) {  // bounded between listings: forget groups that are gone
     for (auto it = sessions_.begin(); it != sessions_.end();) {
@@ -398,8 +397,9 @@ void Session::handle_signal(schema::SignalRequest::Reader req) {
   }
   if (::kill(pid, sig) < 0) {
     int e = errno;
-    return send_error(static_cast<uint16_t>(e == ESRCH ? ErrorCode::NOT_FOUND : ErrorCode::BAD_REQUEST),
-                      errno_text("kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")", e));
+    return send_error(
+        static_cast<uint16_t>(e == ESRCH ? ErrorCode::NOT_FOUND : ErrorCode::BAD_REQUEST),
+        errno_text("kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")", e));
   }
   send_ack("signal");
 }
@@ -407,8 +407,9 @@ void Session::handle_signal(schema::SignalRequest::Reader req) {
 void Session::handle_reset(schema::ContextReset::Reader req) {
   const std::string name = req.getContext();
   if (!Contexts::valid_name(name)) {
-    return send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
-                      "context name '" + name.substr(0, 80) + "' is not 1-64 bytes of [A-Za-z0-9._-]");
+    return send_error(
+        static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
+        "context name '" + name.substr(0, 80) + "' is not 1-64 bytes of [A-Za-z0-9._-]");
   }
   // Resetting a context that does not run is not an error: the next exec starts fresh either way.
   contexts_.reset(name);

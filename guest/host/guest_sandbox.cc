@@ -86,8 +86,8 @@ Result<FileEntryInfo> GuestChannel::write_file(const std::string& path, std::str
   return out;
 }
 
-Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offset,
-                                          uint64_t length, uint64_t max_bytes, Deadline deadline) {
+Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offset, uint64_t length,
+                                          uint64_t max_bytes, Deadline deadline) {
   if (length == 0 && max_bytes == 0) return bad_argument("read_file needs max_bytes > 0");
   if (length > max_bytes) {
     return bad_argument("read of " + std::to_string(length) + " bytes asked, at most " +
@@ -114,9 +114,9 @@ Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offs
         credit_solicited_bytes(d.size());
         if (d.size() > kReadChunkBytes || c.getOffset() != offset + out.data.size() ||
             out.data.size() + d.size() > max_bytes || (!first && c.getSize() != out.size)) {
-          error = protocol("a fileChunk out of order or beyond the range (offset " +
-                           std::to_string(c.getOffset()) + ", " + std::to_string(d.size()) +
-                           " bytes)");
+          error =
+              protocol("a fileChunk out of order or beyond the range (offset " +
+                       std::to_string(c.getOffset()) + ", " + std::to_string(d.size()) + " bytes)");
           return false;
         }
         first = false;
@@ -244,7 +244,8 @@ Result<std::vector<ProcessEntry>> GuestChannel::processes(Deadline deadline) {
 
 ChannelError GuestChannel::signal(int32_t pid, int32_t signo, Deadline deadline) {
   if (pid <= 0) return bad_argument("pid " + std::to_string(pid) + " is not a process");
-  if (signo < 1 || signo > 64) return bad_argument("signal " + std::to_string(signo) + " not in 1..64");
+  if (signo < 1 || signo > 64)
+    return bad_argument("signal " + std::to_string(signo) + " not in 1..64");
   capnp::MallocMessageBuilder mb;
   auto s = start(mb).initSignal();
   s.setPid(pid);

@@ -88,7 +88,8 @@ class AgentOnSocketpair : public ::testing::Test {
     }
   }
   GuestChannel& connect() {
-    auto r = GuestChannel::adopt(host_fd_, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    auto r =
+        GuestChannel::adopt(host_fd_, std::chrono::steady_clock::now() + std::chrono::seconds(5));
     host_fd_ = -1;
     EXPECT_TRUE(r.ok()) << r.error().message;
     channel_ = std::move(r.value());
@@ -107,6 +108,5 @@ class AgentOnSocketpair : public ::testing::Test {
   std::unique_ptr<GuestChannel> channel_;
   std::atomic<bool> dropped_{false}, shutdown_seen_{false};
 };
-
 
 }  // namespace nv::guest

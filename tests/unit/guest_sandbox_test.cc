@@ -151,9 +151,8 @@ TEST_F(SandboxFiles, SymlinksAreNeverFollowedForWrites) {
 
 TEST_F(SandboxFiles, PathsOutsideTheRootsAreRefused) {
   auto& ch = connect();
-  for (const std::string& p : {std::string("/etc/nv-should-not-exist"), dir_,
-                               dir_ + "/../escape", dir_ + "/./x", std::string("relative"),
-                               dir_ + "//x"}) {
+  for (const std::string& p : {std::string("/etc/nv-should-not-exist"), dir_, dir_ + "/../escape",
+                               dir_ + "/./x", std::string("relative"), dir_ + "//x"}) {
     auto w = ch.write_file(p, "x", 0, false, in(5s));
     ASSERT_FALSE(w.ok()) << p;
     EXPECT_EQ(w.error().guest_code, ErrorCode::BAD_REQUEST) << p << ": " << w.error().message;
@@ -251,7 +250,11 @@ class SandboxProcesses : public AgentOnSocketpair {
     spec.background = background;
     spec.timeout_ms = 20000;
     auto r = ch.exec(
-        spec, [&](schema::Stream, std::string_view d) { if (out) out->append(d); }, in(30s));
+        spec,
+        [&](schema::Stream, std::string_view d) {
+          if (out) out->append(d);
+        },
+        in(30s));
     EXPECT_TRUE(r.ok()) << r.error().message;
     return r.ok() ? r.value() : ExecOutcome{};
   }
@@ -312,7 +315,8 @@ TEST_F(SandboxProcesses, LeftoverOutputIsDrainedNeverBlockingNorSigpipe) {
   // The job writes 10 MB to the exec's stdout after the exec ended: it must finish normally.
   auto o = sh(ch,
               "(sleep 0.3; head -c 10000000 /dev/zero && head -c 10000000 /dev/zero >&2 && "
-              "echo ok > " + mark + " || echo fail:$? > " + mark + ") & echo spawned",
+              "echo ok > " +
+                  mark + " || echo fail:$? > " + mark + ") & echo spawned",
               true, false);
   EXPECT_EQ(o.exit_code, 0);
   ASSERT_TRUE(file_appears(mark, 30s)) << "the leftover job blocked on its output";
@@ -368,8 +372,8 @@ class SandboxContexts : public AgentOnSocketpair {
     ExecOutcome o;
     std::string out, err;
   };
-  Cell run(GuestChannel& ch, schema::Language lang, const std::string& ctx,
-           const std::string& code, uint32_t timeout_ms = 20000, const std::string& stdin = "") {
+  Cell run(GuestChannel& ch, schema::Language lang, const std::string& ctx, const std::string& code,
+           uint32_t timeout_ms = 20000, const std::string& stdin = "") {
     ExecSpec spec;
     spec.language = lang;
     spec.code = code;
@@ -402,8 +406,9 @@ TEST_F(SandboxContexts, PythonVariablesAndImportsSurvive) {
   EXPECT_EQ(b.o.exit_code, 0) << b.err;
   EXPECT_EQ(b.out, "42 3\n");
   // The program's stdout cannot fake the end of a cell: the status travels on its own pipe.
-  auto c = py(ch, "import sys, os\nsys.stdout.write('\\x00\\x00\\x00\\x00')\n"
-                  "os.write(1, bytes(range(256)))\nprint('end')");
+  auto c = py(ch,
+              "import sys, os\nsys.stdout.write('\\x00\\x00\\x00\\x00')\n"
+              "os.write(1, bytes(range(256)))\nprint('end')");
   EXPECT_EQ(c.o.exit_code, 0) << c.err;
   std::string want("\0\0\0\0", 4);
   for (int i = 0; i < 256; ++i) want += static_cast<char>(i);
