@@ -224,8 +224,9 @@ class GuestChannel {
   // rename in the guest), or appended. Returns the entry afterwards.
   Result<FileEntryInfo> write_file(const std::string& path, std::string_view data, uint32_t mode,
                                    bool append, Deadline deadline);
-  // Reads [offset, offset + length) of `path` (length 0 = to the end); more than max_bytes is
-  // bad_argument before anything is sent.
+  // Reads [offset, offset + length) of `path` (length 0 = to the end, but at most max_bytes:
+  // FileRange.eof tells whether the end was reached); a length above max_bytes is bad_argument
+  // before anything is sent. Bytes read do not count against the guest's rate limit.
   Result<FileRange> read_file(const std::string& path, uint64_t offset, uint64_t length,
                               uint64_t max_bytes, Deadline deadline);
   Result<FileEntryInfo> stat(const std::string& path, Deadline deadline);
