@@ -1,5 +1,6 @@
-// guest_sandbox.cc — GuestChannel's sandbox operations (file, process and context calls):
-// guest.capnp writeChunk, readRange, fileOp, listProcesses, signal, resetContext.
+// guest_sandbox.cc — GuestChannel's file, process and context calls: guest.capnp putFile/getFile
+// (whole files in one frame) and the sandbox operations writeChunk, readRange, fileOp,
+// listProcesses, signal, resetContext.
 #include <capnp/message.h>
 #include <nv/schema/guest.capnp.h>
 
@@ -53,6 +54,62 @@ bool expect(GuestMessage::Reader msg, GuestMessage::Which want, const char* name
 }
 
 }  // namespace
+
+// ---- whole files in one frame (PutFile / GetFile, one-shot execs) ------------------------------
+
+ChannelError GuestChannel::put_file(const std::string& path, std::string_view data, uint32_t mode,
+                                    Deadline deadline) {
+  {
+    capnp::MallocMessageBuilder mb;
+    auto p = start(mb).initPutFile();
+    p.setPath(path);
+    p.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+    p.setMode(mode);
+    if (auto e = send_request(mb, deadline)) return e;
+  }
+  return await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::FILE_DATA, "fileData", error)) return false;
+        auto f = msg.getFileData();
+        if (!f.getFound()) {
+          error =
+              ChannelError{ChannelErrc::guest_error, "guest could not write " + path + ": " +
+                                                         std::string(f.getError()).substr(0, 500)};
+        }
+        return true;
+      },
+      deadline);
+}
+
+Result<std::string> GuestChannel::get_file(const std::string& path, Deadline deadline) {
+  {
+    capnp::MallocMessageBuilder mb;
+    start(mb).setGetFile(path);
+    if (auto e = send_request(mb, deadline)) return e;
+  }
+  std::string content;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::FILE_DATA, "fileData", error)) return false;
+        auto f = msg.getFileData();
+        if (!f.getFound()) {
+          error =
+              ChannelError{ChannelErrc::guest_error, "guest could not read " + path + ": " +
+                                                         std::string(f.getError()).substr(0, 500)};
+          return true;
+        }
+        auto d = f.getData();
+        content.assign(reinterpret_cast<const char*>(d.begin()), d.size());
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return content;
+}
+
+// ---- sandbox files ---------------------------------------------------------------------------
 
 Result<FileEntryInfo> GuestChannel::write_file(const std::string& path, std::string_view data,
                                                uint32_t mode, bool append, Deadline deadline) {

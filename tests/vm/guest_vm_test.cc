@@ -47,21 +47,14 @@ struct RunResult {
 class GuestVm : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    QemuGuest vm;
-    vm.boot(256);
-    kernel_ = vm.kernel;
-    rootfs_ = vm.rootfs;
-    qemu_ = vm.qemu;
-    dir_ = vm.dir;
-    sock_ = vm.sock;
-    console_ = vm.console;
-    skip_ = vm.skip;
-    boot_error_ = vm.error;
-    qemu_pid_ = vm.pid;
-    vm.pid = -1;  // owned by this suite now (TearDownTestSuite)
-    vm.dir.clear();
-    boot_to_hello_ = vm.boot_to_hello;
-    channel_ = std::move(vm.channel);
+    vm_ = std::make_unique<QemuGuest>();
+    vm_->boot(256);
+    skip_ = vm_->skip;
+    boot_error_ = vm_->error;
+    sock_ = vm_->sock;
+    console_ = vm_->console;
+    boot_to_hello_ = vm_->boot_to_hello;
+    channel_ = std::move(vm_->channel);
     if (channel_) {
       std::cout << "[ guest ] boot to Hello: "
                 << std::chrono::duration<double>(boot_to_hello_).count() << " s (TCG), agent "
@@ -72,12 +65,7 @@ class GuestVm : public ::testing::Test {
 
   static void TearDownTestSuite() {
     channel_.reset();
-    if (qemu_pid_ > 0) {
-      ::kill(qemu_pid_, SIGKILL);
-      ::waitpid(qemu_pid_, nullptr, 0);
-      qemu_pid_ = -1;
-    }
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
+    vm_.reset();  // kills QEMU if still running, removes its directory
   }
 
   void SetUp() override {
@@ -112,9 +100,9 @@ class GuestVm : public ::testing::Test {
     return r;
   }
 
-  static inline std::string kernel_, rootfs_, qemu_, dir_, sock_, console_;
+  static inline std::unique_ptr<QemuGuest> vm_;
+  static inline std::string sock_, console_;
   static inline std::string skip_, boot_error_;
-  static inline pid_t qemu_pid_ = -1;
   static inline Clock::duration boot_to_hello_{};
   static inline std::unique_ptr<GuestChannel> channel_;
 };
@@ -275,15 +263,15 @@ TEST_F(GuestVm, ReconnectGetsHelloAgain) {
 TEST_F(GuestVm, ShutdownEndsQemu) {
   auto e = channel_->shutdown(Clock::now() + 20s);
   EXPECT_FALSE(e) << e.message;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, qemu_pid_, 0));
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, vm_->pid, 0));
   ASSERT_GE(pidfd, 0);
   pollfd p{pidfd, POLLIN, 0};
   int r = ::poll(&p, 1, 20000);
   ::close(pidfd);
   ASSERT_EQ(r, 1) << "QEMU still running 20 s after Shutdown; console:\n" << read_file(console_);
   int status = 0;
-  ASSERT_EQ(::waitpid(qemu_pid_, &status, 0), qemu_pid_);
-  qemu_pid_ = -1;
+  ASSERT_EQ(::waitpid(vm_->pid, &status, 0), vm_->pid);
+  vm_->pid = -1;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 }
 
