@@ -275,6 +275,12 @@ class GuestChannel {
   ChannelError await_answers(const AnswerFn& on_answer, Deadline deadline);
   // Bytes the host asked for (file reads) do not count against the guest's rate limit.
   void credit_solicited_bytes(uint64_t n);
+  // The sandbox calls' shared steps (guest_sandbox.cc): a fileOp request (`kind`: a
+  // schema::FileOpKind); waiting for an ack (its entry, if any) or an entries answer.
+  ChannelError send_file_op(uint16_t kind, const std::string& path, bool recursive,
+                            Deadline deadline);
+  Result<FileEntryInfo> await_ack(const char* what, Deadline deadline);
+  Result<std::vector<FileEntryInfo>> await_entries(Deadline deadline);
 
   int fd_ = -1;
   ChannelLimits limits_;

@@ -130,17 +130,7 @@ Result<FileEntryInfo> GuestChannel::write_file(const std::string& path, std::str
     if (auto e = send_request(mb, deadline)) return e;
     off += n;
   } while (off < data.size());
-  FileEntryInfo out;
-  auto e = await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::ACK, "the write's ack", error)) return false;
-        out = entry_of(msg.getAck().getEntry());
-        return true;
-      },
-      deadline);
-  if (e) return e;
-  return out;
+  return await_ack("the write's ack", deadline);
 }
 
 Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offset, uint64_t length,
@@ -187,22 +177,23 @@ Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offs
   return out;
 }
 
-Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadline) {
+ChannelError GuestChannel::send_file_op(uint16_t kind, const std::string& path, bool recursive,
+                                        Deadline deadline) {
   capnp::MallocMessageBuilder mb;
   auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::STAT);
+  op.setKind(static_cast<schema::FileOpKind>(kind));
   op.setPath(path);
-  if (auto e = send_request(mb, deadline)) return e;
+  op.setRecursive(recursive);
+  return send_request(mb, deadline);
+}
+
+Result<FileEntryInfo> GuestChannel::await_ack(const char* what, Deadline deadline) {
   FileEntryInfo out;
   auto e = await_answers(
       [&](ParsedMessage& pm, ChannelError& error) {
         auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::ENTRIES, "entries", error)) return false;
-        if (msg.getEntries().size() != 1) {
-          error = protocol(std::to_string(msg.getEntries().size()) + " entries for one stat");
-          return false;
-        }
-        out = entry_of(msg.getEntries()[0]);
+        if (!expect(msg, GuestMessage::ACK, what, error)) return false;
+        if (msg.getAck().hasEntry()) out = entry_of(msg.getAck().getEntry());
         return true;
       },
       deadline);
@@ -210,14 +201,7 @@ Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadl
   return out;
 }
 
-Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& path, bool recursive,
-                                                          Deadline deadline) {
-  capnp::MallocMessageBuilder mb;
-  auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::LIST);
-  op.setPath(path);
-  op.setRecursive(recursive);
-  if (auto e = send_request(mb, deadline)) return e;
+Result<std::vector<FileEntryInfo>> GuestChannel::await_entries(Deadline deadline) {
   std::vector<FileEntryInfo> out;
   auto e = await_answers(
       [&](ParsedMessage& pm, ChannelError& error) {
@@ -236,39 +220,45 @@ Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& pat
   return out;
 }
 
+Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadline) {
+  if (auto e =
+          send_file_op(static_cast<uint16_t>(schema::FileOpKind::STAT), path, false, deadline)) {
+    return e;
+  }
+  auto entries = await_entries(deadline);
+  if (!entries.ok()) return entries.error();
+  if (entries->size() != 1) {
+    close();  // the stream cannot be trusted after a wrong answer
+    return protocol(std::to_string(entries->size()) + " entries for one stat");
+  }
+  return entries->front();
+}
+
+Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& path, bool recursive,
+                                                          Deadline deadline) {
+  if (auto e = send_file_op(static_cast<uint16_t>(schema::FileOpKind::LIST), path, recursive,
+                            deadline)) {
+    return e;
+  }
+  return await_entries(deadline);
+}
+
 ChannelError GuestChannel::remove(const std::string& path, bool recursive, Deadline deadline) {
-  capnp::MallocMessageBuilder mb;
-  auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::REMOVE);
-  op.setPath(path);
-  op.setRecursive(recursive);
-  if (auto e = send_request(mb, deadline)) return e;
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the remove's ack", error);
-      },
-      deadline);
+  if (auto e = send_file_op(static_cast<uint16_t>(schema::FileOpKind::REMOVE), path, recursive,
+                            deadline)) {
+    return e;
+  }
+  auto r = await_ack("the remove's ack", deadline);
+  return r.ok() ? ChannelError{} : r.error();
 }
 
 Result<FileEntryInfo> GuestChannel::make_dir(const std::string& path, bool parents,
                                              Deadline deadline) {
-  capnp::MallocMessageBuilder mb;
-  auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::MKDIR);
-  op.setPath(path);
-  op.setRecursive(parents);
-  if (auto e = send_request(mb, deadline)) return e;
-  FileEntryInfo out;
-  auto e = await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::ACK, "the mkdir's ack", error)) return false;
-        out = entry_of(msg.getAck().getEntry());
-        return true;
-      },
-      deadline);
-  if (e) return e;
-  return out;
+  if (auto e =
+          send_file_op(static_cast<uint16_t>(schema::FileOpKind::MKDIR), path, parents, deadline)) {
+    return e;
+  }
+  return await_ack("the mkdir's ack", deadline);
 }
 
 Result<std::vector<ProcessEntry>> GuestChannel::processes(Deadline deadline) {
@@ -308,11 +298,8 @@ ChannelError GuestChannel::signal(int32_t pid, int32_t signo, Deadline deadline)
   s.setPid(pid);
   s.setSignal(signo);
   if (auto e = send_request(mb, deadline)) return e;
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the signal's ack", error);
-      },
-      deadline);
+  auto r = await_ack("the signal's ack", deadline);
+  return r.ok() ? ChannelError{} : r.error();
 }
 
 ChannelError GuestChannel::reset_context(const std::string& name, schema::Language language,
@@ -323,11 +310,8 @@ ChannelError GuestChannel::reset_context(const std::string& name, schema::Langua
   r.setContext(name);
   r.setLanguage(language);
   if (auto e = send_request(mb, deadline)) return e;
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the reset's ack", error);
-      },
-      deadline);
+  auto a = await_ack("the reset's ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
 }
 
 }  // namespace nv::guest
