@@ -418,6 +418,8 @@ TEST_F(SandboxContexts, PythonVariablesAndImportsSurvive) {
   auto e = py(ch, "import sys\nsys.exit(3)");
   EXPECT_EQ(e.o.exit_code, 3);
   EXPECT_EQ(py(ch, "print(x)").out, "41\n") << "sys.exit ends the cell, not the context";
+  auto slow = py(ch, "import time\ntime.sleep(0.2)");
+  EXPECT_GE(slow.o.duration_ms, 190) << "the agent measures the cell";
   // The interpreter is listed with its context.
   auto ps = ch.processes(in(5s));
   ASSERT_TRUE(ps.ok());

@@ -247,16 +247,24 @@ TEST_F(SandboxVm, PrintRoundTripInALivePythonContext) {
     ASSERT_EQ(r.out, "1\n") << r.err;
     agent_ms.push_back(r.o.duration_ms);
   }
+  std::vector<double> ping_ms;
+  for (int i = 0; i < 21; ++i) {
+    auto p = ch().ping(in(60s));
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    ping_ms.push_back(std::chrono::duration<double, std::milli>(p.value()).count());
+  }
   std::sort(host_ms.begin(), host_ms.end());
   std::sort(agent_ms.begin(), agent_ms.end());
-  // Figures for the report (speed goals live in nv-bench): the channel round trip and, of it,
-  // the agent's part (request written to the driver → status read).
+  std::sort(ping_ms.begin(), ping_ms.end());
+  // Figures for the report (speed goals live in nv-bench): the channel round trip, a ping's
+  // (the transport alone), and the agent's own figure (coarse: the guest clock may tick in
+  // jiffies under TCG).
   RecordProperty("print1_channel_p50_ms", std::to_string(host_ms[10]));
-  RecordProperty("print1_agent_p50_ms", std::to_string(agent_ms[10]));
+  RecordProperty("ping_p50_ms", std::to_string(ping_ms[10]));
   std::printf(
-      "[ sandbox ] print(1) in a live context (TCG): channel p50 %.1f ms (max %.1f), "
-      "agent part p50 %.1f ms\n",
-      host_ms[10], host_ms.back(), agent_ms[10]);
+      "[ sandbox ] print(1) in a live context (TCG): channel p50 %.1f ms (max %.1f); "
+      "ping p50 %.2f ms; agent-measured p50 %.1f ms\n",
+      host_ms[10], host_ms.back(), ping_ms[10], agent_ms[10]);
 }
 
 }  // namespace
