@@ -276,6 +276,17 @@ std::string writable_root_of(const AgentConfig& cfg, const std::string& path) {
   return "";
 }
 
+int open_parent_for_write(const AgentConfig& cfg, const std::string& path, std::string& leaf,
+                          std::string& error, int& err) {
+  const std::string root = writable_root_of(cfg, path);
+  if (root.empty()) {
+    err = EINVAL;
+    error = outside_roots(cfg, path);
+    return -1;
+  }
+  return open_parent(cfg, path, root, /*create=*/true, leaf, error, err);
+}
+
 struct FileOps::Write {
   std::string path, leaf, temp;
   Fd dir, fd;

@@ -24,6 +24,11 @@ struct AgentConfig;
 bool path_is_clean(const std::string& path);
 // The writable root `path` lies strictly below ("" if none).
 std::string writable_root_of(const AgentConfig& config, const std::string& path);
+// The directory that holds `path` (strictly below a writable root), walked from the root one
+// component at a time without following any symlink, missing parents made (owned by the run
+// user). Returns its fd and the last component in `leaf`, or -1 with `error` (errno in `err`).
+int open_parent_for_write(const AgentConfig& config, const std::string& path, std::string& leaf,
+                          std::string& error, int& err);
 
 class FileOps {
  public:

@@ -430,19 +430,23 @@ void Session::handle_put(schema::FilePut::Reader put) {
             "' refused: it must be absolute, without '.'/'..' "
             "parts, below one of the writable roots (/tmp, /home/agent)";
   } else {
-    // Parents are created as needed, owned by the program's user so it can use them.
-    for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {
-      std::string dir = path.substr(0, i);
-      if (::mkdir(dir.c_str(), 0755) == 0 && config_.run_uid >= 0) {
-        if (::chown(dir.c_str(), config_.run_uid, config_.run_gid) < 0) {
-          error = errno_text("chown(" + dir + ")", errno);
-        }
-      }
-    }
+    // Parents are created as needed, owned by the program's user so it can use them; no
+    // symlink in the path is followed (files.h).
+    std::string leaf;
+    int err = 0;
+    int dir = open_parent_for_write(config_, path, leaf, error, err);
     mode_t mode = put.getMode() == 0 ? 0644 : (put.getMode() & 07777);
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) {
-      error = errno_text("open(" + path + ")", errno);
+    int fd = -1, open_err = 0;
+    if (dir >= 0) {
+      fd = ::openat(dir, leaf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                    mode);
+      open_err = errno;
+      ::close(dir);
+    }
+    if (dir < 0) {
+      // `error` says where the walk stopped
+    } else if (fd < 0) {
+      error = errno_text("open(" + path + ")", open_err);
     } else {
       const auto* p = reinterpret_cast<const char*>(data.begin());
       size_t left = data.size();
