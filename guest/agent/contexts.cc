@@ -259,6 +259,9 @@ ExecOutcome Contexts::run(const std::string& name, uint16_t language, const std:
     c->pidfd.reset(sp.pidfd);
     c->out_r.reset(sp.out_r);
     c->err_r.reset(sp.err_r);
+    // Output written between cells (a thread) waits in these pipes for the next cell: give it
+    // 1 MiB of room (pipe-max-size's default) instead of 64 KiB before the writer blocks.
+    for (int fd : {c->out_r.get(), c->err_r.get()}) ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
     c->req_w.reset(::fcntl(req_w.get(), F_DUPFD_CLOEXEC, 0));
     c->status_r.reset(::fcntl(st_r.get(), F_DUPFD_CLOEXEC, 0));
     ::fcntl(c->req_w.get(), F_SETFL, ::fcntl(c->req_w.get(), F_GETFL) | O_NONBLOCK);

@@ -467,6 +467,32 @@ TEST_F(SandboxContexts, TimeoutAndResetGiveAFreshInterpreter) {
   EXPECT_EQ(py(ch, "print(1)").out, "1\n");
 }
 
+TEST_F(SandboxContexts, OutputBetweenCellsWaitsForTheNextCell) {
+  auto& ch = connect();
+  const std::string mark = dir_ + "/written";
+  // A thread writes 300 KB after its cell ended (more than a default 64 KiB pipe holds), then
+  // leaves a mark: it must not block until the next cell.
+  auto a = py(ch,
+              "import threading, sys, time\n"
+              "def w():\n"
+              "    time.sleep(0.1)\n"
+              "    sys.stdout.write('x' * 300000)\n"
+              "    sys.stdout.flush()\n"
+              "    open('" +
+                  mark +
+                  "', 'w').write('done')\n"
+                  "threading.Thread(target=w).start()\n");
+  ASSERT_EQ(a.o.exit_code, 0) << a.err;
+  bool written = false;
+  for (int i = 0; i < 400 && !written; ++i) {
+    written = !slurp(mark).empty();
+    if (!written) std::this_thread::sleep_for(25ms);  // polling a file the thread writes
+  }
+  EXPECT_TRUE(written) << "the thread blocked on its output between cells";
+  auto b = py(ch, "print('next')");
+  EXPECT_EQ(b.out, std::string(300000, 'x') + "next\n") << b.out.size();
+}
+
 TEST_F(SandboxContexts, StartUpIsNotChargedToTheFirstCellsTimeout) {
   auto& ch = connect();
   // An interpreter that takes 1.5 s to start (sitecustomize runs at python's start-up, as
@@ -479,7 +505,8 @@ TEST_F(SandboxContexts, StartUpIsNotChargedToTheFirstCellsTimeout) {
   spec.timeout_ms = 800;
   spec.env = {{"PYTHONPATH", dir_}};
   std::string out;
-  auto r = ch.exec(spec, [&](schema::Stream, std::string_view d) { out.append(d); }, in(30s));
+  auto r = ch.exec(
+      spec, [&](schema::Stream, std::string_view d) { out.append(d); }, in(30s));
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_FALSE(r->timed_out);
   EXPECT_EQ(r->exit_code, 0);
