@@ -143,7 +143,7 @@ void guest_seeds() {
   const std::string shutdown = host_frame([](auto m) { m.setShutdown(); });
   // Sandbox operations (agent 0.2): a two-chunk write, a range read, every file op, processes,
   // signal, a context cell and its reset.
-  auto chunk = [](bool first, bool last) {
+  auto write_chunk = [](bool first, bool last) {
     return host_frame([&](auto m) {
       auto w = m.initWriteChunk();
       w.setPath("/home/agent/a/b.bin");
@@ -193,7 +193,7 @@ void guest_seeds() {
   write("guest_agent", "reseed_ping", greeting + reseed + ping);
   write("guest_agent", "shutdown", greeting + shutdown);
   write("guest_agent", "sandbox_files",
-        greeting + chunk(true, false) + chunk(false, true) + read_range + file_ops);
+        greeting + write_chunk(true, false) + write_chunk(false, true) + read_range + file_ops);
   write("guest_agent", "sandbox_processes", greeting + procs + context);
 
   // The agent's own answers: Hello and the greeting's pong, as a real Session writes them.
