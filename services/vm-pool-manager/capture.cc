@@ -109,6 +109,7 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
     return make_error(recv.error().code, "capture receiver: " + recv.error().message);
   }
   std::unique_ptr<RunningVm> receiver = std::move(recv.value());
+  const double receiver_ms = ms_between(start, Clock::now());
   auto fail = [&](const std::string& step, const Error& e) -> Error {
     (void)receiver->destroy(Clock::now() + std::chrono::milliseconds(500));
     return make_error(e.code, "capture: " + step + ": " + e.message);
@@ -124,6 +125,7 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
       std::async(std::launch::async, [&] { return receiver->receive_state(b.get(), deadline); });
   const auto pause_start = Clock::now();
   Status sent = source.send_state(a.get(), false, deadline);
+  const double sent_ms = ms_between(pause_start, Clock::now());
   Status got = received.get();
   // The source runs again whatever happened to the receiver.
   Status resumed = source.resume_guest(deadline);
@@ -134,17 +136,28 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
   if (!got.ok()) return fail("loading into the receiver", got.error());
   if (!resumed.ok()) return fail("resuming the source", resumed.error());
   out->state_path = spec.state_path;
+  const auto save_start = Clock::now();
   if (Status s = receiver->snapshot(spec.state_path, deadline); !s.ok()) {
     ::unlink(spec.state_path.c_str());
     return fail("saving the device state", s.error());
   }
+  const double save_ms = ms_between(save_start, Clock::now());
+  const auto quit_start = Clock::now();
   Status gone = receiver->destroy(Clock::now() + std::chrono::milliseconds(1000));
+  const double quit_ms = ms_between(quit_start, Clock::now());
   receiver.reset();
   if (!gone.ok()) {
     return make_error(gone.error().code, "capture: receiver teardown: " + gone.error().message);
   }
   if (Status s = out->memory.seal(); !s.ok()) return s.error();
   out->capture_ms = ms_between(start, Clock::now());
+  log::info("vm captured", {{"receiver", spec.receiver_id},
+                            {"receiver_start_ms", receiver_ms},
+                            {"migrate_ms", sent_ms},
+                            {"pause_ms", out->pause_ms},
+                            {"device_state_ms", save_ms},
+                            {"receiver_quit_ms", quit_ms},
+                            {"capture_ms", out->capture_ms}});
   return out;
 }
 
