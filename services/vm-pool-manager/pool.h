@@ -325,6 +325,8 @@ class Pool {
   void refill_loop();
   void monitor_loop();
   void boot_one(SizeTier tier);
+  // Adds a VM to vms_ and its exit fd to the monitor's epoll set (a fresh key). mu_ held.
+  void add_entry_locked(const std::string& id, Entry e);
   // The spec of the tier's next VM (a fresh id; the snapshot and template RAM in snapshot mode).
   VmSpec restore_spec(SizeTier tier);
   // Begins the tier's next restore ahead of time (TierState::standby).

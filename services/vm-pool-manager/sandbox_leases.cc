@@ -22,19 +22,21 @@ namespace nv::vm {
 namespace {
 const char* kRestartNote = "pool manager restarted: VMM gone";
 
-std::vector<std::string> list_dir(const std::string& path) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(path.c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  return out;
-}
-
 Error shutting_down() { return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping"); }
+
+// A sandbox lifetime: 0 = `fallback`; above `max` is badRequest (never silently shortened).
+Result<std::chrono::milliseconds> sandbox_lifetime(std::chrono::milliseconds asked,
+                                                   std::chrono::milliseconds fallback,
+                                                   std::chrono::milliseconds max) {
+  if (asked.count() <= 0) asked = fallback;
+  if (asked > max) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(asked.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(max.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  return asked;
+}
 }  // namespace
 
 std::string Pool::paused_dir(const std::string& vm_id) const {
@@ -202,18 +204,9 @@ Result<LeaseInfo> Pool::adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tie
   e.sandbox = true;
   e.sandbox_id = sandbox_id;
   e.owner = owner;
-  e.key = next_key_++;
-  e.warm_since = Clock::now();
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = e.key;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm->exit_fd(), &ev) != 0) {
-    log::syscall_error("epoll_ctl(ADD pidfd)", errno, {{"vm_id", id}});
-  }
-  keys_[e.key] = id;
   tiers_[tier].active++;
   LeaseInfo li = lease_info_locked(id, e);
-  vms_[id] = std::move(e);
+  add_entry_locked(id, std::move(e));
   return li;
 }
 
@@ -328,13 +321,9 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
     return li;
   }
   if (Status s = check_snapshot_name(req.from_snapshot); !s.ok()) return s.error();
-  auto lifetime = req.lifetime.count() > 0 ? req.lifetime : opt_.default_lease_ttl;
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
-  }
+  auto granted = sandbox_lifetime(req.lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
+  if (!granted.ok()) return granted.error();
+  const auto lifetime = granted.value();
   auto row = registry_->snapshot(req.owner, req.from_snapshot);
   if (!row.ok()) return row.error();
   if (!row.value()) {
@@ -400,13 +389,9 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
 Result<LeaseInfo> Pool::extend(const std::string& vm_id, std::chrono::milliseconds lifetime) {
   if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
-  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
-  }
+  auto granted = sandbox_lifetime(lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
+  if (!granted.ok()) return granted.error();
+  lifetime = granted.value();
   LeaseInfo li;
   {
     std::lock_guard lock(mu_);
@@ -438,13 +423,9 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
   if (Status s = check_fork(count, sandbox_ids); !s.ok()) return s.error();
-  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
-  }
+  auto granted = sandbox_lifetime(lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
+  if (!granted.ok()) return granted.error();
+  lifetime = granted.value();
   Entry parent;
   auto vm = take_running(vm_id, &parent);
   if (!vm.ok()) return vm.error();
@@ -674,11 +655,9 @@ Result<LeaseInfo> Pool::pause(const std::string& vm_id) {
 Result<LeaseInfo> Pool::resume(const std::string& vm_id, std::chrono::milliseconds lifetime) {
   if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
+  // 0 = keep the current expiry (below); else bounded like any sandbox lifetime.
+  if (auto g = sandbox_lifetime(lifetime, lifetime, opt_.max_sandbox_ttl); !g.ok()) {
+    return g.error();
   }
   LeaseRecord rec;
   TierConfig cfg;
