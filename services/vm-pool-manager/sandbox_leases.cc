@@ -482,6 +482,12 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   refill_cv_.notify_all();
   if (!out->ok()) return std::move(*out);
   ForkResult& fr = out->value();
+  uint64_t tier_template_bytes = 0;
+  {
+    std::lock_guard lock(mu_);
+    const TierState& t = tiers_[parent.tier];
+    if (t.memory.valid()) tier_template_bytes = fd_allocated_bytes(t.memory.fd());
+  }
   fr.fork_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   for (const auto& li : fr.leases) {
     if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
@@ -493,7 +499,8 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
                                {"count", static_cast<int64_t>(count)},
                                {"capture_ms", fr.capture_ms},
                                {"pause_ms", fr.pause_ms},
-                               {"fork_ms", fr.fork_ms}});
+                               {"fork_ms", fr.fork_ms},
+                               {"tier_template_allocated_bytes", tier_template_bytes}});
   return std::move(*out);
 }
 
