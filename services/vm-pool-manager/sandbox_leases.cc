@@ -450,8 +450,13 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   bool ran = run_on_sandbox_thread([&] {
     ForkResult fr;
     const std::string cap_id = "cap-" + random_hex(6);
-    CaptureSpec cs{cap_id,      cfg.vcpus,   cfg.memory_mib,
-                   opt_.kernel, opt_.rootfs, opt_.state_dir + "/captures/" + cap_id + ".state"};
+    CaptureSpec cs{cap_id,
+                   cfg.vcpus,
+                   cfg.memory_mib,
+                   opt_.kernel,
+                   opt_.rootfs,
+                   opt_.state_dir + "/captures/" + cap_id + ".state",
+                   /*free_zero_pages=*/true};
     auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
     std::vector<std::string> ids;
     for (uint32_t i = 0; i < count; ++i) ids.push_back("vm-" + random_hex(8));
