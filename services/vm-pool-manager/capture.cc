@@ -185,14 +185,10 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
   if (!gone.ok()) {
     return make_error(gone.error().code, "capture: receiver teardown: " + gone.error().message);
   }
-  const auto punch_start = Clock::now();
-  if (spec.free_zero_pages) {
-    if (Status s = punch_zero_pages(out->memory.fd(), out->memory.bytes()); !s.ok()) {
-      return s.error();
-    }
+  // With free_zero_pages the caller seals (seal_capture) while it starts VMMs on the memory.
+  if (!spec.free_zero_pages) {
+    if (Status s = out->memory.seal(); !s.ok()) return s.error();
   }
-  const double punch_ms = ms_between(punch_start, Clock::now());
-  if (Status s = out->memory.seal(); !s.ok()) return s.error();
   out->capture_ms = ms_between(start, Clock::now());
   log::info("vm captured", {{"receiver", spec.receiver_id},
                             {"receiver_start_ms", receiver_ms},
@@ -200,10 +196,19 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
                             {"pause_ms", out->pause_ms},
                             {"device_state_ms", save_ms},
                             {"receiver_quit_ms", quit_ms},
-                            {"zero_pages_freed_ms", punch_ms},
                             {"capture_ms", out->capture_ms},
                             {"memfd_allocated_bytes", fd_allocated_bytes(out->memory.fd())}});
   return out;
+}
+
+Status seal_capture(CapturedVm& cap) {
+  const auto start = Clock::now();
+  if (Status s = punch_zero_pages(cap.memory.fd(), cap.memory.bytes()); !s.ok()) return s;
+  if (Status s = cap.memory.seal(); !s.ok()) return s;
+  cap.seal_ms = ms_between(start, Clock::now());
+  log::info("captured memory sealed", {{"zero_pages_freed_ms", cap.seal_ms},
+                                       {"allocated_bytes", fd_allocated_bytes(cap.memory.fd())}});
+  return {};
 }
 
 Status save_memory(const TemplateMemory& memory, const std::string& path, uint64_t* allocated) {

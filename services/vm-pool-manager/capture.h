@@ -41,6 +41,7 @@ struct CapturedVm {
   uint32_t vcpus = 1, memory_mib = 256;
   double pause_ms = 0;    // the source was paused this long (stop → cont)
   double capture_ms = 0;  // the whole capture
+  double seal_ms = 0;     // seal_capture(): zero pages freed, then sealed
   ~CapturedVm();          // removes state_path when owned
   bool owns_state_file = true;
 };
@@ -55,8 +56,15 @@ struct CaptureSpec {
   // it, so without this the memfd holds the whole VM size (512 MiB for a medium VM holding
   // 175 MiB) for as long as forks map it. Costs a scan of the RAM (0.35–0.55 s for 512 MiB on
   // this loaded host); pause and snapshot skip it (their memfd is written sparse and dropped).
+  // With it set, capture() returns the memfd NOT sealed: call seal_capture() before any guest
+  // runs on it. VMMs may be started on it meanwhile (a restore's VMM maps it privately and runs
+  // no guest code until its state is loaded; the seal fails while anyone maps it shared and
+  // writable).
   bool free_zero_pages = false;
 };
+
+// Frees the zero pages of a capture made with free_zero_pages, then seals its memfd.
+Status seal_capture(CapturedVm& cap);
 
 // See above. The source keeps running afterwards (also on failure, as far as it can).
 Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,

@@ -355,10 +355,12 @@ class Pool {
                                  const std::string& owner);
   // Starts `count` VMs restored from `state_path` on `memory` (copy-on-write), reseeded with
   // `ids` (fresh VM ids, or the resumed one): VMMs spawned here, restores and reseeds in
-  // parallel. On failure every VM made is destroyed.
+  // parallel. `before_guests` (when set) runs once every VMM is up and before any state loads
+  // (a fork seals its memory there). On failure every VM made is destroyed.
   Result<std::vector<std::shared_ptr<RunningVm>>> restore_clones(
       const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
-      const std::vector<std::string>& ids, double* each_ms);
+      const std::vector<std::string>& ids, double* each_ms,
+      const std::function<Status()>& before_guests = {});
   // Takes a running sandbox lease for an operation (marks it busy); unknownLease otherwise.
   Result<std::shared_ptr<RunningVm>> take_running(const std::string& vm_id, Entry* copy);
   void untake(const std::string& vm_id);

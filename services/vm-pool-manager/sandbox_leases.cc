@@ -212,7 +212,8 @@ Result<LeaseInfo> Pool::adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tie
 
 Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
-    const std::vector<std::string>& ids, double* each_ms) {
+    const std::vector<std::string>& ids, double* each_ms,
+    const std::function<Status()>& before_guests) {
   const auto start = Clock::now();
   const auto deadline = start + opt_.boot_timeout;
   std::vector<std::shared_ptr<RunningVm>> vms;
@@ -239,6 +240,12 @@ Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     }
     vms.push_back(std::move(v.value()));
     guards.push_back(std::make_unique<InFlight>(*this, vms.back()));
+  }
+  if (before_guests) {
+    if (Status s = before_guests(); !s.ok()) {
+      destroy_all();
+      return s.error();
+    }
   }
   // ... their state loads and reseeds run side by side.
   std::vector<std::future<Status>> done;
@@ -458,10 +465,17 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
                    opt_.state_dir + "/captures/" + cap_id + ".state",
                    /*free_zero_pages=*/true};
     auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
+    // The zero pages are freed and the memory sealed while the forks' VMMs start (no guest runs
+    // before the seal: restore_clones waits for it before loading any state).
+    std::future<Status> sealed;
+    if (cap.ok()) {
+      sealed = std::async(std::launch::async, [&] { return seal_capture(*cap.value()); });
+    }
     std::vector<std::string> ids;
     for (uint32_t i = 0; i < count; ++i) ids.push_back("vm-" + random_hex(8));
     Result<std::vector<std::shared_ptr<RunningVm>>> vms =
-        cap.ok() ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr)
+        cap.ok() ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr,
+                                  [&] { return sealed.get(); })
                  : Result<std::vector<std::shared_ptr<RunningVm>>>(cap.error());
     std::lock_guard lock(mu_);
     tiers_[parent.tier].booting -= count;
