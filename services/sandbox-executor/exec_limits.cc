@@ -54,8 +54,6 @@ std::string language_name(schema::Language language) {
   return "language" + std::to_string(static_cast<unsigned>(language));
 }
 
-namespace {
-
 bool valid_env_name(std::string_view n) {
   if (n.empty() || (n[0] >= '0' && n[0] <= '9')) return false;
   for (char ch : n) {
@@ -90,52 +88,78 @@ std::string quote(std::string_view s) {
   return out + "'";
 }
 
-}  // namespace
+void Problems::over(const std::string& what, uint64_t got, uint64_t limit) {
+  if (got > limit) {
+    list.push_back(what + " is " + std::to_string(got) + ", the limit is " + std::to_string(limit));
+  }
+}
 
-Result<Effective> validate(schema::ExecRequest::Reader r, const ExecLimits& l) {
-  std::vector<std::string> problems;
-  auto over = [&](const std::string& what, uint64_t got, uint64_t limit) {
-    if (got > limit) {
-      problems.push_back(what + " is " + std::to_string(got) + ", the limit is " +
-                         std::to_string(limit));
-    }
-  };
-  Effective e;
-  auto lang = static_cast<uint16_t>(r.getLanguage());
+Error Problems::error(const std::string& what) const {
+  std::string msg = "invalid " + what + ": ";
+  for (size_t i = 0; i < list.size(); ++i) msg += (i ? "; " : "") + list[i];
+  return make_error(ErrorCode::BAD_REQUEST, msg);
+}
+
+void check_language(schema::Language language, Problems& p) {
+  auto lang = static_cast<uint16_t>(language);
   if (lang == 0 || lang > static_cast<uint16_t>(schema::Language::JAVASCRIPT)) {
-    problems.push_back("language " + std::to_string(lang) +
-                       " is not one of python(1), bash(2), sh(3), javascript(4)");
+    p.add("language " + std::to_string(lang) +
+          " is not one of python(1), bash(2), sh(3), javascript(4)");
   }
-  e.language = r.getLanguage();
+}
 
-  auto tier = static_cast<uint16_t>(r.getTier());
-  if (tier > static_cast<uint16_t>(schema::SizeTier::LARGE)) {
-    problems.push_back("tier " + std::to_string(tier) +
-                       " is not one of small(1), medium(2), large(3)");
+schema::SizeTier check_tier(schema::SizeTier tier, Problems& p) {
+  auto raw = static_cast<uint16_t>(tier);
+  if (raw > static_cast<uint16_t>(schema::SizeTier::LARGE)) {
+    p.add("tier " + std::to_string(raw) + " is not one of small(1), medium(2), large(3)");
   }
-  e.tier = tier == 0 ? schema::SizeTier::SMALL : r.getTier();
+  return raw == 0 ? schema::SizeTier::SMALL : tier;
+}
 
-  auto code = r.getCode();
-  if (code.size() == 0) problems.push_back("code is empty");
-  over("code size in bytes", code.size(), l.max_code_bytes);
-  over("stdin size in bytes", r.getStdin().size(), l.max_stdin_bytes);
-
-  auto env = r.getEnv();
-  over("env count", env.size(), l.max_env);
+void check_env(capnp::List<schema::EnvVar>::Reader env, const ExecLimits& l, Problems& p) {
+  p.over("env count", env.size(), l.max_env);
   uint64_t env_bytes = 0;
   for (unsigned i = 0; i < env.size() && i <= l.max_env; ++i) {
     auto name = env[i].getName();
     std::string_view n(name.cStr(), name.size());
     env_bytes += name.size() + env[i].getValue().size();
     if (!valid_env_name(n)) {
-      problems.push_back("env[" + std::to_string(i) + "] name " + quote(n) +
-                         " is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)");
+      p.add("env[" + std::to_string(i) + "] name " + quote(n) +
+            " is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)");
     } else if (n.rfind("NEUROVISOR_", 0) == 0) {
-      problems.push_back("env[" + std::to_string(i) + "] name " + quote(n) +
-                         " uses the reserved NEUROVISOR_ prefix");
+      p.add("env[" + std::to_string(i) + "] name " + quote(n) +
+            " uses the reserved NEUROVISOR_ prefix");
     }
   }
-  over("env size in bytes", env_bytes, l.max_env_bytes);
+  p.over("env size in bytes", env_bytes, l.max_env_bytes);
+}
+
+void check_run(uint32_t timeout_ms, uint32_t output_cap, uint32_t tail_bytes, const ExecLimits& l,
+               Effective& e, Problems& p) {
+  uint32_t timeout = timeout_ms == 0 ? l.default_timeout_ms : timeout_ms;
+  p.over("timeoutMs", timeout, l.max_timeout_ms);
+  e.timeout = std::chrono::milliseconds(timeout);
+  e.output_cap = output_cap == 0 ? l.default_output_cap : output_cap;
+  p.over("outputCapBytes", e.output_cap, l.max_output_cap);
+  e.tail_bytes = tail_bytes == 0 ? guest::kDefaultTailBytes : tail_bytes;
+  p.over("tailBytes", e.tail_bytes, guest::kMaxTailBytes);
+}
+
+Result<Effective> validate(schema::ExecRequest::Reader r, const ExecLimits& l) {
+  Problems problems;
+  auto over = [&](const std::string& what, uint64_t got, uint64_t limit) {
+    problems.over(what, got, limit);
+  };
+  Effective e;
+  check_language(r.getLanguage(), problems);
+  e.language = r.getLanguage();
+  e.tier = check_tier(r.getTier(), problems);
+
+  auto code = r.getCode();
+  if (code.size() == 0) problems.add("code is empty");
+  over("code size in bytes", code.size(), l.max_code_bytes);
+  over("stdin size in bytes", r.getStdin().size(), l.max_stdin_bytes);
+  check_env(r.getEnv(), l, problems);
 
   auto puts = r.getPutFiles();
   over("putFiles count", puts.size(), l.max_put_files);
@@ -144,12 +168,11 @@ Result<Effective> validate(schema::ExecRequest::Reader r, const ExecLimits& l) {
     auto path = puts[i].getPath();
     put_bytes += puts[i].getData().size();
     if (auto why = path_problem({path.cStr(), path.size()}, l.max_path_bytes); !why.empty()) {
-      problems.push_back("putFiles[" + std::to_string(i) + "] path " + quote(path.cStr()) + " " +
-                         why);
+      problems.add("putFiles[" + std::to_string(i) + "] path " + quote(path.cStr()) + " " + why);
     }
     if (puts[i].getMode() > 07777) {
-      problems.push_back("putFiles[" + std::to_string(i) + "] mode " +
-                         std::to_string(puts[i].getMode()) + " is not a permission mode");
+      problems.add("putFiles[" + std::to_string(i) + "] mode " + std::to_string(puts[i].getMode()) +
+                   " is not a permission mode");
     }
   }
   over("putFiles size in bytes", put_bytes, l.max_put_bytes);
@@ -159,23 +182,11 @@ Result<Effective> validate(schema::ExecRequest::Reader r, const ExecLimits& l) {
   for (unsigned i = 0; i < gets.size() && i <= l.max_get_files; ++i) {
     auto path = gets[i];
     if (auto why = path_problem({path.cStr(), path.size()}, l.max_path_bytes); !why.empty()) {
-      problems.push_back("getFiles[" + std::to_string(i) + "] " + quote(path.cStr()) + " " + why);
+      problems.add("getFiles[" + std::to_string(i) + "] " + quote(path.cStr()) + " " + why);
     }
   }
-
-  uint32_t timeout = r.getTimeoutMs() == 0 ? l.default_timeout_ms : r.getTimeoutMs();
-  over("timeoutMs", timeout, l.max_timeout_ms);
-  e.timeout = std::chrono::milliseconds(timeout);
-  e.output_cap = r.getOutputCapBytes() == 0 ? l.default_output_cap : r.getOutputCapBytes();
-  over("outputCapBytes", e.output_cap, l.max_output_cap);
-  e.tail_bytes = r.getTailBytes() == 0 ? guest::kDefaultTailBytes : r.getTailBytes();
-  over("tailBytes", e.tail_bytes, guest::kMaxTailBytes);
-
-  if (!problems.empty()) {
-    std::string msg = "invalid ExecRequest: ";
-    for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
-    return make_error(ErrorCode::BAD_REQUEST, msg);
-  }
+  check_run(r.getTimeoutMs(), r.getOutputCapBytes(), r.getTailBytes(), l, e, problems);
+  if (!problems.empty()) return problems.error("ExecRequest");
   return e;
 }
 

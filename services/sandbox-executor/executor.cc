@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "exec_run.h"
 #include "pool_client.h"
 
 namespace nv::exec {
@@ -127,47 +128,14 @@ struct InFlight {
   std::atomic<uint32_t>& n_;
 };
 
-// What one run accumulates for its ExecResult.
-struct RunState {
-  std::string out, err;
-  // The end of each stream past `out`/`err`: chunks this executor's cap dropped, then the
-  // guest's own tail (GuestResult), cut to the request's tailBytes.
-  std::string out_tail, err_tail;
-  uint64_t kept = 0;
-  uint64_t out_seen = 0, err_seen = 0;  // chunk bytes received per stream (kept or not)
-  bool truncated = false;
-  uint32_t seq = 0;
-  guest::ExecOutcome outcome;
-  bool host_killed = false;
-  bool timed_out = false;
-  std::string note;
+// What one run accumulates for its ExecResult: the output (exec_run.h) and the files read back.
+struct RunState : RunOutput {
   struct File {
     std::string path, data, error;
     bool found = false;
   };
   std::vector<File> files;
 };
-
-void send_chunk(Request& req, const std::string& trace_id, schema::Stream stream,
-                std::string_view data, uint32_t seq) {
-  capnp::MallocMessageBuilder mb;
-  auto c = bus::init_body<schema::ExecChunk>(mb);
-  c.setTraceId(trace_id);
-  c.setStream(stream);
-  c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
-  c.setSeq(seq);
-  req.partial(mb);
-}
-
-// Appends to a stream's tail and keeps only its last `cap` bytes.
-void append_tail(std::string& tail, std::string_view data, size_t cap) {
-  if (data.size() >= cap) {
-    tail.assign(data.substr(data.size() - cap));
-    return;
-  }
-  tail.append(data);
-  if (tail.size() > cap) tail.erase(0, tail.size() - cap);
-}
 
 kj::ArrayPtr<const kj::byte> bytes(const std::string& s) {
   return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
@@ -344,57 +312,21 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   spec.trace_id = trace_id;
   const uint64_t cap = eff->output_cap;
   auto on_chunk = [&](schema::Stream stream, std::string_view data) {
-    (stream == schema::Stream::STDERR ? run.err_seen : run.out_seen) += data.size();
-    uint64_t room = cap > run.kept ? cap - run.kept : 0;
-    auto take = static_cast<size_t>(std::min<uint64_t>(room, data.size()));
-    if (take < data.size()) {
-      run.truncated = true;
-      append_tail(stream == schema::Stream::STDERR ? run.err_tail : run.out_tail, data.substr(take),
-                  eff->tail_bytes);
-    }
-    if (take == 0 || req->cancelled()) return;
-    auto part = data.substr(0, take);
-    (stream == schema::Stream::STDERR ? run.err : run.out).append(part);
-    run.kept += take;
-    send_chunk(*req, trace_id, stream, part, run.seq++);
+    take_chunk(run, *req, trace_id, cap, eff->tail_bytes, stream, data);
   };
   const auto hard_deadline = bounded(eff->timeout + opt_.host_grace);
   auto outcome = channel.exec(spec, on_chunk, hard_deadline);
   if (outcome.ok()) {
-    run.outcome = outcome.value();
-    run.timed_out = run.outcome.timed_out;
-    run.truncated = run.truncated || run.outcome.truncated;
-    append_tail(run.out_tail, run.outcome.stdout_tail, eff->tail_bytes);
-    append_tail(run.err_tail, run.outcome.stderr_tail, eff->tail_bytes);
-    if (!run.outcome.error.empty()) run.note = "the program could not start: " + run.outcome.error;
+    take_outcome(run, outcome.value(), eff->tail_bytes);
   } else {
     if (auto e = stopped_early()) return fail(lease.vm_id, &run, *e, "killed");
     const auto& ce = outcome.error();
-    switch (ce.code) {
-      case guest::ChannelErrc::timeout:
-        run.host_killed = true;
-        run.timed_out = true;
-        run.note = "no result " + std::to_string(opt_.host_grace.count()) + " ms after the " +
-                   std::to_string(eff->timeout.count()) +
-                   " ms timeout: the executor destroyed the VM";
-        break;
-      case guest::ChannelErrc::rate_limited:
-      case guest::ChannelErrc::output_cap:
-      case guest::ChannelErrc::protocol:
-        run.host_killed = true;
-        run.truncated = run.truncated || ce.code == guest::ChannelErrc::output_cap;
-        run.note = std::string("guest misbehaved (") + guest::to_string(ce.code) + ": " +
-                   ce.message + "): the executor destroyed the VM";
-        break;
-      default:
-        return fail(lease.vm_id, &run,
-                    make_error(ErrorCode::VM_FAILED, "VM " + lease.vm_id +
-                                                         " stopped while running the program (" +
-                                                         ce.message + ")"));
+    if (!host_ended(run, ce, opt_.host_grace, eff->timeout, "the executor destroyed the VM")) {
+      return fail(lease.vm_id, &run,
+                  make_error(ErrorCode::VM_FAILED, "VM " + lease.vm_id +
+                                                       " stopped while running the program (" +
+                                                       ce.message + ")"));
     }
-    run.outcome.exit_code = -1;
-    run.outcome.stdout_bytes = run.out_seen;  // the agent never reported its counts
-    run.outcome.stderr_bytes = run.err_seen;
     log::warn("guest run ended by the host", {{"vm_id", lease.vm_id}, {"note", run.note}});
     vm.release(run.note);
   }
@@ -427,19 +359,7 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   // ---- 7. The result.
   capnp::MallocMessageBuilder mb;
   auto res = bus::init_body<schema::ExecResult>(mb);
-  res.setTraceId(trace_id);
-  res.setExitCode(run.outcome.exit_code);
-  res.setSignal(run.outcome.signal);
-  res.setDurationMs(run.outcome.duration_ms);
-  res.setWallMs(ms_since(start));
-  res.setTimedOut(run.timed_out);
-  res.setTruncated(run.truncated);
-  res.setStdout(bytes(run.out));
-  res.setStderr(bytes(run.err));
-  res.setStdoutTail(bytes(run.out_tail));
-  res.setStderrTail(bytes(run.err_tail));
-  res.setStdoutBytes(run.outcome.stdout_bytes);
-  res.setStderrBytes(run.outcome.stderr_bytes);
+  fill_result(res, trace_id, run, lease.vm_id, ms_since(start));
   auto files = res.initFiles(static_cast<unsigned>(run.files.size()));
   for (unsigned i = 0; i < run.files.size(); ++i) {
     files[i].setPath(run.files[i].path);
@@ -447,13 +367,7 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
     files[i].setFound(run.files[i].found);
     files[i].setError(run.files[i].error);
   }
-  res.setVmId(lease.vm_id);
-  res.setHostKilled(run.host_killed);
-  res.setNote(run.note);
-  std::string status = run.timed_out                ? "timeout"
-                       : run.host_killed            ? "killed"
-                       : !run.outcome.error.empty() ? "error"
-                                                    : "ok";
+  std::string status = run_status(run);
   req->reply(mb);
   publish_finished(lease.vm_id, &run, status);
   // `vm` (LeaseGuard) destroys the VM here, after the caller has its answer.
