@@ -107,33 +107,37 @@ std::string exec_chunk_json(schema::ExecChunk::Reader c, std::string* type) {
 }
 
 std::string exec_result_json(schema::ExecResult::Reader r, const std::string& trace_id) {
+  return exec_result_json(sandbox::from_capnp(r), trace_id);
+}
+
+std::string exec_result_json(const sandbox::ExecResult& r, const std::string& trace_id) {
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   w.StartObject();
   w.Key("exitCode");
-  w.Int(r.getExitCode());
+  w.Int(r.exit_code);
   w.Key("signal");
-  w.Int(r.getSignal());
+  w.Int(r.signal);
   w.Key("timedOut");
-  w.Bool(r.getTimedOut());
+  w.Bool(r.timed_out);
   w.Key("truncated");
-  w.Bool(r.getTruncated());
-  text(w, "stdout", bytes(r.getStdout()));
-  text(w, "stderr", bytes(r.getStderr()));
-  text(w, "stdoutTail", bytes(r.getStdoutTail()));
-  text(w, "stderrTail", bytes(r.getStderrTail()));
+  w.Bool(r.truncated);
+  text(w, "stdout", r.stdout_data);
+  text(w, "stderr", r.stderr_data);
+  text(w, "stdoutTail", r.stdout_tail);
+  text(w, "stderrTail", r.stderr_tail);
   w.Key("stdoutBytes");
-  w.Uint64(r.getStdoutBytes());
+  w.Uint64(r.stdout_bytes);
   w.Key("stderrBytes");
-  w.Uint64(r.getStderrBytes());
+  w.Uint64(r.stderr_bytes);
   w.Key("durationMs");
-  w.Double(r.getDurationMs());
+  w.Double(r.duration_ms);
   w.Key("wallMs");
-  w.Double(r.getWallMs());
-  text(w, "vmId", r.getVmId().cStr());
+  w.Double(r.wall_ms);
+  text(w, "vmId", r.vm_id);
   w.Key("hostKilled");
-  w.Bool(r.getHostKilled());
-  text(w, "note", r.getNote().cStr());
+  w.Bool(r.host_killed);
+  text(w, "note", r.note);
   text(w, "traceId", trace_id);
   w.EndObject();
   return sb.GetString();

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/sandbox_client.h"
 #include "http_json.h"
 
 namespace nv::api {
@@ -28,6 +29,7 @@ bool parse_tier(const std::string& s, schema::SizeTier* out);
 Status parse_env(const rapidjson::Value& doc,
                  std::vector<std::pair<std::string, std::string>>* out);
 
+std::string exec_result_json(const sandbox::ExecResult& r, const std::string& trace_id);
 std::string exec_result_json(schema::ExecResult::Reader r, const std::string& trace_id);
 // A streamed chunk: {"event":"stdout|stderr|status","data":"..."}.
 std::string exec_chunk_json(schema::ExecChunk::Reader c, std::string* type);
