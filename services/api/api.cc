@@ -246,6 +246,7 @@ Api::Api(ServiceContext& svc, ApiOptions options)
   add_exec_routes(*this);
   add_task_routes(*this);
   add_sandbox_routes(*this);
+  add_mcp_routes(*this);
 }
 
 Api::~Api() = default;

@@ -126,6 +126,7 @@ Caller& current_caller();
 void add_exec_routes(Api& api);
 void add_task_routes(Api& api);
 void add_sandbox_routes(Api& api);
+void add_mcp_routes(Api& api);
 
 // Streams a sequence of JSON events as NDJSON (one object a line) or Server-Sent Events
 // (`event: <type>\ndata: <object>\n\n`), per the request's Accept header.
