@@ -7,6 +7,7 @@
 //   nv-bench agent     agent loop (agent_bench.cc)
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
 //   nv-bench load      N concurrent executions through a running stack (load_bench.cc)
+//   nv-bench api       HTTP (nv-api) vs the bus, the same calls interleaved (api_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
 #include <signal.h>
@@ -39,6 +40,9 @@ int run_agent_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_SENTINEL_BENCH
 int run_sentinel_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_API_BENCH
+int run_api_bench(int argc, char** argv);
 #endif
 
 namespace {
@@ -78,6 +82,11 @@ const Part kParts[] = {
     {"sentinel", run_sentinel_bench, "eBPF sentinel overhead on syscalls and egress"},
 #else
     {"sentinel", nullptr, "eBPF sentinel overhead on syscalls and egress"},
+#endif
+#ifdef NV_HAVE_API_BENCH
+    {"api", run_api_bench, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
+#else
+    {"api", nullptr, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
 #endif
 };
 
