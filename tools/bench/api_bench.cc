@@ -118,6 +118,7 @@ int run_api_bench(int argc, char** argv) {
   nv::Client pool(ctx, po);
   httplib::Client http("127.0.0.1", port);
   http.set_keep_alive(true);
+  http.set_tcp_nodelay(true);
   http.set_read_timeout(120, 0);
   httplib::Headers auth{{"Authorization", "Bearer " + key}};
   int runs = static_cast<int>(c.integer("runs"));
