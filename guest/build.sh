@@ -82,6 +82,8 @@ if [[ ! -f $image ]]; then
   install -d -m 0755 "$base/usr/sbin"
   strip -o "$base/usr/sbin/nv-guest-agent" "$agent" || die "strip $agent failed"
   chmod 0755 "$base/usr/sbin/nv-guest-agent"
+  # The run user's home: the agent mounts a tmpfs owned by uid 1000 here at boot (system.cc).
+  install -d -m 0755 "$base/home/agent"
   bytes=$(du -sb "$base" | cut -f1)
   # Room for metadata (inodes, directories): +15% and 32 MiB, rounded to MiB.
   mib=$(( (bytes + bytes * 15 / 100) / 1048576 + 32 ))

@@ -22,7 +22,7 @@ struct GuestExec {
   timeoutMs @5 :UInt32;         # the agent kills the process group when it passes
   outputCapBytes @6 :UInt32;    # stdout+stderr bytes sent at most; the rest is counted, not sent
   traceId @7 :Text;             # exported as NEUROVISOR_TRACE_ID
-  cwd @8 :Text;                 # "" = /tmp
+  cwd @8 :Text;                 # "" = /home/agent (the run user's home; agent 0.2; was /tmp)
   tailBytes @9 :UInt32;         # per stream: the last bytes kept beyond outputCapBytes and sent
                                 # in GuestResult.stdoutTail/stderrTail; 0 = 64 KiB, at most
                                 # 256 KiB (kMaxTailBytes: both tails fit one guest frame)

@@ -1,4 +1,4 @@
-# nv-bench: benchmarks, one subcommand per concern (`nv-bench bus|vm|exec|output|agent|sentinel`).
+# nv-bench: benchmarks, one subcommand per concern (`nv-bench bus|vm|fork|exec|output|...`).
 # bench/main.cc dispatches; bench/bus_bench.cc is the bus. The others are written with their
 # services: a part is built in when its nv_bench_<part>_lib target exists (the service defines
 # it with its own dependencies) or, failing that, when tools/bench/<part>_bench.cc exists; a part
@@ -16,11 +16,12 @@ nv_warnings(nv-bench)
 # Libraries a bench source compiled straight into nv-bench links, when they exist.
 set(NV_BENCH_LIBS_vm nv_vm)
 set(NV_BENCH_LIBS_exec nv_exec_executor)
+set(NV_BENCH_LIBS_fork nv_exec_executor nv_vm)
 set(NV_BENCH_LIBS_output nv_common)
 set(NV_BENCH_LIBS_agent nv_agent nv_llm_client)
 set(NV_BENCH_LIBS_sentinel nv_sentinel_core)
 set(NV_BENCH_LIBS_api nv_api)
-foreach(part vm exec output agent sentinel api)
+foreach(part vm fork exec output agent sentinel api)
   string(TOUPPER ${part} PART)
   set(src ${CMAKE_CURRENT_LIST_DIR}/bench/${part}_bench.cc)
   if(TARGET nv_bench_${part}_lib)

@@ -56,8 +56,9 @@ const char* kUsage =
     "  FILE                   read the program text from FILE\n"
     "options:\n"
     "  --stdin                send this process's stdin to the program\n"
-    "  --put LOCAL:REMOTE     copy a local file into the guest first (REMOTE under /tmp;\n"
-    "                         a relative REMOTE is taken under /tmp); repeatable\n"
+    "  --put LOCAL:REMOTE     copy a local file into the guest first (REMOTE under /tmp or\n"
+    "                         /home/agent; a relative REMOTE is taken under /home/agent,\n"
+    "                         the program's working directory); repeatable\n"
     "  --get REMOTE:LOCAL     copy a guest file back afterwards; repeatable\n"
     "  --env NAME=VALUE       environment variable for the program; repeatable\n"
     "  --timeout-ms MS        program timeout (default: the executor's, 10000; at most its\n"
@@ -134,7 +135,8 @@ Transfer split_transfer(const std::string& flag, const std::string& v) {
   return {v.substr(0, colon), v.substr(colon + 1)};
 }
 
-std::string guest_path(const std::string& p) { return p[0] == '/' ? p : "/tmp/" + p; }
+// A relative guest path is taken in the program's working directory, the run user's home.
+std::string guest_path(const std::string& p) { return p[0] == '/' ? p : "/home/agent/" + p; }
 
 Args parse_args(int argc, char** argv) {
   Args a;

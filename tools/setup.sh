@@ -21,6 +21,7 @@ PACKAGES=(
   clang-format                              # the style test: the tree follows .clang-format
   libclang-rt-14-dev                        # libFuzzer + ASan/UBSan runtimes for tests/fuzz
   prometheus-cpp-dev                        # /metrics and Pushgateway
+  libsqlite3-dev                            # sandbox registries on disk (executor, pool)
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and nv-bench
   prometheus                                # promtool, to check /metrics in tests
   python3                                   # the scripted model server used by tests

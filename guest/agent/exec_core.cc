@@ -9,9 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/epoll.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "guest/protocol/frame.h"
 
@@ -90,6 +94,11 @@ class Fd {
   }
   int get() const { return fd_; }
   bool valid() const { return fd_ >= 0; }
+  int release() {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
 
  private:
   int fd_ = -1;
@@ -100,24 +109,39 @@ std::string errno_text(const char* call, int err) {
          ")";
 }
 
-// Async-signal-safe child set-up: only syscalls between fork and execve.
+// Async-signal-safe child set-up: only syscalls between fork and execve. fds[0..2] become the
+// child's stdin/stdout/stderr, fds[3..] its fds 3, 4, ... (nfds <= kMaxChildFds).
+constexpr int kMaxChildFds = 8;
 [[noreturn]] void child_main(const ExecSpec& spec, char* const* argv, char* const* envp,
-                             const char* oom_adj, int in_fd, int out_fd, int err_fd,
-                             int report_fd) {
-  auto fail = [report_fd](ChildStep step) {
+                             const char* oom_adj, const int* fds, int nfds, int report_fd) {
+  int rep = report_fd;
+  auto fail = [&rep](ChildStep step) {
     ChildFailure f{static_cast<int>(step), errno};
-    ssize_t w = ::write(report_fd, &f, sizeof f);
+    ssize_t w = ::write(rep, &f, sizeof f);
     (void)w;
     ::_exit(127);
   };
   // A new session: the program and everything it forks form one process group to kill.
   if (::setsid() < 0) fail(ChildStep::setsid);
-  if (::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(err_fd, 2) < 0) {
+  // Everything is first moved above the targets, so no dup2 overwrites a source still needed.
+  constexpr int kHigh = 64;
+  rep = ::fcntl(report_fd, F_DUPFD_CLOEXEC, kHigh);
+  if (rep < 0) {
+    rep = report_fd;
     fail(ChildStep::dup2);
   }
+  int src[kMaxChildFds];
+  for (int i = 0; i < nfds; ++i) {
+    if ((src[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, kHigh)) < 0) fail(ChildStep::dup2);
+  }
+  for (int i = 0; i < nfds; ++i) {
+    if (::dup2(src[i], i) < 0) fail(ChildStep::dup2);  // the target is not close-on-exec
+  }
   // Nothing of the agent's (its channel, listeners) may leak into the program.
-  if (report_fd > 3 && ::close_range(3, report_fd - 1, 0) < 0) fail(ChildStep::close_range);
-  if (::close_range(report_fd + 1, ~0U, 0) < 0) fail(ChildStep::close_range);
+  if (rep > nfds && ::close_range(static_cast<unsigned>(nfds), static_cast<unsigned>(rep - 1), 0) < 0) {
+    fail(ChildStep::close_range);
+  }
+  if (::close_range(static_cast<unsigned>(rep + 1), ~0U, 0) < 0) fail(ChildStep::close_range);
   // The agent blocks SIGCHLD (signalfd) and ignores SIGPIPE; the program starts clean.
   for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
   sigset_t none;
@@ -152,84 +176,6 @@ std::string errno_text(const char* call, int err) {
   ::_exit(127);  // not reached
 }
 
-// Buffers output per stream and hands it to the sink in chunks, honouring the cap.
-class OutputPump {
- public:
-  OutputPump(const ExecSpec& spec, const ChunkSink& sink, ExecOutcome& out)
-      : spec_(spec), sink_(sink), out_(out) {}
-
-  void add(OutStream s, const char* data, size_t n) {
-    (s == OutStream::out ? out_.stdout_bytes : out_.stderr_bytes) += n;
-    const uint64_t room = spec_.output_cap - std::min<uint64_t>(spec_.output_cap, accepted_);
-    size_t keep = static_cast<size_t>(std::min<uint64_t>(room, n));
-    if (keep < n) {
-      out_.truncated = true;
-      keep_tail(s == OutStream::out ? out_.stdout_tail : out_.stderr_tail, data + keep, n - keep);
-    }
-    if (keep == 0) return;
-    accepted_ += keep;
-    std::string& buf = pending(s);
-    if (buf.empty()) first_pending_[index(s)] = Clock::now();
-    buf.append(data, keep);
-    while (buf.size() >= kMaxChunkBytes) {
-      sink_(s, std::string_view(buf.data(), kMaxChunkBytes));
-      buf.erase(0, kMaxChunkBytes);
-      first_pending_[index(s)] = Clock::now();
-    }
-  }
-
-  // Flushes streams whose oldest pending byte is older than the flush interval (or all).
-  void flush(bool all) {
-    const auto now = Clock::now();
-    for (OutStream s : {OutStream::out, OutStream::err}) {
-      std::string& buf = pending(s);
-      if (buf.empty()) continue;
-      if (all || now - first_pending_[index(s)] >= spec_.flush_interval) {
-        sink_(s, buf);
-        buf.clear();
-      }
-    }
-  }
-
-  // The ring of a stream's last bytes: appended, and cut to tail_bytes once it holds twice
-  // that (amortised O(1) per byte); finish() cuts it exactly.
-  void keep_tail(std::string& tail, const char* data, size_t n) {
-    const size_t cap = static_cast<size_t>(spec_.tail_bytes);
-    if (cap == 0) return;
-    if (n >= cap) {
-      tail.assign(data + n - cap, cap);
-      return;
-    }
-    tail.append(data, n);
-    if (tail.size() >= 2 * cap) tail.erase(0, tail.size() - cap);
-  }
-  void finish() {
-    for (std::string* t : {&out_.stdout_tail, &out_.stderr_tail}) {
-      if (t->size() > spec_.tail_bytes) t->erase(0, t->size() - spec_.tail_bytes);
-    }
-  }
-
-  // When the next time-based flush is due, or time_point::max() when nothing is pending.
-  Clock::time_point next_flush() const {
-    auto t = Clock::time_point::max();
-    for (int i = 0; i < 2; ++i) {
-      if (!pending_[i].empty()) t = std::min(t, first_pending_[i] + spec_.flush_interval);
-    }
-    return t;
-  }
-
- private:
-  static int index(OutStream s) { return s == OutStream::out ? 0 : 1; }
-  std::string& pending(OutStream s) { return pending_[index(s)]; }
-
-  const ExecSpec& spec_;
-  const ChunkSink& sink_;
-  ExecOutcome& out_;
-  uint64_t accepted_ = 0;
-  std::string pending_[2];
-  Clock::time_point first_pending_[2];
-};
-
 }  // namespace
 
 const std::vector<RlimitRule>& default_rlimits() {
@@ -248,11 +194,147 @@ const std::vector<RlimitRule>& default_rlimits() {
   return rules;
 }
 
-ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
-  ExecOutcome out;
+
+void OutputPump::add(OutStream s, const char* data, size_t n) {
+  (s == OutStream::out ? out_.stdout_bytes : out_.stderr_bytes) += n;
+  const uint64_t room = spec_.output_cap - std::min<uint64_t>(spec_.output_cap, accepted_);
+  size_t keep = static_cast<size_t>(std::min<uint64_t>(room, n));
+  if (keep < n) {
+    out_.truncated = true;
+    keep_tail(s == OutStream::out ? out_.stdout_tail : out_.stderr_tail, data + keep, n - keep);
+  }
+  if (keep == 0) return;
+  accepted_ += keep;
+  std::string& buf = pending(s);
+  if (buf.empty()) first_pending_[index(s)] = Clock::now();
+  buf.append(data, keep);
+  while (buf.size() >= kMaxChunkBytes) {
+    sink_(s, std::string_view(buf.data(), kMaxChunkBytes));
+    buf.erase(0, kMaxChunkBytes);
+    first_pending_[index(s)] = Clock::now();
+  }
+}
+
+void OutputPump::flush(bool all) {
+  const auto now = Clock::now();
+  for (OutStream s : {OutStream::out, OutStream::err}) {
+    std::string& buf = pending(s);
+    if (buf.empty()) continue;
+    if (all || now - first_pending_[index(s)] >= spec_.flush_interval) {
+      sink_(s, buf);
+      buf.clear();
+    }
+  }
+}
+
+// The ring of a stream's last bytes: appended, and cut to tail_bytes once it holds twice that
+// (amortised O(1) per byte); finish() cuts it exactly.
+void OutputPump::keep_tail(std::string& tail, const char* data, size_t n) {
+  const size_t cap = static_cast<size_t>(spec_.tail_bytes);
+  if (cap == 0) return;
+  if (n >= cap) {
+    tail.assign(data + n - cap, cap);
+    return;
+  }
+  tail.append(data, n);
+  if (tail.size() >= 2 * cap) tail.erase(0, tail.size() - cap);
+}
+
+void OutputPump::finish() {
+  for (std::string* t : {&out_.stdout_tail, &out_.stderr_tail}) {
+    if (t->size() > spec_.tail_bytes) t->erase(0, t->size() - spec_.tail_bytes);
+  }
+}
+
+Clock::time_point OutputPump::next_flush() const {
+  auto t = Clock::time_point::max();
+  for (int i = 0; i < 2; ++i) {
+    if (!pending_[i].empty()) t = std::min(t, first_pending_[i] + spec_.flush_interval);
+  }
+  return t;
+}
+
+// ---- the drain thread ------------------------------------------------------------------------
+
+namespace {
+
+class Drainer {
+ public:
+  void add(int fd) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ep_ < 0) {
+      ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+      if (ep_ < 0) {
+        ::close(fd);  // cannot drain: closing gives the writers EPIPE rather than a hang
+        return;
+      }
+      std::thread([this] { loop(); }).detach();
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      ::close(fd);
+      return;
+    }
+    ++count_;
+  }
+  size_t count() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return count_;
+  }
+
+ private:
+  void loop() {
+    std::vector<char> buf(64 * 1024);
+    epoll_event evs[16];
+    for (;;) {
+      int n = ::epoll_wait(ep_, evs, 16, -1);
+      if (n < 0 && errno != EINTR) return;
+      for (int i = 0; i < n; ++i) {
+        int fd = evs[i].data.fd;
+        ssize_t r;
+        do {
+          r = ::read(fd, buf.data(), buf.size());
+        } while (r > 0 || (r < 0 && errno == EINTR));
+        if (r == 0 || (r < 0 && errno != EAGAIN)) {  // every writer is gone
+          std::lock_guard<std::mutex> lock(mu_);
+          ::epoll_ctl(ep_, EPOLL_CTL_DEL, fd, nullptr);
+          ::close(fd);
+          --count_;
+        }
+      }
+    }
+  }
+
+  std::mutex mu_;
+  int ep_ = -1;
+  size_t count_ = 0;
+};
+
+Drainer& drainer() {
+  static Drainer* d = new Drainer();  // never destroyed: its thread runs until the agent ends
+  return *d;
+}
+
+}  // namespace
+
+void drain_and_drop(int fd) {
+  if (fd >= 0) drainer().add(fd);
+}
+
+size_t draining_count() { return drainer().count(); }
+
+Spawned spawn_program(const ExecSpec& spec, const std::vector<int>& child_fds) {
+  Spawned sp;
   if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/') {
-    out.error = "no program to run (argv[0] must be an absolute path)";
-    return out;
+    sp.error = "no program to run (argv[0] must be an absolute path)";
+    return sp;
+  }
+  if (child_fds.size() + 3 > static_cast<size_t>(kMaxChildFds)) {
+    sp.error = "too many descriptors for the child";
+    return sp;
   }
   // Everything the child needs is prepared before fork: it may only make syscalls afterwards.
   std::vector<char*> argv;
@@ -264,21 +346,23 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   const std::string oom_adj = spec.oom_score_adj ? std::to_string(*spec.oom_score_adj) : "";
 
   int p_in[2], p_out[2], p_err[2], p_rep[2];
-  if (::pipe2(p_in, O_CLOEXEC) < 0) return out.error = errno_text("pipe2(stdin)", errno), out;
+  if (::pipe2(p_in, O_CLOEXEC) < 0) return sp.error = errno_text("pipe2(stdin)", errno), sp;
   Fd in_r(p_in[0]), in_w(p_in[1]);
-  if (::pipe2(p_out, O_CLOEXEC) < 0) return out.error = errno_text("pipe2(stdout)", errno), out;
+  if (::pipe2(p_out, O_CLOEXEC) < 0) return sp.error = errno_text("pipe2(stdout)", errno), sp;
   Fd out_r(p_out[0]), out_w(p_out[1]);
-  if (::pipe2(p_err, O_CLOEXEC) < 0) return out.error = errno_text("pipe2(stderr)", errno), out;
+  if (::pipe2(p_err, O_CLOEXEC) < 0) return sp.error = errno_text("pipe2(stderr)", errno), sp;
   Fd err_r(p_err[0]), err_w(p_err[1]);
-  if (::pipe2(p_rep, O_CLOEXEC) < 0) return out.error = errno_text("pipe2(report)", errno), out;
+  if (::pipe2(p_rep, O_CLOEXEC) < 0) return sp.error = errno_text("pipe2(report)", errno), sp;
   Fd rep_r(p_rep[0]), rep_w(p_rep[1]);
+  int fds[kMaxChildFds] = {in_r.get(), out_w.get(), err_w.get()};
+  int nfds = 3;
+  for (int fd : child_fds) fds[nfds++] = fd;
 
-  const auto start = Clock::now();
   const pid_t pid = ::fork();
-  if (pid < 0) return out.error = errno_text("fork()", errno), out;
+  if (pid < 0) return sp.error = errno_text("fork()", errno), sp;
   if (pid == 0) {
-    child_main(spec, argv.data(), envp.data(), oom_adj.empty() ? nullptr : oom_adj.c_str(),
-               in_r.get(), out_w.get(), err_w.get(), rep_w.get());
+    child_main(spec, argv.data(), envp.data(), oom_adj.empty() ? nullptr : oom_adj.c_str(), fds,
+               nfds, rep_w.get());
   }
   in_r.reset();
   out_w.reset();
@@ -294,16 +378,14 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
   if (got == static_cast<ssize_t>(sizeof failure)) {
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    out.error = errno_text(step_name(static_cast<ChildStep>(failure.step)), failure.err);
+    sp.error = errno_text(step_name(static_cast<ChildStep>(failure.step)), failure.err);
     if (static_cast<ChildStep>(failure.step) == ChildStep::execve) {
-      out.error += " for " + spec.argv[0];
+      sp.error += " for " + spec.argv[0];
     } else if (static_cast<ChildStep>(failure.step) == ChildStep::chdir) {
-      out.error += " for " + spec.cwd;
+      sp.error += " for " + spec.cwd;
     }
-    out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    return out;
+    return sp;
   }
-
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd.valid()) {
     // Without a pidfd the exit cannot be polled; kill rather than leave a program unsupervised.
@@ -311,11 +393,43 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
     ::kill(-pid, SIGKILL);
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    out.error = errno_text("pidfd_open()", err);
-    return out;
+    sp.error = errno_text("pidfd_open()", err);
+    return sp;
   }
   for (int fd : {in_w.get(), out_r.get(), err_r.get()}) {
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  sp.pid = pid;
+  sp.pidfd = pidfd.release();
+  sp.in_w = in_w.release();
+  sp.out_r = out_r.release();
+  sp.err_r = err_r.release();
+  return sp;
+}
+
+ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
+  ExecOutcome out;
+  const auto start = Clock::now();
+  Spawned sp = spawn_program(spec, {});
+  if (!sp.error.empty()) {
+    out.error = sp.error;
+    out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    return out;
+  }
+  const pid_t pid = sp.pid;
+  out.pid = pid;
+  Fd pidfd(sp.pidfd), in_w(sp.in_w), out_r(sp.out_r), err_r(sp.err_r);
+  if (spec.background) {
+    // What fits in the pipe now; the program may read the rest of nothing (EOF).
+    if (!spec.stdin_data.empty()) {
+      ssize_t w = ::write(in_w.get(), spec.stdin_data.data(), spec.stdin_data.size());
+      (void)w;
+    }
+    drain_and_drop(out_r.release());
+    drain_and_drop(err_r.release());
+    out.exit_code = -1;
+    out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    return out;  // PID 1 reaps it when it ends
   }
   if (spec.stdin_data.empty()) in_w.reset();
 
@@ -412,9 +526,30 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
         if (w == pid) {
           exited = true;
           out.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+          in_w.reset();
+          if (spec.keep_background) {
+            // What the program wrote is in the pipes now (its descriptors closed before the
+            // exit was reported); read that, then leave the pipes to the drain thread if a
+            // process it left behind still holds them.
+            for (auto [fd, stream] : {std::pair{&out_r, OutStream::out},
+                                      std::pair{&err_r, OutStream::err}}) {
+              while (fd->valid()) {
+                ssize_t k = ::read(fd->get(), buf.data(), buf.size());
+                if (k > 0) {
+                  pump.add(stream, buf.data(), static_cast<size_t>(k));
+                } else if (k < 0 && errno == EINTR) {
+                  continue;
+                } else if (k < 0 && errno == EAGAIN) {
+                  drain_and_drop(fd->release());
+                } else {
+                  fd->reset();
+                }
+              }
+            }
+            break;
+          }
           // Whatever the program left running in its group ends with it.
           kill_group();
-          in_w.reset();
           drain_deadline = Clock::now() + spec.drain_grace;
         }
       }

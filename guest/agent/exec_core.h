@@ -62,6 +62,13 @@ struct ExecSpec {
   // /dev/null — the reader's wake-up per write, not the writes, was the cost.
   std::chrono::milliseconds small_read_pause{5};
   size_t small_read_bytes = 16 * 1024;  // reads below this count as small
+  // Sandboxes: when the main process ends, what it left running in its group keeps running;
+  // their stdout/stderr are then drained and dropped (drain_and_drop) so they never block on a
+  // full pipe nor get SIGPIPE. A timeout still kills the whole group.
+  bool keep_background = false;
+  // Return right after the start (exit_code -1): stdin gets what fits in the pipe without
+  // waiting, the output is drained and dropped, no timeout applies (the caller signals it).
+  bool background = false;
 };
 
 enum class OutStream { out = 1, err = 2 };
@@ -78,11 +85,60 @@ struct ExecOutcome {
   // chunks; empty when the stream fit the head.
   std::string stdout_tail, stderr_tail;
   std::string error;  // the program could not be started: the failing call and errno text
+  int pid = -1;       // the main process (also its session and process group id); -1 if none
 };
 
 using ChunkSink = std::function<void(OutStream, std::string_view)>;
 
 // Runs the program to completion (or timeout) and returns what happened. Never throws.
 ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink);
+
+// A program started by spawn_program; the caller owns every descriptor (-1 = none).
+struct Spawned {
+  int pid = -1;     // also its session and process group id
+  int pidfd = -1;   // pollable: readable once the process exited
+  int in_w = -1;    // its stdin
+  int out_r = -1;   // its stdout, non-blocking
+  int err_r = -1;   // its stderr, non-blocking
+  std::string error;  // set (and every fd -1) when it could not be started
+};
+
+// Starts spec.argv the way run_exec does (own session, rlimits, uid, cwd, environment) and
+// returns at once. `child_fds` are given to the child as fds 3, 4, ... (the caller keeps and
+// closes its copies). spec.stdin_data, timeout and output settings are not used.
+Spawned spawn_program(const ExecSpec& spec, const std::vector<int>& child_fds);
+
+// Hands a pipe's read end to the agent's drain thread, which reads and drops everything until
+// every writer closed it, then closes it. Takes ownership of fd.
+void drain_and_drop(int fd);
+// Pipes the drain thread holds now (tests).
+size_t draining_count();
+
+// Buffers output per stream and hands it to the sink in chunks of at most kMaxChunkBytes,
+// honouring the output cap (the rest is counted, its end kept in ExecOutcome's tails).
+class OutputPump {
+ public:
+  OutputPump(const ExecSpec& spec, const ChunkSink& sink, ExecOutcome& out)
+      : spec_(spec), sink_(sink), out_(out) {}
+  void add(OutStream s, const char* data, size_t n);
+  // Flushes streams whose oldest pending byte is older than the flush interval (or all).
+  void flush(bool all);
+  // Cuts the tails to tail_bytes exactly; call once at the end.
+  void finish();
+  // When the next time-based flush is due, or time_point::max() when nothing is pending.
+  std::chrono::steady_clock::time_point next_flush() const;
+
+ private:
+  void keep_tail(std::string& tail, const char* data, size_t n);
+  static int index(OutStream s) { return s == OutStream::out ? 0 : 1; }
+  std::string& pending(OutStream s) { return pending_[index(s)]; }
+
+  const ExecSpec& spec_;
+  const ChunkSink& sink_;
+  ExecOutcome& out_;
+  uint64_t accepted_ = 0;
+  std::string pending_[2];
+  std::chrono::steady_clock::time_point first_pending_[2];
+};
 
 }  // namespace nv::guest::agent

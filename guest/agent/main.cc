@@ -405,8 +405,12 @@ int main(int argc, char** argv) {
       return usage(argv[0]);
     }
   }
-  if (opt.init) init_system();
   AgentConfig cfg;
+  if (opt.init) {
+    init_system();
+    mount_home(cfg.default_cwd.c_str(), opt.run_uid, opt.run_gid);
+    cfg.reap_before_listing = true;  // PID 1: every orphan is ours to collect
+  }
   cfg.languages = default_languages();
   cfg.run_uid = opt.run_uid;
   cfg.run_gid = opt.run_gid;

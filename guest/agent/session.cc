@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <capnp/message.h>
@@ -24,20 +25,6 @@ std::string errno_text(const std::string& call, int err) {
 }
 
 bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
-
-// Absolute, no empty/"."/".." components: what the agent accepts as a file path.
-bool path_is_clean(const std::string& p) {
-  if (p.empty() || p[0] != '/' || p.size() > 4096 || has_nul(p)) return false;
-  size_t i = 1;
-  while (i <= p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    std::string_view part(p.data() + i, j - i);
-    if (part.empty() || part == "." || part == "..") return false;
-    i = j + 1;
-  }
-  return true;
-}
 
 // Hostnames: what sethostname and DNS labels both accept.
 bool vm_id_is_valid(const std::string& id) {
@@ -81,10 +68,17 @@ std::vector<std::string> merge_env(const std::vector<std::string>& base,
 }
 
 Session::Session(const AgentConfig& config, SystemOps& ops, WriteFn write)
-    : config_(config), ops_(ops), write_(std::move(write)), decoder_(config.max_host_frame) {}
+    : config_(config),
+      ops_(ops),
+      write_(std::move(write)),
+      decoder_(config.max_host_frame),
+      files_(
+          config, [this](capnp::MessageBuilder& mb) { send(mb); },
+          [this](uint16_t code, const std::string& m) { send_error(code, m); }) {}
 
 void Session::on_connect() {
   decoder_.reset();
+  files_.abort_write();  // a write the previous host did not finish
   hello_sent_ = false;
   write_ok_ = true;
   send_hello();
@@ -196,12 +190,23 @@ void Session::dispatch(kj::Array<capnp::word> words) {
         handle_reseed(msg.getReseed());
         return;
       case HostMessage::WRITE_CHUNK:
+        files_.write_chunk(msg.getWriteChunk());
+        return;
       case HostMessage::READ_RANGE:
+        files_.read_range(msg.getReadRange());
+        return;
       case HostMessage::FILE_OP:
+        files_.file_op(msg.getFileOp());
+        return;
       case HostMessage::LIST_PROCESSES:
+        handle_processes();
+        return;
       case HostMessage::SIGNAL:
+        handle_signal(msg.getSignal());
+        return;
       case HostMessage::RESET_CONTEXT:
-        break;  // sandbox operations: not served by this agent yet (answered below)
+        handle_reset(msg.getResetContext());
+        return;
     }
     send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
                "unknown request kind " + std::to_string(static_cast<int>(msg.which())) +
@@ -250,12 +255,24 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
                   " is not supported by this agent (see Hello.languages)");
   }
   std::string code = req.getCode();
-  if (has_nul(code)) return refuse("code contains a NUL byte; it cannot be passed as an argument");
+  const std::string context = req.getContext();
+  if (!context.empty()) {
+    if (!Contexts::valid_name(context)) {
+      return refuse("context name '" + context.substr(0, 80) +
+                    "' is not 1-64 bytes of [A-Za-z0-9._-]");
+    }
+    if (!Contexts::supports(rule->language)) {
+      return refuse("contexts are served for python and javascript only");
+    }
+    if (req.getBackground()) return refuse("a context cell cannot run in the background");
+  } else if (has_nul(code)) {
+    return refuse("code contains a NUL byte; it cannot be passed as an argument");
+  }
 
   ExecSpec spec;
   spec.argv.push_back(rule->program);
   for (const auto& f : rule->flags) spec.argv.push_back(f);
-  spec.argv.push_back(std::move(code));
+  spec.argv.push_back(code);  // contexts ignore argv past the program
   std::vector<std::pair<std::string, std::string>> request_env;
   for (auto e : req.getEnv()) {
     std::string name = e.getName(), value = e.getValue();
@@ -285,8 +302,10 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
   spec.gid = config_.run_gid;
   spec.rlimits = config_.rlimits;
   spec.oom_score_adj = config_.program_oom_score_adj;
+  spec.background = req.getBackground();
+  spec.keep_background = req.getKeepBackground() || spec.background;
 
-  ExecOutcome outcome = run_exec(spec, [&](OutStream s, std::string_view data) {
+  auto sink = [&](OutStream s, std::string_view data) {
     capnp::MallocMessageBuilder mb;
     auto msg = mb.initRoot<GuestMessage>();
     msg.setVersion(schema::SCHEMA_VERSION);
@@ -295,19 +314,105 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
     c.setStream(s == OutStream::out ? schema::Stream::STDOUT : schema::Stream::STDERR);
     c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
     send(mb);
-  });
+  };
+  ExecOutcome outcome = context.empty()
+                            ? run_exec(spec, sink)
+                            : contexts_.run(context, rule->language, code, spec, sink);
+  if (outcome.pid > 0) sessions_.insert(outcome.pid);
+  if (sessions_.size() > 1024) {  // bounded between listings: forget groups that are gone
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      it = (::kill(-*it, 0) < 0 && errno == ESRCH) ? sessions_.erase(it) : std::next(it);
+    }
+  }
   send_result(outcome);
 }
 
-bool Session::path_allowed_for_write(const std::string& path) const {
-  if (!path_is_clean(path)) return false;
-  for (const auto& root : config_.writable_roots) {
-    if (path.size() > root.size() + 1 && path.compare(0, root.size(), root) == 0 &&
-        path[root.size()] == '/') {
-      return true;
-    }
+void Session::send_ack(const char* what) {
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  msg.initAck().setWhat(what);
+  send(mb);
+}
+
+bool Session::is_sandbox_process(const ProcessRecord& p) const {
+  if (p.pid == ::getpid() || p.kernel_thread) return false;
+  if (config_.run_uid >= 0) return p.uid == config_.run_uid;
+  return sessions_.count(p.sid) > 0;
+}
+
+void Session::handle_processes() {
+  if (config_.reap_before_listing) {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {}
   }
-  return false;
+  std::vector<ProcessRecord> all = scan_processes();
+  std::vector<const ProcessRecord*> mine;
+  std::set<int> alive;
+  for (const auto& p : all) {
+    if (!is_sandbox_process(p)) continue;
+    mine.push_back(&p);
+    alive.insert(p.sid);
+  }
+  // Sessions with no process left are forgotten (their ids may be reused).
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    it = alive.count(*it) ? std::next(it) : sessions_.erase(it);
+  }
+  capnp::MallocMessageBuilder mb;
+  auto msg = mb.initRoot<GuestMessage>();
+  msg.setVersion(schema::SCHEMA_VERSION);
+  // A frame holds ~4,000 processes with long command lines; RLIMIT_NPROC allows 256 per user.
+  const size_t n = std::min<size_t>(mine.size(), 2000);
+  auto list = msg.initProcesses(static_cast<unsigned>(n));
+  for (unsigned i = 0; i < n; ++i) {
+    const ProcessRecord& p = *mine[i];
+    auto e = list[i];
+    e.setPid(p.pid);
+    e.setPpid(p.ppid);
+    e.setCommand(p.command.substr(0, 4096));
+    e.setState(p.state);
+    e.setRssBytes(p.rss_bytes);
+    e.setStartedUnixMs(p.started_unix_ms);
+    e.setContext(contexts_.name_for_session(p.sid));
+  }
+  send(mb);
+}
+
+void Session::handle_signal(schema::SignalRequest::Reader req) {
+  const int pid = req.getPid();
+  const int sig = req.getSignal();
+  const auto bad = static_cast<uint16_t>(ErrorCode::BAD_REQUEST);
+  if (sig < 1 || sig > 64) {
+    return send_error(bad, "signal " + std::to_string(sig) + " is not in 1..64");
+  }
+  if (pid <= 0) return send_error(bad, "pid " + std::to_string(pid) + " is not a process");
+  if (pid == ::getpid()) return send_error(bad, "pid " + std::to_string(pid) + " is the agent");
+  ProcessRecord p;
+  if (!read_process(pid, p)) {
+    return send_error(static_cast<uint16_t>(ErrorCode::NOT_FOUND),
+                      "no process " + std::to_string(pid));
+  }
+  if (!is_sandbox_process(p)) {
+    return send_error(bad, "process " + std::to_string(pid) + " (" + p.command.substr(0, 64) +
+                               ") is not a sandbox process (kernel thread, the agent, or "
+                               "another user's)");
+  }
+  if (::kill(pid, sig) < 0) {
+    int e = errno;
+    return send_error(static_cast<uint16_t>(e == ESRCH ? ErrorCode::NOT_FOUND : ErrorCode::BAD_REQUEST),
+                      errno_text("kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")", e));
+  }
+  send_ack("signal");
+}
+
+void Session::handle_reset(schema::ContextReset::Reader req) {
+  const std::string name = req.getContext();
+  if (!Contexts::valid_name(name)) {
+    return send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
+                      "context name '" + name.substr(0, 80) + "' is not 1-64 bytes of [A-Za-z0-9._-]");
+  }
+  // Resetting a context that does not run is not an error: the next exec starts fresh either way.
+  contexts_.reset(name);
+  send_ack("resetContext");
 }
 
 void Session::handle_put(schema::FilePut::Reader put) {
@@ -319,10 +424,10 @@ void Session::handle_put(schema::FilePut::Reader put) {
   auto fd_out = msg.initFileData();
   fd_out.setPath(path.substr(0, 4096));
   std::string error;
-  if (!path_allowed_for_write(path)) {
+  if (writable_root_of(config_, path).empty()) {
     error = "path '" + path.substr(0, 256) +
             "' refused: it must be absolute, without '.'/'..' "
-            "parts, below one of the writable roots (/tmp)";
+            "parts, below one of the writable roots (/tmp, /home/agent)";
   } else {
     // Parents are created as needed, owned by the program's user so it can use them.
     for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {

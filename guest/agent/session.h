@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -15,12 +16,15 @@
 
 #include <nv/schema/guest.capnp.h>
 
+#include "guest/agent/contexts.h"
 #include "guest/agent/exec_core.h"
+#include "guest/agent/files.h"
+#include "guest/agent/processes.h"
 #include "guest/protocol/frame.h"
 
 namespace nv::guest::agent {
 
-inline constexpr const char* kAgentVersion = "nv-guest-agent 0.1.0";
+inline constexpr const char* kAgentVersion = "nv-guest-agent 0.2.0";
 
 // What the agent does to the machine on the host's behalf. Each call returns "" on success or
 // the failing call with its errno text.
@@ -52,14 +56,16 @@ struct AgentConfig {
   uint32_t max_timeout_ms = 15u * 60 * 1000;
   uint32_t default_output_cap = 1u << 20;
   uint32_t max_output_cap = 64u << 20;
-  std::string default_cwd = "/tmp";
-  // PutFile may only write below these directories (absolute, no trailing slash).
-  std::vector<std::string> writable_roots = {"/tmp"};
+  // The run user's home: a tmpfs the agent mounts at boot (system.cc), owned by the run user.
+  std::string default_cwd = "/home/agent";
+  // PutFile, writeChunk, remove and mkdir only below these directories (absolute, no trailing
+  // slash).
+  std::vector<std::string> writable_roots = {"/tmp", "/home/agent"};
   // The environment every program starts with; the request's variables replace these (each
   // name appears once, see merge_env), NEUROVISOR_TRACE_ID last.
   std::vector<std::string> base_env = {
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      "HOME=/tmp",
+      "HOME=/home/agent",
       "LANG=C.UTF-8",
       "PYTHONDONTWRITEBYTECODE=1",  // the root filesystem is read-only
       "PYTHONUNBUFFERED=1",         // output streams as it is produced
@@ -67,6 +73,9 @@ struct AgentConfig {
   std::vector<RlimitRule> rlimits = default_rlimits();
   // oom_score_adj for programs (unset: inherit the agent's).
   std::optional<int> program_oom_score_adj;
+  // PID 1: collect exited orphans before listing processes (so a killed one is gone, not a
+  // zombie). Off in tests, where the agent is not the reaper.
+  bool reap_before_listing = false;
 };
 
 // A program's environment: `base` ("NAME=value" entries), then each of `set` in order; a name
@@ -103,12 +112,21 @@ class Session {
   void handle_put(schema::FilePut::Reader put);
   void handle_get(const std::string& path);
   void handle_reseed(schema::Reseed::Reader reseed);
-  bool path_allowed_for_write(const std::string& path) const;
+  void handle_processes();
+  void handle_signal(schema::SignalRequest::Reader req);
+  void handle_reset(schema::ContextReset::Reader req);
+  void send_ack(const char* what);
+  // Whether `p` is a sandbox process: the run user's (uid >= 0), else in a session the agent
+  // started (tests); never the agent itself.
+  bool is_sandbox_process(const ProcessRecord& p) const;
 
   const AgentConfig& config_;
   SystemOps& ops_;
   WriteFn write_;
   FrameDecoder decoder_;
+  FileOps files_;
+  Contexts contexts_;
+  std::set<int> sessions_;  // sessions of programs the agent started (pid of their leader)
   bool hello_sent_ = false;
   bool write_ok_ = true;
   bool shutdown_ = false;

@@ -140,6 +140,16 @@ void init_system() {
   bring_up_loopback();
 }
 
+void mount_home(const char* dir, int uid, int gid) {
+  // The mount point comes with the image (guest/build.sh); the root filesystem is read-only.
+  std::string data = "mode=0755,size=50%";
+  if (uid >= 0) data += ",uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid >= 0 ? gid : uid);
+  if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, data.c_str()) < 0) {
+    log_line("error", errno_text(std::string("mount(tmpfs, ") + dir + ") for the run user's home",
+                                 errno));
+  }
+}
+
 void protect_from_oom() {
   int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
   if (fd < 0 || ::write(fd, "-1000", 5) != 5) {

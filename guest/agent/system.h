@@ -12,6 +12,10 @@ namespace nv::guest::agent {
 // agent (PID 1 must keep serving, and exiting would panic the kernel).
 void init_system();
 
+// Mounts a tmpfs at `dir` (the run user's home, /home/agent) owned by uid/gid, sized like /tmp
+// (50% of RAM at most; tmpfs pages are only used when written).
+void mount_home(const char* dir, int uid, int gid);
+
 // oom_score_adj = -1000 for the agent: the OOM killer picks a program instead.
 void protect_from_oom();
 

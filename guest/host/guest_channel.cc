@@ -333,7 +333,13 @@ class ChannelIo {
   ChannelError guest_error(schema::Error::Reader e) {
     std::string m = e.getMessage();
     if (m.size() > 500) m.resize(500);
-    return err(ChannelErrc::guest_error, "guest agent: " + m);
+    ChannelError out = err(ChannelErrc::guest_error, "guest agent: " + m);
+    auto code = e.getCode();
+    // Only codes this build knows are passed on; a newer agent's are UNSET.
+    if (static_cast<uint16_t>(code) <= static_cast<uint16_t>(schema::Error::Code::NOT_FOUND)) {
+      out.guest_code = code;
+    }
+    return out;
   }
 
  private:
@@ -554,6 +560,9 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
     x.setTraceId(spec.trace_id);
     x.setCwd(spec.cwd);
     x.setTailBytes(spec.tail_bytes);
+    x.setContext(spec.context);
+    x.setKeepBackground(spec.keep_background);
+    x.setBackground(spec.background);
     if (auto e = io.send(mb, deadline)) return e;
   }
   ExecOutcome out;
@@ -754,6 +763,32 @@ Result<Identity> GuestChannel::await_reseeded(const std::string& vm_id, Deadline
     return out;
     NV_GUARD_END
   }
+}
+
+ChannelError GuestChannel::send_request(capnp::MessageBuilder& request, Deadline deadline) {
+  NV_IO;
+  return io.send(request, deadline);
+}
+
+ChannelError GuestChannel::await_answers(const AnswerFn& on_answer, Deadline deadline) {
+  NV_IO;
+  for (;;) {
+    std::unique_ptr<ParsedMessage> pm;
+    if (auto e = io.next(pm, deadline)) return e;
+    NV_GUARD_BEGIN
+    auto msg = pm->root<GuestMessage>();
+    if (msg.which() == GuestMessage::PONG) continue;  // a late answer to an abandoned ping
+    if (msg.which() == GuestMessage::ERROR) return io.guest_error(msg.getError());
+    ChannelError e;
+    bool done = on_answer(*pm, e);
+    if (e) return io.fail_if_fatal(std::move(e));
+    if (done) return {};
+    NV_GUARD_END
+  }
+}
+
+void GuestChannel::credit_solicited_bytes(uint64_t n) {
+  impl_->bytes.give_back(static_cast<double>(n));
 }
 
 ChannelError GuestChannel::shutdown(Deadline deadline) {

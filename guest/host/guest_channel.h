@@ -118,7 +118,7 @@ struct ExecSpec {
   uint32_t timeout_ms = 0;        // 0 = the agent's default (10 s)
   uint32_t output_cap_bytes = 0;  // 0 = the agent's default (1 MiB)
   std::string trace_id;           // NEUROVISOR_TRACE_ID
-  std::string cwd;                // "" = /tmp
+  std::string cwd;                // "" = /home/agent (agent 0.2)
   uint32_t tail_bytes = 0;        // per stream, kept past the cap; 0 = 64 KiB, max 256 KiB
   // Sandboxes (GuestExec.context / keepBackground / background in guest.capnp):
   std::string context;           // "" = a new process; else the named persistent interpreter
@@ -206,7 +206,7 @@ class GuestChannel {
 
   // Runs code; chunks arrive through on_chunk as they come, then the outcome.
   Result<ExecOutcome> exec(const ExecSpec& spec, const ChunkCallback& on_chunk, Deadline deadline);
-  // Writes a file in the guest (below /tmp); mode 0 = 0644.
+  // Writes a file in the guest (below /tmp or /home/agent); mode 0 = 0644.
   ChannelError put_file(const std::string& path, std::string_view data, uint32_t mode,
                         Deadline deadline);
   // Reads a file from the guest (at most ~960 KiB: one frame).
@@ -265,6 +265,15 @@ class GuestChannel {
   ChannelError send_reseed(std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
                            Deadline deadline);
   Result<Identity> await_reseeded(const std::string& vm_id, Deadline deadline);
+  // Transport of the sandbox calls (guest_sandbox.cc): one request out, then every answer but
+  // pongs goes to `on_answer` until it returns true (done) or sets `error`. A guest Error answer
+  // ends the wait as guest_error with its code; a malformed answer or a fatal `error` closes
+  // the channel.
+  using AnswerFn = std::function<bool(ParsedMessage& answer, ChannelError& error)>;
+  ChannelError send_request(capnp::MessageBuilder& request, Deadline deadline);
+  ChannelError await_answers(const AnswerFn& on_answer, Deadline deadline);
+  // Bytes the host asked for (file reads) do not count against the guest's rate limit.
+  void credit_solicited_bytes(uint64_t n);
 
   int fd_ = -1;
   ChannelLimits limits_;

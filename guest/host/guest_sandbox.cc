@@ -1,45 +1,275 @@
-// guest_sandbox.cc — GuestChannel's sandbox operations (file, process and context calls).
-//
-// CONTRACT ONLY: the bodies answer bad_argument "not implemented" until the guest agent serves
-// the messages (branch guestsbx replaces this file).
+// guest_sandbox.cc — GuestChannel's sandbox operations (file, process and context calls):
+// guest.capnp writeChunk, readRange, fileOp, listProcesses, signal, resetContext.
+#include <capnp/message.h>
+#include <nv/schema/guest.capnp.h>
+
+#include <algorithm>
+
 #include "guest/host/guest_channel.h"
 
 namespace nv::guest {
 
 namespace {
-ChannelError not_implemented(const char* what) {
-  return ChannelError{ChannelErrc::bad_argument,
-                      std::string(what) + ": not implemented by this build",
-                      schema::Error::Code::UNSET};
+
+using schema::GuestMessage;
+using schema::HostMessage;
+
+// Data per writeChunk frame (guest.capnp: at most 4 MiB; the agent's frame cap is 64 MiB).
+constexpr size_t kWriteChunkBytes = 4u << 20;
+// The agent answers reads in fileChunk frames of at most this much data (guest.capnp).
+constexpr size_t kReadChunkBytes = 512u << 10;
+
+ChannelError protocol(std::string m) {
+  return ChannelError{ChannelErrc::protocol, "guest sent " + std::move(m)};
 }
+ChannelError bad_argument(std::string m) {
+  return ChannelError{ChannelErrc::bad_argument, std::move(m)};
+}
+
+HostMessage::Builder start(capnp::MallocMessageBuilder& mb) {
+  auto m = mb.initRoot<HostMessage>();
+  m.setVersion(schema::SCHEMA_VERSION);
+  return m;
+}
+
+FileEntryInfo entry_of(schema::FileEntry::Reader e) {
+  FileEntryInfo out;
+  out.path = e.getPath();
+  out.type = e.getType();
+  out.size = e.getSize();
+  out.mode = e.getMode();
+  out.mtime_unix_ms = e.getMtimeUnixMs();
+  out.link_target = e.getLinkTarget();
+  return out;
+}
+
+// Checks an answer's kind: anything else is a protocol error.
+bool expect(GuestMessage::Reader msg, GuestMessage::Which want, const char* name,
+            ChannelError& error) {
+  if (msg.which() == want) return true;
+  error = protocol("answer kind " + std::to_string(static_cast<int>(msg.which())) +
+                   " while the host waited for " + name);
+  return false;
+}
+
 }  // namespace
 
-Result<FileEntryInfo> GuestChannel::write_file(const std::string&, std::string_view, uint32_t, bool,
-                                               Deadline) {
-  return not_implemented("write_file");
+Result<FileEntryInfo> GuestChannel::write_file(const std::string& path, std::string_view data,
+                                               uint32_t mode, bool append, Deadline deadline) {
+  if (mode > 07777) return bad_argument("mode " + std::to_string(mode) + " is not a permission");
+  // All chunks go out at once; the agent answers once: ack after the last, or an error at the
+  // first chunk that failed (it then drops the rest of this write).
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kWriteChunkBytes, data.size() - off);
+    capnp::MallocMessageBuilder mb;
+    auto w = start(mb).initWriteChunk();
+    w.setPath(path);
+    w.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data() + off), n));
+    w.setMode(mode);
+    w.setFirst(off == 0);
+    w.setLast(off + n == data.size());
+    w.setAppend(append);
+    if (auto e = send_request(mb, deadline)) return e;
+    off += n;
+  } while (off < data.size());
+  FileEntryInfo out;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::ACK, "the write's ack", error)) return false;
+        out = entry_of(msg.getAck().getEntry());
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return out;
 }
-Result<FileRange> GuestChannel::read_file(const std::string&, uint64_t, uint64_t, uint64_t,
-                                          Deadline) {
-  return not_implemented("read_file");
+
+Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offset,
+                                          uint64_t length, uint64_t max_bytes, Deadline deadline) {
+  if (length == 0 && max_bytes == 0) return bad_argument("read_file needs max_bytes > 0");
+  if (length > max_bytes) {
+    return bad_argument("read of " + std::to_string(length) + " bytes asked, at most " +
+                        std::to_string(max_bytes) + " allowed");
+  }
+  {
+    capnp::MallocMessageBuilder mb;
+    auto r = start(mb).initReadRange();
+    r.setPath(path);
+    r.setOffset(offset);
+    // To the end, but never more than max_bytes: the agent stops there.
+    r.setLength(length == 0 ? max_bytes : length);
+    if (auto e = send_request(mb, deadline)) return e;
+  }
+  FileRange out;
+  out.offset = offset;
+  bool first = true;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::FILE_CHUNK, "fileChunk", error)) return false;
+        auto c = msg.getFileChunk();
+        auto d = c.getData();
+        credit_solicited_bytes(d.size());
+        if (d.size() > kReadChunkBytes || c.getOffset() != offset + out.data.size() ||
+            out.data.size() + d.size() > max_bytes || (!first && c.getSize() != out.size)) {
+          error = protocol("a fileChunk out of order or beyond the range (offset " +
+                           std::to_string(c.getOffset()) + ", " + std::to_string(d.size()) +
+                           " bytes)");
+          return false;
+        }
+        first = false;
+        out.size = c.getSize();
+        out.data.append(reinterpret_cast<const char*>(d.begin()), d.size());
+        return c.getDone();
+      },
+      deadline);
+  if (e) return e;
+  out.eof = out.offset + out.data.size() >= out.size;
+  return out;
 }
-Result<FileEntryInfo> GuestChannel::stat(const std::string&, Deadline) {
-  return not_implemented("stat");
+
+Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  auto op = start(mb).initFileOp();
+  op.setKind(schema::FileOpKind::STAT);
+  op.setPath(path);
+  if (auto e = send_request(mb, deadline)) return e;
+  FileEntryInfo out;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::ENTRIES, "entries", error)) return false;
+        if (msg.getEntries().size() != 1) {
+          error = protocol(std::to_string(msg.getEntries().size()) + " entries for one stat");
+          return false;
+        }
+        out = entry_of(msg.getEntries()[0]);
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return out;
 }
-Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string&, bool, Deadline) {
-  return not_implemented("list_dir");
+
+Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& path, bool recursive,
+                                                          Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  auto op = start(mb).initFileOp();
+  op.setKind(schema::FileOpKind::LIST);
+  op.setPath(path);
+  op.setRecursive(recursive);
+  if (auto e = send_request(mb, deadline)) return e;
+  std::vector<FileEntryInfo> out;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::ENTRIES, "entries", error)) return false;
+        auto list = msg.getEntries();
+        if (list.size() > 10000) {
+          error = protocol(std::to_string(list.size()) + " entries (at most 10,000)");
+          return false;
+        }
+        for (auto en : list) out.push_back(entry_of(en));
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return out;
 }
-ChannelError GuestChannel::remove(const std::string&, bool, Deadline) {
-  return not_implemented("remove");
+
+ChannelError GuestChannel::remove(const std::string& path, bool recursive, Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  auto op = start(mb).initFileOp();
+  op.setKind(schema::FileOpKind::REMOVE);
+  op.setPath(path);
+  op.setRecursive(recursive);
+  if (auto e = send_request(mb, deadline)) return e;
+  return await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the remove's ack", error);
+      },
+      deadline);
 }
-Result<FileEntryInfo> GuestChannel::make_dir(const std::string&, bool, Deadline) {
-  return not_implemented("make_dir");
+
+Result<FileEntryInfo> GuestChannel::make_dir(const std::string& path, bool parents,
+                                             Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  auto op = start(mb).initFileOp();
+  op.setKind(schema::FileOpKind::MKDIR);
+  op.setPath(path);
+  op.setRecursive(parents);
+  if (auto e = send_request(mb, deadline)) return e;
+  FileEntryInfo out;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::ACK, "the mkdir's ack", error)) return false;
+        out = entry_of(msg.getAck().getEntry());
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return out;
 }
-Result<std::vector<ProcessEntry>> GuestChannel::processes(Deadline) {
-  return not_implemented("processes");
+
+Result<std::vector<ProcessEntry>> GuestChannel::processes(Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  start(mb).setListProcesses();
+  if (auto e = send_request(mb, deadline)) return e;
+  std::vector<ProcessEntry> out;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::PROCESSES, "processes", error)) return false;
+        for (auto p : msg.getProcesses()) {
+          ProcessEntry pe;
+          pe.pid = p.getPid();
+          pe.ppid = p.getPpid();
+          pe.command = p.getCommand();
+          if (pe.command.size() > 4096) pe.command.resize(4096);
+          pe.state = p.getState();
+          pe.rss_bytes = p.getRssBytes();
+          pe.started_unix_ms = p.getStartedUnixMs();
+          pe.context = p.getContext();
+          out.push_back(std::move(pe));
+        }
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return out;
 }
-ChannelError GuestChannel::signal(int32_t, int32_t, Deadline) { return not_implemented("signal"); }
-ChannelError GuestChannel::reset_context(const std::string&, schema::Language, Deadline) {
-  return not_implemented("reset_context");
+
+ChannelError GuestChannel::signal(int32_t pid, int32_t signo, Deadline deadline) {
+  if (pid <= 0) return bad_argument("pid " + std::to_string(pid) + " is not a process");
+  if (signo < 1 || signo > 64) return bad_argument("signal " + std::to_string(signo) + " not in 1..64");
+  capnp::MallocMessageBuilder mb;
+  auto s = start(mb).initSignal();
+  s.setPid(pid);
+  s.setSignal(signo);
+  if (auto e = send_request(mb, deadline)) return e;
+  return await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the signal's ack", error);
+      },
+      deadline);
+}
+
+ChannelError GuestChannel::reset_context(const std::string& name, schema::Language language,
+                                         Deadline deadline) {
+  if (name.empty()) return bad_argument("reset_context needs a context name");
+  capnp::MallocMessageBuilder mb;
+  auto r = start(mb).initResetContext();
+  r.setContext(name);
+  r.setLanguage(language);
+  if (auto e = send_request(mb, deadline)) return e;
+  return await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the reset's ack", error);
+      },
+      deadline);
 }
 
 }  // namespace nv::guest

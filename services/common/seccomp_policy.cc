@@ -203,6 +203,10 @@ const std::vector<Rule>& pool_manager_rules() {
       allow("sendfile", "copy files into the jail"),
       allow("fsync", "snapshot files durable before use"),
       allow("fdatasync", "snapshot files durable before use"),
+      // The sandbox registry (SQLite, pool.sqlite) is used on the pool's own threads, but its
+      // connection closes (a WAL checkpoint: pread64/pwrite64) when the service exits.
+      allow("pread64", "the sandbox registry (SQLite) checkpoints its WAL at close"),
+      allow("pwrite64", "the sandbox registry (SQLite) checkpoints its WAL at close"),
       allow("statfs", "detect cgroup v1/v2 (CGROUP2_SUPER_MAGIC)"),
       allow("fstatfs", "detect cgroup v1/v2 (CGROUP2_SUPER_MAGIC)"),
       allow("readlinkat", "resolve /proc/<pid>/exe of VMMs"),

@@ -41,6 +41,10 @@ class TokenBucket {
     return (n - tokens_) / rate_;
   }
 
+  // Returns `n` tokens taken for something that turned out not to count (e.g. bytes the host
+  // asked for itself); the bucket never holds more than its capacity.
+  void give_back(double n) { tokens_ = std::min(capacity_, tokens_ + std::max(0.0, n)); }
+
   double available() {
     refill();
     return tokens_;

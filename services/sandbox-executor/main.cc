@@ -1,4 +1,4 @@
-// nv-sandbox-executor: the "exec" worker. Runs each ExecRequest once in a fresh microVM leased
+// nv-sandbox-executor: the "exec" worker and the "sandbox" service (sandbox_service.h). Runs each ExecRequest once in a fresh microVM leased
 // from this host's nv-vm-pool-manager, streams its output back through the broker, and has the
 // VM destroyed afterwards. Runs unprivileged: it needs only group access to the guest channel
 // sockets the pool manager hands it; every capability is dropped after start-up and a seccomp
@@ -12,7 +12,10 @@
 //   4. ask the pool for its first status, register "exec" with that capacity;
 //   5. serve; a poller keeps the advertised capacity = min(concurrency, in flight + warm +
 //      booting VMs) so the broker sends work where VMs are ready.
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -22,7 +25,9 @@
 #include "common/seccomp_policy.h"
 #include "common/service.h"
 #include "executor.h"
+#include "common/sandbox_route.h"
 #include "pool_client.h"
+#include "sandbox_service.h"
 
 namespace {
 
@@ -56,6 +61,70 @@ void add_options(nv::Config& c) {
   c.alias_flag("run-as-uid", "run-as");  // the spelling of the orchestrator and the exporter
   c.add_int("run-as-gid", -1, "switch to this gid: the group owning the guest channel sockets");
   c.add_bool("seccomp", true, "install the seccomp allow-list after start-up");
+  // The "sandbox" service (sandboxes that live; sandbox_service.h).
+  c.add_string("executor-name", "",
+               "this executor's name in sandbox ids and its service \"sandbox.<name>\" "
+               "([a-zA-Z0-9_], at most 40 bytes; \"\" = the host name with other bytes as _)");
+  c.add_string("state-dir", "",
+               "where the sandbox registry (executor.sqlite) lives across restarts; \"\" = "
+               "<runtime-dir>/state");
+  c.add_int("sandbox-lifetime-ms", 3600000, "a sandbox's lifetime when create gives none");
+  c.add_int("max-sandbox-lifetime-ms", 86400000,
+            "the longest lifetime create or keepalive may ask (longer: badRequest)");
+  c.add_int("sandbox-idle-ms", 600000,
+            "a running sandbox without a call this long is reaped, when create gives no idle "
+            "timeout");
+  c.add_int("max-sandboxes-per-owner", 8, "sandboxes an owner may hold (running or paused)");
+  c.add_int("max-sandbox-memory-mib-per-owner", 4096,
+            "RAM the running sandboxes of an owner may use together");
+  c.add_int("sandbox-concurrency", 8, "sandbox calls handled at once, per service name");
+  c.add_int("sandbox-reap-interval-ms", 1000, "how often lifetimes and idle timeouts are checked");
+  c.add_int("sandbox-verify-ms", 5000,
+            "how often the pool is asked which sandbox VMs it still holds (lost ones are reaped)");
+  c.add_int("sandbox-lease-margin-ms", 60000,
+            "a sandbox's pool lease lasts this long past its deadline");
+  c.add_int("sandbox-file-timeout-ms", 30000, "one file or process call in a sandbox");
+}
+
+// The host name with every byte outside [a-zA-Z0-9_] as '_', at most 40 bytes.
+std::string default_executor_name() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == 0) return "local";
+  std::string name;
+  for (const char* p = host; *p && name.size() < nv::kMaxExecutorNameBytes; ++p) {
+    bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9');
+    name += ok ? *p : '_';
+  }
+  return name;
+}
+
+nv::exec::SandboxOptions sandbox_options_from(const nv::ServiceContext& ctx,
+                                              const nv::exec::ExecutorOptions& exec) {
+  const auto& c = ctx.config;
+  nv::exec::SandboxOptions o;
+  o.executor = c.str("executor-name").empty() ? default_executor_name() : c.str("executor-name");
+  o.limits = exec.limits;
+  o.default_lifetime = milliseconds(c.integer("sandbox-lifetime-ms"));
+  o.max_lifetime = milliseconds(c.integer("max-sandbox-lifetime-ms"));
+  o.default_idle = milliseconds(c.integer("sandbox-idle-ms"));
+  o.max_per_owner =
+      static_cast<uint32_t>(std::max<int64_t>(0, c.integer("max-sandboxes-per-owner")));
+  o.max_memory_mib_per_owner =
+      static_cast<uint32_t>(std::max<int64_t>(0, c.integer("max-sandbox-memory-mib-per-owner")));
+  o.reap_interval = milliseconds(std::max<int64_t>(10, c.integer("sandbox-reap-interval-ms")));
+  o.verify_every = milliseconds(c.integer("sandbox-verify-ms"));
+  o.lease_margin = milliseconds(c.integer("sandbox-lease-margin-ms"));
+  o.file_timeout = milliseconds(c.integer("sandbox-file-timeout-ms"));
+  o.connect_timeout = exec.connect_timeout;
+  o.host_grace = exec.host_grace;
+  o.lease_wait = exec.max_lease_wait;
+  o.channel = exec.channel;
+  // A file op's reply carries the data: it must fit a bus frame.
+  uint64_t frame_room = ctx.limits.max_frame_bytes > (64u << 10)
+                            ? ctx.limits.max_frame_bytes - (64u << 10)
+                            : ctx.limits.max_frame_bytes;
+  o.max_file_bytes = std::min<uint64_t>(32u << 20, frame_room);
+  return o;
 }
 
 nv::exec::ExecutorOptions options_from(const nv::ServiceContext& ctx) {
@@ -102,6 +171,23 @@ std::string check(const nv::exec::ExecutorOptions& o) {
   return bad;
 }
 
+std::string check_sandbox(const nv::exec::SandboxOptions& o) {
+  std::string bad;
+  auto need = [&](bool ok, const char* what) {
+    if (!ok) bad += std::string(bad.empty() ? "" : "; ") + what;
+  };
+  need(nv::valid_executor_name(o.executor), "--executor-name must be 1..40 bytes of [a-zA-Z0-9_]");
+  need(o.max_lifetime.count() > 0 && o.max_lifetime.count() <= UINT32_MAX,
+       "--max-sandbox-lifetime-ms must be in 1..4294967295");
+  need(o.default_lifetime.count() > 0 && o.default_lifetime <= o.max_lifetime,
+       "--sandbox-lifetime-ms must be in 1..--max-sandbox-lifetime-ms");
+  need(o.default_idle.count() > 0 && o.default_idle <= o.max_lifetime,
+       "--sandbox-idle-ms must be in 1..--max-sandbox-lifetime-ms");
+  need(o.lease_margin.count() >= 0, "--sandbox-lease-margin-ms must be >= 0");
+  need(o.file_timeout.count() > 0, "--sandbox-file-timeout-ms must be > 0");
+  return bad;
+}
+
 // capacity = min(concurrency, in flight + warm + booting); 0 while the pool is unreachable.
 uint32_t capacity_for(const nv::exec::PoolCounts& c, uint32_t in_flight, uint32_t concurrency) {
   return std::min<uint32_t>(concurrency, in_flight + c.warm + c.booting);
@@ -120,6 +206,23 @@ int run(nv::ServiceContext& ctx) {
   if (auto bad = check(opt); !bad.empty()) {
     nv::log::error("bad options", {{"error", bad}});
     return 2;
+  }
+  auto sbx_opt = sandbox_options_from(ctx, opt);
+  if (auto bad = check_sandbox(sbx_opt); !bad.empty()) {
+    nv::log::error("bad options", {{"error", bad}});
+    return 2;
+  }
+  // The registry is opened before the seccomp filter and the privilege drop settle what this
+  // process may open.
+  std::string state_dir = ctx.config.str("state-dir");
+  if (state_dir.empty()) state_dir = ctx.runtime_dir + "/state";
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  auto registry = nv::exec::SandboxRegistry::open(
+      std::filesystem::absolute(state_dir + "/executor.sqlite").string());
+  if (!registry) {
+    nv::log::error("cannot open the sandbox registry", {{"error", registry.error().message}});
+    return 1;
   }
   // 2. Privileges: nothing below needs any capability.
   nv::PrivilegeSpec spec;
@@ -142,6 +245,10 @@ int run(nv::ServiceContext& ctx) {
     // Beyond a generic bus service (each with its reason; base_rules lacks it as of writing):
     profile.rules.push_back(nv::seccomp::allow(
         "rt_sigtimedwait", "service_main's signal thread waits for SIGTERM/SIGINT with it"));
+    for (const char* call : {"pread64", "pwrite64", "fsync", "fdatasync", "ftruncate"}) {
+      profile.rules.push_back(nv::seccomp::allow(
+          call, "SQLite: the sandbox registry's database and its write-ahead log"));
+    }
     for (const char* call : {"inotify_init1", "inotify_add_watch", "inotify_rm_watch"}) {
       profile.rules.push_back(nv::seccomp::allow(
           call, "nv_guest_channel: wakes when a VM's channel socket appears in its directory"));
@@ -177,6 +284,30 @@ int run(nv::ServiceContext& ctx) {
   }
   nv::Worker worker(ctx.zmq, ctx.worker_options("exec", initial),
                     [&executor](std::shared_ptr<nv::Request> r) { executor.handle(r); });
+
+  // The "sandbox" service: sandboxes from the registry are settled with the pool first (the
+  // pool may still be starting: asked again until it answers).
+  nv::exec::SandboxService sandboxes(sbx_opt, nv::exec::bus_pool(ctx.zmq, opt.pool),
+                                     nv::exec::channel_connect(opt.channel), ctx.events,
+                                     std::move(registry.value()));
+  while (!ctx.stop) {
+    auto st = sandboxes.recover();
+    if (st) break;
+    nv::log::warn("sandbox registry: cannot settle with the pool yet; retrying",
+                  {{"error", st.error().message}});
+    std::this_thread::sleep_for(milliseconds(1000));
+  }
+  sandboxes.start_reaper();
+  auto sbx_capacity =
+      static_cast<uint32_t>(std::max<int64_t>(1, ctx.config.integer("sandbox-concurrency")));
+  auto sbx_handler = [&sandboxes](std::shared_ptr<nv::Request> r) { sandboxes.handle(r); };
+  nv::Worker sbx_any(ctx.zmq, ctx.worker_options("sandbox", sbx_capacity), sbx_handler);
+  nv::Worker sbx_own(ctx.zmq, ctx.worker_options("sandbox." + sbx_opt.executor, sbx_capacity),
+                     sbx_handler);
+  std::thread sbx_any_thread([&] { sbx_any.run(ctx.stop); });
+  std::thread sbx_own_thread([&] { sbx_own.run(ctx.stop); });
+  nv::log::info("sandbox service registered",
+                {{"services", "sandbox, sandbox." + sbx_opt.executor}, {"state_dir", state_dir}});
 
   // 5. Capacity follows the pool.
   std::mutex mu;
@@ -216,6 +347,9 @@ int run(nv::ServiceContext& ctx) {
   }
   cv.notify_all();
   poller.join();
+  sbx_any_thread.join();
+  sbx_own_thread.join();
+  sandboxes.stop_reaper();
   return 0;
 }
 

@@ -43,6 +43,10 @@ struct VmSpec {
   // -1: anonymous RAM of the VMM's own.
   int memory_fd = -1;
   bool memory_shared = false;
+  // A capture receiver (capture.h): the VMM starts waiting for its state (QEMU -incoming defer)
+  // with no restore file; RunningVm::receive_state() then feeds it a running VM's migration
+  // stream, RAM included, which lands in memory_fd (shared). restore_from must be "".
+  bool incoming = false;
 };
 
 // What a booted VM looks like from outside.
@@ -95,6 +99,16 @@ class RunningVm {
   virtual void kill_now() {}
   // Usage from the VM's cgroup (zeros when the backend runs without one).
   virtual Result<VmUsage> usage() = 0;
+  // --- Capture (capture.h), for backends with capture(); the defaults answer badRequest.
+  // Pauses the guest and migrates its whole state into `fd` (a socket or a file), RAM included
+  // unless `ignore_shared` (then RAM shared with a template memfd is left out); returns when the
+  // migration completed. The guest stays paused until resume_guest().
+  virtual Status send_state(int fd, bool ignore_shared, Deadline deadline);
+  // A VM started with VmSpec::incoming: reads a send_state() stream from `fd` and returns once
+  // it is loaded (the guest paused).
+  virtual Status receive_state(int fd, Deadline deadline);
+  // Runs a paused guest again (after send_state or receive_state).
+  virtual Status resume_guest(Deadline deadline);
   // Second step of a restore begun with Backend::start(): loads the snapshot and runs the
   // guest. A no-op for VMs that are already running (cold boots, backends that cannot split).
   virtual Status complete_restore(Deadline /*deadline*/) { return {}; }
@@ -111,6 +125,9 @@ class Backend {
   // Snapshots keep guest RAM in a shared template memfd (VmSpec::memory_fd) instead of the
   // snapshot file; the pool then creates, seals and hands that memfd to template and clones.
   virtual bool template_memory() const { return false; }
+  // Can turn a running VM's RAM into a new template (RunningVm::send_state/receive_state/
+  // resume_guest and VmSpec::incoming): forks, snapshots and pause of sandboxes (capture.h).
+  virtual bool capture() const { return false; }
   // Starts the VMM and returns once its control channel answers; the guest may still be booting
   // (the pool then waits for the agent's Hello on the guest channel).
   virtual Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) = 0;

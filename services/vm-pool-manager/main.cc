@@ -46,6 +46,7 @@
 #include "pool.h"
 #include "qemu_backend.h"
 #include "reclaim.h"
+#include "sandbox_service.h"
 
 namespace {
 
@@ -81,6 +82,11 @@ void add_options(nv::Config& c) {
   // lease's lifetime ends.
   c.add_int("lease-ttl-ms", 600000, "lease lifetime when the request asks for none (leaseMs 0)");
   c.add_int("max-lease-ttl-ms", 3600000, "longest lease lifetime granted; more is badRequest");
+  c.add_int("max-sandbox-ttl-ms", 24 * 3600 * 1000,
+            "longest lifetime of a sandbox lease (vm.lease with sandbox set, vm.extend)");
+  c.add_string("state-dir", "",
+               "what survives a restart: the sandbox registry (pool.sqlite), paused sandboxes, "
+               "snapshots (default $NV_STATE_DIR, else RUNTIME/state)");
   c.add_int("boot-timeout-ms", 60000, "VMM start → agent Hello, per VM");
   c.add_int("refill-threads", 2, "VMs booted in parallel");
   c.add_int("stats-interval-ms", 5000, "interval of vm.stats events (cgroup usage per VM)");
@@ -119,11 +125,6 @@ bool lock_runtime_dir(const std::string& runtime_dir, int* fd_out, std::string* 
   }
   *fd_out = fd;
   return true;
-}
-
-schema::ChannelKind channel_kind(nv::vm::ChannelKind k) {
-  return k == nv::vm::ChannelKind::hybridVsock ? schema::ChannelKind::HYBRID_VSOCK
-                                               : schema::ChannelKind::UNIX_STREAM;
 }
 
 // Pool callbacks → bus events.
@@ -328,6 +329,17 @@ int run(nv::ServiceContext& ctx) {
     problems.push_back("need 1 <= --lease-ttl-ms <= --max-lease-ttl-ms <= " +
                        std::to_string(UINT32_MAX));
   }
+  po.max_sandbox_ttl = std::chrono::milliseconds(c.integer("max-sandbox-ttl-ms"));
+  if (c.integer("max-sandbox-ttl-ms") < c.integer("lease-ttl-ms") ||
+      c.integer("max-sandbox-ttl-ms") > int64_t{UINT32_MAX}) {
+    problems.push_back("need --lease-ttl-ms <= --max-sandbox-ttl-ms <= " +
+                       std::to_string(UINT32_MAX));
+  }
+  po.state_dir = c.str("state-dir");
+  if (po.state_dir.empty()) {
+    const char* env = std::getenv("NV_STATE_DIR");
+    po.state_dir = env && *env ? env : ctx.runtime_dir + "/state";
+  }
   po.boot_timeout = std::chrono::milliseconds(c.integer("boot-timeout-ms"));
   po.refill_threads = static_cast<unsigned>(std::max<int64_t>(1, c.integer("refill-threads")));
   int64_t warm = c.integer("warm"), max = c.integer("max");
@@ -526,10 +538,29 @@ int run(nv::ServiceContext& ctx) {
     }).detach();
   };
 
+  // Sandbox services run on the pool's sandbox threads (outside this thread's seccomp filter:
+  // they spawn VMMs and write the SQLite registry); the request thread only waits.
+  auto serve_sandbox = [&](nv::bus::Message& m) {
+    auto work = nv::vm::sandbox_work(pool, m.header.service,
+                                     std::make_shared<nv::bus::BodyReader>(std::move(m.body)));
+    offload(m, [&pool, work](Answer a) {
+      std::optional<nv::Result<nv::vm::ReplyBody>> out;
+      if (!pool.run_on_sandbox_thread([&] { out.emplace(work()); })) {
+        a.error = nv::make_error(nv::ErrorCode::SHUTTING_DOWN, "vm pool is stopping");
+      } else if (!out->ok()) {
+        a.error = out->error();
+      } else {
+        a.body = out->value();
+      }
+      return a;
+    });
+  };
   auto handle = [&](nv::bus::Message& m) {
     const std::string& svc = m.header.service;
     if (m.header.kind != nv::bus::Kind::REQUEST) return;  // cancels etc.: nothing to do
-    if (svc == "vm.status") {
+    if (nv::vm::is_sandbox_service(svc)) {
+      serve_sandbox(m);
+    } else if (svc == "vm.status") {
       Answer a{m.routing, reply_header(m), std::nullopt,
                std::make_shared<capnp::MallocMessageBuilder>()};
       auto st = pool.status();
@@ -546,6 +577,10 @@ int run(nv::ServiceContext& ctx) {
         send_answer(a);
         return;
       }
+      if (req.value().getSandbox()) {
+        serve_sandbox(m);
+        return;
+      }
       SizeTier tier = req.value().getTier();
       uint32_t dl = req.value().getDeadlineMs();
       if (dl == 0) dl = m.header.deadline_ms;
@@ -559,23 +594,7 @@ int run(nv::ServiceContext& ctx) {
           return a;
         }
         a.body = std::make_shared<capnp::MallocMessageBuilder>();
-        auto b = nv::bus::init_body<schema::Lease>(*a.body);
-        const auto& li = l.value();
-        b.setVmId(li.vm.vm_id);
-        b.setTier(li.tier.tier);
-        auto r = b.initResources();
-        r.setTier(li.tier.tier);
-        r.setVcpus(li.tier.vcpus);
-        r.setMemoryMib(li.tier.memory_mib);
-        b.setChannelKind(channel_kind(li.vm.channel_kind));
-        b.setChannelPath(li.vm.channel_path);
-        b.setVsockPort(li.vm.vsock_port);
-        b.setBackend(li.vm.backend);
-        b.setAccel(li.vm.accel);
-        b.setRestored(li.vm.restored);
-        b.setBootMs(li.boot_ms);
-        b.setWaitMs(li.wait_ms);
-        b.setLeaseMs(static_cast<uint32_t>(li.lifetime.count()));
+        nv::vm::fill_lease(nv::bus::init_body<schema::Lease>(*a.body), l.value());
         return a;
       });
     } else if (svc == "vm.release") {
@@ -590,7 +609,7 @@ int run(nv::ServiceContext& ctx) {
       if (reason.empty()) reason = "released";
       offload(m, [&pool, id, reason, trace](Answer a) {
         nv::log::TraceScope scope(trace);
-        if (auto s = pool.release(id, reason); !s) {
+        if (auto s = nv::vm::on_pool_thread(pool, [&] { return pool.release(id, reason); }); !s) {
           a.error = s.error();
           return a;
         }
@@ -602,7 +621,10 @@ int run(nv::ServiceContext& ctx) {
       Answer a{m.routing, reply_header(m),
                nv::make_error(
                    nv::ErrorCode::UNKNOWN_SERVICE,
-                   "vm-pool-manager serves vm.lease, vm.release, vm.status; not '" + svc + "'"),
+                   "vm-pool-manager serves vm.lease, vm.release, vm.status, vm.extend, vm.fork, "
+                   "vm.snapshot, vm.snapshots, vm.snapshot.delete, vm.pause, vm.resume, "
+                   "vm.leases; not '" +
+                       svc + "'"),
                nullptr};
       send_answer(a);
     }
@@ -627,7 +649,7 @@ int run(nv::ServiceContext& ctx) {
     std::string why = "security alert: " + std::string(a.getKind().cStr()) + " (" +
                       std::string(a.getDetail().cStr()).substr(0, 200) + ")";
     std::thread([&pool, id, why] {
-      if (auto s = pool.destroy(id, why); s.ok()) {
+      if (auto s = nv::vm::on_pool_thread(pool, [&] { return pool.destroy(id, why); }); s.ok()) {
         nv::log::warn("vm destroyed after a security alert", {{"vm_id", id}, {"why", why}});
       }
     }).detach();

@@ -102,6 +102,9 @@ Status Pool::start() {
     if (started_) return {};
     for (const auto& t : opt_.tiers) tiers_[t.tier].cfg = t;
   }
+  if (!opt_.state_dir.empty()) {
+    if (Status s = open_registry(); !s.ok()) return s;
+  }
   if (opt_.snapshot) {
     if (Status s = make_dirs(opt_.snapshot_dir, 0700); !s.ok()) return s;
     // One tier's template failing does not stop the others: it is reported, and the refill
@@ -132,6 +135,11 @@ Status Pool::start() {
   for (unsigned i = 0; i < opt_.refill_threads; ++i) {
     threads_.emplace_back([this] { refill_loop(); });
   }
+  if (registry_) {
+    for (unsigned i = 0; i < std::max(1u, opt_.sandbox_threads); ++i) {
+      threads_.emplace_back([this] { sandbox_loop(); });
+    }
+  }
   log::info("vm pool started", {{"backend", backend_.name()},
                                 {"accel", backend_.accel()},
                                 {"accel_reason", backend_.accel_reason()},
@@ -152,6 +160,7 @@ void Pool::interrupt() {
   warm_cv_.notify_all();
   refill_cv_.notify_all();
   standby_cv_.notify_all();
+  tasks_cv_.notify_all();
 }
 
 void Pool::stop() {
@@ -429,12 +438,22 @@ void Pool::monitor_loop() {
       std::vector<std::pair<std::string, std::shared_ptr<RunningVm>>> all;
       {
         std::lock_guard lock(mu_);
-        for (auto& [id, e] : vms_) all.emplace_back(id, e.vm);
+        // A VM being captured (fork, snapshot, pause) is paused and its control channel busy
+        // with the migration: the capture's own deadline bounds it.
+        for (auto& [id, e] : vms_) {
+          if (!e.busy) all.emplace_back(id, e.vm);
+        }
       }
       for (auto& [id, vm] : all) {
         if (!vm->alive()) continue;  // the pidfd event handles it
         Status s = vm->check_responsive(Clock::now() + opt_.health_timeout);
-        if (!s.ok()) fail_vm(id, "vmm unresponsive: " + s.error().message);
+        if (s.ok()) continue;
+        {
+          std::lock_guard lock(mu_);
+          auto it = vms_.find(id);
+          if (it != vms_.end() && it->second.busy) continue;  // a capture began meanwhile
+        }
+        fail_vm(id, "vmm unresponsive: " + s.error().message);
       }
     }
   }
@@ -463,7 +482,7 @@ Clock::time_point Pool::expire_leases() {
         "lease expired: not released within its " + std::to_string(lifetime.count()) +
             " ms lifetime (the lessee died, hung or asked for too little); the VM was destroyed");
   }
-  return next;
+  return std::min(next, expire_parked());
 }
 
 void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
@@ -476,6 +495,16 @@ void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
     vms_.erase(it);
     keys_.erase(e.key);
     TierState& t = tiers_[e.tier];
+    if (e.sandbox && registry_ && reason.rfind("lease expired", 0) != 0) {
+      // A sandbox whose VMM died stays listed (lost, with why) until released or expired.
+      LeaseInfo li = lease_info_locked(vm_id, e);
+      li.state = schema::LeaseState::LOST;
+      li.note = reason;
+      LeaseRecord r = record_of(li);
+      parked_[vm_id] = r;
+      (void)registry_->put_lease(r);
+      e.sandbox = false;
+    }
     if (e.leased) {
       t.active--;
       // The lessee may still try to release it: tell it what happened rather than "unknown".
@@ -487,6 +516,7 @@ void Pool::fail_vm(const std::string& vm_id, const std::string& reason) {
     publish_status();
   }
   refill_cv_.notify_all();
+  if (e.sandbox) forget_sandbox(vm_id);
   pid_t pid = e.vm->info().vmm_pid;
   log::warn("vm failed", {{"vm_id", vm_id},
                           {"tier", tier_name(e.tier)},
@@ -510,16 +540,18 @@ Status Pool::destroy(const std::string& vm_id, const std::string& reason) {
 }
 
 Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_ms,
-                              std::chrono::milliseconds lifetime) {
+                              std::chrono::milliseconds lifetime, bool sandbox) {
   if (tier == SizeTier::UNSET) tier = SizeTier::SMALL;
   if (deadline_ms.count() <= 0) deadline_ms = opt_.default_lease_deadline;
   if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
-  if (lifetime > opt_.max_lease_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST,
-                      "leaseMs " + std::to_string(lifetime.count()) +
-                          " is above this pool's maximum lease lifetime of " +
-                          std::to_string(opt_.max_lease_ttl.count()) +
-                          " ms; ask for less or raise the pool manager's --max-lease-ttl-ms");
+  const auto max_ttl = sandbox ? opt_.max_sandbox_ttl : opt_.max_lease_ttl;
+  if (lifetime > max_ttl) {
+    return make_error(
+        ErrorCode::BAD_REQUEST,
+        "leaseMs " + std::to_string(lifetime.count()) + " is above this pool's " +
+            (sandbox ? "maximum sandbox lifetime of " : "maximum lease lifetime of ") +
+            std::to_string(max_ttl.count()) + " ms; ask for less or raise the pool manager's " +
+            (sandbox ? "--max-sandbox-ttl-ms" : "--max-lease-ttl-ms"));
   }
   auto start = opt_.clock();
   auto deadline = Clock::now() + deadline_ms;
@@ -590,6 +622,8 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
     e.leased_at = opt_.clock();
     e.lifetime = lifetime;
     e.lease_expires = e.leased_at + lifetime;
+    e.sandbox = sandbox;
+    e.expires_unix_ms = opt_.unix_ms() + lifetime.count();
     t->active++;
     vm = e.vm;
     break;
@@ -616,12 +650,8 @@ Result<LeaseInfo> Pool::lease(SizeTier tier, std::chrono::milliseconds deadline_
     publish_status();
     return err;
   }
-  LeaseInfo li;
-  li.vm = vm->info();
-  li.tier = t->cfg;
-  li.boot_ms = vms_.at(id).boot_ms;
+  LeaseInfo li = lease_info_locked(id, vms_.at(id));
   li.wait_ms = ms_since(start);
-  li.lifetime = lifetime;
   publish_status();
   lock.unlock();
   refill_cv_.notify_all();
@@ -635,6 +665,7 @@ void Pool::remember_released(const std::string& id, const std::string& how) {
 }
 
 Status Pool::release(const std::string& vm_id, const std::string& reason) {
+  if (end_parked(vm_id, reason, false)) return {};
   Entry e;
   {
     std::lock_guard lock(mu_);
@@ -658,6 +689,7 @@ Status Pool::release(const std::string& vm_id, const std::string& reason) {
     publish_status();
   }
   refill_cv_.notify_all();
+  if (e.sandbox) forget_sandbox(vm_id);
   double leased_ms = ms_since(e.leased_at);
   (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.vm->exit_fd(), nullptr);
   if (auto u = e.vm->usage()) events_.on_final_usage(vm_id, u.value());

@@ -44,7 +44,10 @@
 #include <thread>
 #include <vector>
 
+#include <nv/schema/vm.capnp.h>
+
 #include "backend.h"
+#include "registry.h"
 #include "sysutil.h"
 #include "template_memory.h"
 
@@ -142,6 +145,17 @@ struct PoolOptions {
   std::chrono::milliseconds enforcement_wait{5000};
   unsigned refill_threads = 2;
   size_t reseed_bytes = 64;
+  // Sandboxes that live (sandbox_leases.cc): the registry and the RAM images of paused
+  // sandboxes and snapshots live under state_dir ("" = no sandbox support: those calls answer
+  // badRequest). A sandbox lease may live up to max_sandbox_ttl.
+  std::string state_dir;
+  std::chrono::milliseconds max_sandbox_ttl{24 * 3600 * 1000};
+  unsigned sandbox_threads = 4;  // fork/snapshot/pause/resume run on these (they spawn VMMs)
+  std::function<int64_t()> unix_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
   std::function<Clock::time_point()> clock = [] { return Clock::now(); };
 };
 
@@ -151,6 +165,28 @@ struct LeaseInfo {
   double boot_ms = 0;                     // VMM start (or restore start) → Hello (and reseed)
   double wait_ms = 0;                     // how long lease() waited
   std::chrono::milliseconds lifetime{0};  // granted: destroyed this long after the lease
+  // Sandbox leases:
+  bool sandbox = false;
+  std::string sandbox_id, owner;
+  schema::LeaseState state = schema::LeaseState::RUNNING;
+  int64_t expires_unix_ms = 0;
+  std::string note;  // lost: why
+};
+
+// A sandbox lease asked for (vm.capnp LeaseRequest with sandbox set).
+struct SandboxLeaseRequest {
+  SizeTier tier = SizeTier::SMALL;
+  std::chrono::milliseconds deadline{0};  // for a warm VM (0 = the default)
+  std::chrono::milliseconds lifetime{0};  // 0 = default_lease_ttl; above max_sandbox_ttl: bad
+  std::string sandbox_id, owner;
+  std::string from_snapshot;  // "" = a warm VM; else a snapshot of `owner`
+};
+
+struct ForkResult {
+  std::vector<LeaseInfo> leases;
+  double capture_ms = 0;  // the parent's RAM → a sealed template
+  double pause_ms = 0;    // of which the parent was paused
+  double fork_ms = 0;     // the whole fork
 };
 
 // Template figures from snapshot mode (for logs and the benchmark).
@@ -186,8 +222,10 @@ class Pool {
 
   // A warm VM of `tier` (unset = small); waits up to `deadline` (0 = the default). The lease
   // lasts `lifetime` (0 = default_lease_ttl; above max_lease_ttl = badRequest) unless released.
+  // `sandbox`: a sandbox lease (bounded by max_sandbox_ttl; lease_sandbox() registers it).
   Result<LeaseInfo> lease(SizeTier tier, std::chrono::milliseconds deadline,
-                          std::chrono::milliseconds lifetime = std::chrono::milliseconds(0));
+                          std::chrono::milliseconds lifetime = std::chrono::milliseconds(0),
+                          bool sandbox = false);
   // Destroys a leased VM. unknownLease for ids never leased, already released, failed or
   // expired (the message says which).
   Status release(const std::string& vm_id, const std::string& reason);
@@ -204,6 +242,35 @@ class Pool {
   // Ids of the live VMs (warm and leased) and their VMM pids (tests, bench).
   std::vector<VmInfo> live_vms();
 
+  // --- Sandboxes that live (sandbox_leases.cc; vm.capnp). Errors: badRequest (the request),
+  // unknownLease (no such lease, or not in the state the call needs: the message says which),
+  // unknownSnapshot, poolExhausted, tierUnavailable, vmFailed (a VMM step failed).
+  // A sandbox lease: a warm VM of the tier, or a restore of the owner's snapshot.
+  Result<LeaseInfo> lease_sandbox(const SandboxLeaseRequest& req);
+  // The lease (running or paused) now ends `lifetime` from now.
+  Result<LeaseInfo> extend(const std::string& vm_id, std::chrono::milliseconds lifetime);
+  // `count` running copies of a running sandbox lease (capture.h), each reseeded; the parent
+  // keeps running.
+  Result<ForkResult> fork(const std::string& vm_id, uint32_t count,
+                          std::chrono::milliseconds lifetime,
+                          const std::vector<std::string>& sandbox_ids);
+  // A named snapshot of a running sandbox lease, on disk (the VM keeps running).
+  Result<SnapshotRecordRow> snapshot(const std::string& vm_id, const std::string& name,
+                                     const std::string& owner);
+  Result<std::vector<SnapshotRecordRow>> snapshots(const std::string& owner);
+  Result<SnapshotRecordRow> delete_snapshot(const std::string& name, const std::string& owner);
+  // RAM and devices to disk, VMM gone (RAM freed); resume restores it with the same vm id.
+  Result<LeaseInfo> pause(const std::string& vm_id);
+  Result<LeaseInfo> resume(const std::string& vm_id, std::chrono::milliseconds lifetime);
+  // Every sandbox lease of `owner` ("" = all): running, paused, lost.
+  Result<std::vector<LeaseInfo>> sandbox_leases(const std::string& owner);
+  // Runs `task` on one of the pool's sandbox threads and waits for it (the service's request
+  // threads run under a seccomp filter that SQLite and VMM spawning must not meet); false (not
+  // run) once the pool stops. Called from a sandbox thread, it runs `task` inline.
+  bool run_on_sandbox_thread(std::function<void()> task);
+  // A sandbox registry is open (PoolOptions::state_dir set and start() done).
+  bool keeps_registry() const { return registry_ != nullptr; }
+
  private:
   struct Entry {
     std::shared_ptr<RunningVm> vm;
@@ -215,6 +282,10 @@ class Pool {
     Clock::time_point warm_since{};     // when it became warm (real clock)
     std::chrono::milliseconds lifetime{0};
     uint64_t key = 0;  // epoll key
+    bool sandbox = false;
+    std::string sandbox_id, owner;
+    int64_t expires_unix_ms = 0;
+    bool busy = false;  // a fork, snapshot or pause of it runs
   };
   struct TierState {
     TierConfig cfg;
@@ -269,6 +340,37 @@ class Pool {
   double ms_since(Clock::time_point t) const;
   // Records how a lease ended ("released", "lease expired ...") for release()'s messages.
   void remember_released(const std::string& id, const std::string& how);
+
+  // --- sandbox_leases.cc
+  Status open_registry();
+  void sandbox_loop();
+  Status sandboxes_enabled() const;
+  LeaseInfo lease_info_locked(const std::string& id, const Entry& e);
+  LeaseRecord record_of(const LeaseInfo& li) const;
+  // Registers a restored VM (fork, resume, fromSnapshot) as a running sandbox lease.
+  Result<LeaseInfo> adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tier, double boot_ms,
+                                 std::chrono::milliseconds lifetime, const std::string& sandbox_id,
+                                 const std::string& owner);
+  // Starts `count` VMs restored from `state_path` on `memory` (copy-on-write), reseeded with
+  // `ids` (fresh VM ids, or the resumed one): VMMs spawned here, restores and reseeds in
+  // parallel. On failure every VM made is destroyed.
+  Result<std::vector<std::shared_ptr<RunningVm>>> restore_clones(
+      const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
+      const std::vector<std::string>& ids, double* each_ms);
+  // Takes a running sandbox lease for an operation (marks it busy); unknownLease otherwise.
+  Result<std::shared_ptr<RunningVm>> take_running(const std::string& vm_id, Entry* copy);
+  void untake(const std::string& vm_id);
+  // release()/expiry of a paused or lost lease; true when `vm_id` was one.
+  bool end_parked(const std::string& vm_id, const std::string& reason, bool expired);
+  // Parked leases past their expiry; returns the next expiry (real clock) or max.
+  Clock::time_point expire_parked();
+  void forget_sandbox(const std::string& vm_id);
+  std::string paused_dir(const std::string& vm_id) const;
+
+  std::unique_ptr<Registry> registry_;
+  std::map<std::string, LeaseRecord> parked_;  // paused and lost sandbox leases
+  std::deque<std::function<void()>> tasks_;
+  std::condition_variable tasks_cv_;
 
   PoolOptions opt_;
   Backend& backend_;

@@ -26,6 +26,8 @@ constexpr int kMemoryFd = 3;
 // Migrations of VMs on template memory leave the shared RAM out (only device state travels).
 constexpr const char* kIgnoreShared =
     R"({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})";
+constexpr const char* kSendShared =
+    R"({"capabilities": [{"capability": "x-ignore-shared", "state": false}]})";
 
 // Paths as QEMU sees them.
 struct VmPaths {
@@ -110,14 +112,20 @@ class QemuVm : public JailedVm {
   }
 
   Status snapshot(const std::string& path, Deadline deadline) override {
-    std::lock_guard lock(mu_);
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.valid()) return sys_error("open(" + path + ")", errno);
+    return send_state(fd.get(), template_ram_, deadline);
+  }
+
+  Status send_state(int fd, bool ignore_shared, Deadline deadline) override {
+    std::lock_guard lock(mu_);
     if (auto r = qmp_.execute("stop", "", deadline); !r.ok()) return r.error();
-    if (template_ram_) {
-      if (auto r = qmp_.execute("migrate-set-capabilities", kIgnoreShared, deadline); !r.ok()) {
-        return r.error();
-      }
+    // Set either way: a clone inherits x-ignore-shared from its own restore, and a capture
+    // must send the clone's (private) RAM with the receiver expecting it.
+    if (auto r = qmp_.execute("migrate-set-capabilities",
+                              ignore_shared ? kIgnoreShared : kSendShared, deadline);
+        !r.ok()) {
+      return r.error();
     }
     // QEMU 7.2 throttles migration to 32 MiB/s by default; a local file takes what it can.
     if (auto r =
@@ -125,11 +133,40 @@ class QemuVm : public JailedVm {
         !r.ok()) {
       return r.error();
     }
-    if (Status s = qmp_.send_fd("snapshot", fd.get(), deadline); !s.ok()) return s;
+    if (Status s = qmp_.send_fd("snapshot", fd, deadline); !s.ok()) return s;
     if (auto r = qmp_.execute("migrate", R"({"uri": "fd:snapshot"})", deadline); !r.ok()) {
       return r.error();
     }
     return qmp_.wait_migration(deadline);
+  }
+
+  Status receive_state(int fd, Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    if (Status s = qmp_.send_fd("incoming", fd, deadline); !s.ok()) return s;
+    if (auto r = qmp_.execute("migrate-set-capabilities", kSendShared, deadline); !r.ok()) {
+      return r.error();
+    }
+    if (auto r = qmp_.execute("migrate-incoming", R"({"uri": "fd:incoming"})", deadline); !r.ok()) {
+      return r.error();
+    }
+    for (;;) {
+      auto st = qmp_.run_state(deadline);
+      if (!st.ok()) return st.error();
+      if (st.value() == "paused" || st.value() == "postmigrate") return {};
+      if (st.value() != "inmigrate") {
+        return make_error(ErrorCode::VM_FAILED, "capture receiver ended in state " + st.value());
+      }
+      if (Clock::now() >= deadline) {
+        return make_error(ErrorCode::TIMED_OUT, "capture receiver still inmigrate at deadline");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
+  Status resume_guest(Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    if (auto r = qmp_.execute("cont", "", deadline); !r.ok()) return r.error();
+    return {};
   }
 
   // Feeds the snapshot to a VMM started with -incoming defer, then runs the guest (a snapshot
@@ -251,7 +288,11 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadli
     }
   }
   const bool restore = !spec.restore_from.empty();
-  if (spec.memory_fd >= 0) {
+  if (spec.incoming && (restore || spec.memory_fd < 0 || !spec.memory_shared)) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "a capture receiver takes no restore file and needs shared template memory");
+  }
+  if (spec.memory_fd >= 0 && !spec.incoming) {
     struct stat st {};
     if (::fstat(spec.memory_fd, &st) != 0) return sys_error("fstat(template memory)", errno);
     if (static_cast<uint64_t>(st.st_size) != (uint64_t{spec.memory_mib} << 20)) {
@@ -355,7 +396,8 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadli
   const auto spawn_start = Clock::now();
   std::vector<std::pair<int, int>> pass_fds;
   if (spec.memory_fd >= 0) pass_fds.emplace_back(spec.memory_fd, kMemoryFd);
-  auto proc = jail.value().spawn(command_line(spec, restore), proc_fds, pass_fds, log_fd.get());
+  auto proc = jail.value().spawn(command_line(spec, restore || spec.incoming), proc_fds, pass_fds,
+                                 log_fd.get());
   if (!proc.ok()) return proc.error();
   info.vmm_pid = proc.value().pid;
   auto vm = std::make_unique<QemuVm>(std::move(info), std::move(jail.value()), std::move(cg),

@@ -57,6 +57,7 @@ class QemuBackend : public Backend {
   std::string accel_reason() const override { return accel_reason_; }
   bool supports_snapshot() const override { return true; }
   bool template_memory() const override { return true; }
+  bool capture() const override { return true; }
   Result<std::unique_ptr<RunningVm>> boot(const VmSpec& spec, Deadline deadline) override;
   Result<std::unique_ptr<RunningVm>> start(const VmSpec& spec, Deadline deadline) override;
 

@@ -9,3 +9,9 @@ nv_add_gtest(NAME guest_agent_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/guest_agent_test.cc
   LIBS nv_guest_channel nv_guest_agent_core
   LABELS unit TIMEOUT 120)
+# Sandbox operations of the agent (files, processes, background programs, code contexts) through
+# the host channel, on the build host.
+nv_add_gtest(NAME guest_sandbox_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/guest_sandbox_test.cc
+  LIBS nv_guest_channel nv_guest_agent_core
+  LABELS unit TIMEOUT 300)

@@ -4,3 +4,12 @@ nv_add_gtest(NAME sandbox_client_test
   LIBS nv_common
   LABELS unit
   TIMEOUT 60)
+# The executor's sandbox registry (SQLite), the reaper's rule and request validation.
+if(TARGET nv_exec_executor)
+  nv_add_gtest(NAME sandbox_registry_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/sandbox_registry_test.cc
+    LIBS nv_exec_executor PkgConfig::SQLITE3
+    LABELS unit
+    TIMEOUT 60)
+  target_include_directories(sandbox_registry_test PRIVATE ${PROJECT_SOURCE_DIR}/services)
+endif()

@@ -2,6 +2,7 @@
 //
 //   nv-bench bus       broker round trip and throughput vs a raw DEALER<->ROUTER pair
 //   nv-bench vm        VM pool (vm_bench.cc)
+//   nv-bench fork      sandboxes that live, pool side (fork_bench.cc)
 //   nv-bench exec      sandbox executor (exec_bench.cc)
 //   nv-bench output    guest output throughput, big vs small writes (output_bench.cc)
 //   nv-bench agent     agent loop (agent_bench.cc)
@@ -31,6 +32,9 @@ int run_vm_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_EXEC_BENCH
 int run_exec_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_FORK_BENCH
+int run_fork_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_OUTPUT_BENCH
 int run_output_bench(int argc, char** argv);
@@ -62,6 +66,11 @@ const Part kParts[] = {
     {"vm", run_vm_bench, "VM pool: boot, acquire and release"},
 #else
     {"vm", nullptr, "VM pool: boot, acquire and release"},
+#endif
+#ifdef NV_HAVE_FORK_BENCH
+    {"fork", run_fork_bench, "sandboxes: fork vs clone restore vs cold boot, pause, resume, PSS"},
+#else
+    {"fork", nullptr, "sandboxes: fork vs clone restore vs cold boot, pause, resume, PSS"},
 #endif
 #ifdef NV_HAVE_EXEC_BENCH
     {"exec", run_exec_bench, "sandbox executor: code execution round trip"},

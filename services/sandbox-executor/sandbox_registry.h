@@ -1,0 +1,58 @@
+// sandbox_registry.h — the executor's registry of sandboxes on disk, so a restart of
+// nv-sandbox-executor finds every sandbox it served (issue 13 §5).
+//
+// One SQLite database (libsqlite3, WAL journal) at <state-dir>/executor.sqlite with one table:
+//   sandboxes(id TEXT PRIMARY KEY, owner TEXT, state INTEGER, lease_vm_id TEXT,
+//             idle_timeout_ms INTEGER, max_deadline_unix_ms INTEGER, ended_unix_ms INTEGER,
+//             info BLOB)
+// `info` is the sandbox's SandboxInfo (sandbox.capnp) as a Cap'n Proto message (spec, deadlines,
+// labels, env, cwd, parent, end reason); the other columns are what queries and the restart need.
+// Every change of a sandbox is written before its answer is sent (synchronous=FULL).
+// Thread-safe: one connection, serialised by a mutex.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/sandbox_client.h"
+
+struct sqlite3;
+
+namespace nv::exec {
+
+struct SandboxRecord {
+  sandbox::Info info;
+  uint32_t idle_timeout_ms = 0;
+  std::string lease_vm_id;           // the pool's id of its VM (kept while paused)
+  int64_t max_deadline_unix_ms = 0;  // created + the longest lifetime allowed (keepalive bound)
+  int64_t ended_unix_ms = 0;         // destroyed: when
+};
+
+class SandboxRegistry {
+ public:
+  // Opens (creating the directory's file and the table if needed) `path`. internal on failure.
+  static Result<std::unique_ptr<SandboxRegistry>> open(const std::string& path);
+  ~SandboxRegistry();
+  SandboxRegistry(const SandboxRegistry&) = delete;
+  SandboxRegistry& operator=(const SandboxRegistry&) = delete;
+
+  // Inserts or replaces the row of record.info.sandbox_id.
+  Status put(const SandboxRecord& record);
+  Status remove(const std::string& id);
+  // Every row, in creation order.
+  Result<std::vector<SandboxRecord>> load();
+  const std::string& path() const { return path_; }
+
+ private:
+  SandboxRegistry(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  Status exec(const char* sql);
+  sqlite3* db_;
+  std::string path_;
+  std::mutex mu_;
+};
+
+}  // namespace nv::exec

@@ -1,0 +1,185 @@
+#include "capture.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
+#include <vector>
+
+#include "common/log.h"
+
+namespace nv::vm {
+
+// Backends without capture (Firecracker, test fakes) answer badRequest.
+Status RunningVm::send_state(int, bool, Deadline) {
+  return make_error(ErrorCode::BAD_REQUEST, "this VMM backend cannot capture a running VM");
+}
+Status RunningVm::receive_state(int, Deadline) {
+  return make_error(ErrorCode::BAD_REQUEST, "this VMM backend cannot capture a running VM");
+}
+Status RunningVm::resume_guest(Deadline) {
+  return make_error(ErrorCode::BAD_REQUEST, "this VMM backend cannot capture a running VM");
+}
+
+namespace {
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+constexpr size_t kPage = 4096;
+constexpr size_t kChunk = 1 << 20;
+
+bool all_zero(const char* p, size_t n) { return p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0; }
+
+// Copies the data extents of `in` to `out` (same offsets), skipping zero pages: both stay
+// sparse. Files and memfds (tmpfs) both answer SEEK_DATA/SEEK_HOLE.
+Status copy_sparse(int in, int out, uint64_t bytes, const std::string& what) {
+  std::vector<char> buf(kChunk);
+  off_t pos = 0;
+  const off_t end = static_cast<off_t>(bytes);
+  while (pos < end) {
+    off_t data = ::lseek(in, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data after pos
+      return sys_error("lseek(SEEK_DATA) " + what, errno);
+    }
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0) return sys_error("lseek(SEEK_HOLE) " + what, errno);
+    hole = std::min(hole, end);
+    for (off_t off = data; off < hole;) {
+      size_t n = static_cast<size_t>(std::min<off_t>(kChunk, hole - off));
+      ssize_t got = ::pread(in, buf.data(), n, off);
+      if (got <= 0) return sys_error("pread " + what, got < 0 ? errno : EIO);
+      for (size_t p = 0; p < static_cast<size_t>(got); p += kPage) {
+        size_t len = std::min(kPage, static_cast<size_t>(got) - p);
+        if (all_zero(buf.data() + p, len)) continue;
+        if (::pwrite(out, buf.data() + p, len, off + static_cast<off_t>(p)) !=
+            static_cast<ssize_t>(len)) {
+          return sys_error("pwrite " + what, errno);
+        }
+      }
+      off += got;
+    }
+    pos = hole;
+  }
+  return {};
+}
+}  // namespace
+
+CapturedVm::~CapturedVm() {
+  if (owns_state_file && !state_path.empty()) ::unlink(state_path.c_str());
+}
+
+uint64_t allocated_bytes(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
+                                            const CaptureSpec& spec, Deadline deadline) {
+  if (!backend.capture()) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "the " + backend.name() + " backend cannot capture a running VM");
+  }
+  const auto start = Clock::now();
+  auto out = std::make_unique<CapturedVm>();
+  out->vcpus = spec.vcpus;
+  out->memory_mib = spec.memory_mib;
+  auto mem =
+      TemplateMemory::create("nv-capture-" + spec.receiver_id, uint64_t{spec.memory_mib} << 20);
+  if (!mem.ok()) return mem.error();
+  out->memory = std::move(mem.value());
+
+  VmSpec rs;
+  rs.vm_id = spec.receiver_id;
+  rs.vcpus = spec.vcpus;
+  rs.memory_mib = spec.memory_mib;
+  rs.kernel = spec.kernel;
+  rs.rootfs = spec.rootfs;
+  rs.memory_fd = out->memory.fd();
+  rs.memory_shared = true;
+  rs.incoming = true;
+  auto recv = backend.start(rs, deadline);
+  if (!recv.ok()) {
+    return make_error(recv.error().code, "capture receiver: " + recv.error().message);
+  }
+  std::unique_ptr<RunningVm> receiver = std::move(recv.value());
+  auto fail = [&](const std::string& step, const Error& e) -> Error {
+    (void)receiver->destroy(Clock::now() + std::chrono::milliseconds(500));
+    return make_error(e.code, "capture: " + step + ": " + e.message);
+  };
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return fail("socketpair", sys_error("socketpair", errno));
+  }
+  UniqueFd a(sv[0]), b(sv[1]);
+  // The receiver must be listening before the source sends; receive_state() waits for the whole
+  // load, so it runs beside the source's send.
+  auto received =
+      std::async(std::launch::async, [&] { return receiver->receive_state(b.get(), deadline); });
+  const auto pause_start = Clock::now();
+  Status sent = source.send_state(a.get(), false, deadline);
+  Status got = received.get();
+  // The source runs again whatever happened to the receiver.
+  Status resumed = source.resume_guest(deadline);
+  out->pause_ms = ms_between(pause_start, Clock::now());
+  a.reset();
+  b.reset();
+  if (!sent.ok()) return fail("migrating the source", sent.error());
+  if (!got.ok()) return fail("loading into the receiver", got.error());
+  if (!resumed.ok()) return fail("resuming the source", resumed.error());
+  out->state_path = spec.state_path;
+  if (Status s = receiver->snapshot(spec.state_path, deadline); !s.ok()) {
+    ::unlink(spec.state_path.c_str());
+    return fail("saving the device state", s.error());
+  }
+  Status gone = receiver->destroy(Clock::now() + std::chrono::milliseconds(1000));
+  receiver.reset();
+  if (!gone.ok()) {
+    return make_error(gone.error().code, "capture: receiver teardown: " + gone.error().message);
+  }
+  if (Status s = out->memory.seal(); !s.ok()) return s.error();
+  out->capture_ms = ms_between(start, Clock::now());
+  return out;
+}
+
+Status save_memory(const TemplateMemory& memory, const std::string& path, uint64_t* allocated) {
+  UniqueFd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!f.valid()) return sys_error("open(" + path + ")", errno);
+  if (::ftruncate(f.get(), static_cast<off_t>(memory.bytes())) != 0) {
+    return sys_error("ftruncate(" + path + ")", errno);
+  }
+  if (Status s = copy_sparse(memory.fd(), f.get(), memory.bytes(), "template memory → " + path);
+      !s.ok()) {
+    return s;
+  }
+  if (::fsync(f.get()) != 0) return sys_error("fsync(" + path + ")", errno);
+  if (allocated) *allocated = allocated_bytes(path);
+  return {};
+}
+
+Result<TemplateMemory> load_memory(const std::string& path, uint64_t bytes,
+                                   const std::string& name) {
+  UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f.valid()) return sys_error("open(" + path + ")", errno);
+  struct stat st {};
+  if (::fstat(f.get(), &st) != 0) return sys_error("fstat(" + path + ")", errno);
+  if (static_cast<uint64_t>(st.st_size) != bytes) {
+    return make_error(ErrorCode::INTERNAL, path + " holds " + std::to_string(st.st_size) +
+                                               " bytes, the VM's RAM is " + std::to_string(bytes));
+  }
+  auto mem = TemplateMemory::create(name, bytes);
+  if (!mem.ok()) return mem.error();
+  if (Status s = copy_sparse(f.get(), mem.value().fd(), bytes, path + " → memfd"); !s.ok()) {
+    return s.error();
+  }
+  if (Status s = mem.value().seal(); !s.ok()) return s.error();
+  return mem;
+}
+
+}  // namespace nv::vm

@@ -1,0 +1,811 @@
+// sandbox_leases.cc — the Pool's sandboxes that live (pool.h "Sandboxes that live", vm.capnp):
+// sandbox leases with long lifetimes, extend, fork, named snapshots, pause/resume, the leases
+// list, and the SQLite registry (registry.h) that a restarted pool manager reads back.
+//
+// Every operation that starts a VMM (fork, resume, a lease fromSnapshot, a capture's receiver)
+// runs on a sandbox thread of the pool: a VMM's parent-death signal follows the thread that
+// spawned it, and the service's request threads are short-lived and run under seccomp.
+#include <sys/epoll.h>
+#include <dirent.h>
+
+#include <algorithm>
+#include <future>
+#include <optional>
+#include <set>
+
+#include "capture.h"
+#include "common/log.h"
+#include "pool.h"
+#include "sandbox_requests.h"
+
+namespace nv::vm {
+namespace {
+const char* kRestartNote = "pool manager restarted: VMM gone";
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+Error shutting_down() { return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping"); }
+}  // namespace
+
+std::string Pool::paused_dir(const std::string& vm_id) const {
+  return opt_.state_dir + "/paused/" + vm_id;
+}
+
+Status Pool::open_registry() {
+  for (const char* sub : {"", "/paused", "/snapshots", "/captures"}) {
+    if (Status s = make_dirs(opt_.state_dir + sub, 0700); !s.ok()) return s;
+  }
+  auto reg = Registry::open(opt_.state_dir + "/pool.sqlite");
+  if (!reg.ok()) return reg.error();
+  registry_ = std::move(reg.value());
+  // VMMs die with the pool manager: what the registry calls running is gone.
+  auto lost = registry_->mark_running_lost(kRestartNote);
+  if (!lost.ok()) return lost.error();
+  auto all = registry_->leases("");
+  if (!all.ok()) return all.error();
+  std::set<std::string> paused;
+  for (const auto& r : all.value()) {
+    parked_[r.vm_id] = r;
+    if (r.state == schema::LeaseState::PAUSED) paused.insert(r.vm_id);
+  }
+  // Remains of operations a kill cut short: paused images without a paused lease, snapshot
+  // dirs without a row, capture state files.
+  int removed = 0;
+  for (const auto& n : list_dir(opt_.state_dir + "/paused")) {
+    if (!paused.count(n) && remove_tree(opt_.state_dir + "/paused/" + n).ok()) removed++;
+  }
+  std::set<std::string> snap_dirs;
+  if (auto rows = registry_->snapshots(""); rows.ok()) {
+    for (const auto& r : rows.value()) snap_dirs.insert(r.dir);
+  }
+  for (const auto& o : list_dir(opt_.state_dir + "/snapshots")) {
+    for (const auto& n : list_dir(opt_.state_dir + "/snapshots/" + o)) {
+      std::string d = opt_.state_dir + "/snapshots/" + o + "/" + n;
+      if (!snap_dirs.count(d) && remove_tree(d).ok()) removed++;
+    }
+  }
+  for (const auto& n : list_dir(opt_.state_dir + "/captures")) {
+    if (remove_tree(opt_.state_dir + "/captures/" + n).ok()) removed++;
+  }
+  log::info("sandbox registry opened", {{"path", registry_->path()},
+                                        {"paused", static_cast<int64_t>(paused.size())},
+                                        {"lost_now", static_cast<int64_t>(lost.value().size())},
+                                        {"stale_removed", static_cast<int64_t>(removed)}});
+  for (const auto& r : lost.value()) events_.on_failed(r.vm_id, r.tier, r.note, 0);
+  return {};
+}
+
+thread_local bool on_sandbox_thread = false;
+
+bool Pool::run_on_sandbox_thread(std::function<void()> task) {
+  if (on_sandbox_thread) {
+    task();
+    return true;
+  }
+  std::promise<void> done;
+  auto fut = done.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (!started_ || stopping_ || !registry_) return false;
+    tasks_.push_back([&] {
+      task();
+      done.set_value();
+    });
+  }
+  tasks_cv_.notify_one();
+  fut.wait();
+  return true;
+}
+
+void Pool::sandbox_loop() {
+  on_sandbox_thread = true;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    tasks_cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
+    if (tasks_.empty()) return;  // stopping, nothing queued
+    auto task = std::move(tasks_.front());
+    tasks_.pop_front();
+    lock.unlock();
+    task();
+    lock.lock();
+  }
+}
+
+Status Pool::sandboxes_enabled() const {
+  if (!registry_) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "this pool manager keeps no sandbox registry (no state dir)");
+  }
+  if (!backend_.capture()) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "the " + backend_.name() + " backend cannot fork, snapshot or pause VMs");
+  }
+  return {};
+}
+
+LeaseInfo Pool::lease_info_locked(const std::string& id, const Entry& e) {
+  LeaseInfo li;
+  li.vm = e.vm->info();
+  li.vm.vm_id = id;
+  li.tier = tiers_[e.tier].cfg;
+  li.boot_ms = e.boot_ms;
+  li.lifetime = e.lifetime;
+  li.sandbox = e.sandbox;
+  li.sandbox_id = e.sandbox_id;
+  li.owner = e.owner;
+  li.state = schema::LeaseState::RUNNING;
+  li.expires_unix_ms = e.expires_unix_ms;
+  return li;
+}
+
+LeaseRecord Pool::record_of(const LeaseInfo& li) const {
+  LeaseRecord r;
+  r.vm_id = li.vm.vm_id;
+  r.sandbox_id = li.sandbox_id;
+  r.owner = li.owner;
+  r.tier = li.tier.tier;
+  r.vcpus = li.tier.vcpus;
+  r.memory_mib = li.tier.memory_mib;
+  r.state = li.state;
+  r.lease_ms = static_cast<uint32_t>(li.lifetime.count());
+  r.expires_unix_ms = li.expires_unix_ms;
+  r.note = li.note;
+  return r;
+}
+
+static LeaseInfo info_of(const LeaseRecord& r) {
+  LeaseInfo li;
+  li.vm.vm_id = r.vm_id;
+  li.tier.tier = r.tier;
+  li.tier.vcpus = r.vcpus;
+  li.tier.memory_mib = r.memory_mib;
+  li.lifetime = std::chrono::milliseconds(r.lease_ms);
+  li.sandbox = true;
+  li.sandbox_id = r.sandbox_id;
+  li.owner = r.owner;
+  li.state = r.state;
+  li.expires_unix_ms = r.expires_unix_ms;
+  li.note = r.note;
+  return li;
+}
+
+void Pool::forget_sandbox(const std::string& vm_id) {
+  if (!registry_) return;
+  if (Status s = registry_->remove_lease(vm_id); !s.ok()) {
+    log::warn("registry remove failed", {{"vm_id", vm_id}, {"error", s.error().message}});
+  }
+}
+
+Result<LeaseInfo> Pool::adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tier, double boot_ms,
+                                     std::chrono::milliseconds lifetime,
+                                     const std::string& sandbox_id, const std::string& owner) {
+  const std::string id = vm->info().vm_id;
+  Entry e;
+  e.vm = vm;
+  e.tier = tier;
+  e.boot_ms = boot_ms;
+  e.leased = true;
+  e.leased_at = opt_.clock();
+  e.lifetime = lifetime;
+  e.lease_expires = e.leased_at + lifetime;
+  e.expires_unix_ms = opt_.unix_ms() + lifetime.count();
+  e.sandbox = true;
+  e.sandbox_id = sandbox_id;
+  e.owner = owner;
+  e.key = next_key_++;
+  e.warm_since = Clock::now();
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = e.key;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm->exit_fd(), &ev) != 0) {
+    log::syscall_error("epoll_ctl(ADD pidfd)", errno, {{"vm_id", id}});
+  }
+  keys_[e.key] = id;
+  tiers_[tier].active++;
+  LeaseInfo li = lease_info_locked(id, e);
+  vms_[id] = std::move(e);
+  return li;
+}
+
+Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
+    const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
+    const std::vector<std::string>& ids, double* each_ms) {
+  const auto start = Clock::now();
+  const auto deadline = start + opt_.boot_timeout;
+  std::vector<std::shared_ptr<RunningVm>> vms;
+  std::vector<std::unique_ptr<InFlight>> guards;
+  auto destroy_all = [&] {
+    guards.clear();
+    for (auto& v : vms) (void)v->destroy(Clock::now() + opt_.destroy_grace);
+  };
+  // VMMs are spawned here, one by one (this thread outlives them) ...
+  for (const auto& id : ids) {
+    VmSpec spec;
+    spec.vm_id = id;
+    spec.vcpus = cfg.vcpus;
+    spec.memory_mib = cfg.memory_mib;
+    spec.kernel = opt_.kernel;
+    spec.rootfs = opt_.rootfs;
+    spec.restore_from = state_path;
+    spec.memory_fd = memory.fd();
+    spec.memory_shared = false;
+    auto v = backend_.start(spec, deadline);
+    if (!v.ok()) {
+      destroy_all();
+      return make_error(ErrorCode::VM_FAILED, "restore of " + id + ": " + v.error().message);
+    }
+    vms.push_back(std::move(v.value()));
+    guards.push_back(std::make_unique<InFlight>(*this, vms.back()));
+  }
+  // ... their state loads and reseeds run side by side.
+  std::vector<std::future<Status>> done;
+  for (size_t i = 0; i < vms.size(); ++i) {
+    done.push_back(std::async(std::launch::async, [&, i]() -> Status {
+      if (Status s = vms[i]->complete_restore(deadline); !s.ok()) return s;
+      return guest_.reseed(vms[i]->info(), random_bytes(opt_.reseed_bytes), ids[i], deadline);
+    }));
+  }
+  std::string failure;
+  for (size_t i = 0; i < done.size(); ++i) {
+    Status s = done[i].get();
+    if (!s.ok() && failure.empty()) failure = ids[i] + ": " + s.error().message;
+  }
+  if (each_ms) *each_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  if (!failure.empty()) {
+    destroy_all();
+    return make_error(ErrorCode::VM_FAILED, "restore failed: " + failure);
+  }
+  guards.clear();
+  if (is_stopping()) {
+    destroy_all();
+    return shutting_down();
+  }
+  return vms;
+}
+
+Result<std::shared_ptr<RunningVm>> Pool::take_running(const std::string& vm_id, Entry* copy) {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(vm_id);
+  if (it == vms_.end() || !it->second.leased || !it->second.sandbox) {
+    auto p = parked_.find(vm_id);
+    if (p != parked_.end()) {
+      return make_error(ErrorCode::SANDBOX_STATE,
+                        "vm " + vm_id + " is not running (" +
+                            (p->second.state == schema::LeaseState::PAUSED
+                                 ? std::string("paused: vm.resume it first")
+                                 : "lost: " + p->second.note) +
+                            ")");
+    }
+    return make_error(ErrorCode::UNKNOWN_LEASE, "vm '" + vm_id + "' is no running sandbox lease");
+  }
+  if (it->second.busy) {
+    return make_error(ErrorCode::SANDBOX_STATE,
+                      "vm " + vm_id + " is being forked, snapshotted or paused; retry", true);
+  }
+  it->second.busy = true;
+  *copy = it->second;
+  return it->second.vm;
+}
+
+void Pool::untake(const std::string& vm_id) {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(vm_id);
+  if (it != vms_.end()) it->second.busy = false;
+}
+
+Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_owner(req.owner); !s.ok()) return s.error();
+  if (Status s = check_sandbox_id(req.sandbox_id); !s.ok()) return s.error();
+  if (Status s = check_tier(req.tier); !s.ok()) return s.error();
+  if (req.from_snapshot.empty()) {
+    auto l = lease(req.tier, req.deadline, req.lifetime, true);
+    if (!l.ok()) return l;
+    LeaseInfo li;
+    {
+      std::lock_guard lock(mu_);
+      auto it = vms_.find(l.value().vm.vm_id);
+      if (it == vms_.end()) return make_error(ErrorCode::VM_FAILED, "the VM failed at lease");
+      it->second.sandbox_id = req.sandbox_id;
+      it->second.owner = req.owner;
+      li = lease_info_locked(it->first, it->second);
+      li.wait_ms = l.value().wait_ms;
+    }
+    if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
+      (void)release(li.vm.vm_id, "registry write failed");
+      return s.error();
+    }
+    return li;
+  }
+  if (Status s = check_snapshot_name(req.from_snapshot); !s.ok()) return s.error();
+  auto lifetime = req.lifetime.count() > 0 ? req.lifetime : opt_.default_lease_ttl;
+  if (lifetime > opt_.max_sandbox_ttl) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  auto row = registry_->snapshot(req.owner, req.from_snapshot);
+  if (!row.ok()) return row.error();
+  if (!row.value()) {
+    return make_error(
+        ErrorCode::UNKNOWN_SNAPSHOT,
+        "owner '" + req.owner + "' has no snapshot named '" + req.from_snapshot + "'");
+  }
+  const SnapshotRecordRow snap = *row.value();
+  TierConfig cfg;
+  {
+    std::lock_guard lock(mu_);
+    if (!started_ || stopping_) return shutting_down();
+    TierState* t = find_tier(snap.tier);
+    if (!t) {
+      return make_error(
+          ErrorCode::TIER_UNAVAILABLE,
+          std::string("snapshot's tier ") + tier_name(snap.tier) + " is not served by this pool");
+    }
+    uint32_t total = static_cast<uint32_t>(t->warm.size()) + t->active + t->booting;
+    if (total >= t->cfg.max) {
+      return make_error(ErrorCode::POOL_EXHAUSTED,
+                        std::string("tier ") + tier_name(snap.tier) + " is at its max (" +
+                            std::to_string(t->cfg.max) + " VMs); release one or raise --max",
+                        true);
+    }
+    t->booting++;
+    cfg = t->cfg;
+    cfg.vcpus = snap.vcpus;
+    cfg.memory_mib = snap.memory_mib;
+  }
+  std::optional<Result<LeaseInfo>> out;
+  const std::string id = "vm-" + random_hex(8);
+  bool ran = run_on_sandbox_thread([&] {
+    double ms = 0;
+    auto mem =
+        load_memory(snap.dir + "/memory.img", uint64_t{snap.memory_mib} << 20, "nv-snapshot-" + id);
+    if (!mem.ok()) {
+      out.emplace(mem.error());
+      return;
+    }
+    auto vms = restore_clones(cfg, snap.dir + "/device.state", mem.value(), {id}, &ms);
+    std::lock_guard lock(mu_);
+    tiers_[snap.tier].booting--;
+    if (!vms.ok()) {
+      out.emplace(vms.error());
+      return;
+    }
+    out.emplace(adopt_locked(vms.value()[0], snap.tier, ms, lifetime, req.sandbox_id, req.owner));
+  });
+  if (!ran) out.emplace(shutting_down());
+  refill_cv_.notify_all();
+  if (out->ok()) {
+    out->value().vm.restored = true;
+    if (Status s = registry_->put_lease(record_of(out->value())); !s.ok()) {
+      (void)release(id, "registry write failed");
+      return s.error();
+    }
+    events_.on_acquired(id, snap.tier, 0);
+  }
+  return std::move(*out);
+}
+
+Result<LeaseInfo> Pool::extend(const std::string& vm_id, std::chrono::milliseconds lifetime) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
+  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
+  if (lifetime > opt_.max_sandbox_ttl) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  LeaseInfo li;
+  {
+    std::lock_guard lock(mu_);
+    auto it = vms_.find(vm_id);
+    if (it != vms_.end() && it->second.leased && it->second.sandbox) {
+      Entry& e = it->second;
+      e.lifetime = lifetime;
+      e.lease_expires = opt_.clock() + lifetime;
+      e.expires_unix_ms = opt_.unix_ms() + lifetime.count();
+      li = lease_info_locked(vm_id, e);
+    } else if (auto p = parked_.find(vm_id); p != parked_.end()) {
+      p->second.lease_ms = static_cast<uint32_t>(lifetime.count());
+      p->second.expires_unix_ms = opt_.unix_ms() + lifetime.count();
+      li = info_of(p->second);
+    } else {
+      return make_error(ErrorCode::UNKNOWN_LEASE, "vm '" + vm_id + "' is no sandbox lease");
+    }
+  }
+  LeaseRecord r = record_of(li);
+  if (li.state == schema::LeaseState::PAUSED) r.state_dir = paused_dir(vm_id);
+  if (Status s = registry_->put_lease(r); !s.ok()) return s.error();
+  return li;
+}
+
+Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
+                              std::chrono::milliseconds lifetime,
+                              const std::vector<std::string>& sandbox_ids) {
+  const auto start = Clock::now();
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
+  if (Status s = check_fork(count, sandbox_ids); !s.ok()) return s.error();
+  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
+  if (lifetime > opt_.max_sandbox_ttl) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  Entry parent;
+  auto vm = take_running(vm_id, &parent);
+  if (!vm.ok()) return vm.error();
+  TierConfig cfg;
+  {
+    std::lock_guard lock(mu_);
+    TierState& t = tiers_[parent.tier];
+    uint32_t total = static_cast<uint32_t>(t.warm.size()) + t.active + t.booting;
+    if (total + count > t.cfg.max) {
+      vms_.at(vm_id).busy = false;
+      return make_error(ErrorCode::POOL_EXHAUSTED,
+                        std::string("tier ") + tier_name(parent.tier) + " has room for " +
+                            std::to_string(t.cfg.max - std::min(total, t.cfg.max)) +
+                            " more VMs, not " + std::to_string(count) +
+                            " (--max); release some or fork fewer",
+                        true);
+    }
+    t.booting += count;
+    cfg = t.cfg;
+  }
+  std::optional<Result<ForkResult>> out;
+  bool ran = run_on_sandbox_thread([&] {
+    ForkResult fr;
+    const std::string cap_id = "cap-" + random_hex(6);
+    CaptureSpec cs{cap_id,      cfg.vcpus,   cfg.memory_mib,
+                   opt_.kernel, opt_.rootfs, opt_.state_dir + "/captures/" + cap_id + ".state"};
+    auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
+    std::vector<std::string> ids;
+    for (uint32_t i = 0; i < count; ++i) ids.push_back("vm-" + random_hex(8));
+    Result<std::vector<std::shared_ptr<RunningVm>>> vms =
+        cap.ok() ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr)
+                 : Result<std::vector<std::shared_ptr<RunningVm>>>(cap.error());
+    std::lock_guard lock(mu_);
+    tiers_[parent.tier].booting -= count;
+    if (!vms.ok()) {
+      out.emplace(vms.error());
+      return;
+    }
+    fr.capture_ms = cap.value()->capture_ms;
+    fr.pause_ms = cap.value()->pause_ms;
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    for (uint32_t i = 0; i < count; ++i) {
+      auto li = adopt_locked(vms.value()[i], parent.tier, ms, lifetime,
+                             sandbox_ids.empty() ? "" : sandbox_ids[i], parent.owner);
+      li.value().vm.restored = true;
+      fr.leases.push_back(li.value());
+    }
+    // The capture (its memfd and state file) goes now: each fork maps the RAM, the kernel keeps
+    // it while any of them does.
+    out.emplace(std::move(fr));
+  });
+  if (!ran) out.emplace(shutting_down());
+  untake(vm_id);
+  refill_cv_.notify_all();
+  if (!out->ok()) return std::move(*out);
+  ForkResult& fr = out->value();
+  fr.fork_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  for (const auto& li : fr.leases) {
+    if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
+      log::warn("registry write failed", {{"vm_id", li.vm.vm_id}, {"error", s.error().message}});
+    }
+    events_.on_acquired(li.vm.vm_id, li.tier.tier, 0);
+  }
+  log::info("sandbox forked", {{"parent", vm_id},
+                               {"count", static_cast<int64_t>(count)},
+                               {"capture_ms", fr.capture_ms},
+                               {"pause_ms", fr.pause_ms},
+                               {"fork_ms", fr.fork_ms}});
+  return std::move(*out);
+}
+
+Result<SnapshotRecordRow> Pool::snapshot(const std::string& vm_id, const std::string& name,
+                                         const std::string& owner) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
+  if (Status s = check_snapshot_name(name); !s.ok()) return s.error();
+  if (Status s = check_owner(owner); !s.ok()) return s.error();
+  auto existing = registry_->snapshot(owner, name);
+  if (!existing.ok()) return existing.error();
+  if (existing.value()) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "owner '" + owner + "' already has a snapshot named '" + name + "'");
+  }
+  Entry src;
+  auto vm = take_running(vm_id, &src);
+  if (!vm.ok()) return vm.error();
+  if (!src.owner.empty() && src.owner != owner) {
+    untake(vm_id);
+    return make_error(ErrorCode::UNKNOWN_LEASE,
+                      "vm '" + vm_id + "' is no running sandbox lease of owner '" + owner + "'");
+  }
+  TierConfig cfg;
+  {
+    std::lock_guard lock(mu_);
+    cfg = tiers_[src.tier].cfg;
+  }
+  std::optional<Result<SnapshotRecordRow>> out;
+  bool ran = run_on_sandbox_thread([&] {
+    SnapshotRecordRow row;
+    row.name = name;
+    row.owner = owner;
+    row.tier = src.tier;
+    row.vcpus = cfg.vcpus;
+    row.memory_mib = cfg.memory_mib;
+    row.source_vm_id = vm_id;
+    row.source_sandbox_id = src.sandbox_id;
+    row.dir =
+        opt_.state_dir + "/snapshots/" + owner_dir_name(owner) + "/" + name + "-" + random_hex(4);
+    if (Status s = make_dirs(row.dir, 0700); !s.ok()) {
+      out.emplace(s.error());
+      return;
+    }
+    CaptureSpec cs{"cap-" + random_hex(6),   cfg.vcpus, cfg.memory_mib, opt_.kernel, opt_.rootfs,
+                   row.dir + "/device.state"};
+    auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
+    Status saved = cap.ok() ? Status{} : Status(cap.error());
+    if (saved.ok()) {
+      cap.value()->owns_state_file = false;
+      saved = save_memory(cap.value()->memory, row.dir + "/memory.img", &row.memory_bytes);
+    }
+    if (saved.ok()) {
+      row.state_bytes = allocated_bytes(row.dir + "/device.state");
+      row.created_unix_ms = opt_.unix_ms();
+      saved = registry_->add_snapshot(row);
+    }
+    if (!saved.ok()) {
+      (void)remove_tree(row.dir);
+      out.emplace(saved.error());
+      return;
+    }
+    out.emplace(row);
+  });
+  if (!ran) out.emplace(shutting_down());
+  untake(vm_id);
+  return std::move(*out);
+}
+
+Result<std::vector<SnapshotRecordRow>> Pool::snapshots(const std::string& owner) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_owner(owner, true); !s.ok()) return s.error();
+  return registry_->snapshots(owner);
+}
+
+Result<SnapshotRecordRow> Pool::delete_snapshot(const std::string& name, const std::string& owner) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_snapshot_name(name); !s.ok()) return s.error();
+  if (Status s = check_owner(owner); !s.ok()) return s.error();
+  auto row = registry_->snapshot(owner, name);
+  if (!row.ok()) return row.error();
+  if (!row.value()) {
+    return make_error(ErrorCode::UNKNOWN_SNAPSHOT,
+                      "owner '" + owner + "' has no snapshot named '" + name + "'");
+  }
+  if (Status s = registry_->remove_snapshot(owner, name); !s.ok()) return s.error();
+  (void)remove_tree(row.value()->dir);
+  return *row.value();
+}
+
+Result<LeaseInfo> Pool::pause(const std::string& vm_id) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
+  Entry src;
+  auto vm = take_running(vm_id, &src);
+  if (!vm.ok()) return vm.error();
+  TierConfig cfg;
+  {
+    std::lock_guard lock(mu_);
+    cfg = tiers_[src.tier].cfg;
+  }
+  const std::string dir = paused_dir(vm_id);
+  std::optional<Result<LeaseInfo>> out;
+  bool ran = run_on_sandbox_thread([&] {
+    (void)remove_tree(dir);
+    if (Status s = make_dirs(dir, 0700); !s.ok()) {
+      out.emplace(s.error());
+      return;
+    }
+    CaptureSpec cs{"cap-" + random_hex(6), cfg.vcpus, cfg.memory_mib, opt_.kernel, opt_.rootfs,
+                   dir + "/device.state"};
+    auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
+    Status saved = cap.ok() ? Status{} : Status(cap.error());
+    if (saved.ok()) {
+      cap.value()->owns_state_file = false;
+      saved = save_memory(cap.value()->memory, dir + "/memory.img", nullptr);
+    }
+    if (!saved.ok()) {
+      (void)remove_tree(dir);
+      out.emplace(saved.error());
+      return;
+    }
+    // On disk first, then the VMM goes: a kill in between leaves a resumable lease.
+    LeaseInfo li;
+    LeaseRecord rec;
+    {
+      std::lock_guard lock(mu_);
+      auto it = vms_.find(vm_id);
+      if (it == vms_.end()) {
+        out.emplace(make_error(ErrorCode::VM_FAILED, "vm " + vm_id + " died while pausing"));
+        (void)remove_tree(dir);
+        return;
+      }
+      li = lease_info_locked(vm_id, it->second);
+      li.state = schema::LeaseState::PAUSED;
+      li.vm.channel_path.clear();
+      li.vm.vmm_pid = -1;
+      rec = record_of(li);
+      rec.state_dir = dir;
+      parked_[vm_id] = rec;
+      keys_.erase(it->second.key);
+      tiers_[it->second.tier].active--;
+      vms_.erase(it);
+      publish_status();
+    }
+    if (Status s = registry_->put_lease(rec); !s.ok()) {
+      log::warn("registry write failed", {{"vm_id", vm_id}, {"error", s.error().message}});
+    }
+    (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, vm.value()->exit_fd(), nullptr);
+    (void)vm.value()->destroy(Clock::now() + opt_.destroy_grace);
+    out.emplace(li);
+  });
+  if (!ran) out.emplace(shutting_down());
+  refill_cv_.notify_all();
+  if (!out->ok()) untake(vm_id);
+  return std::move(*out);
+}
+
+Result<LeaseInfo> Pool::resume(const std::string& vm_id, std::chrono::milliseconds lifetime) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
+  if (lifetime > opt_.max_sandbox_ttl) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  LeaseRecord rec;
+  TierConfig cfg;
+  {
+    std::lock_guard lock(mu_);
+    if (!started_ || stopping_) return shutting_down();
+    auto p = parked_.find(vm_id);
+    if (p == parked_.end()) {
+      if (vms_.count(vm_id)) {
+        return make_error(ErrorCode::SANDBOX_STATE, "vm " + vm_id + " is running, not paused");
+      }
+      return make_error(ErrorCode::UNKNOWN_LEASE, "vm '" + vm_id + "' is no sandbox lease");
+    }
+    if (p->second.state != schema::LeaseState::PAUSED) {
+      return make_error(ErrorCode::SANDBOX_STATE,
+                        "vm " + vm_id + " cannot be resumed: lost (" + p->second.note + ")");
+    }
+    TierState* t = find_tier(p->second.tier);
+    if (!t) {
+      return make_error(
+          ErrorCode::TIER_UNAVAILABLE,
+          std::string("tier ") + tier_name(p->second.tier) + " is not served by this pool");
+    }
+    uint32_t total = static_cast<uint32_t>(t->warm.size()) + t->active + t->booting;
+    if (total >= t->cfg.max) {
+      return make_error(ErrorCode::POOL_EXHAUSTED,
+                        std::string("tier ") + tier_name(p->second.tier) + " is at its max (" +
+                            std::to_string(t->cfg.max) + " VMs); retry later or raise --max",
+                        true);
+    }
+    t->booting++;
+    rec = p->second;
+    parked_.erase(p);  // taken while it resumes; put back on failure
+    cfg = t->cfg;
+    cfg.vcpus = rec.vcpus;
+    cfg.memory_mib = rec.memory_mib;
+  }
+  if (lifetime.count() <= 0) {
+    lifetime =
+        std::chrono::milliseconds(std::max<int64_t>(1000, rec.expires_unix_ms - opt_.unix_ms()));
+  }
+  std::optional<Result<LeaseInfo>> out;
+  bool ran = run_on_sandbox_thread([&] {
+    double ms = 0;
+    auto mem = load_memory(rec.state_dir + "/memory.img", uint64_t{rec.memory_mib} << 20,
+                           "nv-resume-" + vm_id);
+    Result<std::vector<std::shared_ptr<RunningVm>>> vms =
+        mem.ok() ? restore_clones(cfg, rec.state_dir + "/device.state", mem.value(), {vm_id}, &ms)
+                 : Result<std::vector<std::shared_ptr<RunningVm>>>(mem.error());
+    std::lock_guard lock(mu_);
+    tiers_[rec.tier].booting--;
+    if (!vms.ok()) {
+      parked_[vm_id] = rec;
+      out.emplace(vms.error());
+      return;
+    }
+    out.emplace(adopt_locked(vms.value()[0], rec.tier, ms, lifetime, rec.sandbox_id, rec.owner));
+  });
+  if (!ran) out.emplace(shutting_down());
+  refill_cv_.notify_all();
+  if (!out->ok()) return std::move(*out);
+  out->value().vm.restored = true;
+  if (Status s = registry_->put_lease(record_of(out->value())); !s.ok()) {
+    log::warn("registry write failed", {{"vm_id", vm_id}, {"error", s.error().message}});
+  }
+  (void)remove_tree(rec.state_dir);
+  return std::move(*out);
+}
+
+Result<std::vector<LeaseInfo>> Pool::sandbox_leases(const std::string& owner) {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = check_owner(owner, true); !s.ok()) return s.error();
+  std::vector<LeaseInfo> out;
+  std::lock_guard lock(mu_);
+  for (auto& [id, e] : vms_) {
+    if (!e.leased || !e.sandbox || (!owner.empty() && e.owner != owner)) continue;
+    out.push_back(lease_info_locked(id, e));
+  }
+  for (auto& [id, r] : parked_) {
+    if (!owner.empty() && r.owner != owner) continue;
+    out.push_back(info_of(r));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const LeaseInfo& a, const LeaseInfo& b) { return a.vm.vm_id < b.vm.vm_id; });
+  return out;
+}
+
+bool Pool::end_parked(const std::string& vm_id, const std::string& reason, bool expired) {
+  LeaseRecord r;
+  {
+    std::lock_guard lock(mu_);
+    auto p = parked_.find(vm_id);
+    if (p == parked_.end()) return false;
+    r = p->second;
+    parked_.erase(p);
+    remember_released(vm_id, expired ? reason : "released");
+  }
+  if (!r.state_dir.empty()) (void)remove_tree(r.state_dir);
+  forget_sandbox(vm_id);
+  if (expired) {
+    log::warn("sandbox lease expired", {{"vm_id", vm_id}, {"reason", reason}});
+    events_.on_failed(vm_id, r.tier, reason, 0);
+  } else {
+    events_.on_released(vm_id, r.tier, reason, 0);
+  }
+  return true;
+}
+
+Clock::time_point Pool::expire_parked() {
+  std::vector<std::pair<std::string, std::string>> doomed;
+  auto next = Clock::time_point::max();
+  {
+    std::lock_guard lock(mu_);
+    const int64_t now = opt_.unix_ms();
+    for (auto& [id, r] : parked_) {
+      if (r.expires_unix_ms <= now) {
+        doomed.emplace_back(id, std::string("lease expired: the ") +
+                                    (r.state == schema::LeaseState::PAUSED ? "paused" : "lost") +
+                                    " sandbox was not resumed or released within its " +
+                                    std::to_string(r.lease_ms) + " ms lifetime");
+      } else {
+        next = std::min(next, Clock::now() + std::chrono::milliseconds(r.expires_unix_ms - now));
+      }
+    }
+  }
+  for (auto& [id, why] : doomed) end_parked(id, why, true);
+  return next;
+}
+
+}  // namespace nv::vm
