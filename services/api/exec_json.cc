@@ -4,6 +4,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "common/enum_name.h"
 #include "common/utf8.h"
 
 namespace nv::api {
@@ -81,19 +82,6 @@ Status parse_env(const rapidjson::Value& doc,
   return {};
 }
 
-std::string stream_name(schema::Stream s) {
-  switch (s) {
-    case schema::Stream::STDOUT:
-      return "stdout";
-    case schema::Stream::STDERR:
-      return "stderr";
-    case schema::Stream::STATUS:
-      return "status";
-    default:
-      return "unknown";
-  }
-}
-
 std::string exec_chunk_json(schema::ExecChunk::Reader c, std::string* type) {
   *type = stream_name(c.getStream());
   rapidjson::StringBuffer sb;
@@ -142,5 +130,7 @@ std::string exec_result_json(const sandbox::ExecResult& r, const std::string& tr
   w.EndObject();
   return sb.GetString();
 }
+
+std::string stream_name(schema::Stream s) { return enum_name(s); }
 
 }  // namespace nv::api

@@ -8,6 +8,7 @@
 #include <rapidjson/writer.h>
 #include <sodium.h>
 
+#include "common/enum_name.h"
 #include "common/frames.h"
 #include "common/json_depth.h"
 #include "common/sandbox_client.h"
@@ -303,10 +304,7 @@ std::string list_files(Call& c) {
   std::string out = "{\"entries\":[";
   for (size_t i = 0; i < r->size(); ++i) {
     const auto& e = (*r)[i];
-    const char* type = e.type == schema::FileType::DIRECTORY ? "directory"
-                       : e.type == schema::FileType::SYMLINK ? "symlink"
-                       : e.type == schema::FileType::FILE    ? "file"
-                                                             : "other";
+    std::string type = enum_name(e.type);
     out += (i ? "," : "") + std::string("{\"path\":") + api::json_string(e.path) + ",\"type\":\"" +
            type + "\",\"size\":" + std::to_string(e.size) + "}";
   }

@@ -10,6 +10,7 @@
 #include <rapidjson/writer.h>
 
 #include "api.h"
+#include "common/enum_name.h"
 #include "common/sandbox_client.h"
 #include "common/utf8.h"
 #include "exec_json.h"
@@ -28,49 +29,6 @@ void text(W& w, const char* key, const std::string& s) {
   w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
 }
 
-const char* state_name(schema::SandboxState s) {
-  switch (s) {
-    case schema::SandboxState::STARTING:
-      return "starting";
-    case schema::SandboxState::RUNNING:
-      return "running";
-    case schema::SandboxState::PAUSED:
-      return "paused";
-    case schema::SandboxState::DESTROYED:
-      return "destroyed";
-    default:
-      return "unset";
-  }
-}
-
-const char* tier_name(schema::SizeTier t) {
-  switch (t) {
-    case schema::SizeTier::SMALL:
-      return "small";
-    case schema::SizeTier::MEDIUM:
-      return "medium";
-    case schema::SizeTier::LARGE:
-      return "large";
-    default:
-      return "unset";
-  }
-}
-
-const char* file_type_name(schema::FileType t) {
-  switch (t) {
-    case schema::FileType::FILE:
-      return "file";
-    case schema::FileType::DIRECTORY:
-      return "directory";
-    case schema::FileType::SYMLINK:
-      return "symlink";
-    case schema::FileType::OTHER:
-      return "other";
-    default:
-      return "unset";
-  }
-}
-
 void labels_json(W& w, const std::vector<sandbox::Label>& labels) {
   w.Key("labels");
   w.StartObject();
@@ -85,9 +43,9 @@ void info_json(W& w, const sandbox::Info& i) {
   w.StartObject();
   text(w, "id", i.sandbox_id);
   w.Key("state");
-  w.String(state_name(i.state));
+  w.String(enum_name(i.state).c_str());
   w.Key("tier");
-  w.String(tier_name(i.tier));
+  w.String(enum_name(i.tier).c_str());
   w.Key("vcpus");
   w.Uint(i.vcpus);
   w.Key("memoryMib");
@@ -113,7 +71,7 @@ void entry_json(W& w, const sandbox::FileEntry& e) {
   w.StartObject();
   text(w, "path", e.path);
   w.Key("type");
-  w.String(file_type_name(e.type));
+  w.String(enum_name(e.type).c_str());
   w.Key("size");
   w.Uint64(e.size);
   w.Key("mode");
@@ -128,7 +86,7 @@ void snapshot_json(W& w, const sandbox::Snapshot& s) {
   w.StartObject();
   text(w, "name", s.name);
   w.Key("tier");
-  w.String(tier_name(s.tier));
+  w.String(enum_name(s.tier).c_str());
   text(w, "sourceSandboxId", s.source_sandbox_id);
   w.Key("createdUnixMs");
   w.Int64(s.created_unix_ms);

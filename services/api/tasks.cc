@@ -37,40 +37,6 @@ std::string bytes(capnp::Data::Reader d) {
   return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
 }
 
-const char* language_name(schema::Language l) {
-  switch (l) {
-    case schema::Language::PYTHON:
-      return "python";
-    case schema::Language::BASH:
-      return "bash";
-    case schema::Language::SH:
-      return "sh";
-    case schema::Language::JAVASCRIPT:
-      return "javascript";
-    default:
-      return "unset";
-  }
-}
-
-std::string status_name(schema::TaskStatus s) {
-  switch (s) {
-    case schema::TaskStatus::COMPLETED:
-      return "completed";
-    case schema::TaskStatus::FAILED:
-      return "failed";
-    case schema::TaskStatus::MAX_ITERATIONS:
-      return "maxIterations";
-    case schema::TaskStatus::TIMED_OUT:
-      return "timedOut";
-    case schema::TaskStatus::MODEL_UNREACHABLE:
-      return "modelUnreachable";
-    case schema::TaskStatus::CANCELLED:
-      return "cancelled";
-    default:
-      return "unset";
-  }
-}
-
 // One TaskProgress partial as an event object; `delta` tells whether it may be dropped.
 std::string progress_json(schema::TaskProgress::Reader p, bool* delta) {
   rapidjson::StringBuffer sb;
@@ -110,7 +76,7 @@ std::string progress_json(schema::TaskProgress::Reader p, bool* delta) {
       kind("toolCall");
       auto t = p.getToolCall();
       w.Key("language");
-      w.String(language_name(t.getLanguage()));
+      w.String(enum_name(t.getLanguage()).c_str());
       text(w, "code", t.getCode());
       text(w, "callId", t.getCallId());
       break;
@@ -153,7 +119,7 @@ std::string result_json(schema::TaskResult::Reader r) {
   w.Key("event");
   w.String("result");
   w.Key("status");
-  w.String(status_name(r.getStatus()).c_str());
+  w.String(enum_name(r.getStatus()).c_str());
   text(w, "answer", r.getAnswer());
   if (r.getStatus() != schema::TaskStatus::COMPLETED && r.hasError()) {
     auto e = Error::from_capnp(r.getError());
@@ -288,7 +254,7 @@ void TaskRegistry::run(std::shared_ptr<Task> t, TaskSpec spec) {
       final_json =
           "{\"event\":\"error\"," + error_json(code_name(e.code), e.message, t->trace_id).substr(1);
     } else if (auto r = in->body.root<schema::TaskResult>(); r) {
-      status = status_name(r->getStatus());
+      status = enum_name(r->getStatus());
       final_json = result_json(*r);
     } else {
       status = "error";

@@ -146,7 +146,12 @@ class ApiVm(unittest.TestCase):
         path = os.path.join(STACK.rt, "blob.bin")
         with open(path, "wb") as f:
             f.write(blob)
-        up = json.loads(curl("-X", "PUT", "-H", self.auth_a, "--data-binary", "@" + path,
+        # curl labels --data-binary as a form unless told: refused with 415, saying what to send.
+        refused = json.loads(curl("-X", "PUT", "-H", self.auth_a, "--data-binary", "@" + path,
+                                  f"{self.url}/v1/sandboxes/{sid}/files?path=/home/agent/blob.bin"))
+        self.assertEqual(refused["error"]["code"], "unsupportedMediaType")
+        up = json.loads(curl("-X", "PUT", "-H", self.auth_a, "-H",
+                             "Content-Type: application/octet-stream", "--data-binary", "@" + path,
                              f"{self.url}/v1/sandboxes/{sid}/files?path=/home/agent/blob.bin"))
         self.assertEqual(up["size"], len(blob))
         back = curl("-H", self.auth_a, f"{self.url}/v1/sandboxes/{sid}/files?path=/home/agent/blob.bin")
@@ -179,8 +184,9 @@ class ApiVm(unittest.TestCase):
             (child,) = sbx.fork()
             with child:
                 self.assertEqual(child.files.read("/home/agent/blob.bin"), blob)
-        with self.assertRaises(neurovisor.NotFound):
-            neurovisor.Sandbox.get(nv, sbx.id).run_code("1")
+        # Destroyed: kept briefly in get answers (state destroyed), refused for work.
+        with self.assertRaises((neurovisor.NotFound, neurovisor.Conflict)):
+            nv.request("POST", f"/v1/sandboxes/{sbx.id}/exec", {"language": "python", "code": "1"})
 
     def test_tenant_b_gets_404_on_every_sandbox_route(self):
         self.need_sandboxes()
