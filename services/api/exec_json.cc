@@ -14,11 +14,7 @@ std::string bytes(capnp::Data::Reader d) {
   return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
 }
 
-void text(rapidjson::Writer<rapidjson::StringBuffer>& w, const char* key, const std::string& s) {
-  std::string clean = utf8::sanitize(s);
-  w.Key(key);
-  w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
-}
+void text(JsonWriter& w, const char* key, std::string_view s) { write_text(w, key, s); }
 
 }  // namespace
 

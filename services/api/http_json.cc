@@ -71,6 +71,12 @@ std::string json_string(std::string_view text) {
   return sb.GetString();
 }
 
+void write_text(JsonWriter& w, const char* key, std::string_view text) {
+  std::string clean = utf8::sanitize(text);
+  if (key) w.Key(key);
+  w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
+}
+
 std::string error_json(std::string_view code, std::string_view message, std::string_view trace_id) {
   return "{\"error\":{\"code\":" + json_string(code) + ",\"message\":" + json_string(message) +
          ",\"traceId\":" + json_string(trace_id) + "}}";

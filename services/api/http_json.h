@@ -9,6 +9,8 @@
 #pragma once
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <string>
 #include <string_view>
@@ -55,7 +57,11 @@ std::string get_string(const rapidjson::Value& o, const char* name, std::string 
 uint32_t get_uint32(const rapidjson::Value& o, const char* name, uint32_t def = 0);
 bool get_bool(const rapidjson::Value& o, const char* name, bool def = false);
 
-// Writes `text` as a JSON string value with a writer; bytes that are not UTF-8 become U+FFFD.
+// `text` as a JSON string value; bytes that are not UTF-8 become U+FFFD (common/utf8.h).
 std::string json_string(std::string_view text);
+
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+// Writes `"key": "<text>"` (only the value when key is null), text sanitized as json_string.
+void write_text(JsonWriter& w, const char* key, std::string_view text);
 
 }  // namespace nv::api

@@ -27,6 +27,9 @@ nv::seccomp::Profile api_seccomp_profile() {
   p.rules.push_back(allow("rt_sigtimedwait", "service_main's signal thread"));
   p.rules.push_back(allow("stat", "the API key file's mtime (reload on change)"));
   p.rules.push_back(allow("newfstatat", "stat(2) on this libc"));
+  p.rules.push_back(allow("access", "/readyz: may this user open the pool manager's socket"));
+  p.rules.push_back(allow("faccessat", "access(2) on this libc"));
+  p.rules.push_back(allow("faccessat2", "access(2) on newer libcs"));
   p.rules.push_back(allow("rename", "the api.port file written atomically"));
   p.rules.push_back(allow("unlink", "the api.port file removed at exit"));
   p.rules.push_back(allow("getrandom", "libsodium: span ids and key checks"));

@@ -226,8 +226,7 @@ std::string run_code(Call& c) {
   auto r = c.bus.call(
       "exec", &mb, deadline,
       [&](Client::Incoming& in) {
-        if (auto ch = in.body.root<schema::ExecChunk>();
-            ch && ch->getStream() != schema::Stream::STATUS) {
+        if (auto ch = in.body.root<schema::ExecChunk>(); ch) {  // "started vm=...", then output
           auto d = ch->getData();
           c.progress(std::string(reinterpret_cast<const char*>(d.begin()), d.size()));
         }
@@ -261,9 +260,8 @@ std::string exec(Call& c) {
   auto deadline =
       std::chrono::milliseconds(spec.timeout_ms ? spec.timeout_ms : 10000) + c.bus_timeout();
   auto r = c.sandboxes(deadline).exec(c.str("sandboxId"), spec,
-                                      [&](schema::Stream s, std::string_view data) {
-                                        if (s != schema::Stream::STATUS)
-                                          c.progress(std::string(data));
+                                      [&](schema::Stream, std::string_view data) {
+                                        c.progress(std::string(data));  // status, then output
                                       });
   if (!r) fail(r.error());
   return api::exec_result_json(*r, c.trace);

@@ -23,11 +23,7 @@ using namespace std::chrono_literals;
 using W = rapidjson::Writer<rapidjson::StringBuffer>;
 constexpr size_t kPiece = 4 << 20;
 
-void text(W& w, const char* key, const std::string& s) {
-  std::string clean = utf8::sanitize(s);
-  if (key) w.Key(key);
-  w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
-}
+void text(W& w, const char* key, const std::string& s) { write_text(w, key, s); }
 
 void labels_json(W& w, const std::vector<sandbox::Label>& labels) {
   w.Key("labels");

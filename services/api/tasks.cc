@@ -22,15 +22,9 @@ using W = rapidjson::Writer<rapidjson::StringBuffer>;
 constexpr size_t kMaxEvents = 20000;
 constexpr size_t kMaxEventBytes = 16 << 20;
 
-void text(W& w, const char* key, std::string_view s) {
-  std::string clean = utf8::sanitize(s);
-  w.Key(key);
-  w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
-}
-
-void text(W& w, const char* key, const std::string& s) { text(w, key, std::string_view(s)); }
+void text(W& w, const char* key, const std::string& s) { write_text(w, key, s); }
 void text(W& w, const char* key, capnp::Text::Reader s) {
-  text(w, key, std::string_view(s.cStr(), s.size()));
+  write_text(w, key, std::string_view(s.cStr(), s.size()));
 }
 
 std::string bytes(capnp::Data::Reader d) {
