@@ -52,6 +52,19 @@ int api_key(const nv::Config& c) {
     std::fprintf(stderr, "nv-keygen: cannot open %s: %s\n", file.c_str(), std::strerror(errno));
     return 1;
   }
+  // Run as root for a service that runs as another user (systemd: /var/lib/neurovisor belongs
+  // to user neurovisor), the key file goes to the owner of its directory, or nv-api could not
+  // read it.
+  if (::geteuid() == 0) {
+    std::string dir =
+        file.substr(0, file.find_last_of('/') == std::string::npos ? 0 : file.find_last_of('/'));
+    struct stat st {};
+    if (!dir.empty() && ::stat(dir.c_str(), &st) == 0 && st.st_uid != 0 &&
+        ::fchown(fd, st.st_uid, st.st_gid) != 0) {
+      std::fprintf(stderr, "nv-keygen: cannot give %s to uid %u: %s\n", file.c_str(),
+                   static_cast<unsigned>(st.st_uid), std::strerror(errno));
+    }
+  }
   std::string line = nv::api::record_line(rec);
   bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
   ::close(fd);

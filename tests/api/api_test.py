@@ -295,6 +295,26 @@ class Api(unittest.TestCase):
         s, _, lst = jcall(self.url, "GET", "/v1/tasks", key=self.a)
         self.assertIn(t["id"], [x["id"] for x in lst["tasks"]])
 
+    def test_sdk_installs_with_pip(self):
+        import shutil
+        import tempfile
+        if subprocess.run(["/usr/bin/python3", "-m", "pip", "--version"], capture_output=True).returncode:
+            self.skipTest("python3-pip is not installed (tools/setup.sh installs it)")
+        src = tempfile.mkdtemp(prefix="nv-sdk-src-")
+        dest = tempfile.mkdtemp(prefix="nv-sdk-")
+        try:  # a copy, so the build leaves nothing in the tree
+            shutil.copytree(os.path.join(SRC, "clients", "python"), src, dirs_exist_ok=True)
+            r = subprocess.run(["/usr/bin/python3", "-m", "pip", "install", "--no-index",
+                                "--no-build-isolation", "--target", dest, src],
+                               capture_output=True, text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = subprocess.run(["/usr/bin/python3", "-c", "import neurovisor; print(neurovisor.__file__)"],
+                               capture_output=True, text=True, env={"PYTHONPATH": dest}, cwd=dest)
+            self.assertTrue(r.stdout.startswith(dest), r.stdout + r.stderr)
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
+            shutil.rmtree(dest, ignore_errors=True)
+
     def test_sdk_task_iterates_progress(self):
         nv = neurovisor.Client(self.url, api_key=self.a)
         task = neurovisor.Task.submit(nv, "direct: via the SDK")
