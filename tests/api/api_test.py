@@ -323,13 +323,14 @@ class Api(unittest.TestCase):
         self.assertEqual(kinds[-1], "result")
         self.assertEqual(task.answer, "The answer is 42.")
         self.assertEqual(task.refresh()["status"], "completed")
-        with self.assertRaises(neurovisor.NotFound):
-            neurovisor.Task(neurovisor.Client(self.url, api_key=self.b), {"id": task.id}).refresh()
-        with self.assertRaises(neurovisor.AuthError):
-            neurovisor.Client(self.url, api_key="nvk_bad").exec("python", "1")
+        with self.assertRaises(neurovisor.NotFound), neurovisor.Client(self.url, api_key=self.b) as other:
+            neurovisor.Task(other, {"id": task.id}).refresh()
+        with self.assertRaises(neurovisor.AuthError), neurovisor.Client(self.url, api_key="nvk_bad") as bad:
+            bad.exec("python", "1")
         with self.assertRaises(neurovisor.BadRequest) as e:
             nv.exec("cobol", "1")
         self.assertEqual(e.exception.code, "badRequest")
+        nv.close()
 
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ class Client:
             self._conn.close()
             self._conn = None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
     def _send(self, method, path, body=None, query=None, headers=None, raw=False):
         if query:
             path += "?" + urllib.parse.urlencode(query, doseq=True)
@@ -109,6 +116,8 @@ class Client:
         resp = self._send(method, path, body, query, raw=raw)
         data = resp.read()
         if resp.status >= 400:
+            if resp.getheader("Connection", "").lower() == "close":
+                self.close()
             self._raise(resp, data)
         if want_bytes:
             return data
