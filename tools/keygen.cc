@@ -36,10 +36,9 @@ int api_key(const nv::Config& c) {
   }
   std::string file = c.str("keys-file");
   if (file.empty()) {
-    const char* sd = std::getenv("NV_STATE_DIR");
-    std::string dir = sd && *sd ? sd : nv::default_runtime_dir() + "/state";
-    ::mkdir(dir.c_str(), 0700);
-    file = dir + "/api-keys";
+    file = nv::api::default_keys_file(nv::default_runtime_dir());
+    std::string dir = file.substr(0, file.rfind('/'));
+    ::mkdir(dir.c_str(), 0700);  // RUNTIME/state for a stack started by hand
   }
   nv::api::KeyRecord rec;
   auto key = nv::api::generate_key(c.str("tenant"), scopes, &rec);
@@ -94,7 +93,9 @@ int main(int argc, char** argv) {
   c.add_bool("api", false, "make an nv-api key instead (NAME not used)");
   c.add_string("tenant", "", "--api: the tenant the key acts for (1..64 bytes [a-zA-Z0-9._-])");
   c.add_string("scopes", "sandbox,task", "--api: what the key may do: sandbox, task, admin");
-  c.add_string("keys-file", "", "--api: the key file (default $NV_STATE_DIR/api-keys)");
+  c.add_string("keys-file", "",
+               "--api: the key file (default $NV_STATE_DIR/api-keys; as root on an install: "
+               "/var/lib/neurovisor/api-keys; else RUNTIME/state/api-keys)");
   auto st = c.parse(argc, argv);
   if (c.help_requested()) {
     std::fputs(c.help().c_str(), stdout);

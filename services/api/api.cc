@@ -104,8 +104,8 @@ std::string stream_event(StreamFormat f, const std::string& type, const std::str
 void add_api_options(Config& c) {
   c.add_string("listen", "127.0.0.1:8420", "address:port of the HTTP API (loopback by default)");
   c.add_string("keys-file", "",
-               "API key file written by `nv-keygen --api` (default: $NV_STATE_DIR/api-keys, "
-               "NV_STATE_DIR defaulting to RUNTIME/state)");
+               "API key file written by `nv-keygen --api` (default: $NV_STATE_DIR/api-keys; as "
+               "root on an install /var/lib/neurovisor/api-keys; else RUNTIME/state/api-keys)");
   c.add_int("threads", 64, "HTTP threads: requests served at once, streams included (4-1024)");
   c.add_int("max-json-bytes", 1 << 20, "largest JSON request body, bytes (413 above)");
   c.add_int("max-file-bytes", 32 << 20, "largest file upload, bytes (413 above)");
@@ -143,10 +143,7 @@ Result<ApiOptions> api_options_from(const Config& c, const std::string& runtime_
     if (o.port < 0 || o.port > 65535) problems += "--listen: port must be 0-65535; ";
   }
   o.keys_file = c.str("keys-file");
-  if (o.keys_file.empty()) {
-    const char* sd = std::getenv("NV_STATE_DIR");
-    o.keys_file = std::string(sd && *sd ? sd : runtime_dir + "/state") + "/api-keys";
-  }
+  if (o.keys_file.empty()) o.keys_file = default_keys_file(runtime_dir);
   auto range = [&](const char* name, int64_t lo, int64_t hi) {
     int64_t v = c.integer(name);
     if (v < lo || v > hi) {

@@ -3,6 +3,9 @@
 
 #include <sodium.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <cstdio>
 #include <fstream>
@@ -44,6 +47,18 @@ bool init_sodium() {
 }
 
 }  // namespace
+
+std::string default_keys_file(const std::string& runtime_dir) {
+  const char* sd = std::getenv("NV_STATE_DIR");
+  if (sd && *sd) return std::string(sd) + "/api-keys";
+  const char* rt = std::getenv("NV_RUNTIME_DIR");
+  struct stat st {};
+  if ((!rt || !*rt) && ::geteuid() == 0 && ::stat("/var/lib/neurovisor", &st) == 0 &&
+      S_ISDIR(st.st_mode)) {
+    return "/var/lib/neurovisor/api-keys";
+  }
+  return runtime_dir + "/state/api-keys";
+}
 
 bool parse_scopes(std::string_view text, uint8_t* out) {
   uint8_t bits = 0;

@@ -37,6 +37,11 @@ bool parse_scopes(std::string_view text, uint8_t* out);
 std::string scopes_text(uint8_t scopes);
 bool valid_tenant(std::string_view tenant);
 
+// The key file nv-api and nv-keygen use when none is given: $NV_STATE_DIR/api-keys; else, for
+// root with no NV_RUNTIME_DIR and an installed /var/lib/neurovisor, /var/lib/neurovisor/api-keys
+// (what the systemd unit's NV_STATE_DIR names); else RUNTIME/state/api-keys.
+std::string default_keys_file(const std::string& runtime_dir);
+
 // A new key: returns the key text and fills `record` (the line to store).
 Result<std::string> generate_key(const std::string& tenant, uint8_t scopes, KeyRecord* record);
 std::string record_line(const KeyRecord& r);
