@@ -143,10 +143,11 @@ void init_system() {
 void mount_home(const char* dir, int uid, int gid) {
   // The mount point comes with the image (guest/build.sh); the root filesystem is read-only.
   std::string data = "mode=0755,size=50%";
-  if (uid >= 0) data += ",uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid >= 0 ? gid : uid);
+  if (uid >= 0)
+    data += ",uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid >= 0 ? gid : uid);
   if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, data.c_str()) < 0) {
-    log_line("error", errno_text(std::string("mount(tmpfs, ") + dir + ") for the run user's home",
-                                 errno));
+    log_line("error",
+             errno_text(std::string("mount(tmpfs, ") + dir + ") for the run user's home", errno));
   }
 }
 
