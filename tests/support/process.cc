@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -382,24 +381,6 @@ ProcessOptions service_process(std::string binary, std::vector<std::string> args
   o.env = std::move(env);
   o.unset_env = {"OLLAMA_HOST"};
   return o;
-}
-
-pid_t pid_with_arg(const std::string& arg) {
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-    const auto name = e.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    size_t start = 0;
-    while (start < cmd.size()) {
-      size_t end = cmd.find('\0', start);
-      if (end == std::string::npos) end = cmd.size();
-      if (cmd.compare(start, end - start, arg) == 0) return std::atoi(name.c_str());
-      start = end + 1;
-    }
-  }
-  return -1;
 }
 
 }  // namespace nv::test

@@ -133,8 +133,4 @@ int free_loopback_port();
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
                 std::chrono::milliseconds step = 50ms);
 
-// The pid of the process one of whose arguments is exactly `arg` (e.g. the VMM of a VM:
-// QEMU's "-name nv-<vm_id>"), or -1 when none runs.
-pid_t pid_with_arg(const std::string& arg);
-
 }  // namespace nv::test

@@ -28,6 +28,7 @@
 #include "common/frames.h"
 #include "common/sandbox_client.h"
 #include "support/process.h"
+#include "sysutil.h"
 
 namespace {
 
@@ -43,7 +44,7 @@ bool exists(const std::string& p) {
 }
 
 // The pid of the VMM named nv-<vm_id> (QEMU -name), or -1.
-pid_t vmm_pid(const std::string& vm_id) { return nv::test::pid_with_arg("nv-" + vm_id); }
+pid_t vmm_pid(const std::string& vm_id) { return nv::vm::find_process_by_arg("nv-" + vm_id); }
 
 constexpr const char* kOwner = "uid:4242";
 constexpr const char* kFile = "/home/agent/notes/a.txt";
