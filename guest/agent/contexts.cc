@@ -22,6 +22,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using schema::Language;
 
+// Start-up of a new interpreter may take this long before the cell's own timeout starts.
+constexpr std::chrono::milliseconds kStartupAllowance{60000};
+
 // The python driver: cells are exec()d in one globals dict; the traceback of a failing cell
 // leaves the driver's own frame out; SystemExit ends the cell (its code is the status), not the
 // context. fds 3/4 are made non-inheritable so subprocesses of a cell do not hold them.
@@ -32,6 +35,7 @@ def _nv_driver():
     os.set_inheritable(rfd, False)
     os.set_inheritable(wfd, False)
     cell_globals = {'__name__': '__main__', '__builtins__': __builtins__}
+    os.write(wfd, struct.pack('<i', -1))  # ready: the cell's timeout starts now
     def readn(n):
         b = b''
         while len(b) < n:
@@ -115,6 +119,7 @@ function next() {
   busy = true;
   run(code).then(finish);
 }
+fs.writeSync(4, Buffer.from([0xff, 0xff, 0xff, 0xff]));  // ready: the cell's timeout starts now
 const input = fs.createReadStream(null, { fd: 3 });
 input.on('data', (d) => { pending = Buffer.concat([pending, d]); next(); });
 input.on('end', () => process.exit(0));
@@ -150,6 +155,7 @@ double ms_since(Clock::time_point t) {
 
 struct Contexts::Context {
   std::string name;
+  bool ready = false;  // the driver reported it is ready (its first status, -1)
   uint16_t language = 0;
   int pid = -1;
   Fd pidfd, req_w, status_r, out_r, err_r;
@@ -253,6 +259,9 @@ ExecOutcome Contexts::run(const std::string& name, uint16_t language, const std:
     c->pidfd.reset(sp.pidfd);
     c->out_r.reset(sp.out_r);
     c->err_r.reset(sp.err_r);
+    // Output written between cells (a thread) waits in these pipes for the next cell: give it
+    // 1 MiB of room (pipe-max-size's default) instead of 64 KiB before the writer blocks.
+    for (int fd : {c->out_r.get(), c->err_r.get()}) ::fcntl(fd, F_SETPIPE_SZ, 1 << 20);
     c->req_w.reset(::fcntl(req_w.get(), F_DUPFD_CLOEXEC, 0));
     c->status_r.reset(::fcntl(st_r.get(), F_DUPFD_CLOEXEC, 0));
     ::fcntl(c->req_w.get(), F_SETFL, ::fcntl(c->req_w.get(), F_GETFL) | O_NONBLOCK);
@@ -276,7 +285,10 @@ ExecOutcome Contexts::run(const std::string& name, uint16_t language, const std:
   std::vector<char> buf(kMaxChunkBytes);
   char status_bytes[4];
   size_t status_got = 0;
-  const auto deadline = start + spec.timeout;
+  // A new interpreter's start-up (node's is seconds under TCG) does not eat the cell's timeout:
+  // until the driver says it is ready (status -1) the bound is the start-up allowance.
+  auto deadline =
+      c.ready ? start + spec.timeout : start + std::max(spec.timeout, kStartupAllowance);
   auto read_some = [&](Fd& fd, OutStream s) {
     // Reads what is there now; false at EOF or an error.
     for (;;) {
@@ -324,7 +336,11 @@ ExecOutcome Contexts::run(const std::string& name, uint16_t language, const std:
       if (fds[2].revents & POLLIN) {
         ssize_t k = ::read(c.status_r.get(), status_bytes + status_got, 4 - status_got);
         if (k > 0) status_got += static_cast<size_t>(k);
-        if (status_got == 4) {
+        if (status_got == 4 && !c.ready) {
+          c.ready = true;
+          status_got = 0;
+          deadline = Clock::now() + spec.timeout;
+        } else if (status_got == 4) {
           // The driver flushed the cell's output before the status: it is in the pipes now.
           read_some(c.out_r, OutStream::out);
           read_some(c.err_r, OutStream::err);

@@ -8,9 +8,10 @@
 // The driver talks to the agent on two extra pipes, so nothing the program prints can fake its
 // framing: fd 3 (agent → driver) carries requests, each `u32le code_len, u32le stdin_len, code,
 // stdin`; fd 4 (driver → agent) carries one `i32le status` after each cell, written only after
-// the cell's stdout/stderr were flushed. stdout/stderr are the interpreter's own pipes, read as
-// chunks while a cell runs (output written between cells, e.g. by a thread, shows up at the
-// next cell). An exception prints its traceback to stderr and gives status 1; the context
+// the cell's stdout/stderr were flushed (and one i32le -1 when the driver is ready: a new
+// interpreter's start-up is bounded by 60 s of its own, not by the first cell's timeout). stdout/stderr are the interpreter's own pipes, read as
+// chunks while a cell runs (output written between cells, e.g. by a thread, waits in the 1 MiB
+// pipes and shows up at the next cell). An exception prints its traceback to stderr and gives status 1; the context
 // lives on. A timeout SIGKILLs the interpreter's process group and forgets the context; so does
 // reset(). The interpreter starts with the first cell's environment, cwd and user; later cells'
 // env and cwd are not applied (the context keeps its own os.chdir / process.env).

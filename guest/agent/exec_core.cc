@@ -138,7 +138,8 @@ constexpr int kMaxChildFds = 8;
     if (::dup2(src[i], i) < 0) fail(ChildStep::dup2);  // the target is not close-on-exec
   }
   // Nothing of the agent's (its channel, listeners) may leak into the program.
-  if (rep > nfds && ::close_range(static_cast<unsigned>(nfds), static_cast<unsigned>(rep - 1), 0) < 0) {
+  if (rep > nfds &&
+      ::close_range(static_cast<unsigned>(nfds), static_cast<unsigned>(rep - 1), 0) < 0) {
     fail(ChildStep::close_range);
   }
   if (::close_range(static_cast<unsigned>(rep + 1), ~0U, 0) < 0) fail(ChildStep::close_range);
@@ -193,7 +194,6 @@ const std::vector<RlimitRule>& default_rlimits() {
   };
   return rules;
 }
-
 
 void OutputPump::add(OutStream s, const char* data, size_t n) {
   (s == OutStream::out ? out_.stdout_bytes : out_.stderr_bytes) += n;
@@ -531,8 +531,8 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink) {
             // What the program wrote is in the pipes now (its descriptors closed before the
             // exit was reported); read that, then leave the pipes to the drain thread if a
             // process it left behind still holds them.
-            for (auto [fd, stream] : {std::pair{&out_r, OutStream::out},
-                                      std::pair{&err_r, OutStream::err}}) {
+            for (auto [fd, stream] :
+                 {std::pair{&out_r, OutStream::out}, std::pair{&err_r, OutStream::err}}) {
               while (fd->valid()) {
                 ssize_t k = ::read(fd->get(), buf.data(), buf.size());
                 if (k > 0) {

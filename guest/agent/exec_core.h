@@ -95,11 +95,11 @@ ExecOutcome run_exec(const ExecSpec& spec, const ChunkSink& sink);
 
 // A program started by spawn_program; the caller owns every descriptor (-1 = none).
 struct Spawned {
-  int pid = -1;     // also its session and process group id
-  int pidfd = -1;   // pollable: readable once the process exited
-  int in_w = -1;    // its stdin
-  int out_r = -1;   // its stdout, non-blocking
-  int err_r = -1;   // its stderr, non-blocking
+  int pid = -1;       // also its session and process group id
+  int pidfd = -1;     // pollable: readable once the process exited
+  int in_w = -1;      // its stdin
+  int out_r = -1;     // its stdout, non-blocking
+  int err_r = -1;     // its stderr, non-blocking
   std::string error;  // set (and every fd -1) when it could not be started
 };
 

@@ -276,6 +276,17 @@ std::string writable_root_of(const AgentConfig& cfg, const std::string& path) {
   return "";
 }
 
+int open_parent_for_write(const AgentConfig& cfg, const std::string& path, std::string& leaf,
+                          std::string& error, int& err) {
+  const std::string root = writable_root_of(cfg, path);
+  if (root.empty()) {
+    err = EINVAL;
+    error = outside_roots(cfg, path);
+    return -1;
+  }
+  return open_parent(cfg, path, root, /*create=*/true, leaf, error, err);
+}
+
 struct FileOps::Write {
   std::string path, leaf, temp;
   Fd dir, fd;
@@ -323,8 +334,9 @@ void FileOps::write_chunk(schema::FileWriteChunk::Reader chunk) {
     struct stat st {};
     bool exists = ::fstatat(w->dir.get(), w->leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
     if (exists && S_ISLNK(st.st_mode)) {
-      return refuse(kBadRequest, "'" + path + "' is a symlink; the agent does not write through "
-                                              "links (remove it first)");
+      return refuse(kBadRequest, "'" + path +
+                                     "' is a symlink; the agent does not write through "
+                                     "links (remove it first)");
     }
     if (exists && !S_ISREG(st.st_mode)) {
       return refuse(kBadRequest, "'" + path + "' exists and is not a regular file");
@@ -426,7 +438,8 @@ void FileOps::read_range(schema::FileReadRange::Reader range) {
   if (::fstat(fd.get(), &st) < 0) {
     return error_(kBadRequest, "read: " + errno_text("fstat(" + path + ")", errno));
   }
-  if (!S_ISREG(st.st_mode)) return error_(kBadRequest, "read: '" + path + "' is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return error_(kBadRequest, "read: '" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   uint64_t off = range.getOffset();
   if (off > size) {
@@ -499,7 +512,8 @@ void FileOps::file_op(schema::FileOp::Reader op) {
   switch (kind) {
     case schema::FileOpKind::STAT:
     case schema::FileOpKind::LIST: {
-      const std::string parent = path == "/" ? "/" : path.substr(0, std::max<size_t>(1, path.rfind('/')));
+      const std::string parent =
+          path == "/" ? "/" : path.substr(0, std::max<size_t>(1, path.rfind('/')));
       const std::string leaf = path == "/" ? "." : path.substr(path.rfind('/') + 1);
       Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       Entry self;
@@ -524,7 +538,8 @@ void FileOps::file_op(schema::FileOp::Reader op) {
       const bool is_mkdir = kind == schema::FileOpKind::MKDIR;
       const std::string root = writable_root_of(config_, path);
       const char* what = is_mkdir ? "mkdir" : "remove";
-      if (root.empty()) return error_(kBadRequest, std::string(what) + ": " + outside_roots(config_, path));
+      if (root.empty())
+        return error_(kBadRequest, std::string(what) + ": " + outside_roots(config_, path));
       std::string leaf, error;
       int err = 0;
       Fd dir(open_parent(config_, path, root, is_mkdir && recursive, leaf, error, err));

@@ -24,6 +24,11 @@ struct AgentConfig;
 bool path_is_clean(const std::string& path);
 // The writable root `path` lies strictly below ("" if none).
 std::string writable_root_of(const AgentConfig& config, const std::string& path);
+// The directory that holds `path` (strictly below a writable root), walked from the root one
+// component at a time without following any symlink, missing parents made (owned by the run
+// user). Returns its fd and the last component in `leaf`, or -1 with `error` (errno in `err`).
+int open_parent_for_write(const AgentConfig& config, const std::string& path, std::string& leaf,
+                          std::string& error, int& err);
 
 class FileOps {
  public:
@@ -61,8 +66,8 @@ class FileOps {
   const AgentConfig& config_;
   SendFn send_;
   ErrorFn error_;
-  Write* write_ = nullptr;       // the write in progress
-  std::string failed_path_;      // a write that failed: its chunks are ignored until `last`
+  Write* write_ = nullptr;   // the write in progress
+  std::string failed_path_;  // a write that failed: its chunks are ignored until `last`
 };
 
 }  // namespace nv::guest::agent

@@ -315,9 +315,8 @@ void Session::handle_exec(schema::GuestExec::Reader req) {
     c.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
     send(mb);
   };
-  ExecOutcome outcome = context.empty()
-                            ? run_exec(spec, sink)
-                            : contexts_.run(context, rule->language, code, spec, sink);
+  ExecOutcome outcome = context.empty() ? run_exec(spec, sink)
+                                        : contexts_.run(context, rule->language, code, spec, sink);
   if (outcome.pid > 0) sessions_.insert(outcome.pid);
   if (sessions_.size() > 1024) {  // bounded between listings: forget groups that are gone
     for (auto it = sessions_.begin(); it != sessions_.end();) {
@@ -398,8 +397,9 @@ void Session::handle_signal(schema::SignalRequest::Reader req) {
   }
   if (::kill(pid, sig) < 0) {
     int e = errno;
-    return send_error(static_cast<uint16_t>(e == ESRCH ? ErrorCode::NOT_FOUND : ErrorCode::BAD_REQUEST),
-                      errno_text("kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")", e));
+    return send_error(
+        static_cast<uint16_t>(e == ESRCH ? ErrorCode::NOT_FOUND : ErrorCode::BAD_REQUEST),
+        errno_text("kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")", e));
   }
   send_ack("signal");
 }
@@ -407,8 +407,9 @@ void Session::handle_signal(schema::SignalRequest::Reader req) {
 void Session::handle_reset(schema::ContextReset::Reader req) {
   const std::string name = req.getContext();
   if (!Contexts::valid_name(name)) {
-    return send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
-                      "context name '" + name.substr(0, 80) + "' is not 1-64 bytes of [A-Za-z0-9._-]");
+    return send_error(
+        static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
+        "context name '" + name.substr(0, 80) + "' is not 1-64 bytes of [A-Za-z0-9._-]");
   }
   // Resetting a context that does not run is not an error: the next exec starts fresh either way.
   contexts_.reset(name);
@@ -429,19 +430,23 @@ void Session::handle_put(schema::FilePut::Reader put) {
             "' refused: it must be absolute, without '.'/'..' "
             "parts, below one of the writable roots (/tmp, /home/agent)";
   } else {
-    // Parents are created as needed, owned by the program's user so it can use them.
-    for (size_t i = path.find('/', 1); i != std::string::npos; i = path.find('/', i + 1)) {
-      std::string dir = path.substr(0, i);
-      if (::mkdir(dir.c_str(), 0755) == 0 && config_.run_uid >= 0) {
-        if (::chown(dir.c_str(), config_.run_uid, config_.run_gid) < 0) {
-          error = errno_text("chown(" + dir + ")", errno);
-        }
-      }
-    }
+    // Parents are created as needed, owned by the program's user so it can use them; no
+    // symlink in the path is followed (files.h).
+    std::string leaf;
+    int err = 0;
+    int dir = open_parent_for_write(config_, path, leaf, error, err);
     mode_t mode = put.getMode() == 0 ? 0644 : (put.getMode() & 07777);
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) {
-      error = errno_text("open(" + path + ")", errno);
+    int fd = -1, open_err = 0;
+    if (dir >= 0) {
+      fd = ::openat(dir, leaf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                    mode);
+      open_err = errno;
+      ::close(dir);
+    }
+    if (dir < 0) {
+      // `error` says where the walk stopped
+    } else if (fd < 0) {
+      error = errno_text("open(" + path + ")", open_err);
     } else {
       const auto* p = reinterpret_cast<const char*>(data.begin());
       size_t left = data.size();

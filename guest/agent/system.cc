@@ -143,10 +143,11 @@ void init_system() {
 void mount_home(const char* dir, int uid, int gid) {
   // The mount point comes with the image (guest/build.sh); the root filesystem is read-only.
   std::string data = "mode=0755,size=50%";
-  if (uid >= 0) data += ",uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid >= 0 ? gid : uid);
+  if (uid >= 0)
+    data += ",uid=" + std::to_string(uid) + ",gid=" + std::to_string(gid >= 0 ? gid : uid);
   if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, data.c_str()) < 0) {
-    log_line("error", errno_text(std::string("mount(tmpfs, ") + dir + ") for the run user's home",
-                                 errno));
+    log_line("error",
+             errno_text(std::string("mount(tmpfs, ") + dir + ") for the run user's home", errno));
   }
 }
 
@@ -169,6 +170,13 @@ std::string LinuxSystemOps::add_entropy(std::string_view bytes) {
   if (fd < 0) return errno_text("open(/dev/urandom)", errno);
   std::string err;
   if (::ioctl(fd, RNDADDENTROPY, info) < 0) err = errno_text("ioctl(RNDADDENTROPY)", errno);
+  // RNDADDENTROPY only mixes into the input pool: once the CRNG is ready, Linux reseeds it from
+  // there at most every interval (up to 60 s), so VMs restored from one snapshot would draw the
+  // same bytes until then (forks of a sandbox did: 3 distinct uuids out of 4). RNDRESEEDCRNG
+  // reseeds it now (Linux >= 4.17; random(4)).
+  if (err.empty() && ::ioctl(fd, RNDRESEEDCRNG) < 0) {
+    err = errno_text("ioctl(RNDRESEEDCRNG)", errno);
+  }
   ::close(fd);
   return err;
 }

@@ -67,6 +67,12 @@ const char* which_name(GuestMessage::Which w) {
   return "unknown";
 }
 
+// An answer of another kind than the one waited for: a protocol error.
+ChannelError unexpected_answer(GuestMessage::Which w, const char* waiting_for) {
+  return err(ChannelErrc::protocol, std::string("guest sent '") + which_name(w) +
+                                        "' while the host waited for " + waiting_for);
+}
+
 // Waits until fd is ready for `events` or the deadline passes. Returns revents, 0 on timeout,
 // -1 on a poll() failure (errno set).
 int wait_fd(int fd, short events, Deadline deadline) {
@@ -326,8 +332,7 @@ class ChannelIo {
 
   // An unexpected message kind for what we wait for: a protocol violation.
   ChannelError unexpected(GuestMessage::Which w, const char* waiting_for) {
-    return fail(err(ChannelErrc::protocol, std::string("guest sent '") + which_name(w) +
-                                               "' while the host waited for " + waiting_for));
+    return fail(unexpected_answer(w, waiting_for));
   }
 
   ChannelError guest_error(schema::Error::Reader e) {
@@ -643,64 +648,6 @@ Result<ExecOutcome> GuestChannel::exec(const ExecSpec& spec, const ChunkCallback
   }
 }
 
-ChannelError GuestChannel::put_file(const std::string& path, std::string_view data, uint32_t mode,
-                                    Deadline deadline) {
-  NV_IO;
-  {
-    capnp::MallocMessageBuilder mb;
-    auto m = mb.initRoot<HostMessage>();
-    m.setVersion(schema::SCHEMA_VERSION);
-    auto p = m.initPutFile();
-    p.setPath(path);
-    p.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
-    p.setMode(mode);
-    if (auto e = io.send(mb, deadline)) return e;
-  }
-  for (;;) {
-    std::unique_ptr<ParsedMessage> pm;
-    if (auto e = io.next(pm, deadline)) return e;
-    NV_GUARD_BEGIN
-    auto msg = pm->root<GuestMessage>();
-    if (msg.which() == GuestMessage::PONG) continue;
-    if (msg.which() == GuestMessage::ERROR) return io.guest_error(msg.getError());
-    if (msg.which() != GuestMessage::FILE_DATA) return io.unexpected(msg.which(), "fileData");
-    auto f = msg.getFileData();
-    if (f.getFound()) return {};
-    std::string m = f.getError();
-    return err(ChannelErrc::guest_error, "guest could not write " + path + ": " + m.substr(0, 500));
-    NV_GUARD_END
-  }
-}
-
-Result<std::string> GuestChannel::get_file(const std::string& path, Deadline deadline) {
-  NV_IO;
-  {
-    capnp::MallocMessageBuilder mb;
-    auto m = mb.initRoot<HostMessage>();
-    m.setVersion(schema::SCHEMA_VERSION);
-    m.setGetFile(path);
-    if (auto e = io.send(mb, deadline)) return e;
-  }
-  for (;;) {
-    std::unique_ptr<ParsedMessage> pm;
-    if (auto e = io.next(pm, deadline)) return e;
-    NV_GUARD_BEGIN
-    auto msg = pm->root<GuestMessage>();
-    if (msg.which() == GuestMessage::PONG) continue;
-    if (msg.which() == GuestMessage::ERROR) return io.guest_error(msg.getError());
-    if (msg.which() != GuestMessage::FILE_DATA) return io.unexpected(msg.which(), "fileData");
-    auto f = msg.getFileData();
-    if (!f.getFound()) {
-      std::string m = f.getError();
-      return err(ChannelErrc::guest_error,
-                 "guest could not read " + path + ": " + m.substr(0, 500));
-    }
-    auto d = f.getData();
-    return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
-    NV_GUARD_END
-  }
-}
-
 Result<std::chrono::nanoseconds> GuestChannel::ping(Deadline deadline) {
   NV_IO;
   const uint64_t nonce = next_nonce_++;
@@ -744,25 +691,25 @@ ChannelError GuestChannel::send_reseed(std::string_view entropy, const std::stri
 }
 
 Result<Identity> GuestChannel::await_reseeded(const std::string& vm_id, Deadline deadline) {
-  NV_IO;
-  for (;;) {
-    std::unique_ptr<ParsedMessage> pm;
-    if (auto e = io.next(pm, deadline)) return e;
-    NV_GUARD_BEGIN
-    auto msg = pm->root<GuestMessage>();
-    if (msg.which() == GuestMessage::PONG) continue;
-    if (msg.which() == GuestMessage::ERROR) return io.guest_error(msg.getError());
-    if (msg.which() != GuestMessage::RESEEDED) return io.unexpected(msg.which(), "reseeded");
-    auto id = msg.getReseeded();
-    Identity out{id.getVmId(), id.getBootId()};
-    if (out.vm_id != vm_id) {
-      return io.fail(err(
-          ChannelErrc::protocol,
-          "guest confirmed vm id '" + out.vm_id.substr(0, 64) + "', asked for '" + vm_id + "'"));
-    }
-    return out;
-    NV_GUARD_END
-  }
+  Identity out;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (msg.which() != GuestMessage::RESEEDED) {
+          error = unexpected_answer(msg.which(), "reseeded");
+          return false;
+        }
+        auto id = msg.getReseeded();
+        out = Identity{id.getVmId(), id.getBootId()};
+        if (out.vm_id != vm_id) {
+          error = err(ChannelErrc::protocol, "guest confirmed vm id '" + out.vm_id.substr(0, 64) +
+                                                 "', asked for '" + vm_id + "'");
+        }
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return out;
 }
 
 ChannelError GuestChannel::send_request(capnp::MessageBuilder& request, Deadline deadline) {

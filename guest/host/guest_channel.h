@@ -224,8 +224,9 @@ class GuestChannel {
   // rename in the guest), or appended. Returns the entry afterwards.
   Result<FileEntryInfo> write_file(const std::string& path, std::string_view data, uint32_t mode,
                                    bool append, Deadline deadline);
-  // Reads [offset, offset + length) of `path` (length 0 = to the end); more than max_bytes is
-  // bad_argument before anything is sent.
+  // Reads [offset, offset + length) of `path` (length 0 = to the end, but at most max_bytes:
+  // FileRange.eof tells whether the end was reached); a length above max_bytes is bad_argument
+  // before anything is sent. Bytes read do not count against the guest's rate limit.
   Result<FileRange> read_file(const std::string& path, uint64_t offset, uint64_t length,
                               uint64_t max_bytes, Deadline deadline);
   Result<FileEntryInfo> stat(const std::string& path, Deadline deadline);
@@ -274,6 +275,12 @@ class GuestChannel {
   ChannelError await_answers(const AnswerFn& on_answer, Deadline deadline);
   // Bytes the host asked for (file reads) do not count against the guest's rate limit.
   void credit_solicited_bytes(uint64_t n);
+  // The sandbox calls' shared steps (guest_sandbox.cc): a fileOp request (`kind`: a
+  // schema::FileOpKind); waiting for an ack (its entry, if any) or an entries answer.
+  ChannelError send_file_op(uint16_t kind, const std::string& path, bool recursive,
+                            Deadline deadline);
+  Result<FileEntryInfo> await_ack(const char* what, Deadline deadline);
+  Result<std::vector<FileEntryInfo>> await_entries(Deadline deadline);
 
   int fd_ = -1;
   ChannelLimits limits_;

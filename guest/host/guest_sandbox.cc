@@ -1,5 +1,6 @@
-// guest_sandbox.cc — GuestChannel's sandbox operations (file, process and context calls):
-// guest.capnp writeChunk, readRange, fileOp, listProcesses, signal, resetContext.
+// guest_sandbox.cc — GuestChannel's file, process and context calls: guest.capnp putFile/getFile
+// (whole files in one frame) and the sandbox operations writeChunk, readRange, fileOp,
+// listProcesses, signal, resetContext.
 #include <capnp/message.h>
 #include <nv/schema/guest.capnp.h>
 
@@ -54,6 +55,62 @@ bool expect(GuestMessage::Reader msg, GuestMessage::Which want, const char* name
 
 }  // namespace
 
+// ---- whole files in one frame (PutFile / GetFile, one-shot execs) ------------------------------
+
+ChannelError GuestChannel::put_file(const std::string& path, std::string_view data, uint32_t mode,
+                                    Deadline deadline) {
+  {
+    capnp::MallocMessageBuilder mb;
+    auto p = start(mb).initPutFile();
+    p.setPath(path);
+    p.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+    p.setMode(mode);
+    if (auto e = send_request(mb, deadline)) return e;
+  }
+  return await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::FILE_DATA, "fileData", error)) return false;
+        auto f = msg.getFileData();
+        if (!f.getFound()) {
+          error =
+              ChannelError{ChannelErrc::guest_error, "guest could not write " + path + ": " +
+                                                         std::string(f.getError()).substr(0, 500)};
+        }
+        return true;
+      },
+      deadline);
+}
+
+Result<std::string> GuestChannel::get_file(const std::string& path, Deadline deadline) {
+  {
+    capnp::MallocMessageBuilder mb;
+    start(mb).setGetFile(path);
+    if (auto e = send_request(mb, deadline)) return e;
+  }
+  std::string content;
+  auto e = await_answers(
+      [&](ParsedMessage& pm, ChannelError& error) {
+        auto msg = pm.root<GuestMessage>();
+        if (!expect(msg, GuestMessage::FILE_DATA, "fileData", error)) return false;
+        auto f = msg.getFileData();
+        if (!f.getFound()) {
+          error =
+              ChannelError{ChannelErrc::guest_error, "guest could not read " + path + ": " +
+                                                         std::string(f.getError()).substr(0, 500)};
+          return true;
+        }
+        auto d = f.getData();
+        content.assign(reinterpret_cast<const char*>(d.begin()), d.size());
+        return true;
+      },
+      deadline);
+  if (e) return e;
+  return content;
+}
+
+// ---- sandbox files ---------------------------------------------------------------------------
+
 Result<FileEntryInfo> GuestChannel::write_file(const std::string& path, std::string_view data,
                                                uint32_t mode, bool append, Deadline deadline) {
   if (mode > 07777) return bad_argument("mode " + std::to_string(mode) + " is not a permission");
@@ -73,21 +130,11 @@ Result<FileEntryInfo> GuestChannel::write_file(const std::string& path, std::str
     if (auto e = send_request(mb, deadline)) return e;
     off += n;
   } while (off < data.size());
-  FileEntryInfo out;
-  auto e = await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::ACK, "the write's ack", error)) return false;
-        out = entry_of(msg.getAck().getEntry());
-        return true;
-      },
-      deadline);
-  if (e) return e;
-  return out;
+  return await_ack("the write's ack", deadline);
 }
 
-Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offset,
-                                          uint64_t length, uint64_t max_bytes, Deadline deadline) {
+Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offset, uint64_t length,
+                                          uint64_t max_bytes, Deadline deadline) {
   if (length == 0 && max_bytes == 0) return bad_argument("read_file needs max_bytes > 0");
   if (length > max_bytes) {
     return bad_argument("read of " + std::to_string(length) + " bytes asked, at most " +
@@ -114,9 +161,9 @@ Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offs
         credit_solicited_bytes(d.size());
         if (d.size() > kReadChunkBytes || c.getOffset() != offset + out.data.size() ||
             out.data.size() + d.size() > max_bytes || (!first && c.getSize() != out.size)) {
-          error = protocol("a fileChunk out of order or beyond the range (offset " +
-                           std::to_string(c.getOffset()) + ", " + std::to_string(d.size()) +
-                           " bytes)");
+          error =
+              protocol("a fileChunk out of order or beyond the range (offset " +
+                       std::to_string(c.getOffset()) + ", " + std::to_string(d.size()) + " bytes)");
           return false;
         }
         first = false;
@@ -130,22 +177,23 @@ Result<FileRange> GuestChannel::read_file(const std::string& path, uint64_t offs
   return out;
 }
 
-Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadline) {
+ChannelError GuestChannel::send_file_op(uint16_t kind, const std::string& path, bool recursive,
+                                        Deadline deadline) {
   capnp::MallocMessageBuilder mb;
   auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::STAT);
+  op.setKind(static_cast<schema::FileOpKind>(kind));
   op.setPath(path);
-  if (auto e = send_request(mb, deadline)) return e;
+  op.setRecursive(recursive);
+  return send_request(mb, deadline);
+}
+
+Result<FileEntryInfo> GuestChannel::await_ack(const char* what, Deadline deadline) {
   FileEntryInfo out;
   auto e = await_answers(
       [&](ParsedMessage& pm, ChannelError& error) {
         auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::ENTRIES, "entries", error)) return false;
-        if (msg.getEntries().size() != 1) {
-          error = protocol(std::to_string(msg.getEntries().size()) + " entries for one stat");
-          return false;
-        }
-        out = entry_of(msg.getEntries()[0]);
+        if (!expect(msg, GuestMessage::ACK, what, error)) return false;
+        if (msg.getAck().hasEntry()) out = entry_of(msg.getAck().getEntry());
         return true;
       },
       deadline);
@@ -153,14 +201,7 @@ Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadl
   return out;
 }
 
-Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& path, bool recursive,
-                                                          Deadline deadline) {
-  capnp::MallocMessageBuilder mb;
-  auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::LIST);
-  op.setPath(path);
-  op.setRecursive(recursive);
-  if (auto e = send_request(mb, deadline)) return e;
+Result<std::vector<FileEntryInfo>> GuestChannel::await_entries(Deadline deadline) {
   std::vector<FileEntryInfo> out;
   auto e = await_answers(
       [&](ParsedMessage& pm, ChannelError& error) {
@@ -179,39 +220,45 @@ Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& pat
   return out;
 }
 
+Result<FileEntryInfo> GuestChannel::stat(const std::string& path, Deadline deadline) {
+  if (auto e =
+          send_file_op(static_cast<uint16_t>(schema::FileOpKind::STAT), path, false, deadline)) {
+    return e;
+  }
+  auto entries = await_entries(deadline);
+  if (!entries.ok()) return entries.error();
+  if (entries->size() != 1) {
+    close();  // the stream cannot be trusted after a wrong answer
+    return protocol(std::to_string(entries->size()) + " entries for one stat");
+  }
+  return entries->front();
+}
+
+Result<std::vector<FileEntryInfo>> GuestChannel::list_dir(const std::string& path, bool recursive,
+                                                          Deadline deadline) {
+  if (auto e = send_file_op(static_cast<uint16_t>(schema::FileOpKind::LIST), path, recursive,
+                            deadline)) {
+    return e;
+  }
+  return await_entries(deadline);
+}
+
 ChannelError GuestChannel::remove(const std::string& path, bool recursive, Deadline deadline) {
-  capnp::MallocMessageBuilder mb;
-  auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::REMOVE);
-  op.setPath(path);
-  op.setRecursive(recursive);
-  if (auto e = send_request(mb, deadline)) return e;
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the remove's ack", error);
-      },
-      deadline);
+  if (auto e = send_file_op(static_cast<uint16_t>(schema::FileOpKind::REMOVE), path, recursive,
+                            deadline)) {
+    return e;
+  }
+  auto r = await_ack("the remove's ack", deadline);
+  return r.ok() ? ChannelError{} : r.error();
 }
 
 Result<FileEntryInfo> GuestChannel::make_dir(const std::string& path, bool parents,
                                              Deadline deadline) {
-  capnp::MallocMessageBuilder mb;
-  auto op = start(mb).initFileOp();
-  op.setKind(schema::FileOpKind::MKDIR);
-  op.setPath(path);
-  op.setRecursive(parents);
-  if (auto e = send_request(mb, deadline)) return e;
-  FileEntryInfo out;
-  auto e = await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::ACK, "the mkdir's ack", error)) return false;
-        out = entry_of(msg.getAck().getEntry());
-        return true;
-      },
-      deadline);
-  if (e) return e;
-  return out;
+  if (auto e =
+          send_file_op(static_cast<uint16_t>(schema::FileOpKind::MKDIR), path, parents, deadline)) {
+    return e;
+  }
+  return await_ack("the mkdir's ack", deadline);
 }
 
 Result<std::vector<ProcessEntry>> GuestChannel::processes(Deadline deadline) {
@@ -244,17 +291,15 @@ Result<std::vector<ProcessEntry>> GuestChannel::processes(Deadline deadline) {
 
 ChannelError GuestChannel::signal(int32_t pid, int32_t signo, Deadline deadline) {
   if (pid <= 0) return bad_argument("pid " + std::to_string(pid) + " is not a process");
-  if (signo < 1 || signo > 64) return bad_argument("signal " + std::to_string(signo) + " not in 1..64");
+  if (signo < 1 || signo > 64)
+    return bad_argument("signal " + std::to_string(signo) + " not in 1..64");
   capnp::MallocMessageBuilder mb;
   auto s = start(mb).initSignal();
   s.setPid(pid);
   s.setSignal(signo);
   if (auto e = send_request(mb, deadline)) return e;
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the signal's ack", error);
-      },
-      deadline);
+  auto r = await_ack("the signal's ack", deadline);
+  return r.ok() ? ChannelError{} : r.error();
 }
 
 ChannelError GuestChannel::reset_context(const std::string& name, schema::Language language,
@@ -265,11 +310,8 @@ ChannelError GuestChannel::reset_context(const std::string& name, schema::Langua
   r.setContext(name);
   r.setLanguage(language);
   if (auto e = send_request(mb, deadline)) return e;
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        return expect(pm.root<GuestMessage>(), GuestMessage::ACK, "the reset's ack", error);
-      },
-      deadline);
+  auto a = await_ack("the reset's ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
 }
 
 }  // namespace nv::guest

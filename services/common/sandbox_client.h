@@ -42,16 +42,17 @@ struct Label {
   bool operator==(const Label&) const = default;
 };
 
-// sandbox.capnp SandboxSpec.
+// sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
+// what they set).
 struct Spec {
   schema::SizeTier tier = schema::SizeTier::UNSET;  // unset = small
-  std::string image;                                // "" | "default"
-  EnvList env;                                      // every exec starts with these
-  std::string cwd;                                  // "" = /home/agent
+  std::string image{};                              // "" | "default"
+  EnvList env{};                                    // every exec starts with these
+  std::string cwd{};                                // "" = /home/agent
   uint32_t lifetime_ms = 0;                         // 0 = the executor's default (1 h)
   uint32_t idle_timeout_ms = 0;                     // 0 = the executor's default (10 min)
-  std::vector<Label> labels;                        // at most 16
-  std::string from_snapshot;                        // "" = a fresh warm VM
+  std::vector<Label> labels{};                      // at most 16
+  std::string from_snapshot{};                      // "" = a fresh warm VM
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -72,14 +73,14 @@ struct Info {
 // sandbox.capnp SandboxExec.
 struct ExecSpec {
   schema::Language language = schema::Language::UNSET;  // unset = bash
-  std::string code;
-  std::string stdin_data;
-  EnvList env;                    // on top of the sandbox's env
-  std::string cwd;                // "" = the sandbox's cwd
+  std::string code{};
+  std::string stdin_data{};
+  EnvList env{};                  // on top of the sandbox's env
+  std::string cwd{};              // "" = the sandbox's cwd
   uint32_t timeout_ms = 0;        // 0 = the executor's default
   uint32_t output_cap_bytes = 0;  // 0 = the executor's default
   uint32_t tail_bytes = 0;
-  std::string context;      // "" = a new process; else a persistent python/javascript interpreter
+  std::string context{};    // "" = a new process; else a persistent python/javascript interpreter
   bool background = false;  // answer at once (exit code -1); the program keeps running
 };
 
@@ -176,10 +177,13 @@ class SandboxClient {
                           const ChunkFn& on_chunk = {});
   Status restart_context(const std::string& id, const std::string& context,
                          schema::Language language);
-  // Writes at most 32 MiB; mode 0 = 0644. Returns the entry afterwards.
+  // Writes at most 32 MiB, and no more than fits one bus frame (--max-frame-bytes, 8 MiB by
+  // default; larger: the broker answers oversizedFrame) — append larger files in pieces. mode
+  // 0 = 0644. Returns the entry afterwards.
   Result<FileEntry> write_file(const std::string& id, const std::string& path,
                                std::string_view data, uint32_t mode = 0, bool append = false);
-  // [offset, offset + length) of a file; length 0 = to the end (at most 32 MiB per call).
+  // [offset, offset + length) of a file; length 0 = to the end. At most the executor's file cap
+  // per call (32 MiB, lowered to fit its bus frame): page with offset until `eof`.
   Result<FileData> read_file(const std::string& id, const std::string& path, uint64_t offset = 0,
                              uint64_t length = 0);
   Result<std::vector<FileEntry>> list_files(const std::string& id, const std::string& path,

@@ -5,19 +5,15 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "pool_client_wire.h"
+
 namespace nv::exec {
+
+using wire::unreachable;
 
 namespace {
 // The pool answers a lease within its own deadline; ours adds room for the round trip.
 constexpr std::chrono::milliseconds kLeaseSlack{2000};
-
-Error unreachable(const std::string& endpoint, const Error& e) {
-  if (e.code != ErrorCode::TIMED_OUT) return e;
-  return make_error(ErrorCode::VM_FAILED,
-                    "vm-pool-manager at " + endpoint + " did not answer (" + e.message +
-                        "); is nv-vm-pool-manager running?",
-                    true);
-}
 }  // namespace
 
 PoolClient::PoolClient(zmq::context_t& ctx, ClientOptions options)
@@ -36,33 +32,7 @@ Result<VmLease> PoolClient::lease(const std::string& trace_id, schema::SizeTier 
   if (!r) return unreachable(endpoint_, r.error());
   auto body = r->body.root<schema::Lease>();
   if (!body) return body.error();
-  auto l = body.value();
-  VmLease out;
-  out.vm_id = l.getVmId();
-  switch (l.getChannelKind()) {
-    case schema::ChannelKind::UNIX_STREAM:
-      out.channel_kind = "unixStream";
-      break;
-    case schema::ChannelKind::HYBRID_VSOCK:
-      out.channel_kind = "hybridVsock";
-      break;
-    default:
-      return make_error(ErrorCode::VM_FAILED,
-                        "vm-pool-manager leased VM " + out.vm_id + " without a channel kind");
-  }
-  out.channel_path = l.getChannelPath();
-  out.vsock_port = l.getVsockPort();
-  out.backend = l.getBackend();
-  out.accel = l.getAccel();
-  out.vcpus = l.getResources().getVcpus();
-  out.memory_mib = l.getResources().getMemoryMib();
-  out.boot_ms = l.getBootMs();
-  out.wait_ms = l.getWaitMs();
-  out.lease_ms = l.getLeaseMs();
-  if (out.vm_id.empty() || out.channel_path.empty()) {
-    return make_error(ErrorCode::VM_FAILED, "vm-pool-manager sent a lease without vmId/channel");
-  }
-  return out;
+  return wire::lease_of(body.value());
 }
 
 Status PoolClient::release(const std::string& trace_id, const std::string& vm_id,

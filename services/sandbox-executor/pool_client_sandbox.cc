@@ -5,19 +5,11 @@
 #include <cstdint>
 
 #include "pool_client.h"
+#include "pool_client_wire.h"
 
 namespace nv::exec {
 
-namespace {
-// Forks, pauses and snapshots copy a VM's RAM and start VMMs: under TCG on a loaded host they
-// take many seconds. The pool bounds each VMM step by its boot timeout (60 s by default).
-constexpr std::chrono::milliseconds kSlowCall{180000};
-constexpr std::chrono::milliseconds kQuickCall{10000};
-
-uint32_t ms32(std::chrono::milliseconds d) {
-  return static_cast<uint32_t>(std::clamp<int64_t>(d.count(), 0, UINT32_MAX));
-}
-
+namespace wire {
 Error unreachable(const std::string& endpoint, const Error& e) {
   if (e.code != ErrorCode::TIMED_OUT) return e;
   return make_error(ErrorCode::VM_FAILED,
@@ -26,11 +18,9 @@ Error unreachable(const std::string& endpoint, const Error& e) {
                     true);
 }
 
-VmLease lease_of(schema::Lease::Reader l) {
+Result<VmLease> lease_of(schema::Lease::Reader l) {
   VmLease out;
   out.vm_id = l.getVmId();
-  out.channel_kind =
-      l.getChannelKind() == schema::ChannelKind::HYBRID_VSOCK ? "hybridVsock" : "unixStream";
   out.channel_path = l.getChannelPath();
   out.vsock_port = l.getVsockPort();
   out.backend = l.getBackend();
@@ -46,17 +36,41 @@ VmLease lease_of(schema::Lease::Reader l) {
   out.expires_unix_ms = l.getExpiresUnixMs();
   out.note = l.getNote();
   out.restored = l.getRestored();
+  if (out.vm_id.empty()) return make_error(ErrorCode::VM_FAILED, "vm-pool-manager sent no vmId");
+  const bool running =
+      out.state == schema::LeaseState::RUNNING || out.state == schema::LeaseState::UNSET;
+  switch (l.getChannelKind()) {
+    case schema::ChannelKind::UNIX_STREAM:
+      out.channel_kind = "unixStream";
+      break;
+    case schema::ChannelKind::HYBRID_VSOCK:
+      out.channel_kind = "hybridVsock";
+      break;
+    default:
+      if (running) {
+        return make_error(ErrorCode::VM_FAILED,
+                          "vm-pool-manager leased VM " + out.vm_id + " without a channel kind");
+      }
+  }
+  if (running && out.channel_path.empty()) {
+    return make_error(ErrorCode::VM_FAILED,
+                      "vm-pool-manager sent running lease " + out.vm_id + " without a channel");
+  }
   return out;
 }
+}  // namespace wire
 
-// A running lease must name its VM and channel; paused and lost ones have no channel.
-Result<VmLease> checked(VmLease l) {
-  if (l.vm_id.empty()) return make_error(ErrorCode::VM_FAILED, "vm-pool-manager sent no vmId");
-  if (l.state == schema::LeaseState::RUNNING && l.channel_path.empty()) {
-    return make_error(ErrorCode::VM_FAILED,
-                      "vm-pool-manager sent running lease " + l.vm_id + " without a channel");
-  }
-  return l;
+using wire::lease_of;
+using wire::unreachable;
+
+namespace {
+// Forks, pauses and snapshots copy a VM's RAM and start VMMs: under TCG on a loaded host they
+// take many seconds. The pool bounds each VMM step by its boot timeout (60 s by default).
+constexpr std::chrono::milliseconds kSlowCall{180000};
+constexpr std::chrono::milliseconds kQuickCall{10000};
+
+uint32_t ms32(std::chrono::milliseconds d) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(d.count(), 0, UINT32_MAX));
 }
 
 SnapshotRecord snapshot_of(schema::VmSnapshot::Reader s) {
@@ -90,7 +104,7 @@ Result<VmLease> PoolClient::lease_sandbox(const std::string& trace_id,
   if (!r) return unreachable(endpoint_, r.error());
   auto body = r->body.root<schema::Lease>();
   if (!body) return body.error();
-  return checked(lease_of(body.value()));
+  return lease_of(body.value());
 }
 
 Result<VmLease> PoolClient::extend(const std::string& trace_id, const std::string& vm_id,
@@ -104,7 +118,7 @@ Result<VmLease> PoolClient::extend(const std::string& trace_id, const std::strin
   if (!r) return unreachable(endpoint_, r.error());
   auto body = r->body.root<schema::Lease>();
   if (!body) return body.error();
-  return checked(lease_of(body.value()));
+  return lease_of(body.value());
 }
 
 Result<ForkOutcome> PoolClient::fork(const std::string& trace_id, const std::string& vm_id,
@@ -126,7 +140,7 @@ Result<ForkOutcome> PoolClient::fork(const std::string& trace_id, const std::str
   out.capture_ms = body->getCaptureMs();
   out.fork_ms = body->getForkMs();
   for (auto l : body->getLeases()) {
-    auto v = checked(lease_of(l));
+    auto v = lease_of(l);
     if (!v) return v.error();
     out.leases.push_back(v.value());
   }
@@ -201,7 +215,7 @@ Result<VmLease> pause_call(Client& client, const std::string& endpoint, const ch
   if (!r) return unreachable(endpoint, r.error());
   auto body = r->body.root<schema::Lease>();
   if (!body) return body.error();
-  return checked(lease_of(body.value()));
+  return lease_of(body.value());
 }
 }  // namespace
 
@@ -222,7 +236,11 @@ Result<std::vector<VmLease>> PoolClient::leases(const std::string& owner) {
   auto body = r->body.root<schema::LeaseList>();
   if (!body) return body.error();
   std::vector<VmLease> out;
-  for (auto l : body->getLeases()) out.push_back(lease_of(l));
+  for (auto l : body->getLeases()) {
+    auto v = lease_of(l);
+    if (!v) return v.error();
+    out.push_back(v.value());
+  }
   return out;
 }
 

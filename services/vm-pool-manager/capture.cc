@@ -1,6 +1,7 @@
 #include "capture.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -68,10 +69,45 @@ Status copy_sparse(int in, int out, uint64_t bytes, const std::string& what) {
   }
   return {};
 }
+// Frees the all-zero pages of a memfd (FALLOC_FL_PUNCH_HOLE): an incoming migration reads every
+// page it is told is zero, and a read of a tmpfs hole allocates it, so the receiver leaves the
+// whole VM size allocated. Runs of zero pages become holes again (reads of them see zeros).
+Status punch_zero_pages(int fd, uint64_t bytes) {
+  // Read in place through a read-only shared mapping (no copy); unmapped before the seal.
+  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (map == MAP_FAILED) return sys_error("mmap(captured memory)", errno);
+  const char* base = static_cast<const char*>(map);
+  Status out;
+  off_t run_start = -1;
+  auto punch = [&](off_t end) {
+    if (run_start < 0 || !out.ok()) return;
+    if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, run_start, end - run_start) !=
+        0) {
+      out = sys_error("fallocate(PUNCH_HOLE) on the captured memory", errno);
+    }
+    run_start = -1;
+  };
+  for (uint64_t at = 0; at < bytes && out.ok(); at += kPage) {
+    if (all_zero(base + at, static_cast<size_t>(std::min<uint64_t>(kPage, bytes - at)))) {
+      if (run_start < 0) run_start = static_cast<off_t>(at);
+    } else {
+      punch(static_cast<off_t>(at));
+    }
+  }
+  punch(static_cast<off_t>(bytes));
+  ::munmap(map, bytes);
+  return out;
+}
 }  // namespace
 
 CapturedVm::~CapturedVm() {
   if (owns_state_file && !state_path.empty()) ::unlink(state_path.c_str());
+}
+
+uint64_t fd_allocated_bytes(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
 uint64_t allocated_bytes(const std::string& path) {
@@ -109,6 +145,7 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
     return make_error(recv.error().code, "capture receiver: " + recv.error().message);
   }
   std::unique_ptr<RunningVm> receiver = std::move(recv.value());
+  const double receiver_ms = ms_between(start, Clock::now());
   auto fail = [&](const std::string& step, const Error& e) -> Error {
     (void)receiver->destroy(Clock::now() + std::chrono::milliseconds(500));
     return make_error(e.code, "capture: " + step + ": " + e.message);
@@ -124,6 +161,7 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
       std::async(std::launch::async, [&] { return receiver->receive_state(b.get(), deadline); });
   const auto pause_start = Clock::now();
   Status sent = source.send_state(a.get(), false, deadline);
+  const double sent_ms = ms_between(pause_start, Clock::now());
   Status got = received.get();
   // The source runs again whatever happened to the receiver.
   Status resumed = source.resume_guest(deadline);
@@ -134,18 +172,43 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
   if (!got.ok()) return fail("loading into the receiver", got.error());
   if (!resumed.ok()) return fail("resuming the source", resumed.error());
   out->state_path = spec.state_path;
+  const auto save_start = Clock::now();
   if (Status s = receiver->snapshot(spec.state_path, deadline); !s.ok()) {
     ::unlink(spec.state_path.c_str());
     return fail("saving the device state", s.error());
   }
+  const double save_ms = ms_between(save_start, Clock::now());
+  const auto quit_start = Clock::now();
   Status gone = receiver->destroy(Clock::now() + std::chrono::milliseconds(1000));
+  const double quit_ms = ms_between(quit_start, Clock::now());
   receiver.reset();
   if (!gone.ok()) {
     return make_error(gone.error().code, "capture: receiver teardown: " + gone.error().message);
   }
-  if (Status s = out->memory.seal(); !s.ok()) return s.error();
+  // With free_zero_pages the caller seals (seal_capture) while it starts VMMs on the memory.
+  if (!spec.free_zero_pages) {
+    if (Status s = out->memory.seal(); !s.ok()) return s.error();
+  }
   out->capture_ms = ms_between(start, Clock::now());
+  log::info("vm captured", {{"receiver", spec.receiver_id},
+                            {"receiver_start_ms", receiver_ms},
+                            {"migrate_ms", sent_ms},
+                            {"pause_ms", out->pause_ms},
+                            {"device_state_ms", save_ms},
+                            {"receiver_quit_ms", quit_ms},
+                            {"capture_ms", out->capture_ms},
+                            {"memfd_allocated_bytes", fd_allocated_bytes(out->memory.fd())}});
   return out;
+}
+
+Status seal_capture(CapturedVm& cap) {
+  const auto start = Clock::now();
+  if (Status s = punch_zero_pages(cap.memory.fd(), cap.memory.bytes()); !s.ok()) return s;
+  if (Status s = cap.memory.seal(); !s.ok()) return s;
+  cap.seal_ms = ms_between(start, Clock::now());
+  log::info("captured memory sealed", {{"zero_pages_freed_ms", cap.seal_ms},
+                                       {"allocated_bytes", fd_allocated_bytes(cap.memory.fd())}});
+  return {};
 }
 
 Status save_memory(const TemplateMemory& memory, const std::string& path, uint64_t* allocated) {

@@ -324,16 +324,7 @@ void Pool::boot_one(SizeTier tier) {
   e.vm = vm;
   e.tier = tier;
   e.boot_ms = boot_ms;
-  e.key = next_key_++;
-  e.warm_since = Clock::now();
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = e.key;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm->exit_fd(), &ev) != 0) {
-    log::syscall_error("epoll_ctl(ADD pidfd)", errno, {{"vm_id", spec.vm_id}});
-  }
-  keys_[e.key] = spec.vm_id;
-  vms_[spec.vm_id] = std::move(e);
+  add_entry_locked(spec.vm_id, std::move(e));
   t.warm.push_back(spec.vm_id);
   publish_status();
   const bool want_standby =
@@ -343,6 +334,19 @@ void Pool::boot_one(SizeTier tier) {
   warm_cv_.notify_all();
   events_.on_booted(vm->info(), tier, boot_ms);
   if (want_standby) start_standby(tier);
+}
+
+void Pool::add_entry_locked(const std::string& id, Entry e) {
+  e.key = next_key_++;
+  e.warm_since = Clock::now();
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = e.key;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.vm->exit_fd(), &ev) != 0) {
+    log::syscall_error("epoll_ctl(ADD pidfd)", errno, {{"vm_id", id}});
+  }
+  keys_[e.key] = id;
+  vms_[id] = std::move(e);
 }
 
 VmSpec Pool::restore_spec(SizeTier tier) {

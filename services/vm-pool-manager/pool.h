@@ -325,6 +325,8 @@ class Pool {
   void refill_loop();
   void monitor_loop();
   void boot_one(SizeTier tier);
+  // Adds a VM to vms_ and its exit fd to the monitor's epoll set (a fresh key). mu_ held.
+  void add_entry_locked(const std::string& id, Entry e);
   // The spec of the tier's next VM (a fresh id; the snapshot and template RAM in snapshot mode).
   VmSpec restore_spec(SizeTier tier);
   // Begins the tier's next restore ahead of time (TierState::standby).
@@ -353,10 +355,12 @@ class Pool {
                                  const std::string& owner);
   // Starts `count` VMs restored from `state_path` on `memory` (copy-on-write), reseeded with
   // `ids` (fresh VM ids, or the resumed one): VMMs spawned here, restores and reseeds in
-  // parallel. On failure every VM made is destroyed.
+  // parallel. `before_guests` (when set) runs once every VMM is up and before any state loads
+  // (a fork seals its memory there). On failure every VM made is destroyed.
   Result<std::vector<std::shared_ptr<RunningVm>>> restore_clones(
       const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
-      const std::vector<std::string>& ids, double* each_ms);
+      const std::vector<std::string>& ids, double* each_ms,
+      const std::function<Status()>& before_guests = {});
   // Takes a running sandbox lease for an operation (marks it busy); unknownLease otherwise.
   Result<std::shared_ptr<RunningVm>> take_running(const std::string& vm_id, Entry* copy);
   void untake(const std::string& vm_id);

@@ -12,18 +12,6 @@
 namespace nv::vm {
 namespace {
 
-std::vector<std::string> entries(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  return out;
-}
-
 int count_tasks(const std::string& cgroup_dir) {
   auto procs = read_file(cgroup_dir + "/cgroup.procs");
   if (!procs.ok()) return 0;
@@ -39,7 +27,7 @@ ReclaimReport reclaim_leftovers(const CgroupLayout& layout, const std::string& v
                                 const std::string& snapshot_dir,
                                 const std::vector<std::string>& stale_sockets) {
   ReclaimReport r;
-  for (const auto& id : entries(vms_dir)) {
+  for (const auto& id : list_dir(vms_dir)) {
     r.vms.push_back(id);
     // 1. the VMM (and anything it started) dies with its cgroups
     for (const auto& dir : layout.vm_dirs(id)) {
@@ -60,7 +48,7 @@ ReclaimReport reclaim_leftovers(const CgroupLayout& layout, const std::string& v
     }
   }
   // 3. snapshot templates (their RAM memfds died with the predecessor)
-  for (const auto& name : entries(snapshot_dir)) {
+  for (const auto& name : list_dir(snapshot_dir)) {
     if (name.size() < 8 || name.compare(name.size() - 8, 8, ".vmstate") != 0) continue;
     if (::unlink((snapshot_dir + "/" + name).c_str()) == 0) ++r.files_removed;
   }

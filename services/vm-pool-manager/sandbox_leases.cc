@@ -22,19 +22,21 @@ namespace nv::vm {
 namespace {
 const char* kRestartNote = "pool manager restarted: VMM gone";
 
-std::vector<std::string> list_dir(const std::string& path) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(path.c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  return out;
-}
-
 Error shutting_down() { return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping"); }
+
+// A sandbox lifetime: 0 = `fallback`; above `max` is badRequest (never silently shortened).
+Result<std::chrono::milliseconds> sandbox_lifetime(std::chrono::milliseconds asked,
+                                                   std::chrono::milliseconds fallback,
+                                                   std::chrono::milliseconds max) {
+  if (asked.count() <= 0) asked = fallback;
+  if (asked > max) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(asked.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(max.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  return asked;
+}
 }  // namespace
 
 std::string Pool::paused_dir(const std::string& vm_id) const {
@@ -202,24 +204,16 @@ Result<LeaseInfo> Pool::adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tie
   e.sandbox = true;
   e.sandbox_id = sandbox_id;
   e.owner = owner;
-  e.key = next_key_++;
-  e.warm_since = Clock::now();
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = e.key;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm->exit_fd(), &ev) != 0) {
-    log::syscall_error("epoll_ctl(ADD pidfd)", errno, {{"vm_id", id}});
-  }
-  keys_[e.key] = id;
   tiers_[tier].active++;
   LeaseInfo li = lease_info_locked(id, e);
-  vms_[id] = std::move(e);
+  add_entry_locked(id, std::move(e));
   return li;
 }
 
 Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
-    const std::vector<std::string>& ids, double* each_ms) {
+    const std::vector<std::string>& ids, double* each_ms,
+    const std::function<Status()>& before_guests) {
   const auto start = Clock::now();
   const auto deadline = start + opt_.boot_timeout;
   std::vector<std::shared_ptr<RunningVm>> vms;
@@ -246,6 +240,12 @@ Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     }
     vms.push_back(std::move(v.value()));
     guards.push_back(std::make_unique<InFlight>(*this, vms.back()));
+  }
+  if (before_guests) {
+    if (Status s = before_guests(); !s.ok()) {
+      destroy_all();
+      return s.error();
+    }
   }
   // ... their state loads and reseeds run side by side.
   std::vector<std::future<Status>> done;
@@ -328,13 +328,9 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
     return li;
   }
   if (Status s = check_snapshot_name(req.from_snapshot); !s.ok()) return s.error();
-  auto lifetime = req.lifetime.count() > 0 ? req.lifetime : opt_.default_lease_ttl;
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
-  }
+  auto granted = sandbox_lifetime(req.lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
+  if (!granted.ok()) return granted.error();
+  const auto lifetime = granted.value();
   auto row = registry_->snapshot(req.owner, req.from_snapshot);
   if (!row.ok()) return row.error();
   if (!row.value()) {
@@ -400,13 +396,9 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
 Result<LeaseInfo> Pool::extend(const std::string& vm_id, std::chrono::milliseconds lifetime) {
   if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
-  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
-  }
+  auto granted = sandbox_lifetime(lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
+  if (!granted.ok()) return granted.error();
+  lifetime = granted.value();
   LeaseInfo li;
   {
     std::lock_guard lock(mu_);
@@ -438,13 +430,9 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
   if (Status s = check_fork(count, sandbox_ids); !s.ok()) return s.error();
-  if (lifetime.count() <= 0) lifetime = opt_.default_lease_ttl;
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
-  }
+  auto granted = sandbox_lifetime(lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
+  if (!granted.ok()) return granted.error();
+  lifetime = granted.value();
   Entry parent;
   auto vm = take_running(vm_id, &parent);
   if (!vm.ok()) return vm.error();
@@ -469,13 +457,25 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   bool ran = run_on_sandbox_thread([&] {
     ForkResult fr;
     const std::string cap_id = "cap-" + random_hex(6);
-    CaptureSpec cs{cap_id,      cfg.vcpus,   cfg.memory_mib,
-                   opt_.kernel, opt_.rootfs, opt_.state_dir + "/captures/" + cap_id + ".state"};
+    CaptureSpec cs{cap_id,
+                   cfg.vcpus,
+                   cfg.memory_mib,
+                   opt_.kernel,
+                   opt_.rootfs,
+                   opt_.state_dir + "/captures/" + cap_id + ".state",
+                   /*free_zero_pages=*/true};
     auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
+    // The zero pages are freed and the memory sealed while the forks' VMMs start (no guest runs
+    // before the seal: restore_clones waits for it before loading any state).
+    std::future<Status> sealed;
+    if (cap.ok()) {
+      sealed = std::async(std::launch::async, [&] { return seal_capture(*cap.value()); });
+    }
     std::vector<std::string> ids;
     for (uint32_t i = 0; i < count; ++i) ids.push_back("vm-" + random_hex(8));
     Result<std::vector<std::shared_ptr<RunningVm>>> vms =
-        cap.ok() ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr)
+        cap.ok() ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr,
+                                  [&] { return sealed.get(); })
                  : Result<std::vector<std::shared_ptr<RunningVm>>>(cap.error());
     std::lock_guard lock(mu_);
     tiers_[parent.tier].booting -= count;
@@ -501,6 +501,12 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   refill_cv_.notify_all();
   if (!out->ok()) return std::move(*out);
   ForkResult& fr = out->value();
+  uint64_t tier_template_bytes = 0;
+  {
+    std::lock_guard lock(mu_);
+    const TierState& t = tiers_[parent.tier];
+    if (t.memory.valid()) tier_template_bytes = fd_allocated_bytes(t.memory.fd());
+  }
   fr.fork_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   for (const auto& li : fr.leases) {
     if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
@@ -512,7 +518,8 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
                                {"count", static_cast<int64_t>(count)},
                                {"capture_ms", fr.capture_ms},
                                {"pause_ms", fr.pause_ms},
-                               {"fork_ms", fr.fork_ms}});
+                               {"fork_ms", fr.fork_ms},
+                               {"tier_template_allocated_bytes", tier_template_bytes}});
   return std::move(*out);
 }
 
@@ -674,11 +681,9 @@ Result<LeaseInfo> Pool::pause(const std::string& vm_id) {
 Result<LeaseInfo> Pool::resume(const std::string& vm_id, std::chrono::milliseconds lifetime) {
   if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
-  if (lifetime > opt_.max_sandbox_ttl) {
-    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(lifetime.count()) +
-                                                  " is above the maximum sandbox lifetime " +
-                                                  std::to_string(opt_.max_sandbox_ttl.count()) +
-                                                  " ms (--max-sandbox-ttl-ms)");
+  // 0 = keep the current expiry (below); else bounded like any sandbox lifetime.
+  if (auto g = sandbox_lifetime(lifetime, lifetime, opt_.max_sandbox_ttl); !g.ok()) {
+    return g.error();
   }
   LeaseRecord rec;
   TierConfig cfg;

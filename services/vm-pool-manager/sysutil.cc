@@ -196,4 +196,34 @@ std::string describe_wait_status(int status) {
   return "wait status " + std::to_string(status);
 }
 
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+pid_t find_process_by_arg(const std::string& arg) {
+  for (const auto& name : list_dir("/proc")) {
+    if (name[0] < '0' || name[0] > '9') continue;
+    auto cmd = read_file("/proc/" + name + "/cmdline", 1 << 16);
+    if (!cmd.ok()) continue;
+    const std::string& c = cmd.value();
+    for (size_t pos = 0; pos < c.size();) {
+      size_t end = c.find('\0', pos);
+      if (end == std::string::npos) end = c.size();
+      if (c.compare(pos, end - pos, arg) == 0 && end - pos == arg.size()) {
+        return static_cast<pid_t>(std::stol(name));
+      }
+      pos = end + 1;
+    }
+  }
+  return -1;
+}
+
 }  // namespace nv::vm

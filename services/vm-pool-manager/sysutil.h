@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 
@@ -67,6 +68,12 @@ std::string random_bytes(size_t n);
 Status remove_tree(const std::string& path);
 // mkdir -p with the given mode for created dirs.
 Status make_dirs(const std::string& path, mode_t mode);
+
+// The names in a directory, without "." and ".." (empty when unreadable).
+std::vector<std::string> list_dir(const std::string& path);
+// The first process whose command line holds `arg` as one whole argument (QEMU's
+// "-name nv-<vm id>" names a VMM), or -1. For tests and benchmarks.
+pid_t find_process_by_arg(const std::string& arg);
 
 // "exited with status 3" / "killed by signal 9" from a wait status.
 std::string describe_wait_status(int status);

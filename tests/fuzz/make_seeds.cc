@@ -141,11 +141,60 @@ void guest_seeds() {
     r.setUnixTimeNs(1764460800000000000);
   });
   const std::string shutdown = host_frame([](auto m) { m.setShutdown(); });
+  // Sandbox operations (agent 0.2): a two-chunk write, a range read, every file op, processes,
+  // signal, a context cell and its reset.
+  auto write_chunk = [](bool first, bool last) {
+    return host_frame([&](auto m) {
+      auto w = m.initWriteChunk();
+      w.setPath("/home/agent/a/b.bin");
+      w.setData(kj::StringPtr(first ? "\x00\x01\x02" : "\xff\xfe").asBytes());
+      w.setFirst(first);
+      w.setLast(last);
+    });
+  };
+  const std::string read_range = host_frame([](auto m) {
+    auto r = m.initReadRange();
+    r.setPath("/home/agent/a/b.bin");
+    r.setOffset(1);
+    r.setLength(3);
+  });
+  std::string file_ops;
+  for (auto kind :
+       {s::FileOpKind::STAT, s::FileOpKind::LIST, s::FileOpKind::MKDIR, s::FileOpKind::REMOVE}) {
+    file_ops += host_frame([&](auto m) {
+      auto op = m.initFileOp();
+      op.setKind(kind);
+      op.setPath("/home/agent/a");
+      op.setRecursive(true);
+    });
+  }
+  const std::string procs =
+      host_frame([](auto m) { m.setListProcesses(); }) + host_frame([](auto m) {
+        auto sg = m.initSignal();
+        sg.setPid(42);
+        sg.setSignal(15);
+      });
+  const std::string context = host_frame([](auto m) {
+                                auto x = m.initExec();
+                                x.setId(2);
+                                x.setLanguage(s::Language::PYTHON);
+                                x.setCode("x = 1");
+                                x.setContext("nb");
+                                x.setKeepBackground(true);
+                              }) +
+                              host_frame([](auto m) {
+                                auto r = m.initResetContext();
+                                r.setContext("nb");
+                                r.setLanguage(s::Language::PYTHON);
+                              });
   write("guest_agent", "greeting", greeting);
   write("guest_agent", "exec", greeting + exec);
   write("guest_agent", "files", greeting + put + get);
   write("guest_agent", "reseed_ping", greeting + reseed + ping);
   write("guest_agent", "shutdown", greeting + shutdown);
+  write("guest_agent", "sandbox_files",
+        greeting + write_chunk(true, false) + write_chunk(false, true) + read_range + file_ops);
+  write("guest_agent", "sandbox_processes", greeting + procs + context);
 
   // The agent's own answers: Hello and the greeting's pong, as a real Session writes them.
   nv::guest::agent::AgentConfig config;

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <regex>
@@ -22,6 +23,7 @@
 #include "common/events.h"
 #include "common/sandbox_client.h"
 #include "guest/agent/session.h"
+#include "tests/unit/agent_on_socketpair.h"
 #include "sandbox-executor/sandbox_service.h"
 
 namespace nv::test {
@@ -32,15 +34,6 @@ using exec::SandboxService;
 using exec::VmLease;
 using sandbox::SandboxClient;
 using std::chrono::milliseconds;
-
-class NoOps : public guest::agent::SystemOps {
- public:
-  std::string add_entropy(std::string_view) override { return ""; }
-  std::string set_clock(int64_t) override { return ""; }
-  std::string set_identity(const std::string&) override { return ""; }
-  std::string boot_id() override { return "fake-boot"; }
-  uint64_t uptime_ms() override { return 1; }
-};
 
 // One guest agent Session per connection, on a socketpair, in a thread.
 class FakeGuest {
@@ -76,29 +69,14 @@ class FakeGuest {
   bool dead() const { return dead_; }
 
  private:
-  void serve(int fd) {
-    guest::agent::Session s(cfg_, ops_, [fd](std::string_view b) {
-      while (!b.empty()) {
-        ssize_t w = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
-        if (w <= 0) return false;
-        b.remove_prefix(static_cast<size_t>(w));
-      }
-      return true;
-    });
-    s.on_connect();
-    char buf[65536];
-    for (;;) {
-      ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-      if (r <= 0 || !s.on_bytes(buf, static_cast<size_t>(r))) return;
-    }
-  }
+  void serve(int fd) { (void)guest::serve_session(cfg_, ops_, fd); }
   struct Conn {
     int fd;
     std::thread thread;
   };
   std::string root_;
   guest::agent::AgentConfig cfg_;
-  NoOps ops_;
+  guest::FakeOps ops_;
   std::mutex mu_;
   std::vector<Conn> conns_;
   std::atomic<bool> dead_{false};
@@ -725,6 +703,121 @@ TEST_F(SandboxServiceTest, ForkSnapshotPauseAndResumeGoThroughThePool) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->end_reason, "destroyed by owner");
   EXPECT_EQ(c.destroy(s->sandbox_id).error().code, ErrorCode::SANDBOX_STATE);
+}
+
+}  // namespace
+}  // namespace nv::test
+
+namespace nv::test {
+namespace {
+
+// Files, processes and code contexts reach the real agent Session through the service.
+TEST_F(SandboxServiceTest, FilesProcessesAndContextsReachTheAgent) {
+  start();
+  auto c = as("uid:1000");
+  auto s = c.create(spec());
+  ASSERT_TRUE(s.ok());
+  const std::string home = root_ + "/" + s->vm_id;
+  auto d = c.make_dir(s->sandbox_id, home + "/a/b", true);
+  ASSERT_TRUE(d.ok()) << d.error().to_string();
+  EXPECT_EQ(d->type, schema::FileType::DIRECTORY);
+  std::string bin("\0\x01\xff binary\n", 10);
+  auto w = c.write_file(s->sandbox_id, home + "/a/b/f.bin", bin, 0600);
+  ASSERT_TRUE(w.ok()) << w.error().to_string();
+  EXPECT_EQ(w->size, bin.size());
+  EXPECT_EQ(w->mode, 0600u);
+  ASSERT_TRUE(c.write_file(s->sandbox_id, home + "/a/b/f.bin", "tail", 0, true).ok());
+  auto r = c.read_file(s->sandbox_id, home + "/a/b/f.bin");
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(r->data, bin + "tail");
+  EXPECT_TRUE(r->eof);
+  auto part = c.read_file(s->sandbox_id, home + "/a/b/f.bin", 2, 3);
+  ASSERT_TRUE(part.ok());
+  EXPECT_EQ(part->data, bin.substr(2, 3));
+  EXPECT_EQ(part->size, bin.size() + 4);
+  EXPECT_FALSE(part->eof);
+  auto l = c.list_files(s->sandbox_id, home + "/a", true);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->size(), 2u);  // b and b/f.bin
+  auto missing = c.stat_file(s->sandbox_id, home + "/nope");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::NOT_FOUND);
+  // Outside the agent's writable roots: the agent refuses, the service answers badRequest.
+  auto outside = c.write_file(s->sandbox_id, "/etc/nv-sbx-test", "x");
+  ASSERT_FALSE(outside.ok());
+  EXPECT_EQ(outside.error().code, ErrorCode::BAD_REQUEST) << outside.error().to_string();
+  ASSERT_TRUE(c.remove_file(s->sandbox_id, home + "/a", true));
+  EXPECT_EQ(c.stat_file(s->sandbox_id, home + "/a").error().code, ErrorCode::NOT_FOUND);
+
+  // A background program is listed and killed by signal.
+  sandbox::ExecSpec bg;
+  bg.code = "exec sleep 321";
+  bg.background = true;
+  auto b = c.exec(s->sandbox_id, bg);
+  ASSERT_TRUE(b.ok()) << b.error().to_string();
+  EXPECT_EQ(b->exit_code, -1);
+  int32_t pid = 0;
+  ASSERT_TRUE(wait_for([&] {
+    auto ps = c.processes(s->sandbox_id);
+    for (const auto& p : ps.ok() ? *ps : std::vector<sandbox::Process>{}) {
+      if (p.command.find("sleep 321") != std::string::npos) pid = p.pid;
+    }
+    return pid > 0;
+  }));
+  ASSERT_TRUE(c.signal(s->sandbox_id, pid, 9));
+  // Gone, or a zombie until the agent reaps it (the test process is the agent's parent here).
+  EXPECT_TRUE(wait_for([&] {
+    std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(st, line)) return true;
+    auto close = line.rfind(')');
+    return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+  }));
+
+  // A python context keeps its variables between execs, until restarted.
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no python3 on this host";
+  sandbox::ExecSpec py;
+  py.language = schema::Language::PYTHON;
+  py.context = "nb";
+  py.code = "x = 41";
+  auto p1 = c.exec(s->sandbox_id, py);
+  ASSERT_TRUE(p1.ok()) << p1.error().to_string();
+  py.code = "print(x + 1)";
+  auto p2 = c.exec(s->sandbox_id, py);
+  ASSERT_TRUE(p2.ok()) << p2.error().to_string();
+  EXPECT_EQ(p2->stdout_data, "42\n") << p2->stderr_data;
+  ASSERT_TRUE(c.restart_context(s->sandbox_id, "nb", schema::Language::PYTHON));
+  auto p3 = c.exec(s->sandbox_id, py);
+  ASSERT_TRUE(p3.ok());
+  EXPECT_NE(p3->exit_code, 0);
+  EXPECT_NE(p3->stderr_data.find("NameError"), std::string::npos) << p3->stderr_data;
+}
+
+}  // namespace
+}  // namespace nv::test
+
+namespace nv::test {
+namespace {
+
+// A program past its timeout is killed; the sandbox lives on and serves the next call.
+TEST_F(SandboxServiceTest, ATimedOutProgramLeavesTheSandboxUsable) {
+  start();
+  auto c = as("uid:1000");
+  auto s = c.create(spec());
+  ASSERT_TRUE(s.ok());
+  sandbox::ExecSpec slow;
+  slow.code = "echo before; sleep 30";
+  slow.timeout_ms = 500;
+  auto r = c.exec(s->sandbox_id, slow);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(r->timed_out);
+  EXPECT_EQ(r->stdout_data, "before\n");
+  sandbox::ExecSpec next;
+  next.code = "echo after";
+  auto n = c.exec(s->sandbox_id, next);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  EXPECT_EQ(n->stdout_data, "after\n");
+  EXPECT_EQ(c.get(s->sandbox_id)->state, schema::SandboxState::RUNNING);
 }
 
 }  // namespace

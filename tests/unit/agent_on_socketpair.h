@@ -38,6 +38,31 @@ class FakeOps : public agent::SystemOps {
   int64_t clock_ns = 0;
 };
 
+// How serve_session() ended: the peer closed the stream, the session dropped it (a protocol
+// error), or the host asked the agent to power off.
+enum class Served { closed, dropped, shutdown };
+
+// Serves one agent Session on `fd` until one of the above, like the agent's loop does for a vsock
+// connection (also sandbox_service_test's fake VMs).
+inline Served serve_session(const agent::AgentConfig& cfg, agent::SystemOps& ops, int fd) {
+  agent::Session s(cfg, ops, [fd](std::string_view b) {
+    while (!b.empty()) {
+      ssize_t w = ::send(fd, b.data(), b.size(), MSG_NOSIGNAL);
+      if (w <= 0) return false;
+      b.remove_prefix(static_cast<size_t>(w));
+    }
+    return true;
+  });
+  s.on_connect();
+  char buf[65536];
+  for (;;) {
+    ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+    if (r <= 0) return Served::closed;
+    if (!s.on_bytes(buf, static_cast<size_t>(r))) return Served::dropped;
+    if (s.shutdown_requested()) return Served::shutdown;
+  }
+}
+
 // Serves one Session on `fd` in a thread, like the agent's loop does for a vsock connection.
 class AgentOnSocketpair : public ::testing::Test {
  protected:
@@ -63,32 +88,21 @@ class AgentOnSocketpair : public ::testing::Test {
     std::system(("rm -rf " + dir_).c_str());
   }
   void serve() {
-    agent::Session s(cfg_, ops_, [this](std::string_view b) {
-      while (!b.empty()) {
-        ssize_t w = ::send(agent_fd_, b.data(), b.size(), MSG_NOSIGNAL);
-        if (w <= 0) return false;
-        b.remove_prefix(static_cast<size_t>(w));
-      }
-      return true;
-    });
-    s.on_connect();
-    char buf[65536];
-    for (;;) {
-      ssize_t r = ::recv(agent_fd_, buf, sizeof buf, 0);
-      if (r <= 0) return;
-      if (!s.on_bytes(buf, static_cast<size_t>(r))) {
+    switch (serve_session(cfg_, ops_, agent_fd_)) {
+      case Served::dropped:
         dropped_ = true;
-        return;
-      }
-      if (s.shutdown_requested()) {
+        break;
+      case Served::shutdown:
         shutdown_seen_ = true;
         ::shutdown(agent_fd_, SHUT_RDWR);  // what power-off looks like from the host
-        return;
-      }
+        break;
+      case Served::closed:
+        break;
     }
   }
   GuestChannel& connect() {
-    auto r = GuestChannel::adopt(host_fd_, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    auto r =
+        GuestChannel::adopt(host_fd_, std::chrono::steady_clock::now() + std::chrono::seconds(5));
     host_fd_ = -1;
     EXPECT_TRUE(r.ok()) << r.error().message;
     channel_ = std::move(r.value());
@@ -107,6 +121,5 @@ class AgentOnSocketpair : public ::testing::Test {
   std::unique_ptr<GuestChannel> channel_;
   std::atomic<bool> dropped_{false}, shutdown_seen_{false};
 };
-
 
 }  // namespace nv::guest

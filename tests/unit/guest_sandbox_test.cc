@@ -132,6 +132,10 @@ TEST_F(SandboxFiles, SymlinksAreNeverFollowedForWrites) {
   EXPECT_EQ(w.error().guest_code, ErrorCode::BAD_REQUEST) << w.error().message;
   EXPECT_EQ(slurp(target), "precious");
   EXPECT_FALSE(ch.make_dir(dir_ + "/dirlink/x", true, in(5s)).ok());
+  // The one-frame PutFile walks the path the same way.
+  EXPECT_EQ(ch.put_file(dir_ + "/dirlink/target.txt", "overwritten", 0, in(5s)).code,
+            ChannelErrc::guest_error);
+  EXPECT_EQ(ch.put_file(dir_ + "/link", "overwritten", 0, in(5s)).code, ChannelErrc::guest_error);
   EXPECT_FALSE(ch.remove(dir_ + "/dirlink/target.txt", false, in(5s)).ok());
   EXPECT_EQ(slurp(target), "precious");
   // stat and list report the link itself.
@@ -151,9 +155,8 @@ TEST_F(SandboxFiles, SymlinksAreNeverFollowedForWrites) {
 
 TEST_F(SandboxFiles, PathsOutsideTheRootsAreRefused) {
   auto& ch = connect();
-  for (const std::string& p : {std::string("/etc/nv-should-not-exist"), dir_,
-                               dir_ + "/../escape", dir_ + "/./x", std::string("relative"),
-                               dir_ + "//x"}) {
+  for (const std::string& p : {std::string("/etc/nv-should-not-exist"), dir_, dir_ + "/../escape",
+                               dir_ + "/./x", std::string("relative"), dir_ + "//x"}) {
     auto w = ch.write_file(p, "x", 0, false, in(5s));
     ASSERT_FALSE(w.ok()) << p;
     EXPECT_EQ(w.error().guest_code, ErrorCode::BAD_REQUEST) << p << ": " << w.error().message;
@@ -251,7 +254,11 @@ class SandboxProcesses : public AgentOnSocketpair {
     spec.background = background;
     spec.timeout_ms = 20000;
     auto r = ch.exec(
-        spec, [&](schema::Stream, std::string_view d) { if (out) out->append(d); }, in(30s));
+        spec,
+        [&](schema::Stream, std::string_view d) {
+          if (out) out->append(d);
+        },
+        in(30s));
     EXPECT_TRUE(r.ok()) << r.error().message;
     return r.ok() ? r.value() : ExecOutcome{};
   }
@@ -312,7 +319,8 @@ TEST_F(SandboxProcesses, LeftoverOutputIsDrainedNeverBlockingNorSigpipe) {
   // The job writes 10 MB to the exec's stdout after the exec ended: it must finish normally.
   auto o = sh(ch,
               "(sleep 0.3; head -c 10000000 /dev/zero && head -c 10000000 /dev/zero >&2 && "
-              "echo ok > " + mark + " || echo fail:$? > " + mark + ") & echo spawned",
+              "echo ok > " +
+                  mark + " || echo fail:$? > " + mark + ") & echo spawned",
               true, false);
   EXPECT_EQ(o.exit_code, 0);
   ASSERT_TRUE(file_appears(mark, 30s)) << "the leftover job blocked on its output";
@@ -368,8 +376,8 @@ class SandboxContexts : public AgentOnSocketpair {
     ExecOutcome o;
     std::string out, err;
   };
-  Cell run(GuestChannel& ch, schema::Language lang, const std::string& ctx,
-           const std::string& code, uint32_t timeout_ms = 20000, const std::string& stdin = "") {
+  Cell run(GuestChannel& ch, schema::Language lang, const std::string& ctx, const std::string& code,
+           uint32_t timeout_ms = 20000, const std::string& stdin = "") {
     ExecSpec spec;
     spec.language = lang;
     spec.code = code;
@@ -402,8 +410,9 @@ TEST_F(SandboxContexts, PythonVariablesAndImportsSurvive) {
   EXPECT_EQ(b.o.exit_code, 0) << b.err;
   EXPECT_EQ(b.out, "42 3\n");
   // The program's stdout cannot fake the end of a cell: the status travels on its own pipe.
-  auto c = py(ch, "import sys, os\nsys.stdout.write('\\x00\\x00\\x00\\x00')\n"
-                  "os.write(1, bytes(range(256)))\nprint('end')");
+  auto c = py(ch,
+              "import sys, os\nsys.stdout.write('\\x00\\x00\\x00\\x00')\n"
+              "os.write(1, bytes(range(256)))\nprint('end')");
   EXPECT_EQ(c.o.exit_code, 0) << c.err;
   std::string want("\0\0\0\0", 4);
   for (int i = 0; i < 256; ++i) want += static_cast<char>(i);
@@ -413,6 +422,8 @@ TEST_F(SandboxContexts, PythonVariablesAndImportsSurvive) {
   auto e = py(ch, "import sys\nsys.exit(3)");
   EXPECT_EQ(e.o.exit_code, 3);
   EXPECT_EQ(py(ch, "print(x)").out, "41\n") << "sys.exit ends the cell, not the context";
+  auto slow = py(ch, "import time\ntime.sleep(0.2)");
+  EXPECT_GE(slow.o.duration_ms, 190) << "the agent measures the cell";
   // The interpreter is listed with its context.
   auto ps = ch.processes(in(5s));
   ASSERT_TRUE(ps.ok());
@@ -454,6 +465,57 @@ TEST_F(SandboxContexts, TimeoutAndResetGiveAFreshInterpreter) {
   auto quit = py(ch, "import os\nos._exit(7)");
   EXPECT_EQ(quit.o.exit_code, 7);
   EXPECT_EQ(py(ch, "print(1)").out, "1\n");
+}
+
+TEST_F(SandboxContexts, OutputBetweenCellsWaitsForTheNextCell) {
+  auto& ch = connect();
+  const std::string mark = dir_ + "/written";
+  // A thread writes 300 KB after its cell ended (more than a default 64 KiB pipe holds), then
+  // leaves a mark: it must not block until the next cell.
+  auto a = py(ch,
+              "import threading, sys, time\n"
+              "def w():\n"
+              "    time.sleep(0.1)\n"
+              "    sys.stdout.write('x' * 300000)\n"
+              "    sys.stdout.flush()\n"
+              "    open('" +
+                  mark +
+                  "', 'w').write('done')\n"
+                  "threading.Thread(target=w).start()\n");
+  ASSERT_EQ(a.o.exit_code, 0) << a.err;
+  bool written = false;
+  for (int i = 0; i < 400 && !written; ++i) {
+    written = !slurp(mark).empty();
+    if (!written) std::this_thread::sleep_for(25ms);  // polling a file the thread writes
+  }
+  EXPECT_TRUE(written) << "the thread blocked on its output between cells";
+  auto b = py(ch, "print('next')");
+  EXPECT_EQ(b.out, std::string(300000, 'x') + "next\n") << b.out.size();
+}
+
+TEST_F(SandboxContexts, StartUpIsNotChargedToTheFirstCellsTimeout) {
+  auto& ch = connect();
+  // An interpreter that takes 1.5 s to start (sitecustomize runs at python's start-up, as
+  // node's cold start under TCG takes seconds); the first cell's timeout is 800 ms.
+  { std::ofstream(dir_ + "/sitecustomize.py") << "import time\ntime.sleep(1.5)\n"; }
+  ExecSpec spec;
+  spec.language = schema::Language::PYTHON;
+  spec.code = "print('up')";
+  spec.context = "slow-start";
+  spec.timeout_ms = 800;
+  spec.env = {{"PYTHONPATH", dir_}};
+  std::string out;
+  auto r = ch.exec(
+      spec, [&](schema::Stream, std::string_view d) { out.append(d); }, in(30s));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_FALSE(r->timed_out);
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_EQ(out, "up\n");
+  // The cell's own time still counts.
+  spec.code = "import time\ntime.sleep(5)";
+  r = ch.exec(spec, nullptr, in(30s));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->timed_out);
 }
 
 TEST_F(SandboxContexts, NodeContextKeepsDeclarationsAndAwaitsPromises) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "guest/host/guest_channel.h"
+#include "tests/vm/qemu_guest.h"
 
 extern char** environ;
 
@@ -36,43 +37,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-std::string build_dir() {
-  const char* d = std::getenv("NV_BUILD_DIR");
-  return d ? d : "build";
-}
-
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
-
-std::string find_qemu() {
-  for (const char* p : {"/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "";
-}
-
-// The host TSC rate for tsc_early_khz (skips the guest's TSC calibration under TCG).
-std::string tsc_khz() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("cpu MHz", 0) == 0) {
-      double mhz = std::stod(line.substr(line.find(':') + 1));
-      return std::to_string(static_cast<long>(mhz * 1000));
-    }
-  }
-  return "";
-}
-
-std::string read_file(const std::string& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 struct RunResult {
   ExecOutcome outcome;
@@ -83,102 +47,25 @@ struct RunResult {
 class GuestVm : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string g = build_dir() + "/guest";
-    kernel_ = g + "/vmlinux";
-    rootfs_ = g + "/rootfs.ext4";
-    qemu_ = find_qemu();
-    if (!exists(kernel_) || !exists(rootfs_)) {
-      skip_ = "no guest image at " + g + " (run ./nv setup or guest/build.sh " + g +
-              " BUILD/bin/nv-guest-agent)";
-      return;
+    vm_ = std::make_unique<QemuGuest>();
+    vm_->boot(256);
+    skip_ = vm_->skip;
+    boot_error_ = vm_->error;
+    sock_ = vm_->sock;
+    console_ = vm_->console;
+    boot_to_hello_ = vm_->boot_to_hello;
+    channel_ = std::move(vm_->channel);
+    if (channel_) {
+      std::cout << "[ guest ] boot to Hello: "
+                << std::chrono::duration<double>(boot_to_hello_).count() << " s (TCG), agent "
+                << channel_->hello().agent_version << ", guest uptime at Hello "
+                << channel_->hello().uptime_ms << " ms\n";
     }
-    if (qemu_.empty()) {
-      skip_ = "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)";
-      return;
-    }
-    char tmpl[] = "/tmp/nv-guest-vm-XXXXXX";
-    if (!::mkdtemp(tmpl)) {
-      skip_ = "mkdtemp failed";
-      return;
-    }
-    dir_ = tmpl;
-    sock_ = dir_ + "/agent.sock";
-    console_ = dir_ + "/console.log";
-    std::string append =
-        "console=ttyS0 root=/dev/vda ro rootfstype=ext4 "
-        "init=/sbin/nv-guest-agent reboot=t panic=-1 quiet";
-    if (auto k = tsc_khz(); !k.empty()) append += " tsc_early_khz=" + k;
-    std::vector<std::string> args = {qemu_,
-                                     "-M",
-                                     "microvm,acpi=off",
-                                     "-accel",
-                                     "tcg",
-                                     "-cpu",
-                                     "max",
-                                     "-m",
-                                     "256",
-                                     "-smp",
-                                     "1",
-                                     "-nodefaults",
-                                     "-no-user-config",
-                                     "-nographic",
-                                     "-no-reboot",
-                                     "-kernel",
-                                     kernel_,
-                                     "-append",
-                                     append,
-                                     "-drive",
-                                     "id=root,file=" + rootfs_ + ",format=raw,if=none,readonly=on",
-                                     "-device",
-                                     "virtio-blk-device,drive=root",
-                                     "-device",
-                                     "virtio-rng-device",
-                                     "-device",
-                                     "virtio-serial-device",
-                                     "-chardev",
-                                     "socket,id=agent,path=" + sock_ + ",server=on,wait=off",
-                                     "-device",
-                                     "virtserialport,chardev=agent,name=nv.agent",
-                                     "-serial",
-                                     "file:" + console_};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    boot_start_ = Clock::now();
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    std::string qlog = dir_ + "/qemu.log";
-    posix_spawn_file_actions_addopen(&fa, 1, qlog.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&qemu_pid_, qemu_.c_str(), &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      boot_error_ = "posix_spawn(" + qemu_ + ") failed: " + std::strerror(rc);
-      return;
-    }
-    auto ch = GuestChannel::connect(sock_, ChannelKind::unix_stream, 6000, Clock::now() + 60s);
-    if (!ch.ok()) {
-      boot_error_ = "no Hello: " + ch.error().message + "\nconsole:\n" + read_file(console_) +
-                    "\nqemu:\n" + read_file(qlog);
-      return;
-    }
-    boot_to_hello_ = Clock::now() - boot_start_;
-    channel_ = std::move(ch.value());
-    std::cout << "[ guest ] boot to Hello: "
-              << std::chrono::duration<double>(boot_to_hello_).count() << " s (TCG), agent "
-              << channel_->hello().agent_version << ", guest uptime at Hello "
-              << channel_->hello().uptime_ms << " ms\n";
   }
 
   static void TearDownTestSuite() {
     channel_.reset();
-    if (qemu_pid_ > 0) {
-      ::kill(qemu_pid_, SIGKILL);
-      ::waitpid(qemu_pid_, nullptr, 0);
-      qemu_pid_ = -1;
-    }
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
+    vm_.reset();  // kills QEMU if still running, removes its directory
   }
 
   void SetUp() override {
@@ -213,10 +100,9 @@ class GuestVm : public ::testing::Test {
     return r;
   }
 
-  static inline std::string kernel_, rootfs_, qemu_, dir_, sock_, console_;
+  static inline std::unique_ptr<QemuGuest> vm_;
+  static inline std::string sock_, console_;
   static inline std::string skip_, boot_error_;
-  static inline pid_t qemu_pid_ = -1;
-  static inline Clock::time_point boot_start_;
   static inline Clock::duration boot_to_hello_{};
   static inline std::unique_ptr<GuestChannel> channel_;
 };
@@ -377,15 +263,15 @@ TEST_F(GuestVm, ReconnectGetsHelloAgain) {
 TEST_F(GuestVm, ShutdownEndsQemu) {
   auto e = channel_->shutdown(Clock::now() + 20s);
   EXPECT_FALSE(e) << e.message;
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, qemu_pid_, 0));
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, vm_->pid, 0));
   ASSERT_GE(pidfd, 0);
   pollfd p{pidfd, POLLIN, 0};
   int r = ::poll(&p, 1, 20000);
   ::close(pidfd);
   ASSERT_EQ(r, 1) << "QEMU still running 20 s after Shutdown; console:\n" << read_file(console_);
   int status = 0;
-  ASSERT_EQ(::waitpid(qemu_pid_, &status, 0), qemu_pid_);
-  qemu_pid_ = -1;
+  ASSERT_EQ(::waitpid(vm_->pid, &status, 0), vm_->pid);
+  vm_->pid = -1;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 }
 

@@ -57,24 +57,8 @@ std::string own_build_dir() {
 std::string build_dir() { return env_or("NV_BUILD_DIR", own_build_dir()); }
 std::string guest_dir() { return build_dir() + "/guest"; }
 
-// The pid of the VMM named nv-<vm_id> (QEMU -name), or -1.
-pid_t vmm_pid(const std::string& vm_id) {
-  const std::string want = "nv-" + vm_id;
-  DIR* d = ::opendir("/proc");
-  pid_t found = -1;
-  while (dirent* e = d ? ::readdir(d) : nullptr) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    std::stringstream ss(cmd);
-    for (std::string arg; std::getline(ss, arg, '\0');) {
-      if (arg == want) found = std::atoi(e->d_name);
-    }
-    if (found > 0) break;
-  }
-  if (d) ::closedir(d);
-  return found;
-}
+// The VMM named nv-<vm_id> (QEMU -name), or -1.
+pid_t vmm_pid(const std::string& vm_id) { return nv::vm::find_process_by_arg("nv-" + vm_id); }
 
 // "Pss:" / "Private_Dirty:" of the VMM in KiB, from smaps_rollup.
 std::map<std::string, long> rollup(pid_t pid) {
@@ -281,8 +265,14 @@ TEST_F(PoolSandboxTest, B_ForkFourSeeTheFileWriteApartAndDrawOwnEntropy) {
     uuids.insert(trim(sh(k, "cat /proc/sys/kernel/random/uuid")));
     randoms.insert(trim(sh(k, "python3 -c 'import os; print(os.urandom(16).hex())'")));
   }
+  // Before the guest agent forced a CRNG reseed (RNDRESEEDCRNG after RNDADDENTROPY), two of
+  // these four came out equal: the forks of a VM up for a while shared its CRNG until Linux's
+  // next scheduled reseed.
   EXPECT_EQ(uuids.size(), 4u);
   EXPECT_EQ(randoms.size(), 4u);
+  // The parent (not reseeded) draws bytes none of its forks drew.
+  randoms.insert(trim(sh(parent_, "python3 -c 'import os; print(os.urandom(16).hex())'")));
+  EXPECT_EQ(randoms.size(), 5u);
   // A write in fork 0 (a new file and a changed byte of the big one) is its own.
   const VmLease& f0 = f.value().leases[0];
   EXPECT_EQ(sh(f0,

@@ -56,23 +56,7 @@ std::string self_dir() {
 }
 
 // The VMM named nv-<vm_id> (QEMU -name), or -1.
-pid_t vmm_pid(const std::string& vm_id) {
-  const std::string want = "nv-" + vm_id;
-  pid_t found = -1;
-  DIR* d = ::opendir("/proc");
-  while (dirent* e = d ? ::readdir(d) : nullptr) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    std::stringstream ss(cmd);
-    for (std::string arg; std::getline(ss, arg, '\0');) {
-      if (arg == want) found = std::atoi(e->d_name);
-    }
-    if (found > 0) break;
-  }
-  if (d) ::closedir(d);
-  return found;
-}
+pid_t vmm_pid(const std::string& vm_id) { return nv::vm::find_process_by_arg("nv-" + vm_id); }
 
 struct Pss {
   double total_mib = 0;      // Pss of every mapping
