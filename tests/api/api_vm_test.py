@@ -184,6 +184,16 @@ class ApiVm(unittest.TestCase):
             (child,) = sbx.fork()
             with child:
                 self.assertEqual(child.files.read("/home/agent/blob.bin"), blob)
+            # Snapshot, pause (state to disk), resume: the files are still there.
+            snap = sbx.snapshot("sdk-snap")
+            self.assertEqual(snap["name"], "sdk-snap")
+            self.assertEqual(sbx.pause()["state"], "paused")
+            with self.assertRaises(neurovisor.Conflict):
+                sbx.run_code("1")
+            self.assertEqual(sbx.resume()["state"], "running")
+            self.assertEqual(sbx.run_code("print(open('/home/agent/blob.bin','rb').read() == b'' )").stdout,
+                             "False\n")
+            nv.request("DELETE", "/v1/snapshots/sdk-snap")
         # Destroyed: kept briefly in get answers (state destroyed), refused for work.
         with self.assertRaises((neurovisor.NotFound, neurovisor.Conflict)):
             nv.request("POST", f"/v1/sandboxes/{sbx.id}/exec", {"language": "python", "code": "1"})
