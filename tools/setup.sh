@@ -31,6 +31,9 @@ PACKAGES=(
   iproute2 procps curl                      # network namespaces in tests, ps, curl
   systemd                                   # systemd-analyze checks the units in deploy/
   podman runc podman-compose                # deploy tests: systemd and compose in containers
+  libcpp-httplib-dev libsodium-dev          # nv-api: HTTP/1.1 server (+TLS); API key hashes
+  nodejs npm                                # the official MCP TypeScript SDK client in tests
+  python3-pip python3-setuptools            # api_test: the Python SDK installs with pip
 )
 
 say() { [[ ${NV_QUIET:-0} == 1 ]] || printf '\033[1m[setup]\033[0m %s\n' "$*"; }

@@ -177,10 +177,13 @@ class SandboxClient {
                           const ChunkFn& on_chunk = {});
   Status restart_context(const std::string& id, const std::string& context,
                          schema::Language language);
-  // Writes at most 32 MiB; mode 0 = 0644. Returns the entry afterwards.
+  // Writes at most 32 MiB, and no more than fits one bus frame (--max-frame-bytes, 8 MiB by
+  // default; larger: the broker answers oversizedFrame) — append larger files in pieces. mode
+  // 0 = 0644. Returns the entry afterwards.
   Result<FileEntry> write_file(const std::string& id, const std::string& path,
                                std::string_view data, uint32_t mode = 0, bool append = false);
-  // [offset, offset + length) of a file; length 0 = to the end (at most 32 MiB per call).
+  // [offset, offset + length) of a file; length 0 = to the end. At most the executor's file cap
+  // per call (32 MiB, lowered to fit its bus frame): page with offset until `eof`.
   Result<FileData> read_file(const std::string& id, const std::string& path, uint64_t offset = 0,
                              uint64_t length = 0);
   Result<std::vector<FileEntry>> list_files(const std::string& id, const std::string& path,

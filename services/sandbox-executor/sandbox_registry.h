@@ -19,8 +19,7 @@
 
 #include "common/error.h"
 #include "common/sandbox_client.h"
-
-struct sqlite3;
+#include "common/sqlite_db.h"
 
 namespace nv::exec {
 
@@ -36,7 +35,6 @@ class SandboxRegistry {
  public:
   // Opens (creating the directory's file and the table if needed) `path`. internal on failure.
   static Result<std::unique_ptr<SandboxRegistry>> open(const std::string& path);
-  ~SandboxRegistry();
   SandboxRegistry(const SandboxRegistry&) = delete;
   SandboxRegistry& operator=(const SandboxRegistry&) = delete;
 
@@ -45,13 +43,11 @@ class SandboxRegistry {
   Status remove(const std::string& id);
   // Every row, in creation order.
   Result<std::vector<SandboxRecord>> load();
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return db_->path(); }
 
  private:
-  SandboxRegistry(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
-  Status exec(const char* sql);
-  sqlite3* db_;
-  std::string path_;
+  explicit SandboxRegistry(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}
+  std::unique_ptr<sqlite::Db> db_;
   std::mutex mu_;
 };
 

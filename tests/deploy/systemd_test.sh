@@ -56,7 +56,7 @@ units=$(inside systemctl list-dependencies --plain --no-legend neurovisor.target
 [[ $(wc -w <<<"$units") -ge 6 ]] || fail "neurovisor.target wants only: $units"
 all_active() { for u in $units; do inside systemctl is-active -q "$u" || return 1; done; }
 # Under TCG (no KVM here) the pool manager boots and snapshots a template per tier first.
-registered() { local s; s=$(inside nv status) && for w in exec vm-pool-manager ebpf-sentinel llm \
+registered() { local s; s=$(inside nv status) && for w in exec vm-pool-manager ebpf-sentinel llm api \
                  metrics-exporter; do grep -q "^$w " <<<"$s" || return 1; done; }
 if ! wait_for 240 all_active || ! wait_for 240 registered; then
   for u in $units; do inside systemctl status --no-pager -n 15 "$u" || true; done
@@ -74,6 +74,14 @@ out=$(inside timeout 300 nv-exec --timeout 60 python -c \
   fail "nv-exec failed: $out"
 grep -q '^42 ' <<<"$out" || fail "nv-exec printed '$out'"
 echo "  nv-exec: $out"
+
+step "nv-api: a key from nv-keygen --api (as root), then HTTP on 127.0.0.1:8420"
+key=$(inside nv-keygen --api --tenant deploy 2>/dev/null) || fail "nv-keygen --api failed"
+inside curl -sf 127.0.0.1:8420/healthz >/dev/null || fail "nv-api /healthz did not answer"
+out=$(inside curl -s -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+      -d '{"language":"python","code":"print(6*7)"}' 127.0.0.1:8420/v1/exec)
+grep -q '"stdout":"42\\n"' <<<"$out" || fail "nv-api /v1/exec answered '$out'"
+echo "  nv-api: ${out:0:100}"
 
 step "agent task through the llm-gateway and a microVM"
 nonce=$(od -An -tx8 -N8 /dev/urandom | tr -d ' ')

@@ -795,3 +795,30 @@ TEST_F(SandboxServiceTest, FilesProcessesAndContextsReachTheAgent) {
 
 }  // namespace
 }  // namespace nv::test
+
+namespace nv::test {
+namespace {
+
+// A program past its timeout is killed; the sandbox lives on and serves the next call.
+TEST_F(SandboxServiceTest, ATimedOutProgramLeavesTheSandboxUsable) {
+  start();
+  auto c = as("uid:1000");
+  auto s = c.create(spec());
+  ASSERT_TRUE(s.ok());
+  sandbox::ExecSpec slow;
+  slow.code = "echo before; sleep 30";
+  slow.timeout_ms = 500;
+  auto r = c.exec(s->sandbox_id, slow);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_TRUE(r->timed_out);
+  EXPECT_EQ(r->stdout_data, "before\n");
+  sandbox::ExecSpec next;
+  next.code = "echo after";
+  auto n = c.exec(s->sandbox_id, next);
+  ASSERT_TRUE(n.ok()) << n.error().to_string();
+  EXPECT_EQ(n->stdout_data, "after\n");
+  EXPECT_EQ(c.get(s->sandbox_id)->state, schema::SandboxState::RUNNING);
+}
+
+}  // namespace
+}  // namespace nv::test

@@ -13,7 +13,6 @@
 //   H. SIGKILL the pool manager: restarted, the running sandbox is reaped "vm lost: ..." with an
 //      event, the paused one resumes with its file; no VMM, jail dir or cgroup is left.
 // Skips (saying why) without root, the binaries or the guest image.
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -29,6 +28,7 @@
 #include "common/frames.h"
 #include "common/sandbox_client.h"
 #include "support/process.h"
+#include "sysutil.h"
 
 namespace {
 
@@ -44,23 +44,7 @@ bool exists(const std::string& p) {
 }
 
 // The pid of the VMM named nv-<vm_id> (QEMU -name), or -1.
-pid_t vmm_pid(const std::string& vm_id) {
-  const std::string want = "nv-" + vm_id;
-  DIR* d = ::opendir("/proc");
-  pid_t found = -1;
-  while (dirent* e = d ? ::readdir(d) : nullptr) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
-    std::stringstream ss(cmd);
-    for (std::string arg; std::getline(ss, arg, '\0');) {
-      if (arg == want) found = std::atoi(e->d_name);
-    }
-    if (found > 0) break;
-  }
-  if (d) ::closedir(d);
-  return found;
-}
+pid_t vmm_pid(const std::string& vm_id) { return nv::vm::find_process_by_arg("nv-" + vm_id); }
 
 constexpr const char* kOwner = "uid:4242";
 constexpr const char* kFile = "/home/agent/notes/a.txt";

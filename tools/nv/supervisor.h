@@ -38,6 +38,7 @@ inline constexpr ServiceEntry kServices[] = {
     {"vm-pool-manager", "nv-vm-pool-manager", "vm-pool-manager", "warm microVM pool"},
     {"sandbox-executor", "nv-sandbox-executor", "exec", "runs code in microVMs"},
     {"llm-gateway", "nv-llm-gateway", "llm", "HTTP to the model server"},
+    {"api", "nv-api", "api", "HTTP API (127.0.0.1:8420)"},
 };
 
 // Backoff before restart number `attempt` (1 = the first restart): 0.5 s, 1 s, 2 s, ... at most
