@@ -44,6 +44,8 @@ Status Broker::bind_set(SocketSet& set, zmq::socket_type type,
       if (type == zmq::socket_type::xpub) s->set(zmq::sockopt::sndhwm, 100000);
       if (type == zmq::socket_type::pull) s->set(zmq::sockopt::rcvhwm, 100000);
       if (curve) curve::make_server(*s, *opt_.curve_keys);
+      // ZAP for NULL-mechanism peers too: their identity comes from it (roles.h).
+      if (!curve) s->set(zmq::sockopt::zap_domain, "nv");
     }
     if (is_tcp(ep) && !opt_.curve_keys) {
       log::warn("tcp endpoint without CURVE: traffic is unencrypted and unauthenticated",
@@ -66,13 +68,20 @@ Status Broker::bind() {
                      &opt_.events_out_endpoints}) {
     for (auto& ep : *list) any_tcp |= is_tcp(ep);
   }
-  if (any_tcp && opt_.curve_keys) {
-    if (opt_.curve_allow.empty()) {
-      return make_error(ErrorCode::BAD_REQUEST,
-                        "tcp:// endpoints with CURVE need an allow-list of client keys "
-                        "(--curve-allow DIR_OR_FILE)");
-    }
-    zap_ = std::make_unique<curve::ZapHandler>(ctx_, opt_.curve_allow);
+  auto allowed = opt_.curve_allow;
+  allowed.merge(opt_.roles.keys());
+  if (any_tcp && opt_.curve_keys && allowed.empty()) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "tcp:// endpoints with CURVE need an allow-list of client keys "
+                      "(--curve-allow DIR_OR_FILE) or keys in --roles");
+  }
+  // Always: on ipc:// the handler's user id is the peer's uid, which roles are bound to.
+  try {
+    zap_ = std::make_unique<curve::ZapHandler>(ctx_, std::move(allowed));
+  } catch (const zmq::error_t& e) {
+    // Another handler owns this context (two brokers in one test process): identities then
+    // come from the "Peer-Address" property alone, and CURVE keys are that handler's business.
+    log::warn("zap handler not started", {{"error", e.what()}});
   }
   if (auto st = bind_set(workers_sock_, zmq::socket_type::router, opt_.worker_endpoints); !st)
     return st;
@@ -114,6 +123,7 @@ void Broker::publish(const std::string& topic,
   auto e = mb.initRoot<schema::Event>();
   stamp_event(e, topic, "orchestrator", opt_.instance, "", severity);
   if (fill) fill(e);
+  e.setSender("orchestrator");
   auto bytes = bus::encode_body(mb);
   store_and_forward(topic, bytes.data(), bytes.size());
 }
@@ -140,7 +150,24 @@ void Broker::on_event(std::vector<zmq::message_t>& frames) {
   if (!ev) return bad(ev.error().message);
   std::string topic = frames[0].to_string();
   if (ev->getTopic() != topic.c_str()) return bad("topic frame differs from Event.topic");
-  store_and_forward(topic, frames[1].data(), frames[1].size());
+  auto sender = peer_identity(frames);
+  if (!opt_.roles.may_publish(sender, topic)) {
+    ++stats_.events_refused;
+    if (stats_.events_refused < 10 || stats_.events_refused % 1000 == 0) {
+      log::warn("refused an event its sender may not publish",
+                {{"topic", topic},
+                 {"sender", sender},
+                 {"claimed_service", std::string(ev->getService().cStr())},
+                 {"total", stats_.events_refused}});
+    }
+    return;
+  }
+  // Stamp the verified sender over whatever the publisher wrote there.
+  capnp::MallocMessageBuilder mb;
+  mb.setRoot(ev.value());
+  mb.getRoot<schema::Event>().setSender(sender);
+  auto bytes = bus::encode_body(mb);
+  store_and_forward(topic, bytes.data(), bytes.size());
 }
 
 // ----------------------------------------------------------------------------------- clients

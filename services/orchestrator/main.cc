@@ -29,6 +29,9 @@ void add_options(nv::Config& c) {
   c.add_string("extra-events-endpoints", "", "more endpoints for event subscribers");
   c.add_string("curve-allow", "",
                "a .pub file or a directory of them: client keys allowed on tcp:// endpoints");
+  c.add_string("roles", "",
+               "roles file: which uids/CURVE keys may serve which services and publish which "
+               "event topics (default: the orchestrator's own uid and root, everything)");
   c.add_int("liveness", 3, "heartbeats a worker may miss before it is presumed dead");
   c.add_int("default-deadline-ms", 60000, "deadline of requests that set none");
   c.add_int("max-attempts", 2, "times a request that never started is dispatched");
@@ -128,6 +131,20 @@ int run(nv::ServiceContext& ctx) {
       return 2;
     }
     o.curve_allow = allow.value();
+  }
+  if (!c.str("roles").empty()) {
+    auto roles = nv::Roles::load(c.str("roles"));
+    if (!roles) {
+      nv::log::error("bad roles file", {{"error", roles.error().message}});
+      return 2;
+    }
+    o.roles = std::move(roles.value());
+  } else if (!o.curve_allow.empty()) {
+    // As before roles existed: an allowed key may serve and publish anything.
+    nv::log::warn(
+        "no --roles: every --curve-allow key may register any service and publish "
+        "any event topic; give --roles to bind keys to services");
+    for (const auto& k : o.curve_allow) o.roles.grant_all("key:" + k);
   }
   std::optional<nv::agent::AgentOptions> agent_opts;
   if (c.boolean("agent")) {
