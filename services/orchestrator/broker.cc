@@ -434,6 +434,7 @@ void Broker::run(const std::atomic<bool>& stop) {
       opt_.startup_grace.count() > 0 ? opt_.startup_grace : 2 * opt_.heartbeat * opt_.liveness;
   auto grace_end = started_ + grace;
   std::vector<zmq::message_t> frames;
+  bool busy = false;  // the last round moved messages
   while (!stop.load()) {
     auto now = Clock::now();
     auto next = std::min(next_heartbeat_, next_status_);
@@ -443,13 +444,21 @@ void Broker::run(const std::atomic<bool>& stop) {
     // Answers waiting for slow readers: look again soon.
     long cap = backlogs_.empty() ? 100 : 1;
     auto asked = std::chrono::milliseconds(std::clamp<long>(wait.count(), 0, cap));
-    zmq::poll(poll.data(), poll.size(), asked);
+    int ready = 0;
+    if (busy && opt_.busy_poll.count() > 0) {
+      auto spin_end = now + opt_.busy_poll;
+      while ((ready = zmq::poll(poll.data(), poll.size(), std::chrono::milliseconds(0))) == 0 &&
+             Clock::now() < spin_end) {}
+    }
+    if (ready == 0) zmq::poll(poll.data(), poll.size(), asked);
     // The poll came back much later than asked: this process did not run (SIGSTOP, a host
     // stall). Measured before any message is read, so the backlog it built counts as heard.
     if (auto over = Clock::now() - now - asked; over > opt_.heartbeat) after_stall(over);
     if (!backlogs_.empty()) flush_backlogs();
+    busy = false;
     for (size_t i = 0; i < items.size(); ++i) {
       if (!(poll[i].revents & ZMQ_POLLIN)) continue;
+      busy = true;
       // Bounded batch per socket so one busy peer cannot starve the others.
       for (int n = 0; n < 256 && bus::recv_frames(*items[i].socket, frames); ++n) {
         switch (items[i].role) {

@@ -90,6 +90,10 @@ struct BrokerOptions {
   bus::Limits limits;
   std::string instance = "orchestrator";
   std::chrono::milliseconds status_interval{5000};  // broker.status events
+  // After a loop that moved messages, poll without blocking for this long before sleeping:
+  // the next message of a conversation (a worker's reply) then finds the loop awake, saving
+  // the wake-up of a sleeping thread (nv-bench bus). 0: always block at once.
+  std::chrono::microseconds busy_poll{0};
 };
 
 class Broker {

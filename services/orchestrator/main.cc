@@ -1,5 +1,6 @@
 // nv-orchestrator: the broker between clients and workers, the event hub, and (issue 5) the
 // agent loop. Runs unprivileged: it drops every capability after binding its sockets.
+#include <algorithm>
 #include <sstream>
 #include <thread>
 
@@ -37,6 +38,9 @@ void add_options(nv::Config& c) {
   c.add_int("max-attempts", 2, "times a request that never started is dispatched");
   c.add_int("history", 20000, "events kept for `nv-audit --since-start`");
   c.add_int("status-interval-ms", 5000, "interval of broker.status events");
+  c.add_int("busy-poll-us", 0,
+            "after a busy loop, poll this long without sleeping (0: block at once; measured "
+            "slower on a loaded 2-core host, see nv-bench bus --busy-poll-us); at most 10000");
   c.add_int("history-mib", 64, "bytes of events kept for `nv-audit --since-start`, in MiB");
   c.add_int("max-event-kib", 1024, "events larger than this are dropped (KiB)");
   c.add_int("client-silence-ms", 30000,
@@ -113,6 +117,7 @@ int run(nv::ServiceContext& ctx) {
   o.max_attempts = static_cast<int>(c.integer("max-attempts"));
   o.history = static_cast<size_t>(c.integer("history"));
   o.status_interval = std::chrono::milliseconds(c.integer("status-interval-ms"));
+  o.busy_poll = std::chrono::microseconds(std::clamp<int64_t>(c.integer("busy-poll-us"), 0, 10000));
   o.history_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("history-mib"), 1, 4096))
                     << 20;
   o.max_event_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("max-event-kib"), 1, 65536))
