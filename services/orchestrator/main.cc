@@ -12,16 +12,6 @@
 
 namespace {
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 void add_options(nv::Config& c) {
   c.add_string("extra-workers-endpoints", "",
                "more endpoints for workers, comma-separated (e.g. tcp://0.0.0.0:5555)");
@@ -99,7 +89,7 @@ int run(nv::ServiceContext& ctx) {
   auto& c = ctx.config;
   auto with = [](std::string first, const std::string& extra, const char* inproc) {
     std::vector<std::string> v{std::move(first), inproc};
-    for (auto& e : split_list(extra)) v.push_back(e);
+    for (auto& e : nv::split_commas(extra)) v.push_back(e);
     return v;
   };
   // inproc:// endpoints let the in-process agent loop use the same protocol without sockets.
