@@ -132,6 +132,19 @@ std::vector<std::pair<std::string, std::string>> history(Client& client,
   return out;
 }
 
+// The JSON lines nv-audit prints for the events under `prefix` (event_to_json).
+std::vector<std::string> audit_lines(Client& client, const std::string& prefix) {
+  capnp::MallocMessageBuilder mb;
+  bus::init_body<schema::HistoryRequest>(mb).setTopicPrefix(prefix);
+  std::vector<std::string> out;
+  auto r = client.call("nv.events", &mb, 3s);
+  if (!r) return out;
+  auto reply = r->body.root<schema::HistoryReply>();
+  if (!reply) return out;
+  for (auto e : reply->getEvents()) out.push_back(event_to_json(e));
+  return out;
+}
+
 bool has_service(Client& c, const std::string& service) {
   for (auto& w : status(c).workers) {
     if (w.service == service) return true;
@@ -173,6 +186,11 @@ TEST(BusIdentityIpc, AnotherUidCannotRegisterExecNorForgeAlerts) {
   ASSERT_EQ(alerts.size(), 1u) << "the forged alert got into the stream";
   EXPECT_EQ(alerts[0].first, "ebpf-sentinel");
   EXPECT_EQ(alerts[0].second, "uid:0");
+  // What an nv-audit reader sees: the claim and, beside it, who really sent it.
+  auto lines = audit_lines(client, "security.");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("\"sender\":\"uid:0\""), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find("\"service\":\"ebpf-sentinel\""), std::string::npos) << lines[0];
   // The broker's own events say so, too.
   auto own = history(client, "service.");
   for (auto& [service, sender] : own) {
