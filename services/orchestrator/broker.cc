@@ -159,6 +159,17 @@ void Broker::on_event(std::vector<zmq::message_t>& frames) {
                  {"sender", sender},
                  {"claimed_service", std::string(ev->getService().cStr())},
                  {"total", stats_.events_refused}});
+      std::string detail = sender + " published '" + topic + "' as '" +
+                           std::string(ev->getService().cStr()).substr(0, 64) + "'";
+      publish(
+          "security.alert",
+          [&](schema::Event::Builder e) {
+            auto a = e.initSecurityAlert();
+            a.setKind("bus_forged_event");
+            a.setDetail(detail);
+            a.setAction("dropped");
+          },
+          schema::Severity::ALERT);
     }
     return;
   }

@@ -34,8 +34,10 @@
 //
 // Identity (roles.h): a ZAP handler runs for every endpoint, so each connection carries its
 // verified identity ("uid:<n>" on ipc:// from the peer's credentials, "key:<z85>" on tcp:// with
-// CURVE). A READY for a service the identity may not serve is refused with `unauthorized`
-// (logged); an event whose topic it may not publish is dropped (counted, logged); every event
+// CURVE). A READY for a service the identity may not serve is refused with `unauthorized`; an
+// event whose topic it may not publish is dropped; both are logged and reported as the hub's own
+// security.alert (kind bus_unauthorized / bus_forged_event; the first ten, then every
+// thousandth, so a retrying peer cannot flood the stream); every event
 // kept or forwarded carries its sender's identity in Event.sender, whatever it claims. A
 // registered worker's messages must keep coming from the identity that registered it.
 //

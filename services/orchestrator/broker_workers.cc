@@ -116,13 +116,26 @@ void Broker::on_ready(size_t sock, bus::Message& msg, const std::string& peer) {
     return;
   }
   if (!opt_.roles.may_serve(peer, msg.header.service)) {
-    ++stats_.ready_refused;
-    log::warn("refused a worker: its identity may not serve this service",
-              {{"service", msg.header.service},
-               {"identity", peer},
-               {"instance", msg.header.instance},
-               {"pid", msg.header.pid},
-               {"total", stats_.ready_refused}});
+    // Logged (the first ten, then every thousandth: a refused peer retries every heartbeat).
+    if (++stats_.ready_refused < 10 || stats_.ready_refused % 1000 == 0) {
+      log::warn("refused a worker: its identity may not serve this service",
+                {{"service", msg.header.service},
+                 {"identity", peer},
+                 {"instance", msg.header.instance},
+                 {"pid", msg.header.pid},
+                 {"total", stats_.ready_refused}});
+      std::string detail = peer + " asked to serve '" + msg.header.service + "' (instance '" +
+                           msg.header.instance.substr(0, 64) + "')";
+      publish(
+          "security.alert",
+          [&](schema::Event::Builder e) {
+            auto a = e.initSecurityAlert();
+            a.setKind("bus_unauthorized");
+            a.setDetail(detail);
+            a.setAction("denied");
+          },
+          schema::Severity::ALERT);
+    }
     bus::send_error(s, msg.routing, 0, "orchestrator",
                     make_error(ErrorCode::UNAUTHORIZED,
                                "identity " + peer + " may not serve '" + msg.header.service +
