@@ -128,6 +128,18 @@ void Broker::publish(const std::string& topic,
   store_and_forward(topic, bytes.data(), bytes.size());
 }
 
+void Broker::alert(const std::string& kind, const std::string& detail, const std::string& action) {
+  publish(
+      "security.alert",
+      [&](schema::Event::Builder e) {
+        auto a = e.initSecurityAlert();
+        a.setKind(kind);
+        a.setDetail(detail);
+        a.setAction(action);
+      },
+      schema::Severity::ALERT);
+}
+
 void Broker::on_event(std::vector<zmq::message_t>& frames) {
   ++stats_.events_in;
   auto bad = [&](const std::string& why) {
@@ -159,17 +171,10 @@ void Broker::on_event(std::vector<zmq::message_t>& frames) {
                  {"sender", sender},
                  {"claimed_service", std::string(ev->getService().cStr())},
                  {"total", stats_.events_refused}});
-      std::string detail = sender + " published '" + topic + "' as '" +
-                           std::string(ev->getService().cStr()).substr(0, 64) + "'";
-      publish(
-          "security.alert",
-          [&](schema::Event::Builder e) {
-            auto a = e.initSecurityAlert();
-            a.setKind("bus_forged_event");
-            a.setDetail(detail);
-            a.setAction("dropped");
-          },
-          schema::Severity::ALERT);
+      alert("bus_forged_event",
+            sender + " published '" + topic + "' as '" +
+                std::string(ev->getService().cStr()).substr(0, 64) + "'",
+            "dropped");
     }
     return;
   }

@@ -109,6 +109,8 @@ class Broker {
   // Publishes an event from inside the broker (its own service.started etc.). Loop thread only.
   void publish(const std::string& topic, const std::function<void(schema::Event::Builder)>& fill,
                schema::Severity severity = schema::Severity::INFO);
+  // Publishes the hub's own security.alert (kind, detail, action as in SecurityAlert).
+  void alert(const std::string& kind, const std::string& detail, const std::string& action);
   // All endpoints bound, for service.started and nv status.
   std::vector<std::string> endpoints() const;
 

@@ -124,17 +124,10 @@ void Broker::on_ready(size_t sock, bus::Message& msg, const std::string& peer) {
                  {"instance", msg.header.instance},
                  {"pid", msg.header.pid},
                  {"total", stats_.ready_refused}});
-      std::string detail = peer + " asked to serve '" + msg.header.service + "' (instance '" +
-                           msg.header.instance.substr(0, 64) + "')";
-      publish(
-          "security.alert",
-          [&](schema::Event::Builder e) {
-            auto a = e.initSecurityAlert();
-            a.setKind("bus_unauthorized");
-            a.setDetail(detail);
-            a.setAction("denied");
-          },
-          schema::Severity::ALERT);
+      alert("bus_unauthorized",
+            peer + " asked to serve '" + msg.header.service + "' (instance '" +
+                msg.header.instance.substr(0, 64) + "')",
+            "denied");
     }
     bus::send_error(s, msg.routing, 0, "orchestrator",
                     make_error(ErrorCode::UNAUTHORIZED,
