@@ -317,6 +317,29 @@ TEST(Roles, ParsesRulesAndRefusesBadOnes) {
   EXPECT_FALSE(d.may_publish("anonymous", "security.alert"));
 }
 
+// deploy/roles.example stays a valid roles file (its user neurovisor exists only on installed
+// hosts: read here as uid 1000), and gives the services their presence names.
+TEST(Roles, DeployExampleParses) {
+  const char* src = std::getenv("NV_SOURCE_DIR");
+  ASSERT_NE(src, nullptr) << "set by ctest";
+  std::ifstream in(std::string(src) + "/deploy/roles.example");
+  ASSERT_TRUE(in);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  for (size_t at; (at = text.find("user:neurovisor")) != std::string::npos;) {
+    text.replace(at, 15, "uid:1000");
+  }
+  auto r = Roles::parse(text, "roles.example");
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_TRUE(r->may_serve("uid:0", "vm-pool-manager"));
+  EXPECT_TRUE(r->may_serve("uid:0", "ebpf-sentinel"));
+  EXPECT_TRUE(r->may_publish("uid:0", "security.alert"));
+  EXPECT_FALSE(r->may_serve("uid:0", "exec"));
+  EXPECT_TRUE(r->may_serve("uid:1000", "exec"));
+  EXPECT_TRUE(r->may_serve("uid:1000", "task"));
+  EXPECT_FALSE(r->may_publish("uid:1000", "security.alert"));
+  EXPECT_FALSE(r->may_publish("uid:1000", "vm.booted"));
+}
+
 TEST(Roles, IdentityFromZapAddress) {
   // ipc:// as libzmq 4.3.4 reports it (measured): "localhost:<uid>:<gid>:<pid>".
   EXPECT_EQ(identity_from_zap("NULL", "localhost:65534:65534:16047", ""), "uid:65534");
