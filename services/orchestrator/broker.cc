@@ -80,7 +80,13 @@ Status Broker::bind() {
     zap_ = std::make_unique<curve::ZapHandler>(ctx_, std::move(allowed));
   } catch (const zmq::error_t& e) {
     // Another handler owns this context (two brokers in one test process): identities then
-    // come from the "Peer-Address" property alone, and CURVE keys are that handler's business.
+    // come from the "Peer-Address" property alone. CURVE keys would be checked by no one (or
+    // by another broker's list): refuse to serve tcp:// then.
+    if (any_tcp && opt_.curve_keys) {
+      return make_error(
+          ErrorCode::BAD_REQUEST,
+          std::string("cannot start the ZAP handler that checks CURVE keys: ") + e.what());
+    }
     log::warn("zap handler not started", {{"error", e.what()}});
   }
   if (auto st = bind_set(workers_sock_, zmq::socket_type::router, opt_.worker_endpoints); !st)
