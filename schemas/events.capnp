@@ -195,4 +195,10 @@ struct Event {
     brokerStatus @27 :BrokerStatus;
     sandbox @28 :SandboxEvent;
   }
+  sender @29 :Text;             # the publisher's identity as the orchestrator verified it (set by
+                                # the orchestrator, whatever the publisher wrote): "uid:<n>" for
+                                # an ipc:// peer (its SO_PEERCRED uid, via ZAP), "key:<z85>" for a
+                                # tcp:// CURVE peer (its public key), "inproc" for one inside the
+                                # orchestrator's process, "orchestrator" for the hub's own events;
+                                # service/instance above are the publisher's claim
 }

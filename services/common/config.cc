@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <algorithm>
+#include <sstream>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
@@ -295,5 +296,15 @@ bool Config::boolean(const std::string& name) const {
   return b;
 }
 std::string Config::source(const std::string& name) const { return find(name).source; }
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
 
 }  // namespace nv

@@ -96,4 +96,7 @@ class Config {
   bool help_ = false;
 };
 
+// "a,b,,c" -> {"a", "b", "c"}: the items of a comma-separated option, empty ones skipped.
+std::vector<std::string> split_commas(const std::string& text);
+
 }  // namespace nv

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "log.h"
+#include "roles.h"
 
 namespace nv::curve {
 
@@ -135,19 +136,22 @@ void ZapHandler::run() {
     std::string address = req.size() > 3 ? req[3].to_string() : "";
     std::string mechanism = req.size() > 5 ? req[5].to_string() : "";
     bool ok = false;
-    std::string user;
+    std::string key;
     if (mechanism == "NULL") {
-      ok = true;  // ipc:// and inproc:// peers; guarded by file permissions
+      ok = true;  // ipc:// peers (file permissions guard the socket; roles bind the uid)
     } else if (mechanism == "CURVE" && req.size() > 6 && req[6].size() == 32) {
       char z85[41];
       zmq_z85_encode(z85, static_cast<const uint8_t*>(req[6].data()), 32);
-      ok = allowed_.count(z85) > 0;
-      user = z85;
+      key = z85;
+      ok = allowed_.count(key) > 0;
     }
+    // The user id becomes the "User-Id" property of every message of this connection: the
+    // broker reads it to bind roles (roles.h).
+    std::string user = identity_from_zap(mechanism, address, key);
     if (!ok) {
       ++denied_;
       log::warn("zap: connection refused",
-                {{"mechanism", mechanism}, {"address", address}, {"client_key", user}});
+                {{"mechanism", mechanism}, {"address", address}, {"client_key", key}});
     }
     socket_.send(zmq::buffer(version), zmq::send_flags::sndmore);
     socket_.send(zmq::buffer(request_id), zmq::send_flags::sndmore);

@@ -35,7 +35,10 @@ void make_server(zmq::socket_t& socket, const KeyPair& keys);
 void make_client(zmq::socket_t& socket, const KeyPair& keys, const std::string& server_public);
 
 // Answers ZAP requests (RFC 27) for one context from its own thread: CURVE clients whose public
-// key is allowed get 200, everyone else 400. NULL-mechanism sockets (ipc://) are let through.
+// key is allowed get 200, everyone else 400. NULL-mechanism peers (ipc://, tcp:// without
+// CURVE) are let through. The reply's user id is the peer's identity (roles.h: "uid:<n>" from
+// the ipc:// peer credentials, "key:<z85>", "anonymous"), which ZeroMQ attaches to each of its
+// messages as "User-Id". The handler must exist before the sockets it guards bind.
 class ZapHandler {
  public:
   ZapHandler(zmq::context_t& ctx, std::set<std::string> allowed);

@@ -219,6 +219,15 @@ void Worker::dispatch(bus::Message&& msg) {
     }
     case bus::Kind::REQUEST:
       break;
+    case bus::Kind::ERROR: {
+      // The broker refused our READY (unauthorized: this uid or key may not serve the service).
+      auto e = msg.body.root_unchecked<schema::Error>();
+      log::error("worker: the broker refused this worker",
+                 {{"service", options_.service},
+                  {"error", e ? Error::from_capnp(e.value()).to_string()
+                              : std::string("unreadable error body")}});
+      return;
+    }
     default:
       log::warn("worker: unexpected message kind from broker",
                 {{"kind", static_cast<int>(msg.header.kind)}});

@@ -44,6 +44,8 @@ Status Broker::bind_set(SocketSet& set, zmq::socket_type type,
       if (type == zmq::socket_type::xpub) s->set(zmq::sockopt::sndhwm, 100000);
       if (type == zmq::socket_type::pull) s->set(zmq::sockopt::rcvhwm, 100000);
       if (curve) curve::make_server(*s, *opt_.curve_keys);
+      // ZAP for NULL-mechanism peers too: their identity comes from it (roles.h).
+      if (!curve) s->set(zmq::sockopt::zap_domain, "nv");
     }
     if (is_tcp(ep) && !opt_.curve_keys) {
       log::warn("tcp endpoint without CURVE: traffic is unencrypted and unauthenticated",
@@ -66,13 +68,26 @@ Status Broker::bind() {
                      &opt_.events_out_endpoints}) {
     for (auto& ep : *list) any_tcp |= is_tcp(ep);
   }
-  if (any_tcp && opt_.curve_keys) {
-    if (opt_.curve_allow.empty()) {
-      return make_error(ErrorCode::BAD_REQUEST,
-                        "tcp:// endpoints with CURVE need an allow-list of client keys "
-                        "(--curve-allow DIR_OR_FILE)");
+  auto allowed = opt_.curve_allow;
+  allowed.merge(opt_.roles.keys());
+  if (any_tcp && opt_.curve_keys && allowed.empty()) {
+    return make_error(ErrorCode::BAD_REQUEST,
+                      "tcp:// endpoints with CURVE need an allow-list of client keys "
+                      "(--curve-allow DIR_OR_FILE) or keys in --roles");
+  }
+  // Always: on ipc:// the handler's user id is the peer's uid, which roles are bound to.
+  try {
+    zap_ = std::make_unique<curve::ZapHandler>(ctx_, std::move(allowed));
+  } catch (const zmq::error_t& e) {
+    // Another handler owns this context (two brokers in one test process): identities then
+    // come from the "Peer-Address" property alone. CURVE keys would be checked by no one (or
+    // by another broker's list): refuse to serve tcp:// then.
+    if (any_tcp && opt_.curve_keys) {
+      return make_error(
+          ErrorCode::BAD_REQUEST,
+          std::string("cannot start the ZAP handler that checks CURVE keys: ") + e.what());
     }
-    zap_ = std::make_unique<curve::ZapHandler>(ctx_, opt_.curve_allow);
+    log::warn("zap handler not started", {{"error", e.what()}});
   }
   if (auto st = bind_set(workers_sock_, zmq::socket_type::router, opt_.worker_endpoints); !st)
     return st;
@@ -114,8 +129,21 @@ void Broker::publish(const std::string& topic,
   auto e = mb.initRoot<schema::Event>();
   stamp_event(e, topic, "orchestrator", opt_.instance, "", severity);
   if (fill) fill(e);
+  e.setSender("orchestrator");
   auto bytes = bus::encode_body(mb);
   store_and_forward(topic, bytes.data(), bytes.size());
+}
+
+void Broker::alert(const std::string& kind, const std::string& detail, const std::string& action) {
+  publish(
+      "security.alert",
+      [&](schema::Event::Builder e) {
+        auto a = e.initSecurityAlert();
+        a.setKind(kind);
+        a.setDetail(detail);
+        a.setAction(action);
+      },
+      schema::Severity::ALERT);
 }
 
 void Broker::on_event(std::vector<zmq::message_t>& frames) {
@@ -140,7 +168,28 @@ void Broker::on_event(std::vector<zmq::message_t>& frames) {
   if (!ev) return bad(ev.error().message);
   std::string topic = frames[0].to_string();
   if (ev->getTopic() != topic.c_str()) return bad("topic frame differs from Event.topic");
-  store_and_forward(topic, frames[1].data(), frames[1].size());
+  auto sender = peer_identity(frames);
+  if (!opt_.roles.may_publish(sender, topic)) {
+    ++stats_.events_refused;
+    if (stats_.events_refused < 10 || stats_.events_refused % 1000 == 0) {
+      log::warn("refused an event its sender may not publish",
+                {{"topic", topic},
+                 {"sender", sender},
+                 {"claimed_service", std::string(ev->getService().cStr())},
+                 {"total", stats_.events_refused}});
+      alert("bus_forged_event",
+            sender + " published '" + topic + "' as '" +
+                std::string(ev->getService().cStr()).substr(0, 64) + "'",
+            "dropped");
+    }
+    return;
+  }
+  // Stamp the verified sender over whatever the publisher wrote there.
+  capnp::MallocMessageBuilder mb;
+  mb.setRoot(ev.value());
+  mb.getRoot<schema::Event>().setSender(sender);
+  auto bytes = bus::encode_body(mb);
+  store_and_forward(topic, bytes.data(), bytes.size());
 }
 
 // ----------------------------------------------------------------------------------- clients
@@ -407,6 +456,7 @@ void Broker::run(const std::atomic<bool>& stop) {
       opt_.startup_grace.count() > 0 ? opt_.startup_grace : 2 * opt_.heartbeat * opt_.liveness;
   auto grace_end = started_ + grace;
   std::vector<zmq::message_t> frames;
+  bool busy = false;  // the last round moved messages
   while (!stop.load()) {
     auto now = Clock::now();
     auto next = std::min(next_heartbeat_, next_status_);
@@ -416,13 +466,21 @@ void Broker::run(const std::atomic<bool>& stop) {
     // Answers waiting for slow readers: look again soon.
     long cap = backlogs_.empty() ? 100 : 1;
     auto asked = std::chrono::milliseconds(std::clamp<long>(wait.count(), 0, cap));
-    zmq::poll(poll.data(), poll.size(), asked);
+    int ready = 0;
+    if (busy && opt_.busy_poll.count() > 0) {
+      auto spin_end = now + opt_.busy_poll;
+      while ((ready = zmq::poll(poll.data(), poll.size(), std::chrono::milliseconds(0))) == 0 &&
+             Clock::now() < spin_end) {}
+    }
+    if (ready == 0) zmq::poll(poll.data(), poll.size(), asked);
     // The poll came back much later than asked: this process did not run (SIGSTOP, a host
     // stall). Measured before any message is read, so the backlog it built counts as heard.
     if (auto over = Clock::now() - now - asked; over > opt_.heartbeat) after_stall(over);
     if (!backlogs_.empty()) flush_backlogs();
+    busy = false;
     for (size_t i = 0; i < items.size(); ++i) {
       if (!(poll[i].revents & ZMQ_POLLIN)) continue;
+      busy = true;
       // Bounded batch per socket so one busy peer cannot starve the others.
       for (int n = 0; n < 256 && bus::recv_frames(*items[i].socket, frames); ++n) {
         switch (items[i].role) {

@@ -32,6 +32,15 @@
 // running ones sent `cancel`). A stall of the broker itself (its loop did not run) is not
 // counted as the peers' silence: after one, every peer gets a fresh liveness window.
 //
+// Identity (roles.h): a ZAP handler runs for every endpoint, so each connection carries its
+// verified identity ("uid:<n>" on ipc:// from the peer's credentials, "key:<z85>" on tcp:// with
+// CURVE). A READY for a service the identity may not serve is refused with `unauthorized`; an
+// event whose topic it may not publish is dropped; both are logged and reported as the hub's own
+// security.alert (kind bus_unauthorized / bus_forged_event; the first ten, then every
+// thousandth, so a retrying peer cannot flood the stream); every event
+// kept or forwarded carries its sender's identity in Event.sender, whatever it claims. A
+// registered worker's messages must keep coming from the identity that registered it.
+//
 // Answers are never dropped silently: when a client's pipe is full (it pipelines faster than it
 // reads) answers wait in a per-client backlog (bounded by bytes; past the bound they shrink to
 // an `overloaded` error) and leave in order as the client reads.
@@ -56,6 +65,7 @@
 #include "common/curve.h"
 #include "common/error.h"
 #include "common/frames.h"
+#include "common/roles.h"
 
 namespace nv {
 
@@ -78,9 +88,14 @@ struct BrokerOptions {
   size_t client_backlog_bytes = 64u << 20;   // answers waiting for slow readers
   std::optional<curve::KeyPair> curve_keys;  // CURVE server keys for tcp://
   std::set<std::string> curve_allow;         // client public keys allowed over tcp://
+  Roles roles = Roles::defaults();           // who may serve which service, publish which topic
   bus::Limits limits;
   std::string instance = "orchestrator";
   std::chrono::milliseconds status_interval{5000};  // broker.status events
+  // After a loop that moved messages, poll without blocking for this long before sleeping:
+  // the next message of a conversation (a worker's reply) then finds the loop awake, saving
+  // the wake-up of a sleeping thread (nv-bench bus). 0: always block at once.
+  std::chrono::microseconds busy_poll{0};
 };
 
 class Broker {
@@ -94,6 +109,8 @@ class Broker {
   // Publishes an event from inside the broker (its own service.started etc.). Loop thread only.
   void publish(const std::string& topic, const std::function<void(schema::Event::Builder)>& fill,
                schema::Severity severity = schema::Severity::INFO);
+  // Publishes the hub's own security.alert (kind, detail, action as in SecurityAlert).
+  void alert(const std::string& kind, const std::string& detail, const std::string& action);
   // All endpoints bound, for service.started and nv status.
   std::vector<std::string> endpoints() const;
 
@@ -102,6 +119,7 @@ class Broker {
     uint64_t events_in = 0, events_bad = 0, events_oversized = 0;
     uint64_t unknown_service = 0, overloaded = 0, clients_lost = 0, stalls = 0;
     uint64_t backlogged = 0, backlog_shrunk = 0, answers_dropped = 0;
+    uint64_t ready_refused = 0, events_refused = 0, impostors = 0;
   };
   const Stats& stats() const { return stats_; }
 
@@ -114,6 +132,7 @@ class Broker {
     size_t sock = 0;
     std::string identity;
     std::string service, instance;
+    std::string peer;  // verified identity (roles.h) of the connection that registered
     uint32_t pid = 0, capacity = 0;
     std::set<uint64_t> in_flight;
     Clock::time_point registered, last_seen, expiry;
@@ -167,7 +186,7 @@ class Broker {
   void on_event(std::vector<zmq::message_t>& frames);
   void builtin(size_t sock, const bus::Message& msg);
   void on_client_request(size_t sock, std::string key, bus::Message& msg);
-  void on_ready(size_t sock, bus::Message& msg);
+  void on_ready(size_t sock, bus::Message& msg, const std::string& peer);
   std::optional<Error> admit(const std::string& service, const ServiceRec& svc,
                              std::chrono::milliseconds deadline) const;
   void send_client(size_t sock, const std::vector<std::string>& routing, const bus::Header& h,

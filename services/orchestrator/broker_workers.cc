@@ -107,7 +107,7 @@ void Broker::cancel_on_worker(uint64_t id, const std::string& worker) {
 
 // ----------------------------------------------------------------------------------- workers
 
-void Broker::on_ready(size_t sock, bus::Message& msg) {
+void Broker::on_ready(size_t sock, bus::Message& msg, const std::string& peer) {
   auto& s = *workers_sock_.sockets[sock];
   if (msg.header.service.empty() || msg.header.service.size() > 64 ||
       msg.header.service.rfind("nv.", 0) == 0) {
@@ -115,11 +115,32 @@ void Broker::on_ready(size_t sock, bus::Message& msg) {
                     make_error(ErrorCode::BAD_REQUEST, "invalid service name in READY"));
     return;
   }
+  if (!opt_.roles.may_serve(peer, msg.header.service)) {
+    // Logged (the first ten, then every thousandth: a refused peer retries every heartbeat).
+    if (++stats_.ready_refused < 10 || stats_.ready_refused % 1000 == 0) {
+      log::warn("refused a worker: its identity may not serve this service",
+                {{"service", msg.header.service},
+                 {"identity", peer},
+                 {"instance", msg.header.instance},
+                 {"pid", msg.header.pid},
+                 {"total", stats_.ready_refused}});
+      alert("bus_unauthorized",
+            peer + " asked to serve '" + msg.header.service + "' (instance '" +
+                msg.header.instance.substr(0, 64) + "')",
+            "denied");
+    }
+    bus::send_error(s, msg.routing, 0, "orchestrator",
+                    make_error(ErrorCode::UNAUTHORIZED,
+                               "identity " + peer + " may not serve '" + msg.header.service +
+                                   "' (the orchestrator's roles bind services to uids and keys)"));
+    return;
+  }
   auto key = worker_key(sock, msg.routing[0]);
   auto now = Clock::now();
   WorkerRec w;
   w.sock = sock;
   w.identity = msg.routing[0];
+  w.peer = peer;
   w.service = msg.header.service;
   w.instance = msg.header.instance;
   w.pid = msg.header.pid;
@@ -201,10 +222,18 @@ void Broker::on_worker(size_t sock, std::vector<zmq::message_t>& frames) {
     return;
   }
   if (msg.routing.size() != 1) return;
-  if (msg.header.kind == bus::Kind::READY) return on_ready(sock, msg);
+  auto peer = peer_identity(frames);
+  if (msg.header.kind == bus::Kind::READY) return on_ready(sock, msg, peer);
   auto key = worker_key(sock, msg.routing[0]);
   auto now = Clock::now();
   auto wit = workers_.find(key);
+  if (wit != workers_.end() && wit->second.peer != peer) {
+    // Another connection took over the registered worker's routing id: not its answers.
+    ++stats_.impostors;
+    log::warn("ignored a message from another identity under a worker's routing id",
+              {{"service", wit->second.service}, {"identity", peer}});
+    return;
+  }
   if (wit == workers_.end()) {
     // Unknown worker (we restarted or expired it): ask it to register again.
     bus::Header h;

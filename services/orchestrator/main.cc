@@ -1,5 +1,6 @@
 // nv-orchestrator: the broker between clients and workers, the event hub, and (issue 5) the
 // agent loop. Runs unprivileged: it drops every capability after binding its sockets.
+#include <algorithm>
 #include <sstream>
 #include <thread>
 
@@ -11,16 +12,6 @@
 
 namespace {
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 void add_options(nv::Config& c) {
   c.add_string("extra-workers-endpoints", "",
                "more endpoints for workers, comma-separated (e.g. tcp://0.0.0.0:5555)");
@@ -29,11 +20,17 @@ void add_options(nv::Config& c) {
   c.add_string("extra-events-endpoints", "", "more endpoints for event subscribers");
   c.add_string("curve-allow", "",
                "a .pub file or a directory of them: client keys allowed on tcp:// endpoints");
+  c.add_string("roles", "",
+               "roles file: which uids/CURVE keys may serve which services and publish which "
+               "event topics (default: the orchestrator's own uid and root, everything)");
   c.add_int("liveness", 3, "heartbeats a worker may miss before it is presumed dead");
   c.add_int("default-deadline-ms", 60000, "deadline of requests that set none");
   c.add_int("max-attempts", 2, "times a request that never started is dispatched");
   c.add_int("history", 20000, "events kept for `nv-audit --since-start`");
   c.add_int("status-interval-ms", 5000, "interval of broker.status events");
+  c.add_int("busy-poll-us", 0,
+            "after a busy loop, poll this long without sleeping (0: block at once; measured "
+            "slower on a loaded 2-core host, see nv-bench bus --busy-poll-us); at most 10000");
   c.add_int("history-mib", 64, "bytes of events kept for `nv-audit --since-start`, in MiB");
   c.add_int("max-event-kib", 1024, "events larger than this are dropped (KiB)");
   c.add_int("client-silence-ms", 30000,
@@ -97,7 +94,7 @@ int run(nv::ServiceContext& ctx) {
   auto& c = ctx.config;
   auto with = [](std::string first, const std::string& extra, const char* inproc) {
     std::vector<std::string> v{std::move(first), inproc};
-    for (auto& e : split_list(extra)) v.push_back(e);
+    for (auto& e : nv::split_commas(extra)) v.push_back(e);
     return v;
   };
   // inproc:// endpoints let the in-process agent loop use the same protocol without sockets.
@@ -115,6 +112,7 @@ int run(nv::ServiceContext& ctx) {
   o.max_attempts = static_cast<int>(c.integer("max-attempts"));
   o.history = static_cast<size_t>(c.integer("history"));
   o.status_interval = std::chrono::milliseconds(c.integer("status-interval-ms"));
+  o.busy_poll = std::chrono::microseconds(std::clamp<int64_t>(c.integer("busy-poll-us"), 0, 10000));
   o.history_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("history-mib"), 1, 4096))
                     << 20;
   o.max_event_bytes = static_cast<size_t>(std::clamp<int64_t>(c.integer("max-event-kib"), 1, 65536))
@@ -133,6 +131,20 @@ int run(nv::ServiceContext& ctx) {
       return 2;
     }
     o.curve_allow = allow.value();
+  }
+  if (!c.str("roles").empty()) {
+    auto roles = nv::Roles::load(c.str("roles"));
+    if (!roles) {
+      nv::log::error("bad roles file", {{"error", roles.error().message}});
+      return 2;
+    }
+    o.roles = std::move(roles.value());
+  } else if (!o.curve_allow.empty()) {
+    // As before roles existed: an allowed key may serve and publish anything.
+    nv::log::warn(
+        "no --roles: every --curve-allow key may register any service and publish "
+        "any event topic; give --roles to bind keys to services");
+    for (const auto& k : o.curve_allow) o.roles.grant_all("key:" + k);
   }
   std::optional<nv::agent::AgentOptions> agent_opts;
   if (c.boolean("agent")) {

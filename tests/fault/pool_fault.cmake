@@ -15,3 +15,16 @@ add_test(NAME fault_updown_cycles
   COMMAND ${CMAKE_SOURCE_DIR}/tools/updown_cycles.sh 2 ${CMAKE_BINARY_DIR})
 set_tests_properties(fault_updown_cycles PROPERTIES LABELS "fault;vm" TIMEOUT 900
   SKIP_RETURN_CODE 77 RUN_SERIAL TRUE)
+
+# The fault suite's VMM case: SIGKILL the QEMU processes under two nv-exec runs and an agent
+# task on a real stack (nv up); every client returns within 10 s, the next request succeeds,
+# nv down leaves nothing. Real QEMU (TCG): needs root and the guest image.
+if(TARGET nv_test_support)
+  nv_add_gtest(NAME fault_vmm_kill_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/vmm_kill_test.cc
+    LIBS nv_common nv_test_support
+    LABELS fault vm TIMEOUT 1200)
+  target_include_directories(fault_vmm_kill_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  add_dependencies(fault_vmm_kill_test nv nv-orchestrator nv-vm-pool-manager nv-sandbox-executor
+                   nv-llm-gateway nv-ebpf-sentinel nv-exec nv-submit)
+endif()

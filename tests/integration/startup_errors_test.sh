@@ -28,6 +28,10 @@ done
 expect_exit2 "unexpected argument 'start'" "$BIN/nv-vm-pool-manager" --warm 1 start now
 expect_exit2 "unexpected argument 'now'" "$BIN/nv" status now
 expect_exit2 "unexpected argument 'all'" "$BIN/nv" down all
+# A roles file that cannot bind roles (finding 9): exit 2 naming the line, before serving.
+printf 'uid:0 * *\nuid:65534 exec -\n' >"$rt/roles"
+expect_exit2 "roles:2: uid 65534 (nobody) cannot hold a role" "$BIN/nv-orchestrator" --roles "$rt/roles"
+expect_exit2 "cannot read roles file" "$BIN/nv-orchestrator" --roles "$rt/no-such-roles"
 
 # Ports held by another program: a listener of python's on an ephemeral loopback port.
 hold() { python3 -c 'import socket,sys,time

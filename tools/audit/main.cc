@@ -43,16 +43,6 @@ constexpr int kExitUnreachable = 3;
 
 std::atomic<bool> g_stop{false};
 
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 // Config keeps one value per option; --topic may be repeated, so every occurrence is merged into
 // one comma-separated "--topic=a,b" before parsing.
 std::vector<std::string> merge_repeated_topics(int argc, char** argv) {
@@ -191,7 +181,7 @@ int main(int argc, char** argv) {
   std::string rt =
       config.str("runtime-dir").empty() ? nv::default_runtime_dir() : config.str("runtime-dir");
   nv::Endpoints ep = nv::endpoints_from(config, rt);
-  auto topics = split_commas(config.str("topic"));
+  auto topics = nv::split_commas(config.str("topic"));
   bool follow = config.boolean("follow");
   auto wait = std::chrono::milliseconds(config.integer("wait-ms"));
   auto connect_timeout = std::chrono::milliseconds(config.integer("connect-timeout-ms"));

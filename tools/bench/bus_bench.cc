@@ -42,6 +42,7 @@ struct Settings {
   int window = 256;        // outstanding requests in the pipelined run
   int payload = 32;        // bytes of payload in the request body
   bool handler_threads = false;
+  int busy_poll_us = 0;  // the broker's busy-poll window
 };
 
 struct Result {
@@ -177,6 +178,7 @@ Result bench_broker(const std::string& dir, const Settings& s) {
   bo.worker_endpoints = {nv::bus::ipc_endpoint(dir + "/workers.sock")};
   bo.client_endpoints = {nv::bus::ipc_endpoint(dir + "/clients.sock")};
   bo.max_queue = static_cast<size_t>(s.window) * 4 + 1000;
+  bo.busy_poll = std::chrono::microseconds(s.busy_poll_us);
   nv::Broker broker(broker_ctx, bo);
   if (auto st = broker.bind(); !st) throw std::runtime_error(st.error().to_string());
   std::atomic<bool> stop_broker{false}, stop_worker{false};
@@ -313,6 +315,9 @@ int run_bus_bench(int argc, char** argv) {
              "run the bench worker's handler on a thread per request (default: inline)");
   c.add_bool("micro", false, "also run Google Benchmark micro benchmarks of framing");
   c.add_string("side", "both", "raw | broker | both (one side alone is for profiling)");
+  c.add_int("busy-poll-us", nv::BrokerOptions{}.busy_poll.count(),
+            "the broker's busy-poll window (the orchestrator's default); when not 0 each round "
+            "also runs the broker without it (0), side by side");
   c.add_int("rounds", 1, "repeat both sides this many times (alternating) and report each");
   auto st = c.parse(static_cast<int>(ours.size()), ours.data());
   if (c.help_requested()) {
@@ -329,6 +334,7 @@ int run_bus_bench(int argc, char** argv) {
   s.window = static_cast<int>(std::max<int64_t>(1, c.integer("window")));
   s.payload = static_cast<int>(std::clamp<int64_t>(c.integer("payload"), 0, 1 << 20));
   s.handler_threads = c.boolean("handler-threads");
+  s.busy_poll_us = static_cast<int>(std::clamp<int64_t>(c.integer("busy-poll-us"), 0, 100000));
   nv::log::init("nv-bench", nv::log::Level::warn);
 
   std::string tmpl = "/tmp/nv-bench-XXXXXX";
@@ -355,11 +361,25 @@ int run_bus_bench(int argc, char** argv) {
   try {
     for (int round = 0; round < rounds; ++round) {
       const auto& side = c.str("side");
-      Result raw, brk;
+      Result raw, brk, still;
       if (side != "broker") raw = bench_raw(nv::bus::ipc_endpoint(dir + "/raw.sock"), s);
+      if (side != "raw" && s.busy_poll_us > 0) {
+        Settings blocking = s;
+        blocking.busy_poll_us = 0;
+        still = bench_broker(dir, blocking);
+      }
       if (side != "raw") brk = bench_broker(dir, s);
       print_row("raw DEALER<->ROUTER echo", raw);
-      print_row("broker client->broker->worker", brk);
+      if (s.busy_poll_us > 0) {
+        print_row("broker, no busy-poll (before)", still);
+        std::printf("  %-32s %8.2fx %8.2fx %13.2fx %13.2fx %9.2fx\n", "ratio no-busy-poll/raw",
+                    still.p50_us / raw.p50_us, still.p99_us / raw.p99_us,
+                    still.serial_rps / raw.serial_rps, still.pipelined_rps / raw.pipelined_rps,
+                    still.cpu_us / raw.cpu_us);
+      }
+      char label[64];
+      std::snprintf(label, sizeof label, "broker, busy-poll %d us", s.busy_poll_us);
+      print_row(s.busy_poll_us > 0 ? label : "broker client->broker->worker", brk);
       std::printf("  %-32s %8.2fx %8.2fx %13.2fx %13.2fx %9.2fx\n", "ratio broker/raw",
                   brk.p50_us / raw.p50_us, brk.p99_us / raw.p99_us, brk.serial_rps / raw.serial_rps,
                   brk.pipelined_rps / raw.pipelined_rps, brk.cpu_us / raw.cpu_us);
