@@ -67,19 +67,8 @@ ChannelError GuestChannel::put_file(const std::string& path, std::string_view da
     p.setMode(mode);
     if (auto e = send_request(mb, deadline)) return e;
   }
-  return await_answers(
-      [&](ParsedMessage& pm, ChannelError& error) {
-        auto msg = pm.root<GuestMessage>();
-        if (!expect(msg, GuestMessage::FILE_DATA, "fileData", error)) return false;
-        auto f = msg.getFileData();
-        if (!f.getFound()) {
-          error =
-              ChannelError{ChannelErrc::guest_error, "guest could not write " + path + ": " +
-                                                         std::string(f.getError()).substr(0, 500)};
-        }
-        return true;
-      },
-      deadline);
+  auto r = await_file_data("write", path, deadline);
+  return r.ok() ? ChannelError{} : r.error();
 }
 
 Result<std::string> GuestChannel::get_file(const std::string& path, Deadline deadline) {
@@ -88,6 +77,11 @@ Result<std::string> GuestChannel::get_file(const std::string& path, Deadline dea
     start(mb).setGetFile(path);
     if (auto e = send_request(mb, deadline)) return e;
   }
+  return await_file_data("read", path, deadline);
+}
+
+Result<std::string> GuestChannel::await_file_data(const char* verb, const std::string& path,
+                                                  Deadline deadline) {
   std::string content;
   auto e = await_answers(
       [&](ParsedMessage& pm, ChannelError& error) {
@@ -95,9 +89,9 @@ Result<std::string> GuestChannel::get_file(const std::string& path, Deadline dea
         if (!expect(msg, GuestMessage::FILE_DATA, "fileData", error)) return false;
         auto f = msg.getFileData();
         if (!f.getFound()) {
-          error =
-              ChannelError{ChannelErrc::guest_error, "guest could not read " + path + ": " +
-                                                         std::string(f.getError()).substr(0, 500)};
+          error = ChannelError{ChannelErrc::guest_error,
+                               std::string("guest could not ") + verb + " " + path + ": " +
+                                   std::string(f.getError()).substr(0, 500)};
           return true;
         }
         auto d = f.getData();

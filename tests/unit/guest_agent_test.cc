@@ -112,6 +112,20 @@ TEST(ExecCore, TimeoutKillsTheWholeProcessGroup) {
   std::system(("rm -rf " + std::string(dir)).c_str());
 }
 
+TEST(ExecCore, AnEndlessWriterPastTheCapEndsAtTheTimeout) {
+  Collected c;
+  auto t0 = Clock::now();
+  auto o = run_sh("yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", c, 1500ms,
+                  256 * 1024);
+  auto took = Clock::now() - t0;
+  EXPECT_TRUE(o.timed_out);
+  EXPECT_TRUE(o.truncated);
+  EXPECT_GT(o.stdout_bytes, 256u * 1024);
+  EXPECT_EQ(c.out.size(), 256u * 1024);
+  EXPECT_LT(took, 5s) << "the result came " << std::chrono::duration<double>(took).count()
+                      << " s after the start";
+}
+
 TEST(ExecCore, OutputCapCountsEverythingSendsAtMostTheCap) {
   Collected c;
   auto o = run_sh("head -c 1000000 /dev/zero | tr '\\0' a; echo tail >&2", c, 5s, 1000);
