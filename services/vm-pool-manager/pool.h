@@ -346,7 +346,8 @@ class Pool {
   // --- sandbox_leases.cc
   Status open_registry();
   void sandbox_loop();
-  Status sandboxes_enabled() const;
+  Status sandboxes_enabled() const;  // a registry
+  Status capture_enabled() const;    // and a backend that captures (fork, snapshot, pause)
   LeaseInfo lease_info_locked(const std::string& id, const Entry& e);
   LeaseRecord record_of(const LeaseInfo& li) const;
   // Registers a restored VM (fork, resume, fromSnapshot) as a running sandbox lease.

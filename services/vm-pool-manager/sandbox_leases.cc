@@ -128,9 +128,15 @@ Status Pool::sandboxes_enabled() const {
     return make_error(ErrorCode::BAD_REQUEST,
                       "this pool manager keeps no sandbox registry (no state dir)");
   }
+  return {};
+}
+
+Status Pool::capture_enabled() const {
+  if (Status s = sandboxes_enabled(); !s.ok()) return s;
   if (!backend_.capture()) {
-    return make_error(ErrorCode::BAD_REQUEST,
-                      "the " + backend_.name() + " backend cannot fork, snapshot or pause VMs");
+    return make_error(ErrorCode::BAD_REQUEST, "the " + backend_.name() +
+                                                  " backend cannot fork, snapshot, pause or "
+                                                  "restore VMs");
   }
   return {};
 }
@@ -327,6 +333,7 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
     }
     return li;
   }
+  if (Status s = capture_enabled(); !s.ok()) return s.error();
   if (Status s = check_snapshot_name(req.from_snapshot); !s.ok()) return s.error();
   auto granted = sandbox_lifetime(req.lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
   if (!granted.ok()) return granted.error();
@@ -427,7 +434,7 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
                               std::chrono::milliseconds lifetime,
                               const std::vector<std::string>& sandbox_ids) {
   const auto start = Clock::now();
-  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = capture_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
   if (Status s = check_fork(count, sandbox_ids); !s.ok()) return s.error();
   auto granted = sandbox_lifetime(lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
@@ -525,7 +532,7 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
 
 Result<SnapshotRecordRow> Pool::snapshot(const std::string& vm_id, const std::string& name,
                                          const std::string& owner) {
-  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = capture_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
   if (Status s = check_snapshot_name(name); !s.ok()) return s.error();
   if (Status s = check_owner(owner); !s.ok()) return s.error();
@@ -611,7 +618,7 @@ Result<SnapshotRecordRow> Pool::delete_snapshot(const std::string& name, const s
 }
 
 Result<LeaseInfo> Pool::pause(const std::string& vm_id) {
-  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = capture_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
   Entry src;
   auto vm = take_running(vm_id, &src);
@@ -679,7 +686,7 @@ Result<LeaseInfo> Pool::pause(const std::string& vm_id) {
 }
 
 Result<LeaseInfo> Pool::resume(const std::string& vm_id, std::chrono::milliseconds lifetime) {
-  if (Status s = sandboxes_enabled(); !s.ok()) return s.error();
+  if (Status s = capture_enabled(); !s.ok()) return s.error();
   if (Status s = check_vm_id(vm_id); !s.ok()) return s.error();
   // 0 = keep the current expiry (below); else bounded like any sandbox lifetime.
   if (auto g = sandbox_lifetime(lifetime, lifetime, opt_.max_sandbox_ttl); !g.ok()) {

@@ -684,5 +684,124 @@ TEST_F(Fixture, LeaseWaitsForEnforcementOfAFreshVm) {
   ASSERT_TRUE(l.ok()) << l.error().message;
 }
 
+// Sandbox leases (sandbox_leases.cc) on the fake backend: the registry in a temp dir, lifetimes
+// up to max_sandbox_ttl, extend, the leases list, and what a restart makes of them. The fake
+// backend cannot capture: fork, snapshot and pause answer badRequest.
+struct SandboxPool {
+  FakeClockPool fc;
+  std::atomic<int64_t> unix_offset_ms{0};
+  std::string dir;
+  SandboxPool() {
+    char tmpl[] = "/tmp/nv-sbxpool-XXXXXX";
+    dir = ::mkdtemp(tmpl) ? tmpl : "";
+  }
+  ~SandboxPool() { (void)remove_tree(dir); }
+  PoolOptions options() {
+    PoolOptions o = fc.options(1, 3);
+    o.state_dir = dir;
+    o.max_sandbox_ttl = 24h;
+    o.unix_ms = [this] { return int64_t{1700000000000} + unix_offset_ms.load(); };
+    return o;
+  }
+  static SandboxLeaseRequest request(std::chrono::milliseconds lifetime) {
+    SandboxLeaseRequest r;
+    r.owner = "alice";
+    r.sandbox_id = "sbx-1";
+    r.deadline = 2s;
+    r.lifetime = lifetime;
+    return r;
+  }
+};
+
+TEST_F(Fixture, SandboxLeasesAreRegisteredExtendedAndReportedLostAfterARestart) {
+  SandboxPool sp;
+  ASSERT_FALSE(sp.dir.empty());
+  std::string id;
+  {
+    Pool pool(sp.options(), backend, guest, events);
+    ASSERT_TRUE(pool.start().ok());
+    // 2 h: above max_lease_ttl (60 s), within max_sandbox_ttl.
+    auto plain = pool.lease(SizeTier::SMALL, 2s, 2h);
+    ASSERT_FALSE(plain.ok());
+    EXPECT_EQ(plain.error().code, ErrorCode::BAD_REQUEST);
+    auto l = pool.lease_sandbox(SandboxPool::request(2h));
+    ASSERT_TRUE(l.ok()) << l.error().message;
+    id = l->vm.vm_id;
+    EXPECT_EQ(l->lifetime, 2h);
+    EXPECT_EQ(l->expires_unix_ms, int64_t{1700000000000} + 7200000);
+    EXPECT_EQ(l->sandbox_id, "sbx-1");
+    auto mine = pool.sandbox_leases("alice");
+    ASSERT_TRUE(mine.ok());
+    ASSERT_EQ(mine->size(), 1u);
+    EXPECT_EQ((*mine)[0].state, schema::LeaseState::RUNNING);
+    EXPECT_TRUE(pool.sandbox_leases("bob")->empty());
+    auto ext = pool.extend(id, 3h);
+    ASSERT_TRUE(ext.ok()) << ext.error().message;
+    EXPECT_EQ(ext->expires_unix_ms, int64_t{1700000000000} + 10800000);
+    EXPECT_EQ(pool.extend(id, 25h).error().code, ErrorCode::BAD_REQUEST);
+    EXPECT_EQ(pool.extend("vm-nosuch", 1h).error().code, ErrorCode::UNKNOWN_LEASE);
+    EXPECT_EQ(pool.extend("../x", 1h).error().code, ErrorCode::BAD_REQUEST);
+    auto bad_owner = SandboxPool::request(1h);
+    bad_owner.owner = std::string(129, 'o');
+    EXPECT_EQ(pool.lease_sandbox(bad_owner).error().code, ErrorCode::BAD_REQUEST);
+    // This backend cannot capture a running VM.
+    EXPECT_EQ(pool.fork(id, 2, 0ms, {}).error().code, ErrorCode::BAD_REQUEST);
+    EXPECT_EQ(pool.pause(id).error().code, ErrorCode::BAD_REQUEST);
+    EXPECT_EQ(pool.snapshot(id, "base", "alice").error().code, ErrorCode::BAD_REQUEST);
+    pool.stop();  // VMMs die with the pool manager; the registry still says running
+  }
+  Pool again(sp.options(), backend, guest, events);
+  ASSERT_TRUE(again.start().ok());
+  auto listed = again.sandbox_leases("");
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].vm.vm_id, id);
+  EXPECT_EQ((*listed)[0].state, schema::LeaseState::LOST);
+  EXPECT_EQ((*listed)[0].note, "pool manager restarted: VMM gone");
+  EXPECT_EQ((*listed)[0].owner, "alice");
+  {
+    std::lock_guard lock(events.mu);
+    ASSERT_FALSE(events.failed.empty());
+    EXPECT_EQ(events.failed.back().first, id);
+    EXPECT_EQ(events.failed.back().second, "pool manager restarted: VMM gone");
+  }
+  EXPECT_EQ(again.resume(id, 0ms).error().code, ErrorCode::BAD_REQUEST);  // no capture here
+  ASSERT_TRUE(again.release(id, "gone").ok());
+  EXPECT_TRUE(again.sandbox_leases("")->empty());
+  EXPECT_EQ(again.release(id, "twice").error().code, ErrorCode::UNKNOWN_LEASE);
+}
+
+TEST_F(Fixture, ALostSandboxLeaseExpiresOnItsClockWithAnEventSayingWhy) {
+  SandboxPool sp;
+  std::string id;
+  {
+    Pool pool(sp.options(), backend, guest, events);
+    ASSERT_TRUE(pool.start().ok());
+    auto l = pool.lease_sandbox(SandboxPool::request(10s));
+    ASSERT_TRUE(l.ok()) << l.error().message;
+    id = l->vm.vm_id;
+  }
+  Pool again(sp.options(), backend, guest, events);
+  ASSERT_TRUE(again.start().ok());
+  ASSERT_EQ(again.sandbox_leases("alice")->size(), 1u);
+  size_t before = 0;
+  {
+    std::lock_guard lock(events.mu);
+    before = events.failed.size();
+  }
+  sp.unix_offset_ms = 10001;  // past its end on the wall clock (what survives a restart)
+  ASSERT_TRUE(events.wait_failed(before + 1, 3s));
+  {
+    std::lock_guard lock(events.mu);
+    EXPECT_EQ(events.failed.back().first, id);
+    EXPECT_NE(events.failed.back().second.find("lease expired"), std::string::npos);
+    EXPECT_NE(events.failed.back().second.find("lost"), std::string::npos);
+  }
+  EXPECT_TRUE(again.sandbox_leases("")->empty());
+  Status late = again.release(id, "late");
+  ASSERT_FALSE(late.ok());
+  EXPECT_NE(late.error().message.find("lease expired"), std::string::npos) << late.error().message;
+}
+
 }  // namespace
 }  // namespace nv::vm
