@@ -5,30 +5,7 @@
 namespace nv::vm {
 namespace {
 
-// A prepared statement, finalized on scope exit.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr); }
-  ~Stmt() { sqlite3_finalize(st_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  bool ok() const { return rc_ == SQLITE_OK; }
-  sqlite3_stmt* get() { return st_; }
-  void text(int i, const std::string& v) {
-    sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  void i64(int i, int64_t v) { sqlite3_bind_int64(st_, i, v); }
-  int step() { return sqlite3_step(st_); }
-  std::string col_text(int i) {
-    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, i));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st_, i))) : std::string();
-  }
-  int64_t col_i64(int i) { return sqlite3_column_int64(st_, i); }
-
- private:
-  sqlite3_stmt* st_ = nullptr;
-  int rc_ = SQLITE_ERROR;
-};
+using sqlite::Stmt;
 
 constexpr const char* kSchema = R"(
 CREATE TABLE IF NOT EXISTS leases (
@@ -85,45 +62,17 @@ SnapshotRecordRow snap_row(Stmt& s) {
 }  // namespace
 
 Result<std::unique_ptr<Registry>> Registry::open(const std::string& path) {
-  sqlite3* db = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    sqlite3_close(db);
-    return make_error(ErrorCode::INTERNAL, "registry " + path + ": open: " + msg);
-  }
-  std::unique_ptr<Registry> r(new Registry(db, path));
-  sqlite3_busy_timeout(db, 5000);
-  for (const char* sql : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=NORMAL;", kSchema}) {
-    if (Status s = r->exec(sql); !s.ok()) return s.error();
-  }
-  return r;
-}
-
-Registry::~Registry() { sqlite3_close(db_); }
-
-Error Registry::db_error(const std::string& what) {
-  return make_error(ErrorCode::INTERNAL,
-                    "registry " + path_ + ": " + what + ": " + sqlite3_errmsg(db_));
-}
-
-Status Registry::exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    return make_error(ErrorCode::INTERNAL, "registry " + path_ + ": " + msg);
-  }
-  return {};
+  auto db =
+      sqlite::Db::open(path, {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=NORMAL;", kSchema});
+  if (!db) return db.error();
+  return std::unique_ptr<Registry>(new Registry(std::move(db.value())));
 }
 
 Status Registry::put_lease(const LeaseRecord& r) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, (std::string("INSERT OR REPLACE INTO leases (") + kLeaseCols +
-               ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
-                  .c_str());
+  Stmt s(*db_, (std::string("INSERT OR REPLACE INTO leases (") + kLeaseCols +
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+                   .c_str());
   if (!s.ok()) return db_error("put_lease");
   s.text(1, r.vm_id);
   s.text(2, r.sandbox_id);
@@ -142,7 +91,7 @@ Status Registry::put_lease(const LeaseRecord& r) {
 
 Status Registry::remove_lease(const std::string& vm_id) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "DELETE FROM leases WHERE vm_id = ?1");
+  Stmt s(*db_, "DELETE FROM leases WHERE vm_id = ?1");
   if (!s.ok()) return db_error("remove_lease");
   s.text(1, vm_id);
   if (s.step() != SQLITE_DONE) return db_error("remove_lease");
@@ -151,7 +100,7 @@ Status Registry::remove_lease(const std::string& vm_id) {
 
 Result<std::optional<LeaseRecord>> Registry::lease(const std::string& vm_id) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, (std::string("SELECT ") + kLeaseCols + " FROM leases WHERE vm_id = ?1").c_str());
+  Stmt s(*db_, (std::string("SELECT ") + kLeaseCols + " FROM leases WHERE vm_id = ?1").c_str());
   if (!s.ok()) return db_error("lease");
   s.text(1, vm_id);
   int rc = s.step();
@@ -162,9 +111,9 @@ Result<std::optional<LeaseRecord>> Registry::lease(const std::string& vm_id) {
 
 Result<std::vector<LeaseRecord>> Registry::leases(const std::string& owner) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, (std::string("SELECT ") + kLeaseCols +
-               " FROM leases WHERE ?1 = '' OR owner = ?1 ORDER BY vm_id")
-                  .c_str());
+  Stmt s(*db_, (std::string("SELECT ") + kLeaseCols +
+                " FROM leases WHERE ?1 = '' OR owner = ?1 ORDER BY vm_id")
+                   .c_str());
   if (!s.ok()) return db_error("leases");
   s.text(1, owner);
   std::vector<LeaseRecord> out;
@@ -190,9 +139,9 @@ Result<std::vector<LeaseRecord>> Registry::mark_running_lost(const std::string& 
 
 Status Registry::add_snapshot(const SnapshotRecordRow& r) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, (std::string("INSERT INTO snapshots (") + kSnapCols +
-               ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
-                  .c_str());
+  Stmt s(*db_, (std::string("INSERT INTO snapshots (") + kSnapCols +
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+                   .c_str());
   if (!s.ok()) return db_error("add_snapshot");
   s.text(1, r.owner);
   s.text(2, r.name);
@@ -217,7 +166,7 @@ Status Registry::add_snapshot(const SnapshotRecordRow& r) {
 
 Status Registry::remove_snapshot(const std::string& owner, const std::string& name) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "DELETE FROM snapshots WHERE owner = ?1 AND name = ?2");
+  Stmt s(*db_, "DELETE FROM snapshots WHERE owner = ?1 AND name = ?2");
   if (!s.ok()) return db_error("remove_snapshot");
   s.text(1, owner);
   s.text(2, name);
@@ -228,7 +177,7 @@ Status Registry::remove_snapshot(const std::string& owner, const std::string& na
 Result<std::optional<SnapshotRecordRow>> Registry::snapshot(const std::string& owner,
                                                             const std::string& name) {
   std::lock_guard lock(mu_);
-  Stmt s(db_,
+  Stmt s(*db_,
          (std::string("SELECT ") + kSnapCols + " FROM snapshots WHERE owner = ?1 AND name = ?2")
              .c_str());
   if (!s.ok()) return db_error("snapshot");
@@ -242,9 +191,9 @@ Result<std::optional<SnapshotRecordRow>> Registry::snapshot(const std::string& o
 
 Result<std::vector<SnapshotRecordRow>> Registry::snapshots(const std::string& owner) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, (std::string("SELECT ") + kSnapCols +
-               " FROM snapshots WHERE ?1 = '' OR owner = ?1 ORDER BY owner, name")
-                  .c_str());
+  Stmt s(*db_, (std::string("SELECT ") + kSnapCols +
+                " FROM snapshots WHERE ?1 = '' OR owner = ?1 ORDER BY owner, name")
+                   .c_str());
   if (!s.ok()) return db_error("snapshots");
   s.text(1, owner);
   std::vector<SnapshotRecordRow> out;

@@ -26,8 +26,7 @@
 #include <vector>
 
 #include "common/error.h"
-
-struct sqlite3;
+#include "common/sqlite_db.h"
 
 namespace nv::vm {
 
@@ -56,7 +55,6 @@ class Registry {
  public:
   // Opens (creating when missing) the database at `path`; its directory must exist.
   static Result<std::unique_ptr<Registry>> open(const std::string& path);
-  ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
@@ -78,16 +76,14 @@ class Registry {
   // Every snapshot of `owner` ("" = all), ordered by owner, name.
   Result<std::vector<SnapshotRecordRow>> snapshots(const std::string& owner);
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return db_->path(); }
 
  private:
-  Registry(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
-  Status exec(const char* sql);
-  Error db_error(const std::string& what);
+  explicit Registry(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}
+  Error db_error(const std::string& what) { return db_->error(what); }
 
   std::mutex mu_;
-  sqlite3* db_ = nullptr;
-  std::string path_;
+  std::unique_ptr<sqlite::Db> db_;
 };
 
 }  // namespace nv::vm
