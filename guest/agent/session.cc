@@ -438,8 +438,7 @@ void Session::handle_put(schema::FilePut::Reader put) {
     mode_t mode = put.getMode() == 0 ? 0644 : (put.getMode() & 07777);
     int fd = -1, open_err = 0;
     if (dir >= 0) {
-      fd = ::openat(dir, leaf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                    mode);
+      fd = ::openat(dir, leaf.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
       open_err = errno;
       ::close(dir);
     }

@@ -282,8 +282,7 @@ class GuestChannel {
   Result<FileEntryInfo> await_ack(const char* what, Deadline deadline);
   Result<std::vector<FileEntryInfo>> await_entries(Deadline deadline);
   // The fileData answer to putFile / getFile (`verb`: "write" / "read", for the message).
-  Result<std::string> await_file_data(const char* verb, const std::string& path,
-                                      Deadline deadline);
+  Result<std::string> await_file_data(const char* verb, const std::string& path, Deadline deadline);
 
   int fd_ = -1;
   ChannelLimits limits_;

@@ -380,9 +380,9 @@ class Command {
     // Calls on a sandbox go to "sandbox.<executor>" of its id; no such service means no live
     // executor made that id (preflight saw the "sandbox" service): an unknown sandbox.
     if (e.code == ErrorCode::UNKNOWN_SERVICE && e.message.find("'sandbox.") != std::string::npos) {
-      e = make_error(ErrorCode::UNKNOWN_SANDBOX,
-                     "no such sandbox: no executor that serves its id is running (" + e.message +
-                         ")");
+      e = make_error(
+          ErrorCode::UNKNOWN_SANDBOX,
+          "no such sandbox: no executor that serves its id is running (" + e.message + ")");
     }
     out_.error(e);
     return exit_code_for(e);
