@@ -81,5 +81,6 @@ int main(int argc, char** argv) {
       nv::ServiceSpec{"api",
                       "NeuroVisor over HTTP + JSON: sandboxes, one-shot exec, agent tasks, "
                       "OpenAPI at /openapi.json",
-                      nv::api::add_api_options, run, true, nv::unprivileged});
+                      nv::api::add_api_options, run, true, nv::unprivileged,
+                      /*shared_env_fallback=*/false});
 }

@@ -39,6 +39,7 @@ Config::Option Config::make_option(Type type, std::string help, const std::strin
 Config::Option& Config::add(const std::string& name, Option opt) {
   if (std::find(order_.begin(), order_.end(), name) == order_.end()) order_.push_back(name);
   opt.scope = scope_;
+  opt.shared_fallback = scope_.empty() || shared_fallback_;
   return options_[name] = std::move(opt);
 }
 
@@ -76,8 +77,9 @@ Config& Config::range(const std::string& name, double min, double max) {
   o.max = max;
   return *this;
 }
-Config& Config::env_scope(std::string scope) {
+Config& Config::env_scope(std::string scope, bool shared_fallback) {
   scope_ = std::move(scope);
+  shared_fallback_ = shared_fallback;
   return *this;
 }
 
@@ -85,7 +87,7 @@ std::vector<std::string> Config::env_names(const std::string& name) const {
   const Option& o = find(name);
   std::vector<std::string> envs;
   if (!o.scope.empty()) envs.push_back(env_name(o.scope + "-" + name));
-  envs.push_back(env_name(name));
+  if (o.shared_fallback) envs.push_back(env_name(name));
   envs.insert(envs.end(), o.alias_envs.begin(), o.alias_envs.end());
   return envs;
 }

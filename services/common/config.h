@@ -40,8 +40,9 @@ class Config {
   // Bounds of a number option, inclusive; out of range is an error naming them.
   Config& range(const std::string& name, double min, double max);
   // Options added after this get NV_<SCOPE>_<NAME> as their variable (then NV_<NAME>, the
-  // deprecated shared form). "" ends the scope.
-  Config& env_scope(std::string scope);
+  // deprecated shared form, unless shared_fallback is false: a service that never read the
+  // shared form must not pick up another service's NV_LISTEN). "" ends the scope.
+  Config& env_scope(std::string scope, bool shared_fallback = true);
 
   // Parses argv; "--name value", "--name=value", "--flag", "--no-flag". Arguments after "--" or
   // not starting with "--" are positional (services refuse them: service_main exits 2).
@@ -73,6 +74,7 @@ class Config {
     std::string source = "default";
     std::vector<std::string> alias_envs;
     std::string scope;  // env_scope when it was added
+    bool shared_fallback = true;  // NV_<NAME> read after NV_<SCOPE>_<NAME>
     bool has_range = false;
     double min = 0, max = 0;
   };
@@ -93,6 +95,7 @@ class Config {
   std::vector<std::string> positional_;
   std::map<std::string, Alias> aliases_;
   std::string scope_;
+  bool shared_fallback_ = true;
   bool help_ = false;
 };
 

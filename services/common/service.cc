@@ -150,7 +150,7 @@ int service_main(int argc, char** argv, const ServiceSpec& spec) {
   add_bus_options(config);
   // The service's own options read variables unique to it (NV_LLM_GATEWAY_MODEL); the shared
   // bus options above keep NV_RUNTIME_DIR, NV_LOG_LEVEL, ...
-  config.env_scope(spec.name);
+  config.env_scope(spec.name, spec.shared_env_fallback);
   if (spec.add_options) spec.add_options(config);
   config.env_scope("");
   if (auto st = config.parse(argc, argv); !st) {

@@ -72,6 +72,9 @@ struct ServiceSpec {
   // (capability sets are per thread: a drop made later in run() would leave the ZeroMQ I/O
   // threads and the signal thread with everything). Unset = keep what the process has.
   std::function<Result<PrivilegeSpec>(const Config&)> privileges = {};
+  // Read the deprecated shared NV_<NAME> after NV_<SERVICE>_<NAME>: only services that existed
+  // before variables were scoped (wave 1); a newer one sets false.
+  bool shared_env_fallback = true;
 };
 
 // For ServiceSpec::privileges: no capabilities at all, no_new_privs, and the uid/gid of

@@ -105,7 +105,12 @@ out=$(inside timeout 300 nv-exec --timeout 60 python -c 'print(7*6)') ||
 
 step "systemctl stop neurovisor.target"
 inside systemctl stop neurovisor.target
-all_inactive() { for u in $units; do ! inside systemctl is-active -q "$u" || return 1; done; }
+# `is-active` fails for "deactivating" too: wait for each unit to be really down (its cgroup empty).
+all_inactive() {
+  for u in $units; do
+    case "$(inside systemctl is-active "$u")" in inactive | failed) ;; *) return 1 ;; esac
+  done
+}
 if ! wait_for 30 all_inactive; then
   for u in $units; do echo "  $u: $(inside systemctl is-active "$u")"; done
   fail "units still active 30 s after systemctl stop neurovisor.target"

@@ -200,6 +200,25 @@ TEST(Config, RangesAreCheckedAndPrinted) {
   EXPECT_NE(d.help().find("range 0-256"), std::string::npos) << d.help();
 }
 
+// nv up exports NV_LISTEN for the metrics exporter (the deprecated shared form); nv-api, newer
+// than scoped variables, must not take it for its own --listen (both then bound one port).
+TEST(Config, AScopeWithoutTheSharedFallbackIgnoresAnotherProgramsSharedVariable) {
+  ScopedEnv shared("NV_CFG_LISTEN", "127.0.0.1:36627");
+  Config c("nv-test", "t");
+  c.env_scope("api", /*shared_fallback=*/false);
+  c.add_string("cfg-listen", "127.0.0.1:8420", "own option");
+  c.env_scope("");
+  EXPECT_EQ(c.env_names("cfg-listen"), (std::vector<std::string>{"NV_API_CFG_LISTEN"}));
+  ASSERT_TRUE(parse(c, {}));
+  EXPECT_EQ(c.str("cfg-listen"), "127.0.0.1:8420");
+  ScopedEnv own("NV_API_CFG_LISTEN", "127.0.0.1:9999");
+  Config d("nv-test", "t");
+  d.env_scope("api", false);
+  d.add_string("cfg-listen", "127.0.0.1:8420", "own option");
+  ASSERT_TRUE(parse(d, {}));
+  EXPECT_EQ(d.str("cfg-listen"), "127.0.0.1:9999");
+}
+
 TEST(Config, ScopedVariablesAreUniqueToTheProgramAndWinOverTheSharedForm) {
   ScopedEnv shared("NV_CFG_CONCURRENCY", "3");
   Config c("nv-test", "t");

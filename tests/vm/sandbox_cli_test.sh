@@ -107,11 +107,11 @@ expect_eq "$(echo "$out" | json '[e["path"] for e in d["entries"] if e["type"]==
 # ---- background processes
 expect_rc 0 "$NV" sandbox exec "$ID" --background 'sleep 300'
 expect_rc 0 "$NV" sandbox processes "$ID" --json
-bg=$(echo "$out" | json '[p["pid"] for p in d["processes"] if p["command"].startswith("sleep 300")][0]')
+bg=$(echo "$out" | json '[p["pid"] for p in d["processes"] if p["command"].split(" -c ")[-1].strip() == "sleep 300"][0]')
 [ -n "$bg" ] || fail "the background sleep is not listed: $out"
 expect_rc 0 "$NV" sandbox kill "$ID" "$bg" KILL
 expect_rc 0 "$NV" sandbox processes "$ID" --json
-expect_eq "$(echo "$out" | json 'len([p for p in d["processes"] if p["command"].startswith("sleep 300")])')" \
+expect_eq "$(echo "$out" | json 'len([p for p in d["processes"] if p["command"].split(" -c ")[-1].strip() == "sleep 300"])')" \
   "0" "the killed process is gone"
 
 # ---- fork: both forks see the file and the variable; a write in one is invisible elsewhere
