@@ -55,6 +55,19 @@ std::string vm_id_of(const Result<ReplyBody>& r) {
   return l.ok() ? std::string(l.value().getVmId().cStr()) : "";
 }
 
+// After pool.stop(): every waiter still waiting ends promptly, with shuttingDown.
+template <typename T>
+void expect_shut_down(std::vector<std::future<Result<T>>>& waiters) {
+  for (auto& w : waiters) {
+    if (!w.valid()) continue;
+    ASSERT_EQ(w.wait_for(kPrompt), std::future_status::ready);
+    auto r = w.get();
+    if (!r.ok()) {
+      EXPECT_EQ(r.error().code, ErrorCode::SHUTTING_DOWN) << r.error().message;
+    }
+  }
+}
+
 struct LeaseWaitTest : ::testing::Test {
   FakeState st;
   FakeBackend backend{st};
@@ -141,14 +154,7 @@ TEST_F(LeaseWaitTest, SandboxLeasesWaitingForAFullPoolNeverBlockTheReleaseThatFr
   EXPECT_TRUE(rel2.get().ok());
   ASSERT_TRUE(eventually([&] { return pool.status().tiers.at(0).waiting == kWaiters - 2; }));
   pool.stop();  // the rest end with shuttingDown
-  for (auto& w : waiters) {
-    if (!w.valid()) continue;
-    ASSERT_EQ(w.wait_for(kPrompt), std::future_status::ready);
-    auto r = w.get();
-    if (!r.ok()) {
-      EXPECT_EQ(r.error().code, ErrorCode::SHUTTING_DOWN) << r.error().message;
-    }
-  }
+  expect_shut_down(waiters);
 }
 
 TEST_F(LeaseWaitTest, PlainLeasesWaitingForAFullPoolNeverBlockTheReleaseThatFreesOne) {
@@ -200,14 +206,7 @@ TEST_F(LeaseWaitTest, PlainLeasesWaitingForAFullPoolNeverBlockTheReleaseThatFree
   }));
   EXPECT_EQ(granted, 1);
   pool.stop();
-  for (auto& w : waiters) {
-    if (!w.valid()) continue;
-    ASSERT_EQ(w.wait_for(kPrompt), std::future_status::ready);
-    auto r = w.get();
-    if (!r.ok()) {
-      EXPECT_EQ(r.error().code, ErrorCode::SHUTTING_DOWN) << r.error().message;
-    }
-  }
+  expect_shut_down(waiters);
 }
 
 }  // namespace
