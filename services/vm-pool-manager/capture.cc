@@ -73,8 +73,10 @@ Status copy_sparse(int in, int out, uint64_t bytes, const std::string& what) {
 // page it is told is zero, and a read of a tmpfs hole allocates it, so the receiver leaves the
 // whole VM size allocated. Runs of zero pages become holes again (reads of them see zeros).
 Status punch_zero_pages(int fd, uint64_t bytes) {
-  // Read in place through a read-only shared mapping (no copy); unmapped before the seal.
-  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+  // Read in place (no copy) through a read-only PRIVATE mapping: a shared one of this O_RDWR
+  // memfd would count as writable (VM_MAYWRITE) and make F_SEAL_WRITE fail with EBUSY while it
+  // exists. Unmapped before the seal all the same.
+  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
   if (map == MAP_FAILED) return sys_error("mmap(captured memory)", errno);
   const char* base = static_cast<const char*>(map);
   Status out;
@@ -185,7 +187,9 @@ Result<std::unique_ptr<CapturedVm>> capture(Backend& backend, RunningVm& source,
   if (!gone.ok()) {
     return make_error(gone.error().code, "capture: receiver teardown: " + gone.error().message);
   }
-  // With free_zero_pages the caller seals (seal_capture) while it starts VMMs on the memory.
+  // The receiver is reaped (destroy() waits for it): its shared mapping is gone, bar a /proc
+  // reader still holding its address space, which seal() waits out. With free_zero_pages the
+  // caller seals (seal_capture) before any VMM maps the memory.
   if (!spec.free_zero_pages) {
     if (Status s = out->memory.seal(); !s.ok()) return s.error();
   }

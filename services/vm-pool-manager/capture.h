@@ -56,10 +56,9 @@ struct CaptureSpec {
   // it, so without this the memfd holds the whole VM size (512 MiB for a medium VM holding
   // 175 MiB) for as long as forks map it. Costs a scan of the RAM (0.35–0.55 s for 512 MiB on
   // this loaded host); pause and snapshot skip it (their memfd is written sparse and dropped).
-  // With it set, capture() returns the memfd NOT sealed: call seal_capture() before any guest
-  // runs on it. VMMs may be started on it meanwhile (a restore's VMM maps it privately and runs
-  // no guest code until its state is loaded; the seal fails while anyone maps it shared and
-  // writable).
+  // With it set, capture() returns the memfd NOT sealed: call seal_capture() before any VMM
+  // maps it (restore_clones refuses an unsealed template). The seal waits (boundedly) for
+  // writable shared mappings to go; TemplateMemory::seal has the rules.
   bool free_zero_pages = false;
 };
 

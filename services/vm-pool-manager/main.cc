@@ -502,7 +502,10 @@ int run(nv::ServiceContext& ctx) {
   }
 
   Outbox outbox;
-  std::atomic<int> inflight{0};
+  // Requests in flight, each on its own thread, capped by --max-inflight: leases (which may wait
+  // up to their deadline for a VM) apart from everything else, so leases waiting for a full
+  // pool never make the vm.release that frees a VM answer overloaded.
+  std::atomic<int> inflight{0}, lease_inflight{0};
   const int max_inflight = static_cast<int>(c.integer("max-inflight"));
   const std::string me = "vm-pool-manager";
   auto reply_header = [&](const nv::bus::Message& m) {
@@ -521,9 +524,10 @@ int run(nv::ServiceContext& ctx) {
     }
   };
   // Runs `work` (lease / release may block) on its own thread; its answer goes via the outbox.
-  auto offload = [&](nv::bus::Message& m, std::function<Answer(Answer)> work) {
+  auto offload = [&](nv::bus::Message& m, std::atomic<int>& counter,
+                     std::function<Answer(Answer)> work) {
     Answer a{m.routing, reply_header(m), std::nullopt, nullptr};
-    if (inflight.load() >= max_inflight) {
+    if (counter.load() >= max_inflight) {
       a.error = nv::make_error(
           nv::ErrorCode::OVERLOADED,
           "vm-pool-manager has " + std::to_string(max_inflight) + " requests in flight; try again",
@@ -531,32 +535,42 @@ int run(nv::ServiceContext& ctx) {
       send_answer(a);
       return;
     }
-    inflight++;
+    counter++;
     std::thread([&, a = std::move(a), work = std::move(work)]() mutable {
       outbox.push(work(std::move(a)));
-      inflight--;
+      counter--;
     }).detach();
   };
 
   // Sandbox services run on the pool's sandbox threads (outside this thread's seccomp filter:
   // they spawn VMMs and write the SQLite registry); the request thread only waits.
+  // A sandbox vm.lease waits for its VM on its request thread (counted with the other waiting
+  // leases); only its registry write and the other sandbox services use the sandbox threads.
   auto serve_sandbox = [&](nv::bus::Message& m) {
-    auto work = nv::vm::sandbox_work(pool, m.header.service,
-                                     std::make_shared<nv::bus::BodyReader>(std::move(m.body)));
-    offload(m, [&pool, work](Answer a) {
-      std::optional<nv::Result<nv::vm::ReplyBody>> out;
-      if (!pool.run_on_sandbox_thread([&] { out.emplace(work()); })) {
-        a.error = nv::make_error(nv::ErrorCode::SHUTTING_DOWN, "vm pool is stopping");
-      } else if (!out->ok()) {
-        a.error = out->error();
+    const std::string svc = m.header.service;
+    auto body = std::make_shared<nv::bus::BodyReader>(std::move(m.body));
+    offload(m, svc == "vm.lease" ? lease_inflight : inflight, [&pool, svc, body](Answer a) {
+      auto out = nv::vm::serve_sandbox_request(pool, svc, body);
+      if (!out.ok()) {
+        a.error = out.error();
       } else {
-        a.body = out->value();
+        a.body = out.value();
       }
       return a;
     });
   };
   auto handle = [&](nv::bus::Message& m) {
     const std::string& svc = m.header.service;
+    if (m.header.kind == nv::bus::Kind::HEARTBEAT) {
+      // The client's liveness (client.h): while its requests are outstanding it heartbeats and
+      // takes silence for a stall. A lease may wait longer than that for a VM: answer each.
+      nv::bus::Header h;
+      h.kind = nv::bus::Kind::HEARTBEAT;
+      h.interval_ms = m.header.interval_ms;
+      nv::bus::send(router, m.routing, h, zmq::message_t(),
+                    static_cast<int>(zmq::send_flags::dontwait));
+      return;
+    }
     if (m.header.kind != nv::bus::Kind::REQUEST) return;  // cancels etc.: nothing to do
     if (nv::vm::is_sandbox_service(svc)) {
       serve_sandbox(m);
@@ -586,7 +600,7 @@ int run(nv::ServiceContext& ctx) {
       if (dl == 0) dl = m.header.deadline_ms;
       uint32_t ttl = req.value().getLeaseMs();  // 0 = default; above the maximum: badRequest
       std::string trace = req.value().getTraceId();
-      offload(m, [&pool, tier, dl, ttl, trace](Answer a) {
+      offload(m, lease_inflight, [&pool, tier, dl, ttl, trace](Answer a) {
         nv::log::TraceScope scope(trace);
         auto l = pool.lease(tier, std::chrono::milliseconds(dl), std::chrono::milliseconds(ttl));
         if (!l) {
@@ -607,7 +621,7 @@ int run(nv::ServiceContext& ctx) {
       std::string id = req.value().getVmId(), reason = req.value().getReason();
       std::string trace = req.value().getTraceId();
       if (reason.empty()) reason = "released";
-      offload(m, [&pool, id, reason, trace](Answer a) {
+      offload(m, inflight, [&pool, id, reason, trace](Answer a) {
         nv::log::TraceScope scope(trace);
         if (auto s = nv::vm::on_pool_thread(pool, [&] { return pool.release(id, reason); }); !s) {
           a.error = s.error();
@@ -702,10 +716,11 @@ int run(nv::ServiceContext& ctx) {
   }
   // Drain: waiting leases end with shuttingDown, releases finish, answers go out — within the
   // 2 s every service has after SIGTERM (pool.stop() kills VMs in progress and every VMM at once).
-  nv::log::info("draining", {{"inflight", static_cast<int64_t>(inflight.load())}});
+  nv::log::info("draining",
+                {{"inflight", static_cast<int64_t>(inflight.load() + lease_inflight.load())}});
   std::thread stopper([&] { pool.stop(); });
   auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
-  while (inflight.load() > 0 && std::chrono::steady_clock::now() < until) {
+  while (inflight.load() + lease_inflight.load() > 0 && std::chrono::steady_clock::now() < until) {
     for (auto& a : outbox.take()) send_answer(a);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -150,7 +150,9 @@ struct PoolOptions {
   // badRequest). A sandbox lease may live up to max_sandbox_ttl.
   std::string state_dir;
   std::chrono::milliseconds max_sandbox_ttl{24 * 3600 * 1000};
-  unsigned sandbox_threads = 4;  // fork/snapshot/pause/resume run on these (they spawn VMMs)
+  // fork/snapshot/pause/resume/release and registry writes run on these (they spawn VMMs, write
+  // SQLite); nothing that waits for a VM to free up does (lease waits run on the caller's thread).
+  unsigned sandbox_threads = 4;
   std::function<int64_t()> unix_ms = [] {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::system_clock::now().time_since_epoch())
@@ -351,6 +353,8 @@ class Pool {
   LeaseInfo lease_info_locked(const std::string& id, const Entry& e);
   LeaseRecord record_of(const LeaseInfo& li) const;
   // Registers a restored VM (fork, resume, fromSnapshot) as a running sandbox lease.
+  // lease_sandbox's fromSnapshot half (on a sandbox thread).
+  Result<LeaseInfo> lease_from_snapshot(const SandboxLeaseRequest& req);
   Result<LeaseInfo> adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tier, double boot_ms,
                                  std::chrono::milliseconds lifetime, const std::string& sandbox_id,
                                  const std::string& owner);

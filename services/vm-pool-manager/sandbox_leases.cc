@@ -220,6 +220,9 @@ Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
     const std::vector<std::string>& ids, double* each_ms,
     const std::function<Status()>& before_guests) {
+  if (memory.valid() && !memory.sealed()) {
+    return make_error(ErrorCode::INTERNAL, "refusing to restore clones on an unsealed template");
+  }
   const auto start = Clock::now();
   const auto deadline = start + opt_.boot_timeout;
   std::vector<std::shared_ptr<RunningVm>> vms;
@@ -314,14 +317,31 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
   if (Status s = check_owner(req.owner); !s.ok()) return s.error();
   if (Status s = check_sandbox_id(req.sandbox_id); !s.ok()) return s.error();
   if (Status s = check_tier(req.tier); !s.ok()) return s.error();
-  if (req.from_snapshot.empty()) {
-    auto l = lease(req.tier, req.deadline, req.lifetime, true);
-    if (!l.ok()) return l;
+  if (!req.from_snapshot.empty()) {
+    // A restore waits for no VM (a full tier answers poolExhausted at once): it runs on a sandbox
+    // thread as a whole (SQLite, a VMM spawned).
+    std::optional<Result<LeaseInfo>> out;
+    if (!run_on_sandbox_thread([&] { out.emplace(lease_from_snapshot(req)); })) {
+      return shutting_down();
+    }
+    return std::move(*out);
+  }
+  // The wait for a warm VM (up to the request's deadline) runs on the CALLER's thread, never on
+  // a sandbox thread: leases waiting for more VMs than the tier has would otherwise hold every
+  // sandbox thread, and the vm.release that would free a VM could never run (a deadlock). Only
+  // the registry write hops to a sandbox thread, for moments.
+  auto l = lease(req.tier, req.deadline, req.lifetime, true);
+  if (!l.ok()) return l;
+  std::optional<Result<LeaseInfo>> out;
+  bool ran = run_on_sandbox_thread([&] {
     LeaseInfo li;
     {
       std::lock_guard lock(mu_);
       auto it = vms_.find(l.value().vm.vm_id);
-      if (it == vms_.end()) return make_error(ErrorCode::VM_FAILED, "the VM failed at lease");
+      if (it == vms_.end()) {
+        out.emplace(make_error(ErrorCode::VM_FAILED, "the VM failed at lease"));
+        return;
+      }
       it->second.sandbox_id = req.sandbox_id;
       it->second.owner = req.owner;
       li = lease_info_locked(it->first, it->second);
@@ -329,10 +349,17 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
     }
     if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
       (void)release(li.vm.vm_id, "registry write failed");
-      return s.error();
+      out.emplace(s.error());
+      return;
     }
-    return li;
-  }
+    out.emplace(li);
+  });
+  // Not run: the pool stops, and stop() destroys the leased VM with every other.
+  if (!ran) return shutting_down();
+  return std::move(*out);
+}
+
+Result<LeaseInfo> Pool::lease_from_snapshot(const SandboxLeaseRequest& req) {
   if (Status s = capture_enabled(); !s.ok()) return s.error();
   if (Status s = check_snapshot_name(req.from_snapshot); !s.ok()) return s.error();
   auto granted = sandbox_lifetime(req.lifetime, opt_.default_lease_ttl, opt_.max_sandbox_ttl);
@@ -472,18 +499,16 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
                    opt_.state_dir + "/captures/" + cap_id + ".state",
                    /*free_zero_pages=*/true};
     auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
-    // The zero pages are freed and the memory sealed while the forks' VMMs start (no guest runs
-    // before the seal: restore_clones waits for it before loading any state).
-    std::future<Status> sealed;
-    if (cap.ok()) {
-      sealed = std::async(std::launch::async, [&] { return seal_capture(*cap.value()); });
-    }
+    // The zero pages are freed and the memory sealed BEFORE any fork's VMM maps it: a VMM opens
+    // the memfd O_RDWR, and an unsealed template must never be in a clone's reach. (The seal
+    // overlapped the forks' start once; F_SEAL_WRITE then met EBUSY from mappings it raced.)
+    Status sealed = cap.ok() ? seal_capture(*cap.value()) : Status(cap.error());
     std::vector<std::string> ids;
     for (uint32_t i = 0; i < count; ++i) ids.push_back("vm-" + random_hex(8));
     Result<std::vector<std::shared_ptr<RunningVm>>> vms =
-        cap.ok() ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr,
-                                  [&] { return sealed.get(); })
-                 : Result<std::vector<std::shared_ptr<RunningVm>>>(cap.error());
+        sealed.ok()
+            ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr)
+            : Result<std::vector<std::shared_ptr<RunningVm>>>(sealed.error());
     std::lock_guard lock(mu_);
     tiers_[parent.tier].booting -= count;
     if (!vms.ok()) {

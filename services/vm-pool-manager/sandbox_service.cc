@@ -70,6 +70,17 @@ Status on_pool_thread(Pool& pool, const std::function<Status()>& call) {
   return *out;
 }
 
+Result<ReplyBody> serve_sandbox_request(Pool& pool, const std::string& service,
+                                        std::shared_ptr<bus::BodyReader> body) {
+  auto work = sandbox_work(pool, service, std::move(body));
+  if (service == "vm.lease") return work();  // it may wait: not on a sandbox thread
+  std::optional<Result<ReplyBody>> out;
+  if (!pool.run_on_sandbox_thread([&] { out.emplace(work()); })) {
+    return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping");
+  }
+  return std::move(*out);
+}
+
 bool is_sandbox_service(const std::string& s) {
   return s == "vm.extend" || s == "vm.fork" || s == "vm.snapshot" || s == "vm.snapshots" ||
          s == "vm.snapshot.delete" || s == "vm.pause" || s == "vm.resume" || s == "vm.leases";

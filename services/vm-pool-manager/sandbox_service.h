@@ -31,6 +31,13 @@ bool is_sandbox_service(const std::string& service);
 // pauses). `body` is the request's body, moved out of the message.
 std::function<Result<ReplyBody>()> sandbox_work(Pool& pool, const std::string& service,
                                                 std::shared_ptr<bus::BodyReader> body);
+// Serves one sandbox request on the calling (request) thread and returns its reply: a sandbox
+// vm.lease waits for its warm VM right here (Pool::lease_sandbox hops to a sandbox thread only
+// for its registry write), every other service runs on a sandbox thread. So leases waiting for
+// more VMs than the pool has never hold the sandbox threads that vm.release needs to free one.
+// shuttingDown once the pool stops.
+Result<ReplyBody> serve_sandbox_request(Pool& pool, const std::string& service,
+                                        std::shared_ptr<bus::BodyReader> body);
 // Runs `call` on a pool sandbox thread when the pool keeps a registry (release and destroy
 // write it, and the service's request threads run under a seccomp filter SQLite must not meet);
 // shuttingDown once the pool stops. Without a registry, runs it here.

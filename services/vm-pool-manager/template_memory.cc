@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <thread>
 
 namespace nv::vm {
 namespace {
@@ -23,10 +24,28 @@ Result<TemplateMemory> TemplateMemory::create(const std::string& name, uint64_t 
   return m;
 }
 
-Status TemplateMemory::seal() {
+Status TemplateMemory::seal(std::chrono::milliseconds wait_for_writers) {
   if (!fd_.valid()) return make_error(ErrorCode::INTERNAL, "template memory: no memfd");
-  if (::fcntl(fd_.get(), F_ADD_SEALS, kSeals) != 0) {
-    return sys_error("fcntl(F_ADD_SEALS) on the template memory", errno);
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + wait_for_writers;
+  for (;;) {
+    if (::fcntl(fd_.get(), F_ADD_SEALS, kSeals) == 0) break;
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err != EBUSY) return sys_error("fcntl(F_ADD_SEALS) on the template memory", err);
+    // A writable shared mapping still exists (a VMM not yet gone, a /proc reader holding a
+    // reaped VMM's address space): it goes away by itself, so wait for it, boundedly.
+    if (std::chrono::steady_clock::now() >= deadline) {
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - start);
+      return make_error(ErrorCode::VM_FAILED,
+                        "fcntl(F_ADD_SEALS) on the template memory: EBUSY for " +
+                            std::to_string(waited.count()) +
+                            " ms (a shared writable mapping of it still exists); not sealed, "
+                            "retry",
+                        true);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (!sealed()) {
     return make_error(ErrorCode::INTERNAL, "template memory: seals did not stick");

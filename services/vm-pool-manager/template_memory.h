@@ -17,6 +17,7 @@
 // namespace); no file is left on disk and the memory goes away with the pool manager.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -31,10 +32,16 @@ class TemplateMemory {
   static Result<TemplateMemory> create(const std::string& name, uint64_t bytes);
   TemplateMemory() = default;
 
-  // Adds F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL and checks they hold. Fails
-  // (EBUSY) while any process still maps it shared and writable, i.e. while the template VMM
-  // runs: call it after the template is destroyed.
-  Status seal();
+  // Adds F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL and checks they hold. The
+  // kernel refuses F_SEAL_WRITE (EBUSY) while any shared mapping that may write the memfd
+  // exists: the template VMM's, and also one whose process was already reaped but whose address
+  // space someone still holds (a /proc/<pid>/cmdline or smaps reader such as pgrep keeps the mm
+  // alive until it lets go). So call it after the template VMM is reaped; it then retries EBUSY
+  // every few ms for up to `wait_for_writers` (0 = one attempt). Errors: vmFailed, retryable,
+  // when a writable shared mapping outlasts the wait (the memfd stays unsealed: never hand it to
+  // a clone); vmFailed/internal for other fcntl failures.
+  Status seal(std::chrono::milliseconds wait_for_writers = kSealWait);
+  static constexpr std::chrono::milliseconds kSealWait{5000};
   bool sealed() const;
 
   int fd() const { return fd_.get(); }

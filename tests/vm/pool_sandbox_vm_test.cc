@@ -251,7 +251,14 @@ TEST_F(PoolSandboxTest, B_ForkFourSeeTheFileWriteApartAndDrawOwnEntropy) {
   EXPECT_EQ(unknown.error().code, ErrorCode::UNKNOWN_LEASE) << unknown.error().message;
 
   auto uptime_before = sh(parent_, "cut -d' ' -f1 /proc/uptime");
-  auto f = client_->fork("t-fork", parent_.vm_id, 4, 600s, {"f0", "f1", "f2", "f3"});
+  // Asked through a client that takes 500 ms of silence for a stalled peer (the executor's
+  // takes 30 s, which a lease waiting for a full pool outlasts): the fork takes seconds, and
+  // the pool manager answers the client's heartbeats meanwhile, so it is not abandoned.
+  ClientOptions impatient{endpoint_, std::nullopt, "", {}};
+  impatient.heartbeat = 100ms;
+  impatient.stall_limit = 500ms;
+  PoolClient strict(*ctx_, impatient);
+  auto f = strict.fork("t-fork", parent_.vm_id, 4, 600s, {"f0", "f1", "f2", "f3"});
   ASSERT_TRUE(f.ok()) << f.error().message;
   ASSERT_EQ(f.value().leases.size(), 4u);
   std::cout << "[ figures  ] fork 4 of a 512 MiB VM holding 100 MiB: capture "
