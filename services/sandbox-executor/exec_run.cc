@@ -109,4 +109,35 @@ std::string run_status(const RunOutput& run) {
                                       : "ok";
 }
 
+void publish_exec_started(EventPublisher& events, const std::string& trace_id,
+                          schema::Language language, const std::string& vm_id) {
+  events.publish(
+      "exec.started",
+      [&](schema::Event::Builder e) {
+        auto s = e.initExecStarted();
+        s.setLanguage(language);
+        s.setVmId(vm_id);
+      },
+      trace_id);
+}
+
+void publish_exec_finished(EventPublisher& events, const std::string& trace_id,
+                           schema::Language language, const std::string& vm_id, double wall_ms,
+                           const RunOutput* run, const std::string& status) {
+  events.publish(
+      "exec.finished",
+      [&](schema::Event::Builder e) {
+        auto f = e.initExecFinished();
+        f.setLanguage(language);
+        f.setVmId(vm_id);
+        f.setDurationMs(wall_ms);
+        f.setExitCode(run ? run->outcome.exit_code : -1);
+        f.setTimedOut(run && run->timed_out);
+        f.setTruncated(run && run->truncated);
+        f.setOutputBytes(run ? run->outcome.stdout_bytes + run->outcome.stderr_bytes : 0);
+        f.setStatus(status);
+      },
+      trace_id);
+}
+
 }  // namespace nv::exec

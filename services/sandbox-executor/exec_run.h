@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/events.h"
 #include "common/worker.h"
 #include "guest/host/guest_channel.h"
 
@@ -52,5 +53,13 @@ void fill_result(schema::ExecResult::Builder res, const std::string& trace_id, c
                  const std::string& vm_id, double wall_ms);
 // "timeout" | "killed" | "error" | "ok" (exec.finished's status).
 std::string run_status(const RunOutput& run);
+// The exec.started and exec.finished events (events.capnp), the same for a one-shot exec and a
+// sandbox's: metrics count both, and a VMM killed under either is traced to its run. `run` may be
+// null (the run never started); wall_ms is the request's wall time.
+void publish_exec_started(EventPublisher& events, const std::string& trace_id,
+                          schema::Language language, const std::string& vm_id);
+void publish_exec_finished(EventPublisher& events, const std::string& trace_id,
+                           schema::Language language, const std::string& vm_id, double wall_ms,
+                           const RunOutput* run, const std::string& status);
 
 }  // namespace nv::exec

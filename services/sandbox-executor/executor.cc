@@ -185,20 +185,7 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   auto publish_finished = [&](const std::string& vm_id, const RunState* run,
                               const std::string& status) {
     double wall = ms_since(start);
-    events_.publish(
-        "exec.finished",
-        [&](schema::Event::Builder e) {
-          auto f = e.initExecFinished();
-          f.setLanguage(language);
-          f.setVmId(vm_id);
-          f.setDurationMs(wall);
-          f.setExitCode(run ? run->outcome.exit_code : -1);
-          f.setTimedOut(run && run->timed_out);
-          f.setTruncated(run && run->truncated);
-          f.setOutputBytes(run ? run->outcome.stdout_bytes + run->outcome.stderr_bytes : 0);
-          f.setStatus(status);
-        },
-        trace_id);
+    publish_exec_finished(events_, trace_id, language, vm_id, wall, run, status);
     log::info("exec finished", {{"language", lang},
                                 {"vm_id", vm_id},
                                 {"status", status},
@@ -246,14 +233,7 @@ void Executor::handle(const std::shared_ptr<Request>& req) {
   LeaseGuard vm(ctx_, opt_.pool, trace_id, lease.vm_id);  // from here on: destroyed on every path
 
   // ---- 2. Tell the caller it started (the broker no longer retries it elsewhere after this).
-  events_.publish(
-      "exec.started",
-      [&](schema::Event::Builder e) {
-        auto s = e.initExecStarted();
-        s.setLanguage(language);
-        s.setVmId(lease.vm_id);
-      },
-      trace_id);
+  publish_exec_started(events_, trace_id, language, lease.vm_id);
   RunState run;
   send_chunk(*req, trace_id, schema::Stream::STATUS, "started vm=" + lease.vm_id, run.seq++);
   Watchdog watchdog(req, vm, request_end, opt_.watchdog_interval);

@@ -9,6 +9,9 @@ namespace nv::exec {
 
 namespace {
 
+// How long a (re)connect tries before asking the pool whether the VM still runs.
+constexpr milliseconds kQuickReconnect{2000};
+
 using R = schema::SandboxRequest;
 
 std::string str(capnp::Data::Reader d) {
@@ -26,7 +29,20 @@ void reply_entries(SandboxService::Call& c, const std::vector<guest::FileEntryIn
 Status SandboxService::ensure_channel(Call& c, Sandbox& s) {
   if (s.channel && s.channel->is_open()) return {};
   s.channel.reset();
-  auto ch = connect_(s.lease, c.bounded(opt_.connect_timeout));
+  // A living VM's agent greets within moments; a refused or silent socket may be a dead VMM
+  // (killed, OOM) whose caller must not wait the whole connect timeout: try briefly, then ask
+  // the pool whether it still runs the VM, and wait the full time only if it does.
+  auto ch = connect_(s.lease, c.bounded(std::min(opt_.connect_timeout, kQuickReconnect)));
+  if (!ch.ok() && opt_.connect_timeout > kQuickReconnect) {
+    auto held = pool_->leases("");
+    bool running = !held.ok();  // the pool cannot tell: give the VM the benefit of the doubt
+    if (held.ok()) {
+      for (const auto& l : held.value()) {
+        if (l.vm_id == s.lease.vm_id && l.state == schema::LeaseState::RUNNING) running = true;
+      }
+    }
+    if (running) ch = connect_(s.lease, c.bounded(opt_.connect_timeout));
+  }
   if (ch.ok()) {
     s.channel = std::move(ch.value());
     return {};
@@ -95,6 +111,10 @@ void SandboxService::do_exec(Call& c, Sandbox& s) {
 
   RunOutput run;
   const std::string vm_id = s.lease.vm_id;
+  publish_exec_started(events_, c.trace_id, spec.language, vm_id);
+  auto finished = [&](const RunOutput* r, const std::string& status) {
+    publish_exec_finished(events_, c.trace_id, spec.language, vm_id, c.elapsed_ms(), r, status);
+  };
   send_chunk(*c.req, c.trace_id, schema::Stream::STATUS, "started vm=" + vm_id, run.seq++);
   auto on_chunk = [&](schema::Stream stream, std::string_view data) {
     take_chunk(run, *c.req, c.trace_id, eff.output_cap, eff.tail_bytes, stream, data);
@@ -105,10 +125,12 @@ void SandboxService::do_exec(Call& c, Sandbox& s) {
   } else {
     const auto& ce = outcome.error();
     if (ce.code == guest::ChannelErrc::guest_error || ce.code == guest::ChannelErrc::bad_argument) {
+      finished(nullptr, "error");
       return c.fail(guest_failed(c, s, ce, "exec"));
     }
     if (!host_ended(run, ce, opt_.host_grace, eff.timeout,
                     "the executor dropped the guest stream (the sandbox lives on)")) {
+      finished(&run, "error");
       return c.fail(guest_failed(c, s, ce, "exec"));
     }
     // The stream is in an unknown state: the next call reconnects. The program may still run
@@ -116,6 +138,7 @@ void SandboxService::do_exec(Call& c, Sandbox& s) {
     s.channel.reset();
     log::warn("sandbox run ended by the host", {{"sandbox_id", c.id}, {"note", run.note}});
   }
+  finished(&run, run_status(run));
   fill_result(c.reply().initExecResult(), c.trace_id, run, vm_id, c.elapsed_ms());
   c.send();
 }
