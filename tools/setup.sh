@@ -39,9 +39,16 @@ PACKAGES=(
 say() { [[ ${NV_QUIET:-0} == 1 ]] || printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
+# Packages whose command may come from elsewhere: NodeSource's nodejs bundles npm and conflicts
+# with Debian's npm package, so npm counts as present when the command is there.
+declare -A PROVIDED_BY_COMMAND=([npm]=npm)
+
 install_packages() {
   local missing=()
   for p in "${PACKAGES[@]}"; do
+    if [[ -n ${PROVIDED_BY_COMMAND[$p]:-} ]] && command -v "${PROVIDED_BY_COMMAND[$p]}" >/dev/null; then
+      continue
+    fi
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
   [[ ${#missing[@]} -eq 0 ]] && { say "Debian packages: all ${#PACKAGES[@]} present"; return; }
