@@ -5,6 +5,7 @@
 #include <rapidjson/writer.h>
 
 #include "common/enum_name.h"
+#include "common/sandbox_json.h"
 #include "common/utf8.h"
 
 namespace nv::api {
@@ -98,30 +99,7 @@ std::string exec_result_json(const sandbox::ExecResult& r, const std::string& tr
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w(sb);
   w.StartObject();
-  w.Key("exitCode");
-  w.Int(r.exit_code);
-  w.Key("signal");
-  w.Int(r.signal);
-  w.Key("timedOut");
-  w.Bool(r.timed_out);
-  w.Key("truncated");
-  w.Bool(r.truncated);
-  text(w, "stdout", r.stdout_data);
-  text(w, "stderr", r.stderr_data);
-  text(w, "stdoutTail", r.stdout_tail);
-  text(w, "stderrTail", r.stderr_tail);
-  w.Key("stdoutBytes");
-  w.Uint64(r.stdout_bytes);
-  w.Key("stderrBytes");
-  w.Uint64(r.stderr_bytes);
-  w.Key("durationMs");
-  w.Double(r.duration_ms);
-  w.Key("wallMs");
-  w.Double(r.wall_ms);
-  text(w, "vmId", r.vm_id);
-  w.Key("hostKilled");
-  w.Bool(r.host_killed);
-  text(w, "note", r.note);
+  sandbox::write_exec_result_fields(w, r);
   text(w, "traceId", trace_id);
   w.EndObject();
   return sb.GetString();

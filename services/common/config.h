@@ -73,7 +73,7 @@ class Config {
     std::string def;
     std::string source = "default";
     std::vector<std::string> alias_envs;
-    std::string scope;  // env_scope when it was added
+    std::string scope;            // env_scope when it was added
     bool shared_fallback = true;  // NV_<NAME> read after NV_<SCOPE>_<NAME>
     bool has_range = false;
     double min = 0, max = 0;

@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "common/enum_name.h"
+#include "common/sandbox_json.h"
 #include "common/json.h"
 #include "common/utf8.h"
 
@@ -214,30 +215,7 @@ void Printer::exec_result(const sb::ExecResult& r, const std::string& id, int st
     put(w, "sandboxId", id);
     w.Key("background");
     w.Bool(background);
-    w.Key("exitCode");
-    w.Int(r.exit_code);
-    w.Key("signal");
-    w.Int(r.signal);
-    w.Key("timedOut");
-    w.Bool(r.timed_out);
-    w.Key("truncated");
-    w.Bool(r.truncated);
-    w.Key("hostKilled");
-    w.Bool(r.host_killed);
-    put(w, "note", r.note);
-    put(w, "vmId", r.vm_id);
-    w.Key("durationMs");
-    w.Double(r.duration_ms);
-    w.Key("wallMs");
-    w.Double(r.wall_ms);
-    put(w, "stdout", r.stdout_data);
-    put(w, "stderr", r.stderr_data);
-    put(w, "stdoutTail", r.stdout_tail);
-    put(w, "stderrTail", r.stderr_tail);
-    w.Key("stdoutBytes");
-    w.Uint64(r.stdout_bytes);
-    w.Key("stderrBytes");
-    w.Uint64(r.stderr_bytes);
+    sandbox::write_exec_result_fields(w, r);
     w.Key("nvStatus");
     w.Int(status);
     w.EndObject();
