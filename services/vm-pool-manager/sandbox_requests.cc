@@ -91,4 +91,18 @@ std::string owner_dir_name(const std::string& owner) {
   return buf;
 }
 
+Error shutting_down() { return make_error(ErrorCode::SHUTTING_DOWN, "vm pool is stopping"); }
+
+Result<std::chrono::milliseconds> sandbox_lifetime(std::chrono::milliseconds asked,
+                                                   std::chrono::milliseconds fallback,
+                                                   std::chrono::milliseconds max) {
+  if (asked.count() <= 0) asked = fallback;
+  if (asked > max) {
+    return make_error(ErrorCode::BAD_REQUEST, "leaseMs " + std::to_string(asked.count()) +
+                                                  " is above the maximum sandbox lifetime " +
+                                                  std::to_string(max.count()) +
+                                                  " ms (--max-sandbox-ttl-ms)");
+  }
+  return asked;
+}
 }  // namespace nv::vm

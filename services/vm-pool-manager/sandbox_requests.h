@@ -5,6 +5,7 @@
 
 #include <nv/schema/common.capnp.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -36,5 +37,12 @@ Status check_tier(schema::SizeTier tier);
 // Where an owner's snapshots live: a hex hash of the owner (FNV-1a 64), so no owner string can
 // name a path.
 std::string owner_dir_name(const std::string& owner);
+
+// shuttingDown: the pool is stopping.
+Error shutting_down();
+// A sandbox lifetime: 0 = `fallback`; above `max` is badRequest (never silently shortened).
+Result<std::chrono::milliseconds> sandbox_lifetime(std::chrono::milliseconds asked,
+                                                   std::chrono::milliseconds fallback,
+                                                   std::chrono::milliseconds max);
 
 }  // namespace nv::vm
