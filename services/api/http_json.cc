@@ -1,4 +1,5 @@
 // http_json.cc — error shape, status table and strict body parsing (see http_json.h).
+#include "common/sandbox_json.h"
 #include "http_json.h"
 
 #include <httplib.h>
@@ -72,9 +73,7 @@ std::string json_string(std::string_view text) {
 }
 
 void write_text(JsonWriter& w, const char* key, std::string_view text) {
-  std::string clean = utf8::sanitize(text);
-  if (key) w.Key(key);
-  w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
+  sandbox::write_json_text(w, key, text);
 }
 
 std::string error_json(std::string_view code, std::string_view message, std::string_view trace_id) {

@@ -8,7 +8,7 @@ namespace nv::sandbox {
 
 void write_json_text(JsonOut& w, const char* key, std::string_view text) {
   std::string clean = utf8::sanitize(text);
-  w.Key(key);
+  if (key) w.Key(key);
   w.String(clean.data(), static_cast<rapidjson::SizeType>(clean.size()));
 }
 

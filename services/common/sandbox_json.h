@@ -15,7 +15,7 @@ namespace nv::sandbox {
 
 using JsonOut = rapidjson::Writer<rapidjson::StringBuffer>;
 
-// Writes `key` and `text` (sanitized to UTF-8) into the open object.
+// Writes `key` (unless null: an array element) and `text`, sanitized to UTF-8.
 void write_json_text(JsonOut& w, const char* key, std::string_view text);
 // Writes the result's fields into the open object `w` (the caller starts and ends it and may add
 // its own fields): exitCode signal timedOut truncated hostKilled note vmId durationMs wallMs
