@@ -85,6 +85,10 @@ struct Error {
     sandboxState @30;       # the operation does not fit the sandbox's state (paused, starting)
     unknownSnapshot @31;    # no such snapshot for this owner
     notFound @32;           # a file, directory or process inside the sandbox does not exist
+    mountRefused @33;       # a host directory outside every --mount-root (the message names the
+                            # rule and the roots); nothing was leased or copied
+    mountQuota @34;         # a mount's byte or file quota would be exceeded
+    egressDenied @35;       # a network policy entry the operator's always-deny list forbids
   }
   queueLength @4 :UInt32;       # overloaded: requests waiting ahead of this one
   estimatedWaitMs @5 :UInt32;   # overloaded: the broker's estimate of the wait for a worker

@@ -163,6 +163,16 @@ struct SandboxEvent {
   tier @6 :Common.SizeTier;
 }
 
+struct EgressDenied {
+  # Topic security.egress_denied: a guest's connection or DNS lookup its policy refused.
+  sandboxId @0 :Text;
+  vmId @1 :Text;
+  destination @2 :Text;         # "198.51.100.9:80/tcp" or, for a lookup, the queried name
+  rule @3 :Text;                # what refused it: "not allowed", "always-deny 169.254.0.0/16",
+                                # "nxdomain: not on the allow list", "connection limit"
+  count @4 :UInt64;             # denials folded into this event (rate-limited publishing)
+}
+
 struct Event {
   version @0 :UInt16;
   id @1 :Text;                  # UUID v7, unique per event
@@ -194,6 +204,7 @@ struct Event {
     syscallCounts @26 :SyscallCounts;
     brokerStatus @27 :BrokerStatus;
     sandbox @28 :SandboxEvent;
+    egressDenied @30 :EgressDenied;   # (ordinal after `sender` @29: added later)
   }
   sender @29 :Text;             # the publisher's identity as the orchestrator verified it (set by
                                 # the orchestrator, whatever the publisher wrote): "uid:<n>" for

@@ -54,6 +54,79 @@ struct SandboxSpec {
                                 # --sandbox-idle-ms (10 min); keepalive counts as a call
   labels @6 :List(Label);       # at most 16; shown by list/get, filterable by list
   fromSnapshot @7 :Text;        # "" = a fresh warm VM; else a snapshot name of the same owner
+  mounts @8 :List(Mount);       # host directories copied in at creation (at most 8); see Mount
+  network @9 :NetworkPolicy;    # unset = mode none: no network device is reachable at all
+  inference @10 :InferencePolicy;  # the in-guest model endpoint; unset = off
+}
+
+# Host directories (issue 15). A mount is COPIED IN when the sandbox is created and COPIED OUT
+# (read-write mounts only) at an explicit `sync` and when the sandbox ends by destroy: the guest
+# never touches a host file system, so forks, snapshots and pause carry a mount's content as they
+# carry any other guest file. Host-side reads and writes are done by a copier process confined by
+# Landlock to exactly the mounted host paths; it never follows a symlink, never writes through
+# one, writes every file to a temp file in the same directory and renames it (a crash leaves no
+# half-written file), and skips (and reports) symlinks, device nodes, fifos, sockets and files
+# with more than one hard link. Errors: mountRefused (outside every --mount-root of the executor,
+# before any VM is leased), badRequest (shapes), mountQuota (a sync would exceed a quota).
+struct Mount {
+  hostPath @0 :Text;            # absolute host directory; must resolve (symlinks followed once,
+                                # at validation) to a directory under one of the executor's
+                                # --mount-root directories, else mountRefused naming the rule
+  guestPath @1 :Text;           # absolute, strictly under /home/agent (e.g. /home/agent/proj);
+                                # no "..", no overlap with another mount
+  readOnly @2 :Bool;            # true: in the guest every write, chmod, rename, unlink fails
+                                # (EROFS: a read-only bind mount)
+  quotaBytes @3 :UInt64;        # read-write: bytes the sandbox may hold in the mount beyond what
+                                # was copied in; 0 = the executor's --mount-quota-bytes (256 MiB)
+  quotaFiles @4 :UInt32;        # read-write: files/directories beyond those copied in;
+                                # 0 = the executor's --mount-quota-files (10,000)
+}
+
+struct MountSync {
+  guestPath @0 :Text;
+  hostPath @1 :Text;
+  filesWritten @2 :UInt32;      # new or changed in the guest since the copy-in, written to host
+  bytesWritten @3 :UInt64;
+  filesRemoved @4 :UInt32;      # removed in the guest and unchanged on the host since copy-in
+  skipped @5 :List(Text);       # "<path>: <why>" (symlink, device node, hard link, conflict:
+                                # changed on both sides — the host's copy is kept), at most 100
+}
+
+# Guest networking (issue 16). Enforcement is on the host, outside the guest's reach.
+enum NetworkMode {
+  none @0;                      # no route at all (the default)
+  allow @1;                     # only the `allow` entries, minus the operator's always-deny list
+}
+
+struct NetworkPolicy {
+  mode @0 :NetworkMode;
+  allow @1 :List(Text);         # at most 64 entries, each one of:
+                                #   CIDR with optional port: "198.51.100.0/24", "198.51.100.7:443",
+                                #   "[2001:db8::1]:443", "2001:db8::/32"
+                                #   a domain (RFC 1035 names): "example.org", "*.example.org"
+                                # link-local/metadata (169.254.0.0/16, fd00:ec2::254), the host's
+                                # own addresses and private ranges (unless the operator allows
+                                # them) are refused whatever is listed here
+  maxConnections @2 :UInt32;    # concurrent TCP connections; 0 = the pool's default (64)
+  bandwidthBytesPerS @3 :UInt64;  # egress token bucket; 0 = the pool's default (10 MB/s)
+}
+
+struct NetworkInfo {
+  mode @0 :NetworkMode;
+  allow @1 :List(Text);
+  mac @2 :Text;                 # "02:xx:xx:xx:xx:xx" (locally administered), distinct per VM
+  ipv4 @3 :Text;                # the guest's address, "10.x.y.z/30"
+  gateway @4 :Text;             # the host side's address; also the guest's DNS resolver
+}
+
+# The inference bridge (issue 16): inside the guest, OLLAMA_HOST=http://127.0.0.1:11434 and
+# OPENAI_BASE_URL=http://127.0.0.1:11434/v1 reach nv-llm-gateway over the guest channel (no
+# network device involved). Over budget → HTTP 429, a model not allowed → HTTP 403.
+struct InferencePolicy {
+  enabled @0 :Bool;
+  models @1 :List(Text);        # allowed model names (at most 16); empty = the gateway's default
+  tokenBudget @2 :UInt64;       # prompt + completion tokens over the sandbox's life;
+                                # 0 = the executor's --inference-token-budget (100,000)
 }
 
 struct SandboxInfo {
@@ -74,6 +147,10 @@ struct SandboxInfo {
   env @14 :List(Common.EnvVar);
   endReason @15 :Text;          # destroyed: "destroyed by owner", "lifetime ended",
                                 # "idle for 600000 ms", "vm lost: <why>"
+  mounts @16 :List(Mount);
+  network @17 :NetworkInfo;     # mode none: only `mode` is set
+  inference @18 :InferencePolicy;
+  inferenceTokensUsed @19 :UInt64;
 }
 
 struct SandboxExec {
@@ -217,6 +294,7 @@ struct SandboxRequest {
     pause @22 :Void;
     resume @23 :Void;
     destroy @24 :Void;
+    sync @25 :Void;             # copy the read-write mounts out to the host now
   }
 }
 
@@ -234,5 +312,6 @@ struct SandboxReply {
     snapshot @8 :SnapshotInfo;
     snapshots @9 :List(SnapshotInfo);
     done @10 :Void;             # restartContext removeFile signal deleteSnapshot
+    synced @11 :List(MountSync);  # sync (one per read-write mount)
   }
 }

@@ -6,6 +6,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");
 using Common = import "common.capnp";
 using Exec = import "exec.capnp";
+using Sandbox = import "sandbox.capnp";
 
 struct SubmitTask {
   version @0 :UInt16;
@@ -15,6 +16,11 @@ struct SubmitTask {
   timeoutMs @4 :UInt32;         # whole-task deadline; 0 = orchestrator default
   tier @5 :Common.SizeTier;     # VM size for the code; unset = small
   traceId @6 :Text;             # "" = the orchestrator mints a UUID v7
+  mounts @7 :List(Sandbox.Mount);  # host directories for the task's sandbox (nv-submit --mount
+                                # HOST:GUEST[:ro|:rw]); read-write ones are synced back when the
+                                # task ends, whatever its status; refused with mountRefused
+                                # before any model call when outside the executor's roots
+  network @8 :Sandbox.NetworkPolicy;  # the task's sandbox network; unset = none
 }
 
 struct ToolCallInfo {
