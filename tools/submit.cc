@@ -34,6 +34,7 @@
 #include "common/frames.h"
 #include "common/interrupt.h"
 #include "common/json.h"
+#include "common/mount_arg.h"
 #include "common/service.h"
 #include "common/utf8.h"
 
@@ -65,6 +66,8 @@ constexpr const char* kExitCodes =
     "  5  the task failed (the error says why)\n"
     "  6  the model was still calling tools when --max-iterations was reached\n"
     "  7  the task timed out (--timeout, or the model did not answer in time)\n"
+    "     (a --mount outside the executor's --mount-root fails the task at once with\n"
+    "     mountRefused before any model call: exit 5)\n"
     "  130 / 143  interrupted by Ctrl-C (SIGINT) / SIGTERM: the task is cancelled upstream\n"
     "     (the model call is abandoned, the running program's VM released)\n";
 
@@ -442,7 +445,44 @@ void add_options(nv::Config& c) {
   c.alias_flag("connect-timeout-ms", "connect-timeout", 1000);
 }
 
+constexpr const char* kMountHelp =
+    "\nhost directories:\n"
+    "  --mount HOST:GUEST[:ro|:rw]   (repeatable, at most 8) copy a host directory into the\n"
+    "     task's sandbox. HOST: ~ and relative paths are taken from your home and current\n"
+    "     directory; GUEST: absolute under /home/agent, or relative to it. ro (the default)\n"
+    "     or rw; a rw mount's changes are copied back to HOST when the task ends, whatever\n"
+    "     its status (written to a temp file and renamed; the result is a notice in the\n"
+    "     progress). HOST must be under one of the executor's --mount-root directories.\n";
+
+// Takes every "--mount X" / "--mount=X" out of argv (Config has no repeatable options).
+std::vector<std::string> take_mounts(int* argc, char** argv, std::string* problem) {
+  std::vector<std::string> out;
+  int w = 1;
+  for (int i = 1; i < *argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--") {  // the rest is the task's text
+      while (i < *argc) argv[w++] = argv[i++];
+      break;
+    }
+    if (a == "--mount") {
+      if (i + 1 >= *argc) {
+        *problem = "--mount needs a value HOST:GUEST[:ro|:rw]";
+        continue;
+      }
+      out.emplace_back(argv[++i]);
+    } else if (a.rfind("--mount=", 0) == 0) {
+      out.emplace_back(a.substr(8));
+    } else {
+      argv[w++] = argv[i];
+    }
+  }
+  *argc = w;
+  return out;
+}
+
 int run(int argc, char** argv) {
+  std::string mount_problem;
+  std::vector<std::string> mount_args = take_mounts(&argc, argv, &mount_problem);
   nv::Config c("nv-submit \"TASK\"",
                "give NeuroVisor a task: the model writes code, it runs in "
                "a microVM, you get the answer");
@@ -452,7 +492,7 @@ int run(int argc, char** argv) {
     return kUsage;
   }
   if (c.help_requested()) {
-    std::cout << c.help() << kExitCodes;
+    std::cout << c.help() << kMountHelp << kExitCodes;
     return 0;
   }
   std::string task;
@@ -476,6 +516,17 @@ int run(int argc, char** argv) {
   else if (!t.empty())
     problem("--tier must be small, medium or large");
   if (json && quiet) problem("--json and --quiet do not go together");
+  if (!mount_problem.empty()) problem(mount_problem);
+  std::vector<nv::sandbox::Mount> mounts;
+  for (const auto& m : mount_args) {
+    auto parsed = nv::sandbox::parse_mount_arg(m);
+    if (!parsed) {
+      problem(parsed.error().message);
+    } else {
+      mounts.push_back(*parsed);
+    }
+  }
+  if (mounts.size() > 8) problem("at most 8 --mount");
   if (!problems.empty()) {
     std::cerr << problems << "(see nv-submit --help)\n";
     return kUsage;
@@ -522,6 +573,7 @@ int run(int argc, char** argv) {
   sub.setTimeoutMs(static_cast<uint32_t>(timeout_s * 1000));
   sub.setTier(tier);
   sub.setTraceId(c.str("trace-id"));
+  nv::sandbox::mounts_to_capnp(mounts, sub.initMounts(static_cast<unsigned>(mounts.size())));
   // The orchestrator enforces the task deadline; the bus deadline only has to outlast it.
   auto deadline = timeout_s > 0 ? milliseconds(static_cast<int64_t>(timeout_s * 1000) + 30'000)
                                 : milliseconds(24LL * 3600 * 1000);

@@ -118,6 +118,11 @@ void add_api_options(Config& c) {
   c.add_int("max-sandboxes", 8, "live sandboxes per tenant (429 sandboxLimit above)");
   c.add_int("max-tasks", 4, "running agent tasks per tenant (429 above)");
   c.add_int("bus-timeout-ms", 60000, "deadline of one bus call (an exec: its timeout plus this)");
+  c.add_bool("allow-mounts", false,
+             "let tenants mount host directories into sandboxes (\"mounts\" in POST "
+             "/v1/sandboxes, MCP create_sandbox); every tenant may then mount anything under the "
+             "executor's --mount-root: for single-tenant or trusted deployments. Off: 403 "
+             "mountRefused");
   c.add_string("tls-cert", "", "PEM certificate: serve HTTPS (with --tls-key)");
   c.add_string("tls-key", "", "PEM private key of --tls-cert");
   c.add_string("run-as", "", "user id to switch to after binding (when started as root)");
@@ -161,6 +166,7 @@ Result<ApiOptions> api_options_from(const Config& c, const std::string& runtime_
   o.max_sandboxes = static_cast<int>(range("max-sandboxes", 0, 100000));
   o.max_tasks = static_cast<int>(range("max-tasks", 0, 100000));
   o.bus_timeout_ms = static_cast<int>(range("bus-timeout-ms", 1000, 3600000));
+  o.allow_mounts = c.boolean("allow-mounts");
   o.rate_per_s = c.number("rate-per-s");
   o.burst = c.number("burst");
   if (!(o.rate_per_s > 0) || !(o.burst >= 1)) problems += "--rate-per-s > 0 and --burst >= 1; ";

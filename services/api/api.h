@@ -48,6 +48,8 @@ struct ApiOptions {
   int max_sandboxes = 8;                // live sandboxes per tenant
   int max_tasks = 4;                    // running tasks per tenant
   int bus_timeout_ms = 60000;           // deadline of one bus call (exec: its timeout + this)
+  bool allow_mounts = false;  // tenants may ask for host directories (SandboxCreate.mounts);
+                              // off: 403 mountRefused. The executor's --mount-root still applies
   std::string tls_cert, tls_key;
 };
 

@@ -23,6 +23,10 @@ int http_status(ErrorCode code) {
       return 400;
     case C::UNAUTHORIZED:
       return 401;
+    case C::MOUNT_REFUSED:
+      return 403;  // this host directory is not the tenant's to mount
+    case C::MOUNT_QUOTA:
+      return 507;  // RFC 4918 §11.5 Insufficient Storage: the mount's quota is used up
     case C::UNKNOWN_SANDBOX:
     case C::UNKNOWN_SNAPSHOT:
     case C::NOT_FOUND:

@@ -12,6 +12,7 @@
 #include "common/frames.h"
 #include "common/json_depth.h"
 #include "common/sandbox_client.h"
+#include "common/sandbox_json.h"
 #include "common/trace_id.h"
 #include "common/utf8.h"
 #include "exec_json.h"
@@ -60,7 +61,13 @@ const ToolDef kTools[] = {
      "Creates a sandbox: a microVM that keeps its files, processes and interpreter state "
      "between calls until destroyed (or its lifetime or idle timeout ends).",
      R"({"type":"object","properties":{"tier":{"type":"string","enum":["small","medium","large"]},)"
-     R"("lifetimeMs":{"type":"integer","minimum":0},"idleTimeoutMs":{"type":"integer","minimum":0}},)"
+     R"("lifetimeMs":{"type":"integer","minimum":0},"idleTimeoutMs":{"type":"integer","minimum":0},)"
+     R"("mounts":{"type":"array","maxItems":8,"description":"host directories copied in; the )"
+     R"(server must allow mounts and hostPath be under the executor's --mount-root","items":)"
+     R"({"type":"object","properties":{"hostPath":{"type":"string"},"guestPath":{"type":"string",)"
+     R"("description":"absolute, under /home/agent"},"readOnly":{"type":"boolean"},)"
+     R"("quotaBytes":{"type":"integer","minimum":0},"quotaFiles":{"type":"integer","minimum":0}},)"
+     R"("required":["hostPath","guestPath"],"additionalProperties":false}}},)"
      R"("additionalProperties":false})",
      R"({"type":"object","properties":{"sandboxId":{"type":"string"},"state":{"type":"string"},)"
      R"("vmId":{"type":"string"}},"required":["sandboxId","state"]})"},
@@ -245,6 +252,16 @@ std::string create_sandbox(Call& c) {
   }
   spec.lifetime_ms = c.num("lifetimeMs", 0);
   spec.idle_timeout_ms = c.num("idleTimeoutMs", 0);
+  if (auto it = c.args.FindMember("mounts"); it != c.args.MemberEnd()) {
+    auto mounts = sandbox::mounts_from_json(it->value);
+    if (!mounts) fail(mounts.error());
+    spec.mounts = std::move(*mounts);
+  }
+  if (!spec.mounts.empty() && !c.opt.allow_mounts) {
+    fail(make_error(ErrorCode::MOUNT_REFUSED,
+                    "host directory mounts are off in this server (rule: --allow-mounts is not "
+                    "set); nothing was leased"));
+  }
   auto r = c.sandboxes(c.bus_timeout()).create(spec);
   if (!r) fail(r.error());
   return "{\"sandboxId\":" + api::json_string(r->sandbox_id) +

@@ -27,6 +27,8 @@ struct Options {
   bool allow_tasks = true;      // submit_task (nv-api: the key's task scope)
   bool allow_sandboxes = true;  // every other tool (nv-api: the key's sandbox scope)
   int bus_timeout_ms = 60000;
+  bool allow_mounts = false;  // create_sandbox's "mounts" (nv-api/nv-mcp --allow-mounts); off:
+                              // a call with mounts fails with mountRefused
 };
 
 // Called with each outgoing JSON-RPC message (notifications first, the response last).

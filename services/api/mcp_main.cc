@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   nv::add_bus_options(c);
   c.add_string("owner", "", "sandbox owner sent with every call (default uid:<this uid>)");
   c.add_int("bus-timeout-ms", 60000, "deadline of one bus call (an exec: its timeout plus this)");
+  c.add_bool("allow-mounts", false,
+             "create_sandbox may mount host directories (under the executor's --mount-root)");
   auto st = c.parse(argc, argv);
   if (c.help_requested()) {
     std::fputs(c.help().c_str(), stdout);
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
   nv::mcp::Options o;
   o.owner = c.str("owner").empty() ? "uid:" + std::to_string(::getuid()) : c.str("owner");
   o.bus_timeout_ms = static_cast<int>(c.integer("bus-timeout-ms"));
+  o.allow_mounts = c.boolean("allow-mounts");
   nv::mcp::Server server(bus, o);
   std::string line;
   while (std::getline(std::cin, line)) {

@@ -56,7 +56,8 @@ P["/v1/tasks/{id}/events"] = {"get": op("A task's progress from its start, then 
 P["/v1/tasks/{id}/cancel"] = {"post": op("Cancel a task (the model call is hung up, the VM released)", "cancelTask", "task",
                                          {"202": resp("cancelling", ref("Task")), **errs(401, 403, 404, 429)}, params=[idp], tags=["tasks"])}
 P["/v1/sandboxes"] = {
-  "post": op("Create a sandbox (a microVM that lives across calls)", "createSandbox", "sandbox",
+  "post": op("Create a sandbox (a microVM that lives across calls). With `mounts`: 403 mountRefused unless nv-api runs with --allow-mounts "
+             "and every hostPath is under one of the executor's --mount-root directories (checked before any VM is leased)", "createSandbox", "sandbox",
              {"201": resp("created", ref("Sandbox")), **std}, jbody("SandboxCreate", False), tags=["sandboxes"]),
   "get": op("The tenant's sandboxes", "listSandboxes", "sandbox",
             {"200": resp("sandboxes", {"type": "object", "properties": {"sandboxes": {"type": "array", "items": ref("Sandbox")}}}), **std},
@@ -91,6 +92,10 @@ for name, summ, body, code in [("fork", "Fork: N new sandboxes with this one's r
            "snapshot": ref("Snapshot")}.get(name, ref("Sandbox"))
     P["/v1/sandboxes/{id}/" + name] = {"post": op(summ, name + "Sandbox", "sandbox", {code: resp("done", out), **std},
                                                   jbody(body, False) if body else None, params=[idp], tags=["sandboxes"])}
+P["/v1/sandboxes/{id}/sync"] = {"post": op(
+  "Copy the sandbox's read-write host mounts out to the host now (write to a temp file, then rename)", "syncSandbox", "sandbox",
+  {"200": resp("one entry per read-write mount", {"type": "object", "properties": {"synced": {"type": "array", "items": ref("MountSync")}}}),
+   **errs(400, 401, 403, 404, 409, 429, 500, 502, 503, 504, 507)}, params=[idp], tags=["sandboxes"])}
 P["/v1/snapshots"] = {"get": op("The tenant's snapshots", "listSnapshots", "sandbox",
   {"200": resp("snapshots", {"type": "object", "properties": {"snapshots": {"type": "array", "items": ref("Snapshot")}}}), **std}, tags=["sandboxes"])}
 P["/v1/snapshots/{name}"] = {"delete": op("Delete a snapshot", "deleteSnapshot", "sandbox", {"200": resp("deleted", {"type": "object"}), **std},
@@ -104,7 +109,8 @@ P["/mcp"] = {"get": op("MCP server-initiated stream: not offered (405, as the tr
 
 S = {}
 S["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "traceId"],
-    "properties": {"code": {"type": "string", "description": "common.capnp Error.Code name, or routeNotFound, payloadTooLarge, unauthorized, forbidden, rateLimited"},
+    "properties": {"code": {"type": "string", "description": "common.capnp Error.Code name, or routeNotFound, payloadTooLarge, unauthorized, forbidden, rateLimited. "
+                                                                       "mountRefused is HTTP 403 (a host mount is not allowed), mountQuota HTTP 507 (RFC 4918: a mount's quota is used up)"},
                    "message": {"type": "string"}, "traceId": {"type": "string"}}}}}
 S["Readiness"] = {"type": "object", "properties": {"ready": {"type": "boolean"}, "executor": {"type": "boolean"}, "warmVms": {"type": "integer"}, "reason": {"type": "string"}}}
 lang = {"type": "string", "enum": ["python", "bash", "sh", "javascript", "py", "python3", "node", "nodejs", "js"]}
@@ -127,12 +133,24 @@ S["TaskSubmit"] = {"type": "object", "additionalProperties": False, "required": 
 S["Task"] = {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "prompt": {"type": "string"}, "traceId": {"type": "string"},
     "createdUnixMs": {"type": "integer"}, "events": {"type": "integer"}, "result": {"type": "object"}}}
 labels = {"type": "object", "additionalProperties": {"type": "string"}}
+S["Mount"] = {"type": "object", "additionalProperties": False, "required": ["hostPath", "guestPath"],
+    "description": "a host directory copied into the sandbox at creation; a read-write one is copied back at /sync and when the sandbox is destroyed",
+    "properties": {"hostPath": {"type": "string", "description": "absolute host directory under one of the executor's --mount-root"},
+                   "guestPath": {"type": "string", "description": "absolute, strictly under /home/agent"},
+                   "readOnly": {"type": "boolean", "default": False},
+                   "quotaBytes": {"type": "integer", "minimum": 0, "description": "bytes the sandbox may add (0 = the executor's default, 256 MiB)"},
+                   "quotaFiles": {**u32, "description": "files the sandbox may add (0 = the executor's default, 10000)"}}}
+S["MountSync"] = {"type": "object", "properties": {"guestPath": {"type": "string"}, "hostPath": {"type": "string"},
+    "filesWritten": {"type": "integer"}, "bytesWritten": {"type": "integer"}, "filesRemoved": {"type": "integer"},
+    "skipped": {"type": "array", "items": {"type": "string"}, "description": "\"<path>: <why>\" (symlink, device node, hard link, conflict), at most 100"}}}
 S["SandboxCreate"] = {"type": "object", "additionalProperties": False, "properties": {"tier": tier, "env": envs, "cwd": {"type": "string"},
-    "lifetimeMs": u32, "idleTimeoutMs": u32, "labels": labels, "fromSnapshot": {"type": "string"}}}
+    "lifetimeMs": u32, "idleTimeoutMs": u32, "labels": labels, "fromSnapshot": {"type": "string"},
+    "mounts": {"type": "array", "maxItems": 8, "items": ref("Mount")}}}
 S["Sandbox"] = {"type": "object", "properties": {"id": {"type": "string"}, "state": {"type": "string", "enum": ["starting", "running", "paused", "destroyed"]},
     "tier": {"type": "string"}, "vcpus": {"type": "integer"}, "memoryMib": {"type": "integer"}, "vmId": {"type": "string"},
     "createdUnixMs": {"type": "integer"}, "deadlineUnixMs": {"type": "integer"}, "idleDeadlineUnixMs": {"type": "integer"}, "lastActiveUnixMs": {"type": "integer"},
-    "labels": labels, "parentId": {"type": "string"}, "fromSnapshot": {"type": "string"}, "cwd": {"type": "string"}, "endReason": {"type": "string"}}}
+    "labels": labels, "parentId": {"type": "string"}, "fromSnapshot": {"type": "string"}, "cwd": {"type": "string"}, "endReason": {"type": "string"},
+    "mounts": {"type": "array", "items": ref("Mount")}}}
 S["FileEntry"] = {"type": "object", "properties": {"path": {"type": "string"}, "type": {"type": "string", "enum": ["file", "directory", "symlink", "other"]},
     "size": {"type": "integer"}, "mode": {"type": "integer"}, "mtimeUnixMs": {"type": "integer"}, "linkTarget": {"type": "string"}}}
 S["ForkRequest"] = {"type": "object", "additionalProperties": False, "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 16}, "labels": labels}}

@@ -31,6 +31,7 @@ void add_mcp_routes(Api& api) {
               o.allow_tasks = (c.scopes & (kScopeTask | kScopeAdmin)) != 0;
               o.allow_sandboxes = (c.scopes & (kScopeSandbox | kScopeAdmin)) != 0;
               o.bus_timeout_ms = api.options().bus_timeout_ms;
+              o.allow_mounts = api.options().allow_mounts;
               bool sse =
                   req.get_header_value("Accept").find("text/event-stream") != std::string::npos &&
                   req.body.find("\"tools/call\"") != std::string::npos;

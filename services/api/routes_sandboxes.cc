@@ -12,6 +12,7 @@
 #include "api.h"
 #include "common/enum_name.h"
 #include "common/sandbox_client.h"
+#include "common/sandbox_json.h"
 #include "common/utf8.h"
 #include "exec_json.h"
 #include "http_json.h"
@@ -60,6 +61,10 @@ void info_json(W& w, const sandbox::Info& i) {
   text(w, "fromSnapshot", i.from_snapshot);
   text(w, "cwd", i.cwd);
   text(w, "endReason", i.end_reason);
+  w.Key("mounts");
+  w.StartArray();
+  for (const auto& m : i.mounts) sandbox::write_mount(w, m);
+  w.EndArray();
   w.EndObject();
 }
 
@@ -182,10 +187,23 @@ void add_sandbox_routes(Api& api) {
                                {"lifetimeMs", JType::uint32},
                                {"idleTimeoutMs", JType::uint32},
                                {"labels", JType::object},
-                               {"fromSnapshot", JType::string}},
+                               {"fromSnapshot", JType::string},
+                               {"mounts", JType::array}},
                               &doc);
        if (!st) return fail(res, st.error(), c);
        sandbox::Spec spec;
+       if (auto it = doc.FindMember("mounts"); it != doc.MemberEnd()) {
+         auto mounts = sandbox::mounts_from_json(it->value);
+         if (!mounts) return fail(res, mounts.error(), c);
+         spec.mounts = std::move(*mounts);
+       }
+       if (!spec.mounts.empty() && !api.options().allow_mounts) {
+         return fail(res,
+                     make_error(ErrorCode::MOUNT_REFUSED,
+                                "host directory mounts are off in this nv-api (rule: nv-api "
+                                "--allow-mounts is not set); nothing was leased"),
+                     c);
+       }
        if (doc.HasMember("tier") && !parse_tier(get_string(doc, "tier"), &spec.tier)) {
          return fail(res, make_error(ErrorCode::BAD_REQUEST, "tier must be small, medium or large"),
                      c);
@@ -476,6 +494,16 @@ void add_sandbox_routes(Api& api) {
        auto r = sc.keepalive(req.matches[1], get_uint32(doc, "extendMs"));
        if (!r) return fail(res, r.error(), c);
        res.set_content(one_json(*r, info_json), "application/json");
+     });
+  on("POST", "/v1/sandboxes/{id}/sync",
+     [fail](const httplib::Request& req, httplib::Response& res, Caller& c,
+            sandbox::SandboxClient& sc) {
+       rapidjson::Document doc;
+       if (auto st = parse_object(req.body, {}, &doc); !st) return fail(res, st.error(), c);
+       sc.set_timeout(std::chrono::milliseconds(600000));  // copying a large tree out
+       auto r = sc.sync(req.matches[1]);
+       if (!r) return fail(res, r.error(), c);
+       res.set_content(list_json("synced", *r, sandbox::write_mount_sync), "application/json");
      });
   on("GET", "/v1/snapshots",
      [fail](const httplib::Request&, httplib::Response& res, Caller& c,

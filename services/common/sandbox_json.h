@@ -1,13 +1,18 @@
-// sandbox_json.h — a sandbox exec's result as JSON, one shape for every tool that prints it
-// (nv-api's /v1/sandboxes/{id}/exec and /v1/exec, `nv sandbox exec --json`): the field names of
-// exec.capnp ExecResult in lowerCamelCase; text fields (stdout, stderr, their tails, vmId, note)
-// as JSON strings with each ill-formed UTF-8 subsequence replaced by U+FFFD (common/utf8.h).
+// sandbox_json.h — sandbox values as JSON, one shape for every tool that prints them (nv-api's
+// /v1/sandboxes/{id}/exec and /v1/exec, `nv sandbox exec --json`; mounts and sync results in
+// nv-api and `nv sandbox ... --json`): the field names of the schema (exec.capnp ExecResult,
+// sandbox.capnp Mount and MountSync) in lowerCamelCase; text fields as JSON strings with each
+// ill-formed UTF-8 subsequence replaced by U+FFFD (common/utf8.h).
 #pragma once
 
+#include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <string_view>
+#include <vector>
+
+#include "error.h"
 
 #include "sandbox_client.h"
 
@@ -21,5 +26,18 @@ void write_json_text(JsonOut& w, const char* key, std::string_view text);
 // its own fields): exitCode signal timedOut truncated hostKilled note vmId durationMs wallMs
 // stdout stderr stdoutTail stderrTail stdoutBytes stderrBytes.
 void write_exec_result_fields(JsonOut& w, const ExecResult& r);
+
+// One mount: {"hostPath", "guestPath", "readOnly", "quotaBytes", "quotaFiles"}.
+void write_mount(JsonOut& w, const Mount& m);
+// One sync result: {"guestPath", "hostPath", "filesWritten", "bytesWritten", "filesRemoved",
+// "skipped": ["<path>: <why>", ...]}.
+void write_mount_sync(JsonOut& w, const MountSync& s);
+
+// A JSON array of mount objects in write_mount's shape, as a client sends it: hostPath and
+// guestPath strings (required), readOnly bool, quotaBytes and quotaFiles non-negative integers
+// (optional, default false/0); unknown members are refused. Shapes only (at most 8 mounts,
+// strings at most 4096 bytes): the sandbox service checks the paths and roots. badRequest
+// naming the element and member otherwise.
+Result<std::vector<Mount>> mounts_from_json(const rapidjson::Value& v);
 
 }  // namespace nv::sandbox

@@ -176,7 +176,9 @@ Result<Client::Incoming> Agent::Task::ask_model() {
 void Agent::Task::run() {
   const auto& o = agent.options_;
   choose_mode();
-  messages.push_back({s::Role::SYSTEM, system_prompt(persistent), {}, {}, {}, {}});
+  if (!open_mounted_sandbox()) return;  // a refused mount: no model call at all
+  messages.push_back(
+      {s::Role::SYSTEM, system_prompt(persistent) + mounts_prompt(mounts), {}, {}, {}, {}});
   messages.push_back({s::Role::USER, prompt, {}, {}, {}, {}});
   std::string last_text;
   bool asked_again = false;  // the previous reply was empty or cut and the model was asked again
@@ -368,6 +370,22 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
   if (t.getTraceId().size() > 64 || !printable(t.getTraceId().cStr())) {
     return bad("traceId must be at most 64 printable characters");
   }
+  auto mounts = sandbox::mounts_from_capnp(t.getMounts());
+  if (mounts.size() > 8) {
+    return bad("mounts has " + std::to_string(mounts.size()) + " entries; the limit is 8");
+  }
+  for (const auto& m : mounts) {
+    if (m.host_path.size() > 4096 || m.guest_path.size() > 4096 || !printable(m.host_path) ||
+        !printable(m.guest_path)) {
+      return bad("a mount's hostPath and guestPath must be at most 4096 printable characters");
+    }
+  }
+  if (!mounts.empty() && options_.fresh_vm_per_call) {
+    return bad(
+        "this orchestrator runs every call in a fresh VM (--fresh-vm-per-call), so a task has no "
+        "sandbox to mount host directories into: submit without --mount, or use an "
+        "orchestrator without --fresh-vm-per-call");
+  }
 
   Task task(*this, req);
   task.prompt = std::string(prompt);
@@ -378,6 +396,7 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
   task.max_iterations =
       t.getMaxIterations() > 0 ? t.getMaxIterations() : options_.default_max_iterations;
   task.tier = t.getTier();
+  task.mounts = std::move(mounts);
   task.timeout =
       t.getTimeoutMs() > 0 ? milliseconds(t.getTimeoutMs()) : options_.default_task_timeout;
   task.timeout = std::min(task.timeout, req->remaining());

@@ -7,6 +7,12 @@
 //      write_file(path, content), read_file(path, offset, length) — one sandbox per task, made
 //      at the first tool call, destroyed when the task ends on every path; with
 //      fresh_vm_per_call, execute_code alone, each call in a fresh VM (agent_tools.h);
+//      with SubmitTask.mounts (host directories, issue 15) the sandbox is made BEFORE the first
+//      model call, so a refused mount (mountRefused) fails the task with no model call; the
+//      system prompt lists the mounted guest paths and which are read-only; the read-write
+//      ones are synced back to the host when the task ends, whatever its status, and the
+//      sync's result is a `notice` partial. Mounts with fresh_vm_per_call: badRequest (there
+//      is no task sandbox to hold them);
 //   3. loop (at most maxIterations LLM calls, all before the task deadline):
 //        ask "llm" (ChatRequest, streamed: each ChatDelta goes on at once as a modelDelta or
 //        thinkingDelta partial) → text, reasoning and tool calls; native calls first, else
@@ -61,6 +67,7 @@ struct AgentOptions {
   bool fresh_vm_per_call = false;  // true: every execute_code in a fresh VM ("exec"), no
                                    // sandbox, no file tools (agent_tools.h)
   std::chrono::milliseconds sandbox_close_timeout{15'000};  // destroying a task's sandbox
+  std::chrono::milliseconds mount_sync_timeout{120'000};    // copying rw mounts back at the end
   std::string default_model;                                // "" = the gateway's --model
   size_t max_prompt_bytes = 64 * 1024;
   size_t max_calls_per_iteration = 8;  // more are refused as tool errors

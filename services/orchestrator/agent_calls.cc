@@ -64,7 +64,7 @@ Result<milliseconds> Agent::Task::call_budget() {
 Result<std::string> Agent::Task::open_sandbox(milliseconds budget) {
   if (!sandbox) {
     sandbox.emplace(client, TaskSandbox::Options{"task:" + trace, trace, tier,
-                                                 left() + std::chrono::seconds(60)});
+                                                 left() + std::chrono::seconds(60), mounts});
   }
   if (!sandbox->id().empty()) return sandbox->id();
   if (!registered(std::string(kSandboxService))) {
@@ -103,9 +103,53 @@ Result<std::string> Agent::Task::open_sandbox(milliseconds budget) {
   return r;
 }
 
+bool Agent::Task::open_mounted_sandbox() {
+  if (mounts.empty()) return true;
+  if (!persistent) {
+    finish(s::TaskStatus::FAILED,
+           make_error(ErrorCode::UNKNOWN_SERVICE,
+                      "the task mounts host directories, but no executor serves sandboxes "
+                      "(service \"sandbox\"): start nv-sandbox-executor with --mount-root"));
+    return false;
+  }
+  auto budget = call_budget();
+  if (!budget) {
+    finish(s::TaskStatus::TIMED_OUT, budget.error());
+    return false;
+  }
+  auto t0 = Clock::now();
+  auto id = open_sandbox(*budget);
+  exec_ms += ms_since(t0);
+  if (id) return true;
+  const Error& e = id.error();
+  finish(e.code == ErrorCode::CANCELLED   ? s::TaskStatus::CANCELLED
+         : e.code == ErrorCode::TIMED_OUT ? s::TaskStatus::TIMED_OUT
+                                          : s::TaskStatus::FAILED,
+         e);
+  return false;
+}
+
+void Agent::Task::sync_mounts() {
+  bool writable = std::any_of(mounts.begin(), mounts.end(),
+                              [](const sandbox::Mount& m) { return !m.read_only; });
+  if (!writable || !sandbox || sandbox->id().empty()) return;
+  auto budget = stopping() ? milliseconds(5000) : agent.options_.mount_sync_timeout;
+  auto r = sandbox->sync(budget);
+  std::string notice = r ? sync_notice(*r)
+                         : "the read-write mounts were not copied back to the host (" +
+                               code_name(r.error().code) + ": " + r.error().message + ")";
+  if (r) {
+    log::info("task mounts synced", {{"notice", notice}});
+  } else {
+    log::warn("task mounts not synced", {{"error", r.error().message}});
+  }
+  progress([&](s::TaskProgress::Builder p) { p.setNotice(notice); });
+}
+
 void Agent::Task::close_sandbox() {
   closing = true;
   if (!sandbox) return;
+  sync_mounts();
   auto budget = stopping() ? milliseconds(2000) : agent.options_.sandbox_close_timeout;
   (void)sandbox->close(budget);
 }

@@ -46,6 +46,7 @@ Result<std::string> TaskSandbox::ensure(milliseconds budget, bool* created) {
   spec.lifetime_ms =
       static_cast<uint32_t>(std::clamp<int64_t>(options_.lifetime.count(), 0, int64_t{86'400'000}));
   spec.labels.push_back({"task", options_.trace.substr(0, 255)});
+  spec.mounts = options_.mounts;
   client_.set_timeout(budget);
   auto info = client_.create(spec);
   if (!info) return info.error();
@@ -77,6 +78,14 @@ Result<sandbox::FileData> TaskSandbox::read(const std::string& path, uint64_t of
                                             uint64_t length, milliseconds budget) {
   client_.set_timeout(budget);
   auto r = client_.read_file(id_, path, offset, length);
+  if (!r) return checked(r.error());
+  return r;
+}
+
+Result<std::vector<sandbox::MountSync>> TaskSandbox::sync(milliseconds budget) {
+  if (id_.empty()) return make_error(ErrorCode::UNKNOWN_SANDBOX, "the task has no sandbox");
+  client_.set_timeout(budget);
+  auto r = client_.sync(id_);
   if (!r) return checked(r.error());
   return r;
 }

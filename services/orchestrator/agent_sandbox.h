@@ -17,6 +17,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/client.h"
 #include "common/error.h"
@@ -31,6 +32,7 @@ class TaskSandbox {
     std::string trace;
     schema::SizeTier tier = schema::SizeTier::UNSET;
     std::chrono::milliseconds lifetime{0};  // 0 = the executor's default
+    std::vector<sandbox::Mount> mounts{};   // host directories (SubmitTask.mounts)
   };
   TaskSandbox(Client& client, Options options);
 
@@ -48,6 +50,10 @@ class TaskSandbox {
                                    std::chrono::milliseconds budget);
   Result<sandbox::FileData> read(const std::string& path, uint64_t offset, uint64_t length,
                                  std::chrono::milliseconds budget);
+
+  // Copies the read-write mounts out to the host now (sandbox.capnp SandboxRequest.sync).
+  // unknownSandbox when there is no sandbox.
+  Result<std::vector<sandbox::MountSync>> sync(std::chrono::milliseconds budget);
 
   // Destroys the sandbox, if one is there. An error says the service could not be told (the
   // sandbox is then reaped at its lifetime's end or idle timeout).

@@ -70,6 +70,7 @@ struct Agent::Task {
   // Sandbox mode (agent_tools.h): one sandbox for the task, made at its first tool call.
   bool persistent = true;
   std::optional<TaskSandbox> sandbox;
+  std::vector<sandbox::Mount> mounts;  // SubmitTask.mounts: the sandbox is made before the model
   bool closing =
       false;  // the task ended: its last calls (destroying the sandbox) are not cancelled
 
@@ -146,6 +147,14 @@ struct Agent::Task {
 
   // The task's sandbox, made at its first tool call (and again after it was lost).
   Result<std::string> open_sandbox(milliseconds budget);
+
+  // A task with mounts: its sandbox is made before the first model call, so that a refused
+  // mount (mountRefused) ends the task at once. False when the task has ended (finish()).
+  bool open_mounted_sandbox();
+
+  // Copies the read-write mounts back to the host (close_sandbox, every way a task ends) and
+  // says what happened in a notice.
+  void sync_mounts();
 
   // Destroys the task's sandbox (every path of the task ends here). Not cancelled by the
   // task's own cancellation; bounded, since the executor reaps it at its lifetime's end anyway.

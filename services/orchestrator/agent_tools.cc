@@ -43,6 +43,37 @@ std::string system_prompt(bool persistent) {
          "\"print(1)\"}}\n";
 }
 
+std::string mounts_prompt(const std::vector<sandbox::Mount>& mounts) {
+  if (mounts.empty()) return {};
+  std::string out = "The user's directories are mounted in your sandbox:\n";
+  for (const auto& m : mounts) {
+    out += "- " + m.guest_path +
+           (m.read_only ? " (read-only: writing, renaming or deleting there fails)\n"
+                        : " (read-write: what you write there is copied back to the user's "
+                          "machine when the task ends)\n");
+  }
+  return out;
+}
+
+std::string sync_notice(const std::vector<sandbox::MountSync>& synced) {
+  std::string out = "read-write mounts copied back to the host:";
+  if (synced.empty()) return out + " none";
+  auto plural = [](uint64_t n, const char* one) {
+    return std::to_string(n) + " " + one + (n == 1 ? "" : "s");
+  };
+  for (const auto& m : synced) {
+    out += "\n  " + m.guest_path + " → " + m.host_path + ": " + plural(m.files_written, "file") +
+           " written (" + plural(m.bytes_written, "byte") + "), " +
+           std::to_string(m.files_removed) + " removed";
+    if (!m.skipped.empty()) {
+      out += ", " + std::to_string(m.skipped.size()) + " skipped";
+      for (size_t i = 0; i < m.skipped.size() && i < 5; ++i) out += "\n    " + m.skipped[i];
+      if (m.skipped.size() > 5) out += "\n    ...";
+    }
+  }
+  return out;
+}
+
 std::string execute_code_schema() {
   return R"({"type":"object","properties":{)"
          R"("language":{"type":"string","enum":["python","bash","javascript"],)"

@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/sandbox_client.h"
+
 namespace nv::agent {
 
 struct ToolSpec {
@@ -29,6 +31,15 @@ struct ToolSpec {
 
 // The system prompt every task starts with; `persistent` = sandbox mode.
 std::string system_prompt(bool persistent);
+
+// What the system prompt adds for a task with host directories (SubmitTask.mounts): each guest
+// path and whether it is read-only, and that read-write ones go back to the user's machine when
+// the task ends. "" without mounts. Host paths are not shown to the model.
+std::string mounts_prompt(const std::vector<sandbox::Mount>& mounts);
+
+// The notice that says what the end-of-task sync did: per read-write mount "GUEST → HOST: N
+// files written (B bytes), M removed", and the skipped entries (at most 5 shown per mount).
+std::string sync_notice(const std::vector<sandbox::MountSync>& synced);
 
 // The tools offered to the model: execute_code, plus write_file and read_file when persistent.
 std::vector<ToolSpec> tool_specs(bool persistent);

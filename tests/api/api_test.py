@@ -132,6 +132,39 @@ class Api(unittest.TestCase):
         s, _, _ = jcall(self.url, "GET", "/healthz")
         self.assertEqual(s, 200)
 
+    def test_mounts_validated_and_refused_without_allow_mounts(self):
+        """Issue 15: a mount's shape is checked first (400 naming the element and member), then
+        this nv-api, started without --allow-mounts, refuses any mount with 403 mountRefused
+        before a sandbox is asked for; the SDK raises MountRefused."""
+        good = {"hostPath": "/srv/proj", "guestPath": "/home/agent/proj", "readOnly": False}
+        for mounts, msg in [
+            ({"hostPath": "/a"}, "field 'mounts' must be an array"),
+            ([{"guestPath": "/home/agent/a"}], "mounts[0].hostPath is required"),
+            ([good, {"hostPath": "/b", "guestPath": 5}], "mounts[1].guestPath must be"),
+            ([dict(good, quotaBytes=-1)], "mounts[0].quotaBytes must be"),
+            ([dict(good, host_path="/x")], "mounts[0].host_path is not a mount field"),
+            ([good] * 9, "has 9 entries; the limit is 8"),
+        ]:
+            s, _, b = jcall(self.url, "POST", "/v1/sandboxes", key=self.a, body={"mounts": mounts})
+            self.assertError(s, b, 400, "badRequest")
+            self.assertIn(msg, b["error"]["message"])
+        s, _, b = jcall(self.url, "POST", "/v1/sandboxes", key=self.a, body={"mounts": [good]})
+        self.assertError(s, b, 403, "mountRefused")
+        self.assertIn("--allow-mounts", b["error"]["message"])
+        nv = neurovisor.Client(self.url, api_key=self.a)
+        with self.assertRaises(neurovisor.MountRefused) as cm:
+            neurovisor.Sandbox.create(nv, mounts=[neurovisor.Mount("/srv/proj", "/home/agent/p")])
+        self.assertEqual(cm.exception.status, 403)
+        self.assertIsInstance(cm.exception, neurovisor.AuthError)
+        # No mounts (an empty list) is no mount: not refused as one (the stack has no executor).
+        s, _, b = jcall(self.url, "POST", "/v1/sandboxes", key=self.a, body={"mounts": []})
+        self.assertNotEqual(b["error"]["code"], "mountRefused", b)
+        # sync on a sandbox that does not exist: the typed error of the sandbox service.
+        s, _, b = jcall(self.url, "POST", "/v1/sandboxes/sbx-nobody-0123456789abcdef/sync",
+                        key=self.a, body={})
+        self.assertGreaterEqual(s, 400)
+        self.assertNotEqual(b["error"]["code"], "routeNotFound")
+
     def _raw(self, data, read_timeout=10.0):
         sock = socket.create_connection(("127.0.0.1", STACK.port), timeout=read_timeout)
         sock.sendall(data)

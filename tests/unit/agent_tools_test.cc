@@ -136,4 +136,26 @@ TEST(ToolSpecs, EachModeOffersItsTools) {
   EXPECT_EQ(a::context_for(s::Language::BASH), "");
 }
 
+// Issue 15: what the model is told about mounted host directories, and the end-of-task notice.
+TEST(AgentTools, MountsPromptAndSyncNotice) {
+  EXPECT_EQ(a::mounts_prompt({}), "");
+  EXPECT_EQ(a::mounts_prompt({{"/srv/p", "/home/agent/proj", false, 0, 0},
+                              {"/srv/d", "/home/agent/data", true, 0, 0}}),
+            "The user's directories are mounted in your sandbox:\n"
+            "- /home/agent/proj (read-write: what you write there is copied back to the user's "
+            "machine when the task ends)\n"
+            "- /home/agent/data (read-only: writing, renaming or deleting there fails)\n");
+  EXPECT_EQ(a::sync_notice({}), "read-write mounts copied back to the host: none");
+  EXPECT_EQ(a::sync_notice({{"/home/agent/proj", "/srv/p", 1, 12, 0, {}}}),
+            "read-write mounts copied back to the host:\n"
+            "  /home/agent/proj → /srv/p: 1 file written (12 bytes), 0 removed");
+  std::vector<std::string> skipped;
+  for (int i = 0; i < 7; ++i) skipped.push_back("l" + std::to_string(i) + ": symlink");
+  EXPECT_EQ(a::sync_notice({{"/home/agent/a", "/srv/a", 0, 1, 2, skipped}}),
+            "read-write mounts copied back to the host:\n"
+            "  /home/agent/a → /srv/a: 0 files written (1 byte), 2 removed, 7 skipped\n"
+            "    l0: symlink\n    l1: symlink\n    l2: symlink\n    l3: symlink\n"
+            "    l4: symlink\n    ...");
+}
+
 }  // namespace

@@ -13,3 +13,9 @@ if(TARGET nv_exec_executor)
     TIMEOUT 60)
   target_include_directories(sandbox_registry_test PRIVATE ${PROJECT_SOURCE_DIR}/services)
 endif()
+# Host directory mounts on the client side: --mount parsing, JSON shapes, schema round trips.
+nv_add_gtest(NAME sandbox_mounts_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/sandbox_mounts_test.cc
+  LIBS nv_common
+  LABELS unit
+  TIMEOUT 60)

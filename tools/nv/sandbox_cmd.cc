@@ -23,6 +23,7 @@
 #include "common/client.h"
 #include "common/curve.h"
 #include "common/interrupt.h"
+#include "common/mount_arg.h"
 #include "common/sandbox_client.h"
 #include "common/sandbox_route.h"
 #include "common/service.h"
@@ -43,9 +44,16 @@ constexpr const char* kSandboxUsage =
     "python/javascript contexts persist between them. The owner is uid:<your uid>.\n"
     "\n"
     "  create [--tier small|medium|large] [--env K=V]... [--cwd DIR] [--lifetime-ms N]\n"
-    "         [--idle-ms N] [--label K=V]... [--from-snapshot NAME]\n"
+    "         [--idle-ms N] [--label K=V]... [--from-snapshot NAME] [--mount "
+    "HOST:GUEST[:ro|:rw]]...\n"
     "                              a new sandbox from the warm pool (or a snapshot); prints its "
     "id\n"
+    "                              --mount: copy a host directory in (at most 8); HOST: ~ and\n"
+    "                              relative paths from your home/current dir, under one of the\n"
+    "                              executor's --mount-root; GUEST: under /home/agent (relative:\n"
+    "                              to it); ro (the default) or rw\n"
+    "  sync ID                     copy the read-write mounts out to the host now (also done\n"
+    "                              at rm); prints what each wrote, removed and skipped\n"
     "  exec ID [--lang python|bash|sh|js] [--context NAME] [--background] [--env K=V]...\n"
     "       [--cwd DIR] [--timeout-ms N] [--stdin] [--output-cap BYTES] [--verbose] CODE|-\n"
     "                              run CODE (- : read it from stdin); output streams live;\n"
@@ -84,7 +92,9 @@ constexpr const char* kSandboxUsage =
     "  (badRequest); 3 the orchestrator is unreachable; 4 no executor serves sandboxes;\n"
     "  5 no such sandbox, snapshot, file or process (unknownSandbox, unknownSnapshot, notFound);\n"
     "  6 a limit is reached (sandboxLimit, poolExhausted, overloaded); 7 the sandbox's state does\n"
-    "  not allow it (sandboxState, e.g. exec on a paused sandbox); 125 the sandbox failed\n"
+    "  not allow it (sandboxState, e.g. exec on a paused sandbox); 8 a host mount was refused\n"
+    "  (mountRefused: outside every --mount-root of the executor; nothing was leased) or its\n"
+    "  quota is used up (mountQuota: sync); 125 the sandbox failed\n"
     "  (vmFailed, guestProtocol, timedOut, ...); 130 interrupted (Ctrl-C), 143 terminated: the\n"
     "  request is cancelled upstream.\n";
 
@@ -94,6 +104,7 @@ constexpr int kExitNoExecutor = 4;
 constexpr int kExitNotFound = 5;
 constexpr int kExitLimit = 6;
 constexpr int kExitState = 7;
+constexpr int kExitMount = 8;
 constexpr int kExitTimeout = 124;
 constexpr int kExitFailed = 125;
 constexpr uint64_t kMaxPiece = 32u << 20;  // sandbox.capnp FileWrite.data, FileRead.length
@@ -118,6 +129,9 @@ int exit_code_for(const Error& e) {
       return kExitLimit;
     case ErrorCode::SANDBOX_STATE:
       return kExitState;
+    case ErrorCode::MOUNT_REFUSED:
+    case ErrorCode::MOUNT_QUOTA:
+      return kExitMount;
     case ErrorCode::CANCELLED:
       return interrupt::requested() ? interrupt::exit_code() : kExitFailed;
     default:
@@ -256,6 +270,11 @@ Args parse(int argc, char** argv) {
       auto [k, v] = key_value("--label", value("--label"));
       a.spec.labels.push_back({k, v});
       a.labels.push_back({k, v});
+    } else if (is("--mount")) {
+      auto m = sb::parse_mount_arg(value("--mount"));
+      if (!m) throw Usage{m.error().message};
+      if (a.spec.mounts.size() == 8) throw Usage{"at most 8 --mount"};
+      a.spec.mounts.push_back(*m);
     } else if (is("--from-snapshot")) {
       a.spec.from_snapshot = value("--from-snapshot");
     } else if (is("--lang") || arg == "-l") {
@@ -294,7 +313,9 @@ struct Shape {
   const char* usage;
 };
 constexpr Shape kShapes[] = {
-    {"create", 0, 0, "[--tier T] [--env K=V]... [--label K=V]... [--from-snapshot NAME]"},
+    {"create", 0, 0,
+     "[--tier T] [--env K=V]... [--label K=V]... [--from-snapshot NAME] [--mount H:G[:ro|:rw]]..."},
+    {"sync", 1, 1, "ID"},
     {"exec", 2, 2, "ID [--lang L] [--context NAME] [--background] CODE|-"},
     {"cp", 2, 2, "LOCAL ID:PATH | ID:PATH LOCAL"},
     {"ls", 2, 2, "ID PATH [-r]"},
@@ -372,6 +393,7 @@ class Command {
       return info_of([&] { return sbx_.keepalive(a_.pos[0], a_.extend_ms); });
     }
     if (c == "rm") return info_of([&] { return sbx_.destroy(a_.pos[0]); });
+    if (c == "sync") return sync();
     throw Usage{"unknown command '" + c + "'"};
   }
 
@@ -394,6 +416,13 @@ class Command {
     auto r = call();
     if (!r) return failed(r.error());
     out_.info(*r, a_.command);
+    return 0;
+  }
+
+  int sync() {
+    auto r = sbx_.sync(a_.pos[0]);
+    if (!r) return failed(r.error());
+    out_.synced(*r);
     return 0;
   }
 

@@ -172,6 +172,9 @@ void Printer::info(const sb::Info& i, const std::string& command) {
   row("parent", i.parent_id);
   row("from snapshot", i.from_snapshot);
   row("end reason", i.end_reason);
+  for (const auto& m : i.mounts) {
+    row("mount", m.guest_path + " ← " + m.host_path + (m.read_only ? " (ro)" : " (rw)"));
+  }
   std::fflush(stdout);
 }
 
@@ -335,6 +338,29 @@ void Printer::done(const std::string& what) {
   } else {
     std::cout << what << "\n";
   }
+}
+
+void Printer::synced(const std::vector<sb::MountSync>& synced) {
+  if (json_) {
+    rapidjson::StringBuffer buf;
+    Writer w(buf);
+    w.StartObject();
+    w.Key("synced");
+    w.StartArray();
+    for (const auto& m : synced) sb::write_mount_sync(w, m);
+    w.EndArray();
+    w.EndObject();
+    std::cout << buf.GetString() << "\n";
+    return;
+  }
+  if (synced.empty()) std::cout << "no read-write mounts: nothing to copy out\n";
+  for (const auto& m : synced) {
+    std::cout << m.guest_path << " -> " << m.host_path << ": " << m.files_written
+              << " files written (" << bytes_text(m.bytes_written) << "), " << m.files_removed
+              << " removed" << (m.skipped.empty() ? "" : ", skipped:") << "\n";
+    for (const auto& k : m.skipped) std::cout << "  " << k << "\n";
+  }
+  std::fflush(stdout);
 }
 
 }  // namespace nv::launcher

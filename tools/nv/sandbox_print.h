@@ -1,7 +1,8 @@
 // sandbox_print.h — what `nv sandbox` prints: tables and lines for people, and with --json one
 // JSON object per command (common/json.h: the schema's camelCase names, enums by name) — a
 // SandboxInfo, {"sandboxes": [...]}, {"entries": [...]}, {"processes": [...]}, a SnapshotInfo,
-// {"snapshots": [...]}, an exec result, {"copied": ...}, {"done": ...} or {"error": {...}}.
+// {"snapshots": [...]}, an exec result, {"copied": ...}, {"done": ...}, {"synced": [...]} or
+// {"error": {...}}.
 #pragma once
 
 #include <nv/schema/common.capnp.h>
@@ -40,6 +41,9 @@ class Printer {
   void snapshots(const std::vector<sandbox::Snapshot>& snapshots, bool one);
   // kill, snapshot-rm.
   void done(const std::string& what);
+  // sync: a line per read-write mount, or {"synced": [...]} (common/sandbox_json.h's shape,
+  // the same as nv-api's POST /v1/sandboxes/{id}/sync).
+  void synced(const std::vector<sandbox::MountSync>& synced);
 
  private:
   bool json_;

@@ -6,11 +6,12 @@
         print(sbx.run_code("print(6*7)").stdout)
 """
 from .client import Client, ExecResult
-from .errors import (AuthError, BadRequest, Conflict, NeuroVisorError, NotFound, RateLimited,
-                     ServerError)
-from .sandbox import Sandbox
+from .errors import (AuthError, BadRequest, Conflict, MountQuota, MountRefused, NeuroVisorError,
+                     NotFound, RateLimited, ServerError)
+from .sandbox import Mount, Sandbox
 from .task import Task
 
-__all__ = ["Client", "ExecResult", "Sandbox", "Task", "NeuroVisorError", "AuthError", "NotFound",
-           "RateLimited", "BadRequest", "Conflict", "ServerError"]
+__all__ = ["Client", "ExecResult", "Mount", "Sandbox", "Task", "NeuroVisorError", "AuthError",
+           "NotFound", "RateLimited", "BadRequest", "Conflict", "ServerError", "MountRefused",
+           "MountQuota"]
 __version__ = "0.1.0"

@@ -22,6 +22,11 @@ class AuthError(NeuroVisorError):
     """401 (no or a bad API key) or 403 (the key lacks a scope)."""
 
 
+class MountRefused(AuthError):
+    """403 mountRefused: host mounts are off in this nv-api (--allow-mounts), or the host path is
+    outside every --mount-root of the executor (the message names the rule)."""
+
+
 class NotFound(NeuroVisorError):
     """404: no such sandbox, snapshot, task, file or route (another tenant's id reads the same)."""
 
@@ -38,9 +43,17 @@ class ServerError(NeuroVisorError):
     """5xx: the stack could not serve the call (no executor, a VM died, a timeout)."""
 
 
+class MountQuota(ServerError):
+    """507 mountQuota: a read-write mount holds more bytes or files than its quota."""
+
+
 def error_for(status, code, message, trace_id="", retry_after=None):
     cls = NeuroVisorError
-    if status in (400, 413):
+    if code == "mountRefused":
+        cls = MountRefused
+    elif code == "mountQuota":
+        cls = MountQuota
+    elif status in (400, 413):
         cls = BadRequest
     elif status in (401, 403):
         cls = AuthError

@@ -38,6 +38,25 @@ class Files:
         self._s._client.request("DELETE", self._s._path("/files"), query=q)
 
 
+class Mount:
+    """A host directory for Sandbox.create(mounts=[...]): copied in at creation; a read-write
+    one is copied back to the host by Sandbox.sync() and when the sandbox is destroyed.
+    guest_path: absolute under /home/agent. quota_bytes / quota_files: what the sandbox may add
+    (0 = the executor's default)."""
+
+    def __init__(self, host_path, guest_path, read_only=True, quota_bytes=0, quota_files=0):
+        self.host_path = host_path
+        self.guest_path = guest_path
+        self.read_only = read_only
+        self.quota_bytes = quota_bytes
+        self.quota_files = quota_files
+
+    def to_json(self):
+        return {"hostPath": self.host_path, "guestPath": self.guest_path,
+                "readOnly": self.read_only, "quotaBytes": self.quota_bytes,
+                "quotaFiles": self.quota_files}
+
+
 class Sandbox:
     """One sandbox. Use as a context manager to destroy it on exit:
 
@@ -53,10 +72,15 @@ class Sandbox:
 
     @classmethod
     def create(cls, client, *, tier=None, env=None, cwd=None, lifetime_ms=None,
-               idle_timeout_ms=None, labels=None, from_snapshot=None):
+               idle_timeout_ms=None, labels=None, from_snapshot=None, mounts=None):
+        """A new sandbox. `mounts`: host directories copied in, each a Mount or a dict
+        {"hostPath", "guestPath", "readOnly", "quotaBytes", "quotaFiles"}; nv-api must run with
+        --allow-mounts and the path be under the executor's --mount-root (else MountRefused)."""
         body = {k: v for k, v in {"tier": tier, "env": env, "cwd": cwd, "lifetimeMs": lifetime_ms,
                                   "idleTimeoutMs": idle_timeout_ms, "labels": labels,
                                   "fromSnapshot": from_snapshot}.items() if v is not None}
+        if mounts is not None:
+            body["mounts"] = [m.to_json() if isinstance(m, Mount) else dict(m) for m in mounts]
         return cls(client, client.request("POST", "/v1/sandboxes", body))
 
     @classmethod
@@ -106,6 +130,12 @@ class Sandbox:
             body["labels"] = labels
         out = self._client.request("POST", self._path("/fork"), body)
         return [Sandbox(self._client, i) for i in out["sandboxes"]]
+
+    def sync(self):
+        """Copies the read-write mounts out to the host now; returns one dict per read-write
+        mount: {guestPath, hostPath, filesWritten, bytesWritten, filesRemoved, skipped}.
+        MountQuota when a mount holds more than its quota."""
+        return self._client.request("POST", self._path("/sync"), {})["synced"]
 
     def snapshot(self, name):
         return self._client.request("POST", self._path("/snapshot"), {"name": name})
