@@ -407,11 +407,13 @@ struct Outcome {
 
 inline Outcome submit(const std::string& endpoint, const std::string& prompt,
                       uint32_t max_iterations = 0, uint32_t timeout_ms = 0,
-                      const std::string& model = {}) {
+                      const std::string& model = {},
+                      const std::vector<nv::sandbox::Mount>& mounts = {}) {
   nv::Client c(test_zmq(), {endpoint, {}, {}, {}});
   capnp::MallocMessageBuilder mb;
   auto t = nv::bus::init_body<s::SubmitTask>(mb);
   t.setPrompt(prompt);
+  nv::sandbox::mounts_to_capnp(mounts, t.initMounts(static_cast<unsigned>(mounts.size())));
   t.setMaxIterations(max_iterations);
   t.setTimeoutMs(timeout_ms);
   t.setModel(model);

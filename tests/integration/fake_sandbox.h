@@ -7,6 +7,8 @@
 //          crash the vm          answers vmFailed and forgets the sandbox, as a dead VM does
 //   python NAME = INT            (in a context) sets a variable of that context
 //          print(NAME + 1)       prints it plus one, or a NameError (exit 1)
+// Mounts: a create with a hostPath under /refused answers mountRefused (the executor's
+// --mount-root rule); sync answers, per read-write mount, the files written under its guest path.
 // Every request is recorded (seen()), so tests check ids, owners, contexts and the destroy.
 #pragma once
 
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "common/frames.h"
+#include "common/sandbox_client.h"
 #include "common/worker.h"
 
 namespace nv::agent_harness {
@@ -34,6 +37,7 @@ class FakeSandboxService {
     schema::SizeTier tier = schema::SizeTier::UNSET;
     uint32_t lifetime_ms = 0;
     std::vector<std::pair<std::string, std::string>> labels;
+    std::vector<sandbox::Mount> mounts{};  // create
   };
 
   explicit FakeSandboxService(const std::string& workers_endpoint) {
@@ -76,6 +80,7 @@ class FakeSandboxService {
     std::string owner;
     std::map<std::string, std::string> files;
     std::map<std::string, std::map<std::string, long>> vars;  // context → name → value
+    std::vector<sandbox::Mount> mounts;
   };
 
   static std::string absolute(const std::string& p) {
@@ -123,7 +128,17 @@ class FakeSandboxService {
         for (auto l : req->getCreate().getLabels()) {
           seen.labels.emplace_back(l.getKey().cStr(), l.getValue().cStr());
         }
+        seen.mounts = sandbox::mounts_from_capnp(req->getCreate().getMounts());
+        for (const auto& m : seen.mounts) {
+          if (m.host_path.rfind("/refused", 0) == 0) {  // the executor's --mount-root rule
+            seen.sandbox_id.clear();
+            record("create");
+            return r->fail(make_error(ErrorCode::MOUNT_REFUSED,
+                                      m.host_path + " is outside every --mount-root (/allowed)"));
+          }
+        }
         boxes_[id].owner = owner;
+        boxes_[id].mounts = seen.mounts;
         record("create");
         info(reply.initInfo(), id, owner, schema::SandboxState::RUNNING);
         break;
@@ -138,6 +153,25 @@ class FakeSandboxService {
         for (unsigned i = 0; i < mine.size(); ++i) {
           info(l[i], mine[i], owner, schema::SandboxState::RUNNING);
         }
+        break;
+      }
+      case schema::SandboxRequest::SYNC: {
+        // Each read-write mount: the files written under it, as if all were new.
+        record("sync");
+        if (!box) return unknown();
+        std::vector<sandbox::MountSync> out;
+        for (const auto& m : box->mounts) {
+          if (m.read_only) continue;
+          sandbox::MountSync s{m.guest_path, m.host_path, 0, 0, 0, {}};
+          for (const auto& [path, data] : box->files) {
+            if (path.rfind(m.guest_path + "/", 0) != 0) continue;
+            ++s.files_written;
+            s.bytes_written += data.size();
+          }
+          out.push_back(s);
+        }
+        auto l = reply.initSynced(static_cast<unsigned>(out.size()));
+        for (unsigned i = 0; i < out.size(); ++i) sandbox::to_capnp(out[i], l[i]);
         break;
       }
       case schema::SandboxRequest::DESTROY:
