@@ -1,5 +1,6 @@
 #include "sandbox_client.h"
 
+#include <algorithm>
 #include <nv/schema/exec.capnp.h>
 
 #include "frames.h"
@@ -47,6 +48,47 @@ void env_to_capnp(const EnvList& env, capnp::List<schema::EnvVar>::Builder b) {
   }
 }
 
+void mounts_to_capnp(const std::vector<Mount>& mounts, capnp::List<schema::Mount>::Builder b) {
+  for (unsigned i = 0; i < mounts.size() && i < b.size(); ++i) {
+    b[i].setHostPath(mounts[i].host_path);
+    b[i].setGuestPath(mounts[i].guest_path);
+    b[i].setReadOnly(mounts[i].read_only);
+    b[i].setQuotaBytes(mounts[i].quota_bytes);
+    b[i].setQuotaFiles(mounts[i].quota_files);
+  }
+}
+std::vector<Mount> mounts_from_capnp(capnp::List<schema::Mount>::Reader r) {
+  std::vector<Mount> out;
+  for (auto m : r) {
+    out.push_back(Mount{.host_path = m.getHostPath(),
+                        .guest_path = m.getGuestPath(),
+                        .read_only = m.getReadOnly(),
+                        .quota_bytes = m.getQuotaBytes(),
+                        .quota_files = m.getQuotaFiles()});
+  }
+  return out;
+}
+
+void to_capnp(const MountSync& s, schema::MountSync::Builder b) {
+  b.setGuestPath(s.guest_path);
+  b.setHostPath(s.host_path);
+  b.setFilesWritten(s.files_written);
+  b.setBytesWritten(s.bytes_written);
+  b.setFilesRemoved(s.files_removed);
+  auto l = b.initSkipped(static_cast<unsigned>(std::min<size_t>(s.skipped.size(), 100)));
+  for (unsigned i = 0; i < l.size(); ++i) l.set(i, s.skipped[i]);
+}
+MountSync from_capnp(schema::MountSync::Reader r) {
+  MountSync s;
+  s.guest_path = r.getGuestPath();
+  s.host_path = r.getHostPath();
+  s.files_written = r.getFilesWritten();
+  s.bytes_written = r.getBytesWritten();
+  s.files_removed = r.getFilesRemoved();
+  for (auto t : r.getSkipped()) s.skipped.emplace_back(t.cStr());
+  return s;
+}
+
 void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setTier(s.tier);
   b.setImage(s.image);
@@ -56,6 +98,7 @@ void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setIdleTimeoutMs(s.idle_timeout_ms);
   labels_to_capnp(s.labels, b.initLabels(static_cast<unsigned>(s.labels.size())));
   b.setFromSnapshot(s.from_snapshot);
+  mounts_to_capnp(s.mounts, b.initMounts(static_cast<unsigned>(s.mounts.size())));
 }
 Spec from_capnp(schema::SandboxSpec::Reader r) {
   Spec s;
@@ -67,6 +110,7 @@ Spec from_capnp(schema::SandboxSpec::Reader r) {
   s.idle_timeout_ms = r.getIdleTimeoutMs();
   s.labels = labels_from_capnp(r.getLabels());
   s.from_snapshot = r.getFromSnapshot();
+  s.mounts = mounts_from_capnp(r.getMounts());
   return s;
 }
 
@@ -90,6 +134,7 @@ void to_capnp(const Info& s, schema::SandboxInfo::Builder b) {
   b.setCwd(s.cwd);
   env_to_capnp(s.env, b.initEnv(static_cast<unsigned>(s.env.size())));
   b.setEndReason(s.end_reason);
+  mounts_to_capnp(s.mounts, b.initMounts(static_cast<unsigned>(s.mounts.size())));
 }
 Info from_capnp(schema::SandboxInfo::Reader r) {
   Info s;
@@ -110,6 +155,7 @@ Info from_capnp(schema::SandboxInfo::Reader r) {
   s.cwd = r.getCwd();
   s.env = env_from_capnp(r.getEnv());
   s.end_reason = r.getEndReason();
+  s.mounts = mounts_from_capnp(r.getMounts());
   return s;
 }
 
@@ -431,6 +477,17 @@ Result<Info> SandboxClient::destroy(const std::string& id) {
   begin(id);
   request().setDestroy();
   return info_reply(on_sandbox(id));
+}
+
+Result<std::vector<MountSync>> SandboxClient::sync(const std::string& id) {
+  begin(id);
+  request().setSync();
+  auto in = on_sandbox(id);
+  auto r = reply_of(in, schema::SandboxReply::SYNCED, "synced");
+  if (!r) return r.error();
+  std::vector<MountSync> out;
+  for (auto m : r->getSynced()) out.push_back(from_capnp(m));
+  return out;
 }
 
 }  // namespace nv::sandbox

@@ -42,6 +42,25 @@ struct Label {
   bool operator==(const Label&) const = default;
 };
 
+// sandbox.capnp Mount: a host directory copied into the sandbox at creation (issue 15).
+struct Mount {
+  std::string host_path{};   // absolute host directory under one of the executor's --mount-root
+  std::string guest_path{};  // absolute, strictly below /home/agent
+  bool read_only = false;
+  uint64_t quota_bytes = 0;  // 0 = the executor's --mount-quota-bytes
+  uint32_t quota_files = 0;  // 0 = the executor's --mount-quota-files
+  bool operator==(const Mount&) const = default;
+};
+
+// sandbox.capnp MountSync: what one `sync` of a read-write mount did on the host.
+struct MountSync {
+  std::string guest_path, host_path;
+  uint32_t files_written = 0;
+  uint64_t bytes_written = 0;
+  uint32_t files_removed = 0;
+  std::vector<std::string> skipped;  // "<path>: <why>", at most 100
+};
+
 // sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
 // what they set).
 struct Spec {
@@ -53,6 +72,7 @@ struct Spec {
   uint32_t idle_timeout_ms = 0;                     // 0 = the executor's default (10 min)
   std::vector<Label> labels{};                      // at most 16
   std::string from_snapshot{};                      // "" = a fresh warm VM
+  std::vector<Mount> mounts{};                      // at most 8
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -68,6 +88,7 @@ struct Info {
   std::string parent_id, from_snapshot, cwd;
   EnvList env;
   std::string end_reason;  // destroyed: why
+  std::vector<Mount> mounts;
 };
 
 // sandbox.capnp SandboxExec.
@@ -145,6 +166,10 @@ void to_capnp(const Process& s, schema::ProcessInfo::Builder b);
 Process from_capnp(schema::ProcessInfo::Reader r);
 void to_capnp(const Snapshot& s, schema::SnapshotInfo::Builder b);
 Snapshot from_capnp(schema::SnapshotInfo::Reader r);
+void to_capnp(const MountSync& s, schema::MountSync::Builder b);
+MountSync from_capnp(schema::MountSync::Reader r);
+void mounts_to_capnp(const std::vector<Mount>& mounts, capnp::List<schema::Mount>::Builder b);
+std::vector<Mount> mounts_from_capnp(capnp::List<schema::Mount>::Reader r);
 void labels_to_capnp(const std::vector<Label>& labels, capnp::List<schema::Label>::Builder b);
 std::vector<Label> labels_from_capnp(capnp::List<schema::Label>::Reader r);
 EnvList env_from_capnp(capnp::List<schema::EnvVar>::Reader r);
@@ -204,6 +229,9 @@ class SandboxClient {
   Result<Info> pause(const std::string& id);
   Result<Info> resume(const std::string& id);
   Result<Info> destroy(const std::string& id);
+  // Copies the read-write mounts out to the host now (one MountSync per read-write mount).
+  // Errors: mountQuota (a mount holds more than its quota: nothing of it was written).
+  Result<std::vector<MountSync>> sync(const std::string& id);
 
  private:
   capnp::MallocMessageBuilder& begin(const std::string& id);
