@@ -91,6 +91,17 @@ struct ContextReset {
   language @1 :Common.Language;
 }
 
+# A host directory's home in the guest (issue 15, sandbox.capnp Mount): the agent makes an empty
+# tmpfs at `path` (made with parents when missing; owned by the run user, mode 0755) sized
+# size=sizeBytes, nr_inodes=inodes, so the mount's quota is the file system's own size (a write
+# past it fails with ENOSPC in the guest). The host then writes the copied-in content with
+# writeChunk/fileOp mkdir and, for a read-only mount, sends mountSeal.
+struct MountSetup {
+  path @0 :Text;                # absolute, strictly below /home/agent, no "."/".." parts
+  sizeBytes @1 :UInt64;         # tmpfs size=, bytes (rounded up to pages by the kernel); ≥ 4096
+  inodes @2 :UInt64;            # tmpfs nr_inodes=; ≥ 2
+}
+
 struct Ack {
   what @0 :Text;                # the request it answers ("write", "remove", "signal", ...)
   entry @1 :Sandbox.FileEntry;  # write, mkdir: the path's entry afterwards
@@ -120,6 +131,10 @@ struct HostMessage {
     signal @11 :SignalRequest;      # answered by ack
     resetContext @12 :ContextReset; # answered by ack (the interpreter is killed; the next exec
                                     # with that name starts a fresh one)
+    mountSetup @13 :MountSetup;     # answered by ack "mountSetup" (issue 15)
+    mountSeal @14 :Text;            # guestPath of a mountSetup: remount it read-only (a bind
+                                    # remount with MS_RDONLY: every write, chmod, rename, unlink
+                                    # fails with EROFS, for root too); answered by ack "mountSeal"
   }
 }
 

@@ -1,6 +1,8 @@
 // session.cc — see session.h.
 #include "guest/agent/session.h"
 
+#include "guest/agent/mounts.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -207,6 +209,21 @@ void Session::dispatch(kj::Array<capnp::word> words) {
       case HostMessage::RESET_CONTEXT:
         handle_reset(msg.getResetContext());
         return;
+      case HostMessage::MOUNT_SETUP: {
+        auto m = msg.getMountSetup();
+        std::string error;
+        if (!mount_setup(config_, m.getPath(), m.getSizeBytes(), m.getInodes(), error)) {
+          return send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST), error);
+        }
+        return send_ack("mountSetup");
+      }
+      case HostMessage::MOUNT_SEAL: {
+        std::string error;
+        if (!mount_seal(config_, msg.getMountSeal(), error)) {
+          return send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST), error);
+        }
+        return send_ack("mountSeal");
+      }
     }
     send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
                "unknown request kind " + std::to_string(static_cast<int>(msg.which())) +

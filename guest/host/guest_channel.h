@@ -239,6 +239,11 @@ class GuestChannel {
   ChannelError signal(int32_t pid, int32_t signo, Deadline deadline);
   // Kills the named context's interpreter; the next exec with that name starts a fresh one.
   ChannelError reset_context(const std::string& name, schema::Language language, Deadline deadline);
+  // Host directories (guest.capnp MountSetup): an empty tmpfs of size_bytes / inodes at `path`
+  // (strictly below /home/agent, owned by the run user); mount_seal remounts it read-only.
+  ChannelError mount_setup(const std::string& path, uint64_t size_bytes, uint64_t inodes,
+                           Deadline deadline);
+  ChannelError mount_seal(const std::string& path, Deadline deadline);
 
   // Asks the agent to power off and waits for the stream to close (the VMM exiting).
   ChannelError shutdown(Deadline deadline);

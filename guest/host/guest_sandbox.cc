@@ -309,3 +309,29 @@ ChannelError GuestChannel::reset_context(const std::string& name, schema::Langua
 }
 
 }  // namespace nv::guest
+
+namespace nv::guest {
+
+// ---- host directories (issue 15) ----------------------------------------------------------------
+
+ChannelError GuestChannel::mount_setup(const std::string& path, uint64_t size_bytes,
+                                       uint64_t inodes, Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  auto m = start(mb).initMountSetup();
+  m.setPath(path);
+  m.setSizeBytes(size_bytes);
+  m.setInodes(inodes);
+  if (auto e = send_request(mb, deadline)) return e;
+  auto a = await_ack("the mountSetup's ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
+}
+
+ChannelError GuestChannel::mount_seal(const std::string& path, Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  start(mb).setMountSeal(path);
+  if (auto e = send_request(mb, deadline)) return e;
+  auto a = await_ack("the mountSeal's ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
+}
+
+}  // namespace nv::guest

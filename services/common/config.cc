@@ -143,6 +143,11 @@ Status Config::set(const std::string& name, const std::string& value, std::strin
   return {};
 }
 
+Config& Config::repeatable(const std::string& name) {
+  options_.at(name).repeatable = true;
+  return *this;
+}
+
 Status Config::parse(int argc, const char* const* argv) {
   std::vector<std::string> problems;
   // Environment first, so flags override it.
@@ -229,6 +234,9 @@ Status Config::parse(int argc, const char* const* argv) {
       }
     }
     if (alias) value = scaled(*alias, value);
+    if (it->second.repeatable && it->second.source == "flag") {
+      value = it->second.value + "," + value;
+    }
     if (auto st = set(name, value, "flag"); !st) problems.push_back(st.error().message);
   }
   if (problems.empty()) return {};

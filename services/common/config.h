@@ -37,6 +37,9 @@ class Config {
   // (scale 1000: an alias in seconds for an option in milliseconds; fractions allowed).
   // integer(alias) / number(alias) / str(alias) read the value back in the alias's unit.
   Config& alias_flag(const std::string& name, std::string alias, double scale = 1.0);
+  // A string option given more than once as a flag collects every value, comma-separated
+  // (read it back with split_commas); otherwise the last flag wins.
+  Config& repeatable(const std::string& name);
   // Bounds of a number option, inclusive; out of range is an error naming them.
   Config& range(const std::string& name, double min, double max);
   // Options added after this get NV_<SCOPE>_<NAME> as their variable (then NV_<NAME>, the
@@ -77,6 +80,7 @@ class Config {
     bool shared_fallback = true;  // NV_<NAME> read after NV_<SCOPE>_<NAME>
     bool has_range = false;
     double min = 0, max = 0;
+    bool repeatable = false;
   };
   struct Alias {
     std::string target;

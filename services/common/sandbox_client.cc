@@ -1,5 +1,6 @@
 #include "sandbox_client.h"
 
+#include <algorithm>
 #include <nv/schema/exec.capnp.h>
 
 #include "frames.h"
@@ -47,32 +48,35 @@ void env_to_capnp(const EnvList& env, capnp::List<schema::EnvVar>::Builder b) {
   }
 }
 
-void to_capnp(const Mount& s, schema::Mount::Builder b) {
-  b.setHostPath(s.host_path);
-  b.setGuestPath(s.guest_path);
-  b.setReadOnly(s.read_only);
-  b.setQuotaBytes(s.quota_bytes);
-  b.setQuotaFiles(s.quota_files);
-}
-Mount from_capnp(schema::Mount::Reader r) {
-  return {r.getHostPath(), r.getGuestPath(), r.getReadOnly(), r.getQuotaBytes(), r.getQuotaFiles()};
-}
 void mounts_to_capnp(const std::vector<Mount>& mounts, capnp::List<schema::Mount>::Builder b) {
-  for (unsigned i = 0; i < mounts.size() && i < b.size(); ++i) to_capnp(mounts[i], b[i]);
+  for (unsigned i = 0; i < mounts.size() && i < b.size(); ++i) {
+    b[i].setHostPath(mounts[i].host_path);
+    b[i].setGuestPath(mounts[i].guest_path);
+    b[i].setReadOnly(mounts[i].read_only);
+    b[i].setQuotaBytes(mounts[i].quota_bytes);
+    b[i].setQuotaFiles(mounts[i].quota_files);
+  }
 }
 std::vector<Mount> mounts_from_capnp(capnp::List<schema::Mount>::Reader r) {
   std::vector<Mount> out;
-  for (auto m : r) out.push_back(from_capnp(m));
+  for (auto m : r) {
+    out.push_back(Mount{.host_path = m.getHostPath(),
+                        .guest_path = m.getGuestPath(),
+                        .read_only = m.getReadOnly(),
+                        .quota_bytes = m.getQuotaBytes(),
+                        .quota_files = m.getQuotaFiles()});
+  }
   return out;
 }
+
 void to_capnp(const MountSync& s, schema::MountSync::Builder b) {
   b.setGuestPath(s.guest_path);
   b.setHostPath(s.host_path);
   b.setFilesWritten(s.files_written);
   b.setBytesWritten(s.bytes_written);
   b.setFilesRemoved(s.files_removed);
-  auto sk = b.initSkipped(static_cast<unsigned>(s.skipped.size()));
-  for (unsigned i = 0; i < s.skipped.size(); ++i) sk.set(i, s.skipped[i]);
+  auto l = b.initSkipped(static_cast<unsigned>(std::min<size_t>(s.skipped.size(), 100)));
+  for (unsigned i = 0; i < l.size(); ++i) l.set(i, s.skipped[i]);
 }
 MountSync from_capnp(schema::MountSync::Reader r) {
   MountSync s;
@@ -81,7 +85,7 @@ MountSync from_capnp(schema::MountSync::Reader r) {
   s.files_written = r.getFilesWritten();
   s.bytes_written = r.getBytesWritten();
   s.files_removed = r.getFilesRemoved();
-  for (auto t : r.getSkipped()) s.skipped.emplace_back(t);
+  for (auto t : r.getSkipped()) s.skipped.emplace_back(t.cStr());
   return s;
 }
 
@@ -316,13 +320,6 @@ Status done_reply(Result<Client::Incoming> in) {
   if (!r) return r.error();
   return {};
 }
-Result<std::vector<MountSync>> synced_reply(Result<Client::Incoming> in) {
-  auto r = reply_of(in, schema::SandboxReply::SYNCED, "synced");
-  if (!r) return r.error();
-  std::vector<MountSync> out;
-  for (auto m : r->getSynced()) out.push_back(from_capnp(m));
-  return out;
-}
 Result<Snapshot> snapshot_reply(Result<Client::Incoming> in) {
   auto r = reply_of(in, schema::SandboxReply::SNAPSHOT, "snapshot");
   if (!r) return r.error();
@@ -485,7 +482,12 @@ Result<Info> SandboxClient::destroy(const std::string& id) {
 Result<std::vector<MountSync>> SandboxClient::sync(const std::string& id) {
   begin(id);
   request().setSync();
-  return synced_reply(on_sandbox(id));
+  auto in = on_sandbox(id);
+  auto r = reply_of(in, schema::SandboxReply::SYNCED, "synced");
+  if (!r) return r.error();
+  std::vector<MountSync> out;
+  for (auto m : r->getSynced()) out.push_back(from_capnp(m));
+  return out;
 }
 
 }  // namespace nv::sandbox

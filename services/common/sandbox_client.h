@@ -42,18 +42,17 @@ struct Label {
   bool operator==(const Label&) const = default;
 };
 
-// sandbox.capnp Mount: a host directory copied into the sandbox at creation; read-write ones are
-// copied back at sync() and when the sandbox is destroyed (the schema's comment is the spec).
+// sandbox.capnp Mount: a host directory copied into the sandbox at creation (issue 15).
 struct Mount {
-  std::string host_path;   // absolute host directory, under one of the executor's --mount-root
-  std::string guest_path;  // absolute, strictly under /home/agent
+  std::string host_path{};   // absolute host directory under one of the executor's --mount-root
+  std::string guest_path{};  // absolute, strictly below /home/agent
   bool read_only = false;
-  uint64_t quota_bytes = 0;  // read-write: bytes beyond the copy-in; 0 = the executor's default
-  uint32_t quota_files = 0;  // read-write: files beyond the copy-in; 0 = the executor's default
+  uint64_t quota_bytes = 0;  // 0 = the executor's --mount-quota-bytes
+  uint32_t quota_files = 0;  // 0 = the executor's --mount-quota-files
   bool operator==(const Mount&) const = default;
 };
 
-// sandbox.capnp MountSync: what one read-write mount's copy-out did.
+// sandbox.capnp MountSync: what one `sync` of a read-write mount did on the host.
 struct MountSync {
   std::string guest_path, host_path;
   uint32_t files_written = 0;
@@ -73,8 +72,7 @@ struct Spec {
   uint32_t idle_timeout_ms = 0;                     // 0 = the executor's default (10 min)
   std::vector<Label> labels{};                      // at most 16
   std::string from_snapshot{};                      // "" = a fresh warm VM
-  std::vector<Mount> mounts{};                      // at most 8; errors: mountRefused (outside
-                                                    // every --mount-root), badRequest
+  std::vector<Mount> mounts{};                      // at most 8
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -168,8 +166,6 @@ void to_capnp(const Process& s, schema::ProcessInfo::Builder b);
 Process from_capnp(schema::ProcessInfo::Reader r);
 void to_capnp(const Snapshot& s, schema::SnapshotInfo::Builder b);
 Snapshot from_capnp(schema::SnapshotInfo::Reader r);
-void to_capnp(const Mount& s, schema::Mount::Builder b);
-Mount from_capnp(schema::Mount::Reader r);
 void to_capnp(const MountSync& s, schema::MountSync::Builder b);
 MountSync from_capnp(schema::MountSync::Reader r);
 void mounts_to_capnp(const std::vector<Mount>& mounts, capnp::List<schema::Mount>::Builder b);
@@ -193,8 +189,7 @@ class SandboxClient {
   void set_trace_id(std::string t) { options_.trace_id = std::move(t); }
   const std::string& owner() const { return owner_; }
 
-  // A new sandbox (state running). sandboxLimit, unknownSnapshot (fromSnapshot), poolExhausted,
-  // mountRefused (a mount outside every --mount-root: nothing was leased).
+  // A new sandbox (state running). sandboxLimit, unknownSnapshot (fromSnapshot), poolExhausted.
   Result<Info> create(const Spec& spec);
   Result<Info> get(const std::string& id);
   // The owner's sandboxes carrying all `labels` (+ those destroyed in the last 10 minutes).
@@ -234,8 +229,8 @@ class SandboxClient {
   Result<Info> pause(const std::string& id);
   Result<Info> resume(const std::string& id);
   Result<Info> destroy(const std::string& id);
-  // Copies the read-write mounts out to the host now: one MountSync per read-write mount (none
-  // when the sandbox has none). mountQuota when a mount holds more than its quota.
+  // Copies the read-write mounts out to the host now (one MountSync per read-write mount).
+  // Errors: mountQuota (a mount holds more than its quota: nothing of it was written).
   Result<std::vector<MountSync>> sync(const std::string& id);
 
  private:

@@ -12,15 +12,19 @@
 //   4. ask the pool for its first status, register "exec" with that capacity;
 //   5. serve; a poller keeps the advertised capacity = min(concurrency, in flight + warm +
 //      booting VMs) so the broker sends work where VMs are ready.
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <filesystem>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#include "common/config.h"
 #include "common/log.h"
 #include "common/seccomp_policy.h"
 #include "common/service.h"
@@ -84,6 +88,53 @@ void add_options(nv::Config& c) {
   c.add_int("sandbox-lease-margin-ms", 60000,
             "a sandbox's pool lease lasts this long past its deadline");
   c.add_int("sandbox-file-timeout-ms", 30000, "one file or process call in a sandbox");
+  // Host directories (issue 15; sandbox_mounts.h).
+  c.add_string("mount-root", "",
+               "a host directory sandboxes may mount (it or anything below it); repeatable or "
+               "comma-separated; none = every mount is refused (mountRefused)");
+  c.repeatable("mount-root");
+  c.add_int("mount-quota-bytes", 256ll << 20,
+            "bytes a read-write mount may hold beyond what was copied in (when the mount gives "
+            "no quota)");
+  c.add_int("mount-quota-files", 10000,
+            "files and directories a read-write mount may hold beyond those copied in");
+  c.add_string("mount-copier", "",
+               "the nv-mount-copier program; \"\" = the one next to nv-sandbox-executor");
+}
+
+// With --mount-root the executor spawns nv-mount-copier (posix_spawn), which inherits this filter:
+// its calls are allowed too, each with its reason. clone stays without new namespaces.
+void add_mount_copier_rules(nv::seccomp::Profile& profile) {
+  std::vector<nv::seccomp::Rule> kept;
+  for (const auto& r : profile.rules) {
+    if (r.syscall != "clone") kept.push_back(r);
+  }
+  profile.rules = kept;
+  const uint64_t new_ns = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
+                          CLONE_NEWNET | CLONE_NEWCGROUP;
+  profile.rules.push_back(nv::seccomp::allow_if_masked(
+      "clone", 0, new_ns, 0, "threads, and posix_spawn of nv-mount-copier (CLONE_VM|CLONE_VFORK)"));
+  const char* spawn[] = {"execve", "wait4", "kill", "dup2", "set_tid_address", "arch_prctl"};
+  for (const char* call : spawn) {
+    profile.rules.push_back(nv::seccomp::allow(call, "spawning and reaping nv-mount-copier"));
+  }
+  const char* copier[] = {"openat2",
+                          "mkdirat",
+                          "renameat",
+                          "renameat2",
+                          "fchmod",
+                          "fsync",
+                          "unlinkat",
+                          "getdents64",
+                          "pread64",
+                          "access",
+                          "landlock_create_ruleset",
+                          "landlock_add_rule",
+                          "landlock_restrict_self"};
+  for (const char* call : copier) {
+    profile.rules.push_back(nv::seccomp::allow(
+        call, "nv-mount-copier (inherits this filter): confined reads/writes of one mount"));
+  }
 }
 
 // The host name with every byte outside [a-zA-Z0-9_] as '_', at most 40 bytes.
@@ -124,6 +175,20 @@ nv::exec::SandboxOptions sandbox_options_from(const nv::ServiceContext& ctx,
                             ? ctx.limits.max_frame_bytes - (64u << 10)
                             : ctx.limits.max_frame_bytes;
   o.max_file_bytes = std::min<uint64_t>(32u << 20, frame_room);
+  for (const auto& root : nv::split_commas(c.str("mount-root"))) {
+    char buf[PATH_MAX];
+    // Unresolvable roots are left out (and said so): a mount under them is refused.
+    if (::realpath(root.c_str(), buf)) {
+      o.mounts.roots.emplace_back(buf);
+    } else {
+      nv::log::warn("--mount-root does not resolve; ignored", {{"root", root}});
+    }
+  }
+  o.mounts.quota_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(0, c.integer("mount-quota-bytes")));
+  o.mounts.quota_files =
+      static_cast<uint32_t>(std::clamp<int64_t>(c.integer("mount-quota-files"), 0, UINT32_MAX));
+  o.mounts.copier = c.str("mount-copier");
   return o;
 }
 
@@ -253,6 +318,7 @@ int run(nv::ServiceContext& ctx) {
       profile.rules.push_back(nv::seccomp::allow(
           call, "nv_guest_channel: wakes when a VM's channel socket appears in its directory"));
     }
+    if (!sbx_opt.mounts.roots.empty()) add_mount_copier_rules(profile);
     nv::seccomp::InstallOptions io;
     io.log = [](const std::string& line) { nv::log::debug(line); };
     auto r = nv::seccomp::install(profile, io);

@@ -133,7 +133,13 @@ size_t SandboxService::reap(int64_t now) {
       std::lock_guard g(mu_);
       if (s->rec.info.state == schema::SandboxState::DESTROYED) return;
     }
-    end(*s, "sandbox.reaped", why, "");
+    std::string reason = why;
+    if (recheck) {  // lifetime or idle: the read-write mounts are copied out first
+      if (auto e = sync_before_end(*s, ""); !e.empty()) reason += "; " + e;
+    } else if (has_rw_mounts(s->mounts)) {
+      reason += "; its read-write mounts were not synced (a lost VM cannot be read)";
+    }
+    end(*s, "sandbox.reaped", reason, "");
     ++reaped;
   };
   for (const auto& [s, why] : due) reap_one(s, why, true);
@@ -202,6 +208,7 @@ Status SandboxService::recover() {
   for (auto& rec : open) {
     auto s = std::make_shared<Sandbox>();
     s->rec = std::move(rec);
+    s->mounts = decode_state(s->rec.mount_state);
     const std::string id = s->rec.info.sandbox_id;
     {
       std::lock_guard g(mu_);
@@ -233,6 +240,9 @@ Status SandboxService::recover() {
       }
     }
     if (!lost.empty()) {
+      if (has_rw_mounts(s->mounts)) {
+        lost += "; its read-write mounts were not synced (a lost VM cannot be read)";
+      }
       end(*s, "sandbox.reaped", lost, "");
       continue;
     }

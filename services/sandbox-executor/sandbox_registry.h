@@ -5,6 +5,8 @@
 //   sandboxes(id TEXT PRIMARY KEY, owner TEXT, state INTEGER, lease_vm_id TEXT,
 //             idle_timeout_ms INTEGER, max_deadline_unix_ms INTEGER, ended_unix_ms INTEGER,
 //             info BLOB)
+//   sandbox_mounts(id TEXT PRIMARY KEY, state BLOB): the host-directory manifests of a sandbox
+//     with mounts (issue 15), so a restarted executor still syncs them
 // `info` is the sandbox's SandboxInfo (sandbox.capnp) as a Cap'n Proto message (spec, deadlines,
 // labels, env, cwd, parent, end reason); the other columns are what queries and the restart need.
 // Every change of a sandbox is written before its answer is sent (synchronous=FULL).
@@ -29,6 +31,7 @@ struct SandboxRecord {
   std::string lease_vm_id;           // the pool's id of its VM (kept while paused)
   int64_t max_deadline_unix_ms = 0;  // created + the longest lifetime allowed (keepalive bound)
   int64_t ended_unix_ms = 0;         // destroyed: when
+  std::string mount_state;           // the mounts' manifests (sandbox_mounts.h encode_state)
 };
 
 class SandboxRegistry {

@@ -158,6 +158,9 @@ void SandboxService::dispatch(Call& c) {
     case R::PAUSE:
       do_pause(c, *s);
       break;
+    case R::SYNC:
+      do_sync(c, *s);
+      break;
     default:
       do_guest_call(c, *s);
       break;
@@ -223,6 +226,7 @@ void SandboxService::save(Sandbox& s) {
     std::lock_guard g(mu_);
     copy = s.rec;
   }
+  if (!s.mounts.empty()) copy.mount_state = encode_state(s.mounts);
   if (!registry_) return;
   if (auto st = registry_->put(copy); !st) {
     log::error("sandbox registry write failed",
@@ -269,6 +273,11 @@ std::shared_ptr<Sandbox> SandboxService::adopt(SandboxRecord rec, VmLease lease)
 
 void SandboxService::do_create(Call& c) {
   auto spec = sandbox::from_capnp(c.r.getCreate());
+  // Host directories are checked before anything is leased (mountRefused touches no VM).
+  if (auto st = validate_mounts(spec.mounts, opt_.mounts); !st) {
+    log::info("sandbox mounts refused", {{"error", st.error().message}});
+    return c.fail(st.error());
+  }
   Problems p;
   auto tier = check_tier(spec.tier, p);
   uint32_t known_mib = 0;
@@ -303,6 +312,7 @@ void SandboxService::do_create(Call& c) {
   info.from_snapshot = spec.from_snapshot;
   info.cwd = spec.cwd.empty() ? "/home/agent" : spec.cwd;
   info.env = spec.env;
+  info.mounts = spec.mounts;
 
   SandboxLeaseSpec ls;
   ls.sandbox_id = info.sandbox_id;
@@ -334,6 +344,9 @@ void SandboxService::do_create(Call& c) {
                                                        s->lease.vm_id + ": " + ch.error().message));
   }
   s->channel = std::move(ch.value());
+  if (!spec.mounts.empty()) {
+    if (auto st = mount_in(c, *s, spec.mounts); !st) return c.fail(st.error());
+  }
   save(*s);
   SandboxRecord copy;
   {
@@ -431,7 +444,9 @@ void SandboxService::end(Sandbox& s, const std::string& topic, const std::string
 }
 
 void SandboxService::do_destroy(Call& c, Sandbox& s) {
-  end(s, "sandbox.destroyed", "destroyed by owner", c.trace_id);
+  std::string reason = "destroyed by owner";
+  if (auto why = sync_before_end(s, c.trace_id); !why.empty()) reason += "; " + why;
+  end(s, "sandbox.destroyed", reason, c.trace_id);
   sandbox::Info info;
   {
     std::lock_guard g(mu_);

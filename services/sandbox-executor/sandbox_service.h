@@ -42,6 +42,7 @@
 #include "exec_limits.h"
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
+#include "sandbox_mounts.h"
 #include "sandbox_registry.h"
 
 namespace nv::exec {
@@ -101,6 +102,7 @@ struct SandboxOptions {
   uint32_t max_path_bytes = 4096;
   guest::ChannelLimits channel;
   std::function<int64_t()> now_ms;  // unix ms; empty = the system clock
+  MountOptions mounts;              // host directories (sandbox_mounts.h)
 };
 
 // A sandbox as this executor holds it.
@@ -111,6 +113,7 @@ struct Sandbox {
   SandboxRecord rec;
   VmLease lease;                                 // channel path etc. of the running VM
   std::unique_ptr<guest::GuestChannel> channel;  // only with `op` held
+  std::vector<MountState> mounts;                // host directories; only with `op` held
 };
 
 class SandboxService {
@@ -174,6 +177,15 @@ class SandboxService {
   void do_fork(Call& c, Sandbox& s);
   void do_pause(Call& c, Sandbox& s);
   void do_resume(Call& c, Sandbox& s);
+  // sandbox_service_mounts.cc: host directories.
+  // Copies the spec's mounts in (create); an error ends the sandbox.
+  Status mount_in(Call& c, Sandbox& s, const std::vector<sandbox::Mount>& mounts);
+  // Copies the read-write mounts out (sync, destroy, reaping), the registry updated after.
+  Result<std::vector<sandbox::MountSync>> mount_out(Sandbox& s, const std::string& trace_id,
+                                                    guest::Deadline deadline, Call* c);
+  void do_sync(Call& c, Sandbox& s);
+  // Before a sandbox ends: its read-write mounts copied out, best effort. "" or why it failed.
+  std::string sync_before_end(Sandbox& s, const std::string& trace_id);
 
   SandboxOptions opt_;
   std::unique_ptr<SandboxPool> pool_;

@@ -53,6 +53,8 @@ void check_spec(schema::SandboxSpec::Reader s, const SandboxLimits& l, Problems&
   p.over("idleTimeoutMs", s.getIdleTimeoutMs(), l.max_lifetime_ms);
   check_labels("labels", s.getLabels(), l, p);
   if (s.getFromSnapshot().size() > 0) check_name("fromSnapshot", s.getFromSnapshot(), p);
+  // Mount paths are checked with the executor's roots (sandbox_mounts.h); the count here.
+  p.over("mounts count", s.getMounts().size(), 8);
 }
 
 void check_exec(schema::SandboxExec::Reader e, const SandboxLimits& l, Problems& p) {
@@ -103,6 +105,7 @@ Status validate(R::Reader r, const SandboxLimits& l) {
     case R::PAUSE:
     case R::RESUME:
     case R::DESTROY:
+    case R::SYNC:
       break;
     case R::LIST:
       check_labels("labels", r.getList().getLabels(), l, p);
