@@ -325,7 +325,7 @@ TEST_F(MountsVm, F_QuotaHoldsInTheGuestAndAtSync) {
   auto s = sbx_->create(spec);
   ASSERT_TRUE(s.ok()) << s.error().to_string() << logs();
   // Far past the quota: the guest's tmpfs is full.
-  auto out = sh(s->sandbox_id, "head -c 4194304 /dev/zero > /home/agent/q/big 2>&1; echo rc=$?");
+  auto out = sh(s->sandbox_id, "head -c 4194304 /dev/zero 2>&1 > /home/agent/q/big; echo rc=$?");
   EXPECT_NE(out.find("No space left on device"), std::string::npos) << out;
   EXPECT_EQ(sh(s->sandbox_id, "rm -f /home/agent/q/big && echo ok"), "exit 0: ok\n");
   // Within the tmpfs's slack but over the quota: sync refuses, nothing is written.
