@@ -346,7 +346,9 @@ InstallResult install(const Profile& profile, const InstallOptions& options) {
     if (rc != 0) return fail("seccomp_attr_set(CTL_TSYNC)", rc);
   }
   // A rule for a syscall already ruled (same name twice across sets) is skipped: first wins.
-  std::vector<std::string> seen;
+  // Conditional allows of one syscall add up instead (libseccomp ORs them): each names the
+  // argument values it admits.
+  std::vector<std::pair<std::string, Action>> seen;
   for (const Rule& r : profile.rules) {
     int nr = seccomp_syscall_resolve_name(r.syscall.c_str());
     if (nr == __NR_SCMP_ERROR) {
@@ -354,9 +356,12 @@ InstallResult install(const Profile& profile, const InstallOptions& options) {
       continue;
     }
     bool dup = false;
-    for (const std::string& s : seen) dup = dup || s == r.syscall;
+    for (const auto& [name, action] : seen) {
+      bool both_conditional = action == Action::kAllowIf && r.action == Action::kAllowIf;
+      dup = dup || (name == r.syscall && !both_conditional);
+    }
     if (dup) continue;
-    seen.push_back(r.syscall);
+    seen.emplace_back(r.syscall, r.action);
     int rc = 0;
     switch (r.action) {
       case Action::kAllow:

@@ -13,6 +13,7 @@
 //   5. serve; a poller keeps the advertised capacity = min(concurrency, in flight + warm +
 //      booting VMs) so the broker sends work where VMs are ready.
 #include <sched.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -114,6 +115,12 @@ void add_mount_copier_rules(nv::seccomp::Profile& profile) {
                           CLONE_NEWNET | CLONE_NEWCGROUP;
   profile.rules.push_back(nv::seccomp::allow_if_masked(
       "clone", 0, new_ns, 0, "threads, and posix_spawn of nv-mount-copier (CLONE_VM|CLONE_VFORK)"));
+  profile.rules.push_back(nv::seccomp::allow_if_masked(
+      "prctl", 0, 0xffffffffull, PR_SET_NO_NEW_PRIVS,
+      "nv-mount-copier sets no_new_privs before Landlock (PR_SET_NAME stays allowed too)"));
+  for (const char* call : {"readlink", "readlinkat"}) {
+    profile.rules.push_back(nv::seccomp::allow(call, "realpath of a mount's host directory"));
+  }
   const char* spawn[] = {"execve", "wait4", "kill", "dup2", "set_tid_address", "arch_prctl"};
   for (const char* call : spawn) {
     profile.rules.push_back(nv::seccomp::allow(call, "spawning and reaping nv-mount-copier"));

@@ -3,8 +3,9 @@
 //
 //   nv-mount-copier copy-in DIR [--max-bytes N] [--max-files N]   tree → stdout
 //   nv-mount-copier sync DIR                                      stdin → tree, answers → stdout
-//   nv-mount-copier probe DIR PATH [--write]   test mode: confine to DIR, then open PATH and
-//                                               print "ok" or the errno name (EACCES, ...)
+//   nv-mount-copier probe DIR PATH [--write|--create]   test mode: confine to DIR (read-write
+//       with --write), then open PATH (creating it with --write/--create) and print "ok" or the
+//       errno name (EACCES, ...)
 //
 // Before touching DIR it opens DIR (O_DIRECTORY | O_NOFOLLOW: DIR is the executor's resolved
 // path) and confines itself with Landlock to exactly DIR (read-only rights for copy-in, read-write
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
   if (argc < 3) return usage();
   const std::string mode = argv[1], dir = argv[2];
   nv::mounts::CopyInLimits limits;
-  bool write = mode == "sync";
+  bool write = mode == "sync", create = false;
   std::string probe;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
@@ -46,7 +47,9 @@ int main(int argc, char** argv) {
     } else if (a == "--max-files" && i + 1 < argc) {
       limits.max_files = std::strtoull(argv[++i], nullptr, 10);
     } else if (a == "--write" && mode == "probe") {
-      write = true;
+      write = create = true;
+    } else if (a == "--create" && mode == "probe") {
+      create = true;  // read-only confinement, but try to create PATH
     } else if (mode == "probe" && probe.empty()) {
       probe = a;
     } else {
@@ -65,7 +68,7 @@ int main(int argc, char** argv) {
     return 3;
   }
   if (mode == "probe") {
-    int fd = ::open(probe.c_str(), (write ? O_WRONLY | O_CREAT : O_RDONLY) | O_CLOEXEC, 0600);
+    int fd = ::open(probe.c_str(), (create ? O_WRONLY | O_CREAT : O_RDONLY) | O_CLOEXEC, 0600);
     if (fd >= 0) {
       std::printf("ok\n");
       return 0;

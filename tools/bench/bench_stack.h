@@ -99,7 +99,8 @@ struct OwnStack {
 // to $NV_BUILD_DIR/guest/..., else the build dir beside nv-bench). "" after printing why not.
 inline std::string start_exec_stack(const char* part, OwnStack& own, const std::string& runtime_dir,
                                     std::string kernel, std::string rootfs,
-                                    const std::string& accel, int warm = 2, int max = 3) {
+                                    const std::string& accel, int warm = 2, int max = 3,
+                                    const std::vector<std::string>& executor_args = {}) {
   namespace fs = std::filesystem;
   if (!runtime_dir.empty()) return runtime_dir;
   fs::path bin_dir = fs::read_symlink("/proc/self/exe").parent_path();
@@ -131,7 +132,7 @@ inline std::string start_exec_stack(const char* part, OwnStack& own, const std::
                       std::to_string(warm), "--max", std::to_string(max), "--accel", accel,
                       "--no-require-egress"},  // the bench's stack runs no sentinel
                      rt, log);
-  pid_t exec = spawn((bin_dir / "nv-sandbox-executor").string(), {}, rt, log);
+  pid_t exec = spawn((bin_dir / "nv-sandbox-executor").string(), executor_args, rt, log);
   own.pids = {exec, pool, orch};
   std::fprintf(stderr, "nv-bench %s: started a stack in %s (logs: %s)\n", part, rt.c_str(),
                log.c_str());

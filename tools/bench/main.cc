@@ -9,6 +9,7 @@
 //   nv-bench sentinel  eBPF sentinel overhead (sentinel_bench.cc)
 //   nv-bench load      N concurrent executions through a running stack (load_bench.cc)
 //   nv-bench sandbox   sandboxes that live, through the sandbox service (sandbox_bench.cc)
+//   nv-bench mount     host directories: copy-in and sync through the sandbox service
 //   nv-bench api       HTTP (nv-api) vs the bus, the same calls interleaved (api_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
@@ -51,6 +52,9 @@ int run_sandbox_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_API_BENCH
 int run_api_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_MOUNT_BENCH
+int run_mount_bench(int argc, char** argv);
 #endif
 
 namespace {
@@ -105,6 +109,11 @@ const Part kParts[] = {
     {"api", run_api_bench, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
 #else
     {"api", nullptr, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
+#endif
+#ifdef NV_HAVE_MOUNT_BENCH
+    {"mount", run_mount_bench, "host directories: copy-in at create, sync of changed files"},
+#else
+    {"mount", nullptr, "host directories: copy-in at create, sync of changed files"},
 #endif
 };
 
