@@ -19,6 +19,8 @@ WORK="$RT/work"
 mkdir -p "$WORK"
 export NV_RUNTIME_DIR="$RT" NV_KERNEL="$BUILD/guest/vmlinux" NV_ROOTFS="$BUILD/guest/rootfs.ext4"
 export NV_SIZE=small NV_WARM=1 NV_MAX=5 NV_REQUIRE_EGRESS=false  # no sentinel in this stack
+export NV_MOUNT_ROOT="$RT/root"  # nv-sandbox-executor --mount-root (issue 15)
+mkdir -p "$RT/root/proj"
 cleanup() {
   "$NV" down >/dev/null 2>&1
   rm -rf "$RT"
@@ -148,6 +150,29 @@ expect_eq "$(echo "$out" | json '[s["sandboxId"] for s in d["sandboxes"]]')" "['
 for s in "$F1" "$F2" "$ID"; do expect_rc 0 "$NV" sandbox rm "$s"; done
 expect_rc 0 "$NV" sandbox ls-all --json
 expect_eq "$(echo "$out" | json 'len(d["sandboxes"])')" "0" "nothing left after rm"
+
+# ---- host directory mounts (issue 15): a relative HOST, the guest reads and writes, sync --json
+# copies the file out byte-exact; outside --mount-root exit 8 (mountRefused); bad --mount exit 2
+printf 'in\n' >"$RT/root/proj/in.txt"
+expect_rc 0 bash -c "cd '$RT/root' && '$NV' sandbox create --mount proj:proj:rw"
+MID=$out
+expect_rc 0 "$NV" sandbox exec "$MID" 'cat proj/in.txt; printf "out\000\377" > proj/out.bin'
+expect_eq "$out" "in" "the guest reads the mounted file"
+[ -e "$RT/root/proj/out.bin" ] && fail "written to the host before sync"
+expect_rc 0 "$NV" sandbox sync "$MID" --json
+expect_eq "$(echo "$out" | json 'd["synced"][0]["filesWritten"], d["synced"][0]["bytesWritten"]')" \
+  "1 5" "sync --json"
+cmp <(printf 'out\000\377') "$RT/root/proj/out.bin" || fail "the synced file differs"
+expect_rc 0 "$NV" sandbox get "$MID" --json
+expect_eq "$(echo "$out" | json 'd["mounts"][0]["hostPath"], d["mounts"][0].get("readOnly", False)')" \
+  "$RT/root/proj False" "get --json shows the mount"
+expect_rc 0 "$NV" sandbox rm "$MID"
+expect_rc 8 "$NV" sandbox create --mount "$WORK:w"
+expect_rc 8 "$NV" sandbox create --json --mount "$WORK:w:ro"
+expect_eq "$(echo "$out" | json 'd["error"]["code"]')" "mountRefused" "create --json outside the root"
+expect_rc 2 "$NV" sandbox create --mount "$WORK"
+expect_rc 2 "$NV" sandbox create --mount "$WORK:w:rx"
+expect_rc 2 "$NV" sandbox create --mount "$WORK:/etc"
 
 # ---- bad input: typed exit codes
 expect_rc 2 "$NV" sandbox frobnicate
