@@ -1,6 +1,6 @@
 # agent_e2e_test: nv up → nv-submit → a real microVM runs the model's code → the answer; over the
-# Ollama and the OpenAI wire formats; nv down. Skips when the VM services or the guest image are
-# not built.
+# Ollama and the OpenAI wire formats; nv down. Also a task with a mounted host project (issue 15).
+# Skips when the VM services or the guest image are not built.
 if(TARGET nv_test_support)
   nv_add_gtest(NAME agent_e2e_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/agent_e2e_test.cc

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -20,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,6 +110,17 @@ std::string nonce_hex() {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(g()));
   return buf;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void put(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
 }
 
 using nv::test::service_process;
@@ -426,6 +439,78 @@ TEST_F(AgentE2E, RepliesAsRealModelsSendThem) {
     ++checked;
   }
   EXPECT_EQ(checked, 4);
+}
+
+// Issue 15 with real microVMs: nv-submit --mount ROOT/proj:proj:rw; the model's python reads
+// proj/input.txt in the task's sandbox and writes proj/result.txt; when the task ends the rw mount
+// is synced and the host's file holds exactly the bytes computed here (not UTF-8 on purpose). A
+// mount outside the executor's --mount-root fails the task with mountRefused, and the model got
+// no request.
+TEST_F(AgentE2E, MountedProjectIsReadAndWrittenOutsideRootIsRefused) {
+  if (access(nv::test::bin("nv-mount-copier").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << "nv-mount-copier is not built: build it to run the mounts end-to-end test";
+  }
+  TempDir root("nv-mounts-root"), outside("nv-mounts-outside");
+  std::string proj = root.file("proj");
+  ASSERT_EQ(::mkdir(proj.c_str(), 0755), 0);
+  std::string nonce = nonce_hex();
+  std::string input = "nonce " + nonce + "\nzweite Zeile \xc3\xbc\n";
+  put(proj + "/input.txt", input);
+  put(outside.file("secret.txt"), "not for the guest\n");
+  Stack st;
+  // nv-sandbox-executor --mount-root ROOT
+  start(st, "ollama", 1, 2, "agent_e2e_mounts.json", {{"NV_MOUNT_ROOT", root.path()}});
+  ASSERT_EQ(st.up_code, 0) << st.up_out;
+  auto& env = st.env;
+  std::string record = st.record;
+
+  // 1. The mounted project: read in the guest, the result written back to the host.
+  auto r =
+      nv::test::run(service_process(nv::test::bin("nv-submit"),
+                                    {"--json", "--timeout", "900", "--mount", proj + ":proj:rw",
+                                     "Reverse the mounted project's input, nonce " + nonce},
+                                    env),
+                    960s);
+  ASSERT_EQ(r.status.code, 0) << r.out << r.err;
+  std::string want = "reversed:" + std::string(input.rbegin(), input.rend()) + "\n";
+  EXPECT_EQ(slurp(proj + "/result.txt"), want);  // the exact bytes (not UTF-8), on the host
+  EXPECT_EQ(slurp(proj + "/input.txt"), input);
+  rapidjson::Document d;
+  d.Parse(r.out.c_str());
+  ASSERT_FALSE(d.HasParseError()) << r.out;
+  EXPECT_STREQ(d["result"]["status"].GetString(), "completed");
+  // read_file shows the result to the model as text: the reversed "ü" is not UTF-8 (two U+FFFD
+  // and a line saying so); the rest is as written.
+  std::string line = "nonce " + nonce + "\n";
+  EXPECT_NE(std::string(d["result"]["answer"].GetString())
+                .find("elieZ etiewz" + std::string(line.rbegin(), line.rend())),
+            std::string::npos)
+      << r.out;
+  std::string sync_notice;
+  for (const auto& p : d["progress"].GetArray()) {
+    if (std::string(p["kind"].GetString()) == "notice") sync_notice = p["text"].GetString();
+  }
+  EXPECT_EQ(sync_notice.rfind("read-write mounts copied back to the host:\n  /home/agent/proj → " +
+                                  proj + ": 1 file written (" + std::to_string(want.size()) +
+                                  " bytes), 0 removed",
+                              0),
+            0u)
+      << sync_notice;
+
+  // 2. A mount outside every --mount-root: mountRefused, no model call, nothing written.
+  std::string other = nonce_hex();
+  r = nv::test::run(service_process(nv::test::bin("nv-submit"),
+                                    {"--json", "--timeout", "900", "--mount", outside.path() + ":o",
+                                     "outside mount, nonce " + other},
+                                    env),
+                    960s);
+  EXPECT_EQ(r.status.code, 5) << r.out << r.err;
+  d.Parse(r.out.c_str());
+  ASSERT_FALSE(d.HasParseError()) << r.out;
+  EXPECT_STREQ(d["result"]["status"].GetString(), "failed");
+  EXPECT_STREQ(d["result"]["error"]["code"].GetString(), "mountRefused") << r.out;
+  EXPECT_EQ(slurp(record).find(other), std::string::npos) << "the model got a request";
+  EXPECT_EQ(outside.list(), std::vector<std::string>{"secret.txt"});
 }
 
 }  // namespace
