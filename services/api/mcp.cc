@@ -61,7 +61,8 @@ const ToolDef kTools[] = {
      "Creates a sandbox: a microVM that keeps its files, processes and interpreter state "
      "between calls until destroyed (or its lifetime or idle timeout ends).",
      R"({"type":"object","properties":{"tier":{"type":"string","enum":["small","medium","large"]},)"
-     R"("lifetimeMs":{"type":"integer","minimum":0},"idleTimeoutMs":{"type":"integer","minimum":0},)"
+     R"("lifetimeMs":{"type":"integer","minimum":0},)"
+     R"("idleTimeoutMs":{"type":"integer","minimum":0},)"
      R"("mounts":{"type":"array","maxItems":8,"description":"host directories copied in; the )"
      R"(server must allow mounts and hostPath be under the executor's --mount-root","items":)"
      R"({"type":"object","properties":{"hostPath":{"type":"string"},"guestPath":{"type":"string",)"

@@ -156,6 +156,15 @@ class Api(unittest.TestCase):
             neurovisor.Sandbox.create(nv, mounts=[neurovisor.Mount("/srv/proj", "/home/agent/p")])
         self.assertEqual(cm.exception.status, 403)
         self.assertIsInstance(cm.exception, neurovisor.AuthError)
+        # MCP's create_sandbox: the same rule, as a tool error (isError) naming mountRefused.
+        s, _, b = jcall(self.url, "POST", "/mcp", key=self.a,
+                        headers={"Accept": "application/json"},
+                        body={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                              "params": {"name": "create_sandbox",
+                                         "arguments": {"mounts": [good]}}})
+        self.assertEqual(s, 200, b)
+        self.assertTrue(b["result"]["isError"], b)
+        self.assertIn("mountRefused", b["result"]["content"][0]["text"])
         # No mounts (an empty list) is no mount: not refused as one (the stack has no executor).
         s, _, b = jcall(self.url, "POST", "/v1/sandboxes", key=self.a, body={"mounts": []})
         self.assertNotEqual(b["error"]["code"], "mountRefused", b)
