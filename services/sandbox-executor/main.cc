@@ -121,7 +121,8 @@ void add_mount_copier_rules(nv::seccomp::Profile& profile) {
   for (const char* call : {"readlink", "readlinkat"}) {
     profile.rules.push_back(nv::seccomp::allow(call, "realpath of a mount's host directory"));
   }
-  const char* spawn[] = {"execve", "wait4", "kill", "dup2", "set_tid_address", "arch_prctl"};
+  const char* spawn[] = {"execve",          "wait4",      "kill",       "dup2",
+                         "set_tid_address", "arch_prctl", "close_range"};
   for (const char* call : spawn) {
     profile.rules.push_back(nv::seccomp::allow(call, "spawning and reaping nv-mount-copier"));
   }

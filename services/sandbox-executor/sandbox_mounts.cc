@@ -62,6 +62,8 @@ struct Copier {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    // Nothing else of the executor's (bus sockets, guest channels) reaches the copier.
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
     std::vector<char*> argv;
     argv.push_back(const_cast<char*>(program.c_str()));
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -216,6 +218,7 @@ Result<std::vector<MountState>> copy_in(guest::GuestChannel& ch,
     std::string body, err, rel, data;
     uint32_t mode = 0;
     bool wrote = false;
+    guest::FileEntryInfo last;
     for (;;) {
       if (!mounts::read_record(cp.from, body, err)) {
         return make_error(ErrorCode::INTERNAL,
@@ -261,14 +264,17 @@ Result<std::vector<MountState>> copy_in(guest::GuestChannel& ch,
         continue;
       }
       if (k == 'C' || k == 'e') {
-        guest::Result<guest::FileEntryInfo> w = guest::FileEntryInfo{};
+        // Each chunk is one write (the first replaces, the rest append); the entry the last
+        // write answers is the guest's baseline for the next sync.
         if (k == 'C' || !wrote) {
           data = k == 'C' ? r.text() : std::string();
-          w = ch.write_file(m.guest_path + "/" + rel, data, mode ? mode : 0644, wrote, deadline);
+          auto w =
+              ch.write_file(m.guest_path + "/" + rel, data, mode ? mode : 0644, wrote, deadline);
           if (!w.ok()) {
             ce = w.error();
             return chan(ce);
           }
+          last = w.value();
           wrote = true;
         }
         if (k == 'e') {
@@ -276,13 +282,8 @@ Result<std::vector<MountState>> copy_in(guest::GuestChannel& ch,
           e.host_size = r.u64();
           e.host_mtime_ns = int64_t(r.u64());
           e.host_ino = r.u64();
-          auto st = ch.stat(m.guest_path + "/" + rel, deadline);
-          if (!st.ok()) {
-            ce = st.error();
-            return chan(ce);
-          }
-          e.guest_size = st.value().size;
-          e.guest_mtime_ms = st.value().mtime_unix_ms;
+          e.guest_size = last.size;
+          e.guest_mtime_ms = last.mtime_unix_ms;
           ms.entries[rel] = e;
           ms.copied_bytes += e.guest_size;
           ++ms.copied_files;
