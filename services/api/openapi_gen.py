@@ -129,7 +129,10 @@ S["StreamEvent"] = {"type": "object", "required": ["event"], "properties": {"eve
     "description": "exec: status, stdout, stderr, result, error; tasks: thinking, modelDelta, thinkingDelta, modelText, notice, toolCall, output, execResult, toolError, result, error"},
     "data": {"type": "string"}}, "additionalProperties": True}
 S["TaskSubmit"] = {"type": "object", "additionalProperties": False, "required": ["prompt"], "properties": {"prompt": {"type": "string"}, "model": {"type": "string"},
-    "maxIterations": u32, "timeoutMs": u32, "tier": tier}}
+    "maxIterations": u32, "timeoutMs": u32, "tier": tier,
+    "mounts": {"type": "array", "maxItems": 8, "items": ref("Mount"),
+               "description": "host directories for the task's sandbox (403 mountRefused unless nv-api runs with --allow-mounts; one outside the "
+                              "executor's --mount-root fails the task with mountRefused before any model call); read-write ones are copied back when the task ends"}}}
 S["Task"] = {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "prompt": {"type": "string"}, "traceId": {"type": "string"},
     "createdUnixMs": {"type": "integer"}, "events": {"type": "integer"}, "result": {"type": "object"}}}
 labels = {"type": "object", "additionalProperties": {"type": "string"}}

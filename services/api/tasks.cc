@@ -9,6 +9,7 @@
 #include "common/enum_name.h"
 #include "common/frames.h"
 #include "common/log.h"
+#include "common/sandbox_json.h"
 #include "common/trace_id.h"
 #include "common/utf8.h"
 #include "exec_json.h"
@@ -200,6 +201,7 @@ void TaskRegistry::run(std::shared_ptr<Task> t, TaskSpec spec) {
   s.setTimeoutMs(spec.timeout_ms);
   s.setTier(static_cast<schema::SizeTier>(spec.tier));
   s.setTraceId(t->trace_id);
+  sandbox::mounts_to_capnp(spec.mounts, s.initMounts(static_cast<unsigned>(spec.mounts.size())));
   auto deadline = std::chrono::milliseconds(spec.timeout_ms ? spec.timeout_ms : 600000) + 30s;
   uint64_t id = client.send("task", &mb, deadline, t->trace_id);
   auto give_up = std::chrono::steady_clock::now() + deadline + 5s;
@@ -370,10 +372,23 @@ void add_task_routes(Api& api) {
                                       {"model", JType::string},
                                       {"maxIterations", JType::uint32},
                                       {"timeoutMs", JType::uint32},
-                                      {"tier", JType::string}},
+                                      {"tier", JType::string},
+                                      {"mounts", JType::array}},
                                      &doc);
               if (!st) return send_bus_error(res, st.error(), c.trace_id);
               TaskSpec spec;
+              if (auto it = doc.FindMember("mounts"); it != doc.MemberEnd()) {
+                auto mounts = sandbox::mounts_from_json(it->value);
+                if (!mounts) return send_bus_error(res, mounts.error(), c.trace_id);
+                spec.mounts = std::move(*mounts);
+              }
+              if (!spec.mounts.empty() && !api.options().allow_mounts) {
+                return send_bus_error(res,
+                                      make_error(ErrorCode::MOUNT_REFUSED,
+                                                 "host directory mounts are off in this nv-api "
+                                                 "(rule: nv-api --allow-mounts is not set)"),
+                                      c.trace_id);
+              }
               spec.prompt = get_string(doc, "prompt");
               if (spec.prompt.empty() || spec.prompt.size() > 256 * 1024) {
                 return send_error(res, 400, "badRequest", "prompt must be 1..262144 bytes",

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/sandbox_client.h"
 
 namespace nv::api {
 
@@ -27,7 +28,8 @@ struct Caller;
 struct TaskSpec {
   std::string prompt, model;
   uint32_t max_iterations = 0, timeout_ms = 0;
-  int tier = 0;  // schema::SizeTier value
+  int tier = 0;                          // schema::SizeTier value
+  std::vector<sandbox::Mount> mounts{};  // SubmitTask.mounts (nv-api --allow-mounts only)
 };
 
 struct Task {

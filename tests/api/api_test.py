@@ -165,6 +165,13 @@ class Api(unittest.TestCase):
         self.assertEqual(s, 200, b)
         self.assertTrue(b["result"]["isError"], b)
         self.assertIn("mountRefused", b["result"]["content"][0]["text"])
+        # A task with a mount: the same rule on POST /v1/tasks.
+        s, _, b = jcall(self.url, "POST", "/v1/tasks", key=self.a,
+                        body={"prompt": "x", "mounts": [good]})
+        self.assertError(s, b, 403, "mountRefused")
+        s, _, b = jcall(self.url, "POST", "/v1/tasks", key=self.a,
+                        body={"prompt": "x", "mounts": [{"hostPath": "/a"}]})
+        self.assertError(s, b, 400, "badRequest")
         # No mounts (an empty list) is no mount: not refused as one (the stack has no executor).
         s, _, b = jcall(self.url, "POST", "/v1/sandboxes", key=self.a, body={"mounts": []})
         self.assertNotEqual(b["error"]["code"], "mountRefused", b)
