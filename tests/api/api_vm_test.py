@@ -214,6 +214,7 @@ class ApiVm(unittest.TestCase):
                   ("POST", f"/v1/sandboxes/{sid}/pause", {}),
                   ("POST", f"/v1/sandboxes/{sid}/resume", {}),
                   ("POST", f"/v1/sandboxes/{sid}/keepalive", {}),
+                  ("POST", f"/v1/sandboxes/{sid}/sync", {}),
                   ("DELETE", f"/v1/sandboxes/{sid}", None)]
         documented = {p for p in json.loads(call(self.url, "GET", "/openapi.json")[2])["paths"]
                       if p.startswith("/v1/sandboxes/{id}")}
