@@ -247,6 +247,11 @@ struct SyncOut {
       RecordReader r(body);
       char k = ok ? r.kind() : '\0';
       if (k == 'e') break;
+      if (k == 'a') {  // the guest file could not be read to its end: nothing is replaced
+        if (fd.get() >= 0) ::unlinkat(parent.get(), tmp.c_str(), 0);
+        skip(rel, r.text());
+        return true;
+      }
       if (k != 'C') {  // the executor went away mid-file: no temp file is left behind
         if (fd.get() >= 0) ::unlinkat(parent.get(), tmp.c_str(), 0);
         return false;
