@@ -15,7 +15,7 @@
 //      path) while the host syncs: no symlink on the host, nothing outside changed;
 //   C3. SIGKILL + restart of the executor: the registry's manifests let it sync again;
 //   D. fork: the fork carries the content but is not bound to the host directory (no sync);
-//   E. destroy syncs: a file written just before destroy is on the host afterwards;
+//   E. pause/resume keep the mounts (still read-only); destroy syncs: a file written just before destroy is on the host afterwards;
 //   F. quota: a write past the quota fails in the guest (ENOSPC); content within the tmpfs but
 //      over the quota fails at sync with mountQuota and writes nothing.
 // Skips (saying why) without root, the binaries or the guest image.
@@ -371,6 +371,15 @@ TEST_F(MountsVm, D_ForkCarriesContentButIsNotBound) {
 
 TEST_F(MountsVm, E_DestroySyncsFirst) {
   ASSERT_FALSE(main_.empty());
+  // Pause and resume carry the mounts like any guest state: still there, still read-only.
+  ASSERT_TRUE(sbx_->pause(main_).ok());
+  auto resumed = sbx_->resume(main_);
+  ASSERT_TRUE(resumed.ok()) << resumed.error().to_string() << logs();
+  EXPECT_EQ(resumed->mounts.size(), 2u);
+  EXPECT_EQ(sh(main_,
+               "cat /home/agent/ro/readme.txt; touch /home/agent/ro/t 2>&1 | grep -c "
+               "'Read-only file system'"),
+            "exit 0: read me\n1\n");
   EXPECT_EQ(sh(main_, "echo last words > /home/agent/proj/last.txt && echo ok"), "exit 0: ok\n");
   auto d = sbx_->destroy(main_);
   ASSERT_TRUE(d.ok()) << d.error().to_string();
