@@ -275,6 +275,7 @@ struct SyncOut {
       skip(rel, why);
       return true;
     }
+    ::fsync(parent.get());  // the rename itself survives a host crash
     manifest[rel] = Manifest{false, uint64_t(st.st_size), st.st_ino, mtime_ns(st)};
     say(RecordWriter('w').text(rel).u64(bytes).u64(uint64_t(mtime_ns(st))).u64(st.st_ino).done());
     return true;
