@@ -247,6 +247,11 @@ struct SyncOut {
       RecordReader r(body);
       char k = ok ? r.kind() : '\0';
       if (k == 'e') break;
+      if (k == 'a') {  // the guest file could not be read to its end: nothing is replaced
+        if (fd.get() >= 0) ::unlinkat(parent.get(), tmp.c_str(), 0);
+        skip(rel, r.text());
+        return true;
+      }
       if (k != 'C') {  // the executor went away mid-file: no temp file is left behind
         if (fd.get() >= 0) ::unlinkat(parent.get(), tmp.c_str(), 0);
         return false;
@@ -270,6 +275,7 @@ struct SyncOut {
       skip(rel, why);
       return true;
     }
+    ::fsync(parent.get());  // the rename itself survives a host crash
     manifest[rel] = Manifest{false, uint64_t(st.st_size), st.st_ino, mtime_ns(st)};
     say(RecordWriter('w').text(rel).u64(bytes).u64(uint64_t(mtime_ns(st))).u64(st.st_ino).done());
     return true;

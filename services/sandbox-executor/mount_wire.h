@@ -9,7 +9,8 @@
 //   chunks (≤ 1 MiB each), then 'e' size mtime_ns ino (the file's fstat after reading);
 //   'S' skipped text; 'Z' end (success); 'E' code text (failure; nothing more follows).
 // sync (executor → copier): 'M' manifest rel dir host_size host_mtime_ns host_ino (all first),
-//   then 'K' mkdir rel mode, 'W' write rel mode + 'C' chunks + 'e' (no fields), 'X' remove rel,
+//   then 'K' mkdir rel mode, 'W' write rel mode + 'C' chunks + 'e' (no fields) or 'a' why (abandoned: the
+//   guest file went away while read; the copier drops its temp file), 'X' remove rel,
 //   'Z' end. Copier → executor: 'w' written rel size mtime_ns ino (bytes), 'k' made dir rel mtime_ns ino,
 //   'x' removed rel,
 //   'S' skipped text, 'Z' done, 'E' code text.

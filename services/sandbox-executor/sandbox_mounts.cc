@@ -385,8 +385,16 @@ Result<std::vector<sandbox::MountSync>> sync_out(guest::GuestChannel& ch,
       }
       if (!send(RecordWriter('W').text(rel).u64(e.mode).done())) break;
       uint64_t off = 0;
+      std::string abandoned;
       for (;;) {
         auto rr = ch.read_file(e.path, off, mounts::kDataChunk, mounts::kDataChunk, deadline);
+        if (!rr.ok() && rr.error().code == guest::ChannelErrc::guest_error) {
+          // Changed under the listing (removed, or a path part swapped for a symlink, which the
+          // agent does not follow): this file is skipped, the sync goes on.
+          abandoned = "not copied out: changed in the guest while read (" +
+                      rr.error().message.substr(0, 200) + ")";
+          break;
+        }
         if (!rr.ok()) {
           ce = rr.error();
           break;
@@ -397,7 +405,7 @@ Result<std::vector<sandbox::MountSync>> sync_out(guest::GuestChannel& ch,
         if (range.eof || range.data.empty()) break;
       }
       if (ce) break;
-      send(RecordWriter('e').done());
+      send(abandoned.empty() ? RecordWriter('e').done() : RecordWriter('a').text(abandoned).done());
     }
     if (!ce) {
       std::vector<std::string> gone;

@@ -296,6 +296,16 @@ TEST_F(Tree, SyncDoesNotWriteThroughAHostHardLink) {
   EXPECT_EQ(get(outside_ + "/target"), "outside\n");
 }
 
+TEST_F(Tree, AnAbandonedFileReplacesNothing) {
+  put(root_ + "/f", "host\n");
+  auto out = sync(manifest("f") + RecordWriter('W').text("f").u64(0644).done() +
+                  RecordWriter('C').text("partial").done() +
+                  RecordWriter('a').text("changed in the guest while read").done() + end());
+  EXPECT_EQ(out, (std::vector<std::string>{"S f: changed in the guest while read", "Z"}));
+  EXPECT_EQ(get(root_ + "/f"), "host\n");
+  EXPECT_EQ(files_under(root_), (std::vector<std::string>{"f"}));
+}
+
 TEST_F(Tree, GuestHardLinksBecomeIndependentHostFiles) {
   // The guest lists two paths of one inode as two regular files: the executor sends both.
   auto out = sync(write("one", "same\n") + write("two", "same\n") + end());

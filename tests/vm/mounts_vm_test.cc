@@ -11,12 +11,16 @@
 //      to outside is skipped (the host gets no link, the target is untouched); a guest hard link
 //      becomes two independent host files; a guest removal removes the host file; a file changed
 //      on both sides keeps the host's copy ("conflict");
+//   C2. two guest processes swap a directory and a symlink (to /etc, to the host's outside
+//      path) while the host syncs: no symlink on the host, nothing outside changed;
+//   C3. SIGKILL + restart of the executor: the registry's manifests let it sync again;
 //   D. fork: the fork carries the content but is not bound to the host directory (no sync);
-//   E. destroy syncs: a file written just before destroy is on the host afterwards;
+//   E. pause/resume keep the mounts (still read-only); destroy syncs: a file written just before destroy is on the host afterwards;
 //   F. quota: a write past the quota fails in the guest (ENOSPC); content within the tmpfs but
 //      over the quota fails at sync with mountQuota and writes nothing.
 // Skips (saying why) without root, the binaries or the guest image.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,12 +97,7 @@ class MountsVm : public ::testing::Test {
          .args = {"--kernel", kernel, "--rootfs", rootfs, "--size", "small", "--warm", "1", "--max",
                   "4", "--accel", "tcg", "--boot-timeout-ms", "180000", "--no-require-egress"},
          .env = env_}));
-    exec_ = std::make_unique<Process>(Process::start(
-        {.binary = nv::test::bin("nv-sandbox-executor"),
-         .args = {"--executor-name", "mnt", "--connect-timeout-ms", "60000", "--max-lease-wait-ms",
-                  "200000", "--sandbox-file-timeout-ms", "60000", "--mount-root", root_,
-                  "--mount-root", host_->file("second-root")},
-         .env = env_}));
+    start_executor();
     zmq_ = std::make_unique<zmq::context_t>(1);
     client_ = std::make_unique<nv::Client>(
         *zmq_, nv::ClientOptions{nv::bus::ipc_endpoint(rt_->file("clients.sock")), {}, {}, {}});
@@ -121,6 +120,14 @@ class MountsVm : public ::testing::Test {
   void SetUp() override {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
     ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+  }
+  static void start_executor() {
+    exec_ = std::make_unique<Process>(Process::start(
+        {.binary = nv::test::bin("nv-sandbox-executor"),
+         .args = {"--executor-name", "mnt", "--connect-timeout-ms", "60000", "--max-lease-wait-ms",
+                  "200000", "--sandbox-file-timeout-ms", "60000", "--mount-root", root_,
+                  "--mount-root", host_->file("second-root")},
+         .env = env_}));
   }
   static std::string logs() {
     std::string out;
@@ -289,6 +296,62 @@ TEST_F(MountsVm, C_ReadWriteMountSyncsToTheHost) {
   EXPECT_EQ(again->front().files_removed, 0u);
 }
 
+TEST_F(MountsVm, C2_AGuestRenameRaceReachesNothingOutside) {
+  ASSERT_FALSE(main_.empty());
+  const std::string rw = root_ + "/rw";
+  // Two guest processes swap proj/race between a directory holding a file and a symlink to /etc
+  // (and to the host path of `outside`, which the guest does not have) while the host syncs.
+  sbx::ExecSpec race;
+  race.background = true;
+  race.timeout_ms = 120000;
+  race.code =
+      "cd /home/agent/proj; mkdir -p race.d; echo x > race.d/passwd; "
+      "(for i in $(seq 60); do mv -T race.d race 2>/dev/null; mv -T race race.d 2>/dev/null; "
+      "done) & (for i in $(seq 60); do ln -sfn /etc race 2>/dev/null; rm -f race 2>/dev/null; "
+      "ln -sfn " +
+      outside_ + " race 2>/dev/null; rm -f race; done) & wait; touch /home/agent/race.done";
+  ASSERT_TRUE(sbx_->exec(main_, race).ok());
+  for (int i = 0; i < 6; ++i) {
+    auto r = sbx_->sync(main_);
+    ASSERT_TRUE(r.ok()) << r.error().to_string() << logs();
+  }
+  EXPECT_EQ(sh(main_,
+               "for i in $(seq 120); do [ -e /home/agent/race.done ] && break; sleep 1; "
+               "done; ls /home/agent/race.done"),
+            "exit 0: /home/agent/race.done\n");
+  ASSERT_TRUE(sbx_->sync(main_).ok());
+  // Nothing outside the mount changed; no symlink on the host; /etc's files never came over.
+  EXPECT_EQ(get(outside_ + "/secret.txt"), "secret\n");
+  auto listing = nv::test::run({.binary = "/usr/bin/find", .args = {outside_}});
+  EXPECT_EQ(listing.out, outside_ + "\n" + outside_ + "/secret.txt\n");
+  auto links = nv::test::run({.binary = "/usr/bin/find", .args = {rw, "-type", "l"}});
+  EXPECT_EQ(links.out, "");
+  auto etc = nv::test::run({.binary = "/usr/bin/find", .args = {rw, "-name", "hostname"}});
+  EXPECT_EQ(etc.out, "");
+  for (const std::string name : {"race/passwd", "race.d/passwd"}) {
+    if (::access((rw + "/" + name).c_str(), F_OK) == 0) {
+      EXPECT_EQ(get(rw + "/" + name), "x\n");
+    }
+  }
+}
+
+TEST_F(MountsVm, C3_ARestartedExecutorStillSyncs) {
+  ASSERT_FALSE(main_.empty());
+  ASSERT_TRUE(sbx_->sync(main_).ok());  // a clean baseline: only restart.txt is new below
+  EXPECT_EQ(sh(main_, "echo after restart > /home/agent/proj/restart.txt && echo ok"),
+            "exit 0: ok\n");
+  exec_->signal(SIGKILL);
+  exec_->wait(10s);
+  start_executor();
+  ASSERT_TRUE(nv::test::wait_until([&] { return sbx_->get(main_).ok(); }, 120s, 500ms)) << logs();
+  auto r = sbx_->sync(main_);
+  ASSERT_TRUE(r.ok()) << r.error().to_string() << logs();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(get(root_ + "/rw/restart.txt"), "after restart\n");
+  // The manifest came back too: only the new file was written.
+  EXPECT_EQ(r->front().files_written, 1u) << ::testing::PrintToString(r->front().skipped);
+}
+
 TEST_F(MountsVm, D_ForkCarriesContentButIsNotBound) {
   ASSERT_FALSE(main_.empty());
   auto f = sbx_->fork(main_, 1);
@@ -308,6 +371,15 @@ TEST_F(MountsVm, D_ForkCarriesContentButIsNotBound) {
 
 TEST_F(MountsVm, E_DestroySyncsFirst) {
   ASSERT_FALSE(main_.empty());
+  // Pause and resume carry the mounts like any guest state: still there, still read-only.
+  ASSERT_TRUE(sbx_->pause(main_).ok());
+  auto resumed = sbx_->resume(main_);
+  ASSERT_TRUE(resumed.ok()) << resumed.error().to_string() << logs();
+  EXPECT_EQ(resumed->mounts.size(), 2u);
+  EXPECT_EQ(sh(main_,
+               "cat /home/agent/ro/readme.txt; touch /home/agent/ro/t 2>&1 | grep -c "
+               "'Read-only file system'"),
+            "exit 0: read me\n1\n");
   EXPECT_EQ(sh(main_, "echo last words > /home/agent/proj/last.txt && echo ok"), "exit 0: ok\n");
   auto d = sbx_->destroy(main_);
   ASSERT_TRUE(d.ok()) << d.error().to_string();
