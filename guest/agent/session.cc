@@ -207,6 +207,17 @@ void Session::dispatch(kj::Array<capnp::word> words) {
       case HostMessage::RESET_CONTEXT:
         handle_reset(msg.getResetContext());
         return;
+      case HostMessage::START_INFERENCE: {
+        std::string why = config_.start_inference ? config_.start_inference()
+                                                  : "this agent has no inference bridge";
+        if (!why.empty()) return send_error(static_cast<uint16_t>(ErrorCode::INTERNAL), why);
+        send_ack("inference");
+        return;
+      }
+      case HostMessage::RESERVED13:
+      case HostMessage::RESERVED14:
+      case HostMessage::INFERENCE_RESPONSE:  // the nv.inference port's, never the agent's
+        break;
     }
     send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
                "unknown request kind " + std::to_string(static_cast<int>(msg.which())) +

@@ -239,6 +239,10 @@ class GuestChannel {
   ChannelError signal(int32_t pid, int32_t signo, Deadline deadline);
   // Kills the named context's interpreter; the next exec with that name starts a fresh one.
   ChannelError reset_context(const std::string& name, schema::Language language, Deadline deadline);
+  // Starts the agent's inference listener on the guest's 127.0.0.1:11434 (guest.capnp
+  // startInference); the host must serve the VM's nv.inference port (sandbox-executor
+  // inference_bridge.h). A second call keeps the running listener.
+  ChannelError start_inference(Deadline deadline);
 
   // Asks the agent to power off and waits for the stream to close (the VMM exiting).
   ChannelError shutdown(Deadline deadline);

@@ -47,6 +47,22 @@ void env_to_capnp(const EnvList& env, capnp::List<schema::EnvVar>::Builder b) {
   }
 }
 
+namespace {
+void inference_to_capnp(const Inference& in, schema::InferencePolicy::Builder b) {
+  b.setEnabled(in.enabled);
+  auto m = b.initModels(static_cast<unsigned>(in.models.size()));
+  for (unsigned i = 0; i < in.models.size(); ++i) m.set(i, in.models[i]);
+  b.setTokenBudget(in.token_budget);
+}
+Inference inference_from_capnp(schema::InferencePolicy::Reader r) {
+  Inference in;
+  in.enabled = r.getEnabled();
+  for (auto m : r.getModels()) in.models.emplace_back(m.cStr());
+  in.token_budget = r.getTokenBudget();
+  return in;
+}
+}  // namespace
+
 void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setTier(s.tier);
   b.setImage(s.image);
@@ -56,6 +72,7 @@ void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setIdleTimeoutMs(s.idle_timeout_ms);
   labels_to_capnp(s.labels, b.initLabels(static_cast<unsigned>(s.labels.size())));
   b.setFromSnapshot(s.from_snapshot);
+  if (s.inference.enabled) inference_to_capnp(s.inference, b.initInference());
 }
 Spec from_capnp(schema::SandboxSpec::Reader r) {
   Spec s;
@@ -67,6 +84,7 @@ Spec from_capnp(schema::SandboxSpec::Reader r) {
   s.idle_timeout_ms = r.getIdleTimeoutMs();
   s.labels = labels_from_capnp(r.getLabels());
   s.from_snapshot = r.getFromSnapshot();
+  if (r.hasInference()) s.inference = inference_from_capnp(r.getInference());
   return s;
 }
 
@@ -90,6 +108,8 @@ void to_capnp(const Info& s, schema::SandboxInfo::Builder b) {
   b.setCwd(s.cwd);
   env_to_capnp(s.env, b.initEnv(static_cast<unsigned>(s.env.size())));
   b.setEndReason(s.end_reason);
+  if (s.inference.enabled) inference_to_capnp(s.inference, b.initInference());
+  b.setInferenceTokensUsed(s.inference_tokens_used);
 }
 Info from_capnp(schema::SandboxInfo::Reader r) {
   Info s;
@@ -110,6 +130,8 @@ Info from_capnp(schema::SandboxInfo::Reader r) {
   s.cwd = r.getCwd();
   s.env = env_from_capnp(r.getEnv());
   s.end_reason = r.getEndReason();
+  if (r.hasInference()) s.inference = inference_from_capnp(r.getInference());
+  s.inference_tokens_used = r.getInferenceTokensUsed();
   return s;
 }
 

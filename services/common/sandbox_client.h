@@ -44,6 +44,13 @@ struct Label {
 
 // sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
 // what they set).
+// sandbox.capnp InferencePolicy: the in-guest model endpoint (issue 16).
+struct Inference {
+  bool enabled = false;
+  std::vector<std::string> models{};  // allowed model names; empty = the gateway's default only
+  uint64_t token_budget = 0;          // prompt + completion tokens; 0 = the executor's default
+};
+
 struct Spec {
   schema::SizeTier tier = schema::SizeTier::UNSET;  // unset = small
   std::string image{};                              // "" | "default"
@@ -53,6 +60,7 @@ struct Spec {
   uint32_t idle_timeout_ms = 0;                     // 0 = the executor's default (10 min)
   std::vector<Label> labels{};                      // at most 16
   std::string from_snapshot{};                      // "" = a fresh warm VM
+  Inference inference{};                            // off unless enabled
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -68,6 +76,8 @@ struct Info {
   std::string parent_id, from_snapshot, cwd;
   EnvList env;
   std::string end_reason;  // destroyed: why
+  Inference inference;     // token_budget: the one in force (the default filled in)
+  uint64_t inference_tokens_used = 0;
 };
 
 // sandbox.capnp SandboxExec.

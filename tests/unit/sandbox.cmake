@@ -13,3 +13,11 @@ if(TARGET nv_exec_executor)
     TIMEOUT 60)
   target_include_directories(sandbox_registry_test PRIVATE ${PROJECT_SOURCE_DIR}/services)
 endif()
+# The inference bridge's HTTP side (issue 16): parsing, policy, the APIs' answer shapes.
+if(TARGET nv_exec_executor)
+  nv_add_gtest(NAME inference_api_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/inference_api_test.cc
+    LIBS nv_exec_executor
+    LABELS unit
+    TIMEOUT 60)
+endif()
