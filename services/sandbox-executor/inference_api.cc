@@ -84,6 +84,31 @@ bool content_text(const rapidjson::Value& v, std::string& out) {
   return true;
 }
 
+// The members every OpenAI chat object starts with, up to the "choices" key.
+void write_openai_head(JsonOut& w, const std::string& id, const char* object, int64_t created,
+                       const std::string& model) {
+  write_json_text(w, "id", id);
+  w.Key("object");
+  w.String(object);
+  w.Key("created");
+  w.Int64(created);
+  write_json_text(w, "model", model);
+  w.Key("choices");
+}
+
+// OpenAI's "usage" member.
+void write_usage(JsonOut& w, const ChatAnswer& a) {
+  w.Key("usage");
+  w.StartObject();
+  w.Key("prompt_tokens");
+  w.Uint(a.prompt_tokens);
+  w.Key("completion_tokens");
+  w.Uint(a.completion_tokens);
+  w.Key("total_tokens");
+  w.Uint64(uint64_t{a.prompt_tokens} + a.completion_tokens);
+  w.EndObject();
+}
+
 std::string done(rapidjson::StringBuffer& b) { return std::string(b.GetString(), b.GetSize()); }
 
 }  // namespace
@@ -310,13 +335,7 @@ std::string openai_reply(const ChatAnswer& a, const std::string& id, int64_t cre
   rapidjson::StringBuffer b;
   JsonOut w(b);
   w.StartObject();
-  write_json_text(w, "id", id);
-  w.Key("object");
-  w.String("chat.completion");
-  w.Key("created");
-  w.Int64(created);
-  write_json_text(w, "model", a.model);
-  w.Key("choices");
+  write_openai_head(w, id, "chat.completion", created, a.model);
   w.StartArray();
   w.StartObject();
   w.Key("index");
@@ -333,15 +352,7 @@ std::string openai_reply(const ChatAnswer& a, const std::string& id, int64_t cre
   write_json_text(w, "finish_reason", a.done_reason.empty() ? "stop" : a.done_reason);
   w.EndObject();
   w.EndArray();
-  w.Key("usage");
-  w.StartObject();
-  w.Key("prompt_tokens");
-  w.Uint(a.prompt_tokens);
-  w.Key("completion_tokens");
-  w.Uint(a.completion_tokens);
-  w.Key("total_tokens");
-  w.Uint64(uint64_t{a.prompt_tokens} + a.completion_tokens);
-  w.EndObject();
+  write_usage(w, a);
   w.EndObject();
   return done(b);
 }
@@ -352,13 +363,7 @@ std::string openai_chunk(const std::string& id, int64_t created, const std::stri
   rapidjson::StringBuffer b;
   JsonOut w(b);
   w.StartObject();
-  write_json_text(w, "id", id);
-  w.Key("object");
-  w.String("chat.completion.chunk");
-  w.Key("created");
-  w.Int64(created);
-  write_json_text(w, "model", model);
-  w.Key("choices");
+  write_openai_head(w, id, "chat.completion.chunk", created, model);
   w.StartArray();
   w.StartObject();
   w.Key("index");
@@ -386,24 +391,10 @@ std::string openai_usage_chunk(const ChatAnswer& a, const std::string& id, int64
   rapidjson::StringBuffer b;
   JsonOut w(b);
   w.StartObject();
-  write_json_text(w, "id", id);
-  w.Key("object");
-  w.String("chat.completion.chunk");
-  w.Key("created");
-  w.Int64(created);
-  write_json_text(w, "model", a.model);
-  w.Key("choices");
+  write_openai_head(w, id, "chat.completion.chunk", created, a.model);
   w.StartArray();
   w.EndArray();
-  w.Key("usage");
-  w.StartObject();
-  w.Key("prompt_tokens");
-  w.Uint(a.prompt_tokens);
-  w.Key("completion_tokens");
-  w.Uint(a.completion_tokens);
-  w.Key("total_tokens");
-  w.Uint64(uint64_t{a.prompt_tokens} + a.completion_tokens);
-  w.EndObject();
+  write_usage(w, a);
   w.EndObject();
   return "data: " + done(b) + "\n\n";
 }

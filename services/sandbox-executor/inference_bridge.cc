@@ -80,6 +80,8 @@ LlmCall bus_llm(zmq::context_t& ctx, ClientOptions options, std::chrono::millise
   return
       [&ctx, options, timeout](const LlmRequest& r, const LlmDelta& delta) -> Result<ChatAnswer> {
         Client client(ctx, options);
+        // The bridge is ending (its sandbox paused or destroyed): the call is dropped upstream.
+        if (r.cancel) client.set_cancel_check([c = r.cancel] { return c->load(); });
         capnp::MallocMessageBuilder mb;
         auto c = bus::init_body<schema::ChatRequest>(mb);
         c.setTraceId(r.trace_id);
@@ -121,7 +123,8 @@ LlmCall bus_llm(zmq::context_t& ctx, ClientOptions options, std::chrono::millise
 
 void InferenceBridge::serve(const std::string& method, const std::string& path,
                             const std::string& body, const std::string& trace_id,
-                            InferenceAccount& account, const LlmCall& llm, const SendFn& send) {
+                            InferenceAccount& account, const LlmCall& llm, const SendFn& send,
+                            const std::atomic<bool>* cancel) {
   auto answer = [&](const HttpAnswer& a) { (void)send(a.status, a.content_type, a.body, true); };
   Api api = Api::ollama;
   HttpAnswer err;
@@ -150,6 +153,7 @@ void InferenceBridge::serve(const std::string& method, const std::string& path,
   const uint64_t left = account.policy.token_budget - used;
   const uint32_t cap = static_cast<uint32_t>(std::min<uint64_t>(left, kBudgetCapBelow));
   req.trace_id = trace_id;
+  req.cancel = cancel;
   req.messages = call.messages;
   req.stream = call.stream;
   req.temperature = call.temperature;
@@ -326,7 +330,7 @@ void InferenceBridge::run() {
         } while (off < data.size());
         return true;
       };
-      serve(method, path, body, trace_id_, account_, llm_, send);
+      serve(method, path, body, trace_id_, account_, llm_, send, &stop_);
     }
   }
 }

@@ -29,6 +29,7 @@ struct LlmRequest {
   bool stream = false;
   double temperature = -1;
   uint32_t max_tokens = 0;
+  const std::atomic<bool>* cancel = nullptr;  // when it turns true the call is cancelled
 };
 using LlmDelta = std::function<void(const std::string& content, const std::string& thinking)>;
 // Calls the model; streamed pieces go to the delta function as they come. Thread-safe.
@@ -62,7 +63,7 @@ class InferenceBridge {
                                     const std::string& data, bool last)>;
   static void serve(const std::string& method, const std::string& path, const std::string& body,
                     const std::string& trace_id, InferenceAccount& account, const LlmCall& llm,
-                    const SendFn& send);
+                    const SendFn& send, const std::atomic<bool>* cancel = nullptr);
 
  private:
   InferenceBridge(int fd, std::string trace_id, InferenceAccount account, LlmCall llm);

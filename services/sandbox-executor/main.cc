@@ -295,7 +295,7 @@ int run(nv::ServiceContext& ctx) {
   // The "sandbox" service: sandboxes from the registry are settled with the pool first (the
   // pool may still be starting: asked again until it answers).
   sbx_opt.llm = nv::exec::bus_llm(
-      ctx.zmq, opt.pool,
+      ctx.zmq, ctx.client_options(),
       milliseconds(std::max<int64_t>(1000, ctx.config.integer("inference-timeout-ms"))));
   nv::exec::SandboxService sandboxes(sbx_opt, nv::exec::bus_pool(ctx.zmq, opt.pool),
                                      nv::exec::channel_connect(opt.channel), ctx.events,

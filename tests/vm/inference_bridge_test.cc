@@ -62,6 +62,9 @@ def call(url, obj=None, raw=None, method=None):
             return r.status, r.headers.get("Content-Type"), r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read().decode()
+def ok(s, b):  # a failed call shows its answer instead of a KeyError
+    if s != 200:
+        raise SystemExit("HTTP %s: %s" % (s, b[:2000]))
 def chat(text, stream=None, model="fake-model"):
     body = {"model": model, "messages": [{"role": "user", "content": text}]}
     if stream is not None:
@@ -168,7 +171,7 @@ class InferenceBridge : public ::testing::Test {
     sbx::ExecSpec e;
     e.language = Language::PYTHON;
     e.code = std::string(kPrelude) + code;
-    e.timeout_ms = 600000;
+    e.timeout_ms = 280000;
     auto r = sbx_->exec(id, e);
     if (!r.ok()) return "ERROR: " + r.error().to_string();
     if (r->exit_code != 0) {
@@ -193,6 +196,7 @@ TEST_F(InferenceBridge, A_OllamaAndOpenAiAnswerTheScriptedTextStreamedAndNot) {
   // Ollama, stream false: one JSON object.
   EXPECT_EQ(py(with_, R"PY(
 s, ct, b = call(OLLAMA + "/api/chat", chat("one", stream=False))
+ok(s, b)
 d = json.loads(b)
 print(s, ct, d["model"], d["done"], d["done_reason"], repr(d["message"]["content"]))
 )PY"),
@@ -201,6 +205,7 @@ print(s, ct, d["model"], d["done"], d["done_reason"], repr(d["message"]["content
   // Ollama, no "stream": NDJSON lines, every line a JSON object, the last with done true.
   EXPECT_EQ(py(with_, R"PY(
 s, ct, b = call(OLLAMA + "/api/chat", chat("two"))
+ok(s, b)
 lines = [json.loads(l) for l in b.splitlines() if l.strip()]
 text = "".join(l["message"]["content"] for l in lines if not l["done"])
 print(s, ct, len(lines) > 2, lines[-1]["done"], lines[-1]["eval_count"], repr(text))
@@ -209,6 +214,7 @@ print(s, ct, len(lines) > 2, lines[-1]["done"], lines[-1]["eval_count"], repr(te
   // OpenAI, plain: one chat.completion.
   EXPECT_EQ(py(with_, R"PY(
 s, ct, b = call(OPENAI + "/chat/completions", chat("three"))
+ok(s, b)
 d = json.loads(b)
 c = d["choices"][0]
 print(s, ct, d["object"], c["finish_reason"], d["usage"]["total_tokens"],
@@ -218,6 +224,7 @@ print(s, ct, d["object"], c["finish_reason"], d["usage"]["total_tokens"],
   // OpenAI, "stream": true: SSE data: events of chat.completion.chunk, then data: [DONE].
   EXPECT_EQ(py(with_, R"PY(
 s, ct, b = call(OPENAI + "/chat/completions", chat("four", stream=True))
+ok(s, b)
 events = [l[len("data: "):] for l in b.split("\n") if l.startswith("data: ")]
 chunks = [json.loads(e) for e in events[:-1]]
 text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
