@@ -11,7 +11,8 @@
 //      400; a 2 MiB body → 413; the bridge still answers afterwards;
 //   C. the tokens the model reported are charged (SandboxInfo.inferenceTokensUsed), the budget
 //      spent → 429; the model server saw the sandbox's trace id (X-Trace-Id) on every call;
-//   D. a sandbox without inference: no env presets, connection refused on 11434.
+//   D. a fork and a paused-then-resumed sandbox keep the endpoint, the policy and the count;
+//   E. a sandbox without inference: no env presets, connection refused on 11434.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -255,8 +256,12 @@ s, _, b = call(OPENAI + "/chat/completions", raw=b'{"model":"fake-model","messag
 print(s)
 s, _, b = call(OLLAMA + "/api/generate", chat("x"))
 print(s)
+c = socket.create_connection(("127.0.0.1", 11434), timeout=60)
+c.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+print(c.recv(200).split(b"\r\n")[0].decode())
 )PY"),
-            "403 invalid_request_error model_not_found\n403 True\n400 True\n413\n404\n")
+            "403 invalid_request_error model_not_found\n403 True\n400 True\n413\n404\n"
+            "HTTP/1.1 400 Bad Request\n")
       << logs();
   auto info = sbx_->get(with_);
   ASSERT_TRUE(info.ok()) << info.error().to_string();
@@ -293,7 +298,28 @@ print(s, "budget" in json.loads(b)["error"])
   EXPECT_EQ(chats, 4) << got->body;
 }
 
-TEST_F(InferenceBridge, D_WithoutInferenceNoEnvAndConnectionRefused) {
+// A fork (a clone of the parent's RAM and devices) and a paused-then-resumed sandbox keep the
+// policy, what was spent, and a working endpoint: their calls reach their own host bridge,
+// which answers 429 (the budget was spent in C) — so no call reaches the model.
+TEST_F(InferenceBridge, D_ForkAndResumeKeepTheEndpointAndThePolicy) {
+  const std::string probe = R"PY(
+s, _, b = call(OLLAMA + "/api/chat", chat("seven", stream=False))
+print(s, "budget" in json.loads(b)["error"])
+)PY";
+  auto forks = sbx_->fork(with_, 1);
+  ASSERT_TRUE(forks.ok()) << forks.error().to_string() << logs();
+  ASSERT_EQ(forks->size(), 1u);
+  const std::string child = forks->front().sandbox_id;
+  EXPECT_TRUE(forks->front().inference.enabled);
+  EXPECT_EQ(forks->front().inference_tokens_used, kBudget);
+  EXPECT_EQ(py(child, probe), "429 True\n") << logs();
+  EXPECT_TRUE(sbx_->destroy(child).ok());
+  ASSERT_TRUE(sbx_->pause(with_).ok());
+  ASSERT_TRUE(sbx_->resume(with_).ok());
+  EXPECT_EQ(py(with_, probe), "429 True\n") << logs();
+}
+
+TEST_F(InferenceBridge, E_WithoutInferenceNoEnvAndConnectionRefused) {
   auto s = sbx_->create(sbx::Spec{});
   ASSERT_TRUE(s.ok()) << s.error().to_string() << logs();
   EXPECT_EQ(py(s->sandbox_id, R"PY(
