@@ -11,9 +11,11 @@
 //      400; a 2 MiB body → 413; the bridge still answers afterwards;
 //   C. the tokens the model reported are charged (SandboxInfo.inferenceTokensUsed), the budget
 //      spent → 429; the model server saw the sandbox's trace id (X-Trace-Id) on every call;
-//   D. a fork and a paused-then-resumed sandbox keep the endpoint, the policy and the count;
+//   D. a fork, a paused-then-resumed sandbox and a restarted executor keep the endpoint, the
+//      policy and the count;
 //   E. a sandbox without inference: no env presets, connection refused on 11434.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -120,11 +122,7 @@ class InferenceBridge : public ::testing::Test {
                                  "--warm", "1", "--max", "4", "--accel", "tcg", "--boot-timeout-ms",
                                  "180000", "--no-require-egress"},
                         .env = env_}));
-    exec_ = std::make_unique<Process>(
-        Process::start({.binary = nv::test::bin("nv-sandbox-executor"),
-                        .args = {"--executor-name", "inf", "--connect-timeout-ms", "60000",
-                                 "--max-lease-wait-ms", "200000"},
-                        .env = env_}));
+    start_executor();
     zmq_ = std::make_unique<zmq::context_t>(1);
     client_ = std::make_unique<nv::Client>(
         *zmq_, nv::ClientOptions{nv::bus::ipc_endpoint(rt_->file("clients.sock")), {}, {}, {}});
@@ -159,6 +157,13 @@ class InferenceBridge : public ::testing::Test {
   void SetUp() override {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
     ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+  }
+  static void start_executor() {
+    exec_ = std::make_unique<Process>(
+        Process::start({.binary = nv::test::bin("nv-sandbox-executor"),
+                        .args = {"--executor-name", "inf", "--connect-timeout-ms", "60000",
+                                 "--max-lease-wait-ms", "200000"},
+                        .env = env_}));
   }
   static std::string logs() {
     std::string out;
@@ -298,9 +303,9 @@ print(s, "budget" in json.loads(b)["error"])
   EXPECT_EQ(chats, 4) << got->body;
 }
 
-// A fork (a clone of the parent's RAM and devices) and a paused-then-resumed sandbox keep the
-// policy, what was spent, and a working endpoint: their calls reach their own host bridge,
-// which answers 429 (the budget was spent in C) — so no call reaches the model.
+// A fork (a clone of the parent's RAM and devices), a paused-then-resumed sandbox and one whose
+// executor was SIGKILLed and restarted keep the policy, what was spent, and a working endpoint:
+// their calls reach their host bridge, which answers 429 (the budget was spent in C).
 TEST_F(InferenceBridge, D_ForkAndResumeKeepTheEndpointAndThePolicy) {
   const std::string probe = R"PY(
 s, _, b = call(OLLAMA + "/api/chat", chat("seven", stream=False))
@@ -316,6 +321,13 @@ print(s, "budget" in json.loads(b)["error"])
   EXPECT_TRUE(sbx_->destroy(child).ok());
   ASSERT_TRUE(sbx_->pause(with_).ok());
   ASSERT_TRUE(sbx_->resume(with_).ok());
+  EXPECT_EQ(py(with_, probe), "429 True\n") << logs();
+  // A SIGKILLed executor, restarted, serves the endpoint again with the count it had saved.
+  exec_->signal(SIGKILL);
+  exec_->wait(10s);
+  start_executor();
+  ASSERT_TRUE(nv::test::wait_until([&] { return sbx_->get(with_).ok(); }, 120s, 500ms)) << logs();
+  EXPECT_EQ(sbx_->get(with_)->inference_tokens_used, kBudget);
   EXPECT_EQ(py(with_, probe), "429 True\n") << logs();
 }
 
