@@ -6,7 +6,15 @@
 //   OpenAI  API reference, Chat → Create: {"model": "gpt-4o", "messages": [{"role": "developer",
 //           "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]}
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <rapidjson/document.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <nv/schema/guest.capnp.h>
+
+#include "guest/protocol/frame.h"
 
 #include "inference_api.h"
 #include "inference_bridge.h"
@@ -274,6 +282,84 @@ TEST(InferenceBridgeServe, OpenAiSseEndsWithDoneAnd403For429) {
   ASSERT_EQ(frames.size(), 1u);
   EXPECT_EQ(frames[0].status, 429);
   EXPECT_EQ(f.used, 1000u);
+}
+
+// The host end over a real Unix socket (the VMM's side played by the test): a request frame is
+// answered with response frames; a frame the decoder refuses (length 0) ends the bridge's
+// thread without touching the process, and the bridge still stops cleanly.
+class BridgeSocket : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = "/tmp/nv-inference-unit-" + std::to_string(::getpid()) + ".sock";
+    ::unlink(path_.c_str());
+    lfd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path_.c_str());
+    ASSERT_EQ(::bind(lfd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(lfd_, 1), 0);
+  }
+  void TearDown() override {
+    if (cfd_ >= 0) ::close(cfd_);
+    ::close(lfd_);
+    ::unlink(path_.c_str());
+  }
+  std::unique_ptr<InferenceBridge> start(Fake& f) {
+    auto b = InferenceBridge::start(path_, "trace-sock", f.account(), f.llm(),
+                                    std::chrono::milliseconds(2000));
+    EXPECT_TRUE(b.ok());
+    cfd_ = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+    EXPECT_GE(cfd_, 0);
+    return b.ok() ? std::move(b.value()) : nullptr;
+  }
+  std::string path_;
+  int lfd_ = -1, cfd_ = -1;
+};
+
+TEST_F(BridgeSocket, RequestFrameGetsResponseFrames) {
+  Fake f;
+  auto bridge = start(f);
+  ASSERT_TRUE(bridge);
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<schema::GuestMessage>();
+  m.setVersion(schema::SCHEMA_VERSION);
+  auto r = m.initInferenceRequest();
+  r.setId(7);
+  r.setMethod("GET");
+  r.setPath("/api/tags");
+  std::string frame = guest::encode_frame(mb);
+  ASSERT_EQ(::write(cfd_, frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
+  guest::FrameDecoder dec(1u << 20);
+  kj::Array<capnp::word> words;
+  char buf[4096];
+  while (dec.next(words) != guest::FrameDecoder::Status::frame) {
+    ssize_t n = ::read(cfd_, buf, sizeof buf);
+    ASSERT_GT(n, 0);
+    dec.feed(buf, static_cast<size_t>(n));
+  }
+  std::string err;
+  auto msg = guest::ParsedMessage::parse(std::move(words), err);
+  ASSERT_TRUE(msg) << err;
+  auto resp = msg->root<schema::HostMessage>().getInferenceResponse();
+  EXPECT_EQ(resp.getId(), 7u);
+  EXPECT_EQ(resp.getStatus(), 200);
+  EXPECT_TRUE(resp.getLast());
+  auto d = resp.getData();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(d.begin()), d.size()),
+            R"({"models":[{"name":"llama3.2","model":"llama3.2"}]})");
+}
+
+TEST_F(BridgeSocket, BrokenFrameEndsTheBridgeNotTheProcess) {
+  Fake f;
+  auto bridge = start(f);
+  ASSERT_TRUE(bridge);
+  const char zero[4] = {0, 0, 0, 0};  // N == 0: the stream is unusable
+  ASSERT_EQ(::write(cfd_, zero, 4), 4);
+  // The bridge stops reading; our end sees no answer, and the bridge object still ends cleanly.
+  pollfd p{cfd_, POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 500), 0);
+  bridge.reset();
+  EXPECT_EQ(f.used, 0u);
 }
 
 }  // namespace
