@@ -152,6 +152,9 @@ struct HostMessage {
                                     # forwards to the nv.inference port; answered by ack
                                     # "inference" (again: ack, the running listener is kept)
     inferenceResponse @16 :InferenceResponse;  # nv.inference port only
+    stopInference @17 :Void;        # agent port: end the listener (a sandbox without inference
+                                    # restored from a snapshot of one with it); answered by ack
+                                    # "inference" (also when none ran)
   }
 }
 

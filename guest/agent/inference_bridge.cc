@@ -397,8 +397,16 @@ int run_inference_bridge(const std::string& port_device, int ready_fd) {
   }
 }
 
+namespace {
+pid_t running = -1;  // the bridge child started by this agent
+}  // namespace
+
+void stop_inference_bridge() {
+  if (running > 0) ::kill(running, SIGKILL);  // the agent reaps it with its other orphans
+  running = -1;
+}
+
 std::string start_inference_bridge(const std::string& agent_binary, const std::string& device) {
-  static pid_t running = -1;
   if (running > 0 && ::kill(running, 0) == 0) return "";
   if (device.empty()) return "no virtio-serial port nv.inference (the VMM has none)";
   int pipefd[2];

@@ -29,5 +29,7 @@ int run_inference_bridge(const std::string& port_device, int ready_fd);
 // The agent's startInference: runs `agent_binary --inference-bridge DEVICE FD` as a child (once;
 // a running one is kept) and waits until it listens. Returns "" or why it could not.
 std::string start_inference_bridge(const std::string& agent_binary, const std::string& device);
+// The agent's stopInference: kills the child if one runs (127.0.0.1:11434 then refuses).
+void stop_inference_bridge();
 
 }  // namespace nv::guest::agent

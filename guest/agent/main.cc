@@ -431,6 +431,7 @@ int main(int argc, char** argv) {
     return start_inference_bridge(std::string(self, static_cast<size_t>(n)),
                                   find_virtio_port("nv.inference"));
   };
+  cfg.stop_inference = [] { stop_inference_bridge(); };
   Agent agent(opt, cfg);
   // PID 1 must not return: if the loop fails, end the VM rather than panic the kernel.
   try {

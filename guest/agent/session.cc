@@ -214,6 +214,10 @@ void Session::dispatch(kj::Array<capnp::word> words) {
         send_ack("inference");
         return;
       }
+      case HostMessage::STOP_INFERENCE:
+        if (config_.stop_inference) config_.stop_inference();
+        send_ack("inference");
+        return;
       case HostMessage::RESERVED13:
       case HostMessage::RESERVED14:
       case HostMessage::INFERENCE_RESPONSE:  // the nv.inference port's, never the agent's

@@ -243,6 +243,8 @@ class GuestChannel {
   // startInference); the host must serve the VM's nv.inference port (sandbox-executor
   // inference_bridge.h). A second call keeps the running listener.
   ChannelError start_inference(Deadline deadline);
+  // Ends that listener (guest.capnp stopInference); acked also when none runs.
+  ChannelError stop_inference(Deadline deadline);
 
   // Asks the agent to power off and waits for the stream to close (the VMM exiting).
   ChannelError shutdown(Deadline deadline);

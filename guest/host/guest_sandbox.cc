@@ -316,4 +316,12 @@ ChannelError GuestChannel::start_inference(Deadline deadline) {
   return a.ok() ? ChannelError{} : a.error();
 }
 
+ChannelError GuestChannel::stop_inference(Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  start(mb).setStopInference();
+  if (auto e = send_request(mb, deadline)) return e;
+  auto a = await_ack("the inference listener's stop ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
+}
+
 }  // namespace nv::guest

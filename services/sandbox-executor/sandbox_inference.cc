@@ -15,7 +15,16 @@ Status SandboxService::start_inference(Sandbox& s, guest::Deadline deadline) {
     policy = s.rec.info.inference;
     sandbox_id = s.rec.info.sandbox_id;
   }
-  if (!policy.enabled) return {};
+  if (!policy.enabled) {
+    // A VM restored from a snapshot of a sandbox with inference still runs its listener.
+    if (!s.rec.info.from_snapshot.empty() && s.channel) {
+      if (auto e = s.channel->stop_inference(deadline)) {
+        return make_error(ErrorCode::VM_FAILED,
+                          "the guest agent did not stop its inference listener: " + e.message);
+      }
+    }
+    return {};
+  }
   if (!opt_.llm) {
     return make_error(ErrorCode::BAD_REQUEST, "this executor has no llm service to bridge to");
   }

@@ -13,7 +13,8 @@
 //      spent → 429; the model server saw the sandbox's trace id (X-Trace-Id) on every call;
 //   D. a fork, a paused-then-resumed sandbox and a restarted executor keep the endpoint, the
 //      policy and the count;
-//   E. a sandbox without inference: no env presets, connection refused on 11434.
+//   E. a sandbox without inference (fresh, or restored from a snapshot of one with it): no env
+//      presets, connection refused on 11434.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -331,20 +332,32 @@ print(s, "budget" in json.loads(b)["error"])
   EXPECT_EQ(py(with_, probe), "429 True\n") << logs();
 }
 
+// Without inference: a fresh sandbox, and one restored from a snapshot of the sandbox with
+// inference (whose RAM holds a running listener, which the agent is told to end).
 TEST_F(InferenceBridge, E_WithoutInferenceNoEnvAndConnectionRefused) {
-  auto s = sbx_->create(sbx::Spec{});
-  ASSERT_TRUE(s.ok()) << s.error().to_string() << logs();
-  EXPECT_EQ(py(s->sandbox_id, R"PY(
+  const std::string probe = R"PY(
 print(repr(OLLAMA), repr(OPENAI))
 try:
     socket.create_connection(("127.0.0.1", 11434), timeout=10)
     print("connected")
 except ConnectionRefusedError:
     print("refused")
-)PY"),
-            "'' ''\nrefused\n");
+)PY";
+  auto s = sbx_->create(sbx::Spec{});
+  ASSERT_TRUE(s.ok()) << s.error().to_string() << logs();
+  EXPECT_EQ(py(s->sandbox_id, probe), "'' ''\nrefused\n");
   EXPECT_TRUE(sbx_->destroy(s->sandbox_id).ok());
+  auto snap = sbx_->snapshot(with_, "inference-on");
+  ASSERT_TRUE(snap.ok()) << snap.error().to_string() << logs();
   EXPECT_TRUE(sbx_->destroy(with_).ok());
+  sbx::Spec from;
+  from.from_snapshot = "inference-on";
+  auto r = sbx_->create(from);
+  ASSERT_TRUE(r.ok()) << r.error().to_string() << logs();
+  EXPECT_FALSE(r->inference.enabled);
+  EXPECT_EQ(py(r->sandbox_id, probe), "'' ''\nrefused\n") << logs();
+  EXPECT_TRUE(sbx_->destroy(r->sandbox_id).ok());
+  EXPECT_TRUE(sbx_->delete_snapshot("inference-on").ok());
 }
 
 }  // namespace
