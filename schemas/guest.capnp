@@ -113,6 +113,32 @@ struct Reseed {
   unixTimeNs @2 :Int64;         # the host clock, for restored VMs whose clock is the snapshot's
 }
 
+# The inference bridge (issue 16; sandbox.capnp InferencePolicy). A second virtio-serial port,
+# `nv.inference`, carries HTTP requests that programs in the guest make to 127.0.0.1:11434 (the
+# Ollama and OpenAI-compatible endpoint) to the host executor, which answers them through the
+# "llm" bus service. Same framing as the agent's port (4-byte little-endian length, one message);
+# the guest sends GuestMessage.inferenceRequest, the host answers each with one or more
+# HostMessage.inferenceResponse frames of the same id (the first carries status and content
+# type, the last has `last` set). Requests of different ids may interleave. The agent's port
+# carries HostMessage.startInference (answered by ack "inference"): only then does the agent
+# start the in-guest listener; without it 127.0.0.1:11434 refuses connections.
+
+struct InferenceRequest {
+  id @0 :UInt32;                # chosen by the guest, unique among its open requests
+  method @1 :Text;              # "GET" | "POST"
+  path @2 :Text;                # e.g. "/api/chat", "/v1/chat/completions" (no query string)
+  body @3 :Data;                # the request body as sent (JSON); at most 1 MiB
+}
+
+struct InferenceResponse {
+  id @0 :UInt32;                # the request's id
+  status @1 :UInt16;            # HTTP status (first frame of an id; 0 in the frames after)
+  contentType @2 :Text;         # first frame: "application/json", "application/x-ndjson",
+                                # "text/event-stream"
+  data @3 :Data;                # body bytes (streamed answers: one NDJSON line / SSE event each)
+  last @4 :Bool;                # the answer to this id is complete
+}
+
 struct HostMessage {
   version @0 :UInt16;
   union {
@@ -135,6 +161,13 @@ struct HostMessage {
     mountSeal @14 :Text;            # guestPath of a mountSetup: remount it read-only (a bind
                                     # remount with MS_RDONLY: every write, chmod, rename, unlink
                                     # fails with EROFS, for root too); answered by ack "mountSeal"
+    startInference @15 :Void;       # agent port: start the 127.0.0.1:11434 listener that
+                                    # forwards to the nv.inference port; answered by ack
+                                    # "inference" (again: ack, the running listener is kept)
+    inferenceResponse @16 :InferenceResponse;  # nv.inference port only
+    stopInference @17 :Void;        # agent port: end the listener (a sandbox without inference
+                                    # restored from a snapshot of one with it); answered by ack
+                                    # "inference" (also when none ran)
   }
 }
 
@@ -186,5 +219,8 @@ struct GuestMessage {
     entries @9 :List(Sandbox.FileEntry);
     processes @10 :List(Sandbox.ProcessInfo);
     ack @11 :Ack;
+    reserved12 @12 :Void;           # unused (capnp ordinals have no gaps); never sent
+    reserved13 @13 :Void;           # unused; never sent
+    inferenceRequest @14 :InferenceRequest;  # nv.inference port only
   }
 }

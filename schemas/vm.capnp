@@ -57,6 +57,11 @@ struct Lease {
   state @14 :LeaseState;
   expiresUnixMs @15 :Int64;     # when the pool destroys it unless extended or released
   note @16 :Text;               # lost: why
+  reserved17 @17 :Text;         # ordinals 17-19 belong to the net branch (issue 16 items 1-4);
+  reserved18 @18 :Text;         # placeholders so this schema compiles alone (never set)
+  reserved19 @19 :Text;
+  inferencePath @20 :Text;      # the host socket of the guest's `nv.inference` virtio-serial
+                                # port (guest.capnp InferenceRequest); "" = the backend has none
 }
 
 enum LeaseState {

@@ -32,6 +32,7 @@ PACKAGES=(
   systemd                                   # systemd-analyze checks the units in deploy/
   podman runc podman-compose                # deploy tests: systemd and compose in containers
   libcpp-httplib-dev libsodium-dev          # nv-api: HTTP/1.1 server (+TLS); API key hashes
+  libhttp-parser-dev                        # guest inference endpoint: HTTP parser, static .a
   nodejs npm                                # the official MCP TypeScript SDK client in tests
   python3-pip python3-setuptools            # api_test: the Python SDK installs with pip
 )

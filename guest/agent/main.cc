@@ -25,10 +25,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
 
+#include "guest/agent/inference_bridge.h"
 #include "guest/agent/session.h"
 #include "guest/agent/system.h"
 
@@ -382,6 +384,9 @@ int usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   using namespace nv::guest::agent;
+  if (argc == 4 && std::string(argv[1]) == "--inference-bridge") {
+    return run_inference_bridge(argv[2], std::atoi(argv[3]));
+  }
   Options opt;
   opt.init = ::getpid() == 1;
   for (int i = 1; i < argc; ++i) {
@@ -419,6 +424,14 @@ int main(int argc, char** argv) {
     cfg.program_oom_score_adj = 1000;
     protect_from_oom();
   }
+  cfg.start_inference = [] {
+    char self[4096];
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return errno_text("readlink(/proc/self/exe)", errno);
+    return start_inference_bridge(std::string(self, static_cast<size_t>(n)),
+                                  find_virtio_port("nv.inference"));
+  };
+  cfg.stop_inference = [] { stop_inference_bridge(); };
   Agent agent(opt, cfg);
   // PID 1 must not return: if the loop fails, end the VM rather than panic the kernel.
   try {

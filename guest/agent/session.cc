@@ -224,6 +224,19 @@ void Session::dispatch(kj::Array<capnp::word> words) {
         }
         return send_ack("mountSeal");
       }
+      case HostMessage::START_INFERENCE: {
+        std::string why = config_.start_inference ? config_.start_inference()
+                                                  : "this agent has no inference bridge";
+        if (!why.empty()) return send_error(static_cast<uint16_t>(ErrorCode::INTERNAL), why);
+        send_ack("inference");
+        return;
+      }
+      case HostMessage::STOP_INFERENCE:
+        if (config_.stop_inference) config_.stop_inference();
+        send_ack("inference");
+        return;
+      case HostMessage::INFERENCE_RESPONSE:  // the nv.inference port's, never the agent's
+        break;
     }
     send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST),
                "unknown request kind " + std::to_string(static_cast<int>(msg.which())) +

@@ -76,6 +76,10 @@ struct AgentConfig {
   // PID 1: collect exited orphans before listing processes (so a killed one is gone, not a
   // zombie). Off in tests, where the agent is not the reaper.
   bool reap_before_listing = false;
+  // startInference (guest.capnp): starts the 127.0.0.1:11434 listener (inference_bridge.h);
+  // returns "" or why it could not. Empty = this agent has none (the request is refused).
+  std::function<std::string()> start_inference;
+  std::function<void()> stop_inference;  // stopInference: ends it (none running: nothing)
 };
 
 // A program's environment: `base` ("NAME=value" entries), then each of `set` in order; a name

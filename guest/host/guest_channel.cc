@@ -63,6 +63,11 @@ const char* which_name(GuestMessage::Which w) {
       return "processes";
     case GuestMessage::ACK:
       return "ack";
+    case GuestMessage::INFERENCE_REQUEST:
+      return "inferenceRequest";
+    case GuestMessage::RESERVED12:
+    case GuestMessage::RESERVED13:
+      break;
   }
   return "unknown";
 }

@@ -244,6 +244,12 @@ class GuestChannel {
   ChannelError mount_setup(const std::string& path, uint64_t size_bytes, uint64_t inodes,
                            Deadline deadline);
   ChannelError mount_seal(const std::string& path, Deadline deadline);
+  // Starts the agent's inference listener on the guest's 127.0.0.1:11434 (guest.capnp
+  // startInference); the host must serve the VM's nv.inference port (sandbox-executor
+  // inference_bridge.h). A second call keeps the running listener.
+  ChannelError start_inference(Deadline deadline);
+  // Ends that listener (guest.capnp stopInference); acked also when none runs.
+  ChannelError stop_inference(Deadline deadline);
 
   // Asks the agent to power off and waits for the stream to close (the VMM exiting).
   ChannelError shutdown(Deadline deadline);

@@ -308,6 +308,22 @@ ChannelError GuestChannel::reset_context(const std::string& name, schema::Langua
   return a.ok() ? ChannelError{} : a.error();
 }
 
+ChannelError GuestChannel::start_inference(Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  start(mb).setStartInference();
+  if (auto e = send_request(mb, deadline)) return e;
+  auto a = await_ack("the inference listener's ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
+}
+
+ChannelError GuestChannel::stop_inference(Deadline deadline) {
+  capnp::MallocMessageBuilder mb;
+  start(mb).setStopInference();
+  if (auto e = send_request(mb, deadline)) return e;
+  auto a = await_ack("the inference listener's stop ack", deadline);
+  return a.ok() ? ChannelError{} : a.error();
+}
+
 }  // namespace nv::guest
 
 namespace nv::guest {

@@ -88,6 +88,21 @@ MountSync from_capnp(schema::MountSync::Reader r) {
   for (auto t : r.getSkipped()) s.skipped.emplace_back(t.cStr());
   return s;
 }
+namespace {
+void inference_to_capnp(const Inference& in, schema::InferencePolicy::Builder b) {
+  b.setEnabled(in.enabled);
+  auto m = b.initModels(static_cast<unsigned>(in.models.size()));
+  for (unsigned i = 0; i < in.models.size(); ++i) m.set(i, in.models[i]);
+  b.setTokenBudget(in.token_budget);
+}
+Inference inference_from_capnp(schema::InferencePolicy::Reader r) {
+  Inference in;
+  in.enabled = r.getEnabled();
+  for (auto m : r.getModels()) in.models.emplace_back(m.cStr());
+  in.token_budget = r.getTokenBudget();
+  return in;
+}
+}  // namespace
 
 void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setTier(s.tier);
@@ -99,6 +114,7 @@ void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   labels_to_capnp(s.labels, b.initLabels(static_cast<unsigned>(s.labels.size())));
   b.setFromSnapshot(s.from_snapshot);
   mounts_to_capnp(s.mounts, b.initMounts(static_cast<unsigned>(s.mounts.size())));
+  if (s.inference.enabled) inference_to_capnp(s.inference, b.initInference());
 }
 Spec from_capnp(schema::SandboxSpec::Reader r) {
   Spec s;
@@ -111,6 +127,7 @@ Spec from_capnp(schema::SandboxSpec::Reader r) {
   s.labels = labels_from_capnp(r.getLabels());
   s.from_snapshot = r.getFromSnapshot();
   s.mounts = mounts_from_capnp(r.getMounts());
+  if (r.hasInference()) s.inference = inference_from_capnp(r.getInference());
   return s;
 }
 
@@ -135,6 +152,8 @@ void to_capnp(const Info& s, schema::SandboxInfo::Builder b) {
   env_to_capnp(s.env, b.initEnv(static_cast<unsigned>(s.env.size())));
   b.setEndReason(s.end_reason);
   mounts_to_capnp(s.mounts, b.initMounts(static_cast<unsigned>(s.mounts.size())));
+  if (s.inference.enabled) inference_to_capnp(s.inference, b.initInference());
+  b.setInferenceTokensUsed(s.inference_tokens_used);
 }
 Info from_capnp(schema::SandboxInfo::Reader r) {
   Info s;
@@ -156,6 +175,8 @@ Info from_capnp(schema::SandboxInfo::Reader r) {
   s.env = env_from_capnp(r.getEnv());
   s.end_reason = r.getEndReason();
   s.mounts = mounts_from_capnp(r.getMounts());
+  if (r.hasInference()) s.inference = inference_from_capnp(r.getInference());
+  s.inference_tokens_used = r.getInferenceTokensUsed();
   return s;
 }
 

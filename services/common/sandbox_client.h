@@ -63,6 +63,13 @@ struct MountSync {
 
 // sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
 // what they set).
+// sandbox.capnp InferencePolicy: the in-guest model endpoint (issue 16).
+struct Inference {
+  bool enabled = false;
+  std::vector<std::string> models{};  // allowed model names; empty = the gateway's default only
+  uint64_t token_budget = 0;          // prompt + completion tokens; 0 = the executor's default
+};
+
 struct Spec {
   schema::SizeTier tier = schema::SizeTier::UNSET;  // unset = small
   std::string image{};                              // "" | "default"
@@ -73,6 +80,7 @@ struct Spec {
   std::vector<Label> labels{};                      // at most 16
   std::string from_snapshot{};                      // "" = a fresh warm VM
   std::vector<Mount> mounts{};                      // at most 8
+  Inference inference{};                            // off unless enabled
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -89,6 +97,8 @@ struct Info {
   EnvList env;
   std::string end_reason;  // destroyed: why
   std::vector<Mount> mounts;
+  Inference inference;     // token_budget: the one in force (the default filled in)
+  uint64_t inference_tokens_used = 0;
 };
 
 // sandbox.capnp SandboxExec.

@@ -143,6 +143,11 @@ void add_mount_copier_rules(nv::seccomp::Profile& profile) {
     profile.rules.push_back(nv::seccomp::allow(
         call, "nv-mount-copier (inherits this filter): confined reads/writes of one mount"));
   }
+  // The inference bridge (issue 16; inference_bridge.h).
+  c.add_int("inference-token-budget", 100000,
+            "prompt + completion tokens of a sandbox's model calls when its InferencePolicy "
+            "gives no tokenBudget");
+  c.add_int("inference-timeout-ms", 300000, "one model call of the inference bridge");
 }
 
 // The host name with every byte outside [a-zA-Z0-9_] as '_', at most 40 bytes.
@@ -174,6 +179,8 @@ nv::exec::SandboxOptions sandbox_options_from(const nv::ServiceContext& ctx,
   o.verify_every = milliseconds(c.integer("sandbox-verify-ms"));
   o.lease_margin = milliseconds(c.integer("sandbox-lease-margin-ms"));
   o.file_timeout = milliseconds(c.integer("sandbox-file-timeout-ms"));
+  o.inference_token_budget =
+      static_cast<uint64_t>(std::max<int64_t>(1, c.integer("inference-token-budget")));
   o.connect_timeout = exec.connect_timeout;
   o.host_grace = exec.host_grace;
   o.lease_wait = exec.max_lease_wait;
@@ -361,6 +368,9 @@ int run(nv::ServiceContext& ctx) {
 
   // The "sandbox" service: sandboxes from the registry are settled with the pool first (the
   // pool may still be starting: asked again until it answers).
+  sbx_opt.llm = nv::exec::bus_llm(
+      ctx.zmq, ctx.client_options(),
+      milliseconds(std::max<int64_t>(1000, ctx.config.integer("inference-timeout-ms"))));
   nv::exec::SandboxService sandboxes(sbx_opt, nv::exec::bus_pool(ctx.zmq, opt.pool),
                                      nv::exec::channel_connect(opt.channel), ctx.events,
                                      std::move(registry.value()));

@@ -26,6 +26,7 @@ struct VmLease {
   std::string vm_id;
   std::string channel_kind;  // "unixStream" | "hybridVsock"
   std::string channel_path;
+  std::string inference_path;  // the nv.inference port's socket ("" = none)
   uint32_t vsock_port = 0;
   std::string backend, accel;
   uint32_t vcpus = 0, memory_mib = 0;

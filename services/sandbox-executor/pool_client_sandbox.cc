@@ -22,6 +22,7 @@ Result<VmLease> lease_of(schema::Lease::Reader l) {
   VmLease out;
   out.vm_id = l.getVmId();
   out.channel_path = l.getChannelPath();
+  out.inference_path = l.getInferencePath();
   out.vsock_port = l.getVsockPort();
   out.backend = l.getBackend();
   out.accel = l.getAccel();

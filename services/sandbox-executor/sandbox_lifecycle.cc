@@ -99,6 +99,8 @@ void SandboxService::do_fork(Call& c, Sandbox& parent) {
     info.parent_id = c.id;
     info.cwd = prec.info.cwd;
     info.env = prec.info.env;
+    info.inference = prec.info.inference;  // the policy, and what the parent had spent
+    info.inference_tokens_used = prec.info.inference_tokens_used;
     auto s = adopt(std::move(rec), r->leases[i]);
     std::lock_guard op(s->op);
     auto ch = connect_(s->lease, c.bounded(opt_.connect_timeout));
@@ -108,6 +110,11 @@ void SandboxService::do_fork(Call& c, Sandbox& parent) {
       continue;
     }
     s->channel = std::move(ch.value());
+    s->trace_id = c.trace_id;
+    if (auto st = start_inference(*s, c.bounded(opt_.connect_timeout)); !st) {
+      log::warn("fork: inference bridge failed",
+                {{"sandbox_id", s->rec.info.sandbox_id}, {"error", st.error().message}});
+    }
     save(*s);
     SandboxRecord copy;
     {
@@ -128,6 +135,7 @@ void SandboxService::do_fork(Call& c, Sandbox& parent) {
 void SandboxService::do_pause(Call& c, Sandbox& s) {
   auto r = pool_->pause(c.trace_id, s.lease.vm_id);
   if (!r) return c.fail(r.error());
+  s.inference.reset();
   s.channel.reset();
   SandboxRecord copy;
   {
@@ -161,6 +169,10 @@ void SandboxService::do_resume(Call& c, Sandbox& s) {
   }
   s.channel.reset();
   if (auto st = ensure_channel(c, s); !st) return c.fail(st.error());
+  if (auto st = start_inference(s, c.bounded(opt_.connect_timeout)); !st) {
+    log::warn("resume: inference bridge failed",
+              {{"sandbox_id", c.id}, {"error", st.error().message}});
+  }
   touch(s);
   save(s);
   SandboxRecord copy;

@@ -97,7 +97,11 @@ void SandboxService::do_exec(Call& c, Sandbox& s) {
   spec.stdin_data = str(e.getStdin());
   {
     std::lock_guard g(mu_);
-    spec.env = s.rec.info.env;
+    if (s.rec.info.inference.enabled) {  // before the sandbox's own env, which may override
+      spec.env.emplace_back("OLLAMA_HOST", "http://127.0.0.1:11434");
+      spec.env.emplace_back("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1");
+    }
+    spec.env.insert(spec.env.end(), s.rec.info.env.begin(), s.rec.info.env.end());
     spec.cwd = e.getCwd().size() ? std::string(e.getCwd()) : s.rec.info.cwd;
   }
   for (auto v : e.getEnv()) spec.env.emplace_back(v.getName(), v.getValue());  // exec's win

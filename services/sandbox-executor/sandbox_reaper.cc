@@ -234,9 +234,17 @@ Status SandboxService::recover() {
         lost = "vm lost: its agent cannot be reached after a restart (" + ch.error().message + ")";
       } else {
         s->channel = std::move(ch.value());
-        std::lock_guard g(mu_);
-        s->rec.info.state = schema::SandboxState::RUNNING;
-        s->rec.info.vm_id = s->rec.lease_vm_id;
+        {
+          std::lock_guard g(mu_);
+          s->rec.info.state = schema::SandboxState::RUNNING;
+          s->rec.info.vm_id = s->rec.lease_vm_id;
+        }
+        // The trace id of the create is not kept across a restart: the sandbox id stands in.
+        if (auto st = start_inference(*s, std::chrono::steady_clock::now() + opt_.connect_timeout);
+            !st) {
+          log::warn("recovery: inference bridge failed",
+                    {{"sandbox_id", s->rec.info.sandbox_id}, {"error", st.error().message}});
+        }
       }
     }
     if (!lost.empty()) {

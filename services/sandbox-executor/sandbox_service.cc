@@ -313,6 +313,16 @@ void SandboxService::do_create(Call& c) {
   info.cwd = spec.cwd.empty() ? "/home/agent" : spec.cwd;
   info.env = spec.env;
   info.mounts = spec.mounts;
+  info.inference = spec.inference;
+  if (info.inference.enabled) {
+    if (!opt_.llm) {
+      return c.fail(make_error(ErrorCode::BAD_REQUEST,
+                               "inference is not available: this executor has no llm service"));
+    }
+    if (info.inference.token_budget == 0) info.inference.token_budget = opt_.inference_token_budget;
+  } else {
+    info.inference = {};
+  }
 
   SandboxLeaseSpec ls;
   ls.sandbox_id = info.sandbox_id;
@@ -346,6 +356,10 @@ void SandboxService::do_create(Call& c) {
   s->channel = std::move(ch.value());
   if (!spec.mounts.empty()) {
     if (auto st = mount_in(c, *s, spec.mounts); !st) return c.fail(st.error());
+  s->trace_id = c.trace_id;
+  if (auto st = start_inference(*s, c.bounded(opt_.connect_timeout)); !st) {
+    end(*s, "sandbox.reaped", "inference bridge failed: " + st.error().message, c.trace_id);
+    return c.fail(st.error());
   }
   save(*s);
   SandboxRecord copy;
@@ -418,6 +432,7 @@ void SandboxService::do_keepalive(Call& c, Sandbox& s) {
 
 void SandboxService::end(Sandbox& s, const std::string& topic, const std::string& reason,
                          const std::string& trace_id) {
+  s.inference.reset();
   s.channel.reset();
   std::string vm;
   {

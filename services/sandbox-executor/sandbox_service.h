@@ -41,6 +41,7 @@
 #include "common/worker.h"
 #include "exec_limits.h"
 #include "guest/host/guest_channel.h"
+#include "inference_bridge.h"
 #include "pool_client.h"
 #include "sandbox_mounts.h"
 #include "sandbox_registry.h"
@@ -103,6 +104,10 @@ struct SandboxOptions {
   guest::ChannelLimits channel;
   std::function<int64_t()> now_ms;  // unix ms; empty = the system clock
   MountOptions mounts;              // host directories (sandbox_mounts.h)
+  // The inference bridge (inference_bridge.h): the "llm" service; empty = sandboxes asking for
+  // inference are refused (badRequest). Budget: InferencePolicy.tokenBudget 0 means this.
+  LlmCall llm;
+  uint64_t inference_token_budget = 100000;
 };
 
 // A sandbox as this executor holds it.
@@ -114,6 +119,8 @@ struct Sandbox {
   VmLease lease;                                 // channel path etc. of the running VM
   std::unique_ptr<guest::GuestChannel> channel;  // only with `op` held
   std::vector<MountState> mounts;                // host directories; only with `op` held
+  std::string trace_id;  // of the call that made it: every inference call carries it
+  std::unique_ptr<InferenceBridge> inference;  // inference.enabled and running; with `op` held
 };
 
 class SandboxService {
@@ -186,6 +193,8 @@ class SandboxService {
   void do_sync(Call& c, Sandbox& s);
   // Before a sandbox ends: its read-write mounts copied out, best effort. "" or why it failed.
   std::string sync_before_end(Sandbox& s, const std::string& trace_id);
+  // sandbox_inference.cc: with `op` held and the channel open; nothing when not enabled.
+  Status start_inference(Sandbox& s, guest::Deadline deadline);
 
   SandboxOptions opt_;
   std::unique_ptr<SandboxPool> pool_;

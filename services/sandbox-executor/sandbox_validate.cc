@@ -55,6 +55,19 @@ void check_spec(schema::SandboxSpec::Reader s, const SandboxLimits& l, Problems&
   if (s.getFromSnapshot().size() > 0) check_name("fromSnapshot", s.getFromSnapshot(), p);
   // Mount paths are checked with the executor's roots (sandbox_mounts.h); the count here.
   p.over("mounts count", s.getMounts().size(), 8);
+  if (s.hasInference()) {
+    auto models = s.getInference().getModels();
+    p.over("inference.models count", models.size(), 16);
+    for (unsigned i = 0; i < models.size() && i < 16; ++i) {
+      std::string_view m(models[i].cStr(), models[i].size());
+      bool printable = !m.empty() && m.size() <= 128;
+      for (char ch : m) printable = printable && ch > 0x20 && ch < 0x7f;
+      if (!printable) {
+        p.add("inference.models[" + std::to_string(i) + "] " + quote(m) +
+              " is not 1..128 printable bytes without spaces");
+      }
+    }
+  }
 }
 
 void check_exec(schema::SandboxExec::Reader e, const SandboxLimits& l, Problems& p) {

@@ -63,6 +63,8 @@ struct VmInfo {
   std::string cgroup2_path;  // the VM's cgroup2 directory (egress hooks), "" if none
   double vmm_start_ms = 0;   // spawn → control channel answering
   double restore_ms = 0;     // restored VMs: state load command → guest running
+  // Host path of the nv.inference port's socket (guest.capnp InferenceRequest), "" = none.
+  std::string inference_path;
 };
 
 // Resource usage read from the VM's cgroup.

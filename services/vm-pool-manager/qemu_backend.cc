@@ -79,9 +79,13 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
        "virtio-blk-device,drive=root"});
   // Without a hardware RNG python3 in the guest stalls waiting for entropy (facts.md).
   add({"-device", "virtio-rng-device"});
-  add({"-device", "virtio-serial-device,max_ports=2", "-chardev",
+  add({"-device", "virtio-serial-device,max_ports=3", "-chardev",
        "socket,id=agent,path=" + p.run_dir + "/agent.sock,server=on,wait=off", "-device",
        "virtserialport,chardev=agent,name=nv.agent"});
+  // The inference bridge's port (guest.capnp InferenceRequest): on every VM, so templates,
+  // clones and capture receivers have the same devices; the guest listens only when told.
+  add({"-chardev", "socket,id=inference,path=" + p.run_dir + "/inference.sock,server=on,wait=off",
+       "-device", "virtserialport,chardev=inference,name=nv.inference"});
   add({"-chardev", "socket,id=qmp,path=" + p.run_dir + "/qmp.sock,server=on,wait=off", "-mon",
        "chardev=qmp,mode=control"});
   if (cfg.sandbox) {
@@ -386,6 +390,7 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadli
   info.vm_id = spec.vm_id;
   info.channel_kind = ChannelKind::unixStream;
   info.channel_path = dir + "/run/agent.sock";
+  info.inference_path = dir + "/run/inference.sock";
   info.backend = "qemu";
   info.accel = accel_;
   info.restored = restore;

@@ -46,6 +46,7 @@ void fill_lease(schema::Lease::Builder b, const LeaseInfo& li) {
                        ? schema::ChannelKind::HYBRID_VSOCK
                        : schema::ChannelKind::UNIX_STREAM);
   b.setChannelPath(li.vm.channel_path);
+  b.setInferencePath(li.vm.inference_path);
   b.setVsockPort(li.vm.vsock_port);
   b.setBackend(li.vm.backend);
   b.setAccel(li.vm.accel);

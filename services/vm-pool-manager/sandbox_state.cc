@@ -148,6 +148,7 @@ Result<LeaseInfo> Pool::pause(const std::string& vm_id) {
       li = lease_info_locked(vm_id, it->second);
       li.state = schema::LeaseState::PAUSED;
       li.vm.channel_path.clear();
+      li.vm.inference_path.clear();
       li.vm.vmm_pid = -1;
       rec = record_of(li);
       rec.state_dir = dir;

@@ -19,3 +19,11 @@ nv_add_gtest(NAME sandbox_mounts_test
   LIBS nv_common
   LABELS unit
   TIMEOUT 60)
+# The inference bridge's HTTP side (issue 16): parsing, policy, the APIs' answer shapes.
+if(TARGET nv_exec_executor)
+  nv_add_gtest(NAME inference_api_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/inference_api_test.cc
+    LIBS nv_exec_executor
+    LABELS unit
+    TIMEOUT 60)
+endif()
