@@ -1,0 +1,415 @@
+// dns_responder.cc — the per-VM DNS responders' socket loop (dns_responder.h).
+#include "dns_responder.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace nv::vm::dns {
+
+using Clock = std::chrono::steady_clock;
+
+struct Responder::Vm {
+  VmDnsConfig config;
+  AllowedNames names;
+  UniqueFd fd;
+  std::atomic<bool> removed{false};
+  // Counters: written by the loop thread, read by stats().
+  std::atomic<uint64_t> queries{0}, forwarded{0}, answered{0}, addresses_allowed{0}, denied{0},
+      errors{0}, servfail{0};
+  // Loop thread only.
+  size_t pending = 0;
+  uint64_t unreported = 0;  // denials not yet published
+  std::string last_denied;
+  Clock::time_point last_event{};
+};
+
+struct Responder::Pending {
+  std::shared_ptr<Vm> vm;
+  Question question;
+  sockaddr_storage from{};
+  socklen_t from_len = 0;
+  Clock::time_point deadline;
+};
+
+std::string Endpoint::text() const {
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    ::inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    return std::string(ip) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+  ::inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+  return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a->sin6_port));
+}
+
+std::optional<Endpoint> parse_endpoint(const std::string& text, uint16_t default_port) {
+  std::string host = text;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos) return std::nullopt;
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') return std::nullopt;
+      port = text.substr(close + 2);
+      if (port.empty()) return std::nullopt;
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    host = text.substr(0, text.find(':'));
+    port = text.substr(text.find(':') + 1);
+    if (port.empty()) return std::nullopt;
+  }
+  uint16_t p = default_port;
+  if (!port.empty()) {
+    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
+      return std::nullopt;
+    }
+    const unsigned long v = std::stoul(port);
+    if (v > 65535) return std::nullopt;
+    p = static_cast<uint16_t>(v);
+  }
+  Endpoint e;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&e.addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&e.addr);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(p);
+    e.len = sizeof(sockaddr_in);
+  } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(p);
+    e.len = sizeof(sockaddr_in6);
+  } else {
+    return std::nullopt;
+  }
+  return e;
+}
+
+namespace {
+
+// A non-blocking UDP socket bound to `at`, made inside the network namespace `netns_path` when
+// given: setns(2) in a short-lived thread (the namespace is per thread; the socket keeps it).
+Result<UniqueFd> bound_udp_socket(const std::string& netns_path, const Endpoint& at) {
+  Result<UniqueFd> result = make_error(ErrorCode::INTERNAL, "not run");
+  auto make = [&] {
+    if (!netns_path.empty()) {
+      UniqueFd ns(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns.valid()) {
+        result = sys_error("open(" + netns_path + ")", errno);
+        return;
+      }
+      if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+        result = sys_error("setns(" + netns_path + ", CLONE_NEWNET)", errno);
+        return;
+      }
+    }
+    UniqueFd fd(::socket(at.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) {
+      result = sys_error("socket(SOCK_DGRAM)", errno);
+      return;
+    }
+    // The gateway address may be configured a moment after the responder starts.
+    const int one = 1;
+    ::setsockopt(fd.get(), SOL_IP, IP_FREEBIND, &one, sizeof one);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&at.addr), at.len) != 0) {
+      result = sys_error("bind(" + at.text() + ")", errno);
+      return;
+    }
+    result = std::move(fd);
+  };
+  if (netns_path.empty()) {
+    make();
+  } else {
+    std::thread(make).join();
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Responder>> Responder::start(ResponderOptions options, DenialSink denials) {
+  if (options.upstream.len == 0) return make_error(ErrorCode::BAD_REQUEST, "no upstream");
+  UniqueFd up(
+      ::socket(options.upstream.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!up.valid()) return sys_error("socket(upstream)", errno);
+  // connect(2): the kernel then delivers only datagrams from the upstream's address and port.
+  if (::connect(up.get(), reinterpret_cast<const sockaddr*>(&options.upstream.addr),
+                options.upstream.len) != 0) {
+    return sys_error("connect(" + options.upstream.text() + ")", errno);
+  }
+  UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake.valid()) return sys_error("eventfd", errno);
+  std::unique_ptr<Responder> r(
+      new Responder(std::move(options), std::move(denials), std::move(up), std::move(wake)));
+  r->thread_ = std::thread([p = r.get()] { p->loop(); });
+  return r;
+}
+
+Responder::Responder(ResponderOptions options, DenialSink denials, UniqueFd upstream, UniqueFd wake)
+    : options_(std::move(options)),
+      denials_(std::move(denials)),
+      upstream_(std::move(upstream)),
+      wake_(std::move(wake)) {}
+
+Responder::~Responder() {
+  stop_ = true;
+  wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Responder::wake() {
+  const uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_.get(), &one, sizeof one);
+}
+
+Status Responder::add_vm(VmDnsConfig config) {
+  std::string why;
+  auto names = AllowedNames::parse(config.allow, &why);
+  if (!names) return make_error(ErrorCode::BAD_REQUEST, why);
+  {
+    std::lock_guard lock(mu_);
+    if (vms_.count(config.vm_id)) {
+      return make_error(ErrorCode::INTERNAL, "DNS responder already serves " + config.vm_id);
+    }
+  }
+  auto fd = bound_udp_socket(config.netns_path, config.listen);
+  if (!fd) return fd.error();
+  auto vm = std::make_shared<Vm>();
+  vm->names = std::move(*names);
+  vm->fd = std::move(*fd);
+  vm->config = std::move(config);
+  {
+    std::lock_guard lock(mu_);
+    if (!vms_.emplace(vm->config.vm_id, vm).second) {
+      return make_error(ErrorCode::INTERNAL, "DNS responder already serves " + vm->config.vm_id);
+    }
+    ++generation_;
+  }
+  wake();
+  return {};
+}
+
+void Responder::remove_vm(const std::string& vm_id) {
+  std::shared_ptr<Vm> vm;
+  {
+    std::lock_guard lock(mu_);
+    auto it = vms_.find(vm_id);
+    if (it == vms_.end()) return;
+    vm = std::move(it->second);
+    vms_.erase(it);
+    ++generation_;
+  }
+  vm->removed = true;  // queries in flight are dropped; the loop lets go of the socket
+  wake();
+}
+
+std::optional<VmDnsStats> Responder::stats(const std::string& vm_id) const {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(vm_id);
+  if (it == vms_.end()) return std::nullopt;
+  const Vm& v = *it->second;
+  return VmDnsStats{v.queries, v.forwarded, v.answered, v.addresses_allowed,
+                    v.denied,  v.errors,    v.servfail};
+}
+
+std::optional<Endpoint> Responder::local_endpoint(const std::string& vm_id) const {
+  std::lock_guard lock(mu_);
+  auto it = vms_.find(vm_id);
+  if (it == vms_.end()) return std::nullopt;
+  Endpoint e;
+  e.len = sizeof e.addr;
+  if (::getsockname(it->second->fd.get(), reinterpret_cast<sockaddr*>(&e.addr), &e.len) != 0) {
+    return std::nullopt;
+  }
+  return e;
+}
+
+size_t Responder::vm_count() const {
+  std::lock_guard lock(mu_);
+  return vms_.size();
+}
+
+void Responder::loop() {
+  std::vector<std::shared_ptr<Vm>> vms;
+  uint64_t seen = ~uint64_t{0};
+  std::vector<pollfd> fds;
+  while (!stop_) {
+    {
+      std::lock_guard lock(mu_);
+      if (seen != generation_) {
+        seen = generation_;
+        vms.clear();
+        for (auto& [id, vm] : vms_) vms.push_back(vm);
+      }
+    }
+    fds.assign({{wake_.get(), POLLIN, 0}, {upstream_.get(), POLLIN, 0}});
+    for (const auto& vm : vms) fds.push_back({vm->fd.get(), POLLIN, 0});
+    // Wake for the next upstream deadline or denial flush (at most every 100 ms while either
+    // is outstanding), else only for sockets.
+    bool timed = !pending_.empty();
+    for (const auto& vm : vms) timed = timed || vm->unreported > 0;
+    const int n = ::poll(fds.data(), fds.size(), timed ? 100 : -1);
+    if (n < 0 && errno != EINTR) {
+      log::syscall_error("poll", errno, {{"component", "dns"}});
+      return;
+    }
+    if (fds[0].revents & POLLIN) {
+      uint64_t v = 0;
+      [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
+    }
+    if (fds[1].revents & POLLIN) read_upstream();
+    for (size_t i = 0; i < vms.size(); ++i) {
+      if (fds[i + 2].revents & POLLIN && !vms[i]->removed) read_guest(vms[i]);
+    }
+    expire_and_flush(Clock::now());
+  }
+}
+
+void Responder::send_to_guest(Vm& vm, const std::string& reply, const sockaddr_storage& to,
+                              socklen_t len) {
+  if (reply.empty() || vm.removed) return;
+  // Non-blocking: a full socket buffer drops the answer (the guest's resolver retries).
+  ::sendto(vm.fd.get(), reply.data(), reply.size(), MSG_DONTWAIT,
+           reinterpret_cast<const sockaddr*>(&to), len);
+}
+
+void Responder::note_denial(Vm& vm, const std::string& name, Clock::time_point now) {
+  vm.denied++;
+  vm.unreported++;
+  vm.last_denied = name;
+  if (vm.last_event != Clock::time_point{} && now - vm.last_event < options_.denial_interval) {
+    return;  // folded into the next event
+  }
+  vm.last_event = now;
+  if (denials_) {
+    denials_({vm.config.sandbox_id, vm.config.vm_id, vm.config.trace_id, name, kDenyRule,
+              vm.unreported});
+  }
+  vm.unreported = 0;
+}
+
+void Responder::read_guest(const std::shared_ptr<Vm>& vm) {
+  char buf[kMaxQueryBytes + 1];
+  for (int round = 0; round < 16; ++round) {
+    sockaddr_storage from{};
+    socklen_t from_len = sizeof from;
+    const ssize_t n = ::recvfrom(vm->fd.get(), buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC,
+                                 reinterpret_cast<sockaddr*>(&from), &from_len);
+    if (n < 0) return;  // EAGAIN: drained
+    vm->queries++;
+    const std::string_view datagram(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf));
+    QueryDecision d = decide_query(datagram, vm->names);
+    const auto now = Clock::now();
+    switch (d.verdict) {
+      case QueryDecision::Verdict::drop:
+        vm->errors++;
+        break;
+      case QueryDecision::Verdict::answer:
+        if (d.denied) {
+          note_denial(*vm, d.question.text, now);
+        } else if (d.rcode != Rcode::noerror) {
+          vm->errors++;
+        }
+        send_to_guest(*vm, d.reply, from, from_len);
+        break;
+      case QueryDecision::Verdict::forward: {
+        if (vm->pending >= options_.max_pending_per_vm || pending_.size() >= options_.max_pending) {
+          vm->servfail++;
+          send_to_guest(*vm, make_reply(d.question, Rcode::servfail), from, from_len);
+          break;
+        }
+        uint16_t id = 0;
+        do {
+          const std::string r = random_bytes(2);
+          id =
+              static_cast<uint16_t>((static_cast<uint8_t>(r[0]) << 8) | static_cast<uint8_t>(r[1]));
+        } while (pending_.count(id));
+        const std::string query = make_upstream_query(d.question, id);
+        if (query.empty() ||
+            ::send(upstream_.get(), query.data(), query.size(), MSG_DONTWAIT) < 0) {
+          vm->servfail++;
+          send_to_guest(*vm, make_reply(d.question, Rcode::servfail), from, from_len);
+          break;
+        }
+        vm->forwarded++;
+        vm->pending++;
+        pending_.emplace(id, Pending{vm, std::move(d.question), from, from_len,
+                                     now + options_.upstream_timeout});
+        break;
+      }
+    }
+  }
+}
+
+void Responder::read_upstream() {
+  char buf[65536];
+  for (int round = 0; round < 64; ++round) {
+    const ssize_t n = ::recv(upstream_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0) return;
+    if (n < 2) continue;
+    const auto id =
+        static_cast<uint16_t>((static_cast<uint8_t>(buf[0]) << 8) | static_cast<uint8_t>(buf[1]));
+    auto it = pending_.find(id);
+    if (it == pending_.end()) continue;  // late (timed out) or stray
+    Pending& p = it->second;
+    FilteredAnswer a = filter_upstream_answer(std::string_view(buf, static_cast<size_t>(n)),
+                                              p.question, id, options_.ttl);
+    if (!a.matched) continue;  // not the answer to this question: keep waiting
+    Vm& vm = *p.vm;
+    std::string reply = std::move(a.reply);
+    if (!vm.removed) {
+      // The allow set first: the guest connects as soon as it has the answer.
+      for (const AllowedAddress& addr : a.addresses) {
+        if (!vm.config.allow_address || !vm.config.allow_address(addr.ip, addr.ttl_s)) {
+          log::warn("dns: the allow set refused an address",
+                    {{"vm_id", vm.config.vm_id}, {"ip", addr.ip}});
+          reply = make_reply(p.question, Rcode::servfail);
+          vm.servfail++;
+          break;
+        }
+        vm.addresses_allowed++;
+      }
+      vm.answered++;
+      send_to_guest(vm, reply, p.from, p.from_len);
+    }
+    vm.pending--;
+    pending_.erase(it);
+  }
+}
+
+void Responder::expire_and_flush(Clock::time_point now) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    Vm& vm = *it->second.vm;
+    vm.servfail++;
+    send_to_guest(vm, make_reply(it->second.question, Rcode::servfail), it->second.from,
+                  it->second.from_len);
+    vm.pending--;
+    it = pending_.erase(it);
+  }
+  std::lock_guard lock(mu_);
+  for (auto& [id, vm] : vms_) {
+    if (vm->unreported == 0 || now - vm->last_event < options_.denial_interval) continue;
+    vm->last_event = now;
+    if (denials_) {
+      denials_({vm->config.sandbox_id, vm->config.vm_id, vm->config.trace_id, vm->last_denied,
+                kDenyRule, vm->unreported});
+    }
+    vm->unreported = 0;
+  }
+}
+
+}  // namespace nv::vm::dns
