@@ -97,18 +97,23 @@ std::optional<Endpoint> parse_endpoint(const std::string& text, uint16_t default
 
 namespace {
 
-// A non-blocking UDP socket bound to `at`, made inside the network namespace `netns_path` when
-// given: setns(2) in a short-lived thread (the namespace is per thread; the socket keeps it).
-Result<UniqueFd> bound_udp_socket(const std::string& netns_path, const Endpoint& at) {
+// A non-blocking UDP socket bound to `at`, made inside the network namespace `netns_fd` (or
+// `netns_path`) when given: setns(2) in a short-lived thread (the namespace is per thread; the
+// socket keeps the one it was made in).
+Result<UniqueFd> bound_udp_socket(const std::string& netns_path, int netns_fd, const Endpoint& at) {
   Result<UniqueFd> result = make_error(ErrorCode::INTERNAL, "not run");
+  const bool enter = netns_fd >= 0 || !netns_path.empty();
   auto make = [&] {
-    if (!netns_path.empty()) {
-      UniqueFd ns(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!ns.valid()) {
-        result = sys_error("open(" + netns_path + ")", errno);
-        return;
+    if (enter) {
+      UniqueFd opened;
+      if (netns_fd < 0) {
+        opened.reset(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!opened.valid()) {
+          result = sys_error("open(" + netns_path + ")", errno);
+          return;
+        }
       }
-      if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      if (::setns(netns_fd >= 0 ? netns_fd : opened.get(), CLONE_NEWNET) != 0) {
         result = sys_error("setns(" + netns_path + ", CLONE_NEWNET)", errno);
         return;
       }
@@ -127,7 +132,7 @@ Result<UniqueFd> bound_udp_socket(const std::string& netns_path, const Endpoint&
     }
     result = std::move(fd);
   };
-  if (netns_path.empty()) {
+  if (!enter) {
     make();
   } else {
     std::thread(make).join();
@@ -182,7 +187,7 @@ Status Responder::add_vm(VmDnsConfig config) {
       return make_error(ErrorCode::INTERNAL, "DNS responder already serves " + config.vm_id);
     }
   }
-  auto fd = bound_udp_socket(config.netns_path, config.listen);
+  auto fd = bound_udp_socket(config.netns_path, config.netns_fd, config.listen);
   if (!fd) return fd.error();
   auto vm = std::make_shared<Vm>();
   vm->names = std::move(*names);

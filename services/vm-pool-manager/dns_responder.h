@@ -80,7 +80,9 @@ struct VmDnsConfig {
   std::string trace_id{};            // stamped on the VM's denial events
   std::vector<std::string> allow{};  // NetworkPolicy.allow; only domain entries matter here
   std::string netns_path{};          // "/run/netns/nv-…" or "/proc/<pid>/ns/net"; "" = ours
-  Endpoint listen{};                 // the VM's gateway address, port 53
+  int netns_fd = -1;  // or the namespace as an open fd (used when >= 0; borrowed: read only
+                      // during add_vm)
+  Endpoint listen{};  // the VM's gateway address, port 53
   AllowAddress allow_address{};
 };
 

@@ -3,6 +3,7 @@
 // utils) and glibc's resolver (getent, python's getaddrinfo inside a network namespace the test
 // makes) are the clients. Traffic stays on loopback and inside that namespace.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <ldns/ldns.h>
 #include <poll.h>
@@ -372,12 +373,16 @@ TEST_F(DnsResponderTest, GlibcResolverInsideANetworkNamespace) {
 
   auto r = start();
   Sink sink;
+  // As the pool passes it: the namespace as an open fd.
+  const int ns_fd = ::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(ns_fd, 0);
   auto status = r->add_vm({.vm_id = "vm1",
                            .sandbox_id = "sbx1",
                            .allow = {"allowed.test"},
-                           .netns_path = "/run/netns/" + ns,
+                           .netns_fd = ns_fd,
                            .listen = *parse_endpoint("10.253.0.1", 53),
                            .allow_address = sink.fn()});
+  ::close(ns_fd);
   ASSERT_TRUE(status.ok()) << status.error().message;
   // Nothing listens on 10.253.0.1:53 in our own namespace: the socket lives in the other one.
   auto exec = [&](std::vector<std::string> cmd) {
