@@ -2,11 +2,12 @@
 #include "dns_message.h"
 
 #include <arpa/inet.h>
-#include <ldns/ldns.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+
+// ldns after the C++ headers: its common.h breaks libstdc++'s under clang otherwise.
+#include <ldns/ldns.h>
 
 namespace nv::vm::dns {
 namespace {
@@ -46,14 +47,14 @@ ldns_rdf* dname_rdf(const std::string& wire) {
 }
 
 // A reply header for `q` (or for a bare id when the query could not be parsed).
-Pkt reply_header(uint16_t id, bool rd, ldns_pkt_opcode opcode, Rcode rcode) {
+Pkt reply_header(uint16_t id, bool rd, Rcode rcode) {
   Pkt p(ldns_pkt_new());
   if (!p) return nullptr;
   ldns_pkt_set_id(p.get(), id);
   ldns_pkt_set_qr(p.get(), true);
   ldns_pkt_set_rd(p.get(), rd);
   ldns_pkt_set_ra(p.get(), true);
-  ldns_pkt_set_opcode(p.get(), opcode);
+  ldns_pkt_set_opcode(p.get(), LDNS_PACKET_QUERY);
   ldns_pkt_set_rcode(p.get(), static_cast<uint8_t>(rcode));
   return p;
 }
@@ -77,7 +78,7 @@ std::string finish_reply(ldns_pkt* p, const Question& q, Rcode rcode) {
   if (q.edns) ldns_pkt_set_edns_udp_size(p, kEdnsBufferBytes);
   std::string out = to_wire(p);
   if (out.size() <= q.reply_limit && !out.empty()) return out;
-  Pkt tc = reply_header(q.id, q.rd, LDNS_PACKET_QUERY, rcode);
+  Pkt tc = reply_header(q.id, q.rd, rcode);
   if (!tc || !push_question(tc.get(), q)) return {};
   ldns_pkt_set_tc(tc.get(), true);
   if (q.edns) ldns_pkt_set_edns_udp_size(tc.get(), kEdnsBufferBytes);
@@ -86,11 +87,14 @@ std::string finish_reply(ldns_pkt* p, const Question& q, Rcode rcode) {
 
 QueryDecision answer_bare(std::string_view d, Rcode rcode) {
   QueryDecision out;
-  const auto opcode = static_cast<ldns_pkt_opcode>((static_cast<uint8_t>(d[2]) >> 3) & 0x0f);
+  // The opcode is copied as header bits after serializing: a value ldns has no enumerator for
+  // (3, 6-15) must never be held in its enum type (C++ UB, found by the dns_query fuzzer).
+  const auto opcode_bits = static_cast<uint8_t>(static_cast<uint8_t>(d[2]) & 0x78);
   const bool rd = (static_cast<uint8_t>(d[2]) & 0x01) != 0;
-  Pkt p = reply_header(raw_id(d), rd, opcode, rcode);
+  Pkt p = reply_header(raw_id(d), rd, rcode);
   if (!p) return out;
   out.reply = to_wire(p.get());
+  if (out.reply.size() >= 12) out.reply[2] = static_cast<char>((out.reply[2] & 0x87) | opcode_bits);
   out.rcode = rcode;
   out.verdict = out.reply.empty() ? QueryDecision::Verdict::drop : QueryDecision::Verdict::answer;
   return out;
@@ -116,9 +120,9 @@ QueryDecision decide_query(std::string_view d, const AllowedNames& names) {
   if (d.size() < 12) return out;                             // no header: nothing to answer
   if ((static_cast<uint8_t>(d[2]) & 0x80) != 0) return out;  // a response: never answer one
   if (d.size() > kMaxQueryBytes) return answer_bare(d, Rcode::formerr);
+  if ((static_cast<uint8_t>(d[2]) & 0x78) != 0) return answer_bare(d, Rcode::notimp);
   Pkt q = parse(d);
   if (!q) return answer_bare(d, Rcode::formerr);
-  if (ldns_pkt_get_opcode(q.get()) != LDNS_PACKET_QUERY) return answer_bare(d, Rcode::notimp);
   const ldns_rr_list* qs = ldns_pkt_question(q.get());
   if (!qs || ldns_rr_list_rr_count(qs) != 1) return answer_bare(d, Rcode::formerr);
   const ldns_rr* rr = ldns_rr_list_rr(qs, 0);
@@ -169,7 +173,7 @@ std::string make_upstream_query(const Question& q, uint16_t id) {
 }
 
 std::string make_reply(const Question& q, Rcode rcode) {
-  Pkt p = reply_header(q.id, q.rd, LDNS_PACKET_QUERY, rcode);
+  Pkt p = reply_header(q.id, q.rd, rcode);
   if (!p || !push_question(p.get(), q)) return {};
   return finish_reply(p.get(), q, rcode);
 }
@@ -202,7 +206,7 @@ FilteredAnswer filter_upstream_answer(std::string_view d, const Question& q, uin
     return out;
   }
   out.rcode = rcode;
-  Pkt p = reply_header(q.id, q.rd, LDNS_PACKET_QUERY, rcode);
+  Pkt p = reply_header(q.id, q.rd, rcode);
   if (!p || !push_question(p.get(), q)) return out;
   const ldns_rr_list* answers = ldns_pkt_answer(r.get());
   const size_t n = answers ? ldns_rr_list_rr_count(answers) : 0;
