@@ -10,6 +10,7 @@
 //   nv-bench load      N concurrent executions through a running stack (load_bench.cc)
 //   nv-bench sandbox   sandboxes that live, through the sandbox service (sandbox_bench.cc)
 //   nv-bench api       HTTP (nv-api) vs the bus, the same calls interleaved (api_bench.cc)
+//   nv-bench dns       the sandbox resolver's answer latency vs the upstream (dns_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
 #include <signal.h>
@@ -51,6 +52,9 @@ int run_sandbox_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_API_BENCH
 int run_api_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_DNS_BENCH
+int run_dns_bench(int argc, char** argv);
 #endif
 
 namespace {
@@ -105,6 +109,11 @@ const Part kParts[] = {
     {"api", run_api_bench, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
 #else
     {"api", nullptr, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
+#endif
+#ifdef NV_HAVE_DNS_BENCH
+    {"dns", run_dns_bench, "sandbox resolver: allowed and NXDOMAIN answers vs the upstream"},
+#else
+    {"dns", nullptr, "sandbox resolver: allowed and NXDOMAIN answers vs the upstream"},
 #endif
 };
 
