@@ -63,6 +63,7 @@ constexpr TopicSpec kTopics[] = {
     {"sentinel.status", Which::SENTINEL_STATUS},
     {"sentinel.syscalls", Which::SYSCALL_COUNTS},
     {"broker.status", Which::BROKER_STATUS},
+    {"security.egress_denied", Which::EGRESS_DENIED},
 };
 
 // exec.finished `status` values (events.capnp: ok | error | timeout | killed).
@@ -277,6 +278,11 @@ EventMetrics::EventMetrics(std::shared_ptr<prometheus::Registry> registry, Limit
                     .Name("neurovisor_ebpf_syscall_total")
                     .Help("Syscalls made by each live VM's processes")
                     .Register(*registry_)),
+      egress_denied_(BuildCounter()
+                         .Name("neurovisor_egress_denied_total")
+                         .Help("Guest connections and DNS lookups the sandbox's network policy "
+                               "refused, by VM, sandbox and kind (lookup, connection)")
+                         .Register(*registry_)),
       in_flight_(BuildGauge()
                      .Name("neurovisor_requests_in_flight")
                      .Help("Requests handed to workers and not yet answered, by service")
@@ -363,6 +369,8 @@ void EventMetrics::forget_vm(const std::string& vm_id) {
   if (it == vms_.end()) return;
   if (it->second.memory) memory_.Remove(it->second.memory);
   if (it->second.syscalls) syscalls_.Remove(it->second.syscalls);
+  if (it->second.egress_lookup) egress_denied_.Remove(it->second.egress_lookup);
+  if (it->second.egress_connection) egress_denied_.Remove(it->second.egress_connection);
   if (it->second.throttled) vm_throttled_.Remove(it->second.throttled);
   if (it->second.throttled_seconds) vm_throttled_seconds_.Remove(it->second.throttled_seconds);
   vms_.erase(it);
@@ -454,6 +462,9 @@ EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
       break;
     case Which::BROKER_STATUS:
       problem = on_broker_status(event.getBrokerStatus());
+      break;
+    case Which::EGRESS_DENIED:
+      problem = on_egress_denied(event.getEgressDenied(), event.getTimeNs());
       break;
     default:
       return Rejection{Invalid::topic_mismatch, "no payload handler"};
@@ -684,6 +695,27 @@ EventMetrics::Check EventMetrics::on_syscall_counts(schema::SyscallCounts::Reade
     if (delta > 0) s->syscalls->Increment(static_cast<double>(delta));
     s->last_syscalls = count;
   }
+  return {};
+}
+
+EventMetrics::Check EventMetrics::on_egress_denied(schema::EgressDenied::Reader p,
+                                                   int64_t time_ns) {
+  const std::string vm_id = p.getVmId();
+  // A VM leased for one task (not a sandbox) has no sandbox id: its series says "none".
+  const std::string sandbox_id = p.getSandboxId().size() ? p.getSandboxId().cStr() : "none";
+  if (auto e = check_label("vm_id", vm_id)) return e;
+  if (auto e = check_label("sandbox_id", sandbox_id)) return e;
+  if (p.getCount() == 0) return Rejection{Invalid::bad_number, "count is 0"};
+  VmSeries* s = vm(vm_id);
+  if (!s) return {};
+  s->last_seen_ns = std::max(s->last_seen_ns, time_ns);
+  const bool lookup = std::string_view(p.getRule().cStr()).starts_with("nxdomain");
+  prometheus::Counter*& c = lookup ? s->egress_lookup : s->egress_connection;
+  if (!c) {
+    c = &egress_denied_.Add(
+        {{"vm_id", vm_id}, {"sandbox_id", sandbox_id}, {"kind", lookup ? "lookup" : "connection"}});
+  }
+  c->Increment(static_cast<double>(p.getCount()));
   return {};
 }
 
