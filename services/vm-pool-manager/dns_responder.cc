@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "common/log.h"
 
@@ -17,10 +18,33 @@ namespace nv::vm::dns {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr size_t kMaxTcpPerVm = 4;                   // connections a guest may hold open
+constexpr auto kTcpIdle = std::chrono::seconds(10);  // then the connection is closed
+constexpr size_t kTcpOutCap = 256 * 1024;  // unread answers before the connection is closed
+
+// One TCP connection from a guest (RFC 7766: 2-octet length, then the message; pipelining
+// allowed). Loop thread only.
+struct Responder::TcpConn {
+  UniqueFd fd;
+  std::string in;   // bytes read, not yet a whole message
+  std::string out;  // replies not yet written
+  Clock::time_point idle_deadline;
+  bool closed = false;
+};
+
+// Where a reply goes: a UDP peer, or a TCP connection (when `tcp` is set).
+struct Responder::ReplyTo {
+  sockaddr_storage from{};
+  socklen_t from_len = 0;
+  std::shared_ptr<TcpConn> tcp;
+};
+
 struct Responder::Vm {
   VmDnsConfig config;
   AllowedNames names;
-  UniqueFd fd;
+  UniqueFd fd;                                  // UDP
+  UniqueFd tcp;                                 // TCP listener on the same address and port
+  std::vector<std::shared_ptr<TcpConn>> conns;  // loop thread only
   std::atomic<bool> removed{false};
   // Counters: written by the loop thread, read by stats().
   std::atomic<uint64_t> queries{0}, forwarded{0}, answered{0}, addresses_allowed{0}, denied{0},
@@ -35,8 +59,7 @@ struct Responder::Vm {
 struct Responder::Pending {
   std::shared_ptr<Vm> vm;
   Question question;
-  sockaddr_storage from{};
-  socklen_t from_len = 0;
+  ReplyTo to;
   Clock::time_point deadline;
 };
 
@@ -97,11 +120,32 @@ std::optional<Endpoint> parse_endpoint(const std::string& text, uint16_t default
 
 namespace {
 
-// A non-blocking UDP socket bound to `at`, made inside the network namespace `netns_fd` (or
-// `netns_path`) when given: setns(2) in a short-lived thread (the namespace is per thread; the
-// socket keeps the one it was made in).
-Result<UniqueFd> bound_udp_socket(const std::string& netns_path, int netns_fd, const Endpoint& at) {
-  Result<UniqueFd> result = make_error(ErrorCode::INTERNAL, "not run");
+struct Sockets {
+  UniqueFd udp, tcp;
+};
+
+// Sockets bound to `at` for `type`; port 0 = what the kernel picks (then `at` gets it).
+Result<UniqueFd> bound_socket(int type, Endpoint& at) {
+  UniqueFd fd(::socket(at.addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return sys_error(type == SOCK_DGRAM ? "socket(UDP)" : "socket(TCP)", errno);
+  // The gateway address may be configured a moment after the responder starts.
+  const int one = 1;
+  ::setsockopt(fd.get(), SOL_IP, IP_FREEBIND, &one, sizeof one);
+  if (type == SOCK_STREAM) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&at.addr), at.len) != 0) {
+    return sys_error("bind(" + at.text() + (type == SOCK_DGRAM ? "/udp)" : "/tcp)"), errno);
+  }
+  at.len = sizeof at.addr;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&at.addr), &at.len);
+  if (type == SOCK_STREAM && ::listen(fd.get(), 16) != 0) return sys_error("listen", errno);
+  return fd;
+}
+
+// A UDP socket and a TCP listener on `at` (the TCP one on the UDP one's port), non-blocking,
+// made inside the network namespace `netns_fd` (or `netns_path`) when given: setns(2) in a
+// short-lived thread (the namespace is per thread; a socket keeps the one it was made in).
+Result<Sockets> bound_sockets(const std::string& netns_path, int netns_fd, Endpoint at) {
+  Result<Sockets> result = make_error(ErrorCode::INTERNAL, "not run");
   const bool enter = netns_fd >= 0 || !netns_path.empty();
   auto make = [&] {
     if (enter) {
@@ -118,19 +162,17 @@ Result<UniqueFd> bound_udp_socket(const std::string& netns_path, int netns_fd, c
         return;
       }
     }
-    UniqueFd fd(::socket(at.addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) {
-      result = sys_error("socket(SOCK_DGRAM)", errno);
+    auto udp = bound_socket(SOCK_DGRAM, at);
+    if (!udp) {
+      result = udp.error();
       return;
     }
-    // The gateway address may be configured a moment after the responder starts.
-    const int one = 1;
-    ::setsockopt(fd.get(), SOL_IP, IP_FREEBIND, &one, sizeof one);
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&at.addr), at.len) != 0) {
-      result = sys_error("bind(" + at.text() + ")", errno);
+    auto tcp = bound_socket(SOCK_STREAM, at);
+    if (!tcp) {
+      result = tcp.error();
       return;
     }
-    result = std::move(fd);
+    result = Sockets{std::move(*udp), std::move(*tcp)};
   };
   if (!enter) {
     make();
@@ -187,11 +229,12 @@ Status Responder::add_vm(VmDnsConfig config) {
       return make_error(ErrorCode::INTERNAL, "DNS responder already serves " + config.vm_id);
     }
   }
-  auto fd = bound_udp_socket(config.netns_path, config.netns_fd, config.listen);
-  if (!fd) return fd.error();
+  auto sockets = bound_sockets(config.netns_path, config.netns_fd, config.listen);
+  if (!sockets) return sockets.error();
   auto vm = std::make_shared<Vm>();
   vm->names = std::move(*names);
-  vm->fd = std::move(*fd);
+  vm->fd = std::move(sockets->udp);
+  vm->tcp = std::move(sockets->tcp);
   vm->config = std::move(config);
   {
     std::lock_guard lock(mu_);
@@ -248,6 +291,13 @@ void Responder::loop() {
   std::vector<std::shared_ptr<Vm>> vms;
   uint64_t seen = ~uint64_t{0};
   std::vector<pollfd> fds;
+  // What each pollfd after the first two is: a VM's UDP socket, its listener, or a connection.
+  struct Target {
+    std::shared_ptr<Vm> vm;
+    int kind;  // 0 udp, 1 listener, 2 connection
+    std::shared_ptr<TcpConn> conn;
+  };
+  std::vector<Target> targets;
   while (!stop_) {
     {
       std::lock_guard lock(mu_);
@@ -258,11 +308,22 @@ void Responder::loop() {
       }
     }
     fds.assign({{wake_.get(), POLLIN, 0}, {upstream_.get(), POLLIN, 0}});
-    for (const auto& vm : vms) fds.push_back({vm->fd.get(), POLLIN, 0});
-    // Wake for the next upstream deadline or denial flush (at most every 100 ms while either
-    // is outstanding), else only for sockets.
+    targets.clear();
     bool timed = !pending_.empty();
-    for (const auto& vm : vms) timed = timed || vm->unreported > 0;
+    for (const auto& vm : vms) {
+      fds.push_back({vm->fd.get(), POLLIN, 0});
+      targets.push_back({vm, 0, nullptr});
+      fds.push_back({vm->tcp.get(), POLLIN, 0});
+      targets.push_back({vm, 1, nullptr});
+      for (const auto& c : vm->conns) {
+        fds.push_back(
+            {c->fd.get(), static_cast<short>(POLLIN | (c->out.empty() ? 0 : POLLOUT)), 0});
+        targets.push_back({vm, 2, c});
+      }
+      timed = timed || vm->unreported > 0 || !vm->conns.empty();
+    }
+    // Wake for upstream deadlines, denial flushes and idle connections (every 100 ms while any
+    // is outstanding), else only for sockets.
     const int n = ::poll(fds.data(), fds.size(), timed ? 100 : -1);
     if (n < 0 && errno != EINTR) {
       log::syscall_error("poll", errno, {{"component", "dns"}});
@@ -273,19 +334,92 @@ void Responder::loop() {
       [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
     }
     if (fds[1].revents & POLLIN) read_upstream();
-    for (size_t i = 0; i < vms.size(); ++i) {
-      if (fds[i + 2].revents & POLLIN && !vms[i]->removed) read_guest(vms[i]);
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const Target& t = targets[i];
+      const short ev = fds[i + 2].revents;
+      if (ev == 0 || t.vm->removed) continue;
+      if (t.kind == 0) read_guest(t.vm);
+      if (t.kind == 1) accept_tcp(*t.vm);
+      if (t.kind == 2) serve_tcp(t.vm, t.conn, ev);
     }
-    expire_and_flush(Clock::now());
+    const auto now = Clock::now();
+    for (const auto& vm : vms) {
+      for (auto& c : vm->conns) {
+        if (now > c->idle_deadline) c->closed = true;
+      }
+      std::erase_if(vm->conns, [](const auto& c) { return c->closed; });
+    }
+    expire_and_flush(now);
   }
 }
 
-void Responder::send_to_guest(Vm& vm, const std::string& reply, const sockaddr_storage& to,
-                              socklen_t len) {
-  if (reply.empty() || vm.removed) return;
-  // Non-blocking: a full socket buffer drops the answer (the guest's resolver retries).
-  ::sendto(vm.fd.get(), reply.data(), reply.size(), MSG_DONTWAIT,
-           reinterpret_cast<const sockaddr*>(&to), len);
+void Responder::reply(Vm& vm, const std::string& bytes, const ReplyTo& to) {
+  if (bytes.empty() || vm.removed) return;
+  if (!to.tcp) {
+    // Non-blocking: a full socket buffer drops the answer (the guest's resolver retries).
+    ::sendto(vm.fd.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
+             reinterpret_cast<const sockaddr*>(&to.from), to.from_len);
+    return;
+  }
+  TcpConn& c = *to.tcp;
+  if (c.closed) return;
+  if (c.out.size() + bytes.size() > kTcpOutCap) {
+    c.closed = true;  // the guest does not read its answers
+    return;
+  }
+  c.out.push_back(static_cast<char>(bytes.size() >> 8));
+  c.out.push_back(static_cast<char>(bytes.size() & 0xff));
+  c.out += bytes;
+  const ssize_t w = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (w > 0) c.out.erase(0, static_cast<size_t>(w));
+  if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) c.closed = true;
+}
+
+void Responder::accept_tcp(Vm& vm) {
+  for (int round = 0; round < 4; ++round) {
+    UniqueFd fd(::accept4(vm.tcp.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) return;
+    if (vm.conns.size() >= kMaxTcpPerVm) {
+      vm.errors++;
+      continue;  // closed at once: a guest holds at most kMaxTcpPerVm connections
+    }
+    auto c = std::make_shared<TcpConn>();
+    c->fd = std::move(fd);
+    c->idle_deadline = Clock::now() + kTcpIdle;
+    vm.conns.push_back(std::move(c));
+  }
+}
+
+void Responder::serve_tcp(const std::shared_ptr<Vm>& vm, const std::shared_ptr<TcpConn>& c,
+                          short events) {
+  if (events & POLLOUT && !c->out.empty()) {
+    const ssize_t w =
+        ::send(c->fd.get(), c->out.data(), c->out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w > 0) c->out.erase(0, static_cast<size_t>(w));
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) c->closed = true;
+  }
+  if (!(events & (POLLIN | POLLHUP | POLLERR))) return;
+  char buf[4096];
+  const ssize_t n = ::recv(c->fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+    c->closed = true;
+    return;
+  }
+  if (n < 0) return;
+  c->in.append(buf, static_cast<size_t>(n));
+  c->idle_deadline = Clock::now() + kTcpIdle;
+  while (c->in.size() >= 2 && !c->closed) {
+    const size_t len = (static_cast<uint8_t>(c->in[0]) << 8) | static_cast<uint8_t>(c->in[1]);
+    if (len > kMaxQueryBytes) {
+      vm->errors++;
+      c->closed = true;  // an oversized query: the connection is closed, nothing answered
+      return;
+    }
+    if (c->in.size() < 2 + len) return;
+    const std::string msg = c->in.substr(2, len);
+    c->in.erase(0, 2 + len);
+    handle_query(vm, msg, ReplyTo{{}, 0, c});
+  }
 }
 
 void Responder::note_denial(Vm& vm, const std::string& name, Clock::time_point now) {
@@ -306,54 +440,56 @@ void Responder::note_denial(Vm& vm, const std::string& name, Clock::time_point n
 void Responder::read_guest(const std::shared_ptr<Vm>& vm) {
   char buf[kMaxQueryBytes + 1];
   for (int round = 0; round < 16; ++round) {
-    sockaddr_storage from{};
-    socklen_t from_len = sizeof from;
+    ReplyTo to;
+    to.from_len = sizeof to.from;
     const ssize_t n = ::recvfrom(vm->fd.get(), buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC,
-                                 reinterpret_cast<sockaddr*>(&from), &from_len);
+                                 reinterpret_cast<sockaddr*>(&to.from), &to.from_len);
     if (n < 0) return;  // EAGAIN: drained
-    vm->queries++;
-    const std::string_view datagram(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf));
-    QueryDecision d = decide_query(datagram, vm->names);
-    const auto now = Clock::now();
-    switch (d.verdict) {
-      case QueryDecision::Verdict::drop:
-        vm->errors++;
-        break;
-      case QueryDecision::Verdict::answer:
-        if (d.denied) {
-          note_denial(*vm, d.question.text, now);
-        } else if (d.rcode != Rcode::noerror) {
-          vm->errors++;
-        }
-        send_to_guest(*vm, d.reply, from, from_len);
-        break;
-      case QueryDecision::Verdict::forward: {
-        if (vm->pending >= options_.max_pending_per_vm || pending_.size() >= options_.max_pending) {
-          vm->servfail++;
-          send_to_guest(*vm, make_reply(d.question, Rcode::servfail), from, from_len);
-          break;
-        }
-        uint16_t id = 0;
-        do {
-          const std::string r = random_bytes(2);
-          id =
-              static_cast<uint16_t>((static_cast<uint8_t>(r[0]) << 8) | static_cast<uint8_t>(r[1]));
-        } while (pending_.count(id));
-        const std::string query = make_upstream_query(d.question, id);
-        if (query.empty() ||
-            ::send(upstream_.get(), query.data(), query.size(), MSG_DONTWAIT) < 0) {
-          vm->servfail++;
-          send_to_guest(*vm, make_reply(d.question, Rcode::servfail), from, from_len);
-          break;
-        }
-        vm->forwarded++;
-        vm->pending++;
-        pending_.emplace(id, Pending{vm, std::move(d.question), from, from_len,
-                                     now + options_.upstream_timeout});
-        break;
-      }
-    }
+    handle_query(vm, std::string_view(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf)),
+                 std::move(to));
   }
+}
+
+void Responder::handle_query(const std::shared_ptr<Vm>& vm, std::string_view msg, ReplyTo to) {
+  vm->queries++;
+  QueryDecision d = decide_query(msg, vm->names);
+  if (to.tcp) d.question.reply_limit = 65535;  // TCP: no UDP size limit, never truncated
+  const auto now = Clock::now();
+  switch (d.verdict) {
+    case QueryDecision::Verdict::drop:
+      vm->errors++;
+      return;
+    case QueryDecision::Verdict::answer:
+      if (d.denied) {
+        note_denial(*vm, d.question.text, now);
+      } else if (d.rcode != Rcode::noerror) {
+        vm->errors++;
+      }
+      reply(*vm, d.reply, to);
+      return;
+    case QueryDecision::Verdict::forward:
+      break;
+  }
+  if (vm->pending >= options_.max_pending_per_vm || pending_.size() >= options_.max_pending) {
+    vm->servfail++;
+    reply(*vm, make_reply(d.question, Rcode::servfail), to);
+    return;
+  }
+  uint16_t id = 0;
+  do {
+    const std::string r = random_bytes(2);
+    id = static_cast<uint16_t>((static_cast<uint8_t>(r[0]) << 8) | static_cast<uint8_t>(r[1]));
+  } while (pending_.count(id));
+  const std::string query = make_upstream_query(d.question, id);
+  if (query.empty() || ::send(upstream_.get(), query.data(), query.size(), MSG_DONTWAIT) < 0) {
+    vm->servfail++;
+    reply(*vm, make_reply(d.question, Rcode::servfail), to);
+    return;
+  }
+  vm->forwarded++;
+  vm->pending++;
+  pending_.emplace(
+      id, Pending{vm, std::move(d.question), std::move(to), now + options_.upstream_timeout});
 }
 
 void Responder::read_upstream() {
@@ -385,7 +521,7 @@ void Responder::read_upstream() {
         vm.addresses_allowed++;
       }
       vm.answered++;
-      send_to_guest(vm, reply, p.from, p.from_len);
+      this->reply(vm, reply, p.to);
     }
     vm.pending--;
     pending_.erase(it);
@@ -400,8 +536,7 @@ void Responder::expire_and_flush(Clock::time_point now) {
     }
     Vm& vm = *it->second.vm;
     vm.servfail++;
-    send_to_guest(vm, make_reply(it->second.question, Rcode::servfail), it->second.from,
-                  it->second.from_len);
+    reply(vm, make_reply(it->second.question, Rcode::servfail), it->second.to);
     vm.pending--;
     it = pending_.erase(it);
   }

@@ -1,8 +1,9 @@
 // dns_responder.h — the host-side DNS resolver of networked sandboxes (issue 16 item 3).
 //
-// One UDP socket per networked VM, bound to the VM's gateway address port 53 inside the VM's
-// network namespace (a thread that setns(2)'d into it creates the socket; the socket stays bound
-// there), all served by one thread polling every socket. A query for a name on the sandbox's
+// One UDP socket and one TCP listener (RFC 7766: length-prefixed messages, pipelining) per
+// networked VM, bound to the VM's gateway address port 53 inside the VM's network namespace (a
+// thread that setns(2)'d into it creates them; a socket stays in the namespace it was made in),
+// all served by one thread polling every socket. A query for a name on the sandbox's
 // allow list is forwarded to the operator's upstream resolver (--net-dns-upstream); each A/AAAA
 // address of the answer is added to the VM's allow set for the record's TTL (clamped, see
 // dns_message.h TtlLimits) BEFORE the guest gets the answer, so the connection that follows the
@@ -13,8 +14,10 @@
 // Bounds: queries over 1232 octets get FORMERR; at most `max_pending_per_vm` forwarded queries
 // per VM and `max_pending` in all wait for the upstream (more get SERVFAIL at once); each waits
 // at most `upstream_timeout` (then SERVFAIL); a VM's socket is read at most 16 datagrams per
-// round so one flooding guest cannot starve the others. Per-VM memory is the socket's receive
-// buffer plus ~300 octets per pending query. The thread never blocks on a socket (all
+// round so one flooding guest cannot starve the others. TCP: at most 4 connections per VM (more
+// are closed at once), closed after 10 s idle, when a length prefix exceeds 1232 octets, or when
+// 256 KiB of answers stay unread. Per-VM memory is the sockets' kernel buffers, ~300 octets per
+// pending query and at most 4 x (1234 + 256 KiB) for TCP. The thread never blocks on a socket (all
 // non-blocking); the allow-set callback and the denial sink run on it.
 #pragma once
 
@@ -120,13 +123,18 @@ class Responder {
  private:
   struct Vm;
   struct Pending;
+  struct TcpConn;
+  struct ReplyTo;
   Responder(ResponderOptions options, DenialSink denials, UniqueFd upstream, UniqueFd wake);
   void loop();
   void read_guest(const std::shared_ptr<Vm>& vm);
+  void accept_tcp(Vm& vm);
+  void serve_tcp(const std::shared_ptr<Vm>& vm, const std::shared_ptr<TcpConn>& c, short events);
+  void handle_query(const std::shared_ptr<Vm>& vm, std::string_view msg, ReplyTo to);
+  void reply(Vm& vm, const std::string& bytes, const ReplyTo& to);
   void read_upstream();
   void expire_and_flush(std::chrono::steady_clock::time_point now);
   void note_denial(Vm& vm, const std::string& name, std::chrono::steady_clock::time_point now);
-  void send_to_guest(Vm& vm, const std::string& reply, const sockaddr_storage& to, socklen_t len);
   void wake();
 
   ResponderOptions options_;

@@ -205,6 +205,33 @@ TEST_F(DnsResponderTest, AllowedNameResolvesAndTheAllowSetHasItBeforeTheAnswer) 
   EXPECT_EQ(s->denied, 0u);
 }
 
+// The same VM over TCP (RFC 7766), as a resolver falls back to after a truncated answer.
+TEST_F(DnsResponderTest, TcpQueriesAreAnsweredAndAnOversizedPrefixClosesTheConnection) {
+  auto r = start();
+  Sink sink;
+  const Endpoint at = add(*r, "vm1", {"allowed.test"}, sink);
+  auto res = t::run({.binary = t::find_program("drill"),
+                     .args = {"-t", "-p", port_of(at), "@" + ip_of(at), "allowed.test"}},
+                    20s);
+  EXPECT_NE(res.out.find("198.51.100.10"), std::string::npos) << res.out << res.err;
+  res = t::run({.binary = t::find_program("drill"),
+                .args = {"-t", "-p", port_of(at), "@" + ip_of(at), "other.test"}},
+               20s);
+  EXPECT_NE(res.out.find("rcode: NXDOMAIN"), std::string::npos) << res.out << res.err;
+  EXPECT_EQ(sink.snapshot().size(), 1u);
+  // A length prefix of 65535: closed without an answer (read returns 0), the VM still served.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&at.addr), at.len), 0);
+  const std::string big = std::string("\xff\xff", 2) + std::string(1500, 'x');
+  ASSERT_EQ(::send(fd, big.data(), big.size(), MSG_NOSIGNAL), static_cast<ssize_t>(big.size()));
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  char c;
+  EXPECT_LE(::recv(fd, &c, 1, 0), 0);
+  ::close(fd);
+  EXPECT_EQ(rcode_of(udp_ask(at, query("allowed.test"))), LDNS_RCODE_NOERROR);
+}
+
 TEST_F(DnsResponderTest, NamesCompareCaseInsensitively) {
   auto r = start();
   Sink sink;
