@@ -19,8 +19,11 @@
 #include <string>
 #include <utility>
 #include <vector>
+#include <zmq.hpp>
 
+#include "common/frames.h"
 #include "dns_responder.h"
+#include "dns_service.h"
 #include "support/process.h"
 
 namespace {
@@ -432,6 +435,55 @@ TEST_F(DnsResponderTest, GlibcResolverInsideANetworkNamespace) {
   EXPECT_EQ(events_.snapshot().front().name, "other.test");
   res = exec({"drill", "@10.253.0.1", "other.test"});
   EXPECT_NE(res.out.find("rcode: NXDOMAIN"), std::string::npos) << res.out << res.err;
+}
+
+}  // namespace
+
+namespace {
+
+// The pool's sink: a denial becomes a security.egress_denied event on the bus (PUSH frames
+// [topic][Event], read here by a PULL socket standing in for the orchestrator).
+TEST(DnsService, DenialIsPublishedAsSecurityEgressDenied) {
+  t::TempDir dir("nv-dns-ev");
+  zmq::context_t ctx(1);
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  const std::string ep = "ipc://" + dir.file("events.sock");
+  pull.bind(ep);
+  nv::EventPublisher events(ctx, ep, "nv-vm-pool-manager", "test");
+  nv::vm::dns::publish_denial(
+      events, {"sbx-1", "vm-1", "trace-1", "other.test", nv::vm::dns::kDenyRule, 7});
+  pull.set(zmq::sockopt::rcvtimeo, 5000);
+  zmq::message_t topic, body;
+  ASSERT_TRUE(pull.recv(topic));
+  ASSERT_TRUE(pull.recv(body));
+  EXPECT_EQ(topic.to_string(), "security.egress_denied");
+  auto reader = nv::bus::BodyReader::open(body, nv::bus::Limits{});
+  ASSERT_TRUE(reader.ok());
+  auto e = reader->root<nv::schema::Event>();
+  ASSERT_TRUE(e.ok());
+  ASSERT_TRUE(e->isEgressDenied());
+  EXPECT_EQ(std::string(e->getTraceId().cStr()), "trace-1");
+  EXPECT_EQ(e->getSeverity(), nv::schema::Severity::WARNING);
+  auto d = e->getEgressDenied();
+  EXPECT_EQ(std::string(d.getSandboxId().cStr()), "sbx-1");
+  EXPECT_EQ(std::string(d.getVmId().cStr()), "vm-1");
+  EXPECT_EQ(std::string(d.getDestination().cStr()), "other.test");
+  EXPECT_EQ(std::string(d.getRule().cStr()), "nxdomain: not on the allow list");
+  EXPECT_EQ(d.getCount(), 7u);
+}
+
+TEST(DnsService, UpstreamFlagIsChecked) {
+  t::TempDir dir("nv-dns-ev");
+  zmq::context_t ctx(1);
+  nv::EventPublisher events(ctx, "", "nv-vm-pool-manager", "test");
+  for (const std::string bad : {"", "resolver.example", "127.0.0.1:0", "127.0.0.1:99999", "[::1"}) {
+    auto r = nv::vm::dns::start_pool_responder(bad, events);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, nv::ErrorCode::BAD_REQUEST);
+    EXPECT_NE(r.error().message.find("--net-dns-upstream"), std::string::npos);
+  }
+  EXPECT_TRUE(nv::vm::dns::start_pool_responder("127.0.0.1:5353", events).ok());
+  EXPECT_TRUE(nv::vm::dns::start_pool_responder("[::1]:53", events).ok());
 }
 
 }  // namespace
