@@ -208,8 +208,10 @@ FilteredAnswer filter_upstream_answer(std::string_view d, const Question& q, uin
   out.rcode = rcode;
   Pkt p = reply_header(q.id, q.rd, rcode);
   if (!p || !push_question(p.get(), q)) return out;
+  // NXDOMAIN carries no records to the guest and no address into the allow set, whatever the
+  // upstream put in its answer section (found by the dns_query fuzzer).
   const ldns_rr_list* answers = ldns_pkt_answer(r.get());
-  const size_t n = answers ? ldns_rr_list_rr_count(answers) : 0;
+  const size_t n = answers && rcode == Rcode::noerror ? ldns_rr_list_rr_count(answers) : 0;
   WireName current = q.canonical;
   auto owned_by_current = [&](const ldns_rr* rr) {
     const auto owner = canonical_wire_name(rdf_wire(ldns_rr_owner(rr)));

@@ -96,7 +96,8 @@ struct FilteredAnswer {
 
 // Turns the upstream's reply to make_upstream_query(q, id) into the guest's answer. NXDOMAIN
 // passes as NXDOMAIN; an rcode other than NOERROR/NXDOMAIN, or a reply ldns cannot parse whose
-// id matches, becomes SERVFAIL. From a NOERROR answer only the chain that starts at q's name is
+// id matches, becomes SERVFAIL; an NXDOMAIN reply reaches the guest without any record and adds
+// no address, whatever its answer section holds. From a NOERROR answer only the chain that starts at q's name is
 // kept: CNAME records whose owner is the current name of the chain (at most kMaxChain hops),
 // then the records of q's type (A or AAAA) owned by the name the chain ends at; the authority
 // and additional sections and every other record are dropped. CNAME targets need not be on the

@@ -290,6 +290,20 @@ TEST(DnsMessage, ForeignRepliesAreIgnoredAndUpstreamFailuresBecomeServfail) {
   EXPECT_TRUE(a.addresses.empty());
   a = filter_upstream_answer(upstream_reply(up, {}, LDNS_RCODE_NXDOMAIN), d.question, 100, {});
   EXPECT_EQ(a.rcode, Rcode::nxdomain);
+  // NXDOMAIN with records in its answer section (the dns_query fuzzer's finding,
+  // corpus/dns_query/crash-nxdomain-with-a): no address is allowed, no record is passed on;
+  // the same for a CNAME chain ending in an address.
+  for (const auto& records :
+       std::vector<std::vector<std::string>>{{"allowed.test. 300 IN A 198.51.100.10"},
+                                             {"allowed.test. 300 IN CNAME cdn.host.test.",
+                                              "cdn.host.test. 300 IN A 198.51.100.11"}}) {
+    a = filter_upstream_answer(upstream_reply(up, records, LDNS_RCODE_NXDOMAIN), d.question, 100,
+                               {});
+    ASSERT_TRUE(a.matched);
+    EXPECT_EQ(a.rcode, Rcode::nxdomain);
+    EXPECT_TRUE(a.addresses.empty());
+    EXPECT_TRUE(answer_lines(a.reply).empty());
+  }
   // Garbage with the right id: SERVFAIL, not a crash.
   a = filter_upstream_answer(
       up.substr(0, 2) + std::string("\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00", 10) + "zz",
