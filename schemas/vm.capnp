@@ -15,6 +15,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");
 using Common = import "common.capnp";
+using Sandbox = import "sandbox.capnp";
 
 enum ChannelKind {
   unset @0;
@@ -37,6 +38,9 @@ struct LeaseRequest {
   fromSnapshot @8 :Text;        # "" = a warm VM of `tier`; else the name of a snapshot of
                                 # `owner` (vm.snapshot): the VM restores its memory and devices
                                 # (reseeded); unknownSnapshot if there is none
+  network @9 :Sandbox.NetworkPolicy;  # sandbox leases (issue 16): unset or mode none = no route
+                                # (the VM's NIC has no peer); allow = a veth to the pool's uplink
+                                # under this policy (egressDenied for always-denied entries)
 }
 
 struct Lease {
@@ -57,6 +61,7 @@ struct Lease {
   state @14 :LeaseState;
   expiresUnixMs @15 :Int64;     # when the pool destroys it unless extended or released
   note @16 :Text;               # lost: why
+  network @17 :Sandbox.NetworkInfo;  # the VM's network (mode none: only the mode is set)
 }
 
 enum LeaseState {
