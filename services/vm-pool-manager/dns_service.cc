@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "common/log.h"
+
 namespace nv::vm::dns {
 
 void publish_denial(nv::EventPublisher& events, const Denial& d) {
@@ -34,6 +36,27 @@ Result<std::unique_ptr<Responder>> start_pool_responder(const std::string& upstr
   ResponderOptions o;
   o.upstream = *ep;
   return Responder::start(o, [&events](const Denial& d) { publish_denial(events, d); });
+}
+
+void PoolDnsObserver::network_up(const VmNetworkView& vm) {
+  VmDnsConfig c;
+  c.vm_id = vm.vm_id;
+  c.sandbox_id = vm.sandbox_id;
+  c.trace_id = vm.trace_id;
+  c.allow = vm.domains;
+  c.netns_fd = vm.netns_fd;
+  auto at = parse_endpoint(vm.gateway, 53);
+  if (!at) {
+    log::error("dns: bad gateway address", {{"vm_id", vm.vm_id}, {"gateway", vm.gateway}});
+    return;
+  }
+  c.listen = *at;
+  c.allow_address = [egress = vm.egress](const std::string& ip, uint32_t ttl_s) {
+    return egress && egress->allow_address(ip, std::chrono::seconds(ttl_s)).ok();
+  };
+  if (Status s = responder_->add_vm(std::move(c)); !s.ok()) {
+    log::error("dns: cannot serve the VM", {{"vm_id", vm.vm_id}, {"error", s.error().message}});
+  }
 }
 
 }  // namespace nv::vm::dns

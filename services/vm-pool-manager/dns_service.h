@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "dns_responder.h"
+#include "egress.h"
 
 namespace nv::vm::dns {
 
@@ -21,5 +22,19 @@ void publish_denial(nv::EventPublisher& events, const Denial& d);
 // the upstream socket cannot be made.
 Result<std::unique_ptr<Responder>> start_pool_responder(const std::string& upstream,
                                                         nv::EventPublisher& events);
+
+// The network manager's observer (egress.h): a networked VM's responder comes and goes with its
+// network; resolved addresses go into the VM's EgressSet. A VM whose responder cannot start is
+// logged: its guest then has no resolver (lookups fail; nothing is opened).
+class PoolDnsObserver : public NetworkObserver {
+ public:
+  explicit PoolDnsObserver(std::shared_ptr<Responder> responder)
+      : responder_(std::move(responder)) {}
+  void network_up(const VmNetworkView& vm) override;
+  void network_down(const std::string& vm_id) override { responder_->remove_vm(vm_id); }
+
+ private:
+  std::shared_ptr<Responder> responder_;
+};
 
 }  // namespace nv::vm::dns

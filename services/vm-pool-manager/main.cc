@@ -38,6 +38,7 @@
 #include <nv/schema/vm.capnp.h>
 
 #include "cgroup.h"
+#include "dns_service.h"
 #include "common/log.h"
 #include "common/seccomp_policy.h"
 #include "common/service.h"
@@ -119,6 +120,12 @@ void add_options(nv::Config& c) {
              "denied");
   c.add_int("net-max-connections", 64, "concurrent connections per sandbox when the policy sets 0");
   c.add_int("net-bandwidth", 10000000, "egress bytes/s per sandbox when the policy sets 0");
+  c.add_string("net-dns-upstream", "",
+               "IP[:port] of the resolver the sandboxes' DNS responders forward allowed names to "
+               "(reached from this process's namespace); each networked VM's resolver (its "
+               "gateway, port 53) answers only names its policy allows and opens their addresses "
+               "for the record's TTL; empty: no responder, domain entries never resolve (adds "
+               "cap_net_bind_service to --keep-caps)");
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
   c.add_bool("require-egress", true,
              "fail-closed: lease only VMs whose cgroup has nv-ebpf-sentinel's egress programs "
@@ -404,7 +411,9 @@ int run(nv::ServiceContext& ctx) {
   // Privileges first, before this process starts any thread of its own (capability sets are
   // per thread): only what VMM jails need is kept.
   if (::geteuid() == 0) {
-    auto caps = nv::parse_caps(c.str("keep-caps") + (c.boolean("net") ? ",cap_net_admin" : ""));
+    auto caps = nv::parse_caps(
+        c.str("keep-caps") + (c.boolean("net") ? ",cap_net_admin" : "") +
+        (c.boolean("net") && !c.str("net-dns-upstream").empty() ? ",cap_net_bind_service" : ""));
     if (!caps) {
       problems.push_back("--keep-caps: " + caps.error().message);
     } else {
@@ -423,6 +432,7 @@ int run(nv::ServiceContext& ctx) {
     std::string why;
     if (!lock_runtime_dir(ctx.runtime_dir, &lock_fd, &why)) problems.push_back(why);
   }
+  std::shared_ptr<nv::vm::dns::Responder> dns;  // lives longer than the pool that feeds it
   if (problems.empty()) {
     if (auto s = layout.prepare(); !s) problems.push_back(s.error().message);
     if (c.boolean("net") && uplink_fd.valid()) {
@@ -445,6 +455,16 @@ int run(nv::ServiceContext& ctx) {
         problems.push_back("--net: " + nm.error().message);
       } else {
         po.network = nm.value();
+      }
+      // The sandboxes' resolvers (dns_service.h): one responder thread for every networked VM.
+      if (problems.empty() && !c.str("net-dns-upstream").empty()) {
+        auto r = nv::vm::dns::start_pool_responder(c.str("net-dns-upstream"), ctx.events);
+        if (!r.ok()) {
+          problems.push_back(r.error().message);
+        } else {
+          dns = std::move(r.value());
+          po.network->set_observer(std::make_shared<nv::vm::dns::PoolDnsObserver>(dns));
+        }
       }
     }
     if (problems.empty()) backend = make_backend(ctx, layout, group, po.network, &backend_problem);
