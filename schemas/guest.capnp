@@ -111,6 +111,14 @@ struct Reseed {
   entropy @0 :Data;             # mixed into the guest RNG (RNDADDENTROPY) before anything runs
   vmId @1 :Text;                # the VM's new identity (hostname, /run/nv/vm-id)
   unixTimeNs @2 :Int64;         # the host clock, for restored VMs whose clock is the snapshot's
+  network @3 :GuestNetwork;     # set: configure eth0 as given (a networked lease or fork)
+}
+
+# eth0's configuration for a networked VM (issue 16); the host side enforces the policy.
+struct GuestNetwork {
+  mac @0 :Text;                 # "02:xx:xx:xx:xx:xx": set with SIOCSIFHWADDR (link down first)
+  ipv4 @1 :Text;                # "10.213.0.2/30"
+  gateway @2 :Text;             # "10.213.0.1": default route and the only nameserver
 }
 
 # The inference bridge (issue 16; sandbox.capnp InferencePolicy). A second virtio-serial port,

@@ -15,6 +15,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("nv::schema");
 using Common = import "common.capnp";
+using Sandbox = import "sandbox.capnp";
 
 enum ChannelKind {
   unset @0;
@@ -37,6 +38,9 @@ struct LeaseRequest {
   fromSnapshot @8 :Text;        # "" = a warm VM of `tier`; else the name of a snapshot of
                                 # `owner` (vm.snapshot): the VM restores its memory and devices
                                 # (reseeded); unknownSnapshot if there is none
+  network @9 :Sandbox.NetworkPolicy;  # sandbox leases (issue 16): unset or mode none = no route
+                                # (the VM's NIC has no peer); allow = a veth to the pool's uplink
+                                # under this policy (egressDenied for always-denied entries)
 }
 
 struct Lease {
@@ -57,8 +61,8 @@ struct Lease {
   state @14 :LeaseState;
   expiresUnixMs @15 :Int64;     # when the pool destroys it unless extended or released
   note @16 :Text;               # lost: why
-  reserved17 @17 :Text;         # ordinals 17-19 belong to the net branch (issue 16 items 1-4);
-  reserved18 @18 :Text;         # placeholders so this schema compiles alone (never set)
+  network @17 :Sandbox.NetworkInfo;  # the VM's network (mode none: only the mode is set)
+  reserved18 @18 :Text;         # unused (capnp ordinals have no gaps); never set
   reserved19 @19 :Text;
   inferencePath @20 :Text;      # the host socket of the guest's `nv.inference` virtio-serial
                                 # port (guest.capnp InferenceRequest); "" = the backend has none

@@ -22,6 +22,9 @@ PACKAGES=(
   libclang-rt-14-dev                        # libFuzzer + ASan/UBSan runtimes for tests/fuzz
   prometheus-cpp-dev                        # /metrics and Pushgateway
   libsqlite3-dev                            # sandbox registries on disk (executor, pool)
+  libldns-dev                               # DNS messages of the sandboxes' resolver (issue 16)
+  ldnsutils dnsmasq-base                    # dns tests: drill (a real client), dnsmasq upstream
+  libnftables-dev                           # guest egress policy: nftables tables per VM (issue 16)
   libgtest-dev libgmock-dev libbenchmark-dev   # tests and nv-bench
   prometheus                                # promtool, to check /metrics in tests
   python3                                   # the scripted model server used by tests

@@ -563,6 +563,11 @@ void Session::handle_reseed(schema::Reseed::Reader reseed) {
   }
   if (error.empty() && reseed.getUnixTimeNs() > 0) error = ops_.set_clock(reseed.getUnixTimeNs());
   if (error.empty()) error = ops_.set_identity(vm_id);
+  if (error.empty() && reseed.hasNetwork()) {
+    auto n = reseed.getNetwork();
+    error = ops_.configure_network(n.getMac(), n.getIpv4(), n.getGateway());
+    if (!error.empty()) error = "network: " + error;
+  }
   if (!error.empty()) {
     send_error(static_cast<uint16_t>(ErrorCode::BAD_REQUEST), "reseed: " + error);
     return;

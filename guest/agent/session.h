@@ -36,6 +36,12 @@ class SystemOps {
   virtual std::string set_identity(const std::string& vm_id) = 0;  // hostname, /run/nv/vm-id
   virtual std::string boot_id() = 0;
   virtual uint64_t uptime_ms() = 0;
+  // eth0: MAC "02:..", address "10.213.0.2/30", default route and resolver `gateway`; "" = done,
+  // else the error (Reseed.network, issue 16).
+  virtual std::string configure_network(const std::string& /*mac*/, const std::string& /*ipv4*/,
+                                        const std::string& /*gateway*/) {
+    return "networking not supported";
+  }
 };
 
 // An interpreter the agent can run; `language` is nv::schema::Language as an integer.

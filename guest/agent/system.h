@@ -25,6 +25,8 @@ class LinuxSystemOps final : public SystemOps {
   std::string add_entropy(std::string_view bytes) override;
   std::string set_clock(int64_t unix_time_ns) override;
   std::string set_identity(const std::string& vm_id) override;
+  std::string configure_network(const std::string& mac, const std::string& ipv4,
+                                const std::string& gateway) override;  // netconfig.cc
   std::string boot_id() override;
   uint64_t uptime_ms() override;
 };

@@ -460,14 +460,14 @@ Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& p
 Result<std::unique_ptr<GuestChannel>> GuestChannel::connect_and_reseed(
     const std::string& path, ChannelKind kind, uint32_t port, std::string_view entropy,
     const std::string& vm_id, int64_t unix_time_ns, Deadline deadline, Identity* identity,
-    const ChannelLimits& limits) {
+    const ChannelLimits& limits, const GuestNetwork* network) {
   const auto start = Clock::now();
   auto fd = open_stream(path, kind, port, deadline, limits);
   if (!fd.ok()) return fd.error();
   // Greeting and Reseed in one go: the agent answers Hello, the pong, then Reseeded, in order,
   // without waiting for the host in between (a just-restored guest is slow to wake up).
   auto ch = greet(fd.value(), start, deadline, limits, [&](GuestChannel& c) {
-    return c.send_reseed(entropy, vm_id, unix_time_ns, deadline);
+    return c.send_reseed(entropy, vm_id, unix_time_ns, deadline, network);
   });
   if (!ch.ok()) return ch.error();
   auto id = ch.value()->await_reseeded(vm_id, deadline);
@@ -683,7 +683,8 @@ Result<Identity> GuestChannel::reseed(std::string_view entropy, const std::strin
 }
 
 ChannelError GuestChannel::send_reseed(std::string_view entropy, const std::string& vm_id,
-                                       int64_t unix_time_ns, Deadline deadline) {
+                                       int64_t unix_time_ns, Deadline deadline,
+                                       const GuestNetwork* network) {
   NV_IO;
   capnp::MallocMessageBuilder mb;
   auto m = mb.initRoot<HostMessage>();
@@ -692,6 +693,12 @@ ChannelError GuestChannel::send_reseed(std::string_view entropy, const std::stri
   r.setEntropy(kj::arrayPtr(reinterpret_cast<const kj::byte*>(entropy.data()), entropy.size()));
   r.setVmId(vm_id);
   r.setUnixTimeNs(unix_time_ns);
+  if (network) {
+    auto n = r.initNetwork();
+    n.setMac(network->mac);
+    n.setIpv4(network->ipv4);
+    n.setGateway(network->gateway);
+  }
   return io.send(mb, deadline);
 }
 

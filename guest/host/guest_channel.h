@@ -177,6 +177,13 @@ struct Identity {
   std::string boot_id;
 };
 
+// eth0 of a networked VM (guest.capnp GuestNetwork), sent with a Reseed.
+struct GuestNetwork {
+  std::string mac;      // "02:xx:xx:xx:xx:xx"
+  std::string ipv4;     // "10.213.0.2/30"
+  std::string gateway;  // "10.213.0.1": default route and resolver
+};
+
 class GuestChannel {
  public:
   // Connects and waits for the agent's Hello (and the answer to a ping sent at once, so the
@@ -191,7 +198,7 @@ class GuestChannel {
   static Result<std::unique_ptr<GuestChannel>> connect_and_reseed(
       const std::string& socket_path, ChannelKind kind, uint32_t vsock_port,
       std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns, Deadline deadline,
-      Identity* identity, const ChannelLimits& limits = {});
+      Identity* identity, const ChannelLimits& limits = {}, const GuestNetwork* network = nullptr);
   // Takes over a connected stream (tests: a socketpair end) and waits for Hello.
   static Result<std::unique_ptr<GuestChannel>> adopt(int fd, Deadline deadline,
                                                      const ChannelLimits& limits = {});
@@ -275,7 +282,7 @@ class GuestChannel {
   ChannelError send_greeting(Deadline deadline);
   ChannelError wait_hello(Deadline deadline);
   ChannelError send_reseed(std::string_view entropy, const std::string& vm_id, int64_t unix_time_ns,
-                           Deadline deadline);
+                           Deadline deadline, const GuestNetwork* network = nullptr);
   Result<Identity> await_reseeded(const std::string& vm_id, Deadline deadline);
   // Transport of the sandbox calls (guest_sandbox.cc): one request out, then every answer but
   // pongs goes to `on_answer` until it returns true (done) or sets `error`. A guest Error answer

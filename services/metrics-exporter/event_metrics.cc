@@ -63,6 +63,7 @@ constexpr TopicSpec kTopics[] = {
     {"sentinel.status", Which::SENTINEL_STATUS},
     {"sentinel.syscalls", Which::SYSCALL_COUNTS},
     {"broker.status", Which::BROKER_STATUS},
+    {"security.egress_denied", Which::EGRESS_DENIED},
 };
 
 // exec.finished `status` values (events.capnp: ok | error | timeout | killed).
@@ -277,6 +278,11 @@ EventMetrics::EventMetrics(std::shared_ptr<prometheus::Registry> registry, Limit
                     .Name("neurovisor_ebpf_syscall_total")
                     .Help("Syscalls made by each live VM's processes")
                     .Register(*registry_)),
+      egress_denied_(BuildCounter()
+                         .Name("neurovisor_egress_denied_total")
+                         .Help("Guest connections and DNS lookups the sandbox's network policy "
+                               "refused, by VM, sandbox and kind (lookup, connection)")
+                         .Register(*registry_)),
       in_flight_(BuildGauge()
                      .Name("neurovisor_requests_in_flight")
                      .Help("Requests handed to workers and not yet answered, by service")
@@ -363,6 +369,8 @@ void EventMetrics::forget_vm(const std::string& vm_id) {
   if (it == vms_.end()) return;
   if (it->second.memory) memory_.Remove(it->second.memory);
   if (it->second.syscalls) syscalls_.Remove(it->second.syscalls);
+  if (it->second.egress_lookup) egress_denied_.Remove(it->second.egress_lookup);
+  if (it->second.egress_connection) egress_denied_.Remove(it->second.egress_connection);
   if (it->second.throttled) vm_throttled_.Remove(it->second.throttled);
   if (it->second.throttled_seconds) vm_throttled_seconds_.Remove(it->second.throttled_seconds);
   vms_.erase(it);
@@ -454,6 +462,9 @@ EventMetrics::Check EventMetrics::apply_payload(std::string_view topic,
       break;
     case Which::BROKER_STATUS:
       problem = on_broker_status(event.getBrokerStatus());
+      break;
+    case Which::EGRESS_DENIED:
+      problem = on_egress_denied(event.getEgressDenied(), event.getTimeNs());
       break;
     default:
       return Rejection{Invalid::topic_mismatch, "no payload handler"};
@@ -641,61 +652,6 @@ EventMetrics::Check EventMetrics::on_task_finished(schema::TaskFinished::Reader 
   tasks_running_ = std::max<int64_t>(0, tasks_running_ - 1);
   agent_tasks_.Add({{"status", "running"}}).Set(static_cast<double>(tasks_running_));
   task_duration_.Observe(p.getDurationMs() / 1000.0);
-  return {};
-}
-
-// -------------------------------------------------------------------------------- security
-
-EventMetrics::Check EventMetrics::on_security_alert(schema::SecurityAlert::Reader p) {
-  std::string kind = p.getKind();
-  if (auto e = check_label("kind", kind)) return e;
-  alerts_.Add({{"kind", bounded("kind", kind)}}).Increment();
-  return {};
-}
-
-EventMetrics::Check EventMetrics::on_sentinel_status(schema::SentinelStatus::Reader p) {
-  auto programs = p.getPrograms();
-  if (programs.size() > limits_.max_list_entries) return Rejection{Invalid::too_many, "programs"};
-  for (auto prog : programs) {
-    if (auto e = check_label("program", prog.getName().cStr())) return e;
-  }
-  for (auto prog : programs) {
-    programs_.Add({{"program", bounded("program", prog.getName().cStr())}})
-        .Set(prog.getLoaded() ? 1 : 0);
-  }
-  return {};
-}
-
-EventMetrics::Check EventMetrics::on_syscall_counts(schema::SyscallCounts::Reader p,
-                                                    int64_t time_ns) {
-  auto entries = p.getEntries();
-  if (entries.size() > limits_.max_list_entries) return Rejection{Invalid::too_many, "entries"};
-  for (auto e : entries) {
-    if (auto bad = check_label("vm_id", e.getVmId().cStr())) return bad;
-  }
-  for (auto e : entries) {
-    std::string vm_id = e.getVmId();
-    VmSeries* s = vm(vm_id);
-    if (!s) continue;
-    s->last_seen_ns = std::max(s->last_seen_ns, time_ns);
-    if (!s->syscalls) s->syscalls = &syscalls_.Add({{"vm_id", vm_id}});
-    uint64_t count = e.getCount();
-    uint64_t delta = count >= s->last_syscalls ? count - s->last_syscalls : count;
-    if (delta > 0) s->syscalls->Increment(static_cast<double>(delta));
-    s->last_syscalls = count;
-  }
-  return {};
-}
-
-// ---------------------------------------------------------------------------------- broker
-
-EventMetrics::Check EventMetrics::on_broker_status(schema::BrokerStatus::Reader p) {
-  std::string service = p.getService();
-  if (auto e = check_label("service", service)) return e;
-  auto label = bounded("service", service);
-  in_flight_.Add({{"service", label}}).Set(p.getInFlight());
-  workers_.Add({{"service", label}}).Set(p.getWorkers());
-  queued_.Add({{"service", label}}).Set(p.getQueued());
   return {};
 }
 

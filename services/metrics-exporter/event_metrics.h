@@ -51,6 +51,10 @@
 //   neurovisor_security_alerts_total{kind}            security.alert
 //   neurovisor_ebpf_programs_loaded{program}          sentinel.status (1 loaded, 0 not)
 //   neurovisor_ebpf_syscall_total{vm_id}              sentinel.syscalls; removed like memory
+//   neurovisor_egress_denied_total{vm_id,sandbox_id,kind}  security.egress_denied: the count of
+//                                                     each event summed; kind "lookup" (rule
+//                                                     "nxdomain: …", the DNS responder) or
+//                                                     "connection"; per-VM, removed like memory
 //   neurovisor_requests_in_flight{service}, neurovisor_broker_workers{service},
 //   neurovisor_broker_queued_requests{service}        broker.status
 #pragma once
@@ -125,8 +129,10 @@ class EventMetrics {
 
  private:
   struct VmSeries {
-    prometheus::Gauge* memory = nullptr;       // neurovisor_cgroup_memory_usage_bytes{vm_id}
-    prometheus::Counter* syscalls = nullptr;   // neurovisor_ebpf_syscall_total{vm_id}
+    prometheus::Gauge* memory = nullptr;           // neurovisor_cgroup_memory_usage_bytes{vm_id}
+    prometheus::Counter* syscalls = nullptr;       // neurovisor_ebpf_syscall_total{vm_id}
+    prometheus::Counter* egress_lookup = nullptr;  // neurovisor_egress_denied_total{…lookup}
+    prometheus::Counter* egress_connection = nullptr;  // …{…,kind="connection"}
     prometheus::Counter* throttled = nullptr;  // neurovisor_cgroup_cpu_throttled_total{vm_id}
     prometheus::Counter* throttled_seconds = nullptr;  // ..._cpu_throttled_seconds_total{vm_id}
     uint64_t last_throttled_us = 0;                    // cpuThrottledUs at the last vm.stats
@@ -155,6 +161,7 @@ class EventMetrics {
   Check on_task_finished(schema::TaskFinished::Reader p);
   Check on_security_alert(schema::SecurityAlert::Reader p);
   Check on_sentinel_status(schema::SentinelStatus::Reader p);
+  Check on_egress_denied(schema::EgressDenied::Reader p, int64_t time_ns);
   Check on_syscall_counts(schema::SyscallCounts::Reader p, int64_t time_ns);
   Check on_broker_status(schema::BrokerStatus::Reader p);
 
@@ -204,6 +211,7 @@ class EventMetrics {
   prometheus::Family<prometheus::Counter>& alerts_;
   prometheus::Family<prometheus::Gauge>& programs_;
   prometheus::Family<prometheus::Counter>& syscalls_;
+  prometheus::Family<prometheus::Counter>& egress_denied_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& workers_;
   prometheus::Family<prometheus::Gauge>& queued_;

@@ -22,6 +22,19 @@
 
 namespace nv::exec {
 
+// A sandbox's network (sandbox.capnp NetworkPolicy / NetworkInfo, issue 16).
+struct NetworkSpec {
+  bool allow = false;                // false: mode none (no route)
+  std::vector<std::string> entries;  // CIDR[:port] and domain names
+  uint32_t max_connections = 0;      // 0 = the pool's default
+  uint64_t bandwidth = 0;            // bytes/s; 0 = the pool's default
+};
+struct NetworkLease {
+  bool allow = false;
+  std::vector<std::string> entries;
+  std::string mac, ipv4, gateway;  // "" for mode none
+};
+
 struct VmLease {
   std::string vm_id;
   std::string channel_kind;  // "unixStream" | "hybridVsock"
@@ -39,6 +52,7 @@ struct VmLease {
   int64_t expires_unix_ms = 0;
   std::string note;  // lost: why
   bool restored = false;
+  NetworkLease network;
 };
 
 // A sandbox lease (vm.capnp LeaseRequest with sandbox = true).
@@ -48,6 +62,7 @@ struct SandboxLeaseSpec {
   schema::SizeTier tier = schema::SizeTier::SMALL;
   std::chrono::milliseconds wait{30000};  // for a warm VM
   std::chrono::milliseconds lifetime{0};  // 0 = the pool's default
+  NetworkSpec network;
 };
 
 struct ForkOutcome {

@@ -37,6 +37,14 @@ Result<VmLease> lease_of(schema::Lease::Reader l) {
   out.expires_unix_ms = l.getExpiresUnixMs();
   out.note = l.getNote();
   out.restored = l.getRestored();
+  if (l.hasNetwork()) {
+    auto n = l.getNetwork();
+    out.network.allow = n.getMode() == schema::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) out.network.entries.emplace_back(e.cStr(), e.size());
+    out.network.mac = n.getMac();
+    out.network.ipv4 = n.getIpv4();
+    out.network.gateway = n.getGateway();
+  }
   if (out.vm_id.empty()) return make_error(ErrorCode::VM_FAILED, "vm-pool-manager sent no vmId");
   const bool running =
       out.state == schema::LeaseState::RUNNING || out.state == schema::LeaseState::UNSET;
@@ -100,6 +108,15 @@ Result<VmLease> PoolClient::lease_sandbox(const std::string& trace_id,
   req.setSandboxId(spec.sandbox_id);
   req.setOwner(spec.owner);
   req.setFromSnapshot(spec.from_snapshot);
+  if (spec.network.allow) {
+    auto n = req.initNetwork();
+    n.setMode(schema::NetworkMode::ALLOW);
+    auto a =
+        n.initAllow(static_cast<unsigned>(std::min<size_t>(spec.network.entries.size(), 1000)));
+    for (unsigned i = 0; i < a.size(); ++i) a.set(i, spec.network.entries[i]);
+    n.setMaxConnections(spec.network.max_connections);
+    n.setBandwidthBytesPerS(spec.network.bandwidth);
+  }
   auto timeout = spec.wait + (spec.from_snapshot.empty() ? kQuickCall : kSlowCall);
   auto r = client_.call("vm.lease", &mb, timeout, {}, trace_id);
   if (!r) return unreachable(endpoint_, r.error());

@@ -31,12 +31,26 @@ Status ChannelGuestLink::wait_ready(const VmInfo& vm, Deadline deadline) {
 
 Status ChannelGuestLink::reseed(const VmInfo& vm, const std::string& entropy,
                                 const std::string& vm_id, Deadline deadline) {
+  return reseed_with(vm, entropy, vm_id, deadline, nullptr);
+}
+
+Status ChannelGuestLink::configure_network(const VmInfo& vm, const std::string& entropy,
+                                           const std::string& vm_id, const VmNetInfo& net,
+                                           Deadline deadline) {
+  guest::GuestNetwork gn{net.mac, net.ipv4, net.gateway};
+  return reseed_with(vm, entropy, vm_id, deadline, &gn);
+}
+
+Status ChannelGuestLink::reseed_with(const VmInfo& vm, const std::string& entropy,
+                                     const std::string& vm_id, Deadline deadline,
+                                     const guest::GuestNetwork* network) {
   auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                     std::chrono::system_clock::now().time_since_epoch())
                     .count();
   guest::Identity id;
-  auto ch = guest::GuestChannel::connect_and_reseed(vm.channel_path, kind_of(vm), vm.vsock_port,
-                                                    entropy, vm_id, now_ns, deadline, &id);
+  auto ch =
+      guest::GuestChannel::connect_and_reseed(vm.channel_path, kind_of(vm), vm.vsock_port, entropy,
+                                              vm_id, now_ns, deadline, &id, {}, network);
   if (!ch.ok()) return channel_error("reseed over " + vm.channel_path, ch.error());
   if (id.vm_id != vm_id) {
     return make_error(ErrorCode::GUEST_PROTOCOL,

@@ -10,6 +10,10 @@
 
 #include "pool.h"
 
+namespace nv::guest {
+struct GuestNetwork;
+}
+
 namespace nv::vm {
 
 class ChannelGuestLink : public GuestLink {
@@ -18,6 +22,12 @@ class ChannelGuestLink : public GuestLink {
   Status reseed(const VmInfo& vm, const std::string& entropy, const std::string& vm_id,
                 Deadline deadline) override;
   Status warm_up(const VmInfo& vm, Deadline deadline) override;
+  Status configure_network(const VmInfo& vm, const std::string& entropy, const std::string& vm_id,
+                           const VmNetInfo& net, Deadline deadline) override;
+
+ private:
+  Status reseed_with(const VmInfo& vm, const std::string& entropy, const std::string& vm_id,
+                     Deadline deadline, const guest::GuestNetwork* network);
 };
 
 }  // namespace nv::vm

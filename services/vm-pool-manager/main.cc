@@ -38,6 +38,7 @@
 #include <nv/schema/vm.capnp.h>
 
 #include "cgroup.h"
+#include "dns_service.h"
 #include "common/log.h"
 #include "common/seccomp_policy.h"
 #include "common/service.h"
@@ -102,6 +103,29 @@ void add_options(nv::Config& c) {
   c.add_string("keep-caps",
                "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,cap_dac_override",
                "capabilities kept after start-up (all others are dropped)");
+  // Guest networking (issue 16, network.h).
+  c.add_bool("net", false,
+             "guest networking: every VM gets a virtio-net NIC on a TAP in its own network "
+             "namespace; sandboxes whose policy is `allow` get a veth to the uplink under nftables "
+             "(adds cap_net_admin to --keep-caps)");
+  c.add_string("net-uplink-netns", "",
+               "network namespace file the sandboxes' veths go to (/proc/PID/ns/net, "
+               "/run/netns/NAME); default: this process's own, with masquerade");
+  c.add_string("net-range", "10.213.0.0/16", "IPv4 range cut into one /29 per networked VM");
+  c.add_string("net-deny", "",
+               "comma-separated CIDRs always denied whatever a policy allows (besides "
+               "link-local/metadata, this host's addresses, private ranges)");
+  c.add_bool("net-allow-private", false,
+             "policies may allow private ranges (RFC 1918, RFC 6598, ULA); the pool's range stays "
+             "denied");
+  c.add_int("net-max-connections", 64, "concurrent connections per sandbox when the policy sets 0");
+  c.add_int("net-bandwidth", 10000000, "egress bytes/s per sandbox when the policy sets 0");
+  c.add_string("net-dns-upstream", "",
+               "IP[:port] of the resolver the sandboxes' DNS responders forward allowed names to "
+               "(reached from this process's namespace); each networked VM's resolver (its "
+               "gateway, port 53) answers only names its policy allows and opens their addresses "
+               "for the record's TTL; empty: no responder, domain entries never resolve (adds "
+               "cap_net_bind_service to --keep-caps)");
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
   c.add_bool("require-egress", true,
              "fail-closed: lease only VMs whose cgroup has nv-ebpf-sentinel's egress programs "
@@ -285,6 +309,7 @@ class Outbox {
 
 std::unique_ptr<nv::vm::Backend> make_backend(nv::ServiceContext& ctx,
                                               const nv::vm::CgroupLayout& layout, gid_t group,
+                                              std::shared_ptr<nv::vm::NetworkManager> net,
                                               std::string* problem) {
   auto& c = ctx.config;
   if (c.str("backend") == "qemu") {
@@ -295,6 +320,7 @@ std::unique_ptr<nv::vm::Backend> make_backend(nv::ServiceContext& ctx,
     q.use_jail = c.boolean("jail");
     q.channel_gid = group;
     q.cgroups = layout;
+    q.network = std::move(net);
     return std::make_unique<nv::vm::QemuBackend>(q);
   }
   if (c.str("backend") == "firecracker") {
@@ -372,10 +398,22 @@ int run(nv::ServiceContext& ctx) {
       problems.push_back(f + " is missing: build it with guest/build.sh OUT_DIR AGENT");
     }
   }
+  // The uplink namespace is opened while this process may still read other processes' /proc.
+  nv::vm::UniqueFd uplink_fd;
+  if (c.boolean("net")) {
+    const std::string up =
+        c.str("net-uplink-netns").empty() ? "/proc/self/ns/net" : c.str("net-uplink-netns");
+    uplink_fd = nv::vm::UniqueFd(::open(up.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!uplink_fd.valid()) {
+      problems.push_back("--net-uplink-netns: open(" + up + "): " + std::strerror(errno));
+    }
+  }
   // Privileges first, before this process starts any thread of its own (capability sets are
   // per thread): only what VMM jails need is kept.
   if (::geteuid() == 0) {
-    auto caps = nv::parse_caps(c.str("keep-caps"));
+    auto caps = nv::parse_caps(
+        c.str("keep-caps") + (c.boolean("net") ? ",cap_net_admin" : "") +
+        (c.boolean("net") && !c.str("net-dns-upstream").empty() ? ",cap_net_bind_service" : ""));
     if (!caps) {
       problems.push_back("--keep-caps: " + caps.error().message);
     } else {
@@ -394,10 +432,43 @@ int run(nv::ServiceContext& ctx) {
     std::string why;
     if (!lock_runtime_dir(ctx.runtime_dir, &lock_fd, &why)) problems.push_back(why);
   }
+  std::shared_ptr<nv::vm::dns::Responder> dns;  // lives longer than the pool that feeds it
   if (problems.empty()) {
     if (auto s = layout.prepare(); !s) problems.push_back(s.error().message);
-    backend = make_backend(ctx, layout, group, &backend_problem);
-    if (!backend) problems.push_back(backend_problem);
+    if (c.boolean("net") && uplink_fd.valid()) {
+      nv::vm::NetworkConfig nc;
+      nc.enabled = true;
+      nc.uplink_netns = c.str("net-uplink-netns");
+      nc.uplink_fd = uplink_fd.get();
+      nc.range = c.str("net-range");
+      std::stringstream deny(c.str("net-deny"));
+      for (std::string d; std::getline(deny, d, ',');) {
+        if (!d.empty()) nc.deny.push_back(d);
+      }
+      nc.allow_private = c.boolean("net-allow-private");
+      nc.default_max_connections =
+          static_cast<uint32_t>(std::clamp<int64_t>(c.integer("net-max-connections"), 1, 65536));
+      nc.default_bandwidth =
+          static_cast<uint64_t>(std::max<int64_t>(1000, c.integer("net-bandwidth")));
+      auto nm = nv::vm::NetworkManager::create(nc);
+      if (!nm.ok()) {
+        problems.push_back("--net: " + nm.error().message);
+      } else {
+        po.network = nm.value();
+      }
+      // The sandboxes' resolvers (dns_service.h): one responder thread for every networked VM.
+      if (problems.empty() && !c.str("net-dns-upstream").empty()) {
+        auto r = nv::vm::dns::start_pool_responder(c.str("net-dns-upstream"), ctx.events);
+        if (!r.ok()) {
+          problems.push_back(r.error().message);
+        } else {
+          dns = std::move(r.value());
+          po.network->set_observer(std::make_shared<nv::vm::dns::PoolDnsObserver>(dns));
+        }
+      }
+    }
+    if (problems.empty()) backend = make_backend(ctx, layout, group, po.network, &backend_problem);
+    if (problems.empty() && !backend) problems.push_back(backend_problem);
   }
   if (!problems.empty()) {
     std::string all;

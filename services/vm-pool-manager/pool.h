@@ -47,6 +47,7 @@
 #include <nv/schema/vm.capnp.h>
 
 #include "backend.h"
+#include "network.h"
 #include "registry.h"
 #include "sysutil.h"
 #include "template_memory.h"
@@ -80,6 +81,12 @@ class GuestLink {
   // Runs each language the agent offers once, so the guest's page cache holds the interpreters
   // and their libraries (a snapshot template does this: every clone starts warm).
   virtual Status warm_up(const VmInfo& /*vm*/, Deadline /*deadline*/) { return {}; }
+  // A Reseed (fresh entropy, the same id) that also configures eth0 (issue 16).
+  virtual Status configure_network(const VmInfo& /*vm*/, const std::string& /*entropy*/,
+                                   const std::string& /*vm_id*/, const VmNetInfo& /*net*/,
+                                   Deadline /*deadline*/) {
+    return make_error(ErrorCode::INTERNAL, "this guest link cannot configure networks");
+  }
 };
 
 struct TierStatusInfo {
@@ -117,6 +124,9 @@ class PoolEvents {
 
 struct PoolOptions {
   std::vector<TierConfig> tiers = default_tiers(1, 4);
+  // Guest networking (network.h; the same manager the backend gives every VM a NIC with).
+  // nullptr: sandbox leases with an allow policy get egressDenied.
+  std::shared_ptr<NetworkManager> network;
   std::string kernel;        // guest kernel (host path)
   std::string rootfs;        // guest root image (host path)
   bool snapshot = false;     // fill from per-tier snapshots (see above)
@@ -172,7 +182,8 @@ struct LeaseInfo {
   std::string sandbox_id, owner;
   schema::LeaseState state = schema::LeaseState::RUNNING;
   int64_t expires_unix_ms = 0;
-  std::string note;  // lost: why
+  std::string note;   // lost: why
+  VmNetInfo network;  // mode none unless attached (sandbox_network.cc)
 };
 
 // A sandbox lease asked for (vm.capnp LeaseRequest with sandbox set).
@@ -182,6 +193,8 @@ struct SandboxLeaseRequest {
   std::chrono::milliseconds lifetime{0};  // 0 = default_lease_ttl; above max_sandbox_ttl: bad
   std::string sandbox_id, owner;
   std::string from_snapshot;  // "" = a warm VM; else a snapshot of `owner`
+  ParsedPolicy network;       // validated by NetworkManager::parse; mode none by default
+  std::string trace_id;
 };
 
 struct ForkResult {
@@ -272,6 +285,8 @@ class Pool {
   bool run_on_sandbox_thread(std::function<void()> task);
   // A sandbox registry is open (PoolOptions::state_dir set and start() done).
   bool keeps_registry() const { return registry_ != nullptr; }
+  // Guest networking, nullptr when off.
+  NetworkManager* network() const { return opt_.network.get(); }
 
  private:
   struct Entry {
@@ -288,6 +303,7 @@ class Pool {
     std::string sandbox_id, owner;
     int64_t expires_unix_ms = 0;
     bool busy = false;  // a fork, snapshot or pause of it runs
+    VmNetInfo net;      // its network (sandbox_network.cc)
   };
   struct TierState {
     TierConfig cfg;
@@ -355,6 +371,10 @@ class Pool {
   // Registers a restored VM (fork, resume, fromSnapshot) as a running sandbox lease.
   // lease_sandbox's fromSnapshot half (on a sandbox thread).
   Result<LeaseInfo> lease_from_snapshot(const SandboxLeaseRequest& req);
+  // Connects a leased VM to the uplink under `policy` and configures its eth0 (a Reseed with
+  // the network); stores the result in its entry (sandbox_network.cc). Mode none: nothing.
+  Result<VmNetInfo> attach_network(const std::string& vm_id, const ParsedPolicy& policy,
+                                   const std::string& sandbox_id, const std::string& trace_id);
   Result<LeaseInfo> adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tier, double boot_ms,
                                  std::chrono::milliseconds lifetime, const std::string& sandbox_id,
                                  const std::string& owner);

@@ -23,6 +23,9 @@ namespace {
 // The template memfd's number in the VMM (VmSpec::memory_fd), opened by QEMU as
 // /proc/self/fd/3: its jail mounts a procfs of its own PID namespace.
 constexpr int kMemoryFd = 3;
+// The VM's TAP device (network.h), created in the VM's own network namespace by the pool
+// manager; QEMU only reads and writes it (-netdev tap,fd=).
+constexpr int kTapFd = 4;
 // Migrations of VMs on template memory leave the shared RAM out (only device state travels).
 constexpr const char* kIgnoreShared =
     R"({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})";
@@ -79,6 +82,10 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
        "virtio-blk-device,drive=root"});
   // Without a hardware RNG python3 in the guest stalls waiting for entropy (facts.md).
   add({"-device", "virtio-rng-device"});
+  if (cfg.network) {  // every VM when networking is on: clones need their template's devices
+    add({"-netdev", "tap,id=net0,fd=" + std::to_string(kTapFd), "-device",
+         "virtio-net-device,netdev=net0"});
+  }
   add({"-device", "virtio-serial-device,max_ports=3", "-chardev",
        "socket,id=agent,path=" + p.run_dir + "/agent.sock,server=on,wait=off", "-device",
        "virtserialport,chardev=agent,name=nv.agent"});
@@ -95,11 +102,30 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
   return a;
 }
 
+// Removes the VM's network namespace (network.h) when the VM object goes.
+struct VmNetHold {
+  std::shared_ptr<NetworkManager> net;
+  std::string vm_id;
+  VmNetHold() = default;
+  VmNetHold(std::shared_ptr<NetworkManager> n, std::string id)
+      : net(std::move(n)), vm_id(std::move(id)) {}
+  VmNetHold(VmNetHold&& o) noexcept : net(std::move(o.net)), vm_id(std::move(o.vm_id)) {}
+  VmNetHold& operator=(VmNetHold&& o) noexcept {
+    std::swap(net, o.net);
+    std::swap(vm_id, o.vm_id);
+    return *this;
+  }
+  ~VmNetHold() {
+    if (net) net->remove_vm(vm_id);
+  }
+};
+
 class QemuVm : public JailedVm {
  public:
   QemuVm(VmInfo info, Jail jail, VmCgroup cg, JailedProcess proc, std::string console,
-         bool template_ram, std::string restore_from)
+         bool template_ram, std::string restore_from, VmNetHold net)
       : JailedVm(std::move(info), std::move(jail), std::move(cg), std::move(proc)),
+        net_(std::move(net)),
         template_ram_(template_ram),
         console_(std::move(console)),
         restore_from_(std::move(restore_from)) {}
@@ -238,6 +264,7 @@ class QemuVm : public JailedVm {
     }
   }
 
+  VmNetHold net_;            // declared first: destroyed after ~QemuVm stopped the VMM
   const bool template_ram_;  // guest RAM is a template memfd (snapshots leave it out)
   std::string console_;
   std::string restore_from_;  // set until complete_restore() loaded it
@@ -401,13 +428,23 @@ Result<std::unique_ptr<RunningVm>> QemuBackend::start(const VmSpec& spec, Deadli
   const auto spawn_start = Clock::now();
   std::vector<std::pair<int, int>> pass_fds;
   if (spec.memory_fd >= 0) pass_fds.emplace_back(spec.memory_fd, kMemoryFd);
+  VmNetHold net;
+  UniqueFd tap;
+  if (cfg_.network) {
+    auto t = cfg_.network->create_vm(spec.vm_id);
+    if (!t.ok()) return t.error();
+    net = VmNetHold(cfg_.network, spec.vm_id);
+    tap = std::move(t.value());
+    pass_fds.emplace_back(tap.get(), kTapFd);
+  }
   auto proc = jail.value().spawn(command_line(spec, restore || spec.incoming), proc_fds, pass_fds,
                                  log_fd.get());
   if (!proc.ok()) return proc.error();
   info.vmm_pid = proc.value().pid;
   auto vm = std::make_unique<QemuVm>(std::move(info), std::move(jail.value()), std::move(cg),
                                      std::move(proc.value()), console, spec.memory_fd >= 0,
-                                     spec.restore_from);
+                                     spec.restore_from, std::move(net));
+  tap.reset();
   auto fail = [&vm, &console](const Error& e) -> Error {
     Error out = e;
     std::string tail = tail_of(console);

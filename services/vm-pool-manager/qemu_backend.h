@@ -18,11 +18,13 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 
 #include "backend.h"
 #include "cgroup.h"
+#include "network.h"
 
 namespace nv::vm {
 
@@ -46,6 +48,9 @@ struct QemuConfig {
   uint32_t uid_count = 10000;
   gid_t channel_gid = 0;  // group owning the socket dir (pool manager, executor)
   CgroupLayout cgroups;   // from CgroupLayout::detect() + prepare()
+  // Guest networking (network.h): every VM gets a virtio-net NIC on a TAP in its own network
+  // namespace. nullptr = no NIC at all.
+  std::shared_ptr<NetworkManager> network;
 };
 
 class QemuBackend : public Backend {

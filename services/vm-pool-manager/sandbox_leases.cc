@@ -139,6 +139,7 @@ LeaseInfo Pool::lease_info_locked(const std::string& id, const Entry& e) {
   li.owner = e.owner;
   li.state = schema::LeaseState::RUNNING;
   li.expires_unix_ms = e.expires_unix_ms;
+  li.network = e.net;
   return li;
 }
 
@@ -333,6 +334,15 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
       li = lease_info_locked(it->first, it->second);
       li.wait_ms = l.value().wait_ms;
     }
+    if (req.network.allow) {
+      auto net = attach_network(li.vm.vm_id, req.network, req.sandbox_id, req.trace_id);
+      if (!net.ok()) {
+        (void)release(li.vm.vm_id, "network setup failed");
+        out.emplace(net.error());
+        return;
+      }
+      li.network = net.value();
+    }
     if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
       (void)release(li.vm.vm_id, "registry write failed");
       out.emplace(s.error());
@@ -519,6 +529,24 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   refill_cv_.notify_all();
   if (!out->ok()) return std::move(*out);
   ForkResult& fr = out->value();
+  // Forks keep the parent's policy, each with its own MAC and address.
+  if (auto policy = opt_.network ? opt_.network->policy_of(vm_id) : std::nullopt) {
+    Status net_ok;
+    run_on_sandbox_thread([&] {
+      for (auto& li : fr.leases) {
+        auto net = attach_network(li.vm.vm_id, *policy, li.sandbox_id, "");
+        if (!net.ok()) {
+          net_ok = net.error();
+          break;
+        }
+        li.network = net.value();
+      }
+    });
+    if (!net_ok.ok()) {
+      for (auto& li : fr.leases) (void)release(li.vm.vm_id, "fork network setup failed");
+      return net_ok.error();
+    }
+  }
   uint64_t tier_template_bytes = 0;
   {
     std::lock_guard lock(mu_);

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "common/log.h"
+#include "net_policy.h"
 #include "sandbox_requests.h"
 
 namespace nv::vm {
@@ -59,6 +60,13 @@ void fill_lease(schema::Lease::Builder b, const LeaseInfo& li) {
     b.setState(li.state);
     b.setExpiresUnixMs(li.expires_unix_ms);
     b.setNote(li.note);
+    auto n = b.initNetwork();
+    n.setMode(li.network.allow ? schema::NetworkMode::ALLOW : schema::NetworkMode::NONE);
+    auto a = n.initAllow(static_cast<unsigned>(li.network.entries.size()));
+    for (unsigned i = 0; i < li.network.entries.size(); ++i) a.set(i, li.network.entries[i]);
+    n.setMac(li.network.mac);
+    n.setIpv4(li.network.ipv4);
+    n.setGateway(li.network.gateway);
   }
 }
 
@@ -101,6 +109,27 @@ std::function<Result<ReplyBody>()> sandbox_work(Pool& pool, const std::string& s
       r.sandbox_id = q.getSandboxId();
       r.owner = q.getOwner();
       r.from_snapshot = q.getFromSnapshot();
+      r.trace_id = q.getTraceId();
+      if (q.hasNetwork()) {
+        auto n = q.getNetwork();
+        std::vector<std::string> allow;
+        for (auto e : n.getAllow()) allow.emplace_back(e.cStr(), e.size());
+        if (n.getAllow().size() > kMaxAllowEntries) {
+          return make_error(ErrorCode::BAD_REQUEST, "network.allow holds more than 64 entries");
+        }
+        const bool on = n.getMode() == schema::NetworkMode::ALLOW;
+        if (on && !pool.network()) {
+          return make_error(
+              ErrorCode::EGRESS_DENIED,
+              "networking is off in this pool (nv-vm-pool-manager --net-uplink-netns)");
+        }
+        if (on) {
+          auto p =
+              pool.network()->parse(true, allow, n.getMaxConnections(), n.getBandwidthBytesPerS());
+          if (!p.ok()) return p.error();
+          r.network = p.value();
+        }
+      }
       log::TraceScope scope(q.getTraceId());
       auto l = pool.lease_sandbox(r);
       if (!l) return l.error();

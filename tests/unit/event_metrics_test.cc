@@ -181,6 +181,43 @@ TEST_F(EventMetricsTest, SyscallSeriesCountsIncrementsAndIsRemovedOnFailure) {
   EXPECT_EQ(counter("neurovisor_vm_failures_total", {{"reason_class", "vmm_exited"}}), 1);
 }
 
+// security.egress_denied (issue 16): per-VM/sandbox counters of denied lookups and connections,
+// summing each event's folded count; removed with the VM; a 0 count or a bad id is invalid.
+TEST_F(EventMetricsTest, EgressDenialsAreCountedPerSandboxAndKind) {
+  auto denied = [](const char* vm, const char* sandbox, const char* rule, uint64_t count) {
+    return [=](Event::Builder e) {
+      auto p = e.initEgressDenied();
+      p.setVmId(vm);
+      p.setSandboxId(sandbox);
+      p.setDestination("other.test");
+      p.setRule(rule);
+      p.setCount(count);
+    };
+  };
+  ASSERT_TRUE(send("security.egress_denied",
+                   denied("vm-a", "sbx-1", "nxdomain: not on the allow list", 1)));
+  ASSERT_TRUE(send("security.egress_denied",
+                   denied("vm-a", "sbx-1", "nxdomain: not on the allow list", 9)));
+  ASSERT_TRUE(send("security.egress_denied", denied("vm-a", "sbx-1", "not allowed", 2)));
+  ASSERT_TRUE(send("security.egress_denied", denied("vm-b", "", "connection limit", 1)));
+  EXPECT_EQ(counter("neurovisor_egress_denied_total",
+                    {{"vm_id", "vm-a"}, {"sandbox_id", "sbx-1"}, {"kind", "lookup"}}),
+            10);
+  EXPECT_EQ(counter("neurovisor_egress_denied_total",
+                    {{"vm_id", "vm-a"}, {"sandbox_id", "sbx-1"}, {"kind", "connection"}}),
+            2);
+  EXPECT_EQ(counter("neurovisor_egress_denied_total",
+                    {{"vm_id", "vm-b"}, {"sandbox_id", "none"}, {"kind", "connection"}}),
+            1);
+  EXPECT_FALSE(send("security.egress_denied", denied("vm-a", "sbx-1", "nxdomain: x", 0)));
+  EXPECT_FALSE(send("security.egress_denied", denied("vm a", "sbx-1", "nxdomain: x", 1)));
+  EXPECT_EQ(counter("neurovisor_egress_denied_total",
+                    {{"vm_id", "vm-a"}, {"sandbox_id", "sbx-1"}, {"kind", "lookup"}}),
+            10);
+  ASSERT_TRUE(send("vm.failed", [](Event::Builder e) { e.initVmFailed().setVmId("vm-a"); }));
+  EXPECT_EQ(series_with("neurovisor_egress_denied_total", "vm_id"), 1u);  // vm-b's
+}
+
 TEST_F(EventMetricsTest, VmSeriesAreCappedAndTheOverflowCounted) {
   nv::metrics::Limits limits;
   limits.max_vms = 1;

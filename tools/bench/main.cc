@@ -11,6 +11,7 @@
 //   nv-bench sandbox   sandboxes that live, through the sandbox service (sandbox_bench.cc)
 //   nv-bench mount     host directories: copy-in and sync through the sandbox service
 //   nv-bench api       HTTP (nv-api) vs the bus, the same calls interleaved (api_bench.cc)
+//   nv-bench dns       the sandbox resolver's answer latency vs the upstream (dns_bench.cc)
 // Each subcommand gets argv with its own name as argv[0] and takes --help.
 // Parts whose source is not in the tree yet are compiled out (tools/bench.cmake) and say so.
 #include <signal.h>
@@ -55,6 +56,9 @@ int run_api_bench(int argc, char** argv);
 #endif
 #ifdef NV_HAVE_MOUNT_BENCH
 int run_mount_bench(int argc, char** argv);
+#endif
+#ifdef NV_HAVE_DNS_BENCH
+int run_dns_bench(int argc, char** argv);
 #endif
 
 namespace {
@@ -114,6 +118,11 @@ const Part kParts[] = {
     {"mount", run_mount_bench, "host directories: copy-in at create, sync of changed files"},
 #else
     {"mount", nullptr, "host directories: copy-in at create, sync of changed files"},
+#endif
+#ifdef NV_HAVE_DNS_BENCH
+    {"dns", run_dns_bench, "sandbox resolver: allowed and NXDOMAIN answers vs the upstream"},
+#else
+    {"dns", nullptr, "sandbox resolver: allowed and NXDOMAIN answers vs the upstream"},
 #endif
 };
 
