@@ -61,14 +61,15 @@ struct MountSync {
   std::vector<std::string> skipped;  // "<path>: <why>", at most 100
 };
 
-// sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
-// what they set).
 // sandbox.capnp InferencePolicy: the in-guest model endpoint (issue 16).
 struct Inference {
   bool enabled = false;
   std::vector<std::string> models{};  // allowed model names; empty = the gateway's default only
   uint64_t token_budget = 0;          // prompt + completion tokens; 0 = the executor's default
 };
+
+// sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
+// what they set).
 
 struct Spec {
   schema::SizeTier tier = schema::SizeTier::UNSET;  // unset = small

@@ -101,6 +101,11 @@ void add_options(nv::Config& c) {
             "files and directories a read-write mount may hold beyond those copied in");
   c.add_string("mount-copier", "",
                "the nv-mount-copier program; \"\" = the one next to nv-sandbox-executor");
+  // The inference bridge (issue 16; inference_bridge.h).
+  c.add_int("inference-token-budget", 100000,
+            "prompt + completion tokens of a sandbox's model calls when its InferencePolicy "
+            "gives no tokenBudget");
+  c.add_int("inference-timeout-ms", 300000, "one model call of the inference bridge");
 }
 
 // With --mount-root the executor spawns nv-mount-copier (posix_spawn), which inherits this filter:
@@ -143,11 +148,6 @@ void add_mount_copier_rules(nv::seccomp::Profile& profile) {
     profile.rules.push_back(nv::seccomp::allow(
         call, "nv-mount-copier (inherits this filter): confined reads/writes of one mount"));
   }
-  // The inference bridge (issue 16; inference_bridge.h).
-  c.add_int("inference-token-budget", 100000,
-            "prompt + completion tokens of a sandbox's model calls when its InferencePolicy "
-            "gives no tokenBudget");
-  c.add_int("inference-timeout-ms", 300000, "one model call of the inference bridge");
 }
 
 // The host name with every byte outside [a-zA-Z0-9_] as '_', at most 40 bytes.

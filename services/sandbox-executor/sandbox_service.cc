@@ -356,6 +356,7 @@ void SandboxService::do_create(Call& c) {
   s->channel = std::move(ch.value());
   if (!spec.mounts.empty()) {
     if (auto st = mount_in(c, *s, spec.mounts); !st) return c.fail(st.error());
+  }
   s->trace_id = c.trace_id;
   if (auto st = start_inference(*s, c.bounded(opt_.connect_timeout)); !st) {
     end(*s, "sandbox.reaped", "inference bridge failed: " + st.error().message, c.trace_id);
