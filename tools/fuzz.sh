@@ -19,7 +19,7 @@ BUILD=${NV_BUILD_DIR:-$ROOT/build}
 FUZZ_BUILD=$BUILD/fuzz
 SRC=$ROOT/tests/fuzz
 TARGETS=(bus_frames guest_agent guest_channel ollama_chat ollama_stream openai_chat openai_stream
-         text_tool_calls config utf8 dns_query)
+         text_tool_calls config utf8 dns_query inference_request)
 
 say() { printf '\033[1m[fuzz]\033[0m %s\n' "$*" >&2; }
 die() { printf '[fuzz] error: %s\n' "$*" >&2; exit 1; }

@@ -3,7 +3,7 @@
 # seed corpus. A finding fails the test; its input lands in <build>/fuzz/artifacts/<target>/.
 set(NV_FUZZ_SECONDS 30 CACHE STRING "Seconds each fuzz target runs under ctest (label fuzz)")
 set(NV_FUZZ_TARGETS bus_frames guest_agent guest_channel ollama_chat ollama_stream openai_chat
-    openai_stream text_tool_calls config utf8 dns_query)
+    openai_stream text_tool_calls config utf8 dns_query inference_request)
 
 add_test(NAME fuzz_build COMMAND ${CMAKE_SOURCE_DIR}/tools/fuzz.sh --build)
 set_tests_properties(fuzz_build PROPERTIES LABELS fuzz TIMEOUT 900 FIXTURES_SETUP nv_fuzz_bins
