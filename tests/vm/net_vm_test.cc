@@ -10,6 +10,10 @@
 //      badRequest; allow [198.51.100.0/24] reaches A and B but not the denied .66 (on the wire);
 //      the two sandboxes cannot reach each other;
 //   D. a fork of B's sandbox: its own MAC and address, the same policy;
+//   DNS. allow ["allowed.test"] with --net-dns-upstream = dnsmasq on this host's loopback (a real
+//      server; allowed.test → A, other.test → B): glibc in the guest resolves allowed.test
+//      through the responder on its gateway and fetches A's page by name; other.test is
+//      NXDOMAIN; B's address, reached without DNS, is dropped (its CIDR is not allowed);
 //   E. released VMs leave no veth in the uplink namespace.
 // Skips (with the reason) without root, QEMU or the guest image.
 #include <arpa/inet.h>
@@ -174,6 +178,7 @@ class NetTest : public ::testing::Test {
     (void)make_dirs(dir_ + "/www", 0755);
     std::ofstream(dir_ + "/www/index.html") << "hello from the test internet\n";
     make_internet();
+    start_dnsmasq();
     endpoint_ = "ipc://" + dir_ + "/vm-pool.sock";
     start_service();
     ctx_ = new zmq::context_t();
@@ -236,6 +241,17 @@ class NetTest : public ::testing::Test {
     start_error_ = "the test's HTTP servers did not come up";
   }
 
+  // The operator's resolver: dnsmasq on this host's loopback (the pool manager forwards there).
+  static void start_dnsmasq() {
+    dns_port_ = 20000 + ::getpid() % 20000;
+    servers_.push_back(
+        spawn({"dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv",
+               "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+               "--port=" + std::to_string(dns_port_), "--pid-file=" + dir_ + "/dnsmasq.pid",
+               "--local-ttl=60", "--address=/allowed.test/" + std::string(kA),
+               "--address=/other.test/" + std::string(kB)}));
+  }
+
   static void start_service() {
     pid_ = spawn({binary_,
                   "--runtime-dir",
@@ -265,7 +281,9 @@ class NetTest : public ::testing::Test {
                   "--net-uplink-netns",
                   inet_path_,
                   "--net-deny",
-                  std::string(kDenied) + "/32"});
+                  std::string(kDenied) + "/32",
+                  "--net-dns-upstream",
+                  "127.0.0.1:" + std::to_string(dns_port_)});
   }
   static bool wait_warm() {
     auto until = Clock::now() + 240s;
@@ -301,6 +319,7 @@ class NetTest : public ::testing::Test {
 
   static inline std::string skip_, start_error_, dir_, binary_, endpoint_, inet_path_;
   static inline pid_t pid_ = -1;
+  static inline int dns_port_ = 0;
   static inline std::vector<pid_t> servers_;
   static inline UniqueFd internet_;
   static inline zmq::context_t* ctx_ = nullptr;
@@ -408,6 +427,25 @@ TEST_F(NetTest, D_ForkGetsItsOwnMacAndAddressAndKeepsThePolicy) {
   EXPECT_EQ(sh(one_, "cat /sys/class/net/eth0/address"), one_.network.mac + "\n");
   EXPECT_EQ(fetch(one_, kA, 8080), "ok hello from the test internet");
   EXPECT_TRUE(client_->release("t", k.vm_id, "test done").ok());
+}
+
+TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
+  auto l = lease("sbx-dns", allow({"allowed.test"}));
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  const VmLease dns = l.value();
+  // glibc's resolver in the guest (resolv.conf: the gateway), a real client.
+  EXPECT_EQ(trim(run(dns, schema::Language::PYTHON,
+                     "import socket\nprint(socket.gethostbyname('ALLOWED.test'))")),
+            kA);
+  EXPECT_EQ(fetch(dns, "allowed.test", 8080), "ok hello from the test internet");
+  EXPECT_EQ(
+      trim(run(dns, schema::Language::PYTHON,
+               "import socket\ntry:\n  socket.gethostbyname('other.test')\n  print('resolved')\n"
+               "except socket.gaierror as e:\n  print('gaierror', e.errno == socket.EAI_NONAME)")),
+      "gaierror True");
+  // other.test's address without DNS: not on the allow list, dropped.
+  EXPECT_EQ(fetch(dns, kB, 8080), "timeout");
+  EXPECT_TRUE(client_->release("t", dns.vm_id, "test done").ok());
 }
 
 TEST_F(NetTest, E_ReleasedSandboxesLeaveNoVethBehind) {
