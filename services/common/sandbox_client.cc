@@ -56,6 +56,14 @@ void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setIdleTimeoutMs(s.idle_timeout_ms);
   labels_to_capnp(s.labels, b.initLabels(static_cast<unsigned>(s.labels.size())));
   b.setFromSnapshot(s.from_snapshot);
+  if (s.network.allow) {
+    auto n = b.initNetwork();
+    n.setMode(schema::NetworkMode::ALLOW);
+    auto a = n.initAllow(static_cast<unsigned>(s.network.entries.size()));
+    for (unsigned k = 0; k < a.size(); ++k) a.set(k, s.network.entries[k]);
+    n.setMaxConnections(s.network.max_connections);
+    n.setBandwidthBytesPerS(s.network.bandwidth);
+  }
 }
 Spec from_capnp(schema::SandboxSpec::Reader r) {
   Spec s;
@@ -67,6 +75,13 @@ Spec from_capnp(schema::SandboxSpec::Reader r) {
   s.idle_timeout_ms = r.getIdleTimeoutMs();
   s.labels = labels_from_capnp(r.getLabels());
   s.from_snapshot = r.getFromSnapshot();
+  if (r.hasNetwork()) {
+    auto n = r.getNetwork();
+    s.network.allow = n.getMode() == schema::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) s.network.entries.emplace_back(e.cStr(), e.size());
+    s.network.max_connections = n.getMaxConnections();
+    s.network.bandwidth = n.getBandwidthBytesPerS();
+  }
   return s;
 }
 
@@ -90,6 +105,13 @@ void to_capnp(const Info& s, schema::SandboxInfo::Builder b) {
   b.setCwd(s.cwd);
   env_to_capnp(s.env, b.initEnv(static_cast<unsigned>(s.env.size())));
   b.setEndReason(s.end_reason);
+  auto n = b.initNetwork();
+  n.setMode(s.network.allow ? schema::NetworkMode::ALLOW : schema::NetworkMode::NONE);
+  auto a = n.initAllow(static_cast<unsigned>(s.network.entries.size()));
+  for (unsigned i = 0; i < a.size(); ++i) a.set(i, s.network.entries[i]);
+  n.setMac(s.network.mac);
+  n.setIpv4(s.network.ipv4);
+  n.setGateway(s.network.gateway);
 }
 Info from_capnp(schema::SandboxInfo::Reader r) {
   Info s;
@@ -110,6 +132,14 @@ Info from_capnp(schema::SandboxInfo::Reader r) {
   s.cwd = r.getCwd();
   s.env = env_from_capnp(r.getEnv());
   s.end_reason = r.getEndReason();
+  if (r.hasNetwork()) {
+    auto n = r.getNetwork();
+    s.network.allow = n.getMode() == schema::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) s.network.entries.emplace_back(e.cStr(), e.size());
+    s.network.mac = n.getMac();
+    s.network.ipv4 = n.getIpv4();
+    s.network.gateway = n.getGateway();
+  }
   return s;
 }
 

@@ -42,6 +42,15 @@ struct Label {
   bool operator==(const Label&) const = default;
 };
 
+// sandbox.capnp NetworkPolicy (in a Spec) and NetworkInfo (in an Info), issue 16.
+struct Network {
+  bool allow = false;                // false: mode none (no route)
+  std::vector<std::string> entries;  // CIDR[:port] and domain names
+  uint32_t max_connections = 0;      // Spec: 0 = the pool's default
+  uint64_t bandwidth = 0;            // Spec: egress bytes/s, 0 = the pool's default
+  std::string mac, ipv4, gateway;    // Info: the VM's, "" for mode none
+};
+
 // sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
 // what they set).
 struct Spec {
@@ -53,6 +62,7 @@ struct Spec {
   uint32_t idle_timeout_ms = 0;                     // 0 = the executor's default (10 min)
   std::vector<Label> labels{};                      // at most 16
   std::string from_snapshot{};                      // "" = a fresh warm VM
+  Network network{};                                // mode none unless set
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -68,6 +78,7 @@ struct Info {
   std::string parent_id, from_snapshot, cwd;
   EnvList env;
   std::string end_reason;  // destroyed: why
+  Network network;         // the VM's network (mode, allow list, MAC, address, gateway)
 };
 
 // sandbox.capnp SandboxExec.
