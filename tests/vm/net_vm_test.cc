@@ -445,6 +445,20 @@ TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
       "gaierror True");
   // other.test's address without DNS: not on the allow list, dropped.
   EXPECT_EQ(fetch(dns, kB, 8080), "timeout");
+  // A fork keeps the domain policy: its own resolver on its own gateway.
+  auto f = client_->fork("t-dns-fork", dns.vm_id, 1, 600s, {"sbx-dns-fork"});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  ASSERT_EQ(f.value().leases.size(), 1u);
+  const VmLease& k = f.value().leases[0];
+  EXPECT_NE(k.network.gateway, dns.network.gateway);
+  EXPECT_EQ(sh(k, "cat /etc/resolv.conf | head -1"), "nameserver " + k.network.gateway + "\n");
+  EXPECT_EQ(fetch(k, "allowed.test", 8080), "ok hello from the test internet");
+  EXPECT_EQ(
+      trim(run(k, schema::Language::PYTHON,
+               "import socket\ntry:\n  socket.gethostbyname('other.test')\n  print('resolved')\n"
+               "except socket.gaierror as e:\n  print('gaierror', e.errno == socket.EAI_NONAME)")),
+      "gaierror True");
+  EXPECT_TRUE(client_->release("t", k.vm_id, "test done").ok());
   EXPECT_TRUE(client_->release("t", dns.vm_id, "test done").ok());
 }
 
