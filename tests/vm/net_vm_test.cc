@@ -31,6 +31,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/frames.h"
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
 #include "sysutil.h"
@@ -179,6 +180,10 @@ class NetTest : public ::testing::Test {
     std::ofstream(dir_ + "/www/index.html") << "hello from the test internet\n";
     make_internet();
     start_dnsmasq();
+    // The events the pool manager pushes (no orchestrator here): read by the DNS case.
+    events_ctx_ = new zmq::context_t();
+    events_ = new zmq::socket_t(*events_ctx_, zmq::socket_type::pull);
+    events_->bind("ipc://" + dir_ + "/no-hub.sock");
     endpoint_ = "ipc://" + dir_ + "/vm-pool.sock";
     start_service();
     ctx_ = new zmq::context_t();
@@ -189,6 +194,9 @@ class NetTest : public ::testing::Test {
     delete client_;
     delete ctx_;
     client_ = nullptr;
+    delete events_;
+    delete events_ctx_;
+    events_ = nullptr;
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
       ::waitpid(pid_, nullptr, 0);
@@ -320,6 +328,30 @@ class NetTest : public ::testing::Test {
   static inline std::string skip_, start_error_, dir_, binary_, endpoint_, inet_path_;
   static inline pid_t pid_ = -1;
   static inline int dns_port_ = 0;
+  static inline zmq::context_t* events_ctx_ = nullptr;
+  static inline zmq::socket_t* events_ = nullptr;
+
+  // The first security.egress_denied event for `sandbox_id` within `wait`: "<destination>|<rule>
+  // |<count>|<vm id>", or "" when none came.
+  static std::string denial_for(const std::string& sandbox_id, std::chrono::seconds wait) {
+    const auto until = Clock::now() + wait;
+    events_->set(zmq::sockopt::rcvtimeo, 500);
+    while (Clock::now() < until) {
+      zmq::message_t topic, body;
+      if (!events_->recv(topic)) continue;
+      if (!topic.more() || !events_->recv(body)) continue;
+      if (topic.to_string() != "security.egress_denied") continue;
+      auto reader = bus::BodyReader::open(body, bus::Limits{});
+      if (!reader.ok()) continue;
+      auto e = reader.value().root<schema::Event>();
+      if (!e.ok() || !e.value().isEgressDenied()) continue;
+      auto d = e.value().getEgressDenied();
+      if (std::string(d.getSandboxId().cStr()) != sandbox_id) continue;
+      return std::string(d.getDestination().cStr()) + "|" + d.getRule().cStr() + "|" +
+             std::to_string(d.getCount()) + "|" + d.getVmId().cStr();
+    }
+    return "";
+  }
   static inline std::vector<pid_t> servers_;
   static inline UniqueFd internet_;
   static inline zmq::context_t* ctx_ = nullptr;
@@ -443,6 +475,9 @@ TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
                "import socket\ntry:\n  socket.gethostbyname('other.test')\n  print('resolved')\n"
                "except socket.gaierror as e:\n  print('gaierror', e.errno == socket.EAI_NONAME)")),
       "gaierror True");
+  // The lookup's denial on the bus (issue 16 §4): sandbox, name, rule, count.
+  EXPECT_EQ(denial_for("sbx-dns", 20s),
+            "other.test|nxdomain: not on the allow list|1|" + dns.vm_id);
   // other.test's address without DNS: not on the allow list, dropped.
   EXPECT_EQ(fetch(dns, kB, 8080), "timeout");
   // A fork keeps the domain policy: its own resolver on its own gateway.
