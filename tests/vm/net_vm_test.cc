@@ -158,6 +158,15 @@ std::string offset_ip(const std::string& cidr, int delta) {
   return buf;
 }
 
+// glibc's resolver in the guest (resolv.conf: the gateway): the address of `name`, or
+// "gaierror True" when the name does not exist (EAI_NONAME: NXDOMAIN).
+std::string lookup(const VmLease& l, const std::string& name) {
+  return trim(run(l, schema::Language::PYTHON,
+                  "import socket\ntry:\n  print(socket.gethostbyname('" + name +
+                      "'))\nexcept socket.gaierror as e:\n  print('gaierror', e.errno == "
+                      "socket.EAI_NONAME)"));
+}
+
 constexpr const char* kOwner = "net-tester";
 constexpr const char* kA = "198.51.100.10";
 constexpr const char* kB = "198.51.100.20";
@@ -466,15 +475,9 @@ TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
   ASSERT_TRUE(l.ok()) << l.error().message;
   const VmLease dns = l.value();
   // glibc's resolver in the guest (resolv.conf: the gateway), a real client.
-  EXPECT_EQ(trim(run(dns, schema::Language::PYTHON,
-                     "import socket\nprint(socket.gethostbyname('ALLOWED.test'))")),
-            kA);
+  EXPECT_EQ(lookup(dns, "ALLOWED.test"), kA);
   EXPECT_EQ(fetch(dns, "allowed.test", 8080), "ok hello from the test internet");
-  EXPECT_EQ(
-      trim(run(dns, schema::Language::PYTHON,
-               "import socket\ntry:\n  socket.gethostbyname('other.test')\n  print('resolved')\n"
-               "except socket.gaierror as e:\n  print('gaierror', e.errno == socket.EAI_NONAME)")),
-      "gaierror True");
+  EXPECT_EQ(lookup(dns, "other.test"), "gaierror True");
   // The lookup's denial on the bus (issue 16 §4): sandbox, name, rule, count.
   EXPECT_EQ(denial_for("sbx-dns", 20s),
             "other.test|nxdomain: not on the allow list|1|" + dns.vm_id);
@@ -488,11 +491,7 @@ TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
   EXPECT_NE(k.network.gateway, dns.network.gateway);
   EXPECT_EQ(sh(k, "cat /etc/resolv.conf | head -1"), "nameserver " + k.network.gateway + "\n");
   EXPECT_EQ(fetch(k, "allowed.test", 8080), "ok hello from the test internet");
-  EXPECT_EQ(
-      trim(run(k, schema::Language::PYTHON,
-               "import socket\ntry:\n  socket.gethostbyname('other.test')\n  print('resolved')\n"
-               "except socket.gaierror as e:\n  print('gaierror', e.errno == socket.EAI_NONAME)")),
-      "gaierror True");
+  EXPECT_EQ(lookup(k, "other.test"), "gaierror True");
   EXPECT_TRUE(client_->release("t", k.vm_id, "test done").ok());
   EXPECT_TRUE(client_->release("t", dns.vm_id, "test done").ok());
 }
