@@ -115,6 +115,14 @@ void to_capnp(const Spec& s, schema::SandboxSpec::Builder b) {
   b.setFromSnapshot(s.from_snapshot);
   mounts_to_capnp(s.mounts, b.initMounts(static_cast<unsigned>(s.mounts.size())));
   if (s.inference.enabled) inference_to_capnp(s.inference, b.initInference());
+  if (s.network.allow) {
+    auto n = b.initNetwork();
+    n.setMode(schema::NetworkMode::ALLOW);
+    auto a = n.initAllow(static_cast<unsigned>(s.network.entries.size()));
+    for (unsigned k = 0; k < a.size(); ++k) a.set(k, s.network.entries[k]);
+    n.setMaxConnections(s.network.max_connections);
+    n.setBandwidthBytesPerS(s.network.bandwidth);
+  }
 }
 Spec from_capnp(schema::SandboxSpec::Reader r) {
   Spec s;
@@ -128,6 +136,13 @@ Spec from_capnp(schema::SandboxSpec::Reader r) {
   s.from_snapshot = r.getFromSnapshot();
   s.mounts = mounts_from_capnp(r.getMounts());
   if (r.hasInference()) s.inference = inference_from_capnp(r.getInference());
+  if (r.hasNetwork()) {
+    auto n = r.getNetwork();
+    s.network.allow = n.getMode() == schema::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) s.network.entries.emplace_back(e.cStr(), e.size());
+    s.network.max_connections = n.getMaxConnections();
+    s.network.bandwidth = n.getBandwidthBytesPerS();
+  }
   return s;
 }
 
@@ -154,6 +169,13 @@ void to_capnp(const Info& s, schema::SandboxInfo::Builder b) {
   mounts_to_capnp(s.mounts, b.initMounts(static_cast<unsigned>(s.mounts.size())));
   if (s.inference.enabled) inference_to_capnp(s.inference, b.initInference());
   b.setInferenceTokensUsed(s.inference_tokens_used);
+  auto n = b.initNetwork();
+  n.setMode(s.network.allow ? schema::NetworkMode::ALLOW : schema::NetworkMode::NONE);
+  auto a = n.initAllow(static_cast<unsigned>(s.network.entries.size()));
+  for (unsigned i = 0; i < a.size(); ++i) a.set(i, s.network.entries[i]);
+  n.setMac(s.network.mac);
+  n.setIpv4(s.network.ipv4);
+  n.setGateway(s.network.gateway);
 }
 Info from_capnp(schema::SandboxInfo::Reader r) {
   Info s;
@@ -177,6 +199,14 @@ Info from_capnp(schema::SandboxInfo::Reader r) {
   s.mounts = mounts_from_capnp(r.getMounts());
   if (r.hasInference()) s.inference = inference_from_capnp(r.getInference());
   s.inference_tokens_used = r.getInferenceTokensUsed();
+  if (r.hasNetwork()) {
+    auto n = r.getNetwork();
+    s.network.allow = n.getMode() == schema::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) s.network.entries.emplace_back(e.cStr(), e.size());
+    s.network.mac = n.getMac();
+    s.network.ipv4 = n.getIpv4();
+    s.network.gateway = n.getGateway();
+  }
   return s;
 }
 

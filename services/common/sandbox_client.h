@@ -68,6 +68,15 @@ struct Inference {
   uint64_t token_budget = 0;          // prompt + completion tokens; 0 = the executor's default
 };
 
+// sandbox.capnp NetworkPolicy (in a Spec) and NetworkInfo (in an Info), issue 16.
+struct Network {
+  bool allow = false;                // false: mode none (no route)
+  std::vector<std::string> entries;  // CIDR[:port] and domain names
+  uint32_t max_connections = 0;      // Spec: 0 = the pool's default
+  uint64_t bandwidth = 0;            // Spec: egress bytes/s, 0 = the pool's default
+  std::string mac, ipv4, gateway;    // Info: the VM's, "" for mode none
+};
+
 // sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
 // what they set).
 
@@ -82,6 +91,7 @@ struct Spec {
   std::string from_snapshot{};                      // "" = a fresh warm VM
   std::vector<Mount> mounts{};                      // at most 8
   Inference inference{};                            // off unless enabled
+  Network network{};                                // mode none unless set
 };
 
 // sandbox.capnp SandboxInfo. Times are unix milliseconds.
@@ -100,6 +110,7 @@ struct Info {
   std::vector<Mount> mounts;
   Inference inference;     // token_budget: the one in force (the default filled in)
   uint64_t inference_tokens_used = 0;
+  Network network;         // the VM's network (mode, allow list, MAC, address, gateway)
 };
 
 // sandbox.capnp SandboxExec.

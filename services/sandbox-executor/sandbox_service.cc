@@ -263,6 +263,11 @@ std::shared_ptr<Sandbox> SandboxService::adopt(SandboxRecord rec, VmLease lease)
   rec.info.vcpus = lease.vcpus;
   rec.info.memory_mib = lease.memory_mib;
   rec.info.state = schema::SandboxState::RUNNING;
+  rec.info.network.allow = lease.network.allow;  // the pool's NetworkInfo (forks: their own)
+  rec.info.network.entries = lease.network.entries;
+  rec.info.network.mac = lease.network.mac;
+  rec.info.network.ipv4 = lease.network.ipv4;
+  rec.info.network.gateway = lease.network.gateway;
   s->rec = std::move(rec);
   s->lease = std::move(lease);
   std::lock_guard g(mu_);
@@ -332,6 +337,10 @@ void SandboxService::do_create(Call& c) {
   ls.wait = std::min(opt_.lease_wait, std::chrono::duration_cast<milliseconds>(
                                           c.bounded(opt_.lease_wait) - Call::Clock::now()));
   ls.lifetime = lifetime + opt_.lease_margin;
+  ls.network.allow = spec.network.allow;
+  ls.network.entries = spec.network.entries;
+  ls.network.max_connections = spec.network.max_connections;
+  ls.network.bandwidth = spec.network.bandwidth;
   auto lease = pool_->lease(c.trace_id, ls);
   if (!lease) {
     log::warn("sandbox lease failed", {{"error", lease.error().to_string()}});

@@ -10,6 +10,10 @@
 //      badRequest; allow [198.51.100.0/24] reaches A and B but not the denied .66 (on the wire);
 //      the two sandboxes cannot reach each other;
 //   D. a fork of B's sandbox: its own MAC and address, the same policy;
+//   DNS. allow ["allowed.test"] with --net-dns-upstream = dnsmasq on this host's loopback (a real
+//      server; allowed.test → A, other.test → B): glibc in the guest resolves allowed.test
+//      through the responder on its gateway and fetches A's page by name; other.test is
+//      NXDOMAIN; B's address, reached without DNS, is dropped (its CIDR is not allowed);
 //   E. released VMs leave no veth in the uplink namespace.
 // Skips (with the reason) without root, QEMU or the guest image.
 #include <arpa/inet.h>
@@ -27,6 +31,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/frames.h"
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
 #include "sysutil.h"
@@ -153,6 +158,15 @@ std::string offset_ip(const std::string& cidr, int delta) {
   return buf;
 }
 
+// glibc's resolver in the guest (resolv.conf: the gateway): the address of `name`, or
+// "gaierror True" when the name does not exist (EAI_NONAME: NXDOMAIN).
+std::string lookup(const VmLease& l, const std::string& name) {
+  return trim(run(l, schema::Language::PYTHON,
+                  "import socket\ntry:\n  print(socket.gethostbyname('" + name +
+                      "'))\nexcept socket.gaierror as e:\n  print('gaierror', e.errno == "
+                      "socket.EAI_NONAME)"));
+}
+
 constexpr const char* kOwner = "net-tester";
 constexpr const char* kA = "198.51.100.10";
 constexpr const char* kB = "198.51.100.20";
@@ -174,6 +188,11 @@ class NetTest : public ::testing::Test {
     (void)make_dirs(dir_ + "/www", 0755);
     std::ofstream(dir_ + "/www/index.html") << "hello from the test internet\n";
     make_internet();
+    start_dnsmasq();
+    // The events the pool manager pushes (no orchestrator here): read by the DNS case.
+    events_ctx_ = new zmq::context_t();
+    events_ = new zmq::socket_t(*events_ctx_, zmq::socket_type::pull);
+    events_->bind("ipc://" + dir_ + "/no-hub.sock");
     endpoint_ = "ipc://" + dir_ + "/vm-pool.sock";
     start_service();
     ctx_ = new zmq::context_t();
@@ -184,6 +203,9 @@ class NetTest : public ::testing::Test {
     delete client_;
     delete ctx_;
     client_ = nullptr;
+    delete events_;
+    delete events_ctx_;
+    events_ = nullptr;
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
       ::waitpid(pid_, nullptr, 0);
@@ -236,6 +258,17 @@ class NetTest : public ::testing::Test {
     start_error_ = "the test's HTTP servers did not come up";
   }
 
+  // The operator's resolver: dnsmasq on this host's loopback (the pool manager forwards there).
+  static void start_dnsmasq() {
+    dns_port_ = 20000 + ::getpid() % 20000;
+    servers_.push_back(
+        spawn({"dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv",
+               "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1",
+               "--port=" + std::to_string(dns_port_), "--pid-file=" + dir_ + "/dnsmasq.pid",
+               "--local-ttl=60", "--address=/allowed.test/" + std::string(kA),
+               "--address=/other.test/" + std::string(kB)}));
+  }
+
   static void start_service() {
     pid_ = spawn({binary_,
                   "--runtime-dir",
@@ -265,7 +298,9 @@ class NetTest : public ::testing::Test {
                   "--net-uplink-netns",
                   inet_path_,
                   "--net-deny",
-                  std::string(kDenied) + "/32"});
+                  std::string(kDenied) + "/32",
+                  "--net-dns-upstream",
+                  "127.0.0.1:" + std::to_string(dns_port_)});
   }
   static bool wait_warm() {
     auto until = Clock::now() + 240s;
@@ -301,6 +336,31 @@ class NetTest : public ::testing::Test {
 
   static inline std::string skip_, start_error_, dir_, binary_, endpoint_, inet_path_;
   static inline pid_t pid_ = -1;
+  static inline int dns_port_ = 0;
+  static inline zmq::context_t* events_ctx_ = nullptr;
+  static inline zmq::socket_t* events_ = nullptr;
+
+  // The first security.egress_denied event for `sandbox_id` within `wait`: "<destination>|<rule>
+  // |<count>|<vm id>", or "" when none came.
+  static std::string denial_for(const std::string& sandbox_id, std::chrono::seconds wait) {
+    const auto until = Clock::now() + wait;
+    events_->set(zmq::sockopt::rcvtimeo, 500);
+    while (Clock::now() < until) {
+      zmq::message_t topic, body;
+      if (!events_->recv(topic)) continue;
+      if (!topic.more() || !events_->recv(body)) continue;
+      if (topic.to_string() != "security.egress_denied") continue;
+      auto reader = bus::BodyReader::open(body, bus::Limits{});
+      if (!reader.ok()) continue;
+      auto e = reader.value().root<schema::Event>();
+      if (!e.ok() || !e.value().isEgressDenied()) continue;
+      auto d = e.value().getEgressDenied();
+      if (std::string(d.getSandboxId().cStr()) != sandbox_id) continue;
+      return std::string(d.getDestination().cStr()) + "|" + d.getRule().cStr() + "|" +
+             std::to_string(d.getCount()) + "|" + d.getVmId().cStr();
+    }
+    return "";
+  }
   static inline std::vector<pid_t> servers_;
   static inline UniqueFd internet_;
   static inline zmq::context_t* ctx_ = nullptr;
@@ -408,6 +468,32 @@ TEST_F(NetTest, D_ForkGetsItsOwnMacAndAddressAndKeepsThePolicy) {
   EXPECT_EQ(sh(one_, "cat /sys/class/net/eth0/address"), one_.network.mac + "\n");
   EXPECT_EQ(fetch(one_, kA, 8080), "ok hello from the test internet");
   EXPECT_TRUE(client_->release("t", k.vm_id, "test done").ok());
+}
+
+TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
+  auto l = lease("sbx-dns", allow({"allowed.test"}));
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  const VmLease dns = l.value();
+  // glibc's resolver in the guest (resolv.conf: the gateway), a real client.
+  EXPECT_EQ(lookup(dns, "ALLOWED.test"), kA);
+  EXPECT_EQ(fetch(dns, "allowed.test", 8080), "ok hello from the test internet");
+  EXPECT_EQ(lookup(dns, "other.test"), "gaierror True");
+  // The lookup's denial on the bus (issue 16 §4): sandbox, name, rule, count.
+  EXPECT_EQ(denial_for("sbx-dns", 20s),
+            "other.test|nxdomain: not on the allow list|1|" + dns.vm_id);
+  // other.test's address without DNS: not on the allow list, dropped.
+  EXPECT_EQ(fetch(dns, kB, 8080), "timeout");
+  // A fork keeps the domain policy: its own resolver on its own gateway.
+  auto f = client_->fork("t-dns-fork", dns.vm_id, 1, 600s, {"sbx-dns-fork"});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  ASSERT_EQ(f.value().leases.size(), 1u);
+  const VmLease& k = f.value().leases[0];
+  EXPECT_NE(k.network.gateway, dns.network.gateway);
+  EXPECT_EQ(sh(k, "cat /etc/resolv.conf | head -1"), "nameserver " + k.network.gateway + "\n");
+  EXPECT_EQ(fetch(k, "allowed.test", 8080), "ok hello from the test internet");
+  EXPECT_EQ(lookup(k, "other.test"), "gaierror True");
+  EXPECT_TRUE(client_->release("t", k.vm_id, "test done").ok());
+  EXPECT_TRUE(client_->release("t", dns.vm_id, "test done").ok());
 }
 
 TEST_F(NetTest, E_ReleasedSandboxesLeaveNoVethBehind) {
