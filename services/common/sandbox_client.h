@@ -79,7 +79,6 @@ struct Network {
 
 // sandbox.capnp SandboxSpec. Every member has a default (designated initializers may name only
 // what they set).
-
 struct Spec {
   schema::SizeTier tier = schema::SizeTier::UNSET;  // unset = small
   std::string image{};                              // "" | "default"
