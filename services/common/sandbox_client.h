@@ -107,9 +107,9 @@ struct Info {
   EnvList env;
   std::string end_reason;  // destroyed: why
   std::vector<Mount> mounts;
-  Inference inference;     // token_budget: the one in force (the default filled in)
+  Inference inference;  // token_budget: the one in force (the default filled in)
   uint64_t inference_tokens_used = 0;
-  Network network;         // the VM's network (mode, allow list, MAC, address, gateway)
+  Network network;  // the VM's network (mode, allow list, MAC, address, gateway)
 };
 
 // sandbox.capnp SandboxExec.
