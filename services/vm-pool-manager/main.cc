@@ -117,6 +117,9 @@ void add_options(nv::Config& c) {
   c.add_bool("net-allow-private", false,
              "policies may allow private ranges (RFC 1918, RFC 6598, ULA); the pool's range stays "
              "denied");
+  c.add_bool("net-no-filter", false,
+             "benchmarks only (nv-bench net's baseline): sandboxes get NAT but NO policy; never "
+             "use it to serve tenants");
   c.add_int("net-max-connections", 64, "concurrent connections per sandbox when the policy sets 0");
   c.add_int("net-bandwidth", 10000000, "egress bytes/s per sandbox when the policy sets 0");
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
@@ -436,6 +439,8 @@ int run(nv::ServiceContext& ctx) {
         if (!d.empty()) nc.deny.push_back(d);
       }
       nc.allow_private = c.boolean("net-allow-private");
+      nc.no_filter = c.boolean("net-no-filter");
+      if (nc.no_filter) nv::log::warn("--net-no-filter: sandbox egress is NOT filtered", {});
       nc.default_max_connections =
           static_cast<uint32_t>(std::clamp<int64_t>(c.integer("net-max-connections"), 1, 65536));
       nc.default_bandwidth =
@@ -762,6 +767,22 @@ int run(nv::ServiceContext& ctx) {
         auto u = pool.usage(vm.vm_id);
         if (!u) continue;
         publish_stats(ctx.events, vm.vm_id, u.value());
+      }
+    }
+    // Denied guest connections (network.h folds them per destination and rule each second).
+    if (po.network) {
+      for (const auto& r : po.network->take_denied()) {
+        ctx.events.publish(
+            "security.egress_denied",
+            [&](schema::Event::Builder e) {
+              auto d = e.initEgressDenied();
+              d.setSandboxId(r.sandbox_id);
+              d.setVmId(r.vm_id);
+              d.setDestination(r.destination);
+              d.setRule(r.rule);
+              d.setCount(r.count);
+            },
+            r.trace_id, schema::Severity::ALERT);
       }
     }
   }

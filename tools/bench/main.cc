@@ -52,6 +52,9 @@ int run_sandbox_bench(int argc, char** argv);
 #ifdef NV_HAVE_API_BENCH
 int run_api_bench(int argc, char** argv);
 #endif
+#ifdef NV_HAVE_NET_BENCH
+int run_net_bench(int argc, char** argv);
+#endif
 
 namespace {
 
@@ -105,6 +108,11 @@ const Part kParts[] = {
     {"api", run_api_bench, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
 #else
     {"api", nullptr, "HTTP (nv-api) vs the bus: exec on a live sandbox, one-shot, no VM"},
+#endif
+#ifdef NV_HAVE_NET_BENCH
+    {"net", run_net_bench, "guest networking: GET and connection rate, policy vs unfiltered"},
+#else
+    {"net", nullptr, "guest networking: GET and connection rate, policy vs unfiltered"},
 #endif
 };
 
