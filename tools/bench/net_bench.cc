@@ -58,13 +58,21 @@ std::string sh_out(const std::string& cmd) {
   return out;
 }
 
-pid_t spawn(const std::vector<std::string>& args) {
+// Spawns `args`; stdout and stderr go to `log` when given.
+pid_t spawn(const std::vector<std::string>& args, const std::string& log = "") {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (!log.empty()) {
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  }
   pid_t pid = -1;
-  if (::posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  return pid;
+  int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
 }
 
 // One side: its "internet" namespace with the servers, and its pool manager.
@@ -74,7 +82,7 @@ struct Side {
   std::vector<pid_t> pids;  // servers, then the pool manager
   ~Side() {
     for (auto it = pids.rbegin(); it != pids.rend(); ++it) {
-      ::kill(*it, SIGTERM);
+      ::kill(*it, it == pids.rbegin() ? SIGTERM : SIGKILL);  // the pool stops its VMs
       ::waitpid(*it, nullptr, 0);
     }
     if (inet_fd >= 0) ::close(inet_fd);
@@ -127,7 +135,7 @@ bool make_side(Side& s, const Args& a, const std::string& bin_dir, bool filtered
   if (!a.kernel.empty()) args.insert(args.end(), {"--kernel", a.kernel});
   if (!a.rootfs.empty()) args.insert(args.end(), {"--rootfs", a.rootfs});
   if (!filtered) args.push_back("--net-no-filter");
-  s.pids.push_back(spawn(args));
+  s.pids.push_back(spawn(args, s.dir + "/pool.log"));
   return true;
 }
 
@@ -221,8 +229,9 @@ int run_net_bench(int argc, char** argv) {
       std::this_thread::sleep_for(500ms);
     }
     if (!l.ok()) {
-      std::fprintf(stderr, "nv-bench net: lease (%s): %s\n", sides[i]->name.c_str(),
-                   l.error().message.c_str());
+      std::fprintf(stderr, "nv-bench net: lease (%s): %s\n%s\n", sides[i]->name.c_str(),
+                   l.error().message.c_str(),
+                   sh_out("tail -5 " + sides[i]->dir + "/pool.log").c_str());
       return 1;
     }
     leases[i] = l.value();
