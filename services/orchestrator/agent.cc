@@ -66,6 +66,7 @@ struct Agent::Task {
   std::string prompt;
   uint32_t max_iterations = 0;
   s::SizeTier tier = s::SizeTier::UNSET;
+  sandbox::Network network;  // SubmitTask.network: the task sandbox's policy
   Clock::time_point started = Clock::now();
   Clock::time_point deadline;
   milliseconds timeout{0};
@@ -302,7 +303,7 @@ struct Agent::Task {
   Result<std::string> open_sandbox(milliseconds budget) {
     if (!sandbox) {
       sandbox.emplace(client, TaskSandbox::Options{"task:" + trace, trace, tier,
-                                                   left() + std::chrono::seconds(60)});
+                                                   left() + std::chrono::seconds(60), network});
     }
     if (!sandbox->id().empty()) return sandbox->id();
     if (!registered(std::string(kSandboxService))) {
@@ -765,6 +766,14 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
   task.max_iterations =
       t.getMaxIterations() > 0 ? t.getMaxIterations() : options_.default_max_iterations;
   task.tier = t.getTier();
+  if (t.hasNetwork()) {  // checked in full by the pool (egressDenied, badRequest)
+    auto n = t.getNetwork();
+    if (n.getAllow().size() > 64) return bad("network.allow holds more than 64 entries");
+    task.network.allow = n.getMode() == s::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) task.network.entries.emplace_back(e.cStr(), e.size());
+    task.network.max_connections = n.getMaxConnections();
+    task.network.bandwidth = n.getBandwidthBytesPerS();
+  }
   task.timeout =
       t.getTimeoutMs() > 0 ? milliseconds(t.getTimeoutMs()) : options_.default_task_timeout;
   task.timeout = std::min(task.timeout, req->remaining());

@@ -31,6 +31,7 @@ class TaskSandbox {
     std::string trace;
     schema::SizeTier tier = schema::SizeTier::UNSET;
     std::chrono::milliseconds lifetime{0};  // 0 = the executor's default
+    sandbox::Network network{};             // SubmitTask.network (issue 16); mode none default
   };
   TaskSandbox(Client& client, Options options);
 
