@@ -12,7 +12,9 @@
 //   D. a fork of B's sandbox: its own MAC and address, the same policy;
 //   E. a connection limit of 2 drops the third concurrent connection; a 100 kB/s bucket makes
 //      600 kB of egress take at least 5 s;
-//   F. released VMs leave no veth in the uplink namespace.
+//   F. a sandbox restored from a snapshot of B's gets the policy its lease asks for, with its own
+//      MAC and address;
+//   G. released VMs leave no veth in the uplink namespace.
 // Skips (with the reason) without root, QEMU or the guest image.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -275,7 +277,7 @@ class NetTest : public ::testing::Test {
                   "--warm",
                   "1",
                   "--max",
-                  "6",
+                  "7",
                   "--boot-timeout-ms",
                   "180000",
                   "--net",
@@ -357,7 +359,7 @@ class NetTest : public ::testing::Test {
   static inline UniqueFd internet_;
   static inline zmq::context_t* ctx_ = nullptr;
   static inline PoolClient* client_ = nullptr;
-  static inline VmLease none_, one_, wide_, limited_;
+  static inline VmLease none_, one_, wide_, limited_, restored_;
   static inline std::thread events_thread_;
   static inline std::atomic<bool> stop_events_{false};
   static inline std::mutex events_mu_;
@@ -508,9 +510,31 @@ print(round(time.monotonic() - t, 2))
   EXPECT_GE(std::atof(secs.c_str()), 3.0) << secs;
 }
 
-TEST_F(NetTest, F_ReleasedSandboxesLeaveNoVethBehind) {
+TEST_F(NetTest, F_RestoredSnapshotGetsTheNetworkItAsksFor) {
+  ASSERT_FALSE(one_.vm_id.empty());
+  auto snap = client_->snapshot("t", one_.vm_id, "net-snap", kOwner);
+  ASSERT_TRUE(snap.ok()) << snap.error().message;
+  exec::SandboxLeaseSpec s;
+  s.sandbox_id = "sbx-restored";
+  s.owner = kOwner;
+  s.tier = schema::SizeTier::SMALL;
+  s.wait = 180s;
+  s.from_snapshot = "net-snap";
+  s.network = allow({std::string(kB) + "/32"});
+  auto l = client_->lease_sandbox("t-restored", s);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  restored_ = l.value();
+  EXPECT_TRUE(restored_.network.allow);
+  EXPECT_NE(restored_.network.mac, one_.network.mac);
+  EXPECT_NE(restored_.network.ipv4, one_.network.ipv4);
+  EXPECT_EQ(sh(restored_, "cat /sys/class/net/eth0/address"), restored_.network.mac + "\n");
+  EXPECT_EQ(fetch(restored_, kB, 8080), "ok hello from the test internet");
+  EXPECT_EQ(fetch(restored_, kA, 8080), "timeout");  // the snapshot's policy is not inherited
+}
+
+TEST_F(NetTest, G_ReleasedSandboxesLeaveNoVethBehind) {
   EXPECT_NE(trim(uplink_links()), "0");
-  for (const auto* l : {&none_, &one_, &wide_, &limited_}) {
+  for (const auto* l : {&none_, &one_, &wide_, &limited_, &restored_}) {
     if (!l->vm_id.empty()) {
       EXPECT_TRUE(client_->release("t", l->vm_id, "test done").ok());
     }
