@@ -397,6 +397,14 @@ void Agent::handle(const std::shared_ptr<Request>& req) {
       t.getMaxIterations() > 0 ? t.getMaxIterations() : options_.default_max_iterations;
   task.tier = t.getTier();
   task.mounts = std::move(mounts);
+  if (t.hasNetwork()) {  // checked in full by the pool (egressDenied, badRequest)
+    auto n = t.getNetwork();
+    if (n.getAllow().size() > 64) return bad("network.allow holds more than 64 entries");
+    task.network.allow = n.getMode() == s::NetworkMode::ALLOW;
+    for (auto e : n.getAllow()) task.network.entries.emplace_back(e.cStr(), e.size());
+    task.network.max_connections = n.getMaxConnections();
+    task.network.bandwidth = n.getBandwidthBytesPerS();
+  }
   task.timeout =
       t.getTimeoutMs() > 0 ? milliseconds(t.getTimeoutMs()) : options_.default_task_timeout;
   task.timeout = std::min(task.timeout, req->remaining());

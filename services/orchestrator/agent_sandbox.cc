@@ -47,6 +47,7 @@ Result<std::string> TaskSandbox::ensure(milliseconds budget, bool* created) {
       static_cast<uint32_t>(std::clamp<int64_t>(options_.lifetime.count(), 0, int64_t{86'400'000}));
   spec.labels.push_back({"task", options_.trace.substr(0, 255)});
   spec.mounts = options_.mounts;
+  spec.network = options_.network;
   client_.set_timeout(budget);
   auto info = client_.create(spec);
   if (!info) return info.error();

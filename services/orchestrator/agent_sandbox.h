@@ -33,6 +33,7 @@ class TaskSandbox {
     schema::SizeTier tier = schema::SizeTier::UNSET;
     std::chrono::milliseconds lifetime{0};  // 0 = the executor's default
     std::vector<sandbox::Mount> mounts{};   // host directories (SubmitTask.mounts)
+    sandbox::Network network{};             // SubmitTask.network (issue 16); mode none default
   };
   TaskSandbox(Client& client, Options options);
 

@@ -70,6 +70,7 @@ struct Agent::Task {
   // Sandbox mode (agent_tools.h): one sandbox for the task, made at its first tool call.
   bool persistent = true;
   std::optional<TaskSandbox> sandbox;
+  sandbox::Network network;            // SubmitTask.network: the task sandbox's policy
   std::vector<sandbox::Mount> mounts;  // SubmitTask.mounts: the sandbox is made before the model
   bool closing =
       false;  // the task ended: its last calls (destroying the sandbox) are not cancelled

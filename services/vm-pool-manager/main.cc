@@ -46,6 +46,7 @@
 #include "guest_link.h"
 #include "pool.h"
 #include "qemu_backend.h"
+#include "net_options.h"
 #include "reclaim.h"
 #include "sandbox_service.h"
 
@@ -103,29 +104,7 @@ void add_options(nv::Config& c) {
   c.add_string("keep-caps",
                "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,cap_dac_override",
                "capabilities kept after start-up (all others are dropped)");
-  // Guest networking (issue 16, network.h).
-  c.add_bool("net", false,
-             "guest networking: every VM gets a virtio-net NIC on a TAP in its own network "
-             "namespace; sandboxes whose policy is `allow` get a veth to the uplink under nftables "
-             "(adds cap_net_admin to --keep-caps)");
-  c.add_string("net-uplink-netns", "",
-               "network namespace file the sandboxes' veths go to (/proc/PID/ns/net, "
-               "/run/netns/NAME); default: this process's own, with masquerade");
-  c.add_string("net-range", "10.213.0.0/16", "IPv4 range cut into one /29 per networked VM");
-  c.add_string("net-deny", "",
-               "comma-separated CIDRs always denied whatever a policy allows (besides "
-               "link-local/metadata, this host's addresses, private ranges)");
-  c.add_bool("net-allow-private", false,
-             "policies may allow private ranges (RFC 1918, RFC 6598, ULA); the pool's range stays "
-             "denied");
-  c.add_int("net-max-connections", 64, "concurrent connections per sandbox when the policy sets 0");
-  c.add_int("net-bandwidth", 10000000, "egress bytes/s per sandbox when the policy sets 0");
-  c.add_string("net-dns-upstream", "",
-               "IP[:port] of the resolver the sandboxes' DNS responders forward allowed names to "
-               "(reached from this process's namespace); each networked VM's resolver (its "
-               "gateway, port 53) answers only names its policy allows and opens their addresses "
-               "for the record's TTL; empty: no responder, domain entries never resolve (adds "
-               "cap_net_bind_service to --keep-caps)");
+  nv::vm::add_network_options(c);
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
   c.add_bool("require-egress", true,
              "fail-closed: lease only VMs whose cgroup has nv-ebpf-sentinel's egress programs "
@@ -436,21 +415,7 @@ int run(nv::ServiceContext& ctx) {
   if (problems.empty()) {
     if (auto s = layout.prepare(); !s) problems.push_back(s.error().message);
     if (c.boolean("net") && uplink_fd.valid()) {
-      nv::vm::NetworkConfig nc;
-      nc.enabled = true;
-      nc.uplink_netns = c.str("net-uplink-netns");
-      nc.uplink_fd = uplink_fd.get();
-      nc.range = c.str("net-range");
-      std::stringstream deny(c.str("net-deny"));
-      for (std::string d; std::getline(deny, d, ',');) {
-        if (!d.empty()) nc.deny.push_back(d);
-      }
-      nc.allow_private = c.boolean("net-allow-private");
-      nc.default_max_connections =
-          static_cast<uint32_t>(std::clamp<int64_t>(c.integer("net-max-connections"), 1, 65536));
-      nc.default_bandwidth =
-          static_cast<uint64_t>(std::max<int64_t>(1000, c.integer("net-bandwidth")));
-      auto nm = nv::vm::NetworkManager::create(nc);
+      auto nm = nv::vm::NetworkManager::create(nv::vm::network_config(c, uplink_fd.get()));
       if (!nm.ok()) {
         problems.push_back("--net: " + nm.error().message);
       } else {
@@ -784,6 +749,7 @@ int run(nv::ServiceContext& ctx) {
         publish_stats(ctx.events, vm.vm_id, u.value());
       }
     }
+    if (po.network) nv::vm::publish_denied(*po.network, ctx.events);
   }
   // Drain: waiting leases end with shuttingDown, releases finish, answers go out — within the
   // 2 s every service has after SIGTERM (pool.stop() kills VMs in progress and every VMM at once).

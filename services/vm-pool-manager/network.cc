@@ -21,6 +21,8 @@
 #include <sstream>
 #include <thread>
 
+#include <rapidjson/document.h>
+
 #include "common/log.h"
 #include "net_policy.h"
 
@@ -364,7 +366,11 @@ Result<VmNetInfo> NetworkManager::attach(const std::string& vm_id, const ParsedP
                     mine = ip4(base + 6);
   char veth[IFNAMSIZ];
   std::snprintf(veth, sizeof veth, "nvb%x", block);
-  std::string rules = egress_ruleset(deny_, policy, gw);
+  std::string rules = cfg_.no_filter ? "table inet " + std::string(kTable) +
+                                           " {\n  chain postrouting {\n    type nat hook "
+                                           "postrouting priority srcnat;\n    oifname \"" +
+                                           kVethVm + "\" masquerade\n  }\n}\n"
+                                     : egress_ruleset(deny_, policy, gw);
   Status s = in_netns(netns, [&]() -> Status {
     for (const auto& cmd :
          std::vector<std::vector<std::string>>{{"link", "set", "lo", "up"},
@@ -450,19 +456,97 @@ void NetworkManager::remove_vm(const std::string& vm_id) {
 void NetworkManager::cleanup_loop() {
   std::unique_lock lock(mu_);
   for (;;) {
-    cleanup_cv_.wait(lock, [this] { return stopping_ || !cleanup_.empty(); });
+    if (!cleanup_cv_.wait_for(lock, std::chrono::seconds(1),
+                              [this] { return stopping_ || !cleanup_.empty(); })) {
+      lock.unlock();
+      poll_denied();
+      lock.lock();
+      continue;
+    }
     if (cleanup_.empty() && stopping_) return;
     auto [veth, block] = cleanup_.front();
     cleanup_.pop_front();
     lock.unlock();
     if (!veth.empty()) {
       // Deleting one end deletes the pair now (the namespace itself is freed asynchronously).
-      Status s = in_netns(uplink_fd_.get(), [&] { return run_ip({"link", "del", veth}); });
+      Status s = in_netns(uplink_fd_.get(), [&] {
+        // Gone already when the kernel freed the VM namespace first (the pair dies with it).
+        if (::if_nametoindex(veth.c_str()) == 0) return Status{};
+        return run_ip({"link", "del", veth});
+      });
       if (!s.ok()) log::warn("veth removal failed", {{"veth", veth}, {"error", s.error().message}});
     }
     lock.lock();
     if (block >= 0) used_blocks_[static_cast<size_t>(block)] = false;
   }
+}
+
+void NetworkManager::poll_denied() {
+  struct Target {
+    std::string vm_id, sandbox_id, trace_id;
+    std::shared_ptr<UniqueFd> netns;  // a dup: the VM may go meanwhile
+  };
+  std::vector<Target> targets;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, vm] : vms_) {
+      if (vm->block < 0) continue;
+      auto fd = std::make_shared<UniqueFd>(::fcntl(vm->netns.get(), F_DUPFD_CLOEXEC, 3));
+      if (fd->valid()) targets.push_back({id, vm->sandbox_id, vm->trace_id, fd});
+    }
+  }
+  for (const auto& t : targets) {
+    std::vector<std::pair<std::string, std::string>> outputs;  // rule, JSON
+    (void)in_netns(t.netns->get(), [&] {
+      for (const auto& [set, rule] : kDeniedSets) {
+        std::string out;
+        if (run_nft(std::string("list set inet ") + kTable + " " + set, &out, true).ok()) {
+          outputs.emplace_back(rule, out);
+        }
+      }
+      return Status{};
+    });
+    std::vector<DeniedReport> reports;
+    std::lock_guard lock(mu_);
+    auto it = vms_.find(t.vm_id);
+    if (it == vms_.end()) continue;
+    for (const auto& [rule, json] : outputs) {
+      rapidjson::Document d;
+      if (d.Parse(json.c_str()).HasParseError() || !d.IsObject() || !d.HasMember("nftables")) {
+        continue;
+      }
+      for (const auto& item : d["nftables"].GetArray()) {
+        if (!item.IsObject() || !item.HasMember("set") || !item["set"].HasMember("elem")) continue;
+        for (const auto& e : item["set"]["elem"].GetArray()) {
+          if (!e.IsObject() || !e.HasMember("elem")) continue;
+          const auto& el = e["elem"];
+          if (!el.HasMember("val") || !el["val"].HasMember("concat") || !el.HasMember("counter")) {
+            continue;
+          }
+          const auto& c = el["val"]["concat"];
+          if (!c.IsArray() || c.Size() != 3 || !c[0].IsString() || !c[1].IsString() ||
+              !c[2].IsInt()) {
+            continue;
+          }
+          const std::string dest = std::string(c[0].GetString()) + ":" +
+                                   std::to_string(c[2].GetInt()) + "/" + c[1].GetString();
+          const uint64_t packets = el["counter"]["packets"].GetUint64();
+          uint64_t& seen = it->second->denied_seen[dest + "|" + rule];
+          if (packets > seen && reports.size() < 16) {
+            reports.push_back({t.vm_id, t.sandbox_id, t.trace_id, dest, rule, packets - seen});
+            seen = packets;
+          }
+        }
+      }
+    }
+    denied_.insert(denied_.end(), reports.begin(), reports.end());
+    if (denied_.size() > 4096) denied_.erase(denied_.begin(), denied_.end() - 4096);
+  }
+}
+
+std::vector<DeniedReport> NetworkManager::take_denied() {
+  std::lock_guard lock(mu_);
+  return std::exchange(denied_, {});
 }
 
 void NetworkManager::set_observer(std::shared_ptr<NetworkObserver> observer) {

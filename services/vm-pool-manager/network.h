@@ -49,6 +49,7 @@ struct NetworkConfig {
   std::string range = "10.213.0.0/16";  // IPv4 CIDR cut into /29 blocks, one per networked VM
   std::vector<std::string> deny;        // operator's always-deny CIDRs (--net-deny)
   bool allow_private = false;           // --net-allow-private: RFC 1918 / ULA may be allowed
+  bool no_filter = false;  // --net-no-filter: NAT only, no policy (nv-bench net baseline)
   uint32_t default_max_connections = 64;
   uint64_t default_bandwidth = 10'000'000;  // bytes/s
 };
@@ -114,6 +115,11 @@ class NetworkManager {
 
   // The DNS responder (egress.h).
   void set_observer(std::shared_ptr<NetworkObserver> observer);
+  // Denied connections since the last call (security.egress_denied): the cleanup thread reads
+  // each networked VM's denied_* sets (destination . protocol . port with packet counters) once
+  // a second; one report per destination and rule with the packets dropped since the last one,
+  // at most 16 per VM per second. Drained by the service's main loop (it owns the publisher).
+  std::vector<DeniedReport> take_denied();
 
  private:
   struct Vm;
@@ -131,6 +137,8 @@ class NetworkManager {
   // Veths to delete, then blocks to free (remove_vm runs on filtered threads).
   void cleanup_loop();
   std::deque<std::pair<std::string, int>> cleanup_;
+  void poll_denied();
+  std::vector<DeniedReport> denied_;
   std::condition_variable cleanup_cv_;
   bool stopping_ = false;
   std::thread cleaner_;

@@ -308,7 +308,18 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
     // A restore waits for no VM (a full tier answers poolExhausted at once): it runs on a sandbox
     // thread as a whole (SQLite, a VMM spawned).
     std::optional<Result<LeaseInfo>> out;
-    if (!run_on_sandbox_thread([&] { out.emplace(lease_from_snapshot(req)); })) {
+    if (!run_on_sandbox_thread([&] {
+          out.emplace(lease_from_snapshot(req));
+          if (!out->ok() || !req.network.allow) return;
+          LeaseInfo& li = out->value();
+          auto net = attach_network(li.vm.vm_id, req.network, req.sandbox_id, req.trace_id);
+          if (!net.ok()) {
+            (void)release(li.vm.vm_id, "network setup failed");
+            out.emplace(net.error());
+            return;
+          }
+          li.network = net.value();
+        })) {
       return shutting_down();
     }
     return std::move(*out);

@@ -14,7 +14,11 @@
 //      server; allowed.test → A, other.test → B): glibc in the guest resolves allowed.test
 //      through the responder on its gateway and fetches A's page by name; other.test is
 //      NXDOMAIN; B's address, reached without DNS, is dropped (its CIDR is not allowed);
-//   E. released VMs leave no veth in the uplink namespace.
+//   E. a connection limit of 2 drops the third concurrent connection; a 100 kB/s bucket makes
+//      600 kB of egress take at least 5 s;
+//   F. a sandbox restored from a snapshot of B's gets the policy its lease asks for, with its own
+//      MAC and address;
+//   G. released VMs leave no veth in the uplink namespace.
 // Skips (with the reason) without root, QEMU or the guest image.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -27,8 +31,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "common/frames.h"
@@ -194,14 +200,15 @@ class NetTest : public ::testing::Test {
     events_ = new zmq::socket_t(*events_ctx_, zmq::socket_type::pull);
     events_->bind("ipc://" + dir_ + "/no-hub.sock");
     endpoint_ = "ipc://" + dir_ + "/vm-pool.sock";
-    start_service();
     ctx_ = new zmq::context_t();
+    // The pool's events (it PUSHes to its events-in endpoint; no hub here): collected.
+    events_thread_ = std::thread(collect_events);
+    start_service();
     client_ = new PoolClient(*ctx_, ClientOptions{endpoint_, std::nullopt, "", {}});
     if (!wait_warm()) start_error_ = "no warm VM within 240 s";
   }
   static void TearDownTestSuite() {
     delete client_;
-    delete ctx_;
     client_ = nullptr;
     delete events_;
     delete events_ctx_;
@@ -211,6 +218,9 @@ class NetTest : public ::testing::Test {
       ::waitpid(pid_, nullptr, 0);
       pid_ = -1;
     }
+    stop_events_ = true;
+    if (events_thread_.joinable()) events_thread_.join();
+    delete ctx_;
     for (pid_t p : servers_) {
       ::kill(p, SIGTERM);
       ::waitpid(p, nullptr, 0);
@@ -246,6 +256,14 @@ class NetTest : public ::testing::Test {
     // A listener on every address of the namespace (the veths' uplink sides included).
     servers_.push_back(spawn({"nsenter", "--net=" + inet_path_, "python3", "-m", "http.server",
                               "--bind", "0.0.0.0", "--directory", dir_ + "/www", "9090"}));
+    // A sink that reads whatever comes (the bandwidth case).
+    servers_.push_back(spawn(
+        {"nsenter", "--net=" + inet_path_, "python3", "-c",
+         "import socket, threading\ns = socket.socket()\n"
+         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+         "s.bind(('198.51.100.10', 7071)); s.listen(16)\n"
+         "def drain(c):\n  while c.recv(65536): pass\n  c.close()\n"
+         "while True:\n  c, _ = s.accept(); threading.Thread(target=drain, args=(c,)).start()\n"}));
     for (int i = 0; i < 100; ++i) {
       if (host_sh(in + "python3 -c \"import socket; [socket.create_connection((a, 8080), 1) for "
                        "a in ('198.51.100.10', '198.51.100.20', '198.51.100.66')]; "
@@ -278,7 +296,7 @@ class NetTest : public ::testing::Test {
                   "--vm-pool-endpoint",
                   endpoint_,
                   "--events-in-endpoint",
-                  "ipc://" + dir_ + "/no-hub.sock",
+                  "ipc://" + dir_ + "/events-in.sock",
                   "--kernel",
                   guest_dir() + "/vmlinux",
                   "--rootfs",
@@ -291,7 +309,7 @@ class NetTest : public ::testing::Test {
                   "--warm",
                   "1",
                   "--max",
-                  "5",
+                  "7",
                   "--boot-timeout-ms",
                   "180000",
                   "--net",
@@ -315,6 +333,41 @@ class NetTest : public ::testing::Test {
     }
     return false;
   }
+  static void collect_events() {
+    zmq::socket_t s(*ctx_, zmq::socket_type::pull);
+    s.set(zmq::sockopt::rcvtimeo, 200);
+    s.bind("ipc://" + dir_ + "/events-in.sock");
+    while (!stop_events_) {
+      std::vector<zmq::message_t> frames;
+      if (!bus::recv_frames(s, frames) || frames.size() != 2) continue;
+      if (frames[0].to_string() != "security.egress_denied") continue;
+      auto body = bus::BodyReader::open(frames[1], bus::Limits{});
+      if (!body) continue;
+      auto ev = body.value().root<schema::Event>();
+      if (!ev || !ev.value().isEgressDenied()) continue;
+      auto d = ev.value().getEgressDenied();
+      std::lock_guard lock(events_mu_);
+      denied_.push_back(std::string(d.getSandboxId()) + " " + std::string(d.getDestination()) +
+                        " " + std::string(d.getRule()) +
+                        " trace=" + std::string(ev.value().getTraceId()));
+    }
+  }
+  // Waits up to 10 s for a security.egress_denied event holding every part of `want`.
+  static std::string denied_event(const std::vector<std::string>& want) {
+    for (int i = 0; i < 100; ++i) {
+      {
+        std::lock_guard lock(events_mu_);
+        for (const auto& e : denied_) {
+          bool all = true;
+          for (const auto& w : want) all = all && e.find(w) != std::string::npos;
+          if (all) return e;
+        }
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    return "";
+  }
+
   static Result<VmLease> lease(const std::string& sandbox_id, exec::NetworkSpec net) {
     exec::SandboxLeaseSpec s;
     s.sandbox_id = sandbox_id;
@@ -365,7 +418,11 @@ class NetTest : public ::testing::Test {
   static inline UniqueFd internet_;
   static inline zmq::context_t* ctx_ = nullptr;
   static inline PoolClient* client_ = nullptr;
-  static inline VmLease none_, one_, wide_;
+  static inline VmLease none_, one_, wide_, limited_, restored_;
+  static inline std::thread events_thread_;
+  static inline std::atomic<bool> stop_events_{false};
+  static inline std::mutex events_mu_;
+  static inline std::vector<std::string> denied_;
 };
 
 TEST_F(NetTest, A_NoPolicyMeansNoRouteAtAll) {
@@ -396,6 +453,9 @@ TEST_F(NetTest, B_AllowOneAddressFetchesItsPageAndNothingElse) {
             "nameserver " + one_.network.gateway + "\n");
   EXPECT_EQ(fetch(one_, kA, 8080), "ok hello from the test internet");
   EXPECT_EQ(fetch(one_, kB, 8080), "timeout");
+  // ... reported as security.egress_denied with the sandbox, the destination and the rule.
+  EXPECT_NE(denied_event({"sbx-one ", "198.51.100.20:8080/tcp", "not allowed", "trace=t-sbx-one"}),
+            "");
   EXPECT_EQ(fetch(one_, kA, 9090), "ok hello from the test internet");  // every port of A
   // The uplink side of its own veth (an address of the test's namespace, listening on 9090)
   // and the gateway: dropped.
@@ -446,6 +506,7 @@ TEST_F(NetTest, C_AlwaysDenyWinsAndSandboxesCannotReachEachOther) {
   EXPECT_EQ(fetch(wide_, kA, 8080), "ok hello from the test internet");
   EXPECT_EQ(fetch(wide_, kB, 8080), "ok hello from the test internet");
   EXPECT_EQ(fetch(wide_, kDenied, 8080), "timeout");
+  EXPECT_NE(denied_event({"sbx-wide ", "198.51.100.66:8080/tcp", "always-deny"}), "");
   // Sandbox to sandbox: dropped (a RST would say the packet arrived).
   EXPECT_EQ(fetch(wide_, offset_ip(one_.network.ipv4, 0), 8080), "timeout");
   EXPECT_EQ(fetch(one_, offset_ip(wide_.network.ipv4, 0), 8080), "timeout");
@@ -496,9 +557,69 @@ TEST_F(NetTest, D2_DomainEntriesResolveThroughTheGatewayAndNothingElseDoes) {
   EXPECT_TRUE(client_->release("t", dns.vm_id, "test done").ok());
 }
 
-TEST_F(NetTest, E_ReleasedSandboxesLeaveNoVethBehind) {
+TEST_F(NetTest, E_ConnectionAndBandwidthLimitsHold) {
+  auto n = allow({std::string(kA) + "/32"});
+  n.max_connections = 2;
+  n.bandwidth = 100000;  // bytes/s of the guest's egress (token bucket, burst 64 KiB)
+  auto l = lease("sbx-limits", n);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  limited_ = l.value();
+  // Three connections held open at once: the third is dropped (ct count over 2).
+  EXPECT_EQ(trim(run(limited_, schema::Language::PYTHON, R"PY(
+import socket
+held, out = [], []
+for _ in range(3):
+    try:
+        held.append(socket.create_connection(("198.51.100.10", 9090), 4))
+        out.append("ok")
+    except OSError:
+        out.append("dropped")
+print(" ".join(out))
+)PY")),
+            "ok ok dropped");
+  EXPECT_NE(denied_event({"sbx-limits ", "198.51.100.10:9090/tcp", "connection limit"}), "");
+  // Once they are closed, new connections pass again.
+  EXPECT_EQ(fetch(limited_, kA, 8080), "ok hello from the test internet");
+  // 600 kB out at 100 kB/s: the bucket lets ~5 s pass (measured 4.5 s here); at least 3 s
+  // however fast the machine is.
+  std::string secs = trim(run(limited_, schema::Language::PYTHON, R"PY(
+import socket, time
+s = socket.create_connection(("198.51.100.10", 7071), 10)
+t = time.monotonic()
+s.sendall(b"x" * 600000)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+print(round(time.monotonic() - t, 2))
+)PY"));
+  std::cout << "[ figures  ] 600 kB under a 100 kB/s egress bucket: " << secs << " s\n";
+  EXPECT_GE(std::atof(secs.c_str()), 3.0) << secs;
+}
+
+TEST_F(NetTest, F_RestoredSnapshotGetsTheNetworkItAsksFor) {
+  ASSERT_FALSE(one_.vm_id.empty());
+  auto snap = client_->snapshot("t", one_.vm_id, "net-snap", kOwner);
+  ASSERT_TRUE(snap.ok()) << snap.error().message;
+  exec::SandboxLeaseSpec s;
+  s.sandbox_id = "sbx-restored";
+  s.owner = kOwner;
+  s.tier = schema::SizeTier::SMALL;
+  s.wait = 180s;
+  s.from_snapshot = "net-snap";
+  s.network = allow({std::string(kB) + "/32"});
+  auto l = client_->lease_sandbox("t-restored", s);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  restored_ = l.value();
+  EXPECT_TRUE(restored_.network.allow);
+  EXPECT_NE(restored_.network.mac, one_.network.mac);
+  EXPECT_NE(restored_.network.ipv4, one_.network.ipv4);
+  EXPECT_EQ(sh(restored_, "cat /sys/class/net/eth0/address"), restored_.network.mac + "\n");
+  EXPECT_EQ(fetch(restored_, kB, 8080), "ok hello from the test internet");
+  EXPECT_EQ(fetch(restored_, kA, 8080), "timeout");  // the snapshot's policy is not inherited
+}
+
+TEST_F(NetTest, G_ReleasedSandboxesLeaveNoVethBehind) {
   EXPECT_NE(trim(uplink_links()), "0");
-  for (const auto* l : {&none_, &one_, &wide_}) {
+  for (const auto* l : {&none_, &one_, &wide_, &limited_, &restored_}) {
     if (!l->vm_id.empty()) {
       EXPECT_TRUE(client_->release("t", l->vm_id, "test done").ok());
     }

@@ -60,6 +60,9 @@ int run_mount_bench(int argc, char** argv);
 #ifdef NV_HAVE_DNS_BENCH
 int run_dns_bench(int argc, char** argv);
 #endif
+#ifdef NV_HAVE_NET_BENCH
+int run_net_bench(int argc, char** argv);
+#endif
 
 namespace {
 
@@ -123,6 +126,11 @@ const Part kParts[] = {
     {"dns", run_dns_bench, "sandbox resolver: allowed and NXDOMAIN answers vs the upstream"},
 #else
     {"dns", nullptr, "sandbox resolver: allowed and NXDOMAIN answers vs the upstream"},
+#endif
+#ifdef NV_HAVE_NET_BENCH
+    {"net", run_net_bench, "guest networking: GET and connection rate, policy vs unfiltered"},
+#else
+    {"net", nullptr, "guest networking: GET and connection rate, policy vs unfiltered"},
 #endif
 };
 
