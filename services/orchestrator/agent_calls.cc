@@ -63,9 +63,9 @@ Result<milliseconds> Agent::Task::call_budget() {
 
 Result<std::string> Agent::Task::open_sandbox(milliseconds budget) {
   if (!sandbox) {
-    sandbox.emplace(client, TaskSandbox::Options{"task:" + trace, trace, tier,
-                                                 left() + std::chrono::seconds(60), mounts,
-                                                 network});
+    sandbox.emplace(client,
+                    TaskSandbox::Options{"task:" + trace, trace, tier,
+                                         left() + std::chrono::seconds(60), mounts, network});
   }
   if (!sandbox->id().empty()) return sandbox->id();
   if (!registered(std::string(kSandboxService))) {
