@@ -54,6 +54,9 @@
 
 namespace nv::vm {
 
+// LeaseRecord.network of an allow policy (sandbox_network.cc).
+std::string encode_policy(const ParsedPolicy& policy);
+
 using SizeTier = schema::SizeTier;
 const char* tier_name(SizeTier t);
 // "small" | "medium" | "large" → tier; false when unknown.
@@ -375,6 +378,10 @@ class Pool {
   // the network); stores the result in its entry (sandbox_network.cc). Mode none: nothing.
   Result<VmNetInfo> attach_network(const std::string& vm_id, const ParsedPolicy& policy,
                                    const std::string& sandbox_id, const std::string& trace_id);
+  // A resumed sandbox: its policy as the registry kept it (LeaseRecord.network, "" = none),
+  // parsed again against this pool's deny list, then attached with a fresh MAC and address.
+  Result<VmNetInfo> reattach_network(const std::string& vm_id, const std::string& encoded,
+                                     const std::string& sandbox_id);
   Result<LeaseInfo> adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tier, double boot_ms,
                                  std::chrono::milliseconds lifetime, const std::string& sandbox_id,
                                  const std::string& owner);

@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS leases (
   vm_id TEXT PRIMARY KEY, sandbox_id TEXT NOT NULL, owner TEXT NOT NULL, tier INTEGER NOT NULL,
   vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL, state INTEGER NOT NULL,
   lease_ms INTEGER NOT NULL, expires_unix_ms INTEGER NOT NULL, note TEXT NOT NULL,
-  state_dir TEXT NOT NULL);
+  state_dir TEXT NOT NULL, network TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS snapshots (
   owner TEXT NOT NULL, name TEXT NOT NULL, tier INTEGER NOT NULL, vcpus INTEGER NOT NULL,
   memory_mib INTEGER NOT NULL, source_vm_id TEXT NOT NULL, source_sandbox_id TEXT NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 constexpr const char* kLeaseCols =
     "vm_id, sandbox_id, owner, tier, vcpus, memory_mib, state, lease_ms, expires_unix_ms, note, "
-    "state_dir";
+    "state_dir, network";
 constexpr const char* kSnapCols =
     "owner, name, tier, vcpus, memory_mib, source_vm_id, source_sandbox_id, created_unix_ms, "
     "memory_bytes, state_bytes, dir";
@@ -40,6 +40,7 @@ LeaseRecord lease_row(Stmt& s) {
   r.expires_unix_ms = s.col_i64(8);
   r.note = s.col_text(9);
   r.state_dir = s.col_text(10);
+  r.network = s.col_text(11);
   return r;
 }
 
@@ -65,13 +66,15 @@ Result<std::unique_ptr<Registry>> Registry::open(const std::string& path) {
   auto db =
       sqlite::Db::open(path, {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=NORMAL;", kSchema});
   if (!db) return db.error();
+  // A registry written before leases had a network column: added (fails harmlessly when there).
+  (void)db.value()->exec("ALTER TABLE leases ADD COLUMN network TEXT NOT NULL DEFAULT '';");
   return std::unique_ptr<Registry>(new Registry(std::move(db.value())));
 }
 
 Status Registry::put_lease(const LeaseRecord& r) {
   std::lock_guard lock(mu_);
   Stmt s(*db_, (std::string("INSERT OR REPLACE INTO leases (") + kLeaseCols +
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")
                    .c_str());
   if (!s.ok()) return db_error("put_lease");
   s.text(1, r.vm_id);
@@ -85,6 +88,7 @@ Status Registry::put_lease(const LeaseRecord& r) {
   s.i64(9, r.expires_unix_ms);
   s.text(10, r.note);
   s.text(11, r.state_dir);
+  s.text(12, r.network);
   if (s.step() != SQLITE_DONE) return db_error("put_lease");
   return {};
 }

@@ -39,6 +39,8 @@ struct LeaseRecord {
   int64_t expires_unix_ms = 0;  // wall clock (it must mean the same after a restart)
   std::string note;             // lost: why
   std::string state_dir;        // paused: memory.img + device.state
+  std::string network;          // the sandbox's allow policy, so a resume re-attaches it:
+                                // "<maxConnections> <bandwidth>\n<entry>\n..." ("" = none)
 };
 
 struct SnapshotRecordRow {

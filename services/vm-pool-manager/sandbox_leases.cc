@@ -155,6 +155,9 @@ LeaseRecord Pool::record_of(const LeaseInfo& li) const {
   r.lease_ms = static_cast<uint32_t>(li.lifetime.count());
   r.expires_unix_ms = li.expires_unix_ms;
   r.note = li.note;
+  if (auto policy = opt_.network ? opt_.network->policy_of(li.vm.vm_id) : std::nullopt) {
+    if (policy->allow) r.network = encode_policy(*policy);
+  }
   return r;
 }
 

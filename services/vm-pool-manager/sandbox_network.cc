@@ -1,5 +1,7 @@
 // sandbox_network.cc — a leased VM joins the network its policy allows (network.h): the host
 // side first (veth, addresses, nftables), then the guest's eth0 through a Reseed.
+#include <sstream>
+
 #include "common/log.h"
 #include "pool.h"
 
@@ -35,6 +37,35 @@ Result<VmNetInfo> Pool::attach_network(const std::string& vm_id, const ParsedPol
                                    {"ipv4", net.value().ipv4},
                                    {"mac", net.value().mac}});
   return net;
+}
+
+std::string encode_policy(const ParsedPolicy& p) {
+  std::string out = std::to_string(p.max_connections) + " " + std::to_string(p.bandwidth) + "\n";
+  for (const auto& e : p.entries) out += e + "\n";
+  return out;
+}
+
+Result<VmNetInfo> Pool::reattach_network(const std::string& vm_id, const std::string& encoded,
+                                         const std::string& sandbox_id) {
+  if (encoded.empty()) return VmNetInfo{};
+  if (!opt_.network) {
+    return make_error(ErrorCode::EGRESS_DENIED,
+                      "the paused sandbox had a network policy but networking is off in this pool");
+  }
+  std::istringstream in(encoded);
+  uint32_t max_connections = 0;
+  uint64_t bandwidth = 0;
+  in >> max_connections >> bandwidth;
+  std::vector<std::string> entries;
+  std::string line;
+  std::getline(in, line);  // the rest of the first line
+  while (std::getline(in, line)) {
+    if (!line.empty()) entries.push_back(line);
+  }
+  // Parsed again: the operator's deny list of THIS pool applies (it may have changed).
+  auto policy = opt_.network->parse(true, entries, max_connections, bandwidth);
+  if (!policy.ok()) return policy.error();
+  return attach_network(vm_id, policy.value(), sandbox_id, "");
 }
 
 }  // namespace nv::vm

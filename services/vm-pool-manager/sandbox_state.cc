@@ -239,6 +239,20 @@ Result<LeaseInfo> Pool::resume(const std::string& vm_id, std::chrono::millisecon
   refill_cv_.notify_all();
   if (!out->ok()) return std::move(*out);
   out->value().vm.restored = true;
+  if (!rec.network.empty()) {
+    std::optional<Result<VmNetInfo>> net;
+    if (!run_on_sandbox_thread(
+            [&] { net.emplace(reattach_network(vm_id, rec.network, rec.sandbox_id)); })) {
+      net.emplace(shutting_down());
+    }
+    if (!net->ok()) {
+      // Never a resumed sandbox without the network it had (nor with a wider one): it is lost.
+      (void)release(vm_id, "network re-attach failed: " + net->error().message);
+      (void)remove_tree(rec.state_dir);
+      return net->error();
+    }
+    out->value().network = net->value();
+  }
   if (Status s = registry_->put_lease(record_of(out->value())); !s.ok()) {
     log::warn("registry write failed", {{"vm_id", vm_id}, {"error", s.error().message}});
   }

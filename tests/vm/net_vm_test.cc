@@ -18,6 +18,8 @@
 //      600 kB of egress take at least 5 s;
 //   F. a sandbox restored from a snapshot of B's gets the policy its lease asks for, with its own
 //      MAC and address;
+//   F2. paused and resumed, it comes back with the same policy (the pool's registry keeps it),
+//      a fresh MAC and address;
 //   G. released VMs leave no veth in the uplink namespace.
 // Skips (with the reason) without root, QEMU or the guest image.
 #include <arpa/inet.h>
@@ -341,8 +343,8 @@ class NetTest : public ::testing::Test {
       auto d = ev.value().getEgressDenied();
       std::lock_guard lock(events_mu_);
       denials_.push_back(std::string(d.getSandboxId()) + "|" + std::string(d.getDestination()) +
-                         "|" + std::string(d.getRule()) + "|" + std::to_string(d.getCount()) +
-                         "|" + std::string(d.getVmId()));
+                         "|" + std::string(d.getRule()) + "|" + std::to_string(d.getCount()) + "|" +
+                         std::string(d.getVmId()));
       denied_.push_back(std::string(d.getSandboxId()) + " " + std::string(d.getDestination()) +
                         " " + std::string(d.getRule()) +
                         " trace=" + std::string(ev.value().getTraceId()));
@@ -604,6 +606,22 @@ TEST_F(NetTest, F_RestoredSnapshotGetsTheNetworkItAsksFor) {
   EXPECT_EQ(sh(restored_, "cat /sys/class/net/eth0/address"), restored_.network.mac + "\n");
   EXPECT_EQ(fetch(restored_, kB, 8080), "ok hello from the test internet");
   EXPECT_EQ(fetch(restored_, kA, 8080), "timeout");  // the snapshot's policy is not inherited
+}
+
+TEST_F(NetTest, F2_PausedAndResumedSandboxKeepsItsPolicy) {
+  ASSERT_FALSE(restored_.vm_id.empty());
+  auto p = client_->pause("t-pause", restored_.vm_id);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  auto r = client_->resume("t-resume", restored_.vm_id, 600s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const VmLease before = restored_;
+  restored_ = r.value();
+  // The policy the pool's registry kept (not none, not wider), on a fresh MAC and address.
+  EXPECT_TRUE(restored_.network.allow);
+  EXPECT_EQ(restored_.network.entries, before.network.entries);
+  EXPECT_EQ(sh(restored_, "cat /sys/class/net/eth0/address"), restored_.network.mac + "\n");
+  EXPECT_EQ(fetch(restored_, kB, 8080), "ok hello from the test internet");
+  EXPECT_EQ(fetch(restored_, kA, 8080), "timeout");
 }
 
 TEST_F(NetTest, G_ReleasedSandboxesLeaveNoVethBehind) {
