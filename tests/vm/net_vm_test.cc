@@ -43,6 +43,7 @@
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
 #include "sysutil.h"
+#include "support/vm_paths.h"
 
 extern char** environ;
 
@@ -54,24 +55,10 @@ using exec::PoolClient;
 using exec::VmLease;
 using Clock = std::chrono::steady_clock;
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
-std::string env_or(const char* name, const std::string& def) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : def;
-}
-std::string own_build_dir() {
-  char exe[4096];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "build";
-  std::string p(exe, static_cast<size_t>(n));
-  p = p.substr(0, p.rfind('/'));
-  return p.substr(0, p.rfind('/'));
-}
-std::string build_dir() { return env_or("NV_BUILD_DIR", own_build_dir()); }
-std::string guest_dir() { return build_dir() + "/guest"; }
+using test::build_dir;
+using test::env_or;
+using test::exists;
+using test::guest_dir;
 
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();

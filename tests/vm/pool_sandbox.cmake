@@ -5,7 +5,7 @@
 if(TARGET nv-vm-pool-manager AND TARGET nv_exec_executor)
   nv_add_gtest(NAME pool_sandbox_vm_test
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/pool_sandbox_vm_test.cc
-    LIBS nv_vm nv_exec_executor nv_common
+    LIBS nv_vm nv_exec_executor nv_common nv_test_support
     LABELS vm
     TIMEOUT 1500)
   add_dependencies(pool_sandbox_vm_test nv-vm-pool-manager)

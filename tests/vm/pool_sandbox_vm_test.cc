@@ -28,6 +28,7 @@
 #include "guest/host/guest_channel.h"
 #include "pool_client.h"
 #include "sysutil.h"
+#include "support/vm_paths.h"
 
 extern char** environ;
 
@@ -38,24 +39,10 @@ using namespace std::chrono_literals;
 using exec::PoolClient;
 using exec::VmLease;
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
-std::string env_or(const char* name, const std::string& def) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : def;
-}
-std::string own_build_dir() {
-  char exe[4096];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "build";
-  std::string p(exe, static_cast<size_t>(n));
-  p = p.substr(0, p.rfind('/'));
-  return p.substr(0, p.rfind('/'));
-}
-std::string build_dir() { return env_or("NV_BUILD_DIR", own_build_dir()); }
-std::string guest_dir() { return build_dir() + "/guest"; }
+using test::build_dir;
+using test::env_or;
+using test::exists;
+using test::guest_dir;
 
 // The VMM named nv-<vm_id> (QEMU -name), or -1.
 pid_t vmm_pid(const std::string& vm_id) { return nv::vm::find_process_by_arg("nv-" + vm_id); }

@@ -2,7 +2,7 @@
 # nv-vm-pool-manager service over its socket. Needs root and $NV_BUILD_DIR/guest/{vmlinux,rootfs.ext4}.
 nv_add_gtest(NAME vm_pool_vm_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/vm_pool_test.cc
-  LIBS nv_vm nv_common
+  LIBS nv_vm nv_common nv_test_support
   LABELS vm
   TIMEOUT 400)
 if(TARGET nv-vm-pool-manager)

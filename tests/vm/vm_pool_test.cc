@@ -24,6 +24,7 @@
 #include "guest_link.h"
 #include "pool.h"
 #include "qemu_backend.h"
+#include "support/vm_paths.h"
 
 extern char** environ;
 
@@ -32,28 +33,10 @@ namespace {
 
 using namespace std::chrono_literals;
 
-bool exists(const std::string& p) {
-  struct stat st {};
-  return ::lstat(p.c_str(), &st) == 0;
-}
-
-std::string env_or(const char* name, const std::string& def) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : def;
-}
-
-// The build dir this test binary belongs to: $NV_BUILD_DIR (ctest sets it), else the parent of
-// the binary's own directory (BUILD/tests/vm_pool_vm_test), never a fixed path.
-std::string own_build_dir() {
-  char exe[4096];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n <= 0) return "build";
-  std::string p(exe, static_cast<size_t>(n));
-  p = p.substr(0, p.rfind('/'));  // BUILD/tests
-  return p.substr(0, p.rfind('/'));
-}
-std::string build_dir() { return env_or("NV_BUILD_DIR", own_build_dir()); }
-std::string guest_dir() { return build_dir() + "/guest"; }
+using test::build_dir;
+using test::env_or;
+using test::exists;
+using test::guest_dir;
 
 // Why the VM tests cannot run here, or "".
 std::string missing_prerequisite() {
