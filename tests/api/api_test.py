@@ -289,7 +289,13 @@ class Api(unittest.TestCase):
         self.assertEqual(s, 200)
         self.assertEqual(h["x-trace-id"], "4bf92f35-77b3-4da6-a3ce-929d0e0e4736")
         self.assertTrue(h["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-"))
-        self.assertIn('"trace_id":"4bf92f35-77b3-4da6-a3ce-929d0e0e4736"', STACK.log())
+        # nv-api writes a request's log line once the response is sent (the line carries its
+        # duration), so the client can read the response first: wait for the line.
+        want = '"trace_id":"4bf92f35-77b3-4da6-a3ce-929d0e0e4736"'
+        deadline = time.monotonic() + 10
+        while want not in STACK.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn(want, STACK.log())
         # A bad traceparent (all-zero trace id) is ignored: a new id is minted.
         s, h, _ = call(self.url, "GET", "/v1/tasks", key=self.a,
                        headers={"traceparent": "00-" + "0" * 32 + "-00f067aa0ba902b7-01"})
