@@ -452,11 +452,20 @@ constexpr const char* kMountHelp =
     "     directory; GUEST: absolute under /home/agent, or relative to it. ro (the default)\n"
     "     or rw; a rw mount's changes are copied back to HOST when the task ends, whatever\n"
     "     its status (written to a temp file and renamed; the result is a notice in the\n"
-    "     progress). HOST must be under one of the executor's --mount-root directories.\n";
+    "     progress). HOST must be under one of the executor's --mount-root directories.\n"
+    "\nnetwork (the pool manager runs with --net):\n"
+    "  --allow ENTRY   (repeatable, at most 64) the task's sandbox may reach ENTRY: a CIDR with\n"
+    "     an optional port (198.51.100.0/24, 198.51.100.7:443, [2001:db8::1]:443) or a domain\n"
+    "     (example.org, *.example.org; resolved by the sandbox's DNS). Without --allow the\n"
+    "     sandbox has no network. Metadata, link-local, private and the host's addresses stay\n"
+    "     denied whatever is allowed (egressDenied).\n";
 
-// Takes every "--mount X" / "--mount=X" out of argv (Config has no repeatable options).
-std::vector<std::string> take_mounts(int* argc, char** argv, std::string* problem) {
+// Takes every "--NAME X" / "--NAME=X" out of argv (Config has no repeatable options): --mount
+// and --allow.
+std::vector<std::string> take_repeated(int* argc, char** argv, const std::string& name,
+                                       const std::string& shape, std::string* problem) {
   std::vector<std::string> out;
+  const std::string flag = "--" + name, eq = flag + "=";
   int w = 1;
   for (int i = 1; i < *argc; ++i) {
     std::string_view a = argv[i];
@@ -464,14 +473,14 @@ std::vector<std::string> take_mounts(int* argc, char** argv, std::string* proble
       while (i < *argc) argv[w++] = argv[i++];
       break;
     }
-    if (a == "--mount") {
+    if (a == flag) {
       if (i + 1 >= *argc) {
-        *problem = "--mount needs a value HOST:GUEST[:ro|:rw]";
+        *problem = flag + " needs a value " + shape;
         continue;
       }
       out.emplace_back(argv[++i]);
-    } else if (a.rfind("--mount=", 0) == 0) {
-      out.emplace_back(a.substr(8));
+    } else if (a.rfind(eq, 0) == 0) {
+      out.emplace_back(a.substr(eq.size()));
     } else {
       argv[w++] = argv[i];
     }
@@ -481,8 +490,11 @@ std::vector<std::string> take_mounts(int* argc, char** argv, std::string* proble
 }
 
 int run(int argc, char** argv) {
-  std::string mount_problem;
-  std::vector<std::string> mount_args = take_mounts(&argc, argv, &mount_problem);
+  std::string mount_problem, allow_problem;
+  std::vector<std::string> mount_args =
+      take_repeated(&argc, argv, "mount", "HOST:GUEST[:ro|:rw]", &mount_problem);
+  std::vector<std::string> allow_args =
+      take_repeated(&argc, argv, "allow", "CIDR[:PORT] or a domain", &allow_problem);
   nv::Config c("nv-submit \"TASK\"",
                "give NeuroVisor a task: the model writes code, it runs in "
                "a microVM, you get the answer");
@@ -527,6 +539,8 @@ int run(int argc, char** argv) {
     }
   }
   if (mounts.size() > 8) problem("at most 8 --mount");
+  if (!allow_problem.empty()) problem(allow_problem);
+  if (allow_args.size() > 64) problem("at most 64 --allow");  // checked in full by the pool
   if (!problems.empty()) {
     std::cerr << problems << "(see nv-submit --help)\n";
     return kUsage;
@@ -574,6 +588,12 @@ int run(int argc, char** argv) {
   sub.setTier(tier);
   sub.setTraceId(c.str("trace-id"));
   nv::sandbox::mounts_to_capnp(mounts, sub.initMounts(static_cast<unsigned>(mounts.size())));
+  if (!allow_args.empty()) {
+    auto n = sub.initNetwork();
+    n.setMode(s::NetworkMode::ALLOW);
+    auto l = n.initAllow(static_cast<unsigned>(allow_args.size()));
+    for (unsigned i = 0; i < l.size(); ++i) l.set(i, allow_args[i]);
+  }
   // The orchestrator enforces the task deadline; the bus deadline only has to outlast it.
   auto deadline = timeout_s > 0 ? milliseconds(static_cast<int64_t>(timeout_s * 1000) + 30'000)
                                 : milliseconds(24LL * 3600 * 1000);

@@ -173,6 +173,10 @@ expect_eq "$(echo "$out" | json 'd["error"]["code"]')" "mountRefused" "create --
 expect_rc 2 "$NV" sandbox create --mount "$WORK"
 expect_rc 2 "$NV" sandbox create --mount "$WORK:w:rx"
 expect_rc 2 "$NV" sandbox create --mount "$WORK:/etc"
+# Egress asked of a pool without --net: refused before anything runs (issue 16), exit 8.
+expect_rc 8 "$NV" sandbox create --json --allow 198.51.100.7:443
+expect_eq "$(echo "$out" | json 'd["error"]["code"]')" "egressDenied" "create --allow without --net"
+expect_rc 2 "$NV" sandbox create --allow 198.51.100.7 --max-connections 0
 
 # ---- bad input: typed exit codes
 expect_rc 2 "$NV" sandbox frobnicate

@@ -52,6 +52,13 @@ constexpr const char* kSandboxUsage =
     "                              relative paths from your home/current dir, under one of the\n"
     "                              executor's --mount-root; GUEST: under /home/agent (relative:\n"
     "                              to it); ro (the default) or rw\n"
+    "         [--allow CIDR[:PORT]|DOMAIN]... [--max-connections N] [--bandwidth BYTES_PER_S]\n"
+    "                              --allow: egress the sandbox may use (needs the pool's --net;\n"
+    "                              none: no network at all); metadata, link-local, private and\n"
+    "                              host addresses stay denied (egressDenied, exit 8)\n"
+    "         [--inference] [--model NAME]... [--token-budget N]\n"
+    "                              an Ollama/OpenAI endpoint in the guest at 127.0.0.1:11434\n"
+    "                              (OLLAMA_HOST, OPENAI_BASE_URL) bridged to nv-llm-gateway\n"
     "  sync ID                     copy the read-write mounts out to the host now (also done\n"
     "                              at rm); prints what each wrote, removed and skipped\n"
     "  exec ID [--lang python|bash|sh|js] [--context NAME] [--background] [--env K=V]...\n"
@@ -94,7 +101,8 @@ constexpr const char* kSandboxUsage =
     "  6 a limit is reached (sandboxLimit, poolExhausted, overloaded); 7 the sandbox's state does\n"
     "  not allow it (sandboxState, e.g. exec on a paused sandbox); 8 a host mount was refused\n"
     "  (mountRefused: outside every --mount-root of the executor; nothing was leased) or its\n"
-    "  quota is used up (mountQuota: sync); 125 the sandbox failed\n"
+    "  quota is used up (mountQuota: sync), or a network entry is denied (egressDenied);\n"
+    "  125 the sandbox failed\n"
     "  (vmFailed, guestProtocol, timedOut, ...); 130 interrupted (Ctrl-C), 143 terminated: the\n"
     "  request is cancelled upstream.\n";
 
@@ -131,6 +139,7 @@ int exit_code_for(const Error& e) {
       return kExitState;
     case ErrorCode::MOUNT_REFUSED:
     case ErrorCode::MOUNT_QUOTA:
+    case ErrorCode::EGRESS_DENIED:
       return kExitMount;
     case ErrorCode::CANCELLED:
       return interrupt::requested() ? interrupt::exit_code() : kExitFailed;
@@ -275,6 +284,26 @@ Args parse(int argc, char** argv) {
       if (!m) throw Usage{m.error().message};
       if (a.spec.mounts.size() == 8) throw Usage{"at most 8 --mount"};
       a.spec.mounts.push_back(*m);
+    } else if (is("--allow")) {
+      if (a.spec.network.entries.size() == 64) throw Usage{"at most 64 --allow"};
+      a.spec.network.allow = true;
+      a.spec.network.entries.push_back(value("--allow"));
+    } else if (is("--max-connections")) {
+      a.spec.network.max_connections =
+          static_cast<uint32_t>(number("--max-connections", value("--max-connections"), 1, 65535));
+    } else if (is("--bandwidth")) {
+      a.spec.network.bandwidth =
+          static_cast<uint64_t>(number("--bandwidth", value("--bandwidth"), 1000, 10'000'000'000));
+    } else if (arg == "--inference") {
+      a.spec.inference.enabled = true;
+    } else if (is("--model")) {
+      if (a.spec.inference.models.size() == 16) throw Usage{"at most 16 --model"};
+      a.spec.inference.enabled = true;
+      a.spec.inference.models.push_back(value("--model"));
+    } else if (is("--token-budget")) {
+      a.spec.inference.enabled = true;
+      a.spec.inference.token_budget = static_cast<uint64_t>(
+          number("--token-budget", value("--token-budget"), 1, 1'000'000'000'000));
     } else if (is("--from-snapshot")) {
       a.spec.from_snapshot = value("--from-snapshot");
     } else if (is("--lang") || arg == "-l") {
