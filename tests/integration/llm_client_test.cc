@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,8 +104,12 @@ class FakeLlm {
   int port_ = 0;
 };
 
-// Collects what the client logs and what it asks to sleep, and owns a settable clock.
+// Collects what the client logs and what it asks to sleep, and owns a settable clock. Clients on
+// several threads may share one Harness (TwentyClientsAtOnceAllServed: a retried call logs), so
+// the collections are guarded: unguarded push_backs from 20 threads corrupted the heap (an abort
+// and a hang, once each in CI-like runs).
 struct Harness {
+  std::mutex mu;
   std::vector<std::string> logs;
   std::vector<long> sleeps_ms;
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
@@ -112,7 +117,10 @@ struct Harness {
   ClientDeps deps() {
     ClientDeps d;
     d.clock = [this] { return now; };
-    d.sleep = [this](std::chrono::milliseconds ms) { sleeps_ms.push_back(ms.count()); };
+    d.sleep = [this](std::chrono::milliseconds ms) {
+      std::lock_guard lock(mu);
+      sleeps_ms.push_back(ms.count());
+    };
     d.jitter = [] { return 0.999; };
     return d;
   }
@@ -123,6 +131,7 @@ struct Harness {
     c.default_model = "m";
     c.timeout_ms = 10'000;
     c.log = [this](LogLevel, const std::string& msg, const std::string& trace) {
+      std::lock_guard lock(mu);
       logs.push_back(trace + " " + msg);
     };
     return c;
