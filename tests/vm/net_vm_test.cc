@@ -44,6 +44,7 @@
 #include "pool_client.h"
 #include "sysutil.h"
 #include "support/vm_paths.h"
+#include "vm/guest_run.h"
 
 extern char** environ;
 
@@ -89,26 +90,7 @@ pid_t spawn(const std::vector<std::string>& args) {
 // Runs a program in the VM; stdout, or "ERROR: ..." (exit code and stderr).
 std::string run(const VmLease& l, schema::Language lang, const std::string& code,
                 std::chrono::seconds timeout = 120s) {
-  auto deadline = Clock::now() + timeout;
-  auto ch =
-      guest::GuestChannel::connect(l.channel_path, guest::ChannelKind::unix_stream, 0, deadline);
-  if (!ch.ok()) return "ERROR: connect: " + ch.error().message;
-  guest::ExecSpec spec;
-  spec.language = lang;
-  spec.code = code;
-  spec.timeout_ms = static_cast<uint32_t>(timeout.count() * 1000 - 2000);
-  std::string out, err;
-  auto o = ch.value()->exec(
-      spec,
-      [&](schema::Stream s, std::string_view d) {
-        (s == schema::Stream::STDOUT ? out : err).append(d);
-      },
-      deadline);
-  if (!o.ok()) return "ERROR: exec: " + o.error().message;
-  if (o.value().exit_code != 0) {
-    return "ERROR: exit " + std::to_string(o.value().exit_code) + ": " + err + o.value().error;
-  }
-  return out;
+  return test::run_in_guest(l, lang, code, timeout);
 }
 std::string sh(const VmLease& l, const std::string& code) {
   return run(l, schema::Language::BASH, code);
