@@ -1,5 +1,6 @@
 #include "broker.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -430,6 +431,20 @@ void Broker::builtin(size_t sock, const bus::Message& msg) {
 
 // -------------------------------------------------------------------------------------- loop
 
+std::chrono::microseconds next_busy_poll_window(std::chrono::microseconds window,
+                                                std::chrono::nanoseconds slept,
+                                                std::chrono::microseconds longest) {
+  using std::chrono::microseconds;
+  if (longest.count() <= 0) return microseconds(0);
+  if (slept <= longest)
+    return std::min(window.count() == 0 ? microseconds(10) : window * 2, longest);
+  return window.count() < 10 ? microseconds(0) : window / 2;
+}
+
+void Broker::adapt_poll_window(Clock::duration slept) {
+  poll_window_ = next_busy_poll_window(poll_window_, slept, opt_.busy_poll);
+}
+
 void Broker::run(const std::atomic<bool>& stop) {
   struct Item {
     zmq::socket_t* socket;
@@ -467,12 +482,22 @@ void Broker::run(const std::atomic<bool>& stop) {
     long cap = backlogs_.empty() ? 100 : 1;
     auto asked = std::chrono::milliseconds(std::clamp<long>(wait.count(), 0, cap));
     int ready = 0;
-    if (busy && opt_.busy_poll.count() > 0) {
-      auto spin_end = now + opt_.busy_poll;
+    bool spun = busy && poll_window_.count() > 0;
+    if (spun) {
+      // Adaptive busy-poll (the grow/shrink rule of KVM's halt polling): after a round that
+      // moved messages, poll without sleeping for the current window, yielding the CPU to any
+      // runnable thread between polls, so the conversation's next message finds the loop awake
+      // instead of paying a sleeping thread's wake-up.
+      auto spin_end = now + poll_window_;
       while ((ready = zmq::poll(poll.data(), poll.size(), std::chrono::milliseconds(0))) == 0 &&
-             Clock::now() < spin_end) {}
+             Clock::now() < spin_end) {
+        sched_yield();
+      }
     }
-    if (ready == 0) zmq::poll(poll.data(), poll.size(), asked);
+    if (ready == 0) {
+      zmq::poll(poll.data(), poll.size(), asked);
+      if (busy) adapt_poll_window(Clock::now() - now);
+    }
     // The poll came back much later than asked: this process did not run (SIGSTOP, a host
     // stall). Measured before any message is read, so the backlog it built counts as heard.
     if (auto over = Clock::now() - now - asked; over > opt_.heartbeat) after_stall(over);

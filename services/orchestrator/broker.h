@@ -92,11 +92,23 @@ struct BrokerOptions {
   bus::Limits limits;
   std::string instance = "orchestrator";
   std::chrono::milliseconds status_interval{5000};  // broker.status events
-  // After a loop that moved messages, poll without blocking for this long before sleeping:
-  // the next message of a conversation (a worker's reply) then finds the loop awake, saving
-  // the wake-up of a sleeping thread (nv-bench bus). 0: always block at once.
-  std::chrono::microseconds busy_poll{0};
+  // The longest adaptive busy-poll window (Broker::adapt_poll_window): after a loop that moved
+  // messages the broker polls without sleeping for a window that grows while messages keep
+  // arriving within this bound and shrinks when traffic is sparse, so the next message of a
+  // conversation finds the loop awake instead of waking a sleeping thread (nv-bench bus).
+  // 200 us is KVM's default halt_poll_ns. 0: always block at once.
+  std::chrono::microseconds busy_poll{200};
 };
+
+// The adaptive busy-poll rule, the grow/shrink rule of KVM's halt polling
+// (Documentation/virt/kvm/halt-polling.rst). Called when a busy round's poll `window` passed
+// without a message and the loop then slept `slept` (window included) until one came or a timer
+// fired. A message within `longest` would have been caught by a longer window: grow (10 us, then
+// double, at most `longest`). A longer sleep means sparse traffic, where polling only burns CPU:
+// shrink (halve; below 10 us, 0). `longest` <= 0 disables polling (returns 0).
+std::chrono::microseconds next_busy_poll_window(std::chrono::microseconds window,
+                                                std::chrono::nanoseconds slept,
+                                                std::chrono::microseconds longest);
 
 class Broker {
  public:
@@ -199,6 +211,7 @@ class Broker {
   void client_lost(const std::string& key, const std::string& why);
   void cancel_on_worker(uint64_t id, const std::string& worker);
   void after_stall(Clock::duration stalled);
+  void adapt_poll_window(Clock::duration slept);
   void end_startup_grace();
   void heartbeat_clients();
   static std::string client_key(size_t sock, const std::vector<std::string>& routing);
@@ -235,6 +248,7 @@ class Broker {
   size_t queued_ = 0;
   Clock::time_point started_ = Clock::now();
   Clock::time_point next_heartbeat_, next_status_;
+  std::chrono::microseconds poll_window_{0};  // the adaptive busy-poll window, <= busy_poll
   Stats stats_;
 };
 

@@ -28,9 +28,10 @@ void add_options(nv::Config& c) {
   c.add_int("max-attempts", 2, "times a request that never started is dispatched");
   c.add_int("history", 20000, "events kept for `nv-audit --since-start`");
   c.add_int("status-interval-ms", 5000, "interval of broker.status events");
-  c.add_int("busy-poll-us", 0,
-            "after a busy loop, poll this long without sleeping (0: block at once; measured "
-            "slower on a loaded 2-core host, see nv-bench bus --busy-poll-us); at most 10000");
+  c.add_int("busy-poll-us", nv::BrokerOptions{}.busy_poll.count(),
+            "the longest adaptive busy-poll window after a loop that moved messages, in us "
+            "(grows while messages follow within it, shrinks when traffic is sparse; see "
+            "nv-bench bus); 0: block at once; at most 10000");
   c.add_int("history-mib", 64, "bytes of events kept for `nv-audit --since-start`, in MiB");
   c.add_int("max-event-kib", 1024, "events larger than this are dropped (KiB)");
   c.add_int("client-silence-ms", 30000,

@@ -405,5 +405,45 @@ TEST(Broker, WorkerDrainsOnStop) {
   EXPECT_EQ(started.load(), 1);
 }
 
+// The adaptive busy-poll rule: grows (10 us, then doubling, capped) while the next message came
+// within the longest window, shrinks (halving, then 0) while the loop slept longer.
+TEST(Broker, BusyPollWindowGrowsOnShortGapsAndShrinksOnLongOnes) {
+  using us = std::chrono::microseconds;
+  const us longest(200);
+  EXPECT_EQ(next_busy_poll_window(us(0), us(60), longest), us(10));
+  EXPECT_EQ(next_busy_poll_window(us(10), us(60), longest), us(20));
+  EXPECT_EQ(next_busy_poll_window(us(160), us(190), longest), us(200));
+  EXPECT_EQ(next_busy_poll_window(us(200), us(200), longest), us(200));
+  EXPECT_EQ(next_busy_poll_window(us(200), us(201), longest), us(100));
+  EXPECT_EQ(next_busy_poll_window(us(10), std::chrono::seconds(1), longest), us(5));
+  EXPECT_EQ(next_busy_poll_window(us(5), std::chrono::seconds(1), longest), us(0));
+  EXPECT_EQ(next_busy_poll_window(us(0), std::chrono::seconds(1), longest), us(0));
+  EXPECT_EQ(next_busy_poll_window(us(40), us(10), us(0)), us(0));  // disabled
+}
+
+// Busy-polling is for a conversation in flight: after a burst of round trips (which grows the
+// window) an idle broker sleeps. A loop that kept spinning would use most of the idle second.
+TEST(Broker, BusyPollSleepsOnceTrafficStops) {
+  BrokerHarness h;
+  h.options.busy_poll = std::chrono::microseconds(200);
+  h.start();
+  WorkerThread w(h.ctx, h.worker_options("echo", 4, "echo-1"), echo_handler("echo-1"));
+  Client client(h.ctx, h.client_options());
+  for (int i = 0; i < 2000; ++i) {
+    capnp::MallocMessageBuilder mb;
+    fill_event(mb, "ping");
+    auto r = client.call("echo", &mb, 5s);
+    ASSERT_TRUE(r) << r.error().to_string();
+  }
+  auto before = h.loop_cpu();
+  std::this_thread::sleep_for(1s);  // heartbeats (every 100 ms here) still flow
+  auto used = h.loop_cpu() - before;
+  ASSERT_GE(before.count(), 0);
+  EXPECT_LT(used, 100ms) << "the broker loop used "
+                         << std::chrono::duration_cast<std::chrono::milliseconds>(used).count()
+                         << " ms of CPU in an idle second";
+  expect_serves(client, "still-serving");
+}
+
 }  // namespace
 }  // namespace nv::test

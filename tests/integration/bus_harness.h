@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nv/schema/bus.capnp.h>
 #include <nv/schema/events.capnp.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -82,6 +84,17 @@ class BrokerHarness {
   void stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
+  }
+
+  // CPU time the broker's loop thread has used so far.
+  std::chrono::nanoseconds loop_cpu() {
+    clockid_t clock;
+    timespec ts{};
+    if (pthread_getcpuclockid(thread_.native_handle(), &clock) != 0 ||
+        clock_gettime(clock, &ts) != 0) {
+      return std::chrono::nanoseconds(-1);
+    }
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
   }
 
   const std::string& workers() const { return options.worker_endpoints[0]; }
