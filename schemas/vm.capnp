@@ -168,6 +168,8 @@ struct TierStatus {
   templateError @7 :Text;       # snapshot mode: why the tier has no template ("" = it has one);
                                 # its leases get tierUnavailable while the pool retries
   templateFailures @8 :UInt32;  # consecutive template failures of the tier
+  forkKits @9 :UInt32;          # forks made ahead, ready (0 or 1; --fork-kits): a copy of the
+                                # tier's template and a VMM started on it
 }
 
 struct PoolStatusRequest {

@@ -66,6 +66,7 @@ Result<PoolCounts> PoolClient::status(std::chrono::milliseconds timeout) {
     c.booting += t.getBooting();
     c.max += t.getMax();
     c.waiting += t.getWaiting();
+    c.fork_kits += t.getForkKits();
   }
   return c;
 }

@@ -80,6 +80,7 @@ struct SnapshotRecord {
 
 struct PoolCounts {
   uint32_t warm = 0, active = 0, booting = 0, max = 0, waiting = 0;  // all tiers together
+  uint32_t fork_kits = 0;  // ready fork kits (vm.capnp TierStatus.forkKits), all tiers
   std::string backend, accel;
 };
 

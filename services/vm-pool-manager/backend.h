@@ -109,8 +109,14 @@ class RunningVm {
   // A VM started with VmSpec::incoming: reads a send_state() stream from `fd` and returns once
   // it is loaded (the guest paused).
   virtual Status receive_state(int fd, Deadline deadline);
-  // Runs a paused guest again (after send_state or receive_state).
+  // Runs a paused guest again (after send_state, receive_state or save_device_state).
   virtual Status resume_guest(Deadline deadline);
+  // Pauses the guest and writes its device state alone, no RAM at all, into `fd` (a file
+  // opened for writing): every section of a migration stream but RAM's (QEMU's
+  // xen-save-devices-state, docs: qapi/migration.json). A VM restored from it (VmSpec::
+  // restore_from) finds its RAM in the memory it maps (capture.h, capture in place). The guest
+  // stays paused until resume_guest().
+  virtual Status save_device_state(int fd, Deadline deadline);
   // Second step of a restore begun with Backend::start(): loads the snapshot and runs the
   // guest. A no-op for VMs that are already running (cold boots, backends that cannot split).
   virtual Status complete_restore(Deadline /*deadline*/) { return {}; }

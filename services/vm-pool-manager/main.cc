@@ -89,6 +89,10 @@ void add_options(nv::Config& c) {
   c.add_string("state-dir", "",
                "what survives a restart: the sandbox registry (pool.sqlite), paused sandboxes, "
                "snapshots (default $NV_STATE_DIR, else RUNTIME/state)");
+  c.add_bool("fork-kits", true,
+             "keep a fork kit per tier, a copy of its template and a VMM started on it, so a "
+             "fork copies and starts nothing while the caller waits (costs each template's "
+             "allocated bytes once more and one idle VMM per tier; with --state-dir)");
   c.add_int("boot-timeout-ms", 60000, "VMM start → agent Hello, per VM");
   c.add_int("refill-threads", 2, "VMs booted in parallel");
   c.add_int("stats-interval-ms", 5000, "interval of vm.stats events (cgroup usage per VM)");
@@ -100,9 +104,11 @@ void add_options(nv::Config& c) {
   // What the jails need, each for a reason: cap_sys_admin (clone3 into new namespaces, bind
   // mounts, pivot_root), cap_setuid/cap_setgid (the VMM's uid/gid and groups), cap_chown and
   // cap_fowner (the jail's socket dir, snapshot files), cap_kill (VMMs run under other uids),
-  // cap_dac_override (cgroup files and VM sockets owned by others).
+  // cap_dac_override (cgroup files and VM sockets owned by others), cap_sys_ptrace (a capture
+  // in place reads the guest RAM a VMM wrote from /proc/<vmm>/mem; capture.h).
   c.add_string("keep-caps",
-               "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,cap_dac_override",
+               "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,cap_dac_override,"
+               "cap_sys_ptrace",
                "capabilities kept after start-up (all others are dropped)");
   nv::vm::add_network_options(c);
   c.add_int("max-inflight", 256, "lease/release requests handled at once; more get overloaded");
@@ -244,6 +250,7 @@ class BusEvents : public nv::vm::PoolEvents {
     b.setWaiting(t.waiting);
     b.setTemplateError(t.template_error);
     b.setTemplateFailures(t.template_failures);
+    b.setForkKits(t.fork_kits);
   }
 
  private:
@@ -341,6 +348,7 @@ int run(nv::ServiceContext& ctx) {
                        std::to_string(UINT32_MAX));
   }
   po.state_dir = c.str("state-dir");
+  po.fork_kits = c.boolean("fork-kits");
   if (po.state_dir.empty()) {
     const char* env = std::getenv("NV_STATE_DIR");
     po.state_dir = env && *env ? env : ctx.runtime_dir + "/state";

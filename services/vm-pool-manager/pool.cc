@@ -184,6 +184,11 @@ void Pool::stop() {
       t.warm.clear();
       t.active = 0;
       if (t.standby) doomed.push_back(std::move(t.standby));
+      if (t.fork_kit) {
+        doomed.push_back(std::move(t.fork_kit->vmm));
+        ::unlink(t.fork_kit->state_path.c_str());
+      }
+      t.fork_kit.reset();
     }
     started_ = false;
   }
@@ -717,6 +722,7 @@ PoolStatusInfo Pool::status_locked() const {
     ts.max = t.cfg.max;
     ts.waiting = t.waiting;
     ts.standby = t.standby ? 1 : 0;
+    ts.fork_kits = t.fork_kit ? 1 : 0;
     ts.template_error = opt_.snapshot && t.snapshot_path.empty() ? t.template_error : "";
     ts.template_failures = t.template_failures;
     s.tiers.push_back(ts);

@@ -39,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -47,6 +48,7 @@
 #include <nv/schema/vm.capnp.h>
 
 #include "backend.h"
+#include "capture.h"
 #include "network.h"
 #include "registry.h"
 #include "sysutil.h"
@@ -95,7 +97,8 @@ class GuestLink {
 struct TierStatusInfo {
   SizeTier tier = SizeTier::SMALL;
   uint32_t warm = 0, active = 0, booting = 0, warm_target = 0, max = 0, waiting = 0;
-  uint32_t standby = 0;  // restores begun ahead of time (PoolOptions::prestart)
+  uint32_t standby = 0;    // restores begun ahead of time (PoolOptions::prestart)
+  uint32_t fork_kits = 0;  // ready fork kits (PoolOptions::fork_kits)
   // Snapshot mode: why the tier has no template ("" when it has one); leases of the tier get
   // tierUnavailable meanwhile, and the refill threads retry with backoff.
   std::string template_error;
@@ -163,6 +166,11 @@ struct PoolOptions {
   // badRequest). A sandbox lease may live up to max_sandbox_ttl.
   std::string state_dir;
   std::chrono::milliseconds max_sandbox_ttl{24 * 3600 * 1000};
+  // Keep a fork kit per tier (fork_kit.cc): a copy of the tier's template and a VMM started on
+  // it, so a fork of a sandbox of that tier neither copies the template nor starts a VMM while
+  // the caller waits. Costs each template's allocated bytes once more plus one idle VMM per
+  // tier; only with sandboxes (state_dir) and a backend that captures.
+  bool fork_kits = true;
   // fork/snapshot/pause/resume/release and registry writes run on these (they spawn VMMs, write
   // SQLite); nothing that waits for a VM to free up does (lease waits run on the caller's thread).
   unsigned sandbox_threads = 4;
@@ -308,6 +316,14 @@ class Pool {
     bool busy = false;  // a fork, snapshot or pause of it runs
     VmNetInfo net;      // its network (sandbox_network.cc)
   };
+  // A fork made ahead for a tier (fork_kit.cc): a copy of its template (the next capture's
+  // memory) and a VMM started on that copy with -incoming, waiting for the device state at
+  // state_path. No guest runs on it before a capture sealed the copy.
+  struct ForkKit {
+    TemplateCopy spare;
+    std::shared_ptr<RunningVm> vmm;
+    std::string state_path;
+  };
   struct TierState {
     TierConfig cfg;
     std::deque<std::string> warm;
@@ -320,6 +336,8 @@ class Pool {
     TemplateMemory memory;               // the template's RAM (backends with template_memory())
     std::shared_ptr<RunningVm> standby;  // a restore's VMM already started (PoolOptions::prestart)
     bool standby_starting = false;
+    std::optional<ForkKit> fork_kit;  // PoolOptions::fork_kits
+    bool fork_kit_starting = false;
     std::string template_error;      // last template failure ("" = none)
     uint32_t template_failures = 0;  // consecutive
     Clock::time_point template_retry_after{};
@@ -387,12 +405,24 @@ class Pool {
                                  const std::string& owner);
   // Starts `count` VMs restored from `state_path` on `memory` (copy-on-write), reseeded with
   // `ids` (fresh VM ids, or the resumed one): VMMs spawned here, restores and reseeds in
-  // parallel. `before_guests` (when set) runs once every VMM is up and before any state loads
-  // (a fork seals its memory there). On failure every VM made is destroyed.
+  // parallel. `before_guests` (when set) runs once every VMM is up and before any state loads:
+  // a fork finishes its capture in place there (device state, written pages, seal), so its
+  // VMMs start beside the capture. `memory` must be sealed on entry, or, with before_guests,
+  // once it returned: no guest ever runs on an unsealed template (the VMMs that exist meanwhile
+  // only mapped it; -incoming keeps QEMU from writing guest RAM before the state loads). On
+  // failure every VM made is destroyed.
   Result<std::vector<std::shared_ptr<RunningVm>>> restore_clones(
       const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
       const std::vector<std::string>& ids, double* each_ms,
-      const std::function<Status()>& before_guests = {});
+      const std::function<Status()>& before_guests = {},
+      std::vector<std::shared_ptr<RunningVm>> prestarted = {});
+  // Fork kits (fork_kit.cc). prepare: queues the making of `tier`'s kit on a sandbox thread
+  // (no-op when off, when one exists or is being made). take: the tier's kit, if ready.
+  void prepare_fork_kit(SizeTier tier);
+  std::optional<ForkKit> take_fork_kit(SizeTier tier);
+  void make_fork_kit(SizeTier tier);
+  // Queues `task` for a sandbox thread without waiting; false when stopping.
+  bool post_sandbox_task(std::function<void()> task);
   // Takes a running sandbox lease for an operation (marks it busy); unknownLease otherwise.
   Result<std::shared_ptr<RunningVm>> take_running(const std::string& vm_id, Entry* copy);
   void untake(const std::string& vm_id);

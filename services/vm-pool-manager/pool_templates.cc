@@ -79,11 +79,14 @@ Status Pool::make_snapshot(TierState& t) {
                                  {"warm_up_ms", st.warm_up_ms},
                                  {"snapshot_ms", st.snapshot_ms},
                                  {"bytes", st.bytes}});
-  std::lock_guard lock(mu_);
-  t.snapshot_path = st.path;
-  t.template_error.clear();
-  t.template_failures = 0;
-  snapshots_.push_back(st);
+  {
+    std::lock_guard lock(mu_);
+    t.snapshot_path = st.path;
+    t.template_error.clear();
+    t.template_failures = 0;
+    snapshots_.push_back(st);
+  }
+  prepare_fork_kit(t.cfg.tier);
   return {};
 }
 

@@ -64,6 +64,11 @@ std::vector<std::string> build_argv(const QemuConfig& cfg, const std::string& ac
   const bool tmpl = spec.memory_fd >= 0;
   add({"-M", std::string("microvm,acpi=off") + (tmpl ? ",memory-backend=ram" : "")});
   add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
+  // Device state saved alone (save_device_state: QEMU's xen-save-devices-state) carries no
+  // configuration section, and a loader that expects one refuses it ("Configuration section
+  // missing"); Xen's machines turn it off the same way. Set on every VM so that every stream
+  // (templates, clones, captures, snapshots) has one format.
+  add({"-global", "migration.send-configuration=off"});
   if (accel == "kvm") {
     add({"-accel", "kvm", "-cpu", "host"});
   } else {
@@ -191,6 +196,20 @@ class QemuVm : public JailedVm {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+  }
+
+  Status save_device_state(int fd, Deadline deadline) override {
+    std::lock_guard lock(mu_);
+    if (auto r = qmp_.execute("stop", "", deadline); !r.ok()) return r.error();
+    auto set = qmp_.add_fd(fd, deadline);
+    if (!set.ok()) return set.error();
+    const std::string id = std::to_string(set.value());
+    auto saved = qmp_.execute("xen-save-devices-state",
+                              R"({"filename": "/dev/fdset/)" + id + R"("})", deadline);
+    auto removed = qmp_.execute("remove-fd", R"({"fdset-id": )" + id + "}", deadline);
+    if (!saved.ok()) return saved.error();
+    if (!removed.ok()) return removed.error();
+    return {};
   }
 
   Status resume_guest(Deadline deadline) override {

@@ -188,6 +188,17 @@ Status QmpClient::send_fd(std::string_view name, int fd, Deadline deadline) {
   return {};
 }
 
+Result<int64_t> QmpClient::add_fd(int fd, Deadline deadline) {
+  auto r = command("\"execute\": \"add-fd\"", "add-fd", fd, deadline);
+  if (!r.ok()) return r.error();
+  rapidjson::Document d;
+  d.Parse(r.value().c_str());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("fdset-id") || !d["fdset-id"].IsInt64()) {
+    return make_error(ErrorCode::VM_FAILED, "QMP add-fd: no fdset-id in " + r.value());
+  }
+  return d["fdset-id"].GetInt64();
+}
+
 Result<std::string> QmpClient::wait_event(std::string_view name, Deadline deadline) {
   for (;;) {
     for (auto it = events_.begin(); it != events_.end(); ++it) {

@@ -33,6 +33,10 @@ class QmpClient {
                               Deadline deadline);
   // "getfd" with `fd` attached via SCM_RIGHTS; QEMU then knows it as `name` ("fd:name").
   Status send_fd(std::string_view name, int fd, Deadline deadline);
+  // "add-fd" with `fd` attached: QEMU puts it in a new fd set and answers its id; commands that
+  // take a file name then open it as "/dev/fdset/<id>" (the access mode must match `fd`'s).
+  // Remove the set with execute("remove-fd", {"fdset-id": id}).
+  Result<int64_t> add_fd(int fd, Deadline deadline);
   // Waits for an event by name (already received ones count); returns its JSON text.
   Result<std::string> wait_event(std::string_view name, Deadline deadline);
   // The "status" of query-status ("running", "paused", "inmigrate", "postmigrate", ...).

@@ -209,8 +209,9 @@ Result<LeaseInfo> Pool::adopt_locked(std::shared_ptr<RunningVm> vm, SizeTier tie
 Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     const TierConfig& cfg, const std::string& state_path, const TemplateMemory& memory,
     const std::vector<std::string>& ids, double* each_ms,
-    const std::function<Status()>& before_guests) {
-  if (memory.valid() && !memory.sealed()) {
+    const std::function<Status()>& before_guests,
+    std::vector<std::shared_ptr<RunningVm>> prestarted) {
+  if (memory.valid() && !memory.sealed() && !before_guests) {
     return make_error(ErrorCode::INTERNAL, "refusing to restore clones on an unsealed template");
   }
   const auto start = Clock::now();
@@ -221,8 +222,14 @@ Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     guards.clear();
     for (auto& v : vms) (void)v->destroy(Clock::now() + opt_.destroy_grace);
   };
-  // VMMs are spawned here, one by one (this thread outlives them) ...
-  for (const auto& id : ids) {
+  // Prestarted VMMs (a fork kit's) serve the first ids; the others are spawned here, one by one
+  // (this thread outlives them) ...
+  for (auto& v : prestarted) {
+    vms.push_back(std::move(v));
+    guards.push_back(std::make_unique<InFlight>(*this, vms.back()));
+  }
+  for (size_t i = vms.size(); i < ids.size(); ++i) {
+    const std::string& id = ids[i];
     VmSpec spec;
     spec.vm_id = id;
     spec.vcpus = cfg.vcpus;
@@ -240,13 +247,19 @@ Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     vms.push_back(std::move(v.value()));
     guards.push_back(std::make_unique<InFlight>(*this, vms.back()));
   }
+  const double spawn_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   if (before_guests) {
     if (Status s = before_guests(); !s.ok()) {
       destroy_all();
       return s.error();
     }
+    if (memory.valid() && !memory.sealed()) {
+      destroy_all();
+      return make_error(ErrorCode::INTERNAL, "refusing to run clones on an unsealed template");
+    }
   }
   // ... their state loads and reseeds run side by side.
+  const auto guests_start = Clock::now();
   std::vector<std::future<Status>> done;
   for (size_t i = 0; i < vms.size(); ++i) {
     done.push_back(std::async(std::launch::async, [&, i]() -> Status {
@@ -260,6 +273,13 @@ Result<std::vector<std::shared_ptr<RunningVm>>> Pool::restore_clones(
     if (!s.ok() && failure.empty()) failure = ids[i] + ": " + s.error().message;
   }
   if (each_ms) *each_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  log::info("clones restored",
+            {{"count", static_cast<int64_t>(ids.size())},
+             {"spawn_ms", spawn_ms},
+             {"guests_ms",
+              std::chrono::duration<double, std::milli>(Clock::now() - guests_start).count()},
+             {"restore_ms", vms.empty() ? 0.0 : vms[0]->info().restore_ms},
+             {"vmm_start_ms", vms.empty() ? 0.0 : vms[0]->info().vmm_start_ms}});
   if (!failure.empty()) {
     destroy_all();
     return make_error(ErrorCode::VM_FAILED, "restore failed: " + failure);
@@ -508,17 +528,45 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
                    opt_.rootfs,
                    opt_.state_dir + "/captures/" + cap_id + ".state",
                    /*free_zero_pages=*/true};
-    auto cap = capture(backend_, *vm.value(), cs, Clock::now() + opt_.boot_timeout);
-    // The zero pages are freed and the memory sealed BEFORE any fork's VMM maps it: a VMM opens
-    // the memfd O_RDWR, and an unsealed template must never be in a clone's reach. (The seal
-    // overlapped the forks' start once; F_SEAL_WRITE then met EBUSY from mappings it raced.)
-    Status sealed = cap.ok() ? seal_capture(*cap.value()) : Status(cap.error());
+    const auto deadline = Clock::now() + opt_.boot_timeout;
+    // A kit (fork_kit.cc) brings the capture's memory and the first fork's VMM, made ahead.
+    std::optional<ForkKit> kit = take_fork_kit(parent.tier);
+    std::optional<TemplateCopy> spare;
+    if (kit) {
+      spare = std::move(kit->spare);
+      cs.state_path = kit->state_path;
+    }
     std::vector<std::string> ids;
     for (uint32_t i = 0; i < count; ++i) ids.push_back("vm-" + random_hex(8));
-    Result<std::vector<std::shared_ptr<RunningVm>>> vms =
-        sealed.ok()
-            ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr)
-            : Result<std::vector<std::shared_ptr<RunningVm>>>(sealed.error());
+    Result<std::vector<std::shared_ptr<RunningVm>>> vms = std::vector<std::shared_ptr<RunningVm>>();
+    // In place (capture.h): the capture finishes (pause, device state, written pages, seal) on
+    // its own thread while the other forks' VMMs start, and before any guest runs.
+    auto cap = begin_capture_in_place(*vm.value(), cs, kit ? &spare : nullptr);
+    std::vector<std::shared_ptr<RunningVm>> prestarted;
+    if (kit && cap.ok() && cap.value() && cap.value()->from_spare) {
+      ids[0] = kit->vmm->info().vm_id;
+      prestarted.push_back(std::move(kit->vmm));
+    } else if (kit) {  // the parent maps another template (a fork's fork): the kit is no use
+      (void)kit->vmm->destroy(Clock::now() + opt_.destroy_grace);
+      if (!cap.ok() || !cap.value()) ::unlink(kit->state_path.c_str());
+    }
+    if (cap.ok() && cap.value()) {
+      CapturedVm& c = *cap.value();
+      auto finishing = std::async(
+          std::launch::async, [&] { return finish_capture_in_place(*vm.value(), c, deadline); });
+      vms = restore_clones(
+          cfg, c.state_path, c.memory, ids, nullptr, [&] { return finishing.get(); },
+          std::move(prestarted));
+      if (finishing.valid()) finishing.wait();  // restore_clones failed before it asked
+    } else {
+      // By migration: the zero pages are freed and the memory sealed BEFORE any fork's VMM
+      // maps it (the seal once overlapped the forks' start there and met EBUSY).
+      if (cap.ok()) cap = capture(backend_, *vm.value(), cs, deadline);
+      Status sealed = cap.ok() ? seal_capture(*cap.value()) : Status(cap.error());
+      vms = sealed.ok()
+                ? restore_clones(cfg, cap.value()->state_path, cap.value()->memory, ids, nullptr)
+                : Result<std::vector<std::shared_ptr<RunningVm>>>(sealed.error());
+    }
     std::lock_guard lock(mu_);
     tiers_[parent.tier].booting -= count;
     if (!vms.ok()) {
@@ -541,6 +589,7 @@ Result<ForkResult> Pool::fork(const std::string& vm_id, uint32_t count,
   if (!ran) out.emplace(shutting_down());
   untake(vm_id);
   refill_cv_.notify_all();
+  prepare_fork_kit(parent.tier);  // the next one, now that this fork no longer needs the cores
   if (!out->ok()) return std::move(*out);
   ForkResult& fr = out->value();
   // Forks keep the parent's policy, each with its own MAC and address.
