@@ -39,21 +39,17 @@ TemplateMemory make_template() {
   return std::move(mem.value());
 }
 
-// A child mapping `tmpl` privately, writing `written` pages (page index → byte; 0 = zeros),
-// then waiting to be killed. Its memory is what a capture reads.
+// A child process that maps and writes memory (`setup` returns its RAM, null on failure), says
+// it is ready, then waits to be killed: it stands in for a VMM. Killed and reaped on destruction.
 class FakeVmm {
  public:
-  FakeVmm(const TemplateMemory& tmpl, const std::vector<std::pair<size_t, char>>& written) {
+  template <class Setup>
+  explicit FakeVmm(Setup setup) {
     int ready[2];
     EXPECT_EQ(::pipe(ready), 0);
     pid_ = ::fork();
     if (pid_ == 0) {
-      void* m = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, tmpl.fd(), 0);
-      if (m == MAP_FAILED) ::_exit(1);
-      char* ram = static_cast<char*>(m);
-      volatile char sink = 0;
-      for (uint64_t off = 0; off < kBytes; off += 16 * kPage) sink = sink + ram[off];  // reads
-      for (auto [page, byte] : written) std::memset(ram + page * kPage, byte, kPage);
+      if (!setup()) ::_exit(1);
       (void)!::write(ready[1], "r", 1);
       for (;;) ::pause();
     }
@@ -62,6 +58,18 @@ class FakeVmm {
     EXPECT_EQ(::read(ready[0], &c, 1), 1);
     ::close(ready[0]);
   }
+  // A clone's VMM: maps `tmpl` privately (as QEMU maps a template with share=off), reads every
+  // 16th page, writes the `written` pages (page index → byte; 0 = zeros).
+  FakeVmm(const TemplateMemory& tmpl, const std::vector<std::pair<size_t, char>>& written)
+      : FakeVmm([&]() -> void* {
+          void* m = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, tmpl.fd(), 0);
+          if (m == MAP_FAILED) return nullptr;
+          char* ram = static_cast<char*>(m);
+          volatile char sink = 0;
+          for (uint64_t off = 0; off < kBytes; off += 16 * kPage) sink = sink + ram[off];
+          for (auto [page, byte] : written) std::memset(ram + page * kPage, byte, kPage);
+          return m;
+        }) {}
   ~FakeVmm() {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
@@ -196,24 +204,14 @@ TEST_F(CaptureInPlace, UsesASpareOfTheSameTemplateOnly) {
 
 TEST_F(CaptureInPlace, AnonymousRamIsNoTemplateMapping) {
   // A cold-booted VMM's RAM is anonymous: begin answers "not in place" (null), no error.
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  FakeVmm vmm([]() -> void* {
     void* m = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) ::_exit(1);
+    if (m == MAP_FAILED) return nullptr;
     std::memset(m, 1, kBytes);
-    (void)!::write(ready[1], "r", 1);
-    for (;;) ::pause();
-  }
-  ::close(ready[1]);
-  char c = 0;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
-  ChildVm vm(pid);
+    return m;
+  });
+  ChildVm vm(vmm.pid());
   auto cap = begin_capture_in_place(vm, spec(), nullptr);
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
   ASSERT_TRUE(cap.ok()) << cap.error().to_string();
   EXPECT_FALSE(cap.value());
 }
