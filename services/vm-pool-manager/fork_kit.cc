@@ -47,12 +47,25 @@ void Pool::prepare_fork_kit(SizeTier tier) {
 }
 
 std::optional<Pool::ForkKit> Pool::take_fork_kit(SizeTier tier) {
-  std::lock_guard lock(mu_);
-  TierState* t = find_tier(tier);
-  if (!t || !t->fork_kit) return std::nullopt;
-  std::optional<ForkKit> kit = std::move(t->fork_kit);
-  t->fork_kit.reset();
-  publish_status();
+  std::optional<ForkKit> kit;
+  {
+    std::lock_guard lock(mu_);
+    TierState* t = find_tier(tier);
+    if (!t || !t->fork_kit) return std::nullopt;
+    kit = std::move(t->fork_kit);
+    t->fork_kit.reset();
+    publish_status();
+  }
+  // Nothing watches a kit's VMM while it waits: one that died is dropped here (the fork then
+  // starts its VMMs itself, and the next kit is made after it).
+  if (!kit->vmm->alive()) {
+    log::warn("fork kit's VMM is gone, not used", {{"tier", tier_name(tier)},
+                                                   {"vm_id", kit->vmm->info().vm_id},
+                                                   {"reason", kit->vmm->exit_reason()}});
+    (void)kit->vmm->destroy(Clock::now() + opt_.destroy_grace);
+    ::unlink(kit->state_path.c_str());
+    return std::nullopt;
+  }
   return kit;
 }
 
