@@ -15,29 +15,17 @@
 #include <cerrno>
 #include <cstring>
 
+#include "guest/host/channel_util.h"
 #include "guest/protocol/frame.h"
 
 namespace nv::guest {
 
+using namespace channel_util;
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using schema::GuestMessage;
 using schema::HostMessage;
-
-ChannelError err(ChannelErrc c, std::string msg) { return ChannelError{c, std::move(msg)}; }
-
-std::string errno_text(const std::string& call, int e) {
-  return call + " failed: " + std::strerror(e) + " (errno " + std::to_string(e) + ")";
-}
-
-// Milliseconds left until the deadline, for poll(); 0 when it has passed.
-int ms_left(Deadline deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (left.count() <= 0) return 0;
-  // Round up so poll() does not wake a hair before the deadline and spin.
-  return static_cast<int>(std::min<long long>(left.count() + 1, 24LL * 3600 * 1000));
-}
 
 const char* which_name(GuestMessage::Which w) {
   switch (w) {
@@ -76,89 +64,6 @@ const char* which_name(GuestMessage::Which w) {
 ChannelError unexpected_answer(GuestMessage::Which w, const char* waiting_for) {
   return err(ChannelErrc::protocol, std::string("guest sent '") + which_name(w) +
                                         "' while the host waited for " + waiting_for);
-}
-
-// Waits until fd is ready for `events` or the deadline passes. Returns revents, 0 on timeout,
-// -1 on a poll() failure (errno set).
-int wait_fd(int fd, short events, Deadline deadline) {
-  for (;;) {
-    pollfd p{fd, events, 0};
-    int r = ::poll(&p, 1, ms_left(deadline));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return -1;
-    if (r == 0) return 0;
-    return p.revents;
-  }
-}
-
-// Writes everything or fails; never past the deadline.
-ChannelError write_all(int fd, std::string_view data, Deadline deadline) {
-  while (!data.empty()) {
-    ssize_t w = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (w > 0) {
-      data.remove_prefix(static_cast<size_t>(w));
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EPIPE) return err(ChannelErrc::closed, "the guest channel closed");
-    if (w < 0 && errno != EAGAIN) {
-      return err(ChannelErrc::io, errno_text("send(guest channel)", errno));
-    }
-    int r = wait_fd(fd, POLLOUT, deadline);
-    if (r < 0) return err(ChannelErrc::io, errno_text("poll(guest channel)", errno));
-    if (r == 0) {
-      return err(ChannelErrc::timeout, "the guest did not take our request before the deadline");
-    }
-  }
-  return {};
-}
-
-// Non-blocking AF_UNIX connect; ENOENT/ECONNREFUSED are reported as such for the retry loop.
-int unix_connect(const std::string& path, int& error_out) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    error_out = errno;
-    return -1;
-  }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    error_out = errno;
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Firecracker hybrid vsock: "CONNECT <port>\n" → "OK <host port>\n".
-ChannelError hybrid_handshake(int fd, uint32_t port, Deadline deadline) {
-  std::string req = "CONNECT " + std::to_string(port) + "\n";
-  if (auto e = write_all(fd, req, deadline)) return e;
-  std::string line;
-  while (line.size() < 64) {
-    char c;
-    ssize_t r = ::recv(fd, &c, 1, 0);
-    if (r == 1) {
-      if (c == '\n') break;
-      line += c;
-      continue;
-    }
-    if (r == 0) {
-      return err(ChannelErrc::closed, "the VMM closed the vsock connection during CONNECT " +
-                                          std::to_string(port) + " (agent not listening yet?)");
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN) return err(ChannelErrc::io, errno_text("recv(CONNECT reply)", errno));
-    int w = wait_fd(fd, POLLIN, deadline);
-    if (w < 0) return err(ChannelErrc::io, errno_text("poll(CONNECT reply)", errno));
-    if (w == 0) return err(ChannelErrc::timeout, "no answer to CONNECT before the deadline");
-  }
-  if (line.rfind("OK ", 0) != 0) {
-    return err(ChannelErrc::connect_failed, "hybrid vsock refused CONNECT " + std::to_string(port) +
-                                                ": '" + line.substr(0, 64) + "'");
-  }
-  return {};
 }
 
 }  // namespace
@@ -370,121 +275,6 @@ class ChannelIo {
     return io.fail(err(ChannelErrc::protocol,                                               \
                        "guest sent a malformed message: " + describe_current_exception())); \
   }
-
-// ---- connect ---------------------------------------------------------------------------------
-
-Result<int> GuestChannel::open_stream(const std::string& path, ChannelKind kind, uint32_t port,
-                                      Deadline deadline, const ChannelLimits& limits) {
-  sockaddr_un probe{};
-  if (path.empty() || path.size() >= sizeof probe.sun_path) {
-    return err(ChannelErrc::bad_argument, "socket path '" + path + "' is empty or longer than " +
-                                              std::to_string(sizeof probe.sun_path - 1) + " bytes");
-  }
-  // While the socket does not exist yet, inotify on its directory wakes us when it appears; the
-  // retry interval (doubling, capped) covers a socket that exists but is not listening yet.
-  std::string dir = path.substr(0, path.rfind('/') == std::string::npos ? 0 : path.rfind('/'));
-  if (dir.empty()) dir = path[0] == '/' ? "/" : ".";
-  int ino = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (ino >= 0) ::inotify_add_watch(ino, dir.c_str(), IN_CREATE | IN_MOVED_TO | IN_ATTRIB);
-  auto retry = limits.connect_retry;
-  ChannelError last;
-  int fd = -1;
-  for (;;) {
-    int e = 0;
-    fd = unix_connect(path, e);
-    if (fd >= 0 && kind == ChannelKind::hybrid_vsock) {
-      last = hybrid_handshake(fd, port, deadline);
-      if (last) {
-        ::close(fd);
-        fd = -1;
-        if (last.code == ChannelErrc::connect_failed) break;  // refused for good
-      }
-    } else if (fd < 0) {
-      if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN) {
-        last = err(ChannelErrc::connect_failed, errno_text("connect(" + path + ")", e));
-        break;
-      }
-      last = err(ChannelErrc::connect_failed,
-                 errno_text("connect(" + path + ")", e) + "; is the VMM running?");
-    }
-    if (fd >= 0) break;
-    if (Clock::now() >= deadline) break;
-    // Wait for the socket to appear, or the retry interval, whichever first.
-    auto until = std::min(deadline, Clock::now() + retry);
-    if (ino >= 0) {
-      pollfd p{ino, POLLIN, 0};
-      if (::poll(&p, 1, ms_left(until)) > 0) {
-        char evbuf[4096];
-        while (::read(ino, evbuf, sizeof evbuf) > 0) {}
-      }
-    } else {
-      ::poll(nullptr, 0, ms_left(until));
-    }
-    retry = std::min(retry * 2, std::chrono::milliseconds(200));
-  }
-  if (ino >= 0) ::close(ino);
-  if (fd < 0) {
-    if (last.code == ChannelErrc::ok || Clock::now() >= deadline) {
-      return err(ChannelErrc::timeout,
-                 "could not connect to " + path + " before the deadline" +
-                     (last ? " (last: " + last.message + ")" : std::string()));
-    }
-    return last;
-  }
-  return fd;
-}
-
-Result<std::unique_ptr<GuestChannel>> GuestChannel::greet(
-    int fd, Clock::time_point start, Deadline deadline, const ChannelLimits& limits,
-    const std::function<ChannelError(GuestChannel&)>& pipelined) {
-  std::unique_ptr<GuestChannel> ch(new GuestChannel(fd, limits));
-  if (auto e = ch->send_greeting(deadline)) return e;
-  if (pipelined) {
-    if (auto e = pipelined(*ch)) return e;
-  }
-  if (auto e = ch->wait_hello(deadline)) return e;
-  ch->hello_.connect_to_hello = Clock::now() - start;
-  return ch;
-}
-
-Result<std::unique_ptr<GuestChannel>> GuestChannel::connect(const std::string& path,
-                                                            ChannelKind kind, uint32_t port,
-                                                            Deadline deadline,
-                                                            const ChannelLimits& limits) {
-  const auto start = Clock::now();
-  auto fd = open_stream(path, kind, port, deadline, limits);
-  if (!fd.ok()) return fd.error();
-  return greet(fd.value(), start, deadline, limits, nullptr);
-}
-
-Result<std::unique_ptr<GuestChannel>> GuestChannel::connect_and_reseed(
-    const std::string& path, ChannelKind kind, uint32_t port, std::string_view entropy,
-    const std::string& vm_id, int64_t unix_time_ns, Deadline deadline, Identity* identity,
-    const ChannelLimits& limits, const GuestNetwork* network) {
-  const auto start = Clock::now();
-  auto fd = open_stream(path, kind, port, deadline, limits);
-  if (!fd.ok()) return fd.error();
-  // Greeting and Reseed in one go: the agent answers Hello, the pong, then Reseeded, in order,
-  // without waiting for the host in between (a just-restored guest is slow to wake up).
-  auto ch = greet(fd.value(), start, deadline, limits, [&](GuestChannel& c) {
-    return c.send_reseed(entropy, vm_id, unix_time_ns, deadline, network);
-  });
-  if (!ch.ok()) return ch.error();
-  auto id = ch.value()->await_reseeded(vm_id, deadline);
-  if (!id.ok()) return id.error();
-  if (identity) *identity = id.value();
-  return ch;
-}
-
-Result<std::unique_ptr<GuestChannel>> GuestChannel::adopt(int fd, Deadline deadline,
-                                                          const ChannelLimits& limits) {
-  if (fd < 0) return err(ChannelErrc::bad_argument, "adopt() needs an open descriptor");
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-    return err(ChannelErrc::io, errno_text("fcntl(O_NONBLOCK)", errno));
-  }
-  return greet(fd, Clock::now(), deadline, limits, nullptr);
-}
 
 // Ping with nonce 0, the greeting request: the agent answers Hello, then the pong, even if it
 // did not notice this connection (it also sends Hello by itself when it does, so one or two
