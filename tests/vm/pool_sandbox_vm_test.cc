@@ -296,6 +296,40 @@ TEST_F(PoolSandboxTest, B_ForkFourSeeTheFileWriteApartAndDrawOwnEntropy) {
   }
 }
 
+// The pool makes a fork kit per tier ahead (fork_kit.cc: a copy of the template and a VMM
+// started on it). Nothing watches that VMM while it waits: SIGKILL it, and the next fork must
+// still work (without the kit) and a new kit be made after it.
+TEST_F(PoolSandboxTest, B2_ForkSurvivesADeadForkKitAndTheKitIsRemade) {
+  ASSERT_FALSE(parent_.vm_id.empty());
+  auto kits_ready = [](std::chrono::seconds limit) {
+    for (auto until = Clock::now() + limit; Clock::now() < until;) {
+      auto st = client_->status(2000ms);
+      if (st.ok() && st.value().fork_kits >= 1) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  };
+  ASSERT_TRUE(kits_ready(120s)) << "no fork kit made";
+  // The kit's VMM: the only process mapping a capture memfd (B released its forks).
+  pid_t kit = -1;
+  for (const auto& name : list_dir("/proc")) {
+    if (name[0] < '0' || name[0] > '9') continue;
+    auto maps = read_file("/proc/" + name + "/maps", 16 << 20);
+    if (maps.ok() && maps.value().find("memfd:nv-capture-") != std::string::npos) {
+      kit = static_cast<pid_t>(std::stol(name));
+    }
+  }
+  ASSERT_GT(kit, 0) << "no VMM maps a fork kit's memory";
+  ASSERT_EQ(::kill(kit, SIGKILL), 0);
+  for (int i = 0; i < 100 && ::kill(kit, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  auto f = client_->fork("t-fork-dead-kit", parent_.vm_id, 1, 0ms, {});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  ASSERT_EQ(f.value().leases.size(), 1u);
+  EXPECT_EQ(trim(sh(f.value().leases[0], kSha)), sha_);
+  EXPECT_TRUE(client_->release("t", f.value().leases[0].vm_id, "test done").ok());
+  EXPECT_TRUE(kits_ready(120s)) << "no fork kit made after the fork";
+}
+
 TEST_F(PoolSandboxTest, C_PauseFreesTheVmmAndResumeKeepsFileAndUptime) {
   ASSERT_FALSE(parent_.vm_id.empty());
   pid_t before = vmm_pid(parent_.vm_id);
