@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
@@ -301,6 +302,12 @@ Result<uint64_t> copy_written_pages(const UniqueFd& pagemap, const UniqueFd& mem
 
 }  // namespace
 
+namespace {
+std::atomic<bool> in_place_refused{false};
+}  // namespace
+
+bool capture_in_place_refused() { return in_place_refused.load(); }
+
 Result<std::unique_ptr<CapturedVm>> begin_capture_in_place(RunningVm& source,
                                                            const CaptureSpec& spec,
                                                            std::optional<TemplateCopy>* spare) {
@@ -319,6 +326,7 @@ Result<std::unique_ptr<CapturedVm>> begin_capture_in_place(RunningVm& source,
   if (!out->source_mem.valid() || !out->source_pagemap.valid()) {
     static std::once_flag warned;
     const int err = errno;
+    if (err == EACCES || err == EPERM) in_place_refused.store(true);
     std::call_once(warned, [&] {
       log::warn("capture in place unavailable, captures migrate instead",
                 {{"error", std::string("open(" + proc + "/mem, pagemap): ") + std::strerror(err)},

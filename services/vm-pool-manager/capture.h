@@ -118,6 +118,9 @@ Result<std::unique_ptr<CapturedVm>> begin_capture_in_place(RunningVm& source,
                                                            const CaptureSpec& spec,
                                                            std::optional<TemplateCopy>* spare);
 Status finish_capture_in_place(RunningVm& source, CapturedVm& cap, Deadline deadline);
+// True once reading a VMM's memory was refused (no CAP_SYS_PTRACE): every capture then migrates,
+// and the pool stops making fork kits, which only a capture in place uses.
+bool capture_in_place_refused();
 
 // See above: in place when the source's RAM is a private mapping of a template memfd, else by
 // migration. The source keeps running afterwards (also on failure, as far as it can).

@@ -34,6 +34,7 @@ bool Pool::post_sandbox_task(std::function<void()> task) {
 
 void Pool::prepare_fork_kit(SizeTier tier) {
   if (!opt_.fork_kits || !backend_.capture() || !backend_.template_memory()) return;
+  if (capture_in_place_refused()) return;
   {
     std::lock_guard lock(mu_);
     TierState* t = find_tier(tier);

@@ -11,6 +11,7 @@
 //      (with why) until released.
 // Typed errors for bad requests ride along. Skips (with the reason) without root, QEMU or image.
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -106,7 +107,9 @@ class PoolSandboxTest : public ::testing::Test {
     ASSERT_TRUE(start_error_.empty()) << start_error_;
   }
 
-  static void start_service() {
+  // `extra` arguments are appended; with `log`, the service's stderr goes to that file.
+  static void start_service(const std::vector<std::string>& extra = {},
+                            const std::string& log = "") {
     std::vector<std::string> args = {binary_,
                                      "--runtime-dir",
                                      dir_,
@@ -133,10 +136,17 @@ class PoolSandboxTest : public ::testing::Test {
                                      "180000",
                                      "--lease-ttl-ms",
                                      "600000"};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (::posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_t fa;
+    ::posix_spawn_file_actions_init(&fa);
+    if (!log.empty()) {
+      ::posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    }
+    if (::posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    ::posix_spawn_file_actions_destroy(&fa);
   }
   static int stop_service(int sig) {
     int status = -1;
@@ -475,6 +485,38 @@ TEST_F(PoolSandboxTest, E_KilledPoolManagerLeavesNothingAndKeepsPausedSandboxes)
   ASSERT_TRUE(client_->release("t", other.vm_id, "done").ok());
   EXPECT_TRUE(client_->leases(kOwner).value().empty());
   EXPECT_EQ(vmm_pid(other.vm_id), -1);
+}
+
+// Without CAP_SYS_PTRACE the pool cannot read a VMM's memory, so captures take the migration
+// path (capture.h): a fork still sees its parent's file, the pool says why once, and it makes no
+// more fork kits (only a capture in place uses them).
+TEST_F(PoolSandboxTest, F_WithoutPtraceCapturesMigrate) {
+  stop_service(SIGTERM);
+  const std::string log = dir_ + "/no-ptrace.log";
+  start_service({"--keep-caps",
+                 "cap_sys_admin,cap_setuid,cap_setgid,cap_chown,cap_fowner,cap_kill,"
+                 "cap_dac_override"},
+                log);
+  ASSERT_TRUE(wait_warm());
+  VmLease p = lease("sbx-no-ptrace");
+  ASSERT_FALSE(p.vm_id.empty());
+  ASSERT_EQ(sh(p, "echo migrated > /tmp/f && echo ok"), "ok\n");
+  auto f = client_->fork("t-no-ptrace", p.vm_id, 1, 0ms, {});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  ASSERT_EQ(f.value().leases.size(), 1u);
+  EXPECT_EQ(sh(f.value().leases[0], "cat /tmp/f"), "migrated\n");
+  EXPECT_EQ(sh(p, "cat /tmp/f"), "migrated\n");
+  auto text = read_file(log, 16 << 20);
+  ASSERT_TRUE(text.ok());
+  EXPECT_NE(text.value().find("capture in place unavailable, captures migrate instead"),
+            std::string::npos)
+      << text.value().substr(text.value().size() > 3000 ? text.value().size() - 3000 : 0);
+  std::this_thread::sleep_for(1s);
+  auto st = client_->status(2000ms);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st.value().fork_kits, 0u);
+  EXPECT_TRUE(client_->release("t", f.value().leases[0].vm_id, "done").ok());
+  EXPECT_TRUE(client_->release("t", p.vm_id, "done").ok());
 }
 
 }  // namespace
