@@ -228,6 +228,9 @@ class Pool {
   // the network); stores the result in its entry (sandbox_network.cc). Mode none: nothing.
   Result<VmNetInfo> attach_network(const std::string& vm_id, const ParsedPolicy& policy,
                                    const std::string& sandbox_id, const std::string& trace_id);
+  // attach_network for a new sandbox lease `li` (li.network set); when it fails the VM is
+  // released ("network setup failed") and the error returned.
+  Status attach_or_release(LeaseInfo& li, const ParsedPolicy& policy, const std::string& trace_id);
   // A resumed sandbox: its policy as the registry kept it (LeaseRecord.network, "" = none),
   // parsed again against this pool's deny list, then attached with a fresh MAC and address.
   Result<VmNetInfo> reattach_network(const std::string& vm_id, const std::string& encoded,

@@ -333,15 +333,10 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
     std::optional<Result<LeaseInfo>> out;
     if (!run_on_sandbox_thread([&] {
           out.emplace(lease_from_snapshot(req));
-          if (!out->ok() || !req.network.allow) return;
-          LeaseInfo& li = out->value();
-          auto net = attach_network(li.vm.vm_id, req.network, req.sandbox_id, req.trace_id);
-          if (!net.ok()) {
-            (void)release(li.vm.vm_id, "network setup failed");
-            out.emplace(net.error());
-            return;
+          if (!out->ok()) return;
+          if (Status s = attach_or_release(out->value(), req.network, req.trace_id); !s.ok()) {
+            out.emplace(s.error());
           }
-          li.network = net.value();
         })) {
       return shutting_down();
     }
@@ -368,14 +363,9 @@ Result<LeaseInfo> Pool::lease_sandbox(const SandboxLeaseRequest& req) {
       li = lease_info_locked(it->first, it->second);
       li.wait_ms = l.value().wait_ms;
     }
-    if (req.network.allow) {
-      auto net = attach_network(li.vm.vm_id, req.network, req.sandbox_id, req.trace_id);
-      if (!net.ok()) {
-        (void)release(li.vm.vm_id, "network setup failed");
-        out.emplace(net.error());
-        return;
-      }
-      li.network = net.value();
+    if (Status s = attach_or_release(li, req.network, req.trace_id); !s.ok()) {
+      out.emplace(s.error());
+      return;
     }
     if (Status s = registry_->put_lease(record_of(li)); !s.ok()) {
       (void)release(li.vm.vm_id, "registry write failed");

@@ -45,6 +45,17 @@ std::string encode_policy(const ParsedPolicy& p) {
   return out;
 }
 
+Status Pool::attach_or_release(LeaseInfo& li, const ParsedPolicy& policy,
+                               const std::string& trace_id) {
+  auto net = attach_network(li.vm.vm_id, policy, li.sandbox_id, trace_id);
+  if (!net.ok()) {
+    (void)release(li.vm.vm_id, "network setup failed");
+    return net.error();
+  }
+  li.network = net.value();
+  return {};
+}
+
 Result<VmNetInfo> Pool::reattach_network(const std::string& vm_id, const std::string& encoded,
                                          const std::string& sandbox_id) {
   if (encoded.empty()) return VmNetInfo{};
